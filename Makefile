@@ -1,0 +1,34 @@
+# The two commands a fresh machine needs are `make demo` (the main job on the local sandbox stack)
+# and `make test`. Everything else here is what they are made of.
+
+PYTHON  ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STACK   ?= dev
+# Built artifacts (sandbox image, stand-in packages, wheelhouse) live outside the repo.
+export CNCTL_CACHE ?= /var/cache/cnctl
+
+.PHONY: venv plan test typecheck bench clean
+
+$(BIN)/cnctl: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(BIN)/cnctl
+
+plan: venv  ## the offline plan of a stack (STACK=dev): resources and guardrail verdicts, no credentials
+	$(BIN)/cnctl plan --stack $(STACK)
+
+typecheck: venv
+	$(BIN)/mypy cnctl
+
+test: venv  ## the whole test suite (unit, mock engine, type check, sandbox fleet)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest tests
+
+bench: venv
+	$(BIN)/python bench/plan.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache

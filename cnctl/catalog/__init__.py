@@ -1,0 +1,235 @@
+"""The catalogs: platform matrix, model catalog and Google Cloud facts, loaded from the YAML beside this file.
+
+The YAML files are the one copy of each fact; this module only gives them types so that code reads
+`catalog().platforms.jetson.release("6.0").l4t` instead of walking dictionaries.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict
+
+CATALOG_DIR = Path(__file__).parent
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- platform matrix -------------------------------------------------------------------------
+
+
+class OsRelease(_Data):
+    id: str
+    version: str
+    codename: str
+    repo_distro: str | None = None
+
+
+class JetsonApt(_Data):
+    base_url: str
+    key_url: str
+    components: list[str]
+
+
+class JetsonRelease(_Data):
+    jetpack: str
+    l4t: str
+    apt_release: str
+    packages: dict[str, str]
+    cuda: str
+    nvcc: str
+    cudnn: str
+    tensorrt: str
+    driver: str
+    triton_image: str
+    verified: bool
+
+
+class JetsonMatrix(_Data):
+    soc: str
+    os: OsRelease
+    apt: JetsonApt
+    releases: list[JetsonRelease]
+
+    def release(self, jetpack: str) -> JetsonRelease:
+        for rel in self.releases:
+            if rel.jetpack == jetpack:
+                return rel
+        raise KeyError(jetpack)
+
+    def by_l4t(self, l4t: str) -> JetsonRelease | None:
+        return next((rel for rel in self.releases if rel.l4t == l4t), None)
+
+
+class CudaRepo(_Data):
+    base_url: str
+    keyring_package: str
+    keyring_version: str
+    keyring_file: str
+
+
+class DriverBranch(_Data):
+    branch: str
+    version: str
+    max_cuda: str
+    packages: list[str]
+
+
+class CudaToolkit(_Data):
+    cuda: str
+    package: str
+    version: str
+    nvcc: str
+
+
+class TritonImage(_Data):
+    image: str
+    triton: str
+    cuda: str
+    tensorflow_backend: bool
+
+
+class Gpu(_Data):
+    name: str
+    accelerator: str
+    arch: str
+    memory_mib: int
+    min_branch: str
+
+
+class ServerMatrix(_Data):
+    os: list[OsRelease]
+    cuda_repo: CudaRepo
+    driver_branches: list[DriverBranch]
+    cuda_toolkits: list[CudaToolkit]
+    triton_images: list[TritonImage]
+    gpus: list[Gpu]
+
+    def driver(self, branch: str) -> DriverBranch:
+        return next(d for d in self.driver_branches if d.branch == branch)
+
+    def triton(self, image: str) -> TritonImage | None:
+        return next((t for t in self.triton_images if t.image == image), None)
+
+
+class ContainerToolkit(_Data):
+    version: str
+    packages: list[str]
+    key_url: str
+    repo_url: str
+
+
+class DockerPins(_Data):
+    upstream_version: str
+    containerd_version: str
+    packages: list[str]
+    base_url: str
+
+    def apt_version(self, os: OsRelease) -> str:
+        """Docker CE's apt version string for one OS, e.g. `5:27.5.1-1~ubuntu.22.04~jammy`."""
+        return f"5:{self.upstream_version}-1~{os.id}.{os.version}~{os.codename}"
+
+
+class ContainerMatrix(_Data):
+    nvidia_container_toolkit: ContainerToolkit
+    docker: DockerPins
+
+
+class PlatformMatrix(_Data):
+    jetson: JetsonMatrix
+    servers: ServerMatrix
+    container: ContainerMatrix
+
+
+# --- model catalog ---------------------------------------------------------------------------
+
+BigQueryType = Literal["INTEGER", "STRING", "FLOAT"]
+
+
+class BigQueryField(_Data):
+    name: str
+    type: BigQueryType
+
+
+class Generation(_Data):
+    description: str
+    flags: dict[str, str]
+    bigquery_schema: list[BigQueryField]
+
+
+class TensorSpec(_Data):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class CatalogModel(_Data):
+    description: str
+    generation: str
+    format: Literal["tf_savedmodel", "onnx", "python"]
+    triton_platform: str
+    requires_backend: str
+    url: str | None
+    sha256: str | None
+    input: TensorSpec
+    outputs: list[str]
+    labels: int
+    standin: bool
+
+
+class ModelCatalog(_Data):
+    generations: dict[str, Generation]
+    models: dict[str, CatalogModel]
+
+
+# --- Google Cloud facts ----------------------------------------------------------------------
+
+
+class MachineFamily(_Data):
+    attached: bool
+    # attached families: accelerator -> allowed counts; fixed families: accelerator -> {shape: count}
+    gpus: dict[str, list[int] | dict[str, int]]
+
+
+class ImageFamily(_Data):
+    driver_branch: str
+    cuda: str
+    secure_boot: bool
+
+
+class Images(_Data):
+    project: str
+    families: dict[str, ImageFamily]
+
+
+class GcpFacts(_Data):
+    iap_ssh_range: str
+    machine_families: dict[str, MachineFamily]
+    images: Images
+    services: list[str]
+
+
+class Catalog(_Data):
+    platforms: PlatformMatrix
+    models: ModelCatalog
+    gcp: GcpFacts
+
+
+def _load(name: str) -> dict:
+    with (CATALOG_DIR / name).open(encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+@cache
+def catalog() -> Catalog:
+    """The catalogs, parsed and type-checked once per process."""
+    return Catalog(
+        platforms=PlatformMatrix.model_validate(_load("platforms.yaml")),
+        models=ModelCatalog.model_validate(_load("models.yaml")),
+        gcp=GcpFacts.model_validate(_load("gcp.yaml")),
+    )

@@ -1,0 +1,32 @@
+"""How every command reports bad input: one line per problem, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import typer
+from rich.console import Console
+
+from cnctl.config import StackConfigError
+
+err = Console(stderr=True, highlight=False)
+
+EXIT_BAD_INPUT = 2
+
+
+class UsageProblem(Exception):
+    """Input the user must fix (a missing prerequisite, a bad flag). The message says how."""
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the user's mistakes into a clear message and exit code 2."""
+    try:
+        yield
+    except StackConfigError as exc:
+        err.print(f"[bold red]error:[/] {exc.render()}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except UsageProblem as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None

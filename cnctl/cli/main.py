@@ -1,0 +1,20 @@
+"""`cnctl`: the project's command line. Each command group lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from cnctl.cli import plan, sandbox, stack
+
+app = typer.Typer(
+    name="cnctl",
+    help="Deploy CircularNet to Google Cloud GPU VMs, Jetson edge devices and GPU servers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.command("plan")(plan.plan)
+app.command("validate")(stack.validate)
+app.add_typer(sandbox.app, name="sandbox")
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,19 @@
+"""`cnctl validate`: check a stack file against the schema and the catalog, touching nothing."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from cnctl.cli.errors import user_errors
+from cnctl.config import load_stack
+
+out = Console(highlight=False)
+
+
+def validate(stack: str = typer.Option("dev", "--stack", "-s", help="stack name (stacks/Pulumi.<name>.yaml) or a path")) -> None:
+    """Validate a stack file: every problem is named by its field path; exit 2 if any."""
+    with user_errors():
+        cfg = load_stack(stack)
+    parts = ["cloud" if cfg.gcp else "no cloud", f"{len(cfg.fleets.edge)} edge", f"{len(cfg.fleets.servers)} servers"]
+    out.print(f"[green]ok[/] stack {cfg.environment}: {', '.join(parts)}, model {cfg.model.key} v{cfg.model.version}")

@@ -1,0 +1,35 @@
+"""Problems with a stack file, reported one per line with the field path, the value and the fix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a stack: where (`compute.gpu.type`), what was given, and what is allowed."""
+
+    path: str
+    value: Any
+    message: str
+
+    def __str__(self) -> str:
+        if self.value is None or self.value == "…":
+            return f"{self.path}: {self.message}"
+        return f"{self.path}: {self.value!r} {self.message}"
+
+
+class StackConfigError(Exception):
+    """A stack file that cannot be used. Carries every problem found, not only the first."""
+
+    def __init__(self, source: str, problems: list[Problem]):
+        self.source = source
+        self.problems = problems
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        count = len(self.problems)
+        lines = [f"{self.source}: {count} problem{'s' if count != 1 else ''}"]
+        lines += [f"  - {problem}" for problem in self.problems]
+        return "\n".join(lines)

@@ -1,0 +1,272 @@
+"""The typed model of one environment: the `circularnet:` keys of `stacks/Pulumi.<env>.yaml`.
+
+Keys are camelCase in YAML (Pulumi's convention) and snake_case in Python. Field validators here
+check the syntax of single values; rules that relate several fields or the catalog live in
+`checks.py`, so that every problem is reported at the path of the field the user must change.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+# --- value syntax ----------------------------------------------------------------------------
+
+_PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
+_ZONE = re.compile(r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
+_BQ_ID = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
+_HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_IMAGE = re.compile(r"^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+:[A-Za-z0-9._-]+$")
+
+
+def _matches(pattern: re.Pattern[str], what: str):
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(f"{value!r} is not a valid {what}")
+        return value
+
+    return check
+
+
+def _bucket_name(value: str) -> str:
+    _matches(_BUCKET, "bucket name (3-63 of a-z 0-9 . _ -, starting and ending with a letter or digit)")(
+        value
+    )
+    if value.startswith("goog") or "google" in value:
+        raise ValueError(f"{value!r} is not allowed: bucket names may not start with 'goog' or contain 'google'")
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return value
+    raise ValueError(f"{value!r} is not allowed: a bucket name may not be an IP address")
+
+
+def _cidr(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a CIDR block like 10.20.0.0/24 ({exc})") from None
+    return value
+
+
+def _ip(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address") from None
+    return value
+
+
+def _labels(value: dict[str, str]) -> dict[str, str]:
+    for key, val in value.items():
+        if not _LABEL_KEY.fullmatch(key):
+            raise ValueError(f"label key {key!r} must be lowercase letters, digits, _ or -, starting with a letter")
+        if not _LABEL_VALUE.fullmatch(val):
+            raise ValueError(f"label value {val!r} (key {key!r}) must be lowercase letters, digits, _ or -")
+    return value
+
+
+ProjectId = Annotated[str, AfterValidator(_matches(_PROJECT_ID, "GCP project id (6-30 of a-z 0-9 -)"))]
+Region = Annotated[str, AfterValidator(_matches(_REGION, "GCP region like us-central1"))]
+Zone = Annotated[str, AfterValidator(_matches(_ZONE, "GCP zone like us-central1-a"))]
+BucketName = Annotated[str, AfterValidator(_bucket_name)]
+BigQueryId = Annotated[str, AfterValidator(_matches(_BQ_ID, "BigQuery id (letters, digits and _)"))]
+Sha256 = Annotated[str, AfterValidator(_matches(_SHA256, "sha256 (64 lowercase hex digits)"))]
+Cidr = Annotated[str, AfterValidator(_cidr)]
+IpAddress = Annotated[str, AfterValidator(_ip)]
+Labels = Annotated[dict[str, str], AfterValidator(_labels)]
+HostName = Annotated[str, AfterValidator(_matches(_HOST_NAME, "host name (a-z 0-9 -, at most 63)"))]
+ImageRef = Annotated[str, AfterValidator(_matches(_IMAGE, "container image reference registry/repo:tag"))]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Section(BaseModel):
+    """A block of the stack file: camelCase keys, unknown keys are errors (they are typos)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+# --- cloud -----------------------------------------------------------------------------------
+
+
+class Gcp(Section):
+    """Where the cloud layer lives. Absent: the stack has no cloud layer (sites and servers only)."""
+
+    project: ProjectId
+    region: Region
+    zones: list[Zone] = Field(min_length=1, description="ordered: GPU VMs fall back to the next zone")
+    labels: Labels = Field(default_factory=dict)
+
+
+class Network(Section):
+    subnet_cidr: Cidr = "10.20.0.0/24"
+    inference_allowed_cidrs: list[Cidr] = Field(
+        default_factory=list, description="sources allowed to reach the inference ports; none by default"
+    )
+
+
+class Buckets(Section):
+    images: BucketName
+    results: BucketName
+    models: BucketName
+
+
+class Storage(Section):
+    kind: Literal["gcs", "s3"] = "gcs"
+    endpoint: str | None = Field(None, description="emulator or on-site S3 URL; None means the provider's own")
+    location: str = "US-CENTRAL1"
+    buckets: Buckets
+    image_retention_days: int = Field(30, ge=1, le=3650)
+    kms_key_name: str | None = None
+
+
+class Analytics(Section):
+    dataset: BigQueryId = "circularnet"
+    table: BigQueryId = "detections"
+
+
+class GpuSpec(Section):
+    type: str = "nvidia-tesla-t4"
+    count: int = Field(1, ge=1, le=16)
+
+
+class Compute(Section):
+    machine_type: str = "n1-standard-8"
+    gpu: GpuSpec = Field(default_factory=GpuSpec)
+    image_family: str = "common-cu124-ubuntu-2204-nvidia-550"
+    disk_size_gb: int = Field(300, ge=50, le=65536)
+    disk_type: Literal["pd-balanced", "pd-ssd", "pd-standard", "hyperdisk-balanced"] = "pd-balanced"
+    spot: bool = False
+    instances: int = Field(1, ge=0, le=100)
+
+
+# --- model, inference, pipeline --------------------------------------------------------------
+
+
+class Model(Section):
+    key: str
+    version: int = Field(1, ge=1)
+    url: str | None = Field(None, description="mirror of the archive; default: the catalog's upstream URL")
+    sha256: Sha256 | None = None
+
+
+class InferencePorts(Section):
+    http: Port = 8000
+    grpc: Port = 8001
+    metrics: Port = 8002
+
+
+class Inference(Section):
+    runtime: Literal["container", "native"] = "container"
+    images: dict[Literal["server", "jetson"], ImageRef] = Field(
+        default_factory=dict, description="override the platform matrix's Triton image per platform"
+    )
+    bind_address: IpAddress = "127.0.0.1"
+    ports: InferencePorts = Field(default_factory=InferencePorts)
+
+
+class Pipeline(Section):
+    score_threshold: float = Field(0.4, gt=0, lt=1)
+    search_range_x: int = Field(150, ge=0)
+    search_range_y: int = Field(20, ge=0)
+    memory: int = Field(20, ge=0)
+    tracking_visualization: bool = False
+    cropped_objects: bool = False
+
+
+# --- fleets ----------------------------------------------------------------------------------
+
+
+class Camera(Section):
+    frame_prefix: str = Field("frame", pattern=r"^[A-Za-z0-9-]+$")
+    capture_dir: str = "/var/lib/circularnet/frames"
+    fps: int = Field(30, ge=1, le=240)
+
+
+class Host(Section):
+    name: HostName
+    address: str = Field(min_length=1)
+    ssh_user: str = Field("circularnet", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    ssh_port: Port = 22
+    site: str = Field("default", pattern=r"^[a-z0-9-]+$")
+
+
+class EdgeDevice(Host):
+    jetpack: str = "6.0"
+    camera: Camera = Field(default_factory=Camera)
+
+
+class Server(Host):
+    driver_branch: str = "550"
+
+
+class Fleets(Section):
+    edge: list[EdgeDevice] = Field(default_factory=list)
+    servers: list[Server] = Field(default_factory=list)
+
+
+# --- security and sandbox --------------------------------------------------------------------
+
+
+class Security(Section):
+    os_login: bool = True
+    block_project_ssh_keys: bool = True
+    secure_boot: Literal["auto", "on", "off"] = Field(
+        "auto", description="auto: on where the image family supports it (catalog/gcp.yaml)"
+    )
+    deletion_protection: bool | None = Field(None, description="default: on in prod, off elsewhere")
+
+
+class Sandbox(Section):
+    """Present only in the local stack: the virtual fleet and its site services."""
+
+    subnet: Cidr = "172.31.254.0/24"
+    edge: int = Field(2, ge=0, le=8)
+    servers: int = Field(1, ge=0, le=8)
+
+
+# --- the environment -------------------------------------------------------------------------
+
+
+class StackConfig(Section):
+    """One environment, as `stacks/Pulumi.<env>.yaml` describes it."""
+
+    environment: str = Field(pattern=r"^[a-z][a-z0-9-]{0,19}$")
+    gcp: Gcp | None = None
+    network: Network = Field(default_factory=Network)
+    storage: Storage
+    analytics: Analytics = Field(default_factory=Analytics)
+    compute: Compute | None = None
+    model: Model
+    inference: Inference = Field(default_factory=Inference)
+    pipeline: Pipeline = Field(default_factory=Pipeline)
+    fleets: Fleets = Field(default_factory=Fleets)
+    security: Security = Field(default_factory=Security)
+    sandbox: Sandbox | None = None
+
+    @property
+    def is_prod(self) -> bool:
+        return self.environment == "prod"
+
+    @property
+    def deletion_protection(self) -> bool:
+        if self.security.deletion_protection is None:
+            return self.is_prod
+        return self.security.deletion_protection
+
+
+# The top-level `circularnet:` keys a stack file may hold (`environment` comes from the file name).
+SECTIONS: tuple[str, ...] = tuple(
+    to_camel(name) for name in StackConfig.model_fields if name != "environment"
+)
