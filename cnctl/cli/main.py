@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cnctl.cli import plan, sandbox, stack
+from cnctl.cli import model, plan, sandbox, stack
 
 app = typer.Typer(
     name="cnctl",
@@ -15,6 +15,7 @@ app = typer.Typer(
 app.command("plan")(plan.plan)
 app.command("validate")(stack.validate)
 app.add_typer(sandbox.app, name="sandbox")
+app.add_typer(model.app, name="model")
 
 if __name__ == "__main__":
     app()

@@ -36,8 +36,11 @@ def environment_of(path: Path) -> str:
     return path.stem
 
 
-def load_stack(stack: str, stacks_dir: Path = STACKS_DIR) -> StackConfig:
-    """Load and validate one stack file; raise StackConfigError naming every problem."""
+def load_stack(stack: str, stacks_dir: Path = STACKS_DIR, *, unpinned_ok: bool = False) -> StackConfig:
+    """Load and validate one stack file; raise StackConfigError naming every problem.
+
+    `unpinned_ok` accepts a stack whose model has no sha256 yet: only `cnctl model pin` wants that.
+    """
     path = stack_path(stack, stacks_dir)
     source = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
     if not path.exists():
@@ -61,7 +64,7 @@ def load_stack(stack: str, stacks_dir: Path = STACKS_DIR) -> StackConfig:
         raw[section] = value
     if unknown:
         raise StackConfigError(source, unknown)
-    return parse(raw, environment=environment_of(path), source=source)
+    return parse(raw, environment=environment_of(path), source=source, unpinned_ok=unpinned_ok)
 
 
 def from_pulumi_config() -> StackConfig:
@@ -74,13 +77,13 @@ def from_pulumi_config() -> StackConfig:
     return parse(raw, environment=stack, source=f"stacks/Pulumi.{stack}.yaml")
 
 
-def parse(raw: dict[str, Any], *, environment: str, source: str) -> StackConfig:
+def parse(raw: dict[str, Any], *, environment: str, source: str, unpinned_ok: bool = False) -> StackConfig:
     """Validate a raw `circularnet:` mapping: syntax through the schema, then the cross-field rules."""
     try:
         cfg = StackConfig.model_validate({**raw, "environment": environment})
     except ValidationError as exc:
         raise StackConfigError(source, [_problem(err) for err in exc.errors()]) from None
-    problems = check(cfg)
+    problems = [p for p in check(cfg) if not (unpinned_ok and p.path == "model.sha256")]
     if problems:
         raise StackConfigError(source, problems)
     return cfg

@@ -1,0 +1,97 @@
+"""Download an archive with a streaming sha256, staged so that a cut or corrupt download changes nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+CHUNK = 1 << 20
+TIMEOUT_S = 60
+
+
+class FetchError(Exception):
+    """The archive could not be fetched or did not match its pin. The message says which and why."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    path: Path
+    sha256: str
+    size: int
+
+
+Progress = Callable[[int, int | None], None]
+
+
+def fetch(url: str, dest: Path, *, expected_sha256: str | None = None, progress: Progress | None = None) -> Fetched:
+    """Ensure `dest` holds the archive at `url` (and matches `expected_sha256` when given).
+
+    The body is streamed into a temporary file beside `dest` while it is hashed; only a complete,
+    verified download is renamed onto `dest`. A short body, a bad checksum or an HTTP error leave
+    `dest` exactly as it was.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, staging = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            digest, size = _stream(url, out, progress)
+        if expected_sha256 is not None and digest != expected_sha256:
+            raise FetchError(f"{url}: sha256 is {digest}, the stack pins {expected_sha256}; nothing was replaced")
+        os.replace(staging, dest)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+    return Fetched(dest, digest, size)
+
+
+def _stream(url: str, out, progress: Progress | None) -> tuple[str, int]:
+    if url.startswith("gs://"):
+        return _stream_gcs(url, out, progress)
+    try:
+        response = urllib.request.urlopen(url, timeout=TIMEOUT_S)  # noqa: S310 - http(s)/file URLs from the stack
+    except urllib.error.HTTPError as exc:
+        raise FetchError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise FetchError(f"{url}: cannot connect ({getattr(exc, 'reason', exc)})") from None
+    with response:
+        length = response.headers.get("Content-Length")
+        total = int(length) if length else None
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            while chunk := response.read(CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+                if progress:
+                    progress(size, total)
+        except (OSError, http.client.HTTPException) as exc:
+            raise FetchError(f"{url}: download cut after {size} bytes ({exc})") from None
+    if total is not None and size != total:
+        raise FetchError(f"{url}: download cut: got {size} of {total} bytes")
+    return digest.hexdigest(), size
+
+
+def _stream_gcs(url: str, out, progress: Progress | None) -> tuple[str, int]:
+    try:
+        from google.cloud import storage  # type: ignore[attr-defined]
+    except ImportError:
+        raise FetchError(f"{url}: gs:// URLs need google-cloud-storage (pip install google-cloud-storage)") from None
+    bucket, _, name = url.removeprefix("gs://").partition("/")
+    digest = hashlib.sha256()
+    size = 0
+    with storage.Client().bucket(bucket).blob(name).open("rb") as blob:
+        while chunk := blob.read(CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+            size += len(chunk)
+            if progress:
+                progress(size, None)
+    return digest.hexdigest(), size

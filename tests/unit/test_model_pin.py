@@ -1,0 +1,112 @@
+"""`cnctl model pin` and the staged fetch it rests on, against a real HTTP server on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cnctl.cli.model import app
+from cnctl.config import load_stack
+from cnctl.config.loader import STACKS_DIR
+from cnctl.model.fetch import FetchError, fetch
+
+ARCHIVE = b"PK\x03\x04 stand-in archive " * 4096
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Serves ARCHIVE at /model.zip; /cut.zip promises the full length and stops halfway."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if self.path not in ("/model.zip", "/cut.zip"):
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(ARCHIVE)))
+        self.end_headers()
+        body = ARCHIVE if self.path == "/model.zip" else ARCHIVE[: len(ARCHIVE) // 2]
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _stack_with_url(tmp_path: Path, url: str) -> Path:
+    text = (STACKS_DIR / "Pulumi.dev.yaml").read_text()
+    text = text.replace("    version: 1\n", f"    version: 1\n    url: {url}\n", 1)
+    path = tmp_path / "Pulumi.dev.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_pin_writes_the_archive_sha256_and_keeps_comments(tmp_path: Path, server: str) -> None:
+    stack = _stack_with_url(tmp_path, f"{server}/model.zip")
+    before = stack.read_text()
+    result = CliRunner().invoke(app, ["pin", "--stack", str(stack)])
+    assert result.exit_code == 0, result.output
+    expected = hashlib.sha256(ARCHIVE).hexdigest()
+    assert load_stack(str(stack)).model.sha256 == expected
+    after = stack.read_text()
+    assert [l for l in before.splitlines() if l.lstrip().startswith("#")] == [
+        l for l in after.splitlines() if l.lstrip().startswith("#")
+    ]
+    assert len(after.splitlines()) == len(before.splitlines()), "only the sha256 line changed"
+    again = CliRunner().invoke(app, ["pin", "--stack", str(stack)])
+    assert again.exit_code == 0 and "already pinned" in again.output
+
+
+def test_pin_adds_the_key_when_the_stack_has_none(tmp_path: Path, server: str) -> None:
+    stack = _stack_with_url(tmp_path, f"{server}/model.zip")
+    stack.write_text("".join(l for l in stack.read_text().splitlines(keepends=True) if "sha256:" not in l))
+    result = CliRunner().invoke(app, ["pin", "--stack", str(stack)])
+    assert result.exit_code == 0, result.output
+    assert load_stack(str(stack)).model.sha256 == hashlib.sha256(ARCHIVE).hexdigest()
+
+
+def test_pin_dry_run_changes_nothing(tmp_path: Path, server: str) -> None:
+    stack = _stack_with_url(tmp_path, f"{server}/model.zip")
+    before = stack.read_text()
+    result = CliRunner().invoke(app, ["pin", "--stack", str(stack), "--dry-run"])
+    assert result.exit_code == 0
+    assert hashlib.sha256(ARCHIVE).hexdigest() in result.output
+    assert stack.read_text() == before
+
+
+@pytest.mark.parametrize(("path", "phrase"), [("/cut.zip", "download cut"), ("/missing.zip", "HTTP 404")])
+def test_pin_failure_exits_2_and_leaves_the_stack_alone(tmp_path: Path, server: str, path: str, phrase: str) -> None:
+    stack = _stack_with_url(tmp_path, f"{server}{path}")
+    before = stack.read_text()
+    result = CliRunner().invoke(app, ["pin", "--stack", str(stack)])
+    assert result.exit_code == 2
+    assert phrase in result.output and "Traceback" not in result.output
+    assert stack.read_text() == before
+
+
+def test_fetch_keeps_the_old_file_on_a_bad_checksum_or_a_cut(tmp_path: Path, server: str) -> None:
+    dest = tmp_path / "model.zip"
+    dest.write_bytes(b"the archive that serves today")
+    with pytest.raises(FetchError, match="nothing was replaced"):
+        fetch(f"{server}/model.zip", dest, expected_sha256="0" * 64)
+    with pytest.raises(FetchError, match="cut"):
+        fetch(f"{server}/cut.zip", dest)
+    assert dest.read_bytes() == b"the archive that serves today"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.zip"], "no staging file left behind"
+    good = fetch(f"{server}/model.zip", dest, expected_sha256=hashlib.sha256(ARCHIVE).hexdigest())
+    assert dest.read_bytes() == ARCHIVE and good.size == len(ARCHIVE)
