@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 from cnctl.catalog import Catalog, catalog
 from cnctl.config.errors import Problem
-from cnctl.config.schema import StackConfig
+from cnctl.config.schema import Host, StackConfig
 
 Rule = Callable[[StackConfig, Catalog], Iterator[Problem]]
 
@@ -101,7 +101,7 @@ def driver_branch_in_matrix(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]
 
 def host_names_unique(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
     seen: dict[str, str] = {}
-    hosts = [(f"fleets.edge[{i}]", h) for i, h in enumerate(cfg.fleets.edge)]
+    hosts: list[tuple[str, Host]] = [(f"fleets.edge[{i}]", h) for i, h in enumerate(cfg.fleets.edge)]
     hosts += [(f"fleets.servers[{i}]", h) for i, h in enumerate(cfg.fleets.servers)]
     for path, host in hosts:
         if host.name in seen:

@@ -81,7 +81,7 @@ def _stream(url: str, out, progress: Progress | None) -> tuple[str, int]:
 
 def _stream_gcs(url: str, out, progress: Progress | None) -> tuple[str, int]:
     try:
-        from google.cloud import storage  # type: ignore[attr-defined]
+        from google.cloud import storage
     except ImportError:
         raise FetchError(f"{url}: gs:// URLs need google-cloud-storage (pip install google-cloud-storage)") from None
     bucket, _, name = url.removeprefix("gs://").partition("/")

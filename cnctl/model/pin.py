@@ -61,10 +61,10 @@ def write_pin(stack_file: Path, sha256: str) -> bool:
             lines[i] = new
             stack_file.write_text("".join(lines), encoding="utf-8")
             return True
-    indent = " " * (key_indent if key_indent is not None else section_indent + 2)
+    pad = " " * (key_indent if key_indent is not None else section_indent + 2)
     insert_at = end
     while insert_at > start + 1 and not lines[insert_at - 1].strip():
         insert_at -= 1
-    lines.insert(insert_at, f'{indent}sha256: "{sha256}"\n')
+    lines.insert(insert_at, f'{pad}sha256: "{sha256}"\n')
     stack_file.write_text("".join(lines), encoding="utf-8")
     return True
