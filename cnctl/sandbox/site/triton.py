@@ -1,0 +1,86 @@
+"""Run the real Triton Inference Server (CPU build) that the wheelhouse's nvidia-pytriton wheel carries.
+
+What it takes (measured, shared/reference/toolchain.md): the wheel's `pytriton/tritonserver` tree and its
+`nvidia_pytriton.libs` on LD_LIBRARY_PATH; the python-backend stub built for the running CPython copied from
+`python_backend_stubs/<X.Y>/` into `backends/python/`; numpy importable by the stub; and the system's
+libpython<X.Y>.so.1.0 (Debian package libpython3.11), which the stub links against. Sandbox hosts need the
+same steps; this module does them locally for tests and benchmarks.
+
+Measured: the stub embeds CPython in isolated mode, so PYTHONPATH (and any venv) is ignored; its sys.path is
+the system one plus the model's directories plus `backends/python/`. numpy therefore goes next to the stub,
+unpacked from the wheelhouse's numpy wheel into `backends/python/` (no system-wide pip install needed).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    """An unpacked tritonserver and the environment it needs."""
+
+    root: Path
+    binary: Path
+    backend_dir: Path
+    env: dict[str, str]
+
+    def command(self, model_repository: Path, http_port: int, address: str = "127.0.0.1",
+                exit_timeout: int = 5) -> list[str]:
+        """tritonserver on `address:http_port` only (no gRPC, no metrics), explicit model control.
+
+        `exit_timeout`: how long SIGTERM waits for models to unload (a failed load leaves one that never does).
+        """
+        return [
+            str(self.binary),
+            f"--model-repository={model_repository}",
+            "--model-control-mode=explicit",
+            f"--backend-directory={self.backend_dir}",
+            f"--http-address={address}",
+            f"--http-port={http_port}",
+            "--allow-grpc=false",
+            "--allow-metrics=false",
+            f"--exit-timeout-secs={exit_timeout}",
+        ]
+
+
+def _wheel(wheelhouse: Path, project: str) -> Path:
+    found = sorted(wheelhouse.glob(f"{project}-*.whl"))
+    if not found:
+        raise FileNotFoundError(f"no {project} wheel in {wheelhouse}: build the site content first")
+    return found[-1]
+
+
+def unpack(wheelhouse: Path, dest: Path,
+           python: str = f"{sys.version_info.major}.{sys.version_info.minor}") -> TritonInstall:
+    """Ensure `dest` holds a runnable tritonserver from the wheelhouse (done once; reused when complete)."""
+    pytriton, numpy = _wheel(wheelhouse, "nvidia_pytriton"), _wheel(wheelhouse, "numpy")
+    marker = dest / ".unpacked"
+    server = dest / "pytriton" / "tritonserver"
+    install = TritonInstall(
+        root=dest, binary=server / "bin" / "tritonserver", backend_dir=server / "backends",
+        env={"LD_LIBRARY_PATH": str(dest / "nvidia_pytriton.libs")},
+    )
+    stamp = f"{pytriton.name} {numpy.name} {python}\n"
+    if marker.is_file() and marker.read_text() == stamp:
+        return install
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    with zipfile.ZipFile(pytriton) as zf:
+        members = [n for n in zf.namelist() if n.startswith(("pytriton/tritonserver/", "nvidia_pytriton.libs/"))]
+        zf.extractall(dest, members)
+    with zipfile.ZipFile(numpy) as zf:
+        zf.extractall(server / "backends" / "python")
+    stub = server / "python_backend_stubs" / python / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise FileNotFoundError(f"nvidia-pytriton has no python-backend stub for Python {python}")
+    shutil.copy2(stub, server / "backends" / "python" / stub.name)
+    # zip does not keep the execute bits.
+    for exe in (install.binary, server / "backends" / "python" / stub.name):
+        exe.chmod(0o755)
+    marker.write_text(stamp)
+    return install

@@ -1,0 +1,259 @@
+"""The sandbox's STAND-IN packages: catalog names and versions, and tools that print the real formats.
+
+Each tool runs straight from its extracted .deb with CNCTL_STANDIN_ROOT pointing into a temp dir, so nothing
+on this machine is read or written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cnctl.catalog import catalog
+from cnctl.sandbox.site import STANDIN_MARK, nv_tegra_release
+
+CAT = catalog().platforms
+
+
+def field(deb: Path, name: str) -> str:
+    return subprocess.run(["dpkg-deb", "-f", str(deb), name], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def run(root: Path, exe: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(root / exe.lstrip("/")), *args], capture_output=True, text=True, timeout=20,
+                          env={**os.environ, "CNCTL_STANDIN_ROOT": str(root), **(env or {})})
+
+
+def expected_packages() -> list[tuple[str, str]]:
+    """(name, version) of every package the catalog says the sandbox must imitate."""
+    out = []
+    for b in CAT.servers.driver_branches:
+        out += [(p, f"{b.version}-1" if p.startswith("cuda-drivers") else f"{b.version}-0ubuntu1") for p in b.packages]
+    out.append((CAT.servers.cuda_repo.keyring_package, CAT.servers.cuda_repo.keyring_version))
+    out += [(k.package, k.version) for k in CAT.servers.cuda_toolkits]
+    ctk = CAT.container.nvidia_container_toolkit
+    out += [(p, ctk.version) for p in ctk.packages]
+    docker = CAT.container.docker
+    bookworm = next(o for o in CAT.servers.os if o.codename == "bookworm")
+    out += [(p, docker.containerd_version if p == "containerd.io" else docker.apt_version(bookworm))
+            for p in docker.packages]
+    for rel in CAT.jetson.releases:
+        core, jp = rel.packages["nvidia-l4t-core"], rel.packages["nvidia-jetpack"]
+        out += [("nvidia-l4t-core", core), ("nvidia-l4t-tools", core), ("nvidia-jetpack", jp), ("nvidia-container", jp)]
+    return out
+
+
+@pytest.mark.parametrize("name,version", expected_packages())
+def test_deb_carries_catalog_name_and_version_and_says_standin(deb_of, name, version):
+    deb = deb_of(name, version)
+    assert field(deb, "Package") == name
+    assert field(deb, "Version") == version
+    assert field(deb, "Description").startswith(f"{STANDIN_MARK}, not ")
+    assert " software: " in field(deb, "Description").splitlines()[0]
+    assert field(deb, "Maintainer") == "cnctl sandbox <noreply@invalid>"
+
+
+def test_real_dependency_chains(deb_of):
+    v = CAT.container.nvidia_container_toolkit.version
+    assert f"nvidia-container-toolkit-base (= {v})" in field(deb_of("nvidia-container-toolkit", v), "Depends")
+    assert f"libnvidia-container1 (>= {v})" in field(deb_of("libnvidia-container-tools", v), "Depends")
+    rel = CAT.jetson.releases[0]
+    core = rel.packages["nvidia-l4t-core"]
+    assert field(deb_of("nvidia-jetpack", rel.packages["nvidia-jetpack"]), "Depends") == f"nvidia-l4t-core (= {core})"
+    assert "arm64" in field(deb_of("nvidia-l4t-core", core), "Description")
+
+
+def test_maintainer_scripts_are_valid_sh(site_content, tmp_path):
+    for _, _, filename in site_content.packages:
+        ctl = tmp_path / filename
+        subprocess.run(["dpkg-deb", "-e", str(site_content.apt_dir / filename), str(ctl)], check=True)
+        for script in ("postinst", "prerm", "postrm"):
+            if (ctl / script).exists():
+                subprocess.run(["sh", "-n", str(ctl / script)], check=True)
+
+
+# --- nvidia-smi ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def smi_root(deb_of, extract_deb):
+    branch = CAT.servers.driver_branches[0]
+    return extract_deb(deb_of(f"nvidia-utils-{branch.branch}")), branch
+
+
+@pytest.fixture
+def smi(smi_root, tmp_path):
+    """A fresh stand-in root holding the extracted nvidia-smi (knob files start empty)."""
+    root, branch = smi_root
+    (tmp_path / "usr/bin").mkdir(parents=True)
+    shutil.copy2(root / "usr/bin/nvidia-smi", tmp_path / "usr/bin/nvidia-smi")
+    return tmp_path, branch
+
+
+def test_nvidia_smi_query_csv_matches_real_format(smi):
+    root, branch = smi
+    gpu = CAT.servers.gpus[0]
+    q = "--query-gpu=name,driver_version,memory.total,pci.bus_id"
+    res = run(root, "/usr/bin/nvidia-smi", q, "--format=csv")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == ("name, driver_version, memory.total [MiB], pci.bus_id\n"
+                          f"{gpu.name}, {branch.version}, {gpu.memory_mib} MiB, 00000000:00:04.0\n")
+    res = run(root, "/usr/bin/nvidia-smi", q, "--format=csv,noheader,nounits")
+    assert res.stdout == f"{gpu.name}, {branch.version}, {gpu.memory_mib}, 00000000:00:04.0\n"
+
+
+def test_nvidia_smi_gpu_comes_from_knob_file(smi):
+    root, branch = smi
+    l4 = next(g for g in CAT.servers.gpus if g.accelerator == "nvidia-l4")
+    (root / "etc/cnctl-standin").mkdir(parents=True)
+    (root / "etc/cnctl-standin/gpu").write_text(f"{l4.name}\n{l4.name}\n")
+    res = run(root, "/usr/bin/nvidia-smi", "--query-gpu=index,name,memory.total", "--format=csv,noheader")
+    assert res.stdout.splitlines() == [f"0, {l4.name}, {l4.memory_mib} MiB", f"1, {l4.name}, {l4.memory_mib} MiB"]
+    listing = run(root, "/usr/bin/nvidia-smi", "-L").stdout.splitlines()
+    assert len(listing) == 2
+    uuid = r"GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+    assert re.fullmatch(rf"GPU 0: {l4.name} \(UUID: {uuid}\)", listing[0])
+    (root / "etc/cnctl-standin/gpu").write_text("NVIDIA GeForce Nonexistent\n")
+    res = run(root, "/usr/bin/nvidia-smi", "-L")
+    assert res.returncode == 6 and "unknown GPU" in res.stderr
+
+
+def test_nvidia_smi_table_header_and_errors(smi):
+    root, branch = smi
+    res = run(root, "/usr/bin/nvidia-smi")
+    assert res.returncode == 0
+    lines = res.stdout.splitlines()
+    assert re.search(rf"NVIDIA-SMI {re.escape(branch.version)}\s+Driver Version: {re.escape(branch.version)}\s+"
+                     rf"CUDA Version: {re.escape(branch.max_cuda)}", res.stdout)
+    assert {len(ln) for ln in lines[1:] if ln.startswith(("|", "+"))} == {91}  # the real table's width
+    assert CAT.servers.gpus[0].name in res.stdout
+    bad = run(root, "/usr/bin/nvidia-smi", "--bogus")
+    assert bad.returncode == 2 and "Invalid combination of input arguments" in bad.stderr and not bad.stdout
+    bad = run(root, "/usr/bin/nvidia-smi", "--query-gpu=bogus", "--format=csv")
+    assert bad.returncode == 2 and 'Field "bogus" is not a valid field to query.' in bad.stderr
+    (root / "etc/cnctl-standin").mkdir(parents=True)
+    (root / "etc/cnctl-standin/driver-unloaded").touch()
+    res = run(root, "/usr/bin/nvidia-smi")
+    assert res.returncode == 9 and "couldn't communicate with the NVIDIA driver" in res.stdout
+
+
+# --- nvcc ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kit", CAT.servers.cuda_toolkits, ids=lambda k: k.package)
+def test_nvcc_version_format(deb_of, extract_deb, kit):
+    root = extract_deb(deb_of(kit.package, kit.version))
+    res = run(root, f"/usr/local/cuda-{kit.cuda}/bin/nvcc", "--version")
+    assert res.returncode == 0
+    lines = res.stdout.splitlines()
+    assert lines[0] == "nvcc: NVIDIA (R) Cuda compiler driver"
+    assert re.fullmatch(r"Built on \w{3}_\w{3}_[_\d]{2}_\d\d:\d\d:\d\d_\w+_\d{4}", lines[2])
+    assert lines[3] == f"Cuda compilation tools, release {kit.cuda}, V{kit.nvcc}"
+    assert lines[4].startswith(f"Build cuda_{kit.cuda}.r{kit.cuda}/compiler.")
+    version_json = json.loads((root / f"usr/local/cuda-{kit.cuda}/version.json").read_text())
+    assert version_json["cuda_nvcc"]["version"] == kit.nvcc
+    assert run(root, f"/usr/local/cuda-{kit.cuda}/bin/nvcc", "x.cu").returncode != 0
+
+
+# --- Jetson: nvpmodel, jetson_clocks, nv_tegra_release ---------------------------------------------
+
+@pytest.fixture
+def l4t_tools(deb_of, extract_deb):
+    rel = CAT.jetson.releases[0]
+    root = extract_deb(deb_of("nvidia-l4t-tools", rel.packages["nvidia-l4t-core"]))
+    # What the package's postinst does on a host: point /etc/nvpmodel.conf at the board's file.
+    (root / "etc/nvpmodel.conf").symlink_to("nvpmodel/nvpmodel_p3701_0000.conf")
+    return root
+
+
+def test_nvpmodel_query_and_set(l4t_tools):
+    root = l4t_tools
+    conf = (root / "etc/nvpmodel.conf").read_text()
+    for mode_id, name in [(0, "MAXN"), (1, "MODE_15W"), (2, "MODE_30W"), (3, "MODE_50W")]:
+        assert f"< POWER_MODEL ID={mode_id} NAME={name} >" in conf
+    assert run(root, "/usr/sbin/nvpmodel", "-q").stdout == "NV Power Mode: MAXN\n0\n"
+    assert run(root, "/usr/sbin/nvpmodel", "-m", "2").returncode == 0
+    assert (root / "var/lib/nvpmodel/status").read_text().startswith("pmode:0002")
+    assert run(root, "/usr/sbin/nvpmodel", "-q").stdout == "NV Power Mode: MODE_30W\n2\n"
+    bad = run(root, "/usr/sbin/nvpmodel", "-m", "9")
+    assert bad.returncode != 0 and "NVPM ERROR" in bad.stderr
+
+
+def test_jetson_clocks_show_store_restore(l4t_tools):
+    root = l4t_tools
+    show = run(root, "/usr/bin/jetson_clocks", "--show").stdout
+    assert show.startswith("SOC family:tegra234  Machine:") and show.rstrip().endswith("NV Power Mode: MAXN")
+    assert "FreqOverride=0" in show
+    store = str(root / "dfs.conf")
+    assert run(root, "/usr/bin/jetson_clocks", "--store", store).returncode == 0
+    assert run(root, "/usr/bin/jetson_clocks").returncode == 0
+    assert "FreqOverride=1" in run(root, "/usr/bin/jetson_clocks", "--show").stdout
+    assert run(root, "/usr/bin/jetson_clocks", "--restore", store).returncode == 0
+    assert "FreqOverride=0" in run(root, "/usr/bin/jetson_clocks", "--show").stdout
+    assert run(root, "/usr/bin/jetson_clocks", "--restore", str(root / "missing.conf")).returncode == 1
+
+
+def test_l4t_core_ships_nv_tegra_release(deb_of, extract_deb):
+    for rel in CAT.jetson.releases:
+        root = extract_deb(deb_of("nvidia-l4t-core", rel.packages["nvidia-l4t-core"]))
+        text = (root / "etc/nv_tegra_release").read_text()
+        assert text == nv_tegra_release(rel)
+        first = text.splitlines()[0]
+        # How jetson-containers parses it: "# R36 (release), REVISION: 3.0, ..." -> 36.3.0
+        parts = first.split(", ")
+        l4t = parts[0].removeprefix("# R").removesuffix(" (release)") + "." + parts[1].removeprefix("REVISION: ")
+        assert l4t == rel.l4t
+        assert len(text.splitlines()) == 4
+
+
+# --- nvidia-ctk, docker ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ctk_root(deb_of, extract_deb):
+    return extract_deb(deb_of("nvidia-container-toolkit-base"))
+
+
+def test_nvidia_ctk_writes_daemon_json_like_the_real_tool(ctk_root, tmp_path):
+    shutil.copytree(ctk_root / "usr", tmp_path / "usr")
+    res = run(tmp_path, "/usr/bin/nvidia-ctk", "runtime", "configure", "--runtime=docker")
+    assert res.returncode == 0, res.stderr
+    assert "Wrote updated config to /etc/docker/daemon.json" in res.stderr
+    written = (tmp_path / "etc/docker/daemon.json").read_text()
+    assert written == ('{\n    "runtimes": {\n        "nvidia": {\n            "args": [],\n'
+                       '            "path": "nvidia-container-runtime"\n        }\n    }\n}')
+
+
+def test_nvidia_ctk_keeps_other_keys_and_sets_default(ctk_root, tmp_path):
+    cfg = tmp_path / "custom" / "daemon.json"
+    cfg.parent.mkdir()
+    cfg.write_text(json.dumps({"log-driver": "journald", "runtimes": {"runc2": {"path": "/x"}}}))
+    res = run(ctk_root, "/usr/bin/nvidia-ctk", "runtime", "configure", "--runtime=docker", "--set-as-default",
+              "--config", str(cfg), env={"CNCTL_STANDIN_ROOT": "/"})
+    assert res.returncode == 0, res.stderr
+    data = json.loads(cfg.read_text())
+    assert data == {"default-runtime": "nvidia", "log-driver": "journald",
+                    "runtimes": {"nvidia": {"args": [], "path": "nvidia-container-runtime"}, "runc2": {"path": "/x"}}}
+    assert cfg.read_text() == json.dumps(data, indent=4, sort_keys=True)  # Go's MarshalIndent layout
+
+
+def test_nvidia_ctk_dry_run_and_refusals(ctk_root):
+    res = run(ctk_root, "/usr/bin/nvidia-ctk", "runtime", "configure", "--runtime=docker", "--dry-run")
+    assert res.returncode == 0 and json.loads(res.stdout)["runtimes"]["nvidia"]["path"] == "nvidia-container-runtime"
+    assert not (ctk_root / "etc").exists()
+    version = CAT.container.nvidia_container_toolkit.version.split("-")[0]
+    assert run(ctk_root, "/usr/bin/nvidia-ctk", "--version").stdout.startswith(
+        f"NVIDIA Container Toolkit CLI version {version}\n")
+    assert run(ctk_root, "/usr/bin/nvidia-ctk", "runtime", "configure", "--runtime=podman").returncode == 1
+
+
+def test_docker_standin_has_version_but_no_engine(deb_of, extract_deb):
+    root = extract_deb(deb_of("docker-ce-cli"))
+    res = run(root, "/usr/bin/docker", "--version")
+    assert res.stdout.startswith(f"Docker version {CAT.container.docker.upstream_version}, build ")
+    res = run(root, "/usr/bin/docker", "ps")
+    assert res.returncode != 0 and "stand-in: no engine" in res.stderr
