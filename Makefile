@@ -32,3 +32,14 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache
+
+# --- the sandbox fleet (stacks/Pulumi.local.yaml): needs root; see docs/sandbox.md -----------------
+.PHONY: demo demo-down
+
+demo: venv  ## boot the sandbox fleet and its site services, deploy to it with pyinfra, show its status
+	$(BIN)/cnctl sandbox up --stack local
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pyinfra -y hosts/sandbox.py deploy.py
+	$(BIN)/cnctl sandbox status
+
+demo-down: venv  ## stop the sandbox fleet and remove everything it made (idempotent)
+	$(BIN)/cnctl sandbox down

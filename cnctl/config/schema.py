@@ -231,9 +231,14 @@ class Security(Section):
 class Sandbox(Section):
     """Present only in the local stack: the virtual fleet and its site services."""
 
-    subnet: Cidr = "172.31.254.0/24"
-    edge: int = Field(2, ge=0, le=8)
-    servers: int = Field(1, ge=0, le=8)
+    subnet: Cidr = Field(
+        "172.31.254.0/24",
+        description="the site network; the machine takes its first address, the site services the second",
+    )
+    edge: int | None = Field(None, ge=0, le=8, description="edge hosts `sandbox up` boots; default: all of fleets.edge")
+    servers: int | None = Field(
+        None, ge=0, le=8, description="servers `sandbox up` boots; default: all of fleets.servers"
+    )
 
 
 # --- the environment -------------------------------------------------------------------------

@@ -1,0 +1,287 @@
+"""`up`, `status` and `down` of a sandbox fleet, and fresh single hosts for tests.
+
+`up` is safe to repeat (a healthy fleet is left as it is) and cleans the leftovers of an earlier run
+first; `down` stops hosts politely (SIGTERM, bounded wait, SIGKILL), stops the site services, and removes
+every mount, namespace and link it made. A failure (or Ctrl-C) inside `up` removes what it started
+before the error goes on.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cnctl.config.schema import StackConfig
+from cnctl.sandbox import cleanup, host, image, keys, network, procs
+from cnctl.sandbox.errors import SandboxFailure, SandboxProblem
+from cnctl.sandbox.instance import Instance
+from cnctl.sandbox.inventory import write_ansible_inventory
+from cnctl.sandbox.layout import HostSpec, Layout, layout_from_stack
+from cnctl.sandbox.progress import Progress
+from cnctl.sandbox.remote import ssh
+from cnctl.sandbox.state import PYINFRA_INVENTORY, FleetState, HostState, load, save
+from cnctl.sandbox.system import locked
+
+DOWN_TIMEOUT_S = 8.0
+
+
+# --- up --------------------------------------------------------------------------------------
+
+
+def up(inst: Instance, cfg: StackConfig, *, stack: str = "local", edge: int | None = None,
+       servers: int | None = None, progress: Progress | None = None) -> FleetState:
+    """Ensure the stack's sandbox fleet is running; return its state."""
+    progress = progress or Progress()
+    layout = layout_from_stack(cfg, edge=edge, servers=servers)
+    with locked(inst.lock_path, directory=True):
+        current = load(inst)
+        if current is not None and _healthy(inst, current):
+            if _same_hosts(current.layout, layout):
+                progress.note(f"the sandbox is already up ({len(current.hosts)} hosts); nothing to do")
+                return current
+            raise SandboxProblem(
+                f"the sandbox is up with other hosts ({', '.join(h.name for h in current.hosts)}); "
+                "run `cnctl sandbox down` first"
+            )
+        leftovers = cleanup.clean(inst)
+        if not leftovers.empty:
+            progress.note(f"cleaned leftovers of an earlier run: {leftovers.summary()}")
+        network.check_subnet_free(inst, layout.subnet)
+        for spec in layout.generated:
+            progress.note(f"booting {spec.name} ({spec.address}, {spec.flavour}): not in the stack's fleets."
+                          f"{spec.group}; add it there to keep its name and address")
+        try:
+            return _bring_up(inst, cfg, layout, stack, progress)
+        except BaseException:
+            progress.note("`up` failed: removing what it started")
+            cleanup.clean(inst)
+            raise
+
+
+def _bring_up(inst: Instance, cfg: StackConfig, layout: Layout, stack: str, progress: Progress) -> FleetState:
+    timings: dict[str, float] = {}
+    mark = time.monotonic()
+
+    rootfs = image.ensure_image(inst.image_cache, progress)
+    timings["image"] = _lap(mark)
+    mark = time.monotonic()
+
+    site_api = _site_api()
+    with progress.step("site content (stand-in packages, signed apt repo, model archive)"):
+        content = site_api.build_site_content(inst.cache, progress=progress.note)
+    timings["site_content"] = _lap(mark)
+    mark = time.monotonic()
+
+    inst.state_dir.mkdir(parents=True, exist_ok=True)
+    key = keys.ensure_client_key(inst.ssh_dir)
+    state = FleetState(
+        prefix=inst.prefix, state_dir=str(inst.state_dir), stack=stack, subnet=layout.subnet,
+        machine_address=layout.machine_address, site_address=layout.site_address,
+        site_netns=inst.site_netns, uplink=inst.uplink, image=str(rootfs), ssh_key=str(key),
+        known_hosts=str(inst.ssh_dir / "known_hosts"),
+        hosts=[HostState(spec, inst.host_netns(spec.name), str(host.merged_dir(inst, spec.name))) for spec in layout.hosts],
+        inventories={"pyinfra": str(PYINFRA_INVENTORY), "ansible": str(inst.ansible_inventory)},
+    )
+    save(inst, state)  # from here on a crash leaves a record of what was meant to exist
+
+    with progress.step(f"start site network {layout.subnet} and services (namespace {inst.site_netns})"):
+        network.create_site(inst, layout)
+        buckets = cfg.storage.buckets
+        endpoints = site_api.start_site_services(
+            inst.site_netns, layout.site_address, inst.state_dir, inst.cache,
+            buckets=(buckets.images, buckets.results, buckets.models),
+        )
+        state.site = endpoints.to_json()
+        save(inst, state)
+        for warning in _stack_drift(cfg, endpoints, content):
+            progress.note(f"warning: {warning}")
+    timings["site_services"] = _lap(mark)
+    mark = time.monotonic()
+
+    public = keys.public_key(key)
+    with progress.step(f"boot {len(state.hosts)} hosts"):
+        for hs in state.hosts:
+            merged = host.mount_disk(inst, rootfs, hs.name)
+            hs.host_key = host.personalize(merged, hs.spec, public)
+            network.attach_host(inst, layout, hs.spec)
+            hs.pid = host.boot(inst, hs.spec, merged, hs.netns)
+            save(inst, state)
+        timings["boot_started"] = _lap(mark)
+        answered = host.wait_for_ssh(inst, {h.name: (h.address, h.pid or 0) for h in state.hosts})
+    timings["hosts"] = _lap(mark)
+    timings.update({f"ssh:{name}": round(t, 2) for name, t in answered.items()})
+
+    keys.write_known_hosts(Path(state.known_hosts), [(h.address, h.host_key or "") for h in state.hosts])
+    state.phase = "up"
+    state.timings = timings
+    write_ansible_inventory(inst.ansible_inventory, state)
+    save(inst, state)
+    return state
+
+
+def _stack_drift(cfg: StackConfig, endpoints: Any, content: Any) -> list[str]:
+    """Where the stack's URLs and pins disagree with what the site serves (the stack is edited by hand)."""
+    problems = []
+    if cfg.storage.endpoint and cfg.storage.endpoint.rstrip("/") != endpoints.gcs_url.rstrip("/"):
+        problems.append(f"storage.endpoint is {cfg.storage.endpoint}, the site's GCS emulator is {endpoints.gcs_url}")
+    if cfg.model.key == "sandbox_standin":
+        url = endpoints.artifacts_url + content.model_url_path
+        if cfg.model.url != url:
+            problems.append(f"model.url is {cfg.model.url}, the site serves the stand-in model at {url}")
+        if cfg.model.sha256 != content.model_sha256:
+            problems.append(f"model.sha256 is {cfg.model.sha256}, the stand-in archive's is {content.model_sha256}")
+    return problems
+
+
+def _site_api() -> Any:
+    try:
+        from cnctl.sandbox import site
+    except ImportError as exc:
+        raise SandboxFailure(f"the site services (cnctl.sandbox.site) cannot be imported: {exc}") from None
+    return site
+
+
+def _lap(mark: float) -> float:
+    return round(time.monotonic() - mark, 2)
+
+
+def _same_hosts(a: Layout, b: Layout) -> bool:
+    return a.subnet == b.subnet and [(h.name, h.address, h.flavour) for h in a.hosts] == [
+        (h.name, h.address, h.flavour) for h in b.hosts
+    ]
+
+
+def _running(inst: Instance, hs: HostState) -> bool:
+    return bool(hs.pid) and procs.alive(hs.pid or 0) and procs.boots_under(hs.pid or 0, inst.hosts_dir)
+
+
+def _healthy(inst: Instance, state: FleetState) -> bool:
+    return state.phase == "up" and all(_running(inst, h) for h in state.hosts) and network.uplink_exists(inst)
+
+
+# --- status ----------------------------------------------------------------------------------
+
+
+def status(inst: Instance, *, probe: bool = True) -> dict[str, Any]:
+    """What runs: hosts (process, SSH, systemd state), site services (answering?), inventory paths."""
+    state = load(inst)
+    if state is None:
+        leftovers = cleanup.find(inst)
+        return {"up": False, "state_file": str(inst.state_file), "leftovers": leftovers.describe()}
+
+    def probe_host(hs: HostState) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "name": hs.name, "group": hs.spec.group, "flavour": hs.spec.flavour, "address": hs.address,
+            "jetpack": hs.spec.jetpack, "l4t": hs.spec.l4t, "driver_branch": hs.spec.driver_branch,
+            "pid": hs.pid, "running": _running(inst, hs), "ssh": False, "systemd": None,
+        }
+        if probe and row["running"]:
+            try:
+                result = ssh(state, hs, "systemctl is-system-running", timeout=15)
+                row["ssh"] = result.returncode in (0, 1) and bool(result.stdout.strip())
+                row["systemd"] = result.stdout.strip() or None
+            except Exception:  # noqa: BLE001 - a probe reports, it does not raise
+                row["ssh"] = False
+        return row
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        hosts = list(pool.map(probe_host, state.hosts))
+    services = {name: {"url": url, "answering": _answers(url) if probe else None}
+                for name, url in sorted((state.site or {}).items()) if name.endswith("_url")}
+    healthy = state.phase == "up" and all(h["running"] and (h["ssh"] or not probe) for h in hosts)
+    return {
+        "up": state.phase == "up",
+        "healthy": healthy,
+        "prefix": state.prefix,
+        "stack": state.stack,
+        "subnet": state.subnet,
+        "machine_address": state.machine_address,
+        "site_address": state.site_address,
+        "hosts": hosts,
+        "site": services,
+        "inventories": state.inventories,
+        "ssh": {"key": state.ssh_key, "known_hosts": state.known_hosts},
+        "state_file": str(inst.state_file),
+        "timings": state.timings,
+    }
+
+
+def _answers(url: str, timeout: float = 1.0) -> bool:
+    """True if something accepts TCP connections at the URL's host and port."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.hostname:
+        return False
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+# --- down ------------------------------------------------------------------------------------
+
+
+def down(inst: Instance, *, progress: Progress | None = None, timeout: float = DOWN_TIMEOUT_S) -> cleanup.Leftovers:
+    """Ensure nothing of the sandbox remains; return what was removed. Safe to repeat."""
+    progress = progress or Progress()
+    with locked(inst.lock_path, directory=True):
+        state = load(inst)
+        if state is not None:
+            with progress.step(f"stop {len(state.hosts)} hosts"):
+                _, killed = host.stop([h.pid for h in state.hosts if h.pid], inst.hosts_dir, timeout)
+            if killed:
+                progress.note(f"{len(killed)} hosts did not halt within {timeout:.0f} s and were killed")
+        with progress.step("remove site services, mounts, namespaces and state"):
+            removed = cleanup.clean(inst, timeout=timeout)
+    return removed
+
+
+# --- fresh hosts (tests that need a clean disk) ---------------------------------------------
+
+
+@dataclass
+class FreshHost:
+    """A host booted on a running fleet's site network, not listed in its state or inventories."""
+
+    state: HostState
+    fleet: FleetState
+
+    def ssh(self, command: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        return ssh(self.fleet, self.state, command, **kwargs)
+
+
+def boot_fresh_host(inst: Instance, fleet: FleetState, spec: HostSpec, timeout: float = host.BOOT_TIMEOUT_S) -> FreshHost:
+    """Boot one more host from the image on a fresh overlay, reachable with the fleet's key."""
+    if spec.name in {h.name for h in fleet.hosts}:
+        raise SandboxProblem(f"{spec.name} is already a fleet host")
+    hs = HostState(spec, inst.host_netns(spec.name), str(host.merged_dir(inst, spec.name)))
+    try:
+        merged = host.mount_disk(inst, Path(fleet.image), spec.name)
+        hs.host_key = host.personalize(merged, spec, keys.public_key(Path(fleet.ssh_key)))
+        network.attach_host(inst, fleet.layout, spec)
+        hs.pid = host.boot(inst, spec, merged, hs.netns)
+        host.wait_for_ssh(inst, {spec.name: (spec.address, hs.pid)}, timeout)
+    except BaseException:
+        remove_fresh_host(inst, hs)
+        raise
+    # Its own known_hosts beside the fleet's, so the fleet's inventories never see it.
+    known = inst.host_dir(spec.name) / "known_hosts"
+    keys.write_known_hosts(known, [(spec.address, hs.host_key or "")])
+    view = FleetState(**{**fleet.__dict__, "known_hosts": str(known), "hosts": [hs]})
+    return FreshHost(hs, view)
+
+
+def remove_fresh_host(inst: Instance, hs: HostState, timeout: float = DOWN_TIMEOUT_S) -> None:
+    """Ensure a fresh host is stopped, its disk unmounted and removed, its namespace gone."""
+    if hs.pid:
+        host.stop([hs.pid], inst.hosts_dir, timeout)
+    cleanup.end_processes_in([hs.netns], timeout)
+    host.unmount_disk(inst, hs.name)
+    network.detach_host(inst, hs.name)

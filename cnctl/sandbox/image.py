@@ -1,0 +1,202 @@
+"""The host image: a Debian bookworm rootfs built once with debootstrap and cached outside the repo.
+
+The cache key is a hash of the recipe (suite, variant, packages, mirror and the source of `_finish`),
+so the image is rebuilt exactly when what would go into it changes. A build goes into a temporary
+directory and is renamed into place when complete, so a cut build never passes as a cached image.
+Every host boots a fresh overlay of this directory; the image itself is never written after the build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import re
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from cnctl.sandbox import mounts
+from cnctl.sandbox.errors import SandboxFailure, SandboxProblem
+from cnctl.sandbox.prereqs import missing_tools
+from cnctl.sandbox.progress import Progress
+from cnctl.sandbox.system import locked
+
+SUITE = "bookworm"
+VARIANT = "minbase"
+# What a host needs to be reached and configured: sshd, python for pyinfra/Ansible (python3-apt for
+# Ansible's apt module), sudo, systemd as PID 1 (systemd-sysv gives real hosts' `reboot`), dbus for
+# systemctl, iproute2 for network facts. Everything else comes from the host layers.
+PACKAGES = ("openssh-server", "python3", "python3-apt", "sudo", "systemd", "systemd-sysv", "dbus", "iproute2")
+BUILD_TIMEOUT_S = 1200
+SOURCES_DIR = Path("/etc/apt")
+
+# Real hosts allow key logins for an unprivileged user and no root logins; each host gets its own
+# ed25519 host key at boot time (the image carries none, so no two hosts share one).
+SSHD_CONFIG = """\
+# Key-only logins; root works through sudo.
+PermitRootLogin no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+HostKey /etc/ssh/ssh_host_ed25519_key
+"""
+
+
+def debian_mirror(sources_dir: Path = SOURCES_DIR, suite: str = SUITE) -> str:
+    """The Debian mirror this machine's apt uses for `suite` (CNCTL_SANDBOX_MIRROR overrides it)."""
+    override = os.environ.get("CNCTL_SANDBOX_MIRROR")
+    if override:
+        return override
+    for uri, suites in _apt_sources(sources_dir):
+        if suite in suites and uri.startswith(("http://", "https://")) and "security" not in uri:
+            return uri.rstrip("/")
+    raise SandboxProblem(
+        f"no Debian {suite} mirror in {sources_dir}/sources.list or sources.list.d/*.sources; "
+        "set CNCTL_SANDBOX_MIRROR=http://<your mirror>/debian"
+    )
+
+
+def _apt_sources(sources_dir: Path) -> Iterator[tuple[str, list[str]]]:
+    """(uri, suites) of every enabled `deb` source, one-line and deb822 formats."""
+    one_line = [sources_dir / "sources.list", *sorted((sources_dir / "sources.list.d").glob("*.list"))]
+    for path in one_line:
+        if not path.is_file():
+            continue
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            words = re.sub(r"\[[^]]*\]", " ", line.split("#", 1)[0]).split()  # drop [options]
+            if len(words) >= 3 and words[0] == "deb":
+                yield words[1], [words[2]]
+    for path in sorted((sources_dir / "sources.list.d").glob("*.sources")):
+        for stanza in re.split(r"\n\s*\n", path.read_text(encoding="utf-8", errors="replace")):
+            fields: dict[str, str] = {}
+            for line in stanza.splitlines():
+                if line.startswith("#") or ":" not in line or line[:1].isspace():
+                    continue
+                key, _, value = line.partition(":")
+                fields[key.strip().lower()] = value.strip()
+            if fields.get("enabled", "yes").lower() == "no" or "deb" not in fields.get("types", "").split():
+                continue
+            for uri in fields.get("uris", "").split():
+                yield uri, fields.get("suites", "").split()
+
+
+def recipe(mirror: str) -> dict[str, object]:
+    """Everything that decides the image's content; its hash is the cache key."""
+    return {
+        "suite": SUITE,
+        "variant": VARIANT,
+        "packages": list(PACKAGES),
+        "mirror": mirror,
+        "finish": inspect.getsource(_finish),
+        "sshd_config": SSHD_CONFIG,
+    }
+
+
+def recipe_hash(spec: dict[str, object]) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cached_image(cache: Path, mirror: str | None = None) -> Path | None:
+    """The cached rootfs for the current recipe, or None when it must be built."""
+    key = recipe_hash(recipe(mirror or debian_mirror()))
+    done = cache / key
+    return done / "rootfs" if (done / "recipe.json").is_file() else None
+
+
+def ensure_image(cache: Path, progress: Progress) -> Path:
+    """Ensure the image for the current recipe exists under `cache`; return its rootfs directory."""
+    mirror = debian_mirror()
+    spec = recipe(mirror)
+    key = recipe_hash(spec)
+    done = cache / key
+    if (done / "recipe.json").is_file():
+        return done / "rootfs"
+    cache.mkdir(parents=True, exist_ok=True)
+    with locked(cache / ".lock"):
+        if (done / "recipe.json").is_file():  # another process built it while we waited
+            return done / "rootfs"
+        if missing_tools({"debootstrap": "debootstrap"}):
+            raise SandboxProblem("the image build needs debootstrap: `apt-get install -y debootstrap`")
+        for stale in cache.glob(".build-*"):  # cut builds; we hold the lock, so nobody is writing them
+            mounts.remove_tree(stale)
+        staging = cache / f".build-{key}-{os.getpid()}"
+        try:
+            with progress.step(f"build host image {key} (debootstrap {SUITE} from {mirror})") as detail:
+                staging.mkdir(parents=True)
+                _debootstrap(staging / "rootfs", mirror, cache.parent / "debs", detail)
+                _finish(staging / "rootfs")
+                (staging / "recipe.json").write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
+                os.rename(staging, done)
+        finally:
+            mounts.remove_tree(staging)  # gone after the rename; a leftover only if the build failed
+        _prune(cache, keep=key)
+    return done / "rootfs"
+
+
+def _debootstrap(target: Path, mirror: str, debs: Path, detail) -> None:
+    debs.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        "debootstrap", f"--variant={VARIANT}", f"--include={','.join(PACKAGES)}",
+        f"--cache-dir={debs}", SUITE, str(target), mirror,
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+    timer = threading.Timer(BUILD_TIMEOUT_S, proc.kill)  # a stalled mirror must not hang `up` forever
+    timer.start()
+    tail: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip()
+            if line:
+                tail = (tail + [line])[-8:]
+                detail(line)
+        rc = proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        timer.cancel()
+    if rc != 0:
+        log = "\n    ".join(tail)
+        raise SandboxFailure(f"debootstrap failed (exit {rc}) from {mirror}:\n    {log}")
+
+
+def _finish(root: Path) -> None:
+    """Turn a debootstrapped tree into a generic host image.
+
+    - No apt sources: the default ones cannot resolve inside a namespace and stall `apt-get update`;
+      hosts get the site repo from the deploy, as real hosts get theirs.
+    - No SSH host keys, machine id or hostname: each host gets its own at boot (`host.personalize`).
+    - Key-only SSH, no root logins. No package caches (they only make every overlay bigger).
+    """
+    etc = root / "etc"
+    (etc / "apt" / "sources.list").unlink(missing_ok=True)
+    for path in (etc / "apt" / "sources.list.d").glob("*"):
+        path.unlink()
+    for path in (etc / "ssh").glob("ssh_host_*"):
+        path.unlink()
+    (etc / "machine-id").write_text("")
+    dbus_id = root / "var" / "lib" / "dbus" / "machine-id"
+    dbus_id.unlink(missing_ok=True)
+    dbus_id.symlink_to("/etc/machine-id")
+    (etc / "hostname").unlink(missing_ok=True)
+    (etc / "resolv.conf").unlink(missing_ok=True)
+    (etc / "resolv.conf").write_text("")  # no DNS on the site network: every URL uses an address
+    (etc / "ssh" / "sshd_config.d" / "00-hardening.conf").write_text(SSHD_CONFIG)
+    for pattern in ("var/cache/apt/archives/*.deb", "var/cache/apt/*.bin", "var/lib/apt/lists/*_*"):
+        for path in root.glob(pattern):
+            path.unlink()
+
+
+def _prune(cache: Path, keep: str) -> None:
+    """Remove images of older recipes that no running host uses as its overlay's lower layer."""
+    in_use = mounts.lower_dirs()
+    for old in cache.iterdir():
+        if old.name == keep or old.name.startswith(".") or not old.is_dir():
+            continue
+        if os.path.normpath(old / "rootfs") in in_use:
+            continue
+        mounts.remove_tree(old)

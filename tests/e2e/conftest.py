@@ -1,0 +1,122 @@
+"""Fixtures for tests on the sandbox fleet (marker `fleet`).
+
+- `fleet`: the session's fleet (`up` once per session, `down` at the end, also on failure, Ctrl-C and
+  SIGTERM). It is its own sandbox: prefix `cnte`, subnet 172.31.252.0/24, state dir /run/cnctl/test-fleet,
+  so a `make demo` sandbox on the same machine is left alone. Its hosts are the local stack's.
+- `deployed_fleet`: the same fleet after one `pyinfra hosts/sandbox.py deploy.py` run (its result attached).
+- `boot_fresh` / `fresh_host`: a host on a fresh overlay disk of the image, on the fleet's site network,
+  torn down after the test; for tests that change a host or need a clean one.
+- `fleet_env`: the environment that points `cnctl` / `pyinfra hosts/sandbox.py` at the session fleet.
+- `sandbox_stack(subnet)`: a copy of stacks/Pulumi.local.yaml moved to another /24, for extra sandboxes.
+
+Prerequisites: root, and the tools of `cnctl.sandbox.prereqs`. Under CI=true a missing prerequisite is a
+failure; elsewhere only a non-root run skips (with the reason).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from cnctl.config import StackConfig, load_stack
+from cnctl.sandbox import fleet as sandbox
+from cnctl.sandbox.flavours import l4t_for
+from cnctl.sandbox.instance import Instance
+from cnctl.sandbox.layout import HostSpec
+from cnctl.sandbox.progress import Quiet
+from cnctl.sandbox.state import FleetState
+from tests.e2e.fleet_helpers import (
+    SESSION_NET,
+    SESSION_PREFIX,
+    SESSION_STATE,
+    Teardown,
+    cache_dir,
+    env_for,
+    require_fleet_prerequisites,
+    run_deploy,
+    write_stack,
+)
+
+
+@pytest.fixture(scope="session")
+def sandbox_stack(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """`sandbox_stack("172.31.251.")` -> a stack file for a sandbox on that /24."""
+
+    def make(net: str) -> Path:
+        return write_stack(tmp_path_factory.mktemp("stack"), net)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def fleet_instance() -> Instance:
+    return Instance(prefix=SESSION_PREFIX, state_dir=SESSION_STATE, cache=cache_dir())
+
+
+@pytest.fixture(scope="session")
+def fleet_stack(sandbox_stack: Callable[[str], Path]) -> StackConfig:
+    return load_stack(str(sandbox_stack(SESSION_NET)))
+
+
+@pytest.fixture(scope="session")
+def fleet(fleet_instance: Instance, fleet_stack: StackConfig) -> Iterator[FleetState]:
+    """The session's sandbox fleet, up once; always taken down."""
+    require_fleet_prerequisites()
+    teardown = Teardown(fleet_instance)
+    teardown.install()
+    try:
+        yield sandbox.up(fleet_instance, fleet_stack, stack="local", progress=Quiet())
+    finally:
+        try:
+            teardown()
+        finally:
+            teardown.uninstall()
+
+
+@pytest.fixture(scope="session")
+def fleet_env(fleet: FleetState, fleet_instance: Instance) -> dict[str, str]:
+    return env_for(fleet_instance)
+
+
+@pytest.fixture(scope="session")
+def deployed_fleet(fleet: FleetState, fleet_env: dict[str, str]) -> tuple[FleetState, subprocess.CompletedProcess[str]]:
+    """The fleet after one smoke deploy; the deploy's result goes with it (asserted by the deploy test)."""
+    result = run_deploy(fleet_env)
+    assert result.returncode == 0, f"smoke deploy failed:\n{result.stdout[-4000:]}\n{result.stderr[-2000:]}"
+    return fleet, result
+
+
+@pytest.fixture
+def boot_fresh(fleet: FleetState, fleet_instance: Instance) -> Iterator[Callable[..., sandbox.FreshHost]]:
+    """`boot_fresh(flavour="server", jetpack="6.0")` -> a freshly booted host, removed after the test."""
+    booted: list[sandbox.FreshHost] = []
+
+    def boot(flavour: str = "server", jetpack: str = "6.0") -> sandbox.FreshHost:
+        n = len(booted) + 1
+        spec = HostSpec(
+            name=f"fresh-{n}",
+            group="edge" if flavour == "jetson" else "servers",
+            flavour=flavour,  # type: ignore[arg-type]
+            address=f"{SESSION_NET}{200 + n}",
+            jetpack=jetpack if flavour == "jetson" else None,
+            l4t=l4t_for(jetpack) if flavour == "jetson" else None,
+            driver_branch="550" if flavour == "server" else None,
+        )
+        host = sandbox.boot_fresh_host(fleet_instance, fleet, spec)
+        booted.append(host)
+        return host
+
+    try:
+        yield boot
+    finally:
+        for host in booted:
+            sandbox.remove_fresh_host(fleet_instance, host.state)
+
+
+@pytest.fixture
+def fresh_host(boot_fresh: Callable[..., sandbox.FreshHost]) -> sandbox.FreshHost:
+    """A server-flavour host on a fresh disk (nothing deployed), removed after the test."""
+    return boot_fresh()

@@ -1,0 +1,106 @@
+"""Helpers shared by the sandbox fleet tests and their fixtures (conftest.py): prerequisites, instances,
+stack copies on other subnets, the environment for the CLI, and a teardown that runs exactly once."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cnctl.sandbox import fleet as sandbox
+from cnctl.sandbox import prereqs
+from cnctl.sandbox.instance import Instance
+from cnctl.sandbox.progress import Quiet
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+LOCAL_STACK = REPO / "stacks" / "Pulumi.local.yaml"
+LOCAL_NET = "172.31.254."
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+SESSION_PREFIX = "cnte"
+SESSION_NET = "172.31.252."
+SESSION_STATE = Path("/run/cnctl/test-fleet")
+
+
+def require_fleet_prerequisites() -> None:
+    """Skip (outside CI, non-root only) or fail with the exact fix when the fleet cannot run here."""
+    if os.geteuid() != 0:
+        message = "the sandbox fleet needs root (network namespaces, overlay mounts, systemd-nspawn): run `sudo make test`"
+        if IN_CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    missing = prereqs.missing_tools()
+    if missing:
+        pytest.fail(
+            f"missing {', '.join(sorted(missing))}: `apt-get install -y debootstrap systemd-container iproute2 "
+            f"{' '.join(sorted(set(missing.values())))}`",
+            pytrace=False,
+        )
+    prereqs.ensure_sbin_on_path()
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CNCTL_CACHE") or "/var/cache/cnctl")
+
+
+def write_stack(directory: Path, net: str) -> Path:
+    """stacks/Pulumi.local.yaml with every address moved from 172.31.254.x to `net`x (same host parts)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "Pulumi.local.yaml"
+    path.write_text(LOCAL_STACK.read_text().replace(LOCAL_NET, net))
+    return path
+
+
+def env_for(inst: Instance) -> dict[str, str]:
+    """The environment that makes `cnctl sandbox ...` and hosts/sandbox.py use `inst`."""
+    return {
+        **os.environ,
+        "CNCTL_SANDBOX_PREFIX": inst.prefix,
+        "CNCTL_STATE": str(inst.state_dir),
+        "CNCTL_CACHE": str(inst.cache),
+        "PATH": f"{BIN}:{os.environ.get('PATH', '')}:/usr/sbin:/sbin",
+    }
+
+
+class Teardown:
+    """`down` for one sandbox, exactly once, from whichever comes first: the fixture's finally, atexit,
+    or a SIGTERM/SIGHUP (turned into KeyboardInterrupt so that pytest unwinds through the finally)."""
+
+    def __init__(self, inst: Instance) -> None:
+        self.inst = inst
+        self.done = False
+        self._previous: dict[int, object] = {}
+
+    def __call__(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        sandbox.down(self.inst, progress=Quiet())
+
+    def install(self) -> None:
+        atexit.register(self)
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            self._previous[signum] = signal.signal(signum, self._interrupt)
+
+    def uninstall(self) -> None:
+        atexit.unregister(self)
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_deploy(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`pyinfra -y hosts/sandbox.py deploy.py`, as typed from the repository."""
+    return subprocess.run(
+        [str(BIN / "pyinfra"), "-y", "hosts/sandbox.py", "deploy.py"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
