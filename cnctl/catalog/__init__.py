@@ -39,6 +39,8 @@ class JetsonApt(_Data):
 class JetsonRelease(_Data):
     jetpack: str
     l4t: str
+    gcid: str
+    build_date: str
     apt_release: str
     packages: dict[str, str]
     cuda: str
@@ -48,6 +50,17 @@ class JetsonRelease(_Data):
     driver: str
     triton_image: str
     verified: bool
+
+    def nv_tegra_release(self) -> str:
+        """`/etc/nv_tegra_release` exactly as L4T r36 writes it on an Orin (t234, out-of-tree modules)."""
+        major, _, revision = self.l4t.partition(".")
+        return (
+            f"# R{major} (release), REVISION: {revision}, GCID: {self.gcid}, BOARD: generic, EABI: aarch64, "
+            f"DATE: {self.build_date}\n"
+            "# KERNEL_VARIANT: oot\n"
+            "TARGET_USERSPACE_LIB_DIR=nvidia\n"
+            "TARGET_USERSPACE_LIB_DIR_PATH=usr/lib/aarch64-linux-gnu/nvidia\n"
+        )
 
 
 class JetsonMatrix(_Data):

@@ -138,6 +138,26 @@ def inference_image_serves_model(cfg: StackConfig, cat: Catalog) -> Iterator[Pro
         yield Problem("inference.images.server", image, f"has no TensorFlow backend, which {cfg.model.key} needs; use a ≤ 25.02 image")
 
 
+def inference_reachable_where_allowed(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
+    """Allowing sources to the inference ports means nothing while Triton listens on loopback only."""
+    loopback = ipaddress.ip_address(cfg.inference.bind_address).is_loopback
+    if cfg.network.inference_allowed_cidrs and loopback and cfg.inference.bind_interface is None:
+        yield Problem(
+            "inference.bindInterface", None,
+            "must name the private interface Triton listens on (e.g. ens4) when network.inferenceAllowedCidrs "
+            "lets clients in; with loopback only, the firewall rule would open nothing",
+        )
+
+
+def labels_not_reserved(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
+    """cnctl sets `environment` and `managed-by` on every resource; a stack must not claim them."""
+    if cfg.gcp is None:
+        return
+    for key in ("environment", "managed-by"):
+        if key in cfg.gcp.labels:
+            yield Problem(f"gcp.labels.{key}", cfg.gcp.labels[key], "is set by cnctl on every resource; remove it")
+
+
 RULES: tuple[Rule, ...] = (
     zones_in_region,
     compute_needs_gcp,
@@ -150,6 +170,8 @@ RULES: tuple[Rule, ...] = (
     buckets_distinct,
     subnet_private,
     inference_image_serves_model,
+    inference_reachable_where_allowed,
+    labels_not_reserved,
 )
 
 

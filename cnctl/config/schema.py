@@ -173,6 +173,11 @@ class Inference(Section):
         default_factory=dict, description="override the platform matrix's Triton image per platform"
     )
     bind_address: IpAddress = "127.0.0.1"
+    bind_interface: str | None = Field(
+        None,
+        pattern=r"^[a-z][a-z0-9.-]{0,14}$",
+        description="a named private interface (e.g. ens4 on GCE) whose address Triton binds; overrides bindAddress",
+    )
     ports: InferencePorts = Field(default_factory=InferencePorts)
 
 

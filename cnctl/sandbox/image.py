@@ -29,7 +29,11 @@ VARIANT = "minbase"
 # What a host needs to be reached and configured: sshd, python for pyinfra/Ansible (python3-apt for
 # Ansible's apt module), sudo, systemd as PID 1 (systemd-sysv gives real hosts' `reboot`), dbus for
 # systemctl, iproute2 for network facts. Everything else comes from the host layers.
-PACKAGES = ("openssh-server", "python3", "python3-apt", "sudo", "systemd", "systemd-sysv", "dbus", "iproute2")
+PACKAGES = (
+    "openssh-server", "python3", "python3-apt", "sudo", "systemd", "systemd-sysv", "dbus", "iproute2",
+    # the Triton python backend stub links against libpython (the inference layer runs it natively here)
+    "libpython3.11",
+)
 BUILD_TIMEOUT_S = 1200
 SOURCES_DIR = Path("/etc/apt")
 

@@ -111,6 +111,8 @@ INVALID: list[tuple[str, Any, str, str]] = [
     ("fleets.edge[0].camera.fps", 0, "fleets.edge[0].camera.fps", "greater than or equal to 1"),
     ("security.secureBoot", "on", "security.secureBoot", "unsigned driver modules"),
     ("security.secureBoot", "yes", "security.secureBoot", "'auto', 'on' or 'off'"),
+    ("network.inferenceAllowedCidrs", ["10.40.0.0/16"], "inference.bindInterface", "open nothing"),
+    ("gcp.labels", {"managed-by": "terraform"}, "gcp.labels.managed-by", "set by cnctl"),
     ("compute.gpuType", "nvidia-tesla-t4", "compute.gpuType", "known keys here: machineType, gpu"),
     ("storage.buckets.images", "DELETE", "storage.buckets.images", "is required"),
 ]

@@ -9,7 +9,6 @@ The tools they install are the scripts in `standin_files/`, with catalog facts w
 
 from __future__ import annotations
 
-import datetime
 import pprint
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -284,19 +283,8 @@ def docker_packages(cat: Catalog) -> list[StandinPackage]:
 
 
 def nv_tegra_release(release: JetsonRelease) -> str:
-    """/etc/nv_tegra_release for a release, in the real 4-line format (GCID is a stand-in placeholder).
-
-    The date is the build stamp in the nvidia-l4t-core version (`36.3.0-20240506102626`).
-    """
-    major, _, revision = release.l4t.partition(".")
-    stamp = release.packages["nvidia-l4t-core"].rsplit("-", 1)[-1]
-    when = datetime.datetime.strptime(stamp, "%Y%m%d%H%M%S")
-    date = f"{when:%a %b} {when.day:2d} {when:%H:%M:%S} UTC {when.year}"
-    return (
-        f"# R{major} (release), REVISION: {revision}, GCID: 00000000, BOARD: generic, EABI: aarch64, DATE: {date}\n"
-        "# KERNEL_VARIANT: oot\nTARGET_USERSPACE_LIB_DIR=nvidia\n"
-        "TARGET_USERSPACE_LIB_DIR_PATH=usr/lib/aarch64-linux-gnu/nvidia\n"
-    )
+    """/etc/nv_tegra_release as nvidia-l4t-core of `release` ships it (the platform matrix renders it)."""
+    return release.nv_tegra_release()
 
 
 def nvpmodel_conf() -> str:

@@ -1,0 +1,157 @@
+"""`cnctl plan`: the offline plan of a stack's cloud layer, with guardrail verdicts. No credentials."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cnctl.cli.errors import user_errors
+
+if TYPE_CHECKING:
+    from cnctl.plan import Plan
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+EXIT_VIOLATIONS = 1
+
+
+def plan(
+    stack: str = typer.Option("dev", "--stack", "-s", help="stack name (stacks/Pulumi.<name>.yaml) or a path"),
+    json_: bool = typer.Option(False, "--json", help="print the plan as JSON (resources, violations, outputs)"),
+) -> None:
+    """Plan a stack's Google Cloud resources offline and check them against the guardrails.
+
+    Runs the real Pulumi program on Pulumi's mock engine. Exit 2: the stack file is wrong;
+    exit 1: a guardrail failed (each failure names the rule and the resource).
+    """
+    # Imported here, not at module level: every `cnctl` command imports this module, and only
+    # this one needs the Pulumi SDK (the Google provider SDK then loads with the program).
+    from cnctl.plan import plan_stack
+
+    with user_errors():
+        result = plan_stack(stack)
+    if json_:
+        sys.stdout.write(result.render_json())
+    else:
+        _show(result)
+    if result.violations:
+        for v in result.violations:
+            # One line per failure, never wrapped: CI logs get grepped for "guardrail <rule> failed".
+            err.print(f"[bold red]guardrail {v.rule} failed[/] on {v.resource}: {v.message}", soft_wrap=True)
+        raise typer.Exit(EXIT_VIOLATIONS)
+
+
+# --- the human view -----------------------------------------------------------------------------
+
+
+def _show(result: Plan) -> None:
+    if not result.resources:
+        out.print(f"stack {result.stack}: no `gcp` section, so no cloud resources (sites and servers only)")
+        return
+    resources = Table(title=f"cloud resources of stack {result.stack} ({len(result.resources)})", title_justify="left")
+    resources.add_column("resource", no_wrap=True)
+    resources.add_column("key properties", overflow="fold")
+    for r in result.resources:
+        resources.add_row(f"{r.name}\n[dim]{_short_type(r.type)}[/]", _describe(r.type, r.inputs))
+    out.print(resources)
+
+    verdicts = Table(title="guardrails", title_justify="left")
+    verdicts.add_column("rule", no_wrap=True)
+    verdicts.add_column("verdict", no_wrap=True)
+    verdicts.add_column("checks", overflow="fold")
+    for rule, failed in result.verdicts():
+        verdict = "[green]pass[/]" if not failed else f"[bold red]FAIL[/] ({', '.join(v.resource for v in failed)})"
+        verdicts.add_row(rule.id, verdict, rule.description)
+    out.print(verdicts)
+
+    outputs = Table(title="stack outputs", title_justify="left")
+    outputs.add_column("output", no_wrap=True)
+    outputs.add_column("value", overflow="fold")
+    for key, value in result.outputs.items():
+        outputs.add_row(key, value if isinstance(value, str) else json.dumps(value))
+    out.print(outputs)
+
+
+def _short_type(token: str) -> str:
+    """`gcp:compute/instance:Instance` -> `compute.Instance`."""
+    package, module, kind = (token.split(":") + ["", ""])[:3]
+    return f"{module.split('/')[0]}.{kind}" if package == "gcp" else token
+
+
+def _describe(token: str, inputs: Mapping[str, Any]) -> str:
+    describe = _DESCRIBERS.get(token.split(":")[-1])
+    return describe(inputs) if describe else ""
+
+
+def _instance(i: Mapping[str, Any]) -> str:
+    gpus = i.get("guestAccelerators") or []
+    gpu = ", ".join(f"{g['count']:g}× {g['type']}" for g in gpus) or "GPU in the machine type"
+    sched = i.get("scheduling") or {}
+    account = (i.get("serviceAccount") or {}).get("email")
+    nics = i.get("networkInterfaces") or []
+    external = "external IP" if any(n.get("accessConfigs") for n in nics) else "no external IP"
+    return (
+        f"{i.get('machineType')} + {gpu} · {i.get('zone')} · {sched.get('provisioningModel', 'STANDARD')}, "
+        f"maintenance {sched.get('onHostMaintenance')} · {external} · as {account}"
+    )
+
+
+def _firewall(i: Mapping[str, Any]) -> str:
+    allows = "; ".join(f"{a['protocol']}:{','.join(a.get('ports', []))}" for a in i.get("allows", []))
+    sources, tags = ", ".join(i.get("sourceRanges", [])), ", ".join(i.get("targetTags", []))
+    return f"{i.get('direction', 'INGRESS')} {allows} from {sources} to tag {tags}"
+
+
+def _bucket(i: Mapping[str, Any]) -> str:
+    parts = [str(i.get("location")), f"public access {i.get('publicAccessPrevention')}"]
+    parts.append("uniform access" if i.get("uniformBucketLevelAccess") else "ACLs")
+    if (i.get("versioning") or {}).get("enabled"):
+        parts.append("versioned")
+    for rule in i.get("lifecycleRules") or []:
+        parts.append(f"{rule['action']['type'].lower()} after {rule['condition']['age']:g} d")
+    if i.get("encryption"):
+        parts.append("CMEK")
+    parts.append("force destroy" if i.get("forceDestroy") else "kept on destroy")
+    return " · ".join(parts)
+
+
+def _table(i: Mapping[str, Any]) -> str:
+    fields = json.loads(i.get("schema", "[]"))
+    required = all(f.get("mode") == "REQUIRED" for f in fields)
+    partition = (i.get("timePartitioning") or {}).get("type", "none")
+    protection = "on" if i.get("deletionProtection") else "off"
+    modes = " all REQUIRED" if required else ""
+    return f"{len(fields)} fields{modes} · partitioned by {partition} · deletion protection {protection}"
+
+
+def _grant(scope_key: str) -> Callable[[Mapping[str, Any]], str]:
+    return lambda i: f"{i.get('role')} → {i.get('member')} on {i.get(scope_key)}"
+
+
+_DESCRIBERS: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    "Instance": _instance,
+    "Firewall": _firewall,
+    "Bucket": _bucket,
+    "Table": _table,
+    "Dataset": lambda i: f"{i.get('datasetId')} in {i.get('location')}",
+    "BucketIAMMember": _grant("bucket"),
+    "DatasetIamMember": _grant("datasetId"),
+    "IAMMember": _grant("project"),
+    "Account": lambda i: f"{i.get('accountId')}: {i.get('displayName')}",
+    "Service": lambda i: str(i.get("service")),
+    "Network": lambda i: f"custom subnets (auto {str(i.get('autoCreateSubnetworks')).lower()})",
+    "Subnetwork": lambda i: (
+        f"{i.get('ipCidrRange')} in {i.get('region')}, private Google access "
+        + str(i.get("privateIpGoogleAccess")).lower()
+    ),
+    "Router": lambda i: f"in {i.get('region')}",
+    "RouterNat": lambda i: f"egress for the subnet via {i.get('router')}",
+    "gcp": lambda i: f"project {i.get('project')}, region {i.get('region')}",
+}

@@ -1,0 +1,128 @@
+"""The Google Cloud layer: one ComponentResource per concern, composed by `build`.
+
+`__main__.py` calls `build(from_pulumi_config())`; the offline plan (cnctl.plan) runs that same
+program on Pulumi's mock engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+from pulumi_gcp.provider import Provider, ProviderArgs
+
+from cnctl.catalog import catalog
+from cnctl.cloud.analytics import Analytics
+from cnctl.cloud.base import Naming
+from cnctl.cloud.compute import GpuVms
+from cnctl.cloud.identity import Identity
+from cnctl.cloud.looker import looker_studio_url
+from cnctl.cloud.network import Network
+from cnctl.cloud.services import Services
+from cnctl.cloud.startup import render_startup_script
+from cnctl.cloud.storage import Storage
+from cnctl.config.schema import Gcp, StackConfig
+
+__all__ = ["CloudLayer", "build"]
+
+
+@dataclass(frozen=True)
+class CloudLayer:
+    """The components of one stack's cloud layer, for callers that want more than the stack outputs."""
+
+    provider: Provider
+    services: Services
+    network: Network
+    storage: Storage
+    analytics: Analytics
+    identity: Identity
+    vms: GpuVms | None
+
+
+def build(cfg: StackConfig) -> CloudLayer | None:
+    """Declare the stack's Google Cloud resources and export its outputs.
+
+    A stack without a `gcp` section (sites and servers only) has no cloud layer: nothing is
+    declared and nothing is exported.
+    """
+    if cfg.gcp is None:
+        return None
+    gcp = cfg.gcp
+    facts = catalog().gcp
+    models = catalog().models
+    names = Naming.of(cfg)
+
+    # Explicit, from the stack file: never the ambient gcloud project or GOOGLE_* environment.
+    provider = Provider(names("gcp"), ProviderArgs(project=gcp.project, region=gcp.region))
+    on_gcp = pulumi.ResourceOptions(providers=[provider])
+
+    services = Services(names, gcp.project, facts.services, opts=on_gcp)
+    apis = [services]
+    network = Network(
+        names, gcp.region, cfg.network, cfg.inference.ports, facts.iap_ssh_range, opts=on_gcp, requires=apis
+    )
+    # Buckets are never force-destroyed in prod, even if a prod stack turns deletion protection off.
+    storage = Storage(
+        names, cfg.storage, protect_data=cfg.is_prod or cfg.deletion_protection, opts=on_gcp, requires=apis
+    )
+    analytics = Analytics(
+        names,
+        cfg.analytics,
+        location=gcp.region,
+        schema=models.generations[models.models[cfg.model.key].generation].bigquery_schema,
+        deletion_protection=cfg.deletion_protection,
+        opts=on_gcp,
+        requires=apis,
+    )
+    identity = Identity(names, gcp.project, storage.buckets, analytics.dataset, opts=on_gcp, requires=apis)
+    vms = None
+    if cfg.compute is not None:
+        vms = GpuVms(
+            names,
+            gcp.zones,
+            cfg.compute,
+            cfg.security,
+            facts,
+            subnet=network.subnet,
+            network_tag=network.vm_tag,
+            service_account_email=identity.inference.email,
+            startup_script=render_startup_script(cfg),
+            opts=on_gcp,
+            requires=apis,
+        )
+
+    layer = CloudLayer(provider, services, network, storage, analytics, identity, vms)
+    _export(gcp, layer)
+    return layer
+
+
+def _export(gcp: Gcp, layer: CloudLayer) -> None:
+    """Stack outputs: what the host inventory of cloud VMs and operators read (docs/cloud.md)."""
+    table = layer.analytics.table
+    pulumi.export("project", gcp.project)
+    pulumi.export("region", gcp.region)
+    pulumi.export("vms", _vm_outputs(layer.vms) if layer.vms is not None else [])
+    pulumi.export("buckets", {role: bucket.name for role, bucket in layer.storage.buckets.items()})
+    pulumi.export("datasetId", table.dataset_id)
+    pulumi.export("tableId", table.table_id)
+    pulumi.export("table", pulumi.Output.format("{0}.{1}.{2}", gcp.project, table.dataset_id, table.table_id))
+    pulumi.export(
+        "serviceAccounts", {"inference": layer.identity.inference.email, "uploader": layer.identity.uploader.email}
+    )
+    pulumi.export(
+        "lookerStudioUrl",
+        pulumi.Output.all(table.dataset_id, table.table_id).apply(lambda ids: looker_studio_url(gcp.project, *ids)),
+    )
+
+
+def _vm_outputs(vms: GpuVms) -> list[dict[str, object]]:
+    """Per VM: where it is, how to reach it (internal IP, through IAP), where to move it on a stock-out."""
+    return [
+        {
+            "name": vm.name,
+            "zone": vm.zone,
+            "internalIp": vm.network_interfaces.apply(lambda nics: nics[0].network_ip),
+            "fallbackZones": list(placement.zones[1:]),
+        }
+        for vm, placement in zip(vms.instances, vms.placements, strict=True)
+    ]
