@@ -10,7 +10,7 @@ from rich.console import Console
 
 from cnctl.config import StackConfigError
 
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # one problem per line, never wrapped
 
 EXIT_BAD_INPUT = 2
 

@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 CHUNK = 1 << 20
 TIMEOUT_S = 60
@@ -51,7 +52,7 @@ def fetch(url: str, dest: Path, *, expected_sha256: str | None = None, progress:
     return Fetched(dest, digest, size)
 
 
-def _stream(url: str, out, progress: Progress | None) -> tuple[str, int]:
+def _stream(url: str, out: BinaryIO, progress: Progress | None) -> tuple[str, int]:
     if url.startswith("gs://"):
         return _stream_gcs(url, out, progress)
     try:
@@ -63,35 +64,33 @@ def _stream(url: str, out, progress: Progress | None) -> tuple[str, int]:
     with response:
         length = response.headers.get("Content-Length")
         total = int(length) if length else None
-        digest = hashlib.sha256()
-        size = 0
-        try:
-            while chunk := response.read(CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-                size += len(chunk)
-                if progress:
-                    progress(size, total)
-        except (OSError, http.client.HTTPException) as exc:
-            raise FetchError(f"{url}: download cut after {size} bytes ({exc})") from None
+        digest, size = _copy(url, response, out, total, progress)
     if total is not None and size != total:
         raise FetchError(f"{url}: download cut: got {size} of {total} bytes")
-    return digest.hexdigest(), size
+    return digest, size
 
 
-def _stream_gcs(url: str, out, progress: Progress | None) -> tuple[str, int]:
+def _stream_gcs(url: str, out: BinaryIO, progress: Progress | None) -> tuple[str, int]:
     try:
         from google.cloud import storage
     except ImportError:
         raise FetchError(f"{url}: gs:// URLs need google-cloud-storage (pip install google-cloud-storage)") from None
     bucket, _, name = url.removeprefix("gs://").partition("/")
+    with storage.Client().bucket(bucket).blob(name).open("rb") as blob:
+        return _copy(url, blob, out, None, progress)
+
+
+def _copy(url: str, source: Any, out: BinaryIO, total: int | None, progress: Progress | None) -> tuple[str, int]:
+    """Copy `source` into `out` chunk by chunk, hashing as it goes; a broken connection is a cut download."""
     digest = hashlib.sha256()
     size = 0
-    with storage.Client().bucket(bucket).blob(name).open("rb") as blob:
-        while chunk := blob.read(CHUNK):
+    try:
+        while chunk := source.read(CHUNK):
             digest.update(chunk)
             out.write(chunk)
             size += len(chunk)
             if progress:
-                progress(size, None)
+                progress(size, total)
+    except (OSError, http.client.HTTPException) as exc:
+        raise FetchError(f"{url}: download cut after {size} bytes ({exc})") from None
     return digest.hexdigest(), size
