@@ -27,8 +27,10 @@ typecheck: venv
 test: venv  ## the whole test suite (unit, mock engine, type check, sandbox fleet)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest tests
 
-bench: venv
+bench: venv  ## print the benchmark tables (the sandbox one needs root)
 	$(BIN)/python bench/plan.py
+	$(BIN)/python bench/site.py
+	$(BIN)/python bench/sandbox.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache

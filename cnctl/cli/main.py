@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cnctl.cli import model, plan, sandbox, stack
+from cnctl.cli import cloud, model, plan, sandbox, stack
 
 app = typer.Typer(
     name="cnctl",
@@ -14,6 +14,8 @@ app = typer.Typer(
 )
 app.command("plan")(plan.plan)
 app.command("validate")(stack.validate)
+app.command("preview")(cloud.preview)
+app.command("up")(cloud.up)
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(model.app, name="model")
 

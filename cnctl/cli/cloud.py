@@ -1,0 +1,60 @@
+"""`cnctl preview` / `cnctl up`: the real Pulumi CLI, behind the offline plan's guardrails.
+
+Both run the offline plan first: a stack that fails the schema (exit 2) or a guardrail (exit 1) never
+reaches the cloud. Then they hand over to `pulumi preview|up -s <env>` from the repository root, where
+Pulumi.yaml and stacks/ are. Without the Pulumi CLI they say how to get it (exit 2).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import typer
+from rich.console import Console
+
+from cnctl.cli.errors import UsageProblem, user_errors
+from cnctl.config.loader import ROOT, environment_of, stack_path
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_VIOLATIONS = 1
+
+
+def preview(
+    stack: str = typer.Option("dev", "--stack", "-s", help="stack name (stacks/Pulumi.<name>.yaml)"),
+    extra: list[str] | None = typer.Argument(None, help="further `pulumi preview` arguments, after --"),
+) -> None:
+    """Check the stack offline, then `pulumi preview -s <stack>` (needs the Pulumi CLI and credentials)."""
+    _run_pulumi("preview", stack, extra or [])
+
+
+def up(
+    stack: str = typer.Option("dev", "--stack", "-s", help="stack name (stacks/Pulumi.<name>.yaml)"),
+    extra: list[str] | None = typer.Argument(None, help="further `pulumi up` arguments, after -- (e.g. --yes)"),
+) -> None:
+    """Check the stack offline, then `pulumi up -s <stack>` (needs the Pulumi CLI and credentials)."""
+    _run_pulumi("up", stack, extra or [])
+
+
+def _run_pulumi(verb: str, stack: str, extra: list[str]) -> None:
+    from cnctl.plan import plan_stack, pulumi_cli_missing_message
+
+    with user_errors():
+        path = stack_path(stack)
+        if path.parent.resolve() != (ROOT / "stacks").resolve():
+            raise UsageProblem(f"`pulumi {verb}` runs stacks from {ROOT / 'stacks'}; {path} is elsewhere")
+        env = environment_of(path)
+        result = plan_stack(stack)
+        if result.violations:
+            for v in result.violations:
+                err.print(f"[bold red]guardrail {v.rule} failed[/] on {v.resource}: {v.message}")
+            err.print(f"refusing `pulumi {verb}`: fix the stack first (`cnctl plan --stack {env}` shows the plan)")
+            raise typer.Exit(EXIT_VIOLATIONS)
+        pulumi = shutil.which("pulumi")
+        if pulumi is None:
+            raise UsageProblem(pulumi_cli_missing_message(f"cnctl {verb} --stack {env}"))
+    err.print(f"offline plan of {env}: {len(result.resources)} resources, guardrails pass; handing over to pulumi {verb}")
+    completed = subprocess.run([pulumi, verb, "--stack", env, *extra], cwd=ROOT, env=os.environ.copy(), check=False)
+    raise typer.Exit(completed.returncode)
