@@ -13,6 +13,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("plan")(plan.plan)
+app.command("plan-diff")(plan.plan_diff)
 app.command("validate")(stack.validate)
 app.command("preview")(cloud.preview)
 app.command("up")(cloud.up)

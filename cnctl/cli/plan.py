@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -155,3 +156,49 @@ _DESCRIBERS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "RouterNat": lambda i: f"egress for the subnet via {i.get('router')}",
     "gcp": lambda i: f"project {i.get('project')}, region {i.get('region')}",
 }
+
+
+def plan_diff(
+    base: Path = typer.Argument(..., help="the base plan (`cnctl plan --json` of the target branch); may be missing"),
+    head: Path = typer.Argument(..., help="the head plan (`cnctl plan --json` of the change)"),
+    markdown: bool = typer.Option(False, "--markdown", help="print the pull-request comment (one per stack)"),
+    full_plan_url: str | None = typer.Option(None, "--full-plan-url", help="where the untrimmed plans are"),
+) -> None:
+    """What a change does to a stack's cloud layer: the difference of two offline plans.
+
+    A base that does not exist (the stack is new, or the base branch predates cnctl) counts as empty.
+    Exit 1 when the head plan has guardrail failures, as `cnctl plan` does.
+    """
+    from cnctl.plan.diff import diff_plans, render_markdown
+
+    with user_errors():
+        head_plan = _read_plan(head)
+        base_plan = _read_plan(base) if base.exists() and base.stat().st_size else None
+    diff = diff_plans(base_plan, head_plan)
+    if markdown:
+        sys.stdout.write(render_markdown(diff, full_plan_url=full_plan_url))
+    else:
+        out.print(f"stack {diff.stack}: {len(diff.added)} to add, {len(diff.changed)} to change, "
+                  f"{len(diff.removed)} to delete, {diff.unchanged} unchanged")
+        for key in diff.added:
+            out.print(f"  [green]+ {key}[/]")
+        for key in diff.removed:
+            out.print(f"  [red]- {key}[/]")
+        for key, changes in diff.changed.items():
+            out.print(f"  [yellow]~ {key}[/]")
+            for change in changes:
+                out.print(f"      {change.path}: {json.dumps(change.before)} → {json.dumps(change.after)}", soft_wrap=True)
+    if diff.violations:
+        raise typer.Exit(EXIT_VIOLATIONS)
+
+
+def _read_plan(path: Path) -> dict[str, Any]:
+    from cnctl.cli.errors import UsageProblem
+
+    try:
+        plan = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageProblem(f"{path}: not a plan from `cnctl plan --json` ({exc})") from None
+    if not isinstance(plan, dict) or "resources" not in plan:
+        raise UsageProblem(f"{path}: not a plan from `cnctl plan --json` (no `resources`)")
+    return plan

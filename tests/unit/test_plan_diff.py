@@ -1,0 +1,97 @@
+"""`cnctl plan-diff`: what a change does to a stack, as CI posts it (one comment per stack, < 64 KB)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from cnctl.cli.main import app
+from cnctl.plan.diff import COMMENT_LIMIT, diff_plans, render_markdown
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+
+
+@pytest.fixture(scope="module")
+def dev() -> dict[str, Any]:
+    return json.loads((GOLDEN / "plan-dev.json").read_text())
+
+
+def _resource(plan: dict[str, Any], token_end: str) -> dict[str, Any]:
+    return next(r for r in plan["resources"] if r["type"].endswith(token_end))
+
+
+def test_identical_plans_have_no_change(dev: dict[str, Any]) -> None:
+    diff = diff_plans(dev, dev)
+    assert diff.empty and diff.unchanged == len(dev["resources"])
+    assert "No change to the cloud layer" in render_markdown(diff)
+
+
+def test_a_changed_machine_type_is_named_with_before_and_after(dev: dict[str, Any]) -> None:
+    head = copy.deepcopy(dev)
+    _resource(head, ":Instance")["inputs"]["machineType"] = "n1-standard-16"
+    diff = diff_plans(dev, head)
+    [(key, changes)] = diff.changed.items()
+    assert key.startswith("gcp:compute/instance:Instance ")
+    assert [(c.path, c.before, c.after) for c in changes] == [("machineType", "n1-standard-8", "n1-standard-16")]
+    text = render_markdown(diff)
+    assert "0 to add, 1 to change, 0 to delete" in text
+    assert '`machineType`: `"n1-standard-8"` → `"n1-standard-16"`' in text
+
+
+def test_added_and_removed_resources(dev: dict[str, Any]) -> None:
+    head = copy.deepcopy(dev)
+    removed = head["resources"].pop(0)
+    head["resources"].append({"type": "gcp:storage/bucket:Bucket", "name": "cn-dev-extra", "inputs": {}})
+    diff = diff_plans(dev, head)
+    assert diff.added == ["gcp:storage/bucket:Bucket cn-dev-extra"]
+    assert diff.removed == [f"{removed['type']} {removed['name']}"]
+
+
+def test_a_missing_base_means_everything_is_new(dev: dict[str, Any]) -> None:
+    diff = diff_plans(None, dev)
+    assert len(diff.added) == len(dev["resources"]) and not diff.removed and not diff.changed
+
+
+def test_comment_carries_one_marker_per_stack_and_the_guardrail_failures(dev: dict[str, Any]) -> None:
+    head = copy.deepcopy(dev)
+    head["violations"] = [{"rule": "no-open-ingress", "resource": "cn-dev-allow-inference", "message": "allows 0.0.0.0/0"}]
+    text = render_markdown(diff_plans(dev, head))
+    assert text.startswith("<!-- cnctl-plan:dev -->\n")
+    assert "`no-open-ingress` on `cn-dev-allow-inference`" in text
+
+
+def test_a_huge_change_is_trimmed_below_the_comment_limit_with_a_pointer(dev: dict[str, Any]) -> None:
+    head = copy.deepcopy(dev)
+    for i in range(2000):
+        head["resources"].append({"type": "gcp:storage/bucket:Bucket", "name": f"cn-dev-bucket-{i:04d}", "inputs": {}})
+    text = render_markdown(diff_plans(dev, head), full_plan_url="https://ci.example/run/1")
+    assert len(text) <= COMMENT_LIMIT
+    assert "trimmed" in text and "https://ci.example/run/1" in text
+    assert "2000 to add" in text, "the summary counts everything even when the list is trimmed"
+
+
+def test_cli_diffs_two_plan_files_and_exits_1_on_violations(tmp_path: Path, dev: dict[str, Any]) -> None:
+    base, head = tmp_path / "base.json", tmp_path / "head.json"
+    base.write_text(json.dumps(dev))
+    changed = copy.deepcopy(dev)
+    _resource(changed, ":Instance")["inputs"]["machineType"] = "n1-standard-16"
+    head.write_text(json.dumps(changed))
+    result = CliRunner().invoke(app, ["plan-diff", str(base), str(head), "--markdown"])
+    assert result.exit_code == 0 and "1 to change" in result.output
+    changed["violations"] = [{"rule": "r", "resource": "x", "message": "m"}]
+    head.write_text(json.dumps(changed))
+    assert CliRunner().invoke(app, ["plan-diff", str(base), str(head)]).exit_code == 1
+    missing = CliRunner().invoke(app, ["plan-diff", str(tmp_path / "nope.json"), str(base)])
+    assert missing.exit_code == 0 and f"{len(dev['resources'])} to add" in missing.output
+
+
+def test_cli_rejects_a_file_that_is_not_a_plan(tmp_path: Path) -> None:
+    bad = tmp_path / "head.json"
+    bad.write_text("{\"stack\": \"dev\"}")
+    result = CliRunner().invoke(app, ["plan-diff", str(bad), str(bad)])
+    assert result.exit_code == 2 and "not a plan" in result.output
