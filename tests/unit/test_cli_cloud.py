@@ -6,6 +6,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from cnctl.config.loader import ROOT, STACKS_DIR
 
 CNCTL = str(ROOT / ".venv/bin/cnctl")
@@ -16,6 +18,16 @@ echo "$PWD" > "$RECORD"
 echo "$@" >> "$RECORD"
 exit 3
 """
+
+
+@pytest.fixture
+def fake_pulumi(tmp_path: Path) -> tuple[str, Path]:
+    """A PATH whose `pulumi` is the recording stand-in, and the file it records into."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "pulumi").write_text(FAKE_PULUMI)
+    (bin_dir / "pulumi").chmod(0o755)
+    return f"{bin_dir}:/usr/bin:/bin", tmp_path / "record"
 
 
 def run(args: list[str], path: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -30,31 +42,23 @@ def test_without_the_pulumi_cli_it_says_how_to_install_it() -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_hands_over_to_pulumi_from_the_repo_root_after_the_guardrails_pass(tmp_path: Path) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "pulumi").write_text(FAKE_PULUMI)
-    (bin_dir / "pulumi").chmod(0o755)
-    record = tmp_path / "record"
-    result = run(["up", "--stack", "prod", "--", "--yes"], path=f"{bin_dir}:/usr/bin:/bin", RECORD=str(record))
+def test_hands_over_to_pulumi_from_the_repo_root_after_the_guardrails_pass(fake_pulumi: tuple[str, Path]) -> None:
+    path, record = fake_pulumi
+    result = run(["up", "--stack", "prod", "--", "--yes"], path=path, RECORD=str(record))
     assert result.returncode == 3, result.stderr  # pulumi's own exit code is passed on
     cwd, argv = record.read_text().splitlines()
     assert (cwd, argv) == (str(ROOT), "up --stack prod --yes")
 
 
-def test_a_guardrail_failure_never_reaches_pulumi(tmp_path: Path) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "pulumi").write_text(FAKE_PULUMI)
-    (bin_dir / "pulumi").chmod(0o755)
-    record = tmp_path / "record"
+def test_a_guardrail_failure_never_reaches_pulumi(fake_pulumi: tuple[str, Path]) -> None:
+    path, record = fake_pulumi
     open_stack = STACKS_DIR / "Pulumi.cnctl-test-open.yaml"
     text = (STACKS_DIR / "Pulumi.dev.yaml").read_text()
     text = text.replace("inferenceAllowedCidrs: []", "inferenceAllowedCidrs: [0.0.0.0/0]")
     text = text.replace("    bindAddress: 127.0.0.1\n", "    bindAddress: 127.0.0.1\n    bindInterface: ens4\n")
     open_stack.write_text(text)
     try:
-        result = run(["up", "--stack", "cnctl-test-open"], path=f"{bin_dir}:/usr/bin:/bin", RECORD=str(record))
+        result = run(["up", "--stack", "cnctl-test-open"], path=path, RECORD=str(record))
     finally:
         open_stack.unlink()
     assert result.returncode == 1
