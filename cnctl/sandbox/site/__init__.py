@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnctl.catalog import catalog
+from cnctl.sandbox import instance
 from cnctl.sandbox.site import aptrepo, artifacts, emulators, model, probe, processes, recipe, standins, wheelhouse
 from cnctl.sandbox.site.model import ModelArchive
 from cnctl.sandbox.site.standins import STANDIN_MARK, nv_tegra_release
@@ -36,7 +37,7 @@ __all__ = [
     "nv_tegra_release", "start_site_services", "stop_site_services",
 ]
 
-DEFAULT_CACHE = Path(os.environ.get("CNCTL_CACHE", "/var/cache/cnctl"))
+DEFAULT_CACHE = Path(os.environ.get("CNCTL_CACHE") or instance.DEFAULT_CACHE)
 REPO_ROOT = Path(__file__).resolve().parents[3]
 HTTP_PORT, GCS_PORT, S3_PORT = 8080, 9023, 5000
 SERVICES = ("artifacts", "gcs", "s3")
