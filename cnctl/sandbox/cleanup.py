@@ -3,7 +3,7 @@
 Only what this sandbox owns is touched, recognised by what it is rather than by the state file:
 network namespaces named `<prefix>-site` / `<prefix>-h-*`, processes running inside those namespaces,
 systemd-nspawn processes booting a directory under our state dir, mounts under our state dir, the
-`<prefix>-up` veth, and the state dir itself.
+`<prefix>-up` veth, the hosts' cgroups `cnctl-<prefix>-*`, and the state dir itself.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cnctl.sandbox import mounts, network, procs
+from cnctl.sandbox import mounts, network, procs, supervise
 from cnctl.sandbox.instance import Instance
 
 KILL_WAIT_S = 5.0
@@ -28,20 +28,21 @@ class Leftovers:
     mounts: list[Path] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
     nspawn_dirs: list[Path] = field(default_factory=list)
+    cgroups: list[Path] = field(default_factory=list)  # what a killed supervisor could not remove
     uplink: str | None = None
     state_dir: Path | None = None
 
     @property
     def empty(self) -> bool:
         return not (self.boots or self.processes or self.mounts or self.namespaces or self.nspawn_dirs
-                    or self.uplink or self.state_dir)
+                    or self.cgroups or self.uplink or self.state_dir)
 
     def summary(self) -> str:
         """One line: how many of each kind (the full list is `describe()`)."""
         parts = []
         for count, noun in ((len(self.boots) + len(self.processes), "process"), (len(self.mounts), "mount"),
                             (len(self.namespaces), "network namespace"),
-                            (len(self.nspawn_dirs), "systemd-nspawn machine dir")):
+                            (len(self.nspawn_dirs), "systemd-nspawn machine dir"), (len(self.cgroups), "cgroup")):
             if count:
                 parts.append(f"{count} {noun}{'es' if noun == 'process' and count != 1 else ('s' if count != 1 else '')}")
         parts += [f"link {self.uplink}"] if self.uplink else []
@@ -53,6 +54,7 @@ class Leftovers:
         out += [f"mount {m}" for m in self.mounts]
         out += [f"netns {n}" for n in self.namespaces]
         out += [f"nspawn dir {d}" for d in self.nspawn_dirs]
+        out += [f"cgroup {d}" for d in self.cgroups]
         out += [f"link {self.uplink}"] if self.uplink else []
         out += [f"state dir {self.state_dir}"] if self.state_dir else []
         return out
@@ -73,6 +75,7 @@ def find(inst: Instance) -> Leftovers:
         mounts=[m.target for m in mounts.mounts_under(inst.state_dir)],
         namespaces=namespaces,
         nspawn_dirs=sorted(NSPAWN_PROPAGATE.glob(f"{inst.prefix}-*")) if NSPAWN_PROPAGATE.is_dir() else [],
+        cgroups=our_cgroups(inst),
         uplink=inst.uplink if network.uplink_exists(inst) else None,
         state_dir=inst.state_dir if inst.state_dir.exists() else None,
     )
@@ -104,11 +107,19 @@ def clean(inst: Instance, timeout: float = KILL_WAIT_S) -> Leftovers:
     end_processes_in(network.our_namespaces(inst), timeout)
     # 4. Disks, network, state.
     mounts.unmount_under(inst.state_dir)
-    for leftover in find(inst).nspawn_dirs:  # found again: a running systemd-nspawn removes its own
+    again = find(inst)  # found again: a running systemd-nspawn or supervisor removes its own
+    for leftover in again.nspawn_dirs:
         mounts.remove_tree(leftover)
+    supervise.remove_cgroups(again.cgroups)
     network.remove_all(inst)
     mounts.remove_tree(inst.state_dir)
     return found
+
+
+def our_cgroups(inst: Instance) -> list[Path]:
+    """The hosts' cgroups (`cnctl-<prefix>-<host>`, see supervise.py) beside this process's own cgroup."""
+    bases = {directory.parent for directory in supervise.cgroup_dirs("-")}
+    return sorted(d for base in bases for d in base.glob(f"cnctl-{inst.prefix}-*") if d.is_dir())
 
 
 def end_processes_in(namespaces: list[str], timeout: float = KILL_WAIT_S) -> list[int]:

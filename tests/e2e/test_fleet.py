@@ -103,6 +103,22 @@ def test_a_fresh_host_carries_no_sandbox_marker(fresh_host: sandbox.FreshHost) -
     assert found.stdout.strip() == ""
 
 
+def test_each_host_runs_in_a_cgroup_of_its_own(fleet: FleetState) -> None:
+    """Hosts sharing one cgroup tree remove each other's unit cgroups (units fail with 219/CGROUP at boot)."""
+    paths = []
+    for host in fleet.hosts:
+        supervisor = host.pid or 0
+        nspawn = int(Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()[0])
+        init = int(Path(f"/proc/{nspawn}/task/{nspawn}/children").read_text().split()[0])
+        lines = Path(f"/proc/{init}/cgroup").read_text().splitlines()
+        # the hierarchy systemd manages: name=systemd on hybrid machines, the unified one on pure v2
+        line = next((l for l in lines if ":name=systemd:" in l), None) or next(l for l in lines if l.startswith("0::"))
+        path = line.split(":", 2)[2]
+        assert f"/cnctl-{fleet.prefix}-{host.name}/" in path, path
+        paths.append(path)
+    assert len(set(paths)) == len(paths)
+
+
 def test_hosts_have_no_route_out_of_the_site_subnet(fleet: FleetState) -> None:
     for name, result in run_everywhere(fleet, "ip -4 route; ip -4 -o addr show scope global").items():
         routes = [line for line in result.stdout.splitlines() if line and "inet " not in line]
@@ -333,6 +349,7 @@ def _nothing_left(inst: Instance, pids: list[int]) -> None:
     assert cleanup.find(inst).empty, cleanup.find(inst).describe()
     assert not network.our_namespaces(inst)
     assert not list(cleanup.NSPAWN_PROPAGATE.glob(f"{inst.prefix}-*"))
+    assert not cleanup.our_cgroups(inst)
     assert not network.uplink_exists(inst)
     assert not mounts.mounts_under(inst.state_dir)
     assert not inst.state_dir.exists()
