@@ -6,7 +6,10 @@ On every sandbox host (pyinfra over SSH as the deploy user, with sudo):
    the template the host layers use for NVIDIA's repositories);
 2. `apt-get update --error-on=any` succeeds (a bad signature fails the deploy instead of warning);
 3. sudo gives uid 0; systemd runs with no failed units;
-4. /var/lib/circularnet/smoke.json holds the detection-relevant facts (L4T release line, architecture, OS).
+4. /var/lib/circularnet/smoke.json holds the detection-relevant facts (L4T release line, architecture, OS),
+   rendered from templates/smoke/facts.json.j2.
+
+roles/smoke is the same deploy for Ansible: same files from the same templates, same checks.
 
 Files are written only when their content differs, so a second run changes nothing. The checks change no
 configuration; they run when the deploy executes, after the operations before them.
@@ -14,9 +17,7 @@ configuration; they run when the deploy executes, after the operations before th
 
 from __future__ import annotations
 
-import json
 import shlex
-from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,13 @@ from pyinfra.operations import files
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE_TEMPLATE = REPO / "templates" / "apt" / "source.list.j2"
+FACTS_TEMPLATE = REPO / "templates" / "smoke" / "facts.json.j2"
 KEYRING = "/etc/apt/keyrings/cnctl-sandbox.gpg"
 SOURCE_FILE = "/etc/apt/sources.list.d/cnctl-sandbox.list"
 FACT_DIR = "/var/lib/circularnet"
 FACT_FILE = f"{FACT_DIR}/smoke.json"
 SYSTEMD_WAIT_S = 60
+APT_UPDATE_TIMEOUT_S = 300  # a stalled source must not hang the deploy
 
 
 # --- facts -----------------------------------------------------------------------------------
@@ -56,7 +59,7 @@ class StrictAptUpdate(FactBase):
     """
 
     def command(self) -> str:
-        return 'apt-get update --error-on=any -q 2>&1; echo "exit=$?"'
+        return f'timeout {APT_UPDATE_TIMEOUT_S} apt-get update --error-on=any -q 2>&1; echo "exit=$?"'
 
     def process(self, output: list[str]) -> dict[str, Any]:
         status = int(output[-1].partition("=")[2]) if output and output[-1].startswith("exit=") else -1
@@ -166,11 +169,12 @@ def smoke() -> None:
     systemd_running(name="systemd running, no failed units")
 
     files.directory(name="Fact directory", path=FACT_DIR, present=True, mode="755", user="root", group="root")
-    files.put(
+    files.template(
         name="Detection facts",
-        src=StringIO(json.dumps(detection_facts(), indent=2, sort_keys=True) + "\n"),
+        src=str(FACTS_TEMPLATE),
         dest=FACT_FILE,
         mode="644",
         user="root",
         group="root",
+        smoke_facts=detection_facts(),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cnctl.cli import cloud, model, plan, sandbox, stack
+from cnctl.cli import cloud, deploy, model, plan, sandbox, stack
 
 app = typer.Typer(
     name="cnctl",
@@ -17,6 +17,7 @@ app.command("plan-diff")(plan.plan_diff)
 app.command("validate")(stack.validate)
 app.command("preview")(cloud.preview)
 app.command("up")(cloud.up)
+app.command("deploy")(deploy.deploy)
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(model.app, name="model")
 

@@ -1,0 +1,110 @@
+"""The Ansible engine: playbooks/site.yml through ansible-runner, with the roles of this repository.
+
+ansible-runner needs an absolute private_data_dir (a relative one breaks the inventory, ansible-runner
+#1216) and writes artifacts there: a temporary directory, removed after the run. It starts
+`ansible-playbook` from PATH, so the venv's bin goes first (else rc 127 at once). ANSIBLE_HOME, the
+local temp dir and the SSH control sockets live in the same temporary directory, so a run writes nothing
+into the repository or $HOME, and the SSH masters are closed before it is removed. A dry run is
+`--check --diff`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from cnctl.engines.result import DeployResult, EngineFailure, HostResult
+from cnctl.engines.target import REPO, Target
+
+NAME = "ansible"
+BIN = Path(sys.executable).parent
+PLAYBOOK = REPO / "playbooks" / "site.yml"
+ROLES = REPO / "roles"
+
+
+def envvars(workdir: Path) -> dict[str, str]:
+    """The environment of ansible-playbook for one run in `workdir`."""
+    return {
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "ANSIBLE_HOME": str(workdir / "home"),
+        "ANSIBLE_LOCAL_TEMP": str(workdir / "tmp"),
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(workdir / "cp"),  # not under ANSIBLE_HOME by default
+        "ANSIBLE_ROLES_PATH": str(ROLES),
+        # ansible-runner turns host key checking off unless it is set; the inventories pin known_hosts.
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        # One SSH round trip per task instead of three (the hosts' sudoers do not require a tty).
+        "ANSIBLE_PIPELINING": "True",
+        "ANSIBLE_NOCOLOR": "1",
+    }
+
+
+def run(target: Target, *, dry: bool = False, echo: bool = True) -> DeployResult:
+    """Run playbooks/site.yml on `target`'s hosts; the result of every host in scope."""
+    import ansible_runner  # imported here: it is slow to import and only this engine needs it
+
+    with tempfile.TemporaryDirectory(prefix="cnctl-ansible-") as tmp:
+        workdir = Path(tmp).resolve()
+        started = time.monotonic()
+        runner = ansible_runner.run(
+            private_data_dir=str(workdir),
+            playbook=str(PLAYBOOK),
+            inventory=str(target.ansible_inventory),
+            limit=target.limit,
+            extravars=dict(target.extravars),
+            cmdline="--check --diff" if dry else None,
+            envvars={**target.env, **envvars(workdir)},
+            quiet=True,
+            event_handler=_echo if echo else None,
+        )
+        seconds = time.monotonic() - started
+        _close_ssh_masters(workdir / "cp")
+        if runner.stats is None:
+            tail = _tail(runner)
+            raise EngineFailure(f"ansible-playbook exited {runner.rc} before any host ran" + (f":\n{tail}" if tail else ""))
+        hosts = stats_hosts(runner.stats, target.hosts)
+    return DeployResult(NAME, dry, hosts, int(runner.rc or 0), seconds)
+
+
+def stats_hosts(stats: dict[str, dict[str, int]], hosts: tuple[str, ...]) -> list[HostResult]:
+    """Per-host counts from the play recap: failures and unreachable (dark) both count as failed; a host
+    in scope that the recap does not name failed too (it never ran)."""
+    processed = stats.get("processed", {})
+
+    def count(key: str, host: str) -> int:
+        return int(stats.get(key, {}).get(host, 0))
+
+    return [
+        HostResult(h, count("ok", h), count("changed", h),
+                   count("failures", h) + count("dark", h) + int(h not in processed))
+        for h in hosts
+    ]
+
+
+def _echo(event: dict[str, Any]) -> bool:
+    """Pass the playbook's own output on to our stderr as it comes (stdout is for the summary)."""
+    text = event.get("stdout")
+    if text:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+    return True
+
+
+def _close_ssh_masters(control_dir: Path) -> None:
+    """Stop the SSH connection masters of this run (ControlPersist would keep them a minute longer)."""
+    for socket in control_dir.glob("*"):
+        subprocess.run(["ssh", "-o", f"ControlPath={socket}", "-O", "exit", "cnctl"], check=False, capture_output=True,
+                       timeout=10)
+
+
+def _tail(runner: Any) -> str:
+    """The end of the playbook's output (from the artifacts, before the temp dir goes)."""
+    try:
+        with runner.stdout as stdout:
+            return str(stdout.read()).strip()[-2000:]
+    except (OSError, ValueError, AttributeError):
+        return ""

@@ -1,0 +1,44 @@
+"""What a deploy did on each host, the same for both engines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class EngineFailure(RuntimeError):
+    """The engine could not run or gave no readable result (not: a host failed). The message says why."""
+
+
+@dataclass(frozen=True)
+class HostResult:
+    """One host's outcome, counted as Ansible's recap counts: `ok` includes `changed`.
+
+    `ok` is None when the engine cannot tell (pyinfra's dry run lists only the operations that would
+    change). `failed` counts failed operations/tasks; an unreachable host, or one the engine reported
+    nothing for, counts as one failure.
+    """
+
+    host: str
+    ok: int | None
+    changed: int
+    failed: int
+
+
+@dataclass
+class DeployResult:
+    """A whole run: which engine, dry or not, and the result of every targeted host."""
+
+    engine: str
+    dry: bool
+    hosts: list[HostResult] = field(default_factory=list)
+    returncode: int = 0
+    seconds: float = 0.0
+
+    @property
+    def failed_hosts(self) -> list[str]:
+        return [h.host for h in self.hosts if h.failed]
+
+    @property
+    def ok(self) -> bool:
+        """True when every host succeeded and the engine itself exited 0."""
+        return not self.failed_hosts and self.returncode == 0

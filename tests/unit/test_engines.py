@@ -1,0 +1,166 @@
+"""The engines without a fleet: both render the shared templates to the same bytes, their reports become
+the same per-host results, and `cnctl deploy` refuses what it cannot reach with exit 2.
+
+Rendering goes through each engine's real machinery: pyinfra's template loader, and Ansible's template
+module run by ansible-playbook on localhost (trim_blocks on, Ansible's own Jinja2 environment).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pyinfra.api.util import get_template
+from typer.testing import CliRunner
+
+from cnctl.cli.main import app
+from cnctl.engines import ansible, pyinfra
+from cnctl.engines.target import Target
+from cnctl.sandbox.flavours import nv_tegra_release
+from cnctl.sandbox.instance import Instance
+from cnctl.sandbox.layout import HostSpec
+from cnctl.sandbox.state import FleetState, HostState, save
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+SERVER_FACTS = {"architecture": "x86_64", "dpkg_architecture": "amd64", "nv_tegra_release": None,
+                "os": {"id": "debian", "version_id": "12"}}
+JETSON_FACTS = {"architecture": "aarch64", "dpkg_architecture": "arm64",
+                "nv_tegra_release": nv_tegra_release("36.4.3").splitlines()[0], "os": {"id": "ubuntu", "version_id": "22.04"}}
+SOURCES = {
+    "description": "The sandbox site's apt repository (STAND-IN NVIDIA packages)",
+    "sources": [
+        {"uri": "http://172.31.254.2:8080/apt/", "suite": "/", "signed_by": "/etc/apt/keyrings/cnctl-sandbox.gpg"},
+        {"uri": "https://repo.download.nvidia.com/jetson/common", "suite": "r36.4", "components": ["main"],
+         "signed_by": "/etc/apt/trusted.gpg.d/jetson-ota-public.asc", "arch": "arm64"},
+    ],
+}
+# (template under templates/, its variables)
+RENDERINGS = [
+    ("smoke/facts.json.j2", {"smoke_facts": SERVER_FACTS}),
+    ("smoke/facts.json.j2", {"smoke_facts": JETSON_FACTS}),
+    ("apt/source.list.j2", SOURCES),
+]
+
+
+def _ansible_render(tmp_path: Path) -> list[bytes]:
+    """Each of RENDERINGS through Ansible's template module (one ansible-playbook run on localhost)."""
+    tasks = [
+        {"name": f"render {i}", "ansible.builtin.template": {"src": str(REPO / "templates" / src), "dest": str(tmp_path / f"{i}.out"),
+                                                             "mode": "0644"}, "vars": variables}
+        for i, (src, variables) in enumerate(RENDERINGS)
+    ]
+    playbook = tmp_path / "render.yml"
+    playbook.write_text(yaml.safe_dump([{"hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": tasks}]))
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "ANSIBLE_HOME": str(tmp_path / "home"),
+           "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_NOCOLOR": "1"}
+    result = subprocess.run(
+        [str(BIN / "ansible-playbook"), "-i", "localhost,", str(playbook), "-e", f"ansible_python_interpreter={sys.executable}"],
+        check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return [(tmp_path / f"{i}.out").read_bytes() for i in range(len(RENDERINGS))]
+
+
+def test_pyinfra_and_ansible_render_every_shared_template_to_the_same_bytes(tmp_path: Path) -> None:
+    by_ansible = _ansible_render(tmp_path)
+    by_pyinfra = [get_template(str(REPO / "templates" / src)).render(**variables).encode() for src, variables in RENDERINGS]
+    assert by_pyinfra == by_ansible
+    for rendered, (_, variables) in zip(by_pyinfra[:2], RENDERINGS[:2]):
+        # what the pyinfra deploy wrote before the template existed: json.dumps, sorted, indented by 2
+        assert rendered.decode() == json.dumps(variables["smoke_facts"], indent=2, sort_keys=True) + "\n"
+
+
+# --- engine reports -> per-host results --------------------------------------------------------
+
+
+def _op(**outcomes: list[str]) -> dict[str, Any]:
+    return {"success": [], "no_change": [], "error": [], **outcomes}
+
+
+def test_a_pyinfra_run_report_counts_like_an_ansible_recap() -> None:
+    report = {"results": {
+        "operations": [_op(success=["a"], no_change=["b"]), _op(no_change=["a"], error=["b"])],
+        "failed_hosts": ["b"],
+    }}
+    results = {h.host: (h.ok, h.changed, h.failed) for h in pyinfra.result_hosts(report, ("a", "b", "c"))}
+    assert results == {"a": (2, 1, 0), "b": (1, 0, 1), "c": (0, 0, 1)}  # c: never reached, so failed
+
+
+def test_a_pyinfra_dry_run_counts_would_change_and_fails_hosts_it_never_got_ready() -> None:
+    report = {"plan": [{"hosts_with_change": ["a"], "hosts_with_conditional_change": []},
+                       {"hosts_with_change": [], "hosts_with_conditional_change": ["a", "b"]}], "results": None}
+    results = {h.host: (h.ok, h.changed, h.failed) for h in pyinfra.plan_hosts(report, ("a", "b", "c"), {"a", "b"})}
+    assert results == {"a": (None, 2, 0), "b": (None, 1, 0), "c": (None, 0, 1)}
+
+
+def test_an_ansible_recap_counts_unreachable_and_missing_hosts_as_failed() -> None:
+    stats = {"ok": {"a": 11, "b": 1}, "changed": {"a": 4}, "failures": {}, "dark": {"b": 1}, "processed": {"a": 1, "b": 1}}
+    results = {h.host: (h.ok, h.changed, h.failed) for h in ansible.stats_hosts(stats, ("a", "b", "c"))}
+    assert results == {"a": (11, 4, 0), "b": (1, 0, 1), "c": (0, 0, 1)}
+
+
+def test_ansible_runs_with_host_key_checking_on_and_everything_in_its_temp_dir(tmp_path: Path) -> None:
+    """ansible-runner turns host key checking off unless told otherwise; the inventories pin known_hosts."""
+    env = ansible.envvars(tmp_path)
+    assert env["ANSIBLE_HOST_KEY_CHECKING"] == "True"
+    assert env["PATH"].split(os.pathsep)[0] == str(BIN)
+    for key in ("ANSIBLE_HOME", "ANSIBLE_LOCAL_TEMP", "ANSIBLE_SSH_CONTROL_PATH_DIR"):
+        assert Path(env[key]).is_relative_to(tmp_path), key
+
+
+def test_the_pyinfra_command_line() -> None:
+    target = Target("local", REPO / "hosts" / "sandbox.py", Path("/x/inventory.yml"), ("a",), limit="a")
+    assert pyinfra.command(target, dry=True)[1:] == ["--json", "--dry", "--diff", "--limit", "a", str(REPO / "hosts" / "sandbox.py"), "deploy.py"]
+    assert pyinfra.command(target, dry=False)[1:4] == ["--json", "-y", "--limit"]
+
+
+# --- cnctl deploy refuses what it cannot reach (exit 2, no traceback) ------------------------------
+
+
+def _deploy(args: list[str], monkeypatch: pytest.MonkeyPatch, state: Path) -> tuple[int, str]:
+    monkeypatch.setenv("CNCTL_STATE", str(state))
+    outcome = CliRunner().invoke(app, ["deploy", *args])
+    assert "Traceback" not in outcome.output
+    return outcome.exit_code, " ".join(outcome.output.split())
+
+
+def _fake_sandbox(state_dir: Path) -> None:
+    """A state file of a sandbox that is up (nothing runs: enough for the checks before any engine)."""
+    key = state_dir / "id_ed25519"
+    state_dir.mkdir(parents=True)
+    key.write_text("not a key\n")
+    hosts = [HostState(HostSpec("belt-1-orin", "edge", "jetson", "172.31.9.11", jetpack="6.0", l4t="36.3.0"), "ns", "/m")]
+    state = FleetState(prefix="cnut", state_dir=str(state_dir), stack="local", subnet="172.31.9.0/24", machine_address="172.31.9.1",
+                       site_address="172.31.9.2", site_netns="cnut-site", uplink="cnut-up", image="/i", ssh_key=str(key),
+                       known_hosts=str(state_dir / "known_hosts"), phase="up", hosts=hosts,
+                       inventories={"ansible": str(state_dir / "inventory.yml")})
+    save(Instance(prefix="cnut", state_dir=state_dir), state)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--engine", "chef"], "--engine chef: unknown engine; known: pyinfra, ansible"),
+    (["--stack", "dev"], "stack dev: its fleets have no inventory yet. Inventories for real fleets come with the host layers (hosts/edge.py"),
+    (["--stack", "prod", "--engine", "ansible"], "stack prod: its fleets have no inventory yet"),
+    (["--stack", "local"], "the sandbox is not up (no "),
+])
+def test_deploy_exits_2_when_there_is_nothing_to_reach(args: list[str], message: str, monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    code, output = _deploy(args, monkeypatch, tmp_path / "no-sandbox")
+    assert code == 2, output
+    assert message in output
+    if "not up" in message:
+        assert "run `cnctl sandbox up` or `make demo`" in output
+
+
+def test_deploy_exits_2_for_a_host_the_sandbox_does_not_have(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _fake_sandbox(tmp_path / "state")
+    code, output = _deploy(["--limit", "nope", "--engine", "ansible"], monkeypatch, tmp_path / "state")
+    assert code == 2, output
+    assert "--limit nope: no such host or group in the sandbox fleet; known: belt-1-orin, edge" in output
