@@ -12,14 +12,9 @@ import shutil
 import subprocess
 
 import typer
-from rich.console import Console
 
-from cnctl.cli.errors import UsageProblem, user_errors
+from cnctl.cli.errors import EXIT_VIOLATIONS, UsageProblem, err, report_violations, user_errors
 from cnctl.config.loader import ROOT, environment_of, stack_path
-
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-EXIT_VIOLATIONS = 1
 
 
 def preview(
@@ -48,8 +43,7 @@ def _run_pulumi(verb: str, stack: str, extra: list[str]) -> None:
         env = environment_of(path)
         result = plan_stack(stack)
         if result.violations:
-            for v in result.violations:
-                err.print(f"[bold red]guardrail {v.rule} failed[/] on {v.resource}: {v.message}")
+            report_violations(result.violations)
             err.print(f"refusing `pulumi {verb}`: fix the stack first (`cnctl plan --stack {env}` shows the plan)")
             raise typer.Exit(EXIT_VIOLATIONS)
         pulumi = shutil.which("pulumi")

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from cnctl.config import StackConfigError
 
+if TYPE_CHECKING:
+    from cnctl.plan import Violation
+
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # one problem per line, never wrapped
 
 EXIT_BAD_INPUT = 2
+EXIT_VIOLATIONS = 1
+
+
+def report_violations(violations: Iterable[Violation]) -> None:
+    """One unwrapped line per guardrail failure: CI logs get grepped for "guardrail <rule> failed"."""
+    for v in violations:
+        err.print(f"[bold red]guardrail {v.rule} failed[/] on {v.resource}: {v.message}")
 
 
 class UsageProblem(Exception):

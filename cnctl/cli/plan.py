@@ -12,15 +12,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cnctl.cli.errors import user_errors
+from cnctl.cli.errors import EXIT_VIOLATIONS, UsageProblem, report_violations, user_errors
 
 if TYPE_CHECKING:
     from cnctl.plan import Plan
 
 out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
-
-EXIT_VIOLATIONS = 1
 
 
 def plan(
@@ -43,9 +40,7 @@ def plan(
     else:
         _show(result)
     if result.violations:
-        for v in result.violations:
-            # One line per failure, never wrapped: CI logs get grepped for "guardrail <rule> failed".
-            err.print(f"[bold red]guardrail {v.rule} failed[/] on {v.resource}: {v.message}", soft_wrap=True)
+        report_violations(result.violations)
         raise typer.Exit(EXIT_VIOLATIONS)
 
 
@@ -193,8 +188,6 @@ def plan_diff(
 
 
 def _read_plan(path: Path) -> dict[str, Any]:
-    from cnctl.cli.errors import UsageProblem
-
     try:
         plan = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
