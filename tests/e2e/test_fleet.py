@@ -327,8 +327,11 @@ def test_up_refuses_a_subnet_the_machine_already_uses(fleet: FleetState, fleet_i
 
 def test_up_as_non_root_exits_2_with_the_fix() -> None:
     if os.geteuid() == 0:  # a real process that really is not root
+        # It keeps only CAP_DAC_READ_SEARCH: CI's clone may sit below a 0700 directory that nobody could
+        # not even read the console script from; the capability lets it read, not act as root.
         result = subprocess.run(
-            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(BIN / "cnctl"), "sandbox", "up"],
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=+dac_read_search",
+             "--ambient-caps=+dac_read_search", str(BIN / "cnctl"), "sandbox", "up"],
             capture_output=True, text=True, timeout=60, cwd="/",
             env={"PATH": os.environ.get("PATH", ""), "HOME": "/nonexistent", "CNCTL_STATE": "/run/cnctl/test-nonroot"},
         )
