@@ -10,10 +10,12 @@ export CNCTL_CACHE ?= /var/cache/cnctl
 
 .PHONY: venv plan test typecheck bench clean
 
-$(BIN)/cnctl: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+UV_VERSION := $(shell sed -n 's/^dev = \["uv==\([0-9.]*\)"\]/\1/p' pyproject.toml)
+
+# The locked set (uv.lock): the same versions on every machine and in CI. pip only bootstraps uv, once.
+$(BIN)/cnctl: pyproject.toml uv.lock
+	test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet uv==$(UV_VERSION); }
+	$(BIN)/uv sync --frozen --all-extras --quiet
 	touch $@
 
 venv: $(BIN)/cnctl
