@@ -221,6 +221,25 @@ class Fleets(Section):
     servers: list[Server] = Field(default_factory=list)
 
 
+# --- mirrors -----------------------------------------------------------------------------------
+
+_MIRROR_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~%/+-]*)?$")
+MirrorUrl = Annotated[str, AfterValidator(_matches(_MIRROR_URL, "mirror URL like https://mirror.plant.local/nvidia"))]
+
+
+class Mirrors(Section):
+    """Site mirrors for air-gapped plants: each replaces the base URL of one upstream source of the
+    platform matrix (keys and repositories alike; apt still checks the upstream signatures)."""
+
+    jetson_apt: MirrorUrl | None = Field(None, description="replaces https://repo.download.nvidia.com/jetson")
+    cuda_apt: MirrorUrl | None = Field(None, description="replaces https://developer.download.nvidia.com/compute/cuda/repos")
+    container_toolkit_apt: MirrorUrl | None = Field(
+        None, description="replaces https://nvidia.github.io/libnvidia-container"
+    )
+    docker_apt: MirrorUrl | None = Field(None, description="replaces https://download.docker.com/linux")
+    registry: MirrorUrl | None = Field(None, description="a Docker Hub pull-through mirror (daemon.json registry-mirrors)")
+
+
 # --- security and sandbox --------------------------------------------------------------------
 
 
@@ -263,6 +282,7 @@ class StackConfig(Section):
     pipeline: Pipeline = Field(default_factory=Pipeline)
     fleets: Fleets = Field(default_factory=Fleets)
     security: Security = Field(default_factory=Security)
+    mirrors: Mirrors = Field(default_factory=Mirrors)
     sandbox: Sandbox | None = None
 
     @property
