@@ -14,6 +14,7 @@ from typing import Any
 
 from cnctl.cli.errors import UsageProblem
 from cnctl.config import StackConfig
+from cnctl.hostvars import stack_vars
 from cnctl.sandbox.instance import Instance
 from cnctl.sandbox.inventory import current_state
 from cnctl.sandbox.state import PYINFRA_INVENTORY, FleetState
@@ -69,6 +70,7 @@ def for_stack(cfg: StackConfig, *, limit: str | None = None, inst: Instance | No
         hosts=_in_scope(state, limit),
         limit=limit,
         env={"CNCTL_SANDBOX_PREFIX": inst.prefix, "CNCTL_STATE": str(inst.state_dir), "CNCTL_CACHE": str(inst.cache)},
+        extravars=stack_vars(cfg),
     )
 
 

@@ -1,0 +1,263 @@
+"""One host's variables, from the validated stack and the host's fleet entry: the same names for both engines.
+
+pyinfra reads them as host data (`host.data.cn_driver_branch`), Ansible as host vars in the inventory and
+`stack_vars()` as extra vars (`{{ cn_driver_branch }}`). Every value is JSON (str, int, bool, None, lists,
+dicts), flat and prefixed `cn_`, so a template renders the same bytes through either engine. Nothing here
+looks at a host: these are the stack's *wishes*; the layers compare them with what they detect.
+
+Every download URL is a variable: the platform matrix (cnctl/catalog/platforms.yaml) gives the upstream
+URL and the stack's `mirrors` section replaces its base for air-gapped plants (NVIDIA/deepops #191 #1108).
+
+| variable | hosts | meaning |
+|---|---|---|
+| cn_stack | all | the stack (environment) name |
+| cn_host | all | the host's name in its fleet (cloud: the VM name) |
+| cn_group | all | `edge`, `servers` or `cloud`: the inventory group |
+| cn_site | all | the fleet entry's site (cloud: the VM's zone) |
+| cn_platform | all | `jetson` (edge) or `server` (servers, cloud VMs) |
+| cn_arch | all | dpkg architecture the matrix expects: `arm64` (Jetson) or `amd64` |
+| cn_supported_os | all | OS releases the matrix supports on this platform: [{id, version, codename, repo_distro}] |
+| cn_cuda | all | CUDA release the host's stack is built for (`12.6`) |
+| cn_triton_image | all | the Triton image: `inference.images.<jetson or server>`, else the matrix's |
+| cn_inference_runtime | all | `container` or `native` (inference.runtime) |
+| cn_inference_bind_address | all | address Triton binds (loopback by default) |
+| cn_docker_source | all | where the Docker engine comes from: `docker-ce` (Docker's repo; matrix default) |
+| cn_docker_packages | all | Docker engine packages (matrix `container.docker.packages`) |
+| cn_docker_version | all | Docker CE upstream version (`27.5.1`); the apt version adds `-1~<os id>.<version>~<codename>` |
+| cn_containerd_version | all | containerd.io apt version |
+| cn_docker_apt_url | all | Docker's apt base (`.../linux`); the repo is `<url>/<os id>`, the key `<url>/<os id>/gpg` |
+| cn_docker_registry_mirrors | all | daemon.json `registry-mirrors` (mirrors.registry), [] when none |
+| cn_nvidia_ctk_version | all | NVIDIA Container Toolkit apt version (`1.17.8-1`) |
+| cn_nvidia_ctk_packages | all | its packages, all pinned to cn_nvidia_ctk_version |
+| cn_nvidia_ctk_key_url | all | the toolkit repository's signing key |
+| cn_nvidia_ctk_repo_url | all | the toolkit's apt repo (`.../stable/deb/$(ARCH)`, `$(ARCH)` literal for apt) |
+| cn_jetpack | jetson | JetPack release of the fleet entry (`6.2`) |
+| cn_l4t | jetson | L4T release it implies (`36.4.3`): must equal /etc/nv_tegra_release |
+| cn_l4t_gcid | jetson | GCID on the first line of /etc/nv_tegra_release |
+| cn_jetson_soc | jetson | SoC the JetPack supports (`t234`) |
+| cn_jetson_apt_release | jetson | suite of the L4T apt repo (`r36.4`: major.minor only) |
+| cn_jetson_apt_url | jetson | L4T apt base; components are `<url>/<component> <release> main` |
+| cn_jetson_apt_components | jetson | repo components (`common`, `t234`) |
+| cn_jetson_apt_key_url | jetson | the L4T repo's signing key (jetson-ota-public.asc) |
+| cn_jetson_packages | jetson | {package: apt version} pinned and held (nvidia-jetpack, nvidia-l4t-core) |
+| cn_nvcc_version | all | `nvcc --version` release the host must report (`12.6.68`), None on a DLVM image |
+| cn_cudnn | jetson | cuDNN version of the JetPack |
+| cn_tensorrt | jetson | TensorRT version of the JetPack |
+| cn_driver_branch | all | driver branch (Jetson: the L4T driver's major, e.g. `540`) |
+| cn_driver_version | all | driver version `nvidia-smi` must report; None on a DLVM image (the image's own) |
+| cn_driver_source | all | `l4t` (Jetson), `cuda-repo` (servers) or `image` (cloud VM on a Deep Learning VM image: detect and verify, never reinstall) |
+| cn_driver_packages | server | driver packages of the branch, pinned and held ([] when cn_driver_source is not cuda-repo) |
+| cn_cuda_repo_url | server | CUDA apt base; the repo is `<url>/<repo_distro>/x86_64/` |
+| cn_cuda_keyring_package | server | `cuda-keyring` |
+| cn_cuda_keyring_version | server | its version (`1.1-1`); fetched from the repo as `<pkg>_<ver>_all.deb` |
+| cn_cuda_keyring_file | server | the key file it installs (sources say `signed-by=` it) |
+| cn_cuda_toolkit_package | server | toolkit meta package (`cuda-toolkit-12-4`), None when the image brings CUDA |
+| cn_cuda_toolkit_version | server | its apt version (`12.4.1-1`), None likewise |
+| cn_gcp_project | cloud | the VM's project (IAP tunnel, OS Login) |
+| cn_gcp_zone | cloud | the VM's zone |
+| cn_image_family | cloud | the VM's Deep Learning VM image family |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from cnctl.catalog import Catalog, OsRelease, catalog
+from cnctl.config.schema import EdgeDevice, Server, StackConfig
+
+Group = Literal["edge", "servers", "cloud"]
+GROUPS: tuple[Group, ...] = ("edge", "servers", "cloud")
+
+
+@dataclass(frozen=True)
+class CloudVm:
+    """One GPU VM of the cloud layer, as the stack outputs name it (cnctl/cloud `vms` output)."""
+
+    name: str
+    zone: str
+    project: str
+    internal_ip: str
+    ssh_user: str
+    fallback_zones: tuple[str, ...] = field(default_factory=tuple)
+
+
+Entry = EdgeDevice | Server | CloudVm
+
+
+def stack_vars(cfg: StackConfig, cat: Catalog | None = None) -> dict[str, Any]:
+    """The variables every host of `cfg` shares (Ansible extra vars; part of every host's host_vars)."""
+    cat = cat or catalog()
+    docker = cat.platforms.container.docker
+    ctk = cat.platforms.container.nvidia_container_toolkit
+    mirrors = cfg.mirrors
+    ctk_base = _common_base(ctk.key_url, ctk.repo_url)
+    return {
+        "cn_stack": cfg.environment,
+        "cn_inference_runtime": cfg.inference.runtime,
+        "cn_inference_bind_address": cfg.inference.bind_address,
+        "cn_docker_source": "docker-ce",
+        "cn_docker_packages": list(docker.packages),
+        "cn_docker_version": docker.upstream_version,
+        "cn_containerd_version": docker.containerd_version,
+        "cn_docker_apt_url": _mirrored(docker.base_url, docker.base_url, mirrors.docker_apt),
+        "cn_docker_registry_mirrors": [mirrors.registry] if mirrors.registry else [],
+        "cn_nvidia_ctk_version": ctk.version,
+        "cn_nvidia_ctk_packages": list(ctk.packages),
+        "cn_nvidia_ctk_key_url": _mirrored(ctk.key_url, ctk_base, mirrors.container_toolkit_apt),
+        "cn_nvidia_ctk_repo_url": _mirrored(ctk.repo_url, ctk_base, mirrors.container_toolkit_apt),
+    }
+
+
+def host_vars(cfg: StackConfig, group: Group, entry: Entry, cat: Catalog | None = None) -> dict[str, Any]:
+    """Every variable of one host: the stack's common ones, then its platform's (see the module table)."""
+    cat = cat or catalog()
+    common = {**stack_vars(cfg, cat), "cn_host": entry.name, "cn_group": group}
+    if group == "edge" and isinstance(entry, EdgeDevice):
+        return {**common, **_jetson_vars(cfg, entry, cat)}
+    if group == "servers" and isinstance(entry, Server):
+        return {**common, **_server_vars(cfg, entry, cat)}
+    if group == "cloud" and isinstance(entry, CloudVm):
+        return {**common, **_cloud_vars(cfg, entry, cat)}
+    raise TypeError(f"host {entry.name}: a {type(entry).__name__} is not an entry of group {group!r}")
+
+
+def _jetson_vars(cfg: StackConfig, dev: EdgeDevice, cat: Catalog) -> dict[str, Any]:
+    """A Jetson's wishes: its JetPack release row of the matrix, with the L4T repo (mirrored)."""
+    jetson = cat.platforms.jetson
+    rel = jetson.release(dev.jetpack)  # the stack checks already refused a JetPack the matrix lacks
+    apt = jetson.apt
+    mirror = cfg.mirrors.jetson_apt
+    return {
+        "cn_site": dev.site,
+        "cn_platform": "jetson",
+        "cn_arch": "arm64",
+        "cn_supported_os": [_os(jetson.os)],
+        "cn_jetpack": rel.jetpack,
+        "cn_l4t": rel.l4t,
+        "cn_l4t_gcid": rel.gcid,
+        "cn_jetson_soc": jetson.soc,
+        "cn_jetson_apt_release": rel.apt_release,
+        "cn_jetson_apt_url": _mirrored(apt.base_url, apt.base_url, mirror),
+        "cn_jetson_apt_components": list(apt.components),
+        "cn_jetson_apt_key_url": _mirrored(apt.key_url, apt.base_url, mirror),
+        "cn_jetson_packages": dict(rel.packages),
+        "cn_cuda": rel.cuda,
+        "cn_nvcc_version": rel.nvcc,
+        "cn_cudnn": rel.cudnn,
+        "cn_tensorrt": rel.tensorrt,
+        "cn_driver_branch": rel.driver.split(".", 1)[0],
+        "cn_driver_version": rel.driver,
+        "cn_driver_source": "l4t",
+        "cn_triton_image": cfg.inference.images.get("jetson", rel.triton_image),
+    }
+
+
+def _server_vars(cfg: StackConfig, srv: Server, cat: Catalog) -> dict[str, Any]:
+    """A GPU server's wishes: the driver branch of its entry, the newest toolkit and image that branch runs."""
+    servers = cat.platforms.servers
+    driver = servers.driver(srv.driver_branch)
+    toolkit = _toolkit_for(driver.max_cuda, cat)
+    return {
+        "cn_site": srv.site,
+        "cn_platform": "server",
+        "cn_arch": "amd64",
+        "cn_supported_os": [_os(os) for os in servers.os],
+        "cn_cuda": toolkit["cuda"],
+        "cn_nvcc_version": toolkit["nvcc"],
+        "cn_driver_branch": driver.branch,
+        "cn_driver_version": driver.version,
+        "cn_driver_source": "cuda-repo",
+        "cn_driver_packages": list(driver.packages),
+        **_cuda_repo_vars(cfg, cat),
+        "cn_cuda_toolkit_package": toolkit["package"],
+        "cn_cuda_toolkit_version": toolkit["version"],
+        "cn_triton_image": _server_image(cfg, driver.max_cuda, cat),
+    }
+
+
+def _cloud_vars(cfg: StackConfig, vm: CloudVm, cat: Catalog) -> dict[str, Any]:
+    """A cloud GPU VM's wishes: the Deep Learning VM image brings driver and CUDA; cnctl only verifies them."""
+    if cfg.compute is None:
+        raise ValueError(f"host {vm.name}: stack {cfg.environment} has no `compute` section, so no cloud VMs")
+    family = cat.gcp.images.families[cfg.compute.image_family]  # the stack checks refused unknown families
+    return {
+        "cn_site": vm.zone,
+        "cn_platform": "server",
+        "cn_arch": "amd64",
+        "cn_supported_os": [_os(os) for os in cat.platforms.servers.os if os.id == "ubuntu"],
+        "cn_cuda": family.cuda,
+        "cn_nvcc_version": None,
+        "cn_driver_branch": family.driver_branch,
+        "cn_driver_version": None,
+        "cn_driver_source": "image",
+        "cn_driver_packages": [],
+        **_cuda_repo_vars(cfg, cat),
+        "cn_cuda_toolkit_package": None,
+        "cn_cuda_toolkit_version": None,
+        "cn_triton_image": _server_image(cfg, family.cuda, cat),
+        "cn_gcp_project": vm.project,
+        "cn_gcp_zone": vm.zone,
+        "cn_image_family": cfg.compute.image_family,
+    }
+
+
+def _cuda_repo_vars(cfg: StackConfig, cat: Catalog) -> dict[str, Any]:
+    repo = cat.platforms.servers.cuda_repo
+    return {
+        "cn_cuda_repo_url": _mirrored(repo.base_url, repo.base_url, cfg.mirrors.cuda_apt),
+        "cn_cuda_keyring_package": repo.keyring_package,
+        "cn_cuda_keyring_version": repo.keyring_version,
+        "cn_cuda_keyring_file": repo.keyring_file,
+    }
+
+
+def _toolkit_for(max_cuda: str, cat: Catalog) -> dict[str, str]:
+    """The newest CUDA toolkit of the matrix that a driver supporting up to `max_cuda` runs."""
+    fitting = [t for t in cat.platforms.servers.cuda_toolkits if _version(t.cuda) <= _version(max_cuda)]
+    if not fitting:
+        raise ValueError(f"the platform matrix has no CUDA toolkit for a driver that supports CUDA ≤ {max_cuda}")
+    best = max(fitting, key=lambda t: _version(t.cuda))
+    return {"cuda": best.cuda, "package": best.package, "version": best.version, "nvcc": best.nvcc}
+
+
+def _server_image(cfg: StackConfig, max_cuda: str, cat: Catalog) -> str:
+    """`inference.images.server`, else the newest matrix image the driver runs that serves the model's format."""
+    chosen = cfg.inference.images.get("server")
+    if chosen:
+        return chosen
+    model = cat.models.models.get(cfg.model.key)
+    needs_tf = model is not None and model.requires_backend == "tensorflow"
+    fitting = [
+        t for t in cat.platforms.servers.triton_images
+        if _version(t.cuda) <= _version(max_cuda) and (t.tensorflow_backend or not needs_tf)
+    ]
+    if not fitting:
+        raise ValueError(f"the platform matrix has no Triton image for CUDA ≤ {max_cuda}; set inference.images.server")
+    return max(fitting, key=lambda t: _version(t.cuda)).image
+
+
+def _mirrored(url: str, base: str, mirror: str | None) -> str:
+    """`url` with its upstream `base` replaced by the site's mirror (unchanged without one)."""
+    if mirror is None:
+        return url
+    if not url.startswith(base):
+        raise ValueError(f"{url} does not start with its source's base {base}")
+    return mirror.rstrip("/") + url[len(base.rstrip("/")) :]
+
+
+def _common_base(*urls: str) -> str:
+    """The longest common prefix of `urls` that ends at a path separator (a source's base URL)."""
+    prefix = urls[0]
+    for url in urls[1:]:
+        while not url.startswith(prefix):
+            prefix = prefix[:-1]
+    return prefix[: prefix.rfind("/")]
+
+
+def _os(os: OsRelease) -> dict[str, Any]:
+    return {"id": os.id, "version": os.version, "codename": os.codename, "repo_distro": os.repo_distro}
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
