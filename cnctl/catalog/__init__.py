@@ -213,6 +213,9 @@ class ImageFamily(_Data):
     driver_branch: str
     cuda: str
     secure_boot: bool
+    gvnic: bool = False
+    # instance metadata the family needs on first boot (the DLVM driver installer's switch)
+    metadata: dict[str, str] = {}
 
 
 class Images(_Data):
@@ -220,11 +223,29 @@ class Images(_Data):
     families: dict[str, ImageFamily]
 
 
+class FamilyConstraints(_Data):
+    """What Compute Engine accepts on one GPU machine family beyond its GPUs."""
+
+    boot_disk_types: list[str]
+    nic: Literal["any", "GVNIC"]
+
+
+class Replacement(_Data):
+    """The inputs of one resource type whose change replaces it (the provider's ForceNew fields)."""
+
+    paths: list[str]
+    stateful: bool = False
+    schema_input: str | None = None  # a BigQuery schema input: replaced only by a non-additive change
+
+
 class GcpFacts(_Data):
     iap_ssh_range: str
     machine_families: dict[str, MachineFamily]
     images: Images
     services: list[str]
+    family_constraints: dict[str, FamilyConstraints]
+    spot_only_shapes: list[str]
+    replacements: dict[str, Replacement]
 
 
 class Catalog(_Data):
