@@ -27,6 +27,8 @@ from pyinfra.facts.deb import DebArch
 from pyinfra.facts.server import Arch, OsRelease
 from pyinfra.operations import files
 
+from deploy.facts import TegraRelease
+
 REPO = Path(__file__).resolve().parents[1]
 SOURCE_TEMPLATE = REPO / "templates" / "apt" / "source.list.j2"
 FACTS_TEMPLATE = REPO / "templates" / "smoke" / "facts.json.j2"
@@ -39,16 +41,6 @@ APT_UPDATE_TIMEOUT_S = 300  # a stalled source must not hang the deploy
 
 
 # --- facts -----------------------------------------------------------------------------------
-
-
-class TegraRelease(FactBase):
-    """The first line of /etc/nv_tegra_release (what L4T writes on a Jetson), or None where it is absent."""
-
-    def command(self) -> str:
-        return "head -n 1 /etc/nv_tegra_release 2>/dev/null || true"
-
-    def process(self, output: list[str]) -> str | None:
-        return output[0] if output else None
 
 
 class StrictAptUpdate(FactBase):
@@ -138,7 +130,7 @@ def detection_facts() -> dict[str, Any]:
     return {
         "architecture": host.get_fact(Arch),
         "dpkg_architecture": host.get_fact(DebArch),
-        "nv_tegra_release": host.get_fact(TegraRelease),
+        "nv_tegra_release": (host.get_fact(TegraRelease) or {}).get("line"),
         "os": {"id": os_release.get("id"), "version_id": os_release.get("version_id")},
     }
 
