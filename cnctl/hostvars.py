@@ -17,12 +17,18 @@ URL and the stack's `mirrors` section replaces its base for air-gapped plants (N
 | cn_platform | all | `jetson` (edge) or `server` (servers, cloud VMs) |
 | cn_arch | all | dpkg architecture the matrix expects: `arm64` (Jetson) or `amd64` |
 | cn_supported_os | all | OS releases the matrix supports on this platform: [{id, version, codename, repo_distro}] |
+| cn_os_substitution | all | {id, version, codename} of an OS the stack declares in place of the matrix's (sandbox.jetsonOs), else None |
+| cn_reboot | all | `allowed` or `never`: may a first driver install reboot the host (fleet entry `reboot`) |
 | cn_cuda | all | CUDA release the host's stack is built for (`12.6`) |
 | cn_triton_image | all | the Triton image: `inference.images.<jetson or server>`, else the matrix's |
 | cn_inference_runtime | all | `container` or `native` (inference.runtime) |
 | cn_inference_bind_address | all | address Triton binds (loopback by default) |
-| cn_docker_source | all | where the Docker engine comes from: `docker-ce` (Docker's repo; matrix default) |
-| cn_docker_packages | all | Docker engine packages (matrix `container.docker.packages`) |
+| cn_docker_source | all | where the Docker engine comes from (`container.engine`): `docker-ce` (Docker's repo) or `docker.io` (the distribution's) |
+| cn_docker_packages | all | the engine's packages (matrix `container.docker.packages` or `container.docker_io.packages`) |
+| cn_docker_pins | all | {OS codename or `*`: [{packages, version}]}: apt pins of the engine's packages (docker.io: per release) |
+| cn_docker_data_root | all | daemon.json `data-root` (`container.dataRoot`) |
+| cn_docker_log_max_size | all | daemon.json json-file `max-size` (`container.logMaxSize`) |
+| cn_docker_log_max_files | all | daemon.json json-file `max-file` (`container.logMaxFiles`) |
 | cn_docker_version | all | Docker CE upstream version (`27.5.1`); the apt version adds `-1~<os id>.<version>~<codename>` |
 | cn_containerd_version | all | containerd.io apt version |
 | cn_docker_apt_url | all | Docker's apt base (`.../linux`); the repo is `<url>/<os id>`, the key `<url>/<os id>/gpg` |
@@ -39,6 +45,8 @@ URL and the stack's `mirrors` section replaces its base for air-gapped plants (N
 | cn_jetson_apt_url | jetson | L4T apt base; components are `<url>/<component> <release> main` |
 | cn_jetson_apt_components | jetson | repo components (`common`, `t234`) |
 | cn_jetson_apt_key_url | jetson | the L4T repo's signing key (jetson-ota-public.asc) |
+| cn_nvpmodel | jetson | nvpmodel power mode id to set (fleet entry `nvpmodel`), None: keep the board's |
+| cn_jetson_clocks | jetson | whether the jetson_clocks unit pins clocks at boot (fleet entry `jetsonClocks`) |
 | cn_jetson_packages | jetson | {package: apt version} pinned and held (nvidia-jetpack, nvidia-l4t-core) |
 | cn_nvcc_version | all | `nvcc --version` release the host must report (`12.6.68`), None on a DLVM image |
 | cn_cudnn | jetson | cuDNN version of the JetPack |
@@ -64,7 +72,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cnctl.catalog import Catalog, OsRelease, catalog
-from cnctl.config.schema import EdgeDevice, Server, StackConfig
+from cnctl.config.schema import EdgeDevice, OsName, Server, StackConfig
 
 Group = Literal["edge", "servers", "cloud"]
 GROUPS: tuple[Group, ...] = ("edge", "servers", "cloud")
@@ -92,12 +100,17 @@ def stack_vars(cfg: StackConfig, cat: Catalog | None = None) -> dict[str, Any]:
     ctk = cat.platforms.container.nvidia_container_toolkit
     mirrors = cfg.mirrors
     ctk_base = _common_base(ctk.key_url, ctk.repo_url)
+    engine = cfg.container.engine
     return {
         "cn_stack": cfg.environment,
         "cn_inference_runtime": cfg.inference.runtime,
         "cn_inference_bind_address": cfg.inference.bind_address,
-        "cn_docker_source": "docker-ce",
-        "cn_docker_packages": list(docker.packages),
+        "cn_docker_source": engine,
+        "cn_docker_packages": list(docker.packages if engine == "docker-ce" else cat.platforms.container.docker_io.packages),
+        "cn_docker_pins": _docker_pins(engine, cat),
+        "cn_docker_data_root": cfg.container.data_root,
+        "cn_docker_log_max_size": cfg.container.log_max_size,
+        "cn_docker_log_max_files": cfg.container.log_max_files,
         "cn_docker_version": docker.upstream_version,
         "cn_containerd_version": docker.containerd_version,
         "cn_docker_apt_url": _mirrored(docker.base_url, docker.base_url, mirrors.docker_apt),
@@ -112,7 +125,8 @@ def stack_vars(cfg: StackConfig, cat: Catalog | None = None) -> dict[str, Any]:
 def host_vars(cfg: StackConfig, group: Group, entry: Entry, cat: Catalog | None = None) -> dict[str, Any]:
     """Every variable of one host: the stack's common ones, then its platform's (see the module table)."""
     cat = cat or catalog()
-    common = {**stack_vars(cfg, cat), "cn_host": entry.name, "cn_group": group}
+    common = {**stack_vars(cfg, cat), "cn_host": entry.name, "cn_group": group, "cn_os_substitution": None,
+              "cn_reboot": entry.reboot if isinstance(entry, EdgeDevice | Server) else "never"}
     if group == "edge" and isinstance(entry, EdgeDevice):
         return {**common, **_jetson_vars(cfg, entry, cat)}
     if group == "servers" and isinstance(entry, Server):
@@ -128,11 +142,13 @@ def _jetson_vars(cfg: StackConfig, dev: EdgeDevice, cat: Catalog) -> dict[str, A
     rel = jetson.release(dev.jetpack)  # the stack checks already refused a JetPack the matrix lacks
     apt = jetson.apt
     mirror = cfg.mirrors.jetson_apt
+    sub = cfg.sandbox.jetson_os if cfg.sandbox else None
     return {
         "cn_site": dev.site,
         "cn_platform": "jetson",
         "cn_arch": "arm64",
-        "cn_supported_os": [_os(jetson.os)],
+        "cn_supported_os": [_os(jetson.os)] + ([_substitute(sub)] if sub else []),
+        "cn_os_substitution": _substitute(sub) if sub else None,
         "cn_jetpack": rel.jetpack,
         "cn_l4t": rel.l4t,
         "cn_l4t_gcid": rel.gcid,
@@ -142,6 +158,8 @@ def _jetson_vars(cfg: StackConfig, dev: EdgeDevice, cat: Catalog) -> dict[str, A
         "cn_jetson_apt_components": list(apt.components),
         "cn_jetson_apt_key_url": _mirrored(apt.key_url, apt.base_url, mirror),
         "cn_jetson_packages": dict(rel.packages),
+        "cn_nvpmodel": dev.nvpmodel,
+        "cn_jetson_clocks": dev.jetson_clocks,
         "cn_cuda": rel.cuda,
         "cn_nvcc_version": rel.nvcc,
         "cn_cudnn": rel.cudnn,
@@ -253,6 +271,23 @@ def _common_base(*urls: str) -> str:
         while not url.startswith(prefix):
             prefix = prefix[:-1]
     return prefix[: prefix.rfind("/")]
+
+
+def _docker_pins(engine: str, cat: Catalog) -> dict[str, list[dict[str, Any]]]:
+    """The engine's apt pins by OS codename (`*`: any): Docker CE's version holds for every OS it builds for."""
+    if engine == "docker-ce":
+        docker = cat.platforms.container.docker
+        cli = [p for p in docker.packages if p != "containerd.io"]
+        return {"*": [{"packages": cli, "version": f"5:{docker.upstream_version}-1~*"},
+                      {"packages": ["containerd.io"], "version": docker.containerd_version}]}
+    releases = cat.platforms.container.docker_io.releases
+    return {codename: [{"packages": [pkg], "version": version} for pkg, version in pins.items()]
+            for codename, pins in releases.items()}
+
+
+def _substitute(os: OsName) -> dict[str, Any]:
+    """A declared stand-in OS, shaped like a matrix OS entry (no CUDA repo of its own)."""
+    return {"id": os.id, "version": os.version, "codename": os.codename, "repo_distro": None}
 
 
 def _os(os: OsRelease) -> dict[str, Any]:

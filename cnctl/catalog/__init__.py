@@ -148,9 +148,19 @@ class DockerPins(_Data):
         return f"5:{self.upstream_version}-1~{os.id}.{os.version}~{os.codename}"
 
 
+class DistributionDocker(_Data):
+    """The distribution's own Docker engine (`docker.io`): its packages, pinned per OS release (codename ->
+    package -> apt version or glob), since each release ships its own upstream version."""
+
+    packages: list[str]
+    releases: dict[str, dict[str, str]]
+    verified: dict[str, bool]
+
+
 class ContainerMatrix(_Data):
     nvidia_container_toolkit: ContainerToolkit
     docker: DockerPins
+    docker_io: DistributionDocker
 
 
 class PlatformMatrix(_Data):

@@ -205,11 +205,20 @@ class Host(Section):
     ssh_user: str = Field("circularnet", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     ssh_port: Port = 22
     site: str = Field("default", pattern=r"^[a-z0-9-]+$")
+    reboot: Literal["allowed", "never"] = Field(
+        "never",
+        description="allowed: a first driver install that needs a reboot reboots the host; never: the host "
+        "ends 'reboot pending' (reported) and a run after the reboot continues",
+    )
 
 
 class EdgeDevice(Host):
     jetpack: str = "6.0"
     camera: Camera = Field(default_factory=Camera)
+    nvpmodel: int | None = Field(
+        None, ge=0, le=15, description="nvpmodel power mode id (board-specific: 0 is MAXN on AGX Orin); None keeps the board's"
+    )
+    jetson_clocks: bool = Field(False, description="pin clocks to the power mode's maximum at every boot (jetson_clocks unit)")
 
 
 class Server(Host):
@@ -240,6 +249,22 @@ class Mirrors(Section):
     registry: MirrorUrl | None = Field(None, description="a Docker Hub pull-through mirror (daemon.json registry-mirrors)")
 
 
+# --- container engine -------------------------------------------------------------------------
+
+
+class Container(Section):
+    """The Docker engine every host runs (the container layer); which packages each engine is, is matrix data."""
+
+    engine: Literal["docker-ce", "docker.io"] = Field(
+        "docker-ce", description="docker-ce: Docker's own apt repository; docker.io: the distribution's package"
+    )
+    data_root: str = Field(
+        "/var/lib/docker", pattern=r"^/[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$", description="daemon.json data-root (absolute)"
+    )
+    log_max_size: str = Field("10m", pattern=r"^[1-9][0-9]{0,5}[kmg]$", description="json-file log rotation size")
+    log_max_files: int = Field(3, ge=1, le=100, description="json-file log files kept per container")
+
+
 # --- security and sandbox --------------------------------------------------------------------
 
 
@@ -252,6 +277,14 @@ class Security(Section):
     deletion_protection: bool | None = Field(None, description="default: on in prod, off elsewhere")
 
 
+class OsName(Section):
+    """An OS release as the platform matrix and /etc/os-release name it."""
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9.-]{0,31}$")
+    version: str = Field(pattern=r"^[0-9][0-9.]{0,15}$")
+    codename: str = Field(pattern=r"^[a-z]{1,32}$")
+
+
 class Sandbox(Section):
     """Present only in the local stack: the virtual fleet and its site services."""
 
@@ -262,6 +295,11 @@ class Sandbox(Section):
     edge: int | None = Field(None, ge=0, le=8, description="edge hosts `sandbox up` boots; default: all of fleets.edge")
     servers: int | None = Field(
         None, ge=0, le=8, description="servers `sandbox up` boots; default: all of fleets.servers"
+    )
+    jetson_os: OsName | None = Field(
+        None,
+        description="the OS the sandbox's Jetson hosts run in place of L4T's (the platform matrix's); the "
+        "platform layer accepts it as a declared substitution, and says so",
     )
 
 
@@ -283,6 +321,7 @@ class StackConfig(Section):
     fleets: Fleets = Field(default_factory=Fleets)
     security: Security = Field(default_factory=Security)
     mirrors: Mirrors = Field(default_factory=Mirrors)
+    container: Container = Field(default_factory=Container)
     sandbox: Sandbox | None = None
 
     @property
