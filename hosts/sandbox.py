@@ -1,20 +1,12 @@
-"""pyinfra inventory of the sandbox fleet, read from the state `cnctl sandbox up` wrote.
+"""pyinfra inventory of the sandbox fleet: an alias of hosts/fleet.py (the local stack's edge and servers).
 
-    pyinfra hosts/sandbox.py deploy.py
+    pyinfra hosts/sandbox.py deploy.py        # same as: pyinfra hosts/edge.py ... and hosts/servers.py ...
 
-Groups `edge` (Jetson flavour) and `servers` (GPU server flavour). Connections use the sandbox's own key
-and known_hosts with strict host key checking. CNCTL_STATE selects another sandbox's state directory.
+Kept for existing commands and docs. CNCTL_STATE selects another sandbox's state directory.
 """
 
-import sys
+from cnctl.inventory import for_pyinfra_module
 
-from cnctl.sandbox.inventory import SandboxNotUp, pyinfra_groups
-
-try:
-    _groups = pyinfra_groups()
-except SandboxNotUp as _exc:
-    print(f"error: {_exc}", file=sys.stderr)
-    raise SystemExit(2) from None
-
+_groups = for_pyinfra_module(("edge", "servers"))
 edge = _groups["edge"]
 servers = _groups["servers"]

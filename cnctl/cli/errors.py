@@ -10,24 +10,20 @@ import typer
 from rich.console import Console
 
 from cnctl.config import StackConfigError
+from cnctl.errors import EXIT_BAD_INPUT, EXIT_VIOLATIONS, UsageProblem
 
 if TYPE_CHECKING:
     from cnctl.plan import Violation
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # one problem per line, never wrapped
 
-EXIT_BAD_INPUT = 2
-EXIT_VIOLATIONS = 1
+__all__ = ["EXIT_BAD_INPUT", "EXIT_VIOLATIONS", "UsageProblem", "err", "report_violations", "user_errors"]
 
 
 def report_violations(violations: Iterable[Violation]) -> None:
     """One unwrapped line per guardrail failure: CI logs get grepped for "guardrail <rule> failed"."""
     for v in violations:
         err.print(f"[bold red]guardrail {v.rule} failed[/] on {v.resource}: {v.message}")
-
-
-class UsageProblem(Exception):
-    """Input the user must fix (a missing prerequisite, a bad flag). The message says how."""
 
 
 @contextlib.contextmanager

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from cnctl.cli.errors import UsageProblem
 from cnctl.engines import ansible, pyinfra
 from cnctl.engines.result import DeployResult, EngineFailure, HostResult
 from cnctl.engines.target import Target, TargetProblem, for_stack
+from cnctl.errors import UsageProblem
 
 Runner = Callable[..., DeployResult]
 ENGINES: dict[str, Runner] = {pyinfra.NAME: pyinfra.run, ansible.NAME: ansible.run}

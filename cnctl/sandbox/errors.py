@@ -3,7 +3,7 @@ do what it should have (exit 1). Both carry a message that says what happened an
 
 from __future__ import annotations
 
-from cnctl.cli.errors import UsageProblem
+from cnctl.errors import UsageProblem
 
 
 class SandboxProblem(UsageProblem):

