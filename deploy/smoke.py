@@ -18,7 +18,6 @@ configuration; they run when the deploy executes, after the operations before th
 from __future__ import annotations
 
 import shlex
-from pathlib import Path
 from typing import Any
 
 from pyinfra import host, state
@@ -27,11 +26,11 @@ from pyinfra.facts.deb import DebArch
 from pyinfra.facts.server import Arch, OsRelease
 from pyinfra.operations import files
 
+from cnctl.paths import TEMPLATES_DIR
 from deploy.facts import TegraRelease
 
-REPO = Path(__file__).resolve().parents[1]
-SOURCE_TEMPLATE = REPO / "templates" / "apt" / "source.list.j2"
-FACTS_TEMPLATE = REPO / "templates" / "smoke" / "facts.json.j2"
+SOURCE_TEMPLATE = TEMPLATES_DIR / "apt" / "source.list.j2"
+FACTS_TEMPLATE = TEMPLATES_DIR / "smoke" / "facts.json.j2"
 KEYRING = "/etc/apt/keyrings/cnctl-sandbox.gpg"
 SOURCE_FILE = "/etc/apt/sources.list.d/cnctl-sandbox.list"
 FACT_DIR = "/var/lib/circularnet"

@@ -14,9 +14,10 @@ from pydantic import BaseModel, ValidationError
 from cnctl.config.checks import check
 from cnctl.config.errors import Problem, StackConfigError
 from cnctl.config.schema import SECTIONS, StackConfig
+from cnctl.paths import REPO_ROOT
 
 NAMESPACE = "circularnet"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO_ROOT
 STACKS_DIR = ROOT / "stacks"
 
 

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
+from cnctl.paths import REPO_ROOT
 from cnctl.sandbox.instance import Instance
 from cnctl.sandbox.layout import HostSpec, Layout
 from cnctl.sandbox.system import write_file
 
 VERSION = 1
-REPO_ROOT = Path(__file__).resolve().parents[2]
 PYINFRA_INVENTORY = REPO_ROOT / "hosts" / "sandbox.py"
 
 

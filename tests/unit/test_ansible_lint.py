@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from cnctl.paths import REPO_ROOT
+
+REPO = REPO_ROOT
 BIN = Path(sys.executable).parent
 ROLES = sorted(p for p in (REPO / "roles").iterdir() if (p / "tasks" / "main.yml").is_file())
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from cnctl.config.loader import STACKS_DIR
+from cnctl.paths import REPO_ROOT
 
-CNCTL = shutil.which("cnctl") or str(Path(__file__).resolve().parents[2] / ".venv/bin/cnctl")
+CNCTL = shutil.which("cnctl") or str(REPO_ROOT / ".venv/bin/cnctl")
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -22,12 +22,13 @@ from typer.testing import CliRunner
 from cnctl.cli.main import app
 from cnctl.engines import ansible, pyinfra
 from cnctl.engines.target import Target
+from cnctl.paths import REPO_ROOT
 from cnctl.sandbox.flavours import nv_tegra_release
 from cnctl.sandbox.instance import Instance
 from cnctl.sandbox.layout import HostSpec
 from cnctl.sandbox.state import FleetState, HostState, save
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO_ROOT
 BIN = Path(sys.executable).parent
 SERVER_FACTS = {"architecture": "x86_64", "dpkg_architecture": "amd64", "nv_tegra_release": None,
                 "os": {"id": "debian", "version_id": "12"}}

@@ -16,8 +16,9 @@ from typer.testing import CliRunner
 
 from cnctl.cli.main import app
 from cnctl.config import stack_path
+from cnctl.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO_ROOT
 DOC = ROOT / "docs" / "cloud.md"
 CNCTL = Path(sys.executable).parent / "cnctl"
 

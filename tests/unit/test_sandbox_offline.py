@@ -13,6 +13,7 @@ import pytest
 
 from cnctl.catalog import catalog
 from cnctl.config import load_stack
+from cnctl.paths import REPO_ROOT
 from cnctl.sandbox import image, prereqs
 from cnctl.sandbox.errors import SandboxProblem
 from cnctl.sandbox.flavours import nv_tegra_release
@@ -23,7 +24,7 @@ from cnctl.sandbox.network import overlaps, subnet_problem
 from cnctl.sandbox.state import FleetState, HostState, save
 from tests.unit.test_engines import SOURCES
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO_ROOT
 
 
 # --- subnet ------------------------------------------------------------------------------------

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from cnctl.paths import REPO_ROOT
+
+ROOT = REPO_ROOT
 TARGETS = ["cnctl"]
 
 

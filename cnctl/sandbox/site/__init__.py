@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnctl.catalog import catalog
+from cnctl.paths import REPO_ROOT
 from cnctl.sandbox import instance
 from cnctl.sandbox.site import aptrepo, artifacts, emulators, model, probe, processes, recipe, standins, wheelhouse
 from cnctl.sandbox.site.model import ModelArchive
@@ -38,7 +39,6 @@ __all__ = [
 ]
 
 DEFAULT_CACHE = Path(os.environ.get("CNCTL_CACHE") or instance.DEFAULT_CACHE)
-REPO_ROOT = Path(__file__).resolve().parents[3]
 HTTP_PORT, GCS_PORT, S3_PORT = 8080, 9023, 5000
 SERVICES = ("artifacts", "gcs", "s3")
 

@@ -21,11 +21,12 @@ from pathlib import Path
 import jinja2
 
 from cnctl.catalog import CatalogModel, catalog
+from cnctl.paths import TEMPLATES_DIR
 
 CATALOG_KEY = "sandbox_standin"
 MODEL_NAME = "circularnet"
 MODEL_SOURCE = Path(__file__).parent / "standin_model" / "model.py"
-TEMPLATES = Path(__file__).resolve().parents[3] / "templates"
+TEMPLATES = TEMPLATES_DIR
 CONFIG_TEMPLATE = TEMPLATES / "triton" / "config.pbtxt.j2"
 
 # The stand-in's output tensors. The catalog names them; their types and shapes are this stand-in's choice,
