@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cnctl.sandbox.site import build_site_content, start_site_services, stop_site_services  # noqa: E402
+from cnctl.sandbox.site import build_site_content, start_site_services, stop_site_services
 
 
 def free_port() -> int:
@@ -38,7 +38,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="cnctl-bench-site-", dir="/var/tmp"))
     try:
         cache, state = work / "cache", work / "state"
-        quiet = lambda _: None  # noqa: E731
+        quiet = lambda _: None
         out["build_cold_s"], _ = timed(lambda: build_site_content(cache, progress=quiet))
         out["build_warm_s"], _ = timed(lambda: build_site_content(cache, progress=quiet))
         ports = {"http_port": free_port(), "gcs_port": free_port(), "s3_port": free_port()}

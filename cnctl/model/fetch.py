@@ -56,7 +56,7 @@ def _stream(url: str, out: BinaryIO, progress: Progress | None) -> tuple[str, in
     if url.startswith("gs://"):
         return _stream_gcs(url, out, progress)
     try:
-        response = urllib.request.urlopen(url, timeout=TIMEOUT_S)  # noqa: S310 - http(s)/file URLs from the stack
+        response = urllib.request.urlopen(url, timeout=TIMEOUT_S)  # http(s)/file URLs from the stack
     except urllib.error.HTTPError as exc:
         raise FetchError(f"{url}: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:

@@ -10,7 +10,6 @@ import yaml
 
 from cnctl.config import from_pulumi_config, load_stack
 from cnctl.config.loader import STACKS_DIR
-
 from tests.unit.test_schema import EXAMPLE_STACKS
 
 

@@ -22,7 +22,7 @@ ARCHIVE = b"PK\x03\x04 stand-in archive " * 4096
 class _Handler(http.server.BaseHTTPRequestHandler):
     """Serves ARCHIVE at /model.zip; /cut.zip promises the full length and stops halfway."""
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:  # http.server's naming
         if self.path not in ("/model.zip", "/cut.zip"):
             self.send_error(404)
             return

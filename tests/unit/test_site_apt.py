@@ -39,7 +39,7 @@ def apt_options(root: Path, keyring: Path, url: str) -> list[str]:
 
 
 def apt(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(list(args), capture_output=True, text=True, timeout=60,
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=60, check=False,
                           env={**os.environ, "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"})
 
 

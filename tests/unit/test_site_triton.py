@@ -77,7 +77,7 @@ def server(site_content, tmp_path_factory):
     repo.mkdir()
     install_archive(site_content.model_archive, repo)
     port = free_port()
-    log = open(work / "tritonserver.log", "wb")
+    log = open(work / "tritonserver.log", "wb")  # noqa: SIM115 - it outlives this block: closed in `finally`
     proc = subprocess.Popen(install.command(repo, port, exit_timeout=1), env={**os.environ, **install.env}, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
