@@ -33,7 +33,7 @@ def deploy(
     """
     with user_errors():
         run = engines.engine(engine)
-        target = engines.for_stack(load_stack(stack), limit=limit)
+        target = engines.for_stack(load_stack(stack), limit=limit, stack=stack)
     try:
         result = run(target, dry=dry)
     except EngineFailure as exc:

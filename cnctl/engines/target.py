@@ -55,9 +55,13 @@ class Target:
     extravars: dict[str, Any] = field(default_factory=dict)
 
 
-def for_stack(cfg: StackConfig, *, limit: str | None = None, inst: Instance | None = None) -> Target:
-    """The target of `cfg`'s fleet, or TargetProblem saying what is missing."""
-    env = {STACK_ENV: cfg.environment}
+def for_stack(cfg: StackConfig, *, limit: str | None = None, inst: Instance | None = None,
+              stack: str | None = None) -> Target:
+    """The target of `cfg`'s fleet, or TargetProblem saying what is missing. `stack` is how `cfg` was named
+    (a stack name or a file path): the pyinfra inventory module loads it again from that."""
+    if stack and Path(stack).suffix in (".yaml", ".yml"):
+        stack = str(Path(stack).resolve())  # the engine runs in the repository, maybe not where we are
+    env = {STACK_ENV: stack or cfg.environment}
     if cfg.sandbox is not None:
         inst = inst or Instance.from_env()
         env.update(CNCTL_SANDBOX_PREFIX=inst.prefix, CNCTL_STATE=str(inst.state_dir), CNCTL_CACHE=str(inst.cache))

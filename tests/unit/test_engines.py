@@ -47,6 +47,24 @@ RENDERINGS = [
     ("smoke/facts.json.j2", {"smoke_facts": SERVER_FACTS}),
     ("smoke/facts.json.j2", {"smoke_facts": JETSON_FACTS}),
     ("apt/source.list.j2", SOURCES),
+    # the host layers' files (tests/unit/test_layers_templates.py checks every template is listed here)
+    ("apt/preferences.j2", {"description": "NVIDIA driver and CUDA toolkit", "pins": [
+        {"packages": ["cuda-drivers-550", "nvidia-driver-550"], "version": "550.90.07-*"},
+        {"packages": ["cuda-toolkit-12-4"], "version": "12.4.1-1"}]}),
+    ("apt/preferences.j2", {"description": "nothing pinned", "pins": []}),
+    ("docker/daemon.json.j2", {"data_root": "/var/lib/docker", "log_max_size": "10m", "log_max_files": 3,
+                               "registry_mirrors": []}),
+    ("docker/daemon.json.j2", {"data_root": "/srv/docker", "log_max_size": "50m", "log_max_files": 5,
+                               "registry_mirrors": ["https://mirror.plant.local", "http://10.0.0.5:5000"]}),
+    ("modprobe/blacklist-nouveau.conf.j2", {}),
+    ("systemd/jetson-clocks.service.j2", {"jetson_clocks": "/usr/bin/jetson_clocks"}),
+    ("platform/facts.json.j2", {"platform_record": {
+        "host": "belt-1-orin", "platform": "jetson", "os": {"id": "debian", "version": "12", "codename": "bookworm"},
+        "dpkg_architecture": "arm64", "l4t": "36.3.0",
+        "os_substitution": {"id": "debian", "version": "12", "codename": "bookworm", "repo_distro": None}}}),
+    ("platform/facts.json.j2", {"platform_record": {
+        "host": "gpu-server-1", "platform": "server", "os": {"id": "ubuntu", "version": "22.04", "codename": "jammy"},
+        "dpkg_architecture": "amd64", "l4t": None, "os_substitution": None}}),
 ]
 
 
@@ -139,7 +157,7 @@ def _fake_sandbox(state_dir: Path) -> None:
     key.write_text("not a key\n")
     hosts = [HostState(HostSpec("belt-1-orin", "edge", "jetson", "172.31.9.11", jetpack="6.0", l4t="36.3.0"), "ns", "/m")]
     state = FleetState(prefix="cnut", state_dir=str(state_dir), stack="local", subnet="172.31.9.0/24", machine_address="172.31.9.1",
-                       site_address="172.31.9.2", site_netns="cnut-site", uplink="cnut-up", image="/i", ssh_key=str(key),
+                       site_address="172.31.9.2", site_netns="cnut-site", uplink="cnut-up", images={"amd64": "/i"}, ssh_key=str(key),
                        known_hosts=str(state_dir / "known_hosts"), phase="up", hosts=hosts,
                        inventories={"ansible": str(state_dir / "inventory.yml")})
     save(Instance(prefix="cnut", state_dir=state_dir), state)

@@ -330,3 +330,24 @@ def test_cnctl_inventory_refuses_bad_input_with_exit_2(args: list[str], message:
     result = CliRunner().invoke(app, ["inventory", *args])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert message in " ".join(result.output.split())
+
+
+# --- cnctl deploy's target ---------------------------------------------------------------------------
+
+
+def test_a_real_stack_is_a_deploy_target_for_both_engines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cnctl.engines.target import PYINFRA_INVENTORY, for_stack
+    from cnctl.hostvars import stack_vars
+
+    monkeypatch.chdir(REPO_ROOT / "stacks")
+    cfg = load_stack("prod")
+    target = for_stack(cfg, limit="edge", stack="Pulumi.prod.yaml")  # a path: pyinfra runs elsewhere, so made absolute
+    assert target.hosts == tuple(e.name for e in cfg.fleets.edge) and target.limit == "edge"
+    assert target.env == {"CNCTL_STACK": str(REPO_ROOT / "stacks" / "Pulumi.prod.yaml")}
+    assert for_stack(cfg).env == {"CNCTL_STACK": "prod"} and for_stack(cfg).hosts == tuple(h.name for h in fleet_hosts(cfg))
+    assert target.extravars == stack_vars(cfg) and target.pyinfra_inventory == PYINFRA_INVENTORY
+    inventory = yaml.safe_load(target.ansible_inventory.read_text())
+    assert target.ansible_inventory.is_relative_to(tmp_path / "cache") and target.ansible_inventory.stat().st_mode & 0o077 == 0
+    hosts = inventory["all"]["children"]["servers"]["hosts"]
+    assert {name: _cn(v) for name, v in hosts.items()} == {
+        name: _cn(data) for name, data in pyinfra_groups(fleet_hosts(cfg))["servers"]}
