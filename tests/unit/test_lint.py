@@ -35,3 +35,25 @@ def test_yaml_lines_may_be_120_long_like_python(tmp_path: Path, length: int, ok:
     result = subprocess.run([str(BIN / "yamllint"), "--strict", "-c", str(REPO_ROOT / ".yamllint"), str(tmp_path / "doc.yml")],
                             capture_output=True, text=True, timeout=60, check=False)
     assert (result.returncode == 0) is ok, result.stdout
+
+
+def _imports(path: Path) -> set[str]:
+    import ast
+
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_layers_point_one_way_nothing_below_the_cli_imports_it() -> None:
+    """Errors and exit codes live in cnctl/errors.py so that engines, sandbox, inventory, deploys never need
+    cnctl.cli (DESIGN: cli -> engines/cloud/plan/sandbox/model -> config/catalog)."""
+    below = [p for p in (REPO_ROOT / "cnctl").rglob("*.py") if "cli" not in p.relative_to(REPO_ROOT / "cnctl").parts[:1]]
+    below += [*(REPO_ROOT / "deploy").rglob("*.py"), *(REPO_ROOT / "hosts").glob("*.py"), REPO_ROOT / "deploy.py"]
+    offenders = sorted(str(p.relative_to(REPO_ROOT)) for p in below
+                       if any(name == "cnctl.cli" or name.startswith("cnctl.cli.") for name in _imports(p)))
+    assert len(below) > 40 and offenders == []
