@@ -423,8 +423,8 @@ def for_pyinfra_module(groups: Sequence[Group]) -> dict[str, list[tuple[str, dic
     stack, a sandbox that is not up, missing outputs) prints one line and exits 2: no traceback."""
     stack = chosen_stack()
     try:
-        _, hosts = stack_hosts(stack, groups)
-        config = write_ssh_config(hosts, ssh_config_path(stack))
+        cfg, hosts = stack_hosts(stack, groups)
+        config = write_ssh_config(hosts, ssh_config_path(cfg.environment))
         all_groups = pyinfra_groups(hosts, config)
     except StackConfigError as exc:
         _exit(f"stack {stack}: {exc.source}: " + "; ".join(str(p) for p in exc.problems))
