@@ -1,14 +1,30 @@
-"""pyinfra entry point: apply the host layers to each host by its role.
+"""pyinfra entry point: apply the host layers to each host by its platform.
 
-    pyinfra hosts/sandbox.py deploy.py      # the sandbox fleet (`cnctl sandbox up` first)
+    pyinfra hosts/edge.py deploy.py         # Jetson edge devices: platform -> jetson -> container
+    pyinfra hosts/servers.py deploy.py      # GPU servers:         platform -> nvidia -> container
+    pyinfra hosts/cloud.py deploy.py        # cloud GPU VMs:       platform -> nvidia (the image's) -> container
 
-For now it applies the smoke deploy to sandbox hosts; the host layers (platform, nvidia/jetson,
-container, model, inference, pipeline, verify) plug in here by group (`edge`, `servers`).
+Each host's variables are its cn_* host data (cnctl.hostvars, the same names Ansible gets). The platform
+check reads the host before any operation is added for it: a refused host gets one failing operation
+that names it and what was found, and nothing else, so nothing changes on it while the others converge.
+playbooks/site.yml applies the same layers through Ansible.
 """
 
 from pyinfra import host
 
-from deploy.smoke import smoke
+from deploy import platform
+from deploy.container import container
+from deploy.jetson import jetson
+from deploy.nvidia import nvidia
+from deploy.steps import refused
 
-if host.data.get("sandbox"):
-    smoke(_sudo=True)
+refusal = platform.refusal()
+if refusal:
+    refused(name="Platform: supported, and what its fleet entry says", message=refusal)
+else:
+    platform.platform(_sudo=True)
+    if host.data.get("cn_platform") == "jetson":
+        jetson(_sudo=True)
+    else:
+        nvidia(_sudo=True)
+    container(_sudo=True)

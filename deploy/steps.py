@@ -1,0 +1,137 @@
+"""Steps the pyinfra host layers share: signed apt repositories, pins, a fail-closed index refresh, pinned
+installs, holds, and checks that fail with the reason. Each role under roles/ has the same steps as tasks.
+
+Names, paths and timeouts come from the roles' own defaults (roles/<layer>/defaults/main.yml): one copy
+for both engines. A layer's wishes are the host's cn_* variables (cnctl.hostvars), read from host data.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Iterable, Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pyinfra import host, state
+from pyinfra.api import StringCommand, operation
+from pyinfra.api.operation import OperationMeta
+from pyinfra.operations import apt, files
+
+from deploy import checks, probe
+from deploy.facts import AptHolds, DpkgVersions
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATES = REPO / "templates"
+
+
+@cache
+def role_data(role: str) -> dict[str, Any]:
+    """roles/<role>/defaults/main.yml and vars/main.yml (its constants, e.g. the probes it reads), without
+    the Ansible-only template directory (pyinfra knows TEMPLATES)."""
+    data: dict[str, Any] = {}
+    for part in ("defaults", "vars"):
+        path = REPO / "roles" / role / part / "main.yml"
+        if path.is_file():
+            data.update(yaml.safe_load(path.read_text()) or {})
+    return {key: value for key, value in data.items() if not key.endswith("_templates_dir")}
+
+
+def read(probes: dict[str, list[Any]]) -> dict[str, Any]:
+    """{label: fact value} of a role's probes (deploy/probe.py), read the pyinfra way: one fact at a time."""
+    values = {}
+    for label, spec in probes.items():
+        kwargs = dict(spec[1]) if len(spec) > 1 else {}
+        values[label] = host.get_fact(probe.FACTS[spec[0]], **kwargs)
+    return values
+
+
+def wishes() -> dict[str, Any]:
+    """This host's cn_* variables: what the stack wants on it."""
+    data = host.data.dict()
+    missing = [name for name in ("cn_host", "cn_platform") if name not in data]
+    if missing:
+        raise ValueError(f"{host.name}: the inventory gives no {', '.join(missing)}; use hosts/edge.py, hosts/servers.py "
+                         "or hosts/cloud.py (their host data come from cnctl.hostvars)")
+    return {key: value for key, value in data.items() if key.startswith("cn_")}
+
+
+def fail(message: str) -> StringCommand:
+    """A command that prints `message` and fails the operation (pyinfra shows its stderr)."""
+    return StringCommand("echo", shlex.quote(message), ">&2;", "exit", "1")
+
+
+@operation(is_idempotent=True)
+def refused(message: str):
+    """Fail this host with `message`: nothing else is applied to it."""
+    yield fail(message)
+
+
+@operation(is_idempotent=True)
+def verified(check: Callable[[], str]):
+    """Ensure `check()` finds no problem once the operations before this one have run (changes nothing)."""
+    if not state.is_executing:
+        return
+    problem = check()
+    if problem:
+        yield fail(f"{host.name}: {problem}")
+
+
+def template(name: str, src: str, dest: str, mode: str = "644", **variables: Any) -> OperationMeta:
+    """One file of templates/ on the host, root-owned (the roles' ansible.builtin.template tasks)."""
+    return files.template(name=name, src=str(TEMPLATES / src), dest=dest, mode=mode, user="root", group="root",
+                          **variables)
+
+
+def apt_repository(name: str, key_url: str, keyring: str, source: str, sources: list[dict[str, Any]]) -> list[OperationMeta]:
+    """A signed apt repository: its key (fetched once) and its source naming the key in signed-by."""
+    files.directory(name=f"{name}: keyring directory", path=str(Path(keyring).parent), present=True, mode="755",
+                    user="root", group="root")
+    key = files.download(name=f"{name}: signing key", src=key_url, dest=keyring, mode="644", user="root", group="root")
+    listed = template(f"{name}: apt source", "apt/source.list.j2", source, description=name, sources=sources)
+    return [key, listed]
+
+
+def apt_pins(name: str, dest: str, pins: list[dict[str, Any]]) -> OperationMeta:
+    """apt preferences pinning `pins` (the matrix's versions) at priority 1001."""
+    return template(f"{name}: apt pins", "apt/preferences.j2", dest, description=name, pins=pins)
+
+
+@operation(is_idempotent=True)
+def after_change(changed: list[OperationMeta], commands: list[str]):
+    """Run `commands` only when one of the `changed` operations changed something (also right in --dry)."""
+    if any(op.changed for op in changed):
+        yield from commands
+
+
+def pinned_names(pins: Sequence[dict[str, Any]]) -> list[str]:
+    return [package for pin in pins for package in pin["packages"]]
+
+
+@operation(is_idempotent=True)
+def index_refreshed(changed: list[OperationMeta], packages: list[str], timeout: int):
+    """Ensure the package index is fresh before installing: `apt-get update --error-on=any` (a bad signature
+    or an unreachable source fails instead of warning) when a source or pin changed or a package is missing."""
+    installed = host.get_fact(DpkgVersions, packages=packages)
+    if any(op.changed for op in changed) or set(packages) - set(installed):
+        yield f"timeout {int(timeout)} apt-get update --error-on=any -q"
+
+
+def install_pinned(name: str, pins: list[dict[str, Any]]) -> None:
+    """The pinned packages installed (the pins choose the versions), then proven to be at their pins."""
+    packages = pinned_names(pins)
+    apt.packages(name=f"{name}: packages", packages=packages, no_recommends=True)
+    verified(name=f"{name}: installed at their pinned versions",
+             check=lambda: "; ".join(checks.unpinned(host.get_fact(DpkgVersions, packages=packages), pins)))
+
+
+@operation(is_idempotent=True)
+def held(packages: list[str], patterns: Iterable[str] = ()):
+    """Ensure `packages`, and the installed packages matching `patterns`, are on hold (apt-mark)."""
+    patterns = list(patterns)
+    installed = host.get_fact(DpkgVersions, packages=patterns) if patterns else {}
+    wanted = sorted(set(packages) | set(checks.installed_matching(installed, patterns)))
+    missing = [p for p in wanted if p not in host.get_fact(AptHolds)]
+    if missing:
+        yield "apt-mark hold " + " ".join(shlex.quote(p) for p in missing)
