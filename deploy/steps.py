@@ -19,20 +19,18 @@ from pyinfra.api import StringCommand, operation
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, files
 
+from cnctl.paths import REPO_ROOT, TEMPLATES_DIR
 from deploy import checks, probe
 from deploy.facts import AptHolds, DpkgVersions
-
-REPO = Path(__file__).resolve().parents[1]
-TEMPLATES = REPO / "templates"
 
 
 @cache
 def role_data(role: str) -> dict[str, Any]:
     """roles/<role>/defaults/main.yml and vars/main.yml (its constants, e.g. the probes it reads), without
-    the Ansible-only template directory (pyinfra knows TEMPLATES)."""
+    the Ansible-only template directory (pyinfra knows TEMPLATES_DIR)."""
     data: dict[str, Any] = {}
     for part in ("defaults", "vars"):
-        path = REPO / "roles" / role / part / "main.yml"
+        path = REPO_ROOT / "roles" / role / part / "main.yml"
         if path.is_file():
             data.update(yaml.safe_load(path.read_text()) or {})
     return {key: value for key, value in data.items() if not key.endswith("_templates_dir")}
@@ -80,7 +78,7 @@ def verified(check: Callable[[], str]):
 
 def template(name: str, src: str, dest: str, mode: str = "644", **variables: Any) -> OperationMeta:
     """One file of templates/ on the host, root-owned (the roles' ansible.builtin.template tasks)."""
-    return files.template(name=name, src=str(TEMPLATES / src), dest=dest, mode=mode, user="root", group="root",
+    return files.template(name=name, src=str(TEMPLATES_DIR / src), dest=dest, mode=mode, user="root", group="root",
                           **variables)
 
 
