@@ -17,6 +17,7 @@ import yaml
 from pyinfra import host, state
 from pyinfra.api import StringCommand, operation
 from pyinfra.api.operation import OperationMeta
+from pyinfra.facts.files import File
 from pyinfra.operations import apt, files
 
 from cnctl.paths import REPO_ROOT, TEMPLATES_DIR
@@ -82,11 +83,29 @@ def template(name: str, src: str, dest: str, mode: str = "644", **variables: Any
                           **variables)
 
 
+# Fetched with the host's python3 (present wherever Ansible runs; minimal hosts lack curl and wget), as
+# Ansible's get_url does: same bytes, same "fetched once, kept while present" rule.
+_FETCH = ("import shutil, sys, urllib.request\n"
+          "with urllib.request.urlopen(sys.argv[1], timeout=60) as r, open(sys.argv[2], 'wb') as f:\n"
+          "    shutil.copyfileobj(r, f)")
+
+
+@operation(is_idempotent=True)
+def key_installed(url: str, dest: str):
+    """Ensure `dest` holds the key published at `url` (fetched once; kept while present), root-owned 0644."""
+    if host.get_fact(File, path=dest) is not None:
+        return
+    partial = f"{dest}.cnctl-partial"
+    yield (f"python3 -c {shlex.quote(_FETCH)} {shlex.quote(url)} {shlex.quote(partial)} && "
+           f"install -m 644 -o root -g root {shlex.quote(partial)} {shlex.quote(dest)}; "
+           f"status=$?; rm -f {shlex.quote(partial)}; exit $status")
+
+
 def apt_repository(name: str, key_url: str, keyring: str, source: str, sources: list[dict[str, Any]]) -> list[OperationMeta]:
     """A signed apt repository: its key (fetched once) and its source naming the key in signed-by."""
     files.directory(name=f"{name}: keyring directory", path=str(Path(keyring).parent), present=True, mode="755",
                     user="root", group="root")
-    key = files.download(name=f"{name}: signing key", src=key_url, dest=keyring, mode="644", user="root", group="root")
+    key = key_installed(name=f"{name}: signing key", url=key_url, dest=keyring)
     listed = template(f"{name}: apt source", "apt/source.list.j2", source, description=name, sources=sources)
     return [key, listed]
 
