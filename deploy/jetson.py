@@ -62,7 +62,7 @@ def power_mode_problem(current: dict[str, Any] | None, mode: int | None) -> str:
 @operation(is_idempotent=True)
 def power_mode(mode: int | None):
     """Ensure nvpmodel runs the fleet entry's power mode (None: leave the board's)."""
-    if power_mode_problem(host.get_fact(NvpmodelMode), mode):
+    if mode is not None and power_mode_problem(host.get_fact(NvpmodelMode), mode):
         yield f"nvpmodel -m {int(mode)} </dev/null"  # stdin closed: never answer a reboot prompt
 
 
