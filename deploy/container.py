@@ -95,6 +95,8 @@ def container() -> None:
     template("Container: Docker settings (base of daemon.json)", "docker/daemon.json.j2", base,
              data_root=wants["cn_docker_data_root"], log_max_size=wants["cn_docker_log_max_size"],
              log_max_files=wants["cn_docker_log_max_files"], registry_mirrors=wants["cn_docker_registry_mirrors"])
+    files.directory(name="Container: Docker configuration directory", path=data["container_daemon_json"].rsplit("/", 1)[0],
+                    present=True, mode="755", user="root", group="root")
     daemon = nvidia_runtime_configured(name="Container: daemon.json with the nvidia runtime (nvidia-ctk)", base=base,
                                        target=data["container_daemon_json"],
                                        set_default=wants["cn_platform"] == "jetson")

@@ -27,7 +27,7 @@ from typing import Any
 from pyinfra import host, state
 from pyinfra.api import deploy, operation
 from pyinfra.facts.files import File
-from pyinfra.operations import server
+from pyinfra.operations import files, server
 
 from deploy import checks
 from deploy.facts import DpkgVersions, NvccRelease, NvidiaGpus, OsIdentity
@@ -116,6 +116,8 @@ def nvidia() -> None:
                              [{"uri": repo, "suite": "/", "signed_by": keyring}])
     wanted = pins(wants)
     changed.append(apt_pins("NVIDIA driver and CUDA toolkit", data["nvidia_preferences"], wanted))
+    files.directory(name="NVIDIA: modprobe configuration directory", path=data["nvidia_blacklist_file"].rsplit("/", 1)[0],
+                    present=True, mode="755", user="root", group="root")
     blacklist = template("NVIDIA: nouveau blacklisted", "modprobe/blacklist-nouveau.conf.j2", data["nvidia_blacklist_file"])
     after_change(name="NVIDIA: initramfs rebuilt without nouveau", changed=[blacklist],
                  commands=[data["nvidia_initramfs_command"]])
