@@ -217,6 +217,13 @@ class MachineFamily(_Data):
     attached: bool
     # attached families: accelerator -> allowed counts; fixed families: accelerator -> {shape: count}
     gpus: dict[str, list[int] | dict[str, int]]
+    # attached families: the machine types GPUs attach to (fixed families: the shapes under `gpus`)
+    shapes: list[str] = []
+
+    def machine_types(self) -> list[str]:
+        """Every machine type of this family that can run a GPU."""
+        fixed = [shape for offered in self.gpus.values() if isinstance(offered, dict) for shape in offered]
+        return self.shapes + fixed
 
 
 class ImageFamily(_Data):
@@ -253,9 +260,18 @@ class GcpFacts(_Data):
     machine_families: dict[str, MachineFamily]
     images: Images
     services: list[str]
+    # region -> its zone suffixes (`a`, `b`, ...): the places that exist
+    regions: dict[str, list[str]]
+    # IPv4 ranges a VPC subnet may use (GCP's valid subnet ranges, minus publicly routable ones)
+    subnet_ranges: list[str]
+    subnet_prefix: tuple[int, int]
     family_constraints: dict[str, FamilyConstraints]
     spot_only_shapes: list[str]
     replacements: dict[str, Replacement]
+
+    def zones(self, region: str) -> list[str]:
+        """`us-central1` -> [`us-central1-a`, ...]; empty for a region that does not exist."""
+        return [f"{region}-{suffix}" for suffix in self.regions.get(region, [])]
 
 
 class Catalog(_Data):

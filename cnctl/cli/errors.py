@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from cnctl.config import StackConfigError
+from cnctl.config.errors import printable
 from cnctl.errors import EXIT_BAD_INPUT, EXIT_VIOLATIONS, UsageProblem
 
 if TYPE_CHECKING:
@@ -17,13 +19,19 @@ if TYPE_CHECKING:
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # one problem per line, never wrapped
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_VIOLATIONS", "UsageProblem", "err", "report_violations", "user_errors"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_VIOLATIONS", "UsageProblem", "err", "report_violations", "say_error", "user_errors"]
 
 
 def report_violations(violations: Iterable[Violation]) -> None:
     """One unwrapped line per guardrail failure: CI logs get grepped for "guardrail <rule> failed"."""
     for v in violations:
-        err.print(f"[bold red]guardrail {v.rule} failed[/] on {v.resource}: {v.message}")
+        say_error(f"guardrail {v.rule} failed", f" on {v.resource}: {v.message}")
+
+
+def say_error(label: str, text: str) -> None:
+    """`label` in bold red, then `text` as plain text: user values are never read as rich markup, and
+    control characters inside a line are escaped (the lines themselves stay lines)."""
+    err.print(Text.assemble((label, "bold red"), "\n".join(printable(line) for line in text.split("\n"))))
 
 
 @contextlib.contextmanager
@@ -32,8 +40,8 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except StackConfigError as exc:
-        err.print(f"[bold red]error:[/] {exc.render()}")
+        say_error("error:", f" {exc.render()}")
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except UsageProblem as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        say_error("error:", f" {exc}")
         raise typer.Exit(EXIT_BAD_INPUT) from None

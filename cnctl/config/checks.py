@@ -6,6 +6,7 @@ after the schema has accepted the syntax, so they may trust types.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 from collections.abc import Callable, Iterator
 
@@ -16,13 +17,29 @@ from cnctl.config.schema import Host, StackConfig
 Rule = Callable[[StackConfig, Catalog], Iterator[Problem]]
 
 
+LOCAL = "local"  # the one stack that may hold a sandbox section and stand-ins
+MAX_LABELS = 64
+CNCTL_LABELS = ("environment", "managed-by")  # set on every resource by cnctl.cloud
+
+
+def region_exists(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
+    """gcp.region is a Compute Engine region (catalog/gcp.yaml), not only region-shaped."""
+    if cfg.gcp is not None and cfg.gcp.region not in cat.gcp.regions:
+        close = difflib.get_close_matches(cfg.gcp.region, cat.gcp.regions, n=3)
+        hint = f"did you mean {' or '.join(close)}?" if close else "see catalog/gcp.yaml for the list"
+        yield Problem("gcp.region", cfg.gcp.region, f"is not a Compute Engine region; {hint}")
+
 def zones_in_region(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
     if cfg.gcp is None:
+    """Every zone lies in gcp.region and exists there (us-central1-d does not), once each."""
         return
     for i, zone in enumerate(cfg.gcp.zones):
+    known = cat.gcp.zones(cfg.gcp.region)
         if zone.rsplit("-", 1)[0] != cfg.gcp.region:
             yield Problem(f"gcp.zones[{i}]", zone, f"is not in region {cfg.gcp.region}; use {cfg.gcp.region}-a, -b, ...")
     seen: set[str] = set()
+        elif known and zone not in known:
+            yield Problem(f"gcp.zones[{i}]", zone, f"does not exist; the zones of {cfg.gcp.region}: {', '.join(known)}")
     for i, zone in enumerate(cfg.gcp.zones):
         if zone in seen:
             yield Problem(f"gcp.zones[{i}]", zone, "is listed twice")
@@ -51,7 +68,9 @@ def gpu_fits_machine(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
         allowed = ", ".join(sorted(family.gpus))
         yield Problem("compute.gpu.type", gpu.type, f"is not available on {family_name} machine types; allowed: {allowed}")
         return
-    if isinstance(offered, list):  # attached GPUs: any listed count
+    if isinstance(offered, list):  # attached GPUs: any listed count, on a machine type that exists
+        if family.shapes and machine not in family.shapes:
+            yield Problem("compute.machineType", machine, f"is not a {family_name} machine type; use one of: {', '.join(family.shapes)}")
         if gpu.count not in offered:
             yield Problem("compute.gpu.count", gpu.count, f"{gpu.type} attaches in counts {offered}")
         return
@@ -77,8 +96,8 @@ def model_in_catalog(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
     if entry is None:
         yield Problem("model.key", cfg.model.key, f"is not in the model catalog; known: {', '.join(cat.models.models)}")
         return
-    if entry.standin and cfg.sandbox is None:
-        yield Problem("model.key", cfg.model.key, "is a sandbox stand-in; only a stack with a `sandbox` section may deploy it")
+    if entry.standin and (cfg.sandbox is None or cfg.environment != LOCAL):
+        yield Problem("model.key", cfg.model.key, f"is a sandbox stand-in; only the {LOCAL} stack (with a `sandbox` section) may deploy it")
     if not entry.standin and cfg.model.sha256 is None:
         yield Problem("model.sha256", None, "must pin the archive's sha256 (upstream publishes none); run `cnctl model pin`")
     if entry.url is None and cfg.model.url is None:
@@ -100,10 +119,20 @@ def driver_branch_in_matrix(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]
 
 
 def host_names_unique(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
-    seen: dict[str, str] = {}
+def _hosts(cfg: StackConfig) -> list[tuple[str, Host]]:
+    """Every fleet host with the path of its entry."""
     hosts: list[tuple[str, Host]] = [(f"fleets.edge[{i}]", h) for i, h in enumerate(cfg.fleets.edge)]
-    hosts += [(f"fleets.servers[{i}]", h) for i, h in enumerate(cfg.fleets.servers)]
-    for path, host in hosts:
+    return hosts + [(f"fleets.servers[{i}]", h) for i, h in enumerate(cfg.fleets.servers)]
+
+
+def _unroutable(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    return net.is_loopback or net.is_link_local or net.is_multicast or net.is_unspecified or net.is_reserved or (
+        net.version == 4 and net.subnet_of(ipaddress.ip_network("0.0.0.0/8"))  # type: ignore[arg-type]
+    )
+
+
+    seen: dict[str, str] = {}
+    for path, host in _hosts(cfg):
         if host.name in seen:
             yield Problem(f"{path}.name", host.name, f"is already used by {seen[host.name]}")
         else:
@@ -121,10 +150,72 @@ def buckets_distinct(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
 
 
 def subnet_private(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
-    """The VPC subnet is a private range; who may reach it is the firewall's (and the plan guardrails') job."""
-    subnet = ipaddress.ip_network(cfg.network.subnet_cidr)
-    if not subnet.is_private:
-        yield Problem("network.subnetCidr", cfg.network.subnet_cidr, "must be a private range (RFC 1918)")
+    """The VPC subnet (and the sandbox's site network) lie in a range Google Cloud accepts for subnets and
+    that is private: RFC 1918 or 100.64.0.0/10. Python's `is_private` would also pass loopback and
+    link-local, which no subnet may use."""
+    allowed = [ipaddress.ip_network(r) for r in cat.gcp.subnet_ranges]
+    low, high = cat.gcp.subnet_prefix
+    subnets = [("network.subnetCidr", cfg.network.subnet_cidr)]
+    if cfg.sandbox is not None:
+        subnets.append(("sandbox.subnet", cfg.sandbox.subnet))
+    for path, cidr in subnets:
+        net = ipaddress.ip_network(cidr)
+        if net.version != 4 or not any(net.subnet_of(r) for r in allowed):  # type: ignore[arg-type]
+            ranges = ", ".join(cat.gcp.subnet_ranges)
+            yield Problem(path, cidr, f"must be a private range inside one of {ranges}")
+        elif path == "network.subnetCidr" and not low <= net.prefixlen <= high:
+            yield Problem(path, cidr, f"has a /{net.prefixlen} prefix; Google Cloud subnets are /{low} to /{high}")
+
+
+def sources_routable(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
+    """Allowed sources are ranges a packet can come from: not loopback, link-local, multicast or 0.0.0.0/8."""
+    for i, cidr in enumerate(cfg.network.inference_allowed_cidrs):
+        net = ipaddress.ip_network(cidr)
+        if net.prefixlen and _unroutable(net):
+            yield Problem(f"network.inferenceAllowedCidrs[{i}]", cidr, "is not routable (loopback, link-local, multicast or reserved); list the clients' range")
+
+
+def host_addresses_usable(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
+    """Each fleet host has its own address, and one a deploy can reach (never loopback or multicast)."""
+    seen: dict[str, str] = {}
+    for path, host in _hosts(cfg):
+        key = host.address.lower().rstrip(".")
+        if key in seen:
+            yield Problem(f"{path}.address", host.address, f"is already the address of {seen[key]}; each host has its own")
+        seen.setdefault(key, path)
+        try:
+            address = ipaddress.ip_address(host.address)
+        except ValueError:
+            continue
+        if address.is_loopback or address.is_unspecified or address.is_multicast or address.is_link_local:
+            yield Problem(f"{path}.address", host.address, "is not a host on the network (loopback, link-local, multicast or 0.0.0.0)")
+
+
+def ports_distinct(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
+    """No two services on one port: Triton's HTTP, gRPC and metrics ports, and each host's SSH port."""
+    ports = cfg.inference.ports
+    taken: dict[int, str] = {}
+    for name in ("http", "grpc", "metrics"):
+        port = getattr(ports, name)
+        if port in taken:
+            yield Problem(f"inference.ports.{name}", port, f"is already inference.ports.{taken[port]}; give each service its own port")
+        taken.setdefault(port, name)
+    for path, host in _hosts(cfg):
+        if host.ssh_port in taken:
+            yield Problem(f"{path}.sshPort", host.ssh_port, f"is Triton's {taken[host.ssh_port]} port (inference.ports); use another")
+
+
+def labels_fit(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
+    """At most 64 labels per resource, and cnctl adds its own to every one."""
+    if cfg.gcp is not None and len(cfg.gcp.labels) > MAX_LABELS - len(CNCTL_LABELS):
+        limit = MAX_LABELS - len(CNCTL_LABELS)
+        yield Problem("gcp.labels", None, f"has {len(cfg.gcp.labels)} labels; at most {limit} (Google Cloud's 64 minus cnctl's {len(CNCTL_LABELS)})")
+
+
+def sandbox_only_local(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
+    """A `sandbox` section (stand-in packages, emulators, a local fleet) belongs to the local stack only."""
+    if cfg.sandbox is not None and cfg.environment != LOCAL:
+        yield Problem("sandbox", "…", f"only the {LOCAL} stack may have a sandbox section; remove it from stack {cfg.environment}")
 
 
 def inference_image_serves_model(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
@@ -153,13 +244,14 @@ def labels_not_reserved(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
     """cnctl sets `environment` and `managed-by` on every resource; a stack must not claim them."""
     if cfg.gcp is None:
         return
-    for key in ("environment", "managed-by"):
+    for key in CNCTL_LABELS:
         if key in cfg.gcp.labels:
             yield Problem(f"gcp.labels.{key}", cfg.gcp.labels[key], "is set by cnctl on every resource; remove it")
 
 
 RULES: tuple[Rule, ...] = (
     zones_in_region,
+    region_exists,
     compute_needs_gcp,
     gpu_fits_machine,
     image_family_known,
@@ -170,6 +262,11 @@ RULES: tuple[Rule, ...] = (
     buckets_distinct,
     subnet_private,
     inference_image_serves_model,
+    sources_routable,
+    host_addresses_usable,
+    ports_distinct,
+    labels_fit,
+    sandbox_only_local,
     inference_reachable_where_allowed,
     labels_not_reserved,
 )

@@ -15,9 +15,18 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
+        # The value is printed as repr (quotes, escapes) and the path and message with control
+        # characters escaped: whatever a stack file holds, the report stays one line of plain text.
         if self.value is None or self.value == "…":
-            return f"{self.path}: {self.message}"
-        return f"{self.path}: {self.value!r} {self.message}"
+            return f"{printable(self.path)}: {printable(self.message)}"
+        return f"{printable(self.path)}: {self.value!r} {printable(self.message)}"
+
+
+def printable(text: str) -> str:
+    """`text` with every non-printable character (newline, ESC, ...) written as its escape."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 class StackConfigError(Exception):
@@ -30,6 +39,6 @@ class StackConfigError(Exception):
 
     def render(self) -> str:
         count = len(self.problems)
-        lines = [f"{self.source}: {count} problem{'s' if count != 1 else ''}"]
+        lines = [f"{printable(self.source)}: {count} problem{'s' if count != 1 else ''}"]
         lines += [f"  - {problem}" for problem in self.problems]
         return "\n".join(lines)

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import datetime
+import difflib
 import typing
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,10 @@ from cnctl.paths import REPO_ROOT
 NAMESPACE = "circularnet"
 ROOT = REPO_ROOT
 STACKS_DIR = ROOT / "stacks"
+# What a Pulumi stack file may hold beside `config` (secrets provider, ESC environments).
+FILE_KEYS = ("config", "secretsprovider", "encryptedkey", "encryptionsalt", "environment")
+MAX_BYTES = 1 << 20
+MAX_DEPTH = 32
 
 
 def stack_path(stack: str, stacks_dir: Path = STACKS_DIR) -> Path:
@@ -47,25 +53,137 @@ def load_stack(stack: str, stacks_dir: Path = STACKS_DIR, *, unpinned_ok: bool =
     if not path.exists():
         known = sorted(environment_of(p) for p in stacks_dir.glob("Pulumi.*.yaml"))
         raise StackConfigError(source, [Problem("stack", stack, f"has no file {source}; known stacks: {', '.join(known)}")])
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise StackConfigError(source, [Problem("(file)", None, f"is not valid YAML: {exc}")]) from None
-    config = document.get("config") if isinstance(document, dict) else None
-    if not isinstance(config, dict):
-        raise StackConfigError(source, [Problem("config", None, "the file needs a top-level `config:` mapping")])
-    raw: dict[str, Any] = {}
-    unknown: list[Problem] = []
-    for key, value in config.items():
-        namespace, _, section = str(key).partition(":")
-        if namespace != NAMESPACE:
-            continue  # other namespaces (e.g. pulumi:tags) belong to Pulumi itself
-        if section not in SECTIONS:
-            unknown.append(Problem(key, None, f"is not a stack section; known: {', '.join(SECTIONS)}"))
-        raw[section] = value
-    if unknown:
-        raise StackConfigError(source, unknown)
+    document = read_document(path, source)
+    raw = sections_of(document, source)
     return parse(raw, environment=environment_of(path), source=source, unpinned_ok=unpinned_ok)
+
+
+def read_document(path: Path, source: str) -> dict[str, Any]:
+    """The stack file as a mapping, or StackConfigError with one line saying why it cannot be one.
+
+    Refuses what a plain `yaml.safe_load` would accept silently or crash on: bytes that are not
+    UTF-8, a directory, a key written twice (YAML keeps the last one), aliases, deep nesting.
+    """
+    try:
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise _file_problem(source, "is a directory, not a stack file; give the path of Pulumi.<env>.yaml") from None
+    except OSError as exc:
+        raise _file_problem(source, f"cannot be read ({exc.strerror or exc}); check the path and its permissions") from None
+    if len(data) > MAX_BYTES:
+        raise _file_problem(source, f"is {len(data)} bytes; a stack file is a few kilobytes (limit {MAX_BYTES})")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise _file_problem(source, f"is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); save it as UTF-8") from None
+    try:
+        document = yaml.load(text, Loader=_StackYamlLoader) or {}  # a SafeLoader subclass: no arbitrary objects
+    except _Refused as exc:
+        raise _file_problem(source, str(exc)) from None
+    except RecursionError:
+        raise _file_problem(source, f"is nested too deeply; a stack is at most {MAX_DEPTH} levels deep") from None
+    except yaml.YAMLError as exc:
+        raise _file_problem(source, f"is not valid YAML: {_one_line(exc)}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
+        raise StackConfigError(source, [Problem("config", None, "the file needs a top-level `config:` mapping")])
+    unknown = sorted(str(key) for key in document if key not in FILE_KEYS)
+    if unknown:
+        raise StackConfigError(
+            source, [Problem(key, None, f"is not a stack file key; known: {', '.join(FILE_KEYS)}") for key in unknown]
+        )
+    return document
+
+
+def sections_of(document: dict[str, Any], source: str) -> dict[str, Any]:
+    """The `circularnet:` sections of a stack file, keyed by section name; a section that would be
+    dropped (misspelt namespace or section, no namespace, left empty) is an error, never skipped."""
+    raw: dict[str, Any] = {}
+    problems: list[Problem] = []
+    for key, value in document["config"].items():
+        problem = _section_problem(str(key), value)
+        if problem is not None:
+            problems.append(problem)
+        elif str(key).startswith(f"{NAMESPACE}:"):
+            raw[str(key).partition(":")[2]] = value
+    if problems:
+        raise StackConfigError(source, problems)
+    return raw
+
+
+def _section_problem(key: str, value: Any) -> Problem | None:
+    """Why one `config:` key would not reach the stack as written, or None if it does (or is Pulumi's)."""
+    namespace, colon, section = key.partition(":")
+    if not colon:
+        return Problem(key, None, f"has no namespace (Pulumi reads it as <project>:{key}); write {NAMESPACE}:{key}")
+    if namespace != NAMESPACE:
+        if namespace.lower() == NAMESPACE or difflib.get_close_matches(namespace.lower(), [NAMESPACE], cutoff=0.8):
+            return Problem(key, None, f"is not in the `{NAMESPACE}` namespace (a typo?); write {NAMESPACE}:{section}")
+        return None  # other namespaces (e.g. pulumi:tags) belong to Pulumi itself
+    if section not in SECTIONS:
+        close = difflib.get_close_matches(section, SECTIONS, n=1)
+        hint = f"did you mean {NAMESPACE}:{close[0]}? " if close else ""
+        return Problem(key, None, f"is not a stack section; {hint}known: {', '.join(SECTIONS)}")
+    if value is None:
+        return Problem(section, None, "is empty, so it would be ignored; fill it in or remove the key")
+    return None
+
+
+def _file_problem(source: str, message: str) -> StackConfigError:
+    return StackConfigError(source, [Problem("(file)", None, message)])
+
+
+def _one_line(exc: yaml.YAMLError) -> str:
+    """A YAML error as one line: what is wrong and on which line, without the multi-line snippet."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        context = f" ({exc.context})" if exc.context else ""
+        mark = exc.problem_mark
+        return f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}{context}"
+    return " ".join(str(exc).split())
+
+
+class _Refused(Exception):
+    """YAML that parses but must not be used as a stack (the message names the line)."""
+
+
+class _StackYamlLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys, aliases and nesting deeper than MAX_DEPTH.
+
+    A duplicate key is the worst of these: YAML keeps the last value, so a stack with two
+    `circularnet:compute` blocks plans with the one the author may not have meant.
+    """
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise _Refused(f"line {mark.line + 1}: uses a YAML alias; write the value out (stack files take no anchors)")
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise _Refused(f"line {mark.line + 1}: is nested more than {MAX_DEPTH} levels deep")
+            return super().compose_node(parent, index)  # type: ignore[arg-type]
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                earlier = first_line.get(key)
+            except TypeError:
+                raise _Refused(f"line {key_node.start_mark.line + 1}: a key must be a plain value") from None
+            if earlier is not None:
+                raise _Refused(
+                    f"line {key_node.start_mark.line + 1}: key {key!r} is written twice (first on line {earlier});"
+                    " YAML would keep only the last, so remove one"
+                )
+            first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
 
 
 def from_pulumi_config() -> StackConfig:
@@ -108,6 +226,10 @@ def _problem(err: Any) -> Problem:
         return Problem(_path(loc), None, "is required")
     message = err["msg"].removeprefix("Value error, ")
     value = err.get("input")
+    if kind == "string_type" and isinstance(value, (int, float, bool, datetime.date)):
+        # YAML reads `jetpack: 6.2` as a number (and `6.10` as 6.1, `no` as false): only quotes keep the text.
+        example = f': "{value}"' if type(value) in (int, float) else " as the text you meant"
+        return Problem(_path(loc), value, f"is a {type(value).__name__} in YAML, not text; quote it{example}")
     if isinstance(value, str) and message.startswith(repr(value)):
         message = message[len(repr(value)) :].lstrip()
     if isinstance(value, (dict, list)):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import urllib.parse
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -19,7 +20,12 @@ from pydantic.alias_generators import to_camel
 _PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
 _ZONE = re.compile(r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
+_BUCKET_CHARS = re.compile(r"^[a-z0-9._-]+$")
+# "close misspellings such as g00gle" are refused too: read digits as the letters they imitate
+_DIGIT_LOOKALIKES = str.maketrans("013", "ole")
+_DNS_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+_TEMPLATE = re.compile(r"\{\{|\}\}|\{%|\$\{")
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9/._-]+$")
 _BQ_ID = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -38,16 +44,68 @@ def _matches(pattern: re.Pattern[str], what: str):
 
 
 def _bucket_name(value: str) -> str:
-    _matches(_BUCKET, "bucket name (3-63 of a-z 0-9 . _ -, starting and ending with a letter or digit)")(
-        value
-    )
-    if value.startswith("goog") or "google" in value:
-        raise ValueError(f"{value!r} is not allowed: bucket names may not start with 'goog' or contain 'google'")
+    """Cloud Storage's naming rules (cloud.google.com/storage/docs/buckets#naming), all of them."""
+    dotted = "." in value
+    if not _BUCKET_CHARS.fullmatch(value) or not value[0].isalnum() or not value[-1].isalnum():
+        raise ValueError(f"{value!r} is not a valid bucket name (a-z 0-9 . _ -, starting and ending with a letter or digit)")
+    if not 3 <= len(value) <= (222 if dotted else 63):
+        raise ValueError(f"{value!r} is not a valid bucket name: 3-63 characters (222 with dots), not {len(value)}")
+    if dotted and any(not 1 <= len(part) <= 63 or part[0] == "-" or part[-1] == "-" for part in value.split(".")):
+        raise ValueError(f"{value!r} is not a valid bucket name: each dot-separated part is 1-63 characters, no - at its ends")
+    look_alike = value.translate(_DIGIT_LOOKALIKES)
+    if look_alike.startswith("goog") or "google" in look_alike:
+        raise ValueError(f"{value!r} is not allowed: bucket names may not start with 'goog' or contain 'google' (or look-alikes)")
     try:
         ipaddress.ip_address(value)
     except ValueError:
         return value
     raise ValueError(f"{value!r} is not allowed: a bucket name may not be an IP address")
+
+
+def _url(*schemes: str):
+    """A URL with one of `schemes`, a host, and no credentials or template syntax in it."""
+
+    def check(value: str) -> str:
+        parts = urllib.parse.urlsplit(value)
+        if parts.scheme not in schemes or not parts.netloc:
+            raise ValueError(f"{value!r} is not a URL like {schemes[0]}://host/path (schemes: {', '.join(schemes)})")
+        if parts.username or parts.password:
+            raise ValueError(f"{value!r} carries credentials; keep them out of the stack file")
+        if _TEMPLATE.search(value) or any(ch.isspace() for ch in value):
+            raise ValueError(f"{value!r} is not a URL: no spaces or template syntax")
+        host = parts.hostname or ""
+        if parts.scheme in ("http", "https") and not _is_address_or_dns(host):
+            raise ValueError(f"{value!r} has no valid host ({host!r})")
+        try:
+            parts.port  # noqa: B018 - raises on a port that is not a number in 0-65535
+        except ValueError:
+            raise ValueError(f"{value!r} has an invalid port") from None
+        return value
+
+    return check
+
+
+def _is_address_or_dns(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        labels = value.rstrip(".").split(".")
+        # an all-digit last label is a mistyped IP address (999.1.1.1), never a DNS name
+        return len(value) <= 253 and all(_DNS_LABEL.fullmatch(label) for label in labels) and not labels[-1].isdigit()
+    return True
+
+
+def _host_address(value: str) -> str:
+    if not _is_address_or_dns(value):
+        raise ValueError(f"{value!r} is not an IP address or DNS name (letters, digits, - and dots; no templates)")
+    return value
+
+
+def _directory(value: str) -> str:
+    """An absolute path a deploy can quote nowhere and still be safe: no shell metacharacters, no `..`."""
+    if not value.startswith("/") or not _SAFE_PATH.fullmatch(value) or ".." in value.split("/"):
+        raise ValueError(f"{value!r} is not an absolute directory of letters, digits, / . _ - (no .. or shell characters)")
+    return value
 
 
 def _cidr(value: str) -> str:
@@ -87,6 +145,10 @@ Labels = Annotated[dict[str, str], AfterValidator(_labels)]
 HostName = Annotated[str, AfterValidator(_matches(_HOST_NAME, "host name (a-z 0-9 -, at most 63)"))]
 ImageRef = Annotated[str, AfterValidator(_matches(_IMAGE, "container image reference registry/repo:tag"))]
 Port = Annotated[int, Field(ge=1, le=65535)]
+EndpointUrl = Annotated[str, AfterValidator(_url("https", "http"))]
+ArchiveUrl = Annotated[str, AfterValidator(_url("https", "http", "gs"))]
+HostAddress = Annotated[str, AfterValidator(_host_address)]
+Directory = Annotated[str, AfterValidator(_directory)]
 
 
 class Section(BaseModel):
@@ -124,7 +186,7 @@ class Buckets(Section):
 
 class Storage(Section):
     kind: Literal["gcs", "s3"] = "gcs"
-    endpoint: str | None = Field(None, description="emulator or on-site S3 URL; None means the provider's own")
+    endpoint: EndpointUrl | None = Field(None, description="emulator or on-site S3 URL; None means the provider's own")
     location: str = "US-CENTRAL1"
     buckets: Buckets
     image_retention_days: int = Field(30, ge=1, le=3650)
@@ -157,7 +219,7 @@ class Compute(Section):
 class Model(Section):
     key: str
     version: int = Field(1, ge=1)
-    url: str | None = Field(None, description="mirror of the archive; default: the catalog's upstream URL")
+    url: ArchiveUrl | None = Field(None, description="mirror of the archive; default: the catalog's upstream URL")
     sha256: Sha256 | None = None
 
 
@@ -195,13 +257,13 @@ class Pipeline(Section):
 
 class Camera(Section):
     frame_prefix: str = Field("frame", pattern=r"^[A-Za-z0-9-]+$")
-    capture_dir: str = "/var/lib/circularnet/frames"
+    capture_dir: Directory = "/var/lib/circularnet/frames"
     fps: int = Field(30, ge=1, le=240)
 
 
 class Host(Section):
     name: HostName
-    address: str = Field(min_length=1)
+    address: HostAddress
     ssh_user: str = Field("circularnet", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     ssh_port: Port = 22
     site: str = Field("default", pattern=r"^[a-z0-9-]+$")
