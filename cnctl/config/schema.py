@@ -32,6 +32,7 @@ _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
 _HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _IMAGE = re.compile(r"^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+:[A-Za-z0-9._-]+$")
+_KMS_KEY = re.compile(r"^projects/[a-z0-9-]+/locations/[a-z0-9-]+/keyRings/[A-Za-z0-9_-]+/cryptoKeys/[A-Za-z0-9_-]+$")
 
 
 def _matches(pattern: re.Pattern[str], what: str):
@@ -145,6 +146,9 @@ Labels = Annotated[dict[str, str], AfterValidator(_labels)]
 HostName = Annotated[str, AfterValidator(_matches(_HOST_NAME, "host name (a-z 0-9 -, at most 63)"))]
 ImageRef = Annotated[str, AfterValidator(_matches(_IMAGE, "container image reference registry/repo:tag"))]
 Port = Annotated[int, Field(ge=1, le=65535)]
+KmsKeyName = Annotated[
+    str, AfterValidator(_matches(_KMS_KEY, "Cloud KMS key (projects/P/locations/L/keyRings/R/cryptoKeys/K)"))
+]
 EndpointUrl = Annotated[str, AfterValidator(_url("https", "http"))]
 ArchiveUrl = Annotated[str, AfterValidator(_url("https", "http", "gs"))]
 HostAddress = Annotated[str, AfterValidator(_host_address)]
@@ -187,20 +191,30 @@ class Buckets(Section):
 class Storage(Section):
     kind: Literal["gcs", "s3"] = "gcs"
     endpoint: EndpointUrl | None = Field(None, description="emulator or on-site S3 URL; None means the provider's own")
-    location: str = "US-CENTRAL1"
+    location: str | None = Field(None, description="bucket location; default: the stack's region (gcp.region)")
     buckets: Buckets
     image_retention_days: int = Field(30, ge=1, le=3650)
-    kms_key_name: str | None = None
+    kms_key_name: KmsKeyName | None = None
 
 
 class Analytics(Section):
     dataset: BigQueryId = "circularnet"
     table: BigQueryId = "detections"
+    kms_key_name: KmsKeyName | None = Field(None, description="CMEK for the dataset's tables; in the dataset's region")
 
 
 class GpuSpec(Section):
     type: str = "nvidia-tesla-t4"
     count: int = Field(1, ge=1, le=16)
+
+
+class VmPlacement(Section):
+    """Where one GPU VM runs: moving it after a stock-out changes this entry, and that VM only."""
+
+    zone: Zone
+    allow_replace: bool = Field(
+        False, description="lift this VM's deletion protection, so that a change which replaces it may apply"
+    )
 
 
 class Compute(Section):
@@ -211,6 +225,11 @@ class Compute(Section):
     disk_type: Literal["pd-balanced", "pd-ssd", "pd-standard", "hyperdisk-balanced"] = "pd-balanced"
     spot: bool = False
     instances: int = Field(1, ge=0, le=100)
+    placement: list[VmPlacement] = Field(
+        default_factory=list, description="one entry per VM, in order; default: VM i in gcp.zones[i % len(zones)]"
+    )
+    nic_type: Literal["auto", "GVNIC", "VIRTIO_NET"] = Field("auto", description="auto: GVNIC where the family needs it")
+    kms_key_name: KmsKeyName | None = Field(None, description="CMEK for the boot disks; in the stack's region")
 
 
 # --- model, inference, pipeline --------------------------------------------------------------
@@ -395,6 +414,13 @@ class StackConfig(Section):
         if self.security.deletion_protection is None:
             return self.is_prod
         return self.security.deletion_protection
+
+    @property
+    def bucket_location(self) -> str | None:
+        """Where the buckets live: `storage.location`, else the stack's region (None: no cloud layer)."""
+        if self.storage.location is not None:
+            return self.storage.location
+        return self.gcp.region.upper() if self.gcp is not None else None
 
 
 # The top-level `circularnet:` keys a stack file may hold (`environment` comes from the file name).

@@ -1,0 +1,122 @@
+"""Rules that check a stack against what Google Cloud accepts, from the catalog's data.
+
+Each rule yields a `Problem` at the field the user must change, before `pulumi up` would fail
+half-way (or worse, succeed with something unintended). GOOD / BAD, with the catalog as it is:
+
+| rule                     | GOOD                                       | BAD (field named)                              |
+|--------------------------|--------------------------------------------|------------------------------------------------|
+| boot_disk_fits_family    | n1 + pd-balanced; a3 + hyperdisk-balanced  | n1 + hyperdisk-balanced; g2 + pd-standard      |
+| nic_fits_family          | a3 + auto/GVNIC; n1 + VIRTIO_NET           | a3 + VIRTIO_NET (compute.nicType)              |
+| spot_only_shapes_are_spot| a3-highgpu-1g + spot: true                 | a3-highgpu-1g + spot: false (compute.spot)     |
+| placement_per_vm         | 2 VMs, 2 placements in gcp.region          | 2 VMs, 1 placement; a zone of another region   |
+| kms_keys_where_data_is   | bucket EUROPE-WEST4 + key europe-west4     | bucket EUROPE-WEST4 + key us-central1          |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from cnctl.catalog import Catalog
+from cnctl.config.errors import Problem
+from cnctl.config.schema import StackConfig
+
+Rule = Callable[[StackConfig, Catalog], Iterator[Problem]]
+
+# Cloud Storage and BigQuery multi-regions, and the KMS location a key for them lives in.
+_MULTI_REGIONS = {"US": "us", "EU": "eu", "ASIA": "asia"}
+
+
+def machine_family(machine_type: str) -> str:
+    """`g2-standard-8` -> `g2`: the family every per-family fact in catalog/gcp.yaml is keyed by."""
+    return machine_type.split("-", 1)[0]
+
+
+def kms_location(key_name: str) -> str:
+    """`projects/p/locations/europe-west4/keyRings/r/cryptoKeys/k` -> `europe-west4` (syntax checked by the schema)."""
+    return key_name.split("/")[3]
+
+
+def boot_disk_fits_family(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
+    """The boot disk type is one the machine family accepts (no Hyperdisk on N1, no pd-standard on G2)."""
+    if cfg.compute is None:
+        return
+    family = machine_family(cfg.compute.machine_type)
+    constraints = cat.gcp.family_constraints.get(family)
+    if constraints is None:
+        return  # an unknown family is gpu_fits_machine's problem, reported at compute.machineType
+    if cfg.compute.disk_type not in constraints.boot_disk_types:
+        allowed = ", ".join(constraints.boot_disk_types)
+        yield Problem("compute.diskType", cfg.compute.disk_type, f"is not a boot disk type {family} VMs accept; use one of: {allowed}")
+
+
+def nic_fits_family(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
+    """gVNIC where the family requires it, and only on an image that supports it."""
+    if cfg.compute is None:
+        return
+    family = machine_family(cfg.compute.machine_type)
+    constraints = cat.gcp.family_constraints.get(family)
+    image = cat.gcp.images.families.get(cfg.compute.image_family)
+    if constraints is not None and constraints.nic == "GVNIC" and cfg.compute.nic_type == "VIRTIO_NET":
+        yield Problem("compute.nicType", "VIRTIO_NET", f"{family} VMs require gVNIC; use auto or GVNIC")
+    if image is not None and not image.gvnic and (cfg.compute.nic_type == "GVNIC" or (
+        cfg.compute.nic_type == "auto" and constraints is not None and constraints.nic == "GVNIC"
+    )):
+        yield Problem("compute.imageFamily", cfg.compute.image_family, "does not support gVNIC, which this VM needs")
+
+
+def spot_only_shapes_are_spot(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
+    """Shapes sold only as Spot VMs (a3-highgpu-1g/2g/4g) must be declared Spot."""
+    if cfg.compute is not None and not cfg.compute.spot and cfg.compute.machine_type in cat.gcp.spot_only_shapes:
+        yield Problem("compute.spot", False, f"{cfg.compute.machine_type} is sold only as a Spot VM; set spot: true")
+
+
+def placement_per_vm(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
+    """An explicit placement names one zone per VM, each in the stack's region."""
+    if cfg.compute is None or cfg.gcp is None or not cfg.compute.placement:
+        return
+    placement, count = cfg.compute.placement, cfg.compute.instances
+    if len(placement) != count:
+        yield Problem(
+            "compute.placement", f"{len(placement)} entries",
+            f"must list one zone per VM: compute.instances is {count}",
+        )
+    for i, vm in enumerate(placement):
+        if vm.zone.rsplit("-", 1)[0] != cfg.gcp.region:
+            yield Problem(f"compute.placement[{i}].zone", vm.zone, f"is not in region {cfg.gcp.region}")
+
+
+def kms_keys_where_data_is(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
+    """A CMEK key lives where the data it encrypts lives (Cloud KMS refuses a key in another location)."""
+    if cfg.gcp is None:
+        return
+    region = cfg.gcp.region
+    bucket_location = cfg.bucket_location or region
+    wanted = [
+        ("storage.kmsKeyName", cfg.storage.kms_key_name, _kms_location_for(bucket_location), f"the buckets' location {bucket_location}"),
+        ("analytics.kmsKeyName", cfg.analytics.kms_key_name, region, f"the dataset's location {region}"),
+        ("compute.kmsKeyName", cfg.compute.kms_key_name if cfg.compute else None, region, f"the disks' region {region}"),
+    ]
+    for path, key, location, where in wanted:
+        if key is not None and kms_location(key) != location:
+            yield Problem(path, key, f"is in {kms_location(key)}; a key for {where} must be in location {location}")
+
+
+def _kms_location_for(bucket_location: str) -> str:
+    """The KMS location of a key for a bucket: `EUROPE-WEST4` -> `europe-west4`, `US` -> `us`."""
+    upper = bucket_location.upper()
+    return _MULTI_REGIONS.get(upper, bucket_location.lower())
+
+
+RULES: tuple[Rule, ...] = (
+    boot_disk_fits_family,
+    nic_fits_family,
+    spot_only_shapes_are_spot,
+    placement_per_vm,
+    kms_keys_where_data_is,
+)
+
+
+def check_gcp(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
+    """Every problem of a schema-valid stack against what Google Cloud accepts, in rule order."""
+    for rule in RULES:
+        yield from rule(cfg, cat)
