@@ -12,10 +12,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cnctl.cli.errors import EXIT_VIOLATIONS, UsageProblem, report_violations, user_errors
+from cnctl.cli.errors import EXIT_VIOLATIONS, UsageProblem, err, report_violations, say_error, user_errors
 
 if TYPE_CHECKING:
     from cnctl.plan import Plan
+    from cnctl.plan.diff import PlanDiff
 
 out = Console(highlight=False)
 
@@ -23,11 +24,18 @@ out = Console(highlight=False)
 def plan(
     stack: str = typer.Option("dev", "--stack", "-s", help="stack name (stacks/Pulumi.<name>.yaml) or a path"),
     json_: bool = typer.Option(False, "--json", help="print the plan as JSON (resources, violations, outputs)"),
+    base: Path | None = typer.Option(
+        None, "--base", help="the plan this one replaces (`cnctl plan --json`, e.g. of main): flag what it replaces"
+    ),
+    allow_replace: list[str] = typer.Option(
+        [], "--allow-replace", help="a resource name that may be replaced or deleted in production (repeatable; `all`)"
+    ),
 ) -> None:
     """Plan a stack's Google Cloud resources offline and check them against the guardrails.
 
     Runs the real Pulumi program on Pulumi's mock engine. Exit 2: the stack file is wrong;
-    exit 1: a guardrail failed (each failure names the rule and the resource).
+    exit 1: a guardrail failed (each failure names the rule and the resource), or, with `--base`, a
+    production VM, bucket, dataset or table would be replaced or deleted without `--allow-replace`.
     """
     # Imported here, not at module level: every `cnctl` command imports this module, and only
     # this one needs the Pulumi SDK (the Google provider SDK then loads with the program).
@@ -41,6 +49,27 @@ def plan(
         _show(result)
     if result.violations:
         report_violations(result.violations)
+        raise typer.Exit(EXIT_VIOLATIONS)
+    if base is not None:
+        from cnctl.plan.diff import diff_plans
+
+        with user_errors():
+            base_plan = _read_plan(base)
+        _refuse_unallowed_replacements(diff_plans(base_plan, result.to_json()), allow_replace)
+
+
+def _refuse_unallowed_replacements(diff: PlanDiff, allowed: list[str]) -> None:
+    """Exit 1 naming each production resource that would be replaced or deleted without an override."""
+    for key in diff.replaced:
+        err.print(f"replace: {key} (forced by {', '.join(diff.replaced[key])})", markup=False)
+    refused = diff.refused(allowed)
+    for key in refused:
+        say_error(
+            "refused:",
+            f" {key} would be replaced or deleted in production stack {diff.stack}, and its data with it;"
+            f" if intended, pass --allow-replace {key.split(' ', 1)[1]} (docs/cloud.md, day two)",
+        )
+    if refused:
         raise typer.Exit(EXIT_VIOLATIONS)
 
 
@@ -158,11 +187,15 @@ def plan_diff(
     head: Path = typer.Argument(..., help="the head plan (`cnctl plan --json` of the change)"),
     markdown: bool = typer.Option(False, "--markdown", help="print the pull-request comment (one per stack)"),
     full_plan_url: str | None = typer.Option(None, "--full-plan-url", help="where the untrimmed plans are"),
+    allow_replace: list[str] = typer.Option(
+        [], "--allow-replace", help="a resource name that may be replaced or deleted in production (repeatable; `all`)"
+    ),
 ) -> None:
     """What a change does to a stack's cloud layer: the difference of two offline plans.
 
     A base that does not exist (the stack is new, or the base branch predates cnctl) counts as empty.
-    Exit 1 when the head plan has guardrail failures, as `cnctl plan` does.
+    Exit 1 when the head plan has guardrail failures, as `cnctl plan` does, or when a production VM,
+    bucket, dataset or table would be replaced or deleted and `--allow-replace` does not name it.
     """
     from cnctl.plan.diff import diff_plans, render_markdown
 
@@ -180,11 +213,13 @@ def plan_diff(
         for key in diff.removed:
             out.print(f"  [red]- {key}[/]")
         for key, changes in diff.changed.items():
-            out.print(f"  [yellow]~ {key}[/]")
+            forced = diff.replaced.get(key)
+            out.print(f"  [magenta]± {key}[/] (replaced: {', '.join(forced)})" if forced else f"  [yellow]~ {key}[/]")
             for change in changes:
                 out.print(f"      {change.path}: {json.dumps(change.before)} → {json.dumps(change.after)}", soft_wrap=True)
     if diff.violations:
         raise typer.Exit(EXIT_VIOLATIONS)
+    _refuse_unallowed_replacements(diff, allow_replace)
 
 
 def _read_plan(path: Path) -> dict[str, Any]:

@@ -63,18 +63,26 @@ def build(cfg: StackConfig) -> CloudLayer | None:
     )
     # Buckets are never force-destroyed in prod, even if a prod stack turns deletion protection off.
     storage = Storage(
-        names, cfg.storage, protect_data=cfg.is_prod or cfg.deletion_protection, opts=on_gcp, requires=apis
+        names,
+        cfg.storage,
+        location=cfg.bucket_location or gcp.region.upper(),
+        protect_data=cfg.is_prod or cfg.deletion_protection,
+        opts=on_gcp,
+        requires=apis,
     )
     analytics = Analytics(
         names,
         cfg.analytics,
         location=gcp.region,
-        schema=models.generations[models.models[cfg.model.key].generation].bigquery_schema,
+        generations={name: gen.bigquery_schema for name, gen in models.generations.items()},
+        active=models.models[cfg.model.key].generation,
         deletion_protection=cfg.deletion_protection,
         opts=on_gcp,
         requires=apis,
     )
-    identity = Identity(names, gcp.project, storage.buckets, analytics.dataset, opts=on_gcp, requires=apis)
+    identity = Identity(
+        names, gcp.project, storage.buckets, analytics.dataset, analytics.table, opts=on_gcp, requires=apis
+    )
     vms = None
     if cfg.compute is not None:
         vms = GpuVms(
@@ -87,6 +95,7 @@ def build(cfg: StackConfig) -> CloudLayer | None:
             network_tag=network.vm_tag,
             service_account_email=identity.inference.email,
             startup_script=render_startup_script(cfg),
+            deletion_protection=cfg.deletion_protection,
             opts=on_gcp,
             requires=apis,
         )
@@ -122,7 +131,7 @@ def _vm_outputs(vms: GpuVms) -> list[dict[str, object]]:
             "name": vm.name,
             "zone": vm.zone,
             "internalIp": vm.network_interfaces.apply(lambda nics: nics[0].network_ip),
-            "fallbackZones": list(placement.zones[1:]),
+            "fallbackZones": list(placement.fallbacks),
         }
         for vm, placement in zip(vms.instances, vms.placements, strict=True)
     ]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
 from pulumi_gcp import compute
 
-from cnctl.catalog import GcpFacts
+from cnctl.catalog import FamilyConstraints, GcpFacts
 from cnctl.cloud.base import Component, Naming
 from cnctl.config.schema import Compute as ComputeConfig
 from cnctl.config.schema import Security
@@ -16,20 +18,55 @@ from cnctl.config.schema import Security
 
 @dataclass(frozen=True)
 class Placement:
-    """Where VM `index` runs, and the zones to move it to when its zone has no GPUs left."""
+    """Where VM `index` runs, the zones to move it to on a stock-out, and whether it may be replaced.
+
+    An explicit `compute.placement[index]` wins; without one, VM i starts in zones[i % n]. Either way
+    the zone is an input of that VM only: reordering `gcp.zones` or moving another VM never touches it
+    when placements are explicit (the example stacks' way, and what docs/cloud.md asks for).
+    """
 
     index: int
-    zones: tuple[str, ...]
+    zone: str
+    fallbacks: tuple[str, ...]
+    allow_replace: bool = False
 
     @classmethod
-    def of(cls, index: int, zones: Sequence[str]) -> Placement:
-        """VM i starts in zones[i % n]; the others follow in stack order (the fallback list)."""
-        start = index % len(zones)
-        return cls(index, tuple(zones[start:]) + tuple(zones[:start]))
+    def of(cls, index: int, config: ComputeConfig, zones: Sequence[str]) -> Placement:
+        """The VM's own placement entry, else the default spread over `zones`."""
+        explicit = config.placement[index] if index < len(config.placement) else None
+        zone = explicit.zone if explicit is not None else zones[index % len(zones)]
+        # The fallbacks: the stack's zones in order, starting after this VM's own.
+        start = zones.index(zone) + 1 if zone in zones else 0
+        fallbacks = tuple(z for z in (*zones[start:], *zones[:start]) if z != zone)
+        return cls(index, zone, fallbacks, explicit.allow_replace if explicit is not None else False)
 
-    @property
-    def zone(self) -> str:
-        return self.zones[0]
+
+def revision(config: ComputeConfig, attached_gpus: bool, nic_type: str | None) -> str:
+    """Four hex digits that change exactly when a change makes GCE replace a VM in the same zone.
+
+    The inputs hashed are the Instance's replace-on-change inputs other than the zone (catalog/gcp.yaml
+    `replacements`): boot image, disk type, size and key, Spot or standard, attached GPUs, vNIC type.
+    The VM's name carries them, so a replacement creates the new VM under a new name while the old
+    one still runs (instance names are unique per zone; a zone move keeps the name). A fixed name
+    would make Pulumi delete the old VM first (pulumi-terraform #465).
+    """
+    shape = {
+        "image": config.image_family,
+        "diskType": config.disk_type,
+        "diskSize": config.disk_size_gb,
+        "diskKey": config.kms_key_name,
+        "spot": config.spot,
+        "gpus": [config.gpu.type, config.gpu.count] if attached_gpus else None,
+        "nic": nic_type,
+    }
+    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:4]
+
+
+def nic_type(config: ComputeConfig, constraints: FamilyConstraints) -> str | None:
+    """The vNIC the stack asks for; `auto` is gVNIC where the family requires it, GCE's default elsewhere."""
+    if config.nic_type != "auto":
+        return config.nic_type
+    return "GVNIC" if constraints.nic == "GVNIC" else None
 
 
 def _flag(on: bool) -> str:
@@ -40,15 +77,19 @@ class GpuVms(Component):
     """Ensures `compute.instances` GPU VMs: private, shielded, OS Login only, on a dedicated account.
 
     - No external IP (no access config): reach them through IAP (`gcloud compute ssh --tunnel-through-iap`).
-    - GPUs cannot live-migrate: host maintenance TERMINATEs the VM; a standard VM restarts by itself,
-      a Spot VM is stopped when preempted and started by the next `pulumi up` or an operator.
+    - GPUs cannot live-migrate: host maintenance TERMINATEs the VM; a standard VM restarts by itself.
+      A Spot VM is stopped when preempted; `desired_status` RUNNING makes the next
+      `pulumi up --refresh` start it again (the refresh reads the stopped state, the update starts it).
     - On N1 the GPUs are attached (`guestAccelerators`); on G2/A2/A3 they come with the machine type.
     - Shielded VM: vTPM and integrity monitoring always; Secure Boot as the stack says, where "auto"
       follows the image family (the Deep Learning VM images load unsigned driver modules).
     - OS Login and blocked project-wide SSH keys: access is IAM-granted and audited, per VM.
+    - No accidental loss: with deletion protection (on in prod) a VM carries GCE's
+      `deletion_protection` and Pulumi's `protect`, unless its placement says `allowReplace`.
+      Replacements create first: the name carries the replace-forcing inputs (`revision`), and
+      `delete_before_replace=False` overrides Pulumi's delete-first default for named resources.
     - Zones stock out of GPUs (ZONE_RESOURCE_POOL_EXHAUSTED). Pulumi cannot retry a create in another
-      zone, so each VM records its ordered fallback zones in the `cnctl-zones` metadata key and
-      docs/cloud.md says how to move it.
+      zone, so each VM's zone is its own placement entry and docs/cloud.md says how to move one VM.
     """
 
     def __init__(
@@ -62,65 +103,77 @@ class GpuVms(Component):
         network_tag: str,
         service_account_email: pulumi.Input[str],
         startup_script: str,
+        deletion_protection: bool,
         opts: pulumi.ResourceOptions | None = None,
         requires: Sequence[pulumi.Resource] = (),
     ) -> None:
         super().__init__("GpuVms", names("gpu-vms"), opts, requires)
-        family = facts.machine_families[config.machine_type.split("-", 1)[0]]
+        family_name = config.machine_type.split("-", 1)[0]
+        family = facts.machine_families[family_name]
         image = facts.images.families[config.image_family]
+        nic = nic_type(config, facts.family_constraints[family_name])
+        rev = revision(config, family.attached, nic)
         secure_boot = image.secure_boot if security.secure_boot == "auto" else security.secure_boot == "on"
 
-        self.placements = [Placement.of(i, zones) for i in range(config.instances)]
-        self.instances = [
-            compute.Instance(
-                names("gpu", str(p.index)),
-                compute.InstanceArgs(
-                    name=names("gpu", str(p.index)),
-                    zone=p.zone,
-                    machine_type=config.machine_type,
-                    guest_accelerators=(
-                        [compute.InstanceGuestAcceleratorArgs(type=config.gpu.type, count=config.gpu.count)]
-                        if family.attached
-                        else None
-                    ),
-                    scheduling=_scheduling(config.spot),
-                    shielded_instance_config=compute.InstanceShieldedInstanceConfigArgs(
-                        enable_vtpm=True, enable_integrity_monitoring=True, enable_secure_boot=secure_boot
-                    ),
-                    boot_disk=compute.InstanceBootDiskArgs(
-                        auto_delete=True,
-                        initialize_params=compute.InstanceBootDiskInitializeParamsArgs(
-                            image=f"projects/{facts.images.project}/global/images/family/{config.image_family}",
-                            size=config.disk_size_gb,
-                            type=config.disk_type,
-                            labels=dict(names.labels),
+        self.placements = [Placement.of(i, config, zones) for i in range(config.instances)]
+        self.instances = []
+        for p in self.placements:
+            protected = deletion_protection and not p.allow_replace
+            self.instances.append(
+                compute.Instance(
+                    names("gpu", str(p.index)),
+                    compute.InstanceArgs(
+                        name=names("gpu", str(p.index), rev),
+                        zone=p.zone,
+                        machine_type=config.machine_type,
+                        guest_accelerators=(
+                            [compute.InstanceGuestAcceleratorArgs(type=config.gpu.type, count=config.gpu.count)]
+                            if family.attached
+                            else None
                         ),
+                        scheduling=_scheduling(config.spot),
+                        shielded_instance_config=compute.InstanceShieldedInstanceConfigArgs(
+                            enable_vtpm=True, enable_integrity_monitoring=True, enable_secure_boot=secure_boot
+                        ),
+                        boot_disk=compute.InstanceBootDiskArgs(
+                            auto_delete=True,
+                            kms_key_self_link=config.kms_key_name,
+                            initialize_params=compute.InstanceBootDiskInitializeParamsArgs(
+                                image=f"projects/{facts.images.project}/global/images/family/{config.image_family}",
+                                size=config.disk_size_gb,
+                                type=config.disk_type,
+                                labels=dict(names.labels),
+                            ),
+                        ),
+                        # No access_configs: no external IP. Egress goes through Cloud NAT.
+                        network_interfaces=[compute.InstanceNetworkInterfaceArgs(subnetwork=subnet.id, nic_type=nic)],
+                        service_account=compute.InstanceServiceAccountArgs(
+                            email=service_account_email,
+                            # The account's IAM grants are the real limit; the broad scope avoids a second,
+                            # coarser permission system that would have to be kept in sync with them.
+                            scopes=["cloud-platform"],
+                        ),
+                        metadata={
+                            # The image family's first-boot needs (the DLVM driver installer switch).
+                            **image.metadata,
+                            "enable-oslogin": _flag(security.os_login),
+                            "block-project-ssh-keys": _flag(security.block_project_ssh_keys),
+                            # The metadata key, not `metadata_startup_script`: that one forces a new VM
+                            # (and a new boot disk) on every change, this one updates in place.
+                            "startup-script": startup_script,
+                        },
+                        tags=[network_tag],
+                        labels=dict(names.labels),
+                        # Machine type, account and scheduling changes need a stopped VM.
+                        allow_stopping_for_update=True,
+                        deletion_protection=protected,
+                        desired_status="RUNNING",
                     ),
-                    # No access_configs: no external IP. Egress goes through Cloud NAT.
-                    network_interfaces=[compute.InstanceNetworkInterfaceArgs(subnetwork=subnet.id)],
-                    service_account=compute.InstanceServiceAccountArgs(
-                        email=service_account_email,
-                        # The account's IAM grants are the real limit; the broad scope avoids a second,
-                        # coarser permission system that would have to be kept in sync with them.
-                        scopes=["cloud-platform"],
+                    opts=pulumi.ResourceOptions.merge(
+                        self.child(), pulumi.ResourceOptions(protect=protected, delete_before_replace=False)
                     ),
-                    metadata={
-                        "enable-oslogin": _flag(security.os_login),
-                        "block-project-ssh-keys": _flag(security.block_project_ssh_keys),
-                        "cnctl-zones": ",".join(p.zones),
-                        # The metadata key, not `metadata_startup_script`: that one forces a new VM
-                        # (and a new boot disk) on every change, this one updates in place.
-                        "startup-script": startup_script,
-                    },
-                    tags=[network_tag],
-                    labels=dict(names.labels),
-                    # Machine type, account and scheduling changes need a stopped VM.
-                    allow_stopping_for_update=True,
-                ),
-                opts=self.child(),
+                )
             )
-            for p in self.placements
-        ]
         self.register_outputs({"names": [vm.name for vm in self.instances]})
 
 

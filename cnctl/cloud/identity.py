@@ -24,6 +24,8 @@ class Grants:
     buckets: Mapping[BucketRole, str] = field(default_factory=dict)
     dataset: str | None = None
     project: tuple[str, ...] = ()
+    # the custom insert-only role (INSERT_ONLY) on the deployed generation's detections table
+    table_insert: bool = False
 
 
 # The inference VM reads (and clears) frames, writes results, only reads model archives (publishing a
@@ -39,12 +41,16 @@ INFERENCE_VM = Grants(
 )
 
 # An edge device only adds: new frames and results (objectCreator cannot read, overwrite or delete),
-# and detection rows.
+# and detection rows through the streaming API, on one table. No dataset role (dataEditor could delete
+# tables and rewrite rows) and no bigquery.jobUser: without jobs.create it cannot run DML
+# (DELETE/UPDATE/MERGE), load or copy jobs that would truncate, even with updateData on the table.
 EDGE_UPLOADER = Grants(
     buckets={"images": "roles/storage.objectCreator", "results": "roles/storage.objectCreator"},
-    dataset="roles/bigquery.dataEditor",
-    project=("roles/bigquery.jobUser",),
+    table_insert=True,
 )
+
+# The custom role behind `table_insert`: streaming inserts (tabledata.insertAll) need exactly these two.
+INSERT_ONLY_PERMISSIONS = ("bigquery.tables.get", "bigquery.tables.updateData")
 
 
 class Identity(Component):
@@ -62,6 +68,7 @@ class Identity(Component):
         project: str,
         buckets: Mapping[BucketRole, storage.Bucket],
         dataset: bigquery.Dataset,
+        table: bigquery.Table,
         opts: pulumi.ResourceOptions | None = None,
         requires: Sequence[pulumi.Resource] = (),
     ) -> None:
@@ -69,7 +76,20 @@ class Identity(Component):
         self._project = project
         self._buckets = buckets
         self._dataset = dataset
+        self._table = table
         env = names.environment
+        # Role ids allow letters, digits, _ and . only: `cn_dev_detectionsInserter`.
+        self.insert_only = projects.IAMCustomRole(
+            names("role", "inserter"),
+            projects.IAMCustomRoleArgs(
+                project=project,
+                role_id=f"cn_{env.replace('-', '_')}_detectionsInserter",
+                title=f"CircularNet detections inserter ({env})",
+                description="Append rows to a detections table; cannot read, change or delete rows or tables.",
+                permissions=list(INSERT_ONLY_PERMISSIONS),
+            ),
+            opts=self.child(),
+        )
         self.inference = self._account(
             names("vm"), f"CircularNet inference VM ({env})", "Attached to the GPU inference VMs.", INFERENCE_VM
         )
@@ -98,6 +118,19 @@ class Identity(Component):
             bigquery.DatasetIamMember(
                 _grant_name(account_id, grants.dataset, "dataset"),
                 bigquery.DatasetIamMemberArgs(dataset_id=self._dataset.dataset_id, role=grants.dataset, member=member),
+                opts=self.child(),
+            )
+        if grants.table_insert:
+            bigquery.IamMember(
+                _grant_name(account_id, "detectionsInserter", "table"),
+                bigquery.IamMemberArgs(
+                    project=self._project,
+                    dataset_id=self._table.dataset_id,
+                    table_id=self._table.table_id,
+                    # The role's full name, built from its id (an input, so known before it exists).
+                    role=self.insert_only.role_id.apply(lambda rid: f"projects/{self._project}/roles/{rid}"),
+                    member=member,
+                ),
                 opts=self.child(),
             )
         for role in grants.project:

@@ -1,4 +1,4 @@
-"""The GCE startup script: rendered once per stack from templates/gce-startup.sh.j2."""
+"""The GCE startup script, the cloud VMs' bootstrap: rendered once per stack from templates/gce-startup.sh.j2."""
 
 from __future__ import annotations
 
@@ -14,8 +14,14 @@ from cnctl.config.schema import StackConfig
 TEMPLATES = ROOT / "templates"
 STARTUP_TEMPLATE = "gce-startup.sh.j2"
 
-# Where the script records the stack on a VM (`stack.json`), for the host layers and operators.
+# Where the script records the stack (`stack.json`) and its bootstrap result (`bootstrap.json`) on a VM,
+# for the host layers and operators.
 STACK_DIR = "/etc/circularnet"
+
+# How long the script waits for `nvidia-smi`: a Deep Learning VM image's first-boot driver install
+# takes a few minutes; 60 tries 10 s apart bound the wait at ten minutes.
+NVIDIA_ATTEMPTS = 60
+NVIDIA_WAIT_SECONDS = 10
 
 
 def stack_record(cfg: StackConfig) -> dict[str, Any]:
@@ -42,7 +48,7 @@ def stack_record(cfg: StackConfig) -> dict[str, Any]:
 
 
 def render_startup_script(cfg: StackConfig) -> str:
-    """The startup script for the stack's GPU VMs (all VMs of a stack get the same one)."""
+    """The bootstrap for the stack's GPU VMs (all VMs of a stack get the same one)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         undefined=jinja2.StrictUndefined,
@@ -51,5 +57,10 @@ def render_startup_script(cfg: StackConfig) -> str:
     )
     record = json.dumps(stack_record(cfg), indent=2, sort_keys=True)
     return env.get_template(STARTUP_TEMPLATE).render(
-        environment=cfg.environment, stack_dir=STACK_DIR, stack_json=record
+        environment=cfg.environment,
+        stack_dir=STACK_DIR,
+        stack_json=record,
+        os_login="TRUE" if cfg.security.os_login else "FALSE",
+        nvidia_attempts=NVIDIA_ATTEMPTS,
+        nvidia_wait_seconds=NVIDIA_WAIT_SECONDS,
     )

@@ -24,8 +24,10 @@ class Storage(Component):
     - Images expire after `storage.imageRetentionDays`: they are the bulk of the bytes and the
       detections already live in BigQuery.
     - Model archives are versioned, so a mirrored archive that is overwritten stays recoverable.
+    - In the stack's region unless `storage.location` says otherwise (a location change replaces a
+      bucket, so it is chosen once).
     - `force_destroy` only outside prod: `pulumi destroy` of a dev stack may empty its buckets, a
-      prod bucket with objects must be emptied on purpose.
+      prod bucket with objects must be emptied on purpose; there they also carry Pulumi's `protect`.
     - CMEK when the stack names a key. The Cloud Storage service agent needs
       roles/cloudkms.cryptoKeyEncrypterDecrypter on that key first (docs/cloud.md): the key is
       owned outside this stack, so this stack does not grant on it.
@@ -35,17 +37,20 @@ class Storage(Component):
         self,
         names: Naming,
         config: StorageConfig,
+        location: str,
         protect_data: bool,
         opts: pulumi.ResourceOptions | None = None,
         requires: Sequence[pulumi.Resource] = (),
     ) -> None:
         super().__init__("Storage", names("storage"), opts, requires)
         self.buckets: dict[BucketRole, storage.Bucket] = {
-            role: self._bucket(names, role, config, protect_data) for role in BUCKET_ROLES
+            role: self._bucket(names, role, config, location, protect_data) for role in BUCKET_ROLES
         }
         self.register_outputs({role: bucket.name for role, bucket in self.buckets.items()})
 
-    def _bucket(self, names: Naming, role: BucketRole, config: StorageConfig, protect_data: bool) -> storage.Bucket:
+    def _bucket(
+        self, names: Naming, role: BucketRole, config: StorageConfig, location: str, protect_data: bool
+    ) -> storage.Bucket:
         lifecycle = None
         if role == "images":
             lifecycle = [
@@ -58,7 +63,7 @@ class Storage(Component):
             names(role),
             storage.BucketArgs(
                 name=getattr(config.buckets, role),
-                location=config.location,
+                location=location,
                 uniform_bucket_level_access=True,
                 public_access_prevention="enforced",
                 versioning=storage.BucketVersioningArgs(enabled=True) if role == "models" else None,
@@ -71,5 +76,5 @@ class Storage(Component):
                 ),
                 labels=dict(names.labels),
             ),
-            opts=self.child(),
+            opts=pulumi.ResourceOptions.merge(self.child(), pulumi.ResourceOptions(protect=protect_data)),
         )

@@ -9,9 +9,11 @@ full plans (pulumi/actions #482: an oversized comment fails the whole job).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from cnctl.plan.replace import is_stateful, replacement_reasons
 
 COMMENT_LIMIT = 60_000  # characters; GitHub refuses comments over 65,536
 VALUE_WIDTH = 80
@@ -34,6 +36,17 @@ class PlanDiff:
     changed: dict[str, list[Change]] = field(default_factory=dict)
     violations: list[Mapping[str, str]] = field(default_factory=list)
     unchanged: int = 0
+    # changed resources the provider replaces, with the inputs that force it (cnctl/plan/replace.py)
+    replaced: dict[str, list[str]] = field(default_factory=dict)
+    # stateful resources (VMs, buckets, datasets, tables) replaced or deleted: their data goes
+    destructive: list[str] = field(default_factory=list)
+    production: bool = False
+
+    def refused(self, allowed: Collection[str] = ()) -> list[str]:
+        """In production, the destructive changes not explicitly allowed (by resource name, or `all`)."""
+        if not self.production or "all" in allowed:
+            return []
+        return [key for key in self.destructive if key.split(" ", 1)[1] not in allowed]
 
     @property
     def empty(self) -> bool:
@@ -49,14 +62,24 @@ def diff_plans(base: Mapping[str, Any] | None, head: Mapping[str, Any]) -> PlanD
     before = _by_key(base or {})
     after = _by_key(head)
     changed = {key: list(_changes(before[key], after[key])) for key in sorted(before.keys() & after.keys())}
+    replaced = {key: reasons for key in changed if (reasons := replacement_reasons(_type(key), before[key], after[key]))}
+    removed = sorted(before.keys() - after.keys())
     return PlanDiff(
         stack=str(head.get("stack", "?")),
         added=sorted(after.keys() - before.keys()),
-        removed=sorted(before.keys() - after.keys()),
+        removed=removed,
         changed={key: changes for key, changes in changed.items() if changes},
         violations=list(head.get("violations", [])),
         unchanged=sum(1 for changes in changed.values() if not changes),
+        replaced=replaced,
+        destructive=sorted(key for key in (*replaced, *removed) if is_stateful(_type(key))),
+        production=bool(head.get("production", False)),
     )
+
+
+def _type(key: str) -> str:
+    """The type token of a `<type> <name>` resource key."""
+    return key.split(" ", 1)[0]
 
 
 def _changes(before: Any, after: Any, path: str = "") -> Iterator[Change]:
@@ -88,12 +111,19 @@ def render_markdown(diff: PlanDiff, *, limit: int = COMMENT_LIMIT, full_plan_url
         f"**{len(diff.added)} to add, {len(diff.changed)} to change, {len(diff.removed)} to delete**"
         f" ({diff.unchanged} unchanged)."
     )
+    if diff.replaced:
+        head.append(f"**{len(diff.replaced)} to replace** (a new resource takes the place of the old; what it held stays behind).")
+    if diff.destructive:
+        verdict = "refused in production without `--allow-replace <name>`" if diff.production else "data goes with them"
+        head.append(f"**⚠ {len(diff.destructive)} stateful resource(s) replaced or deleted** ({verdict}):")
+        head += [f"- `{key}`" for key in diff.destructive]
     head.append("")
     body: list[str] = []
     body += [f"- ➕ `{key}`" for key in diff.added]
     body += [f"- ➖ `{key}`" for key in diff.removed]
     for key, changes in diff.changed.items():
-        body.append(f"- ✏️ `{key}`")
+        forced = diff.replaced.get(key)
+        body.append(f"- 🔁 `{key}` (replaced: {', '.join(forced)})" if forced else f"- ✏️ `{key}`")
         body += [f"  - `{c.path}`: `{_short(c.before)}` → `{_short(c.after)}`" for c in changes]
     pointer = "full plans: " + (full_plan_url or "the `cnctl-plan-*` artifacts of this run")
     text = "\n".join(head + body) + "\n"

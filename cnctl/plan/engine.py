@@ -24,7 +24,7 @@ import runpy
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,12 +45,22 @@ WORKERS = 4
 T = TypeVar("T")
 
 
+# Resource options the plan reports: they decide what a replacement or a destroy does to a resource.
+RECORDED_OPTIONS = {"protect": "protect", "delete_before_replace": "deleteBeforeReplace"}
+
+OptionsRecord = dict[tuple[str, str], dict[str, Any]]
+
+
 @dataclass(frozen=True)
 class ProgramRun:
-    """What one run of the program declared (sorted by type, then name) and what it exported."""
+    """What one run of the program declared (sorted by type, then name) and what it exported.
+
+    `options`: per (type token, name) of a custom resource, the RECORDED_OPTIONS it set.
+    """
 
     registrations: tuple[Registration, ...]
     outputs: Mapping[str, Any]
+    options: Mapping[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
 
 
 def project_name() -> str:
@@ -73,15 +83,35 @@ def run_program(config: Mapping[str, Any], *, stack: str, program: Path = PROGRA
         pulumi.runtime.set_mocks(mocks, project=project_name(), stack=stack, preview=True)
         root = settings.get_root_resource()
         assert isinstance(root, Stack)
+        options: OptionsRecord = {}
+        pulumi.runtime.register_stack_transformation(_recording_options(options))
 
         def main() -> None:
             runpy.run_path(str(program), run_name="__main__")  # as the language host runs it
 
         loop.run_until_complete(run_pulumi_func(main))
         outputs = loop.run_until_complete(_resolve(root.outputs))
-        return ProgramRun(tuple(mocks.registrations), outputs)
+        return ProgramRun(tuple(mocks.registrations), outputs, options)
 
     return in_fresh_runtime(run)
+
+
+def _recording_options(record: OptionsRecord) -> Callable[[pulumi.ResourceTransformationArgs], None]:
+    """A stack transformation that writes each custom resource's RECORDED_OPTIONS into `record`.
+
+    The mock engine is not told a resource's options, so the plan reads them where the SDK applies
+    them; the transformation changes nothing.
+    """
+
+    def transformation(args: pulumi.ResourceTransformationArgs) -> None:
+        if not isinstance(args.resource, pulumi.CustomResource):
+            return
+        chosen = {key: getattr(args.opts, attr) for attr, key in RECORDED_OPTIONS.items()}
+        chosen = {key: value for key, value in chosen.items() if value is not None}
+        if chosen:
+            record[(args.type_, args.name)] = chosen
+
+    return transformation
 
 
 def in_fresh_runtime(fn: Callable[[asyncio.AbstractEventLoop], T]) -> T:

@@ -207,12 +207,13 @@ def _stable_number(text: str) -> int:
 
 
 def _host_address(cidr: str, vm: str) -> str:
-    """A VM's internal IP: `cn-dev-gpu-3` gets the 4th usable address; other names a stable hash.
+    """A VM's internal IP: `cn-dev-gpu-3` (or `cn-dev-gpu-3-<revision>`) gets the 4th usable address;
+    other names a stable hash.
 
     GCE keeps the network address, the gateway (first host) and the last two addresses of a subnet.
     """
     net = ipaddress.ip_network(cidr)
     usable = net.num_addresses - 4
-    match = re.search(r"-(\d+)$", vm)
+    match = re.search(r"-(\d+)(?:-[0-9a-f]{4})?$", vm)
     index = int(match.group(1)) if match else _stable_number(vm)
     return str(net.network_address + 2 + index % usable)

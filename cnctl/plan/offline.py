@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -21,6 +21,9 @@ class Plan:
     resources: tuple[Registration, ...]
     outputs: Mapping[str, Any]
     violations: tuple[Violation, ...]
+    # per (type token, name): protect / deleteBeforeReplace as the program set them (engine.RECORDED_OPTIONS)
+    options: Mapping[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
+    production: bool = False  # replacements and deletions of stateful resources need an explicit override
 
     @property
     def ok(self) -> bool:
@@ -34,10 +37,17 @@ class Plan:
         """The machine-readable plan: what `cnctl plan --json` prints and CI diffs."""
         return {
             "stack": self.stack,
-            "resources": [{"type": r.type, "name": r.name, "inputs": _plain(r.inputs)} for r in self.resources],
+            "production": self.production,
+            "resources": [self._resource_json(r) for r in self.resources],
             "violations": [{"rule": v.rule, "resource": v.resource, "message": v.message} for v in self.violations],
             "outputs": _plain(self.outputs),
         }
+
+    def _resource_json(self, r: Registration) -> dict[str, Any]:
+        entry: dict[str, Any] = {"type": r.type, "name": r.name, "inputs": _plain(r.inputs)}
+        if (r.type, r.name) in self.options:
+            entry["options"] = dict(self.options[(r.type, r.name)])
+        return entry
 
     def render_json(self) -> str:
         """`to_json` as stable text: sorted keys, so two plans diff line by line."""
@@ -53,7 +63,14 @@ def plan_stack(stack: str) -> Plan:
     cfg = load_stack(stack)
     document = yaml.safe_load(stack_path(stack).read_text(encoding="utf-8"))
     run = run_program(document["config"], stack=cfg.environment)
-    return Plan(cfg.environment, run.registrations, run.outputs, tuple(evaluate(run.registrations)))
+    return Plan(
+        cfg.environment,
+        run.registrations,
+        run.outputs,
+        tuple(evaluate(run.registrations)),
+        options=run.options,
+        production=cfg.is_prod,
+    )
 
 
 def _plain(value: Any) -> Any:

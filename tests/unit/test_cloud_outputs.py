@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -22,7 +23,11 @@ def prod() -> Plan:
 
 
 def test_vm_outputs_name_zone_internal_ip_and_fallbacks(prod: Plan) -> None:
-    assert prod.outputs["vms"] == [
+    vms = prod.outputs["vms"]
+    # The name carries the VM's revision (cnctl.cloud.compute.revision): the same for both VMs.
+    revisions = {vm["name"].rsplit("-", 1)[1] for vm in vms}
+    assert len(revisions) == 1 and re.fullmatch(r"[0-9a-f]{4}", revisions.pop())
+    assert [{**vm, "name": vm["name"].rsplit("-", 1)[0]} for vm in vms] == [
         {
             "name": "cn-prod-gpu-0",
             "zone": "europe-west4-a",
@@ -48,8 +53,8 @@ def test_data_and_identity_outputs(prod: Plan) -> None:
     }
     assert (out["datasetId"], out["tableId"], out["table"]) == (
         "circularnet",
-        "detections",
-        "my-circularnet-prod.circularnet.detections",
+        "detections_tf",
+        "my-circularnet-prod.circularnet.detections_tf",
     )
     assert out["serviceAccounts"] == {
         "inference": "cn-prod-vm@my-circularnet-prod.iam.gserviceaccount.com",
@@ -65,7 +70,7 @@ def test_looker_studio_url_binds_the_table(prod: Plan) -> None:
         "ds.ds0.type": "TABLE",
         "ds.ds0.projectId": "my-circularnet-prod",
         "ds.ds0.datasetId": "circularnet",
-        "ds.ds0.tableId": "detections",
+        "ds.ds0.tableId": "detections_tf",
     }
 
 

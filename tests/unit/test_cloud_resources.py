@@ -25,6 +25,7 @@ IAM_TYPES = {
     "gcp:storage/bucketIAMMember:BucketIAMMember": "bucket",
     "gcp:bigquery/datasetIamMember:DatasetIamMember": "datasetId",
     "gcp:projects/iAMMember:IAMMember": "project",
+    "gcp:bigquery/iamMember:IamMember": "tableId",
 }
 
 
@@ -113,12 +114,21 @@ def test_prod_vms_g2_have_no_attached_gpu_and_restart(prod: Plan) -> None:
         }
 
 
-def test_vms_spread_over_zones_and_record_fallbacks(prod: Plan) -> None:
+def test_vms_in_their_placement_zones(prod: Plan) -> None:
     vms = of_type(prod, INSTANCE)
     assert vms["cn-prod-gpu-0"]["zone"] == "europe-west4-a"
-    assert vms["cn-prod-gpu-0"]["metadata"]["cnctl-zones"] == "europe-west4-a,europe-west4-b,europe-west4-c"
     assert vms["cn-prod-gpu-1"]["zone"] == "europe-west4-b"
-    assert vms["cn-prod-gpu-1"]["metadata"]["cnctl-zones"] == "europe-west4-b,europe-west4-c,europe-west4-a"
+
+
+def test_without_placement_vms_spread_over_gcp_zones(tmp_path: Path) -> None:
+    def change(config: dict[str, Any]) -> None:
+        del config["circularnet:compute"]["placement"]
+        config["circularnet:compute"]["instances"] = 4
+
+    plan = plan_stack(variant(tmp_path, "prod", change, base="prod"))
+    zones = [vm["zone"] for _, vm in sorted(of_type(plan, INSTANCE).items())]
+    assert zones == ["europe-west4-a", "europe-west4-b", "europe-west4-c", "europe-west4-a"]
+    assert plan.outputs["vms"][1]["fallbackZones"] == ["europe-west4-c", "europe-west4-a"]
 
 
 def test_vm_is_private_shielded_and_os_login(dev: Plan, prod: Plan) -> None:
@@ -268,12 +278,15 @@ def test_dataset_in_the_stack_region(dev: Plan, prod: Plan) -> None:
     assert one(prod, "gcp:bigquery/dataset:Dataset")["location"] == "europe-west4"
 
 
-def test_table_schema_is_the_catalog_generation_all_required(dev: Plan) -> None:
-    table = one(dev, "gcp:bigquery/table:Table")
-    expected = catalog().models.generations["tf"].bigquery_schema
-    assert json.loads(table["schema"]) == [{"name": f.name, "type": f.type, "mode": "REQUIRED"} for f in expected]
-    assert table["timePartitioning"] == {"type": "DAY"}  # no field: ingestion-time partitioning
-    assert table["datasetId"] == "circularnet_dev" and table["tableId"] == "detections"
+def test_one_table_per_generation_all_nullable(dev: Plan) -> None:
+    tables = of_type(dev, "gcp:bigquery/table:Table")
+    assert sorted(tables) == ["cn-dev-table-detections_detr", "cn-dev-table-detections_tf"]
+    for generation, spec in catalog().models.generations.items():
+        table = tables[f"cn-dev-table-detections_{generation}"]
+        expected = [{"name": f.name, "type": f.type, "mode": "NULLABLE"} for f in spec.bigquery_schema]
+        assert json.loads(table["schema"]) == expected
+        assert table["timePartitioning"] == {"type": "DAY"}  # no field: ingestion-time partitioning
+        assert table["datasetId"] == "circularnet_dev" and table["tableId"] == f"detections_{generation}"
 
 
 def test_detr_model_switches_the_table_schema(tmp_path: Path) -> None:
@@ -281,14 +294,16 @@ def test_detr_model_switches_the_table_schema(tmp_path: Path) -> None:
         config["circularnet:model"]["key"] = "CircularNet_model_v2"
         config["circularnet:inference"]["images"] = {"server": "nvcr.io/nvidia/tritonserver:25.05-py3"}
 
-    table = one(plan_stack(variant(tmp_path, "dev", change)), "gcp:bigquery/table:Table")
+    plan = plan_stack(variant(tmp_path, "dev", change))
+    assert plan.outputs["tableId"] == "detections_detr"
+    table = of_type(plan, "gcp:bigquery/table:Table")["cn-dev-table-detections_detr"]
     names = [f["name"] for f in json.loads(table["schema"])]
     assert names[-3:] == ["detected_classes", "detected_classes_names", "detected_colors"]
 
 
 def test_deletion_protection_prod_vs_dev(dev: Plan, prod: Plan) -> None:
-    assert one(prod, "gcp:bigquery/table:Table")["deletionProtection"] is True
-    assert one(dev, "gcp:bigquery/table:Table")["deletionProtection"] is False
+    assert all(t["deletionProtection"] is True for t in of_type(prod, "gcp:bigquery/table:Table").values())
+    assert all(t["deletionProtection"] is False for t in of_type(dev, "gcp:bigquery/table:Table").values())
     assert one(prod, "gcp:bigquery/dataset:Dataset")["deleteContentsOnDestroy"] is False
     assert one(dev, "gcp:bigquery/dataset:Dataset")["deleteContentsOnDestroy"] is True
 
@@ -318,8 +333,8 @@ def test_every_grant_exactly(dev: Plan) -> None:
         ("roles/monitoring.metricWriter", vm, "project:my-circularnet-dev"),
         ("roles/storage.objectCreator", edge, "bucket:my-circularnet-dev-images"),
         ("roles/storage.objectCreator", edge, "bucket:my-circularnet-dev-results"),
-        ("roles/bigquery.dataEditor", edge, "datasetId:circularnet_dev"),
-        ("roles/bigquery.jobUser", edge, "project:my-circularnet-dev"),
+        # rows into the deployed generation's table only, through a custom insert-only role
+        ("projects/my-circularnet-dev/roles/cn_dev_detectionsInserter", edge, "tableId:detections_tf"),
     }
 
 
@@ -352,7 +367,7 @@ def test_labels_on_every_labellable_resource(prod: Plan) -> None:
         for r in prod.resources
         if r.type in {INSTANCE, BUCKET, "gcp:bigquery/dataset:Dataset", "gcp:bigquery/table:Table"}
     ]
-    assert len(labelled) == 2 + 3 + 1 + 1
+    assert len(labelled) == 2 + 3 + 1 + 2
     assert all(r.inputs["labels"] == expected for r in labelled)
 
 

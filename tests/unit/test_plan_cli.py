@@ -64,9 +64,10 @@ def resources(plan: dict[str, Any], token: str) -> dict[str, dict[str, Any]]:
 
 
 def test_json_shape(dev_json: dict[str, Any]) -> None:
-    assert set(dev_json) == {"stack", "resources", "violations", "outputs"}
-    assert dev_json["stack"] == "dev" and dev_json["violations"] == []
-    assert all(set(r) == {"type", "name", "inputs"} for r in dev_json["resources"])
+    assert set(dev_json) == {"stack", "production", "resources", "violations", "outputs"}
+    assert dev_json["stack"] == "dev" and dev_json["violations"] == [] and dev_json["production"] is False
+    # `options`: protect / deleteBeforeReplace where the program sets them
+    assert all(set(r) - {"options"} == {"type", "name", "inputs"} for r in dev_json["resources"])
     assert [(r["type"], r["name"]) for r in dev_json["resources"]] == sorted(
         (r["type"], r["name"]) for r in dev_json["resources"]
     )
@@ -85,7 +86,7 @@ def test_json_buckets_dataset_table_and_ssh(dev_json: dict[str, Any]) -> None:
     assert len(buckets) == 3
     assert all(b["publicAccessPrevention"] == "enforced" and b["uniformBucketLevelAccess"] for b in buckets.values())
     assert list(resources(dev_json, "gcp:bigquery/dataset:Dataset")) == ["cn-dev-dataset"]
-    assert list(resources(dev_json, "gcp:bigquery/table:Table")) == ["cn-dev-table-detections"]
+    assert list(resources(dev_json, "gcp:bigquery/table:Table")) == ["cn-dev-table-detections_detr", "cn-dev-table-detections_tf"]
     ssh = [
         fw
         for fw in resources(dev_json, "gcp:compute/firewall:Firewall").values()

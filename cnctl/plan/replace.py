@@ -1,0 +1,89 @@
+"""Which planned changes make the Google provider replace a resource, from the catalog's data.
+
+The offline plan records each resource's inputs, not the provider's diff, so replacements are read
+off a table kept as data (`replacements` in cnctl/catalog/gcp.yaml: the inputs the provider's schema
+marks ForceNew, per type token). Comparing a base plan with a head plan then says which resources
+would be replaced, and which of those hold data (VMs and their disks, buckets, datasets, tables).
+
+GOOD / BAD, for a VM in prod:
+
+| change                                  | verdict                                    |
+|-----------------------------------------|--------------------------------------------|
+| metadata, labels, machine type          | update in place                            |
+| zone, image family, disk type, Spot     | replacement of a stateful resource: flagged |
+| table gains a NULLABLE column           | update in place                            |
+| table column renamed or retyped         | replacement of a stateful resource: flagged |
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from cnctl.catalog import Replacement, catalog
+
+Inputs = Mapping[str, Any]
+
+
+def replacement_reasons(type_: str, before: Inputs, after: Inputs) -> list[str]:
+    """The input paths whose change replaces this resource (empty: an update in place, or no change)."""
+    rule = catalog().gcp.replacements.get(type_)
+    if rule is None:
+        return []
+    reasons = [path for path in rule.paths if _at(before, path) != _at(after, path)]
+    if rule.schema_input is not None and not schema_change_is_additive(
+        before.get(rule.schema_input), after.get(rule.schema_input)
+    ):
+        reasons.append(rule.schema_input)
+    return reasons
+
+
+def is_stateful(type_: str) -> bool:
+    """Whether replacing or deleting a resource of this type loses data (catalog `stateful`)."""
+    rule: Replacement | None = catalog().gcp.replacements.get(type_)
+    return rule is not None and rule.stateful
+
+
+def schema_change_is_additive(before: str | None, after: str | None) -> bool:
+    """BigQuery updates a table's schema in place only by adding NULLABLE columns or relaxing REQUIRED.
+
+    A column removed, renamed (= removed + added), retyped, or made REQUIRED, or a new REQUIRED
+    column, makes the provider replace the table, and the rows go with it.
+    """
+    old = {f["name"]: f for f in _fields(before)}
+    new = {f["name"]: f for f in _fields(after)}
+    for name, field in old.items():
+        kept = new.get(name)
+        if kept is None or kept.get("type") != field.get("type"):
+            return False
+        if _mode(kept) == "REQUIRED" and _mode(field) != "REQUIRED":
+            return False
+    return all(_mode(field) != "REQUIRED" for name, field in new.items() if name not in old)
+
+
+def _fields(schema: str | None) -> list[dict[str, Any]]:
+    return list(json.loads(schema)) if schema else []
+
+
+def _mode(field: Mapping[str, Any]) -> str:
+    return str(field.get("mode") or "NULLABLE")
+
+
+def _at(inputs: Any, path: str) -> Any:
+    """The value at a dotted path; `*` maps over a list (`networkInterfaces.*.nicType`)."""
+    return list(_walk(inputs, path.split(".")))
+
+
+def _walk(value: Any, parts: list[str]) -> Iterator[Any]:
+    if not parts:
+        yield value
+        return
+    head, rest = parts[0], parts[1:]
+    if head == "*":
+        for item in value if isinstance(value, list) else []:
+            yield from _walk(item, rest)
+    elif isinstance(value, Mapping):
+        yield from _walk(value.get(head), rest)
+    else:
+        yield None

@@ -1,0 +1,316 @@
+"""Day two on Google Cloud: what each change a user makes does to the planned resources.
+
+Every test plans the example stack and a changed copy on the mock engine, diffs the two plans as
+CI does (`cnctl plan-diff`), and asserts what would be updated, replaced or refused. The diff of
+each change is also kept as a golden file (tests/golden/diff-*.md): regenerate on purpose with
+
+    CNCTL_UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_cloud_day_two.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import cnctl.catalog as catalog_module
+from cnctl.catalog import catalog
+from cnctl.config import stack_path
+from cnctl.paths import REPO_ROOT
+from cnctl.plan import Plan, plan_stack
+from cnctl.plan.diff import PlanDiff, diff_plans, render_markdown
+
+INSTANCE = "gcp:compute/instance:Instance"
+TABLE = "gcp:bigquery/table:Table"
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+UPDATE = os.environ.get("CNCTL_UPDATE_GOLDEN") == "1"
+Change = Callable[[dict[str, Any]], None]
+
+
+@pytest.fixture(scope="module")
+def dev() -> Plan:
+    return plan_stack("dev")
+
+
+@pytest.fixture(scope="module")
+def prod() -> Plan:
+    return plan_stack("prod")
+
+
+def variant(tmp_path: Path, base: str, change: Change) -> str:
+    """A copy of stacks/Pulumi.<base>.yaml (same environment name), its `config:` changed by `change`."""
+    document = yaml.safe_load(stack_path(base).read_text())
+    change(document["config"])
+    folder = tmp_path / "variant"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"Pulumi.{base}.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return str(path)
+
+
+def diff(base: Plan, head: Plan) -> PlanDiff:
+    return diff_plans(base.to_json(), head.to_json())
+
+
+def resource(plan: Plan, token: str, name: str) -> dict[str, Any]:
+    entry = next(r for r in plan.to_json()["resources"] if r["type"] == token and r["name"] == name)
+    return dict(entry)
+
+
+def golden(name: str, result: PlanDiff) -> None:
+    """The pull-request comment of this change, compared with tests/golden/diff-<name>.md."""
+    path = GOLDEN / f"diff-{name}.md"
+    rendered = render_markdown(result, full_plan_url="https://ci.example/plans")
+    if UPDATE:
+        path.write_text(rendered, encoding="utf-8")
+    assert path.read_text(encoding="utf-8") == rendered, f"diff-{name}.md changed; if intended: CNCTL_UPDATE_GOLDEN=1"
+
+
+# --- 1. no accidental loss --------------------------------------------------------------------------
+
+
+def test_prod_vms_carry_deletion_protection_and_protect(prod: Plan, dev: Plan) -> None:
+    for index in (0, 1):
+        vm = resource(prod, INSTANCE, f"cn-prod-gpu-{index}")
+        assert vm["inputs"]["deletionProtection"] is True
+        assert vm["options"] == {"protect": True, "deleteBeforeReplace": False}
+    vm = resource(dev, INSTANCE, "cn-dev-gpu-0")
+    assert vm["inputs"]["deletionProtection"] is False
+    assert vm["options"] == {"protect": False, "deleteBeforeReplace": False}
+
+
+def test_prod_data_is_protected_too(prod: Plan) -> None:
+    stateful = [r for r in prod.to_json()["resources"] if r["type"] in (TABLE, "gcp:storage/bucket:Bucket", "gcp:bigquery/dataset:Dataset")]
+    assert len(stateful) == 2 + 3 + 1
+    assert all(r["options"] == {"protect": True} for r in stateful)
+
+
+def test_allow_replace_lifts_protection_of_that_vm_only(tmp_path: Path, prod: Plan) -> None:
+    def change(config: dict[str, Any]) -> None:
+        config["circularnet:compute"]["placement"][1]["allowReplace"] = True
+
+    head = plan_stack(variant(tmp_path, "prod", change))
+    result = diff(prod, head)
+    assert list(result.changed) == [f"{INSTANCE} cn-prod-gpu-1"] and not result.replaced
+    assert resource(head, INSTANCE, "cn-prod-gpu-1")["options"]["protect"] is False
+    assert resource(head, INSTANCE, "cn-prod-gpu-1")["inputs"]["deletionProtection"] is False
+    assert resource(head, INSTANCE, "cn-prod-gpu-0")["options"]["protect"] is True
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "forced_by", "renamed"),
+    [
+        ("image-family", lambda c: c["circularnet:compute"].update(imageFamily="common-cu129-ubuntu-2204-nvidia-580"),
+         ["name", "bootDisk.initializeParams.image"], True),
+        ("disk-type", lambda c: c["circularnet:compute"].update(diskType="pd-ssd"),
+         ["name", "bootDisk.initializeParams.type"], True),
+        ("spot", lambda c: c["circularnet:compute"].update(spot=True),
+         ["name", "scheduling.provisioningModel", "scheduling.preemptible"], True),
+    ],
+    ids=["image-family", "disk-type", "spot"],
+)
+def test_a_change_that_replaces_prod_vms_is_flagged_and_refused(
+    tmp_path: Path, prod: Plan, name: str, change: Change, forced_by: list[str], renamed: bool
+) -> None:
+    head = plan_stack(variant(tmp_path, "prod", change))
+    result = diff(prod, head)
+    vms = [f"{INSTANCE} cn-prod-gpu-0", f"{INSTANCE} cn-prod-gpu-1"]
+    assert sorted(result.replaced) == vms and all(result.replaced[vm] == forced_by for vm in vms)
+    assert result.destructive == vms and result.refused() == vms
+    assert result.refused(["cn-prod-gpu-0"]) == vms[1:] and result.refused(["all"]) == []
+    for index in (0, 1):
+        before = resource(prod, INSTANCE, f"cn-prod-gpu-{index}")["inputs"]
+        after = resource(head, INSTANCE, f"cn-prod-gpu-{index}")["inputs"]
+        # Created before the old one goes: a new name in the same zone, and no delete-first.
+        assert (before["name"] != after["name"]) is renamed and before["zone"] == after["zone"]
+        assert after["name"].startswith(f"cn-prod-gpu-{index}-")
+    golden(f"prod-{name}", result)
+
+
+def test_in_place_changes_are_not_replacements(tmp_path: Path, prod: Plan) -> None:
+    def change(config: dict[str, Any]) -> None:
+        config["circularnet:compute"]["machineType"] = "g2-standard-16"  # resize: stop, update, start
+        config["circularnet:gcp"]["labels"]["team"] = "vision"
+        config["circularnet:model"]["version"] = 2  # the startup script's stack record changes
+
+    result = diff(prod, plan_stack(variant(tmp_path, "prod", change)))
+    assert f"{INSTANCE} cn-prod-gpu-0" in result.changed
+    assert result.replaced == {} and result.destructive == [] and result.refused() == []
+
+
+# --- 2. zones per VM ----------------------------------------------------------------------------------
+
+
+def test_moving_one_vm_after_a_stock_out_touches_that_vm_only(tmp_path: Path, prod: Plan) -> None:
+    def change(config: dict[str, Any]) -> None:
+        config["circularnet:compute"]["placement"][1]["zone"] = "europe-west4-c"
+
+    result = diff(prod, plan_stack(variant(tmp_path, "prod", change)))
+    vm = f"{INSTANCE} cn-prod-gpu-1"
+    assert list(result.changed) == [vm] and not result.added and not result.removed
+    assert [(c.path, c.before, c.after) for c in result.changed[vm]] == [("zone", "europe-west4-b", "europe-west4-c")]
+    assert result.replaced == {vm: ["zone"]} and result.refused() == [vm] and result.refused(["cn-prod-gpu-1"]) == []
+    golden("prod-zone-move", result)
+
+
+def test_reordering_gcp_zones_touches_no_placed_vm(tmp_path: Path, prod: Plan) -> None:
+    def change(config: dict[str, Any]) -> None:
+        config["circularnet:gcp"]["zones"] = ["europe-west4-c", "europe-west4-b", "europe-west4-a"]
+
+    head = plan_stack(variant(tmp_path, "prod", change))
+    result = diff(prod, head)
+    assert result.empty, result.changed
+    assert head.outputs["vms"][0]["fallbackZones"] == ["europe-west4-c", "europe-west4-b"]  # outputs only
+    golden("prod-zone-reorder", result)
+
+
+# --- 3. schema evolution without data loss ----------------------------------------------------------
+
+
+@contextmanager
+def catalog_with(change: Callable[[dict[str, Any]], None], tmp_path: Path) -> Iterator[None]:
+    """The catalogs with models.yaml changed by `change`, for this block only."""
+    folder = tmp_path / "catalog"
+    folder.mkdir()
+    for name in ("platforms.yaml", "gcp.yaml"):
+        (folder / name).write_text((catalog_module.CATALOG_DIR / name).read_text())
+    models = yaml.safe_load((catalog_module.CATALOG_DIR / "models.yaml").read_text())
+    change(models)
+    (folder / "models.yaml").write_text(yaml.safe_dump(models))
+    original = catalog_module.CATALOG_DIR
+    catalog_module.CATALOG_DIR = folder
+    catalog.cache_clear()
+    try:
+        yield
+    finally:
+        catalog_module.CATALOG_DIR = original
+        catalog.cache_clear()
+
+
+def test_columns_are_nullable_so_they_can_be_added_in_place(dev: Plan) -> None:
+    table = resource(dev, TABLE, "cn-dev-table-detections_tf")["inputs"]
+    assert {f["mode"] for f in json.loads(table["schema"])} == {"NULLABLE"}
+
+
+def test_catalog_v1_to_v2_adds_a_column_in_place(tmp_path: Path, dev: Plan) -> None:
+    def v2(models: dict[str, Any]) -> None:
+        models["generations"]["tf"]["bigquery_schema"].append({"name": "belt_speed", "type": "FLOAT"})
+
+    with catalog_with(v2, tmp_path):
+        head = plan_stack("dev")
+    result = diff(dev, head)
+    table = f"{TABLE} cn-dev-table-detections_tf"
+    assert list(result.changed) == [table] and [c.path for c in result.changed[table]] == ["schema"]
+    assert result.replaced == {} and result.destructive == [] and not result.removed
+    golden("dev-schema-add-column", result)
+
+
+def test_a_renamed_column_is_flagged_as_a_table_replacement(tmp_path: Path, prod: Plan) -> None:
+    def rename(models: dict[str, Any]) -> None:
+        models["generations"]["tf"]["bigquery_schema"][0]["name"] = "object_id"
+
+    with catalog_with(rename, tmp_path):
+        head = plan_stack("prod")
+    result = diff(prod, head)
+    table = f"{TABLE} cn-prod-table-detections_tf"
+    assert result.replaced == {table: ["schema"]} and result.refused() == [table]
+    golden("prod-schema-rename", result)
+
+
+def test_switching_generation_keeps_the_old_table(tmp_path: Path, prod: Plan) -> None:
+    def change(config: dict[str, Any]) -> None:
+        config["circularnet:model"]["key"] = "CircularNet_model_v2"
+        config["circularnet:inference"]["images"] = {"server": "nvcr.io/nvidia/tritonserver:25.05-py3"}
+
+    head = plan_stack(variant(tmp_path, "prod", change))
+    result = diff(prod, head)
+    assert not [key for key in (*result.removed, *result.changed) if key.startswith(TABLE)]
+    assert result.destructive == [] and result.refused() == []
+    assert head.outputs["tableId"] == "detections_detr" and prod.outputs["tableId"] == "detections_tf"
+    golden("prod-generation-switch", result)
+
+
+# --- 4. what the VMs are given ------------------------------------------------------------------------
+
+
+def test_driver_metadata_comes_from_the_image_family(prod: Plan) -> None:
+    family = catalog().gcp.images.families["common-cu128-ubuntu-2204-nvidia-570"]
+    metadata = resource(prod, INSTANCE, "cn-prod-gpu-0")["inputs"]["metadata"]
+    assert family.metadata and all(metadata[key] == value for key, value in family.metadata.items())
+    assert "cnctl-zones" not in metadata  # fallbacks live in the outputs: a reorder touches no VM
+
+
+def test_a3_gets_gvnic_and_cmek_disks(tmp_path: Path) -> None:
+    key = "projects/my-circularnet-prod/locations/europe-west4/keyRings/circularnet/cryptoKeys/disk"
+
+    def change(config: dict[str, Any]) -> None:
+        config["circularnet:compute"].update(
+            machineType="a3-highgpu-8g", gpu={"type": "nvidia-h100-80gb", "count": 8}, kmsKeyName=key
+        )
+        config["circularnet:analytics"]["kmsKeyName"] = key
+
+    plan = plan_stack(variant(tmp_path, "prod", change))
+    vm = resource(plan, INSTANCE, "cn-prod-gpu-0")["inputs"]
+    assert vm["networkInterfaces"][0]["nicType"] == "GVNIC"
+    assert vm["bootDisk"]["kmsKeySelfLink"] == key
+    dataset = resource(plan, "gcp:bigquery/dataset:Dataset", "cn-prod-dataset")["inputs"]
+    assert dataset["defaultEncryptionConfiguration"] == {"kmsKeyName": key}
+
+
+def test_spot_vms_ask_to_be_running(dev: Plan) -> None:
+    assert resource(dev, INSTANCE, "cn-dev-gpu-0")["inputs"]["desiredStatus"] == "RUNNING"
+
+
+# --- 8. least privilege for the edge uploader -------------------------------------------------------
+
+
+def test_uploader_can_only_insert_rows_into_one_table(dev: Plan) -> None:
+    edge = "serviceAccount:cn-dev-edge@my-circularnet-dev.iam.gserviceaccount.com"
+    grants = [r for r in dev.to_json()["resources"] if "IAM" in r["type"].upper() and r["inputs"].get("member") == edge]
+    by_type = sorted((r["type"], r["inputs"]["role"]) for r in grants)
+    assert by_type == [
+        ("gcp:bigquery/iamMember:IamMember", "projects/my-circularnet-dev/roles/cn_dev_detectionsInserter"),
+        ("gcp:storage/bucketIAMMember:BucketIAMMember", "roles/storage.objectCreator"),
+        ("gcp:storage/bucketIAMMember:BucketIAMMember", "roles/storage.objectCreator"),
+    ]
+    table_grant = next(r for r in grants if r["type"] == "gcp:bigquery/iamMember:IamMember")["inputs"]
+    assert (table_grant["datasetId"], table_grant["tableId"]) == ("circularnet_dev", "detections_tf")
+    role = resource(dev, "gcp:projects/iAMCustomRole:IAMCustomRole", "cn-dev-role-inserter")["inputs"]
+    # updateData without jobs.create: streaming inserts only, no DML delete/update, no truncating jobs.
+    assert sorted(role["permissions"]) == ["bigquery.tables.get", "bigquery.tables.updateData"]
+
+
+# --- the override, through the console script --------------------------------------------------------
+
+
+def test_plan_diff_refuses_a_prod_replacement_unless_allowed(tmp_path: Path, prod: Plan) -> None:
+    def change(config: dict[str, Any]) -> None:
+        config["circularnet:compute"]["placement"][0]["zone"] = "europe-west4-c"
+
+    base, head = tmp_path / "base.json", tmp_path / "head.json"
+    base.write_text(prod.render_json())
+    head.write_text(plan_stack(variant(tmp_path, "prod", change)).render_json())
+    cnctl = str(REPO_ROOT / ".venv/bin/cnctl")
+
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        command = [cnctl, "plan-diff", str(base), str(head), *extra]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+    refused = run()
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert (
+        "refused: gcp:compute/instance:Instance cn-prod-gpu-0 would be replaced or deleted in production stack prod"
+        in refused.stderr
+    )
+    assert "--allow-replace cn-prod-gpu-0" in refused.stderr
+    assert run("--allow-replace", "cn-prod-gpu-1").returncode == 1
+    allowed = run("--allow-replace", "cn-prod-gpu-0", "--markdown")
+    assert allowed.returncode == 0, allowed.stderr
+    assert "🔁 `gcp:compute/instance:Instance cn-prod-gpu-0` (replaced: zone)" in allowed.stdout
