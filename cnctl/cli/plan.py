@@ -122,9 +122,10 @@ def _instance(i: Mapping[str, Any]) -> str:
     account = (i.get("serviceAccount") or {}).get("email")
     nics = i.get("networkInterfaces") or []
     external = "external IP" if any(n.get("accessConfigs") for n in nics) else "no external IP"
+    protection = "deletion protection on" if i.get("deletionProtection") else "deletion protection off"
     return (
         f"{i.get('machineType')} + {gpu} · {i.get('zone')} · {sched.get('provisioningModel', 'STANDARD')}, "
-        f"maintenance {sched.get('onHostMaintenance')} · {external} · as {account}"
+        f"maintenance {sched.get('onHostMaintenance')} · {external} · as {account} · {protection}"
     )
 
 

@@ -9,8 +9,11 @@ each change is also kept as a golden file (tests/golden/diff-*.md): regenerate o
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import os
+import re
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,6 +29,7 @@ from cnctl.config import stack_path
 from cnctl.paths import REPO_ROOT
 from cnctl.plan import Plan, plan_stack
 from cnctl.plan.diff import PlanDiff, diff_plans, render_markdown
+from cnctl.plan.replace import schema_change_is_additive
 
 INSTANCE = "gcp:compute/instance:Instance"
 TABLE = "gcp:bigquery/table:Table"
@@ -314,3 +318,67 @@ def test_plan_diff_refuses_a_prod_replacement_unless_allowed(tmp_path: Path, pro
     allowed = run("--allow-replace", "cn-prod-gpu-0", "--markdown")
     assert allowed.returncode == 0, allowed.stderr
     assert "🔁 `gcp:compute/instance:Instance cn-prod-gpu-0` (replaced: zone)" in allowed.stdout
+
+
+# --- the replace-on-change data --------------------------------------------------------------------
+
+
+def _args_parameter(token: str, path: str) -> bool:
+    """Whether `path` (camelCase, `*` for list elements) names an argument of the type's pulumi-gcp *Args."""
+    _, module_path, kind = token.split(":")
+    module = importlib.import_module(f"pulumi_gcp.{module_path.split('/')[0]}")
+    args: Any = getattr(module, f"{kind}Args")
+    for part in (p for p in path.split(".") if p != "*"):
+        if args is None:
+            return False
+        parameter = inspect.signature(args.__init__).parameters.get(re.sub(r"(?<!^)(?=[A-Z])", "_", part).lower())
+        if parameter is None:
+            return False
+        nested = re.findall(r"'(\w+Args)'", str(parameter.annotation))
+        args = getattr(module, nested[0]) if nested else None
+    return True
+
+
+@pytest.mark.parametrize("token", sorted(catalog().gcp.replacements))
+def test_every_replace_on_change_path_is_a_real_argument(token: str) -> None:
+    rule = catalog().gcp.replacements[token]
+    for path in [*rule.paths, *([rule.schema_input] if rule.schema_input else [])]:
+        assert _args_parameter(token, path), f"{token}: {path} is not an input of pulumi-gcp's {token.split(':')[-1]}"
+    assert not _args_parameter(token, "noSuchInput.atAll")
+
+
+def field(name: str, type_: str = "STRING", mode: str = "NULLABLE") -> dict[str, str]:
+    return {"name": name, "type": type_, "mode": mode}
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "additive"),
+    [
+        ([field("a")], [field("a"), field("b")], True),  # a new NULLABLE column
+        ([field("a", mode="REQUIRED")], [field("a")], True),  # REQUIRED relaxed to NULLABLE
+        ([field("a")], [field("a"), field("b", mode="REQUIRED")], False),  # a new REQUIRED column
+        ([field("a")], [field("b")], False),  # renamed
+        ([field("a"), field("b")], [field("a")], False),  # removed
+        ([field("a")], [field("a", "INTEGER")], False),  # retyped
+        ([field("a")], [field("a", mode="REQUIRED")], False),  # tightened
+    ],
+    ids=["add-nullable", "relax", "add-required", "rename", "remove", "retype", "tighten"],
+)
+def test_schema_changes_bigquery_applies_in_place(before: list[Any], after: list[Any], additive: bool) -> None:
+    assert schema_change_is_additive(json.dumps(before), json.dumps(after)) is additive
+
+
+def test_plan_with_a_base_flags_and_refuses_like_plan_diff(tmp_path: Path, prod: Plan) -> None:
+    def change(config: dict[str, Any]) -> None:
+        config["circularnet:compute"]["diskType"] = "pd-ssd"
+
+    base = tmp_path / "base.json"
+    base.write_text(prod.render_json())
+    stack = variant(tmp_path, "prod", change)
+    command = [str(REPO_ROOT / ".venv/bin/cnctl"), "plan", "--stack", stack, "--base", str(base), "--json"]
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "replace: gcp:compute/instance:Instance cn-prod-gpu-1 (forced by name, bootDisk.initializeParams.type)" in refused.stderr
+    assert json.loads(refused.stdout)["stack"] == "prod"  # the plan itself is still printed
+    allowed = subprocess.run([*command, "--allow-replace", "all"], capture_output=True, text=True, timeout=120, check=False)
+    assert allowed.returncode == 0, allowed.stderr
