@@ -17,7 +17,6 @@ from cnctl.config.schema import Host, StackConfig
 
 Rule = Callable[[StackConfig, Catalog], Iterator[Problem]]
 
-
 LOCAL = "local"  # the one stack that may hold a sandbox section and stand-ins
 MAX_LABELS = 64
 CNCTL_LABELS = ("environment", "managed-by")  # set on every resource by cnctl.cloud
@@ -30,17 +29,18 @@ def region_exists(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
         hint = f"did you mean {' or '.join(close)}?" if close else "see catalog/gcp.yaml for the list"
         yield Problem("gcp.region", cfg.gcp.region, f"is not a Compute Engine region; {hint}")
 
+
 def zones_in_region(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
-    if cfg.gcp is None:
     """Every zone lies in gcp.region and exists there (us-central1-d does not), once each."""
+    if cfg.gcp is None:
         return
-    for i, zone in enumerate(cfg.gcp.zones):
     known = cat.gcp.zones(cfg.gcp.region)
+    for i, zone in enumerate(cfg.gcp.zones):
         if zone.rsplit("-", 1)[0] != cfg.gcp.region:
             yield Problem(f"gcp.zones[{i}]", zone, f"is not in region {cfg.gcp.region}; use {cfg.gcp.region}-a, -b, ...")
-    seen: set[str] = set()
         elif known and zone not in known:
             yield Problem(f"gcp.zones[{i}]", zone, f"does not exist; the zones of {cfg.gcp.region}: {', '.join(known)}")
+    seen: set[str] = set()
     for i, zone in enumerate(cfg.gcp.zones):
         if zone in seen:
             yield Problem(f"gcp.zones[{i}]", zone, "is listed twice")
@@ -119,7 +119,6 @@ def driver_branch_in_matrix(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]
             yield Problem(f"fleets.servers[{i}].driverBranch", srv.driver_branch, f"is not in the platform matrix; supported: {', '.join(known)}")
 
 
-def host_names_unique(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
 def _hosts(cfg: StackConfig) -> list[tuple[str, Host]]:
     """Every fleet host with the path of its entry."""
     hosts: list[tuple[str, Host]] = [(f"fleets.edge[{i}]", h) for i, h in enumerate(cfg.fleets.edge)]
@@ -132,6 +131,7 @@ def _unroutable(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
     )
 
 
+def host_names_unique(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
     seen: dict[str, str] = {}
     for path, host in _hosts(cfg):
         if host.name in seen:
@@ -251,8 +251,8 @@ def labels_not_reserved(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
 
 
 RULES: tuple[Rule, ...] = (
-    zones_in_region,
     region_exists,
+    zones_in_region,
     compute_needs_gcp,
     gpu_fits_machine,
     image_family_known,
@@ -262,12 +262,12 @@ RULES: tuple[Rule, ...] = (
     host_names_unique,
     buckets_distinct,
     subnet_private,
-    inference_image_serves_model,
     sources_routable,
     host_addresses_usable,
     ports_distinct,
     labels_fit,
     sandbox_only_local,
+    inference_image_serves_model,
     inference_reachable_where_allowed,
     labels_not_reserved,
     *GCP_RULES,
