@@ -20,9 +20,10 @@ from cnctl.config.schema import Security
 class Placement:
     """Where VM `index` runs, the zones to move it to on a stock-out, and whether it may be replaced.
 
-    An explicit `compute.placement[index]` wins; without one, VM i starts in zones[i % n]. Either way
-    the zone is an input of that VM only: reordering `gcp.zones` or moving another VM never touches it
-    when placements are explicit (the example stacks' way, and what docs/cloud.md asks for).
+    An explicit `compute.placement[index]` wins: then the zone is an input of that VM only, and
+    reordering `gcp.zones` or moving another VM never touches it (the prod example's way, and what
+    docs/cloud.md asks for with several VMs). Without one, VM i starts in zones[i % n], so a reorder
+    of `gcp.zones` may move it. The fallbacks are stack outputs, never VM inputs.
     """
 
     index: int
