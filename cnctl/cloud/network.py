@@ -54,6 +54,10 @@ class Network(Component):
                 ip_cidr_range=network.subnet_cidr,
                 # VMs without external IPs still reach Cloud Storage and BigQuery.
                 private_ip_google_access=True,
+                # VPC flow logs: who talked to the VMs is recorded (guardrail production-logs-traffic).
+                log_config=compute.SubnetworkLogConfigArgs(
+                    aggregation_interval="INTERVAL_5_SEC", flow_sampling=0.5, metadata="INCLUDE_ALL_METADATA"
+                ),
             ),
             opts=self.child(),
         )
@@ -105,6 +109,8 @@ class Network(Component):
                 source_ranges=sources,
                 target_tags=[self.vm_tag],
                 description=why,
+                # Every allowed connection is logged (guardrail production-logs-traffic).
+                log_config=compute.FirewallLogConfigArgs(metadata="INCLUDE_ALL_METADATA"),
             ),
             opts=self.child(),
         )

@@ -2,15 +2,21 @@
 
 The schema checks what a stack file *says*; these rules check what the program *declares*, as the
 Pulumi engine receives it (type token + inputs with camelCase keys). So they also catch a bug in
-the cloud layer, and they can be reused unchanged by a Pulumi policy pack (each rule is a plain
-function over (type token, inputs) returning a message or None).
+the cloud layer, and the Pulumi policy pack (`policy/`) runs these same functions: each rule is a
+plain function over (type token, inputs, Context) returning a message or None. Rules are judged by
+meaning, not spelling: source ranges by the addresses they cover, ports by the numbers a rule opens.
+
+Most rules need only the resource. A few (`Rule.stack_wide`) also need what the whole stack says,
+gathered once by `Context.of`: whether it is production (the `environment` label cnctl puts on every
+labelled resource), whether it uses CMEK anywhere, and which accounts the VMs run as.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cnctl.catalog import catalog
@@ -21,6 +27,8 @@ FIREWALL = "gcp:compute/firewall:Firewall"
 BUCKET = "gcp:storage/bucket:Bucket"
 DATASET = "gcp:bigquery/dataset:Dataset"
 TABLE = "gcp:bigquery/table:Table"
+SUBNETWORK = "gcp:compute/subnetwork:Subnetwork"
+PROJECT_METADATA = ("gcp:compute/projectMetadata:ProjectMetadata", "gcp:compute/projectMetadataItem:ProjectMetadataItem")
 PROJECT_IAM = ("gcp:projects/iAMMember:IAMMember", "gcp:projects/iAMBinding:IAMBinding")
 VM_TYPES = (INSTANCE, INSTANCE_TEMPLATE)
 LABELLED = (INSTANCE, BUCKET, DATASET, TABLE)
@@ -29,9 +37,20 @@ PRIMITIVE_ROLES = frozenset({"roles/owner", "roles/editor", "roles/viewer"})
 ANYWHERE = frozenset({"0.0.0.0/0", "::/0"})
 DEFAULT_COMPUTE_SA_SUFFIX = "-compute@developer.gserviceaccount.com"
 REQUIRED_LABELS = ("environment", "managed-by")
+PRODUCTION_ENVIRONMENTS = frozenset({"prod"})  # the stacks cnctl marks production (StackConfig.is_prod)
+# Roles that can delete or rewrite detection rows (BigQuery) wherever they are granted.
+DETECTION_REWRITERS = frozenset({"roles/bigquery.dataEditor", "roles/bigquery.dataOwner", "roles/bigquery.admin"})
+SSH_PORT = 22
+# Addresses no packet from the internet comes from: what is left of 0.0.0.0/0 and 2000::/3 is "the internet".
+NOT_INTERNET_V4 = tuple(
+    ipaddress.IPv4Network(n)
+    for n in ("0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+              "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24",
+              "224.0.0.0/4", "240.0.0.0/4")
+)
+INTERNET_V6 = ipaddress.IPv6Network("2000::/3")
 
 Inputs = Mapping[str, Any]
-Check = Callable[[str, Inputs], "str | None"]
 
 
 class PlannedResource(Protocol):
@@ -44,17 +63,47 @@ class PlannedResource(Protocol):
 
 
 @dataclass(frozen=True)
+class Context:
+    """What the whole stack says that a stack-wide rule needs beside the one resource it judges."""
+
+    production: bool = False
+    cmek: bool = False  # some bucket, dataset or disk names a KMS key: then all of them must
+    vm_members: frozenset[str] = field(default_factory=frozenset)  # `serviceAccount:<email>` the VMs run as
+
+    @classmethod
+    def of(cls, resources: Iterable[tuple[str, Inputs]]) -> Context:
+        """Gather the context from (type token, inputs) pairs: the plan's resources or a policy pack's."""
+        production = cmek = False
+        members: set[str] = set()
+        for type_, inputs in resources:
+            labels = inputs.get("labels") or {}
+            production = production or labels.get("environment") in PRODUCTION_ENVIRONMENTS
+            cmek = cmek or _kms_key(type_, inputs) is not None
+            if type_ in VM_TYPES and isinstance(email := (inputs.get("serviceAccount") or {}).get("email"), str):
+                members.add(f"serviceAccount:{email}")
+        return cls(production, cmek, frozenset(members))
+
+
+NO_CONTEXT = Context()
+Check = Callable[[str, Inputs, Context], "str | None"]
+
+
+@dataclass(frozen=True)
 class Rule:
-    """A guardrail: id and description come from the check function's name and docstring."""
+    """A guardrail: id and description come from the check function's name and docstring.
+
+    `stack_wide`: the check reads the Context (the policy pack then runs it as a stack policy).
+    """
 
     id: str
     description: str
     check: Check
+    stack_wide: bool = False
 
     @classmethod
-    def of(cls, check: Check) -> Rule:
+    def of(cls, check: Check, *, stack_wide: bool = False) -> Rule:
         doc = (check.__doc__ or "").strip().splitlines()
-        return cls(check.__name__.replace("_", "-"), doc[0] if doc else check.__name__, check)
+        return cls(check.__name__.replace("_", "-"), doc[0] if doc else check.__name__, check, stack_wide)
 
 
 @dataclass(frozen=True)
@@ -67,7 +116,7 @@ class Violation:
 # --- the rules ----------------------------------------------------------------------------------
 
 
-def no_external_ip(type_: str, inputs: Inputs) -> str | None:
+def no_external_ip(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
     """VMs have no external IP: no access config on any network interface."""
     if type_ not in VM_TYPES:
         return None
@@ -77,19 +126,57 @@ def no_external_ip(type_: str, inputs: Inputs) -> str | None:
     return None
 
 
-def no_open_ingress(type_: str, inputs: Inputs) -> str | None:
-    """No firewall allows ingress from anywhere (0.0.0.0/0 or ::/0)."""
-    if type_ != FIREWALL or inputs.get("direction", "INGRESS") != "INGRESS" or not inputs.get("allows"):
+def no_open_ingress(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
+    """No firewall allows ingress from the internet (by the addresses its source ranges cover together)."""
+    if not _allows_ingress(type_, inputs):
         return None
-    sources = inputs.get("sourceRanges") or []
+    sources = [str(s) for s in inputs.get("sourceRanges") or []]
     if ANYWHERE.intersection(sources):
         return f"allows ingress from {', '.join(sorted(ANYWHERE.intersection(sources)))}; list the sources that need it"
     if not sources and not inputs.get("sourceTags") and not inputs.get("sourceServiceAccounts"):
         return "allows ingress with no source, which Google Cloud treats as 0.0.0.0/0"
+    for version, internet in ((4, _internet_v4()), (6, [INTERNET_V6])):
+        nets = [n for n in _networks(sources) if n is not None and n.version == version]
+        if nets and not _subtract(internet, nets):
+            return f"allows ingress from {', '.join(sources)}, which together cover the internet; list the sources that need it"
     return None
 
 
-def buckets_private(type_: str, inputs: Inputs) -> str | None:
+def ssh_only_from_iap(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
+    """SSH (tcp:22) is opened to Identity-Aware Proxy's range only, whatever else the rule opens."""
+    if not _allows_ingress(type_, inputs) or not any(_opens(allow, SSH_PORT) for allow in inputs["allows"]):
+        return None
+    iap = ipaddress.ip_network(catalog().gcp.iap_ssh_range)
+    sources = [str(s) for s in inputs.get("sourceRanges") or []]
+    outside = [s for s, n in zip(sources, _networks(sources, keep_invalid=True), strict=True) if n is None or not n.subnet_of(iap)]  # type: ignore[arg-type]
+    if outside or not sources or inputs.get("sourceTags") or inputs.get("sourceServiceAccounts"):
+        given = ", ".join(outside) or "sources other than ranges"
+        return f"opens tcp:{SSH_PORT} to {given}; SSH comes through IAP ({iap}) only"
+    return None
+
+
+def os_login_enforced(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
+    """OS Login stays on and project-wide SSH keys stay blocked (on VMs and in project metadata)."""
+    if type_ in VM_TYPES:
+        metadata = inputs.get("metadata") or {}
+        off = [key for key in ("enable-oslogin", "block-project-ssh-keys") if str(metadata.get(key, "")).upper() != "TRUE"]
+        if off:
+            return f"metadata does not set {' and '.join(off)} to TRUE; access goes through OS Login (IAM) only"
+        if "ssh-keys" in metadata:
+            return "metadata carries ssh-keys; access goes through OS Login (IAM) only"
+        return None
+    if type_ in PROJECT_METADATA:
+        items = dict(inputs.get("metadata") or {})
+        if "key" in inputs:
+            items[str(inputs["key"])] = inputs.get("value")
+        if "enable-oslogin" in items and str(items["enable-oslogin"]).upper() != "TRUE":
+            return "turns OS Login off for the whole project"
+        if "ssh-keys" in items:
+            return "adds project-wide SSH keys, which every VM not blocking them accepts"
+    return None
+
+
+def buckets_private(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
     """Buckets enforce public access prevention and uniform bucket-level access."""
     if type_ != BUCKET:
         return None
@@ -103,7 +190,7 @@ def buckets_private(type_: str, inputs: Inputs) -> str | None:
     return "; ".join(problems) or None
 
 
-def no_default_compute_service_account(type_: str, inputs: Inputs) -> str | None:
+def no_default_compute_service_account(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
     """VMs run as a dedicated service account, never the default compute one (nor is it granted roles)."""
     if type_ in VM_TYPES:
         account = inputs.get("serviceAccount")
@@ -121,7 +208,7 @@ def no_default_compute_service_account(type_: str, inputs: Inputs) -> str | None
     return None
 
 
-def no_primitive_roles(type_: str, inputs: Inputs) -> str | None:
+def no_primitive_roles(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
     """No IAM grant of a basic role (roles/owner, roles/editor, roles/viewer)."""
     roles = set(_roles(type_, inputs))
     found = sorted(roles & PRIMITIVE_ROLES)
@@ -130,7 +217,7 @@ def no_primitive_roles(type_: str, inputs: Inputs) -> str | None:
     return None
 
 
-def no_project_storage_roles(type_: str, inputs: Inputs) -> str | None:
+def no_project_storage_roles(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
     """Storage roles are granted on buckets, never on the whole project."""
     if type_ not in PROJECT_IAM:
         return None
@@ -140,7 +227,7 @@ def no_project_storage_roles(type_: str, inputs: Inputs) -> str | None:
     return None
 
 
-def gpu_vms_terminate_on_maintenance(type_: str, inputs: Inputs) -> str | None:
+def gpu_vms_terminate_on_maintenance(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
     """GPU VMs set onHostMaintenance TERMINATE (GPUs cannot live-migrate)."""
     if type_ not in VM_TYPES or not _has_gpu(inputs):
         return None
@@ -150,7 +237,7 @@ def gpu_vms_terminate_on_maintenance(type_: str, inputs: Inputs) -> str | None:
     return None
 
 
-def shielded_vm(type_: str, inputs: Inputs) -> str | None:
+def shielded_vm(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
     """VMs are Shielded VMs with vTPM and integrity monitoring on."""
     if type_ not in VM_TYPES:
         return None
@@ -159,14 +246,14 @@ def shielded_vm(type_: str, inputs: Inputs) -> str | None:
     return f"shieldedInstanceConfig does not set {' and '.join(off)} to true" if off else None
 
 
-def dataset_location_set(type_: str, inputs: Inputs) -> str | None:
+def dataset_location_set(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
     """BigQuery datasets name their location (BigQuery's default is the US multi-region)."""
     if type_ == DATASET and not inputs.get("location"):
         return "has no location, so BigQuery puts it in the US; set the stack's region"
     return None
 
 
-def labels_present(type_: str, inputs: Inputs) -> str | None:
+def labels_present(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
     """Labellable resources (VMs, buckets, datasets, tables) carry the environment and managed-by labels."""
     if type_ not in LABELLED:
         return None
@@ -175,11 +262,70 @@ def labels_present(type_: str, inputs: Inputs) -> str | None:
     return f"has no {' or '.join(missing)} label" if missing else None
 
 
+# --- stack-wide rules: they read the Context ------------------------------------------------------
+
+
+def production_keeps_deletion_protection(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
+    """In production, VMs and tables keep deletion protection, and buckets and datasets keep their data."""
+    if not ctx.production:
+        return None
+    if type_ in (INSTANCE, TABLE) and inputs.get("deletionProtection") is not True:
+        return "has deletion protection off in a production stack; keep security.deletionProtection on"
+    if type_ == BUCKET and inputs.get("forceDestroy") is True:
+        return "sets forceDestroy in a production stack (a destroy would delete every object)"
+    if type_ == DATASET and inputs.get("deleteContentsOnDestroy") is True:
+        return "sets deleteContentsOnDestroy in a production stack (a destroy would drop every table)"
+    return None
+
+
+def production_no_spot(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
+    """In production, GPU VMs are standard VMs, never Spot or preemptible (they can vanish at any time)."""
+    if not ctx.production or type_ not in VM_TYPES:
+        return None
+    scheduling = inputs.get("scheduling") or {}
+    if scheduling.get("provisioningModel") == "SPOT" or scheduling.get("preemptible") is True:
+        return "is a Spot/preemptible VM in a production stack; set compute.spot to false"
+    return None
+
+
+def detections_rewritten_only_by_the_vm(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
+    """Only the inference VMs' account holds a role that can delete or rewrite detections (BigQuery data)."""
+    if "IAM" not in type_.upper() or not type_.startswith(("gcp:bigquery/", "gcp:projects/")):
+        return None
+    roles = sorted(set(_roles(type_, inputs)) & DETECTION_REWRITERS)
+    if not roles:
+        return None
+    strangers = [m for m in _members(inputs) if m not in ctx.vm_members]
+    if strangers:
+        return f"grants {', '.join(roles)} to {', '.join(strangers)}; only the inference VMs' account may rewrite detections"
+    return None
+
+
+def cmek_everywhere(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
+    """Where a stack uses a KMS key, buckets, datasets and VM boot disks all use one (CMEK covers all data)."""
+    if ctx.cmek and type_ in (BUCKET, DATASET, *VM_TYPES) and _kms_key(type_, inputs) is None:
+        return "is not encrypted with a KMS key while other data of this stack is (set the stack's kmsKeyName here too)"
+    return None
+
+
+def production_logs_traffic(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
+    """In production, the subnet has VPC flow logs and every ingress rule logs its connections."""
+    if not ctx.production:
+        return None
+    if type_ == SUBNETWORK and not inputs.get("logConfig"):
+        return "has no VPC flow logs (logConfig) in a production stack"
+    if _allows_ingress(type_, inputs) and not (inputs.get("logConfig") or {}).get("metadata"):
+        return "does not log its connections (logConfig.metadata) in a production stack"
+    return None
+
+
 RULES: tuple[Rule, ...] = tuple(
     Rule.of(check)
     for check in (
         no_external_ip,
         no_open_ingress,
+        ssh_only_from_iap,
+        os_login_enforced,
         buckets_private,
         no_default_compute_service_account,
         no_primitive_roles,
@@ -189,17 +335,27 @@ RULES: tuple[Rule, ...] = tuple(
         dataset_location_set,
         labels_present,
     )
+) + tuple(
+    Rule.of(check, stack_wide=True)
+    for check in (
+        production_keeps_deletion_protection,
+        production_no_spot,
+        detections_rewritten_only_by_the_vm,
+        cmek_everywhere,
+        production_logs_traffic,
+    )
 )
 
 
 def evaluate(resources: Iterable[PlannedResource], rules: Iterable[Rule] = RULES) -> list[Violation]:
-    """Every rule over every resource, in rule order then resource order."""
+    """Every rule over every resource, in rule order then resource order (one Context for the stack)."""
     planned = list(resources)
+    ctx = Context.of((res.type, res.inputs) for res in planned)
     return [
         Violation(rule.id, res.name, message)
         for rule in rules
         for res in planned
-        if (message := rule.check(res.type, res.inputs)) is not None
+        if (message := rule.check(res.type, res.inputs, ctx)) is not None
     ]
 
 
@@ -219,6 +375,91 @@ def _roles(type_: str, inputs: Inputs) -> Iterable[str]:
         except (ValueError, AttributeError):
             bindings = []
         yield from (b.get("role", "") for b in bindings if isinstance(b, dict))
+
+
+def _members(inputs: Inputs) -> list[str]:
+    """The members an IAM resource grants to (`member`, `members`, or a policy's bindings)."""
+    if isinstance(inputs.get("member"), str):
+        return [inputs["member"]]
+    members = [m for m in inputs.get("members") or [] if isinstance(m, str)]
+    policy = inputs.get("policyData")
+    if isinstance(policy, str):
+        try:
+            bindings = json.loads(policy).get("bindings", [])
+        except (ValueError, AttributeError):
+            bindings = []
+        members += [m for b in bindings if isinstance(b, dict) for m in b.get("members", []) if isinstance(m, str)]
+    return members
+
+
+def _kms_key(type_: str, inputs: Inputs) -> str | None:
+    """The KMS key a bucket, dataset or VM boot disk is encrypted with, or None."""
+    if type_ == BUCKET:
+        return (inputs.get("encryption") or {}).get("defaultKmsKeyName")
+    if type_ == DATASET:
+        return (inputs.get("defaultEncryptionConfiguration") or {}).get("kmsKeyName")
+    if type_ in VM_TYPES:
+        disk = inputs.get("bootDisk") or (inputs.get("disks") or [{}])[0] or {}
+        return disk.get("kmsKeySelfLink") or (disk.get("diskEncryptionKey") or {}).get("kmsKeySelfLink")
+    return None
+
+
+def _allows_ingress(type_: str, inputs: Inputs) -> bool:
+    return type_ == FIREWALL and inputs.get("direction", "INGRESS") == "INGRESS" and bool(inputs.get("allows"))
+
+
+def _opens(allow: Mapping[str, Any], port: int) -> bool:
+    """Whether one `allows` entry lets TCP `port` through: protocol all/tcp, no ports = every port, ranges."""
+    protocol = str(allow.get("protocol", "")).lower()
+    if protocol in ("all", "-1"):
+        return True
+    if protocol not in ("tcp", "6"):
+        return False
+    ports = allow.get("ports") or []
+    for spec in ports:
+        low, _, high = str(spec).partition("-")
+        try:
+            if int(low) <= port <= int(high or low):
+                return True
+        except ValueError:
+            return True  # a port spec we cannot read is not proof that SSH stays closed
+    return not ports
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _networks(sources: Iterable[str], *, keep_invalid: bool = False) -> list[Network | None]:
+    """The source ranges as networks (host bits ignored, as Google Cloud does); invalid ones dropped or None."""
+    out: list[Network | None] = []
+    for source in sources:
+        try:
+            out.append(ipaddress.ip_network(source, strict=False))
+        except ValueError:
+            if keep_invalid:
+                out.append(None)
+    return out
+
+
+def _internet_v4() -> list[Network]:
+    """0.0.0.0/0 without the ranges no internet packet comes from."""
+    return _subtract([ipaddress.IPv4Network("0.0.0.0/0")], NOT_INTERNET_V4)
+
+
+def _subtract(blocks: Iterable[Network], removed: Iterable[Network | None]) -> list[Network]:
+    """`blocks` minus every network in `removed`: what of them is left uncovered."""
+    left = list(blocks)
+    for net in removed:
+        if net is None:
+            continue
+        nxt: list[Network] = []
+        for block in left:
+            if block.version != net.version or not block.overlaps(net):
+                nxt.append(block)
+            elif not block.subnet_of(net):  # type: ignore[arg-type]
+                nxt.extend(block.address_exclude(net))  # type: ignore[arg-type]
+        left = nxt
+    return left
 
 
 def _has_gpu(inputs: Inputs) -> bool:

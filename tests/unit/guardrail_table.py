@@ -1,0 +1,226 @@
+"""The one table of guardrail cases: a GOOD production stack that passes every rule, and per rule the
+BAD changes it must reject. Both the offline plan's `evaluate` (test_plan_guardrails.py) and the
+policy pack's validators (test_policy_pack.py) are driven by it, so they cannot drift apart.
+
+A case is a whole stack (type token, resource name, inputs), because some rules judge a resource by
+what the rest of the stack says (production, CMEK in use, the VMs' account). The judged resource is
+always named `judged`.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+INSTANCE = "gcp:compute/instance:Instance"
+FIREWALL = "gcp:compute/firewall:Firewall"
+SUBNETWORK = "gcp:compute/subnetwork:Subnetwork"
+BUCKET = "gcp:storage/bucket:Bucket"
+DATASET = "gcp:bigquery/dataset:Dataset"
+TABLE = "gcp:bigquery/table:Table"
+PROJECT_MEMBER = "gcp:projects/iAMMember:IAMMember"
+BUCKET_MEMBER = "gcp:storage/bucketIAMMember:BucketIAMMember"
+DATASET_MEMBER = "gcp:bigquery/datasetIamMember:DatasetIamMember"
+TABLE_MEMBER = "gcp:bigquery/iamMember:IamMember"
+PROJECT_ITEM = "gcp:compute/projectMetadataItem:ProjectMetadataItem"
+
+KEY = "projects/p/locations/us-central1/keyRings/r/cryptoKeys/k"
+VM_EMAIL = "cn-prod-vm@p.iam.gserviceaccount.com"
+VM = f"serviceAccount:{VM_EMAIL}"
+EDGE = "serviceAccount:cn-prod-edge@p.iam.gserviceaccount.com"
+IAP = "35.235.240.0/20"
+
+
+def labels(env: str) -> dict[str, str]:
+    return {"environment": env, "managed-by": "cnctl"}
+
+
+def good_instance(env: str = "prod") -> dict[str, Any]:
+    return {
+        "machineType": "n1-standard-8",
+        "guestAccelerators": [{"type": "nvidia-tesla-t4", "count": 1}],
+        "networkInterfaces": [{"subnetwork": "projects/p/regions/r/subnetworks/s"}],
+        "scheduling": {"onHostMaintenance": "TERMINATE", "provisioningModel": "STANDARD", "preemptible": False},
+        "shieldedInstanceConfig": {"enableVtpm": True, "enableIntegrityMonitoring": True},
+        "serviceAccount": {"email": VM_EMAIL, "scopes": ["cloud-platform"]},
+        "metadata": {"enable-oslogin": "TRUE", "block-project-ssh-keys": "TRUE", "startup-script": "#!/bin/sh"},
+        "bootDisk": {"kmsKeySelfLink": KEY, "initializeParams": {"type": "pd-balanced"}},
+        "deletionProtection": True,
+        "labels": labels(env),
+    }
+
+
+LOGGED = {"metadata": "INCLUDE_ALL_METADATA"}
+
+# One production stack that passes every rule: (type token, name, inputs).
+GOOD: list[tuple[str, str, dict[str, Any]]] = [
+    (INSTANCE, "vm", good_instance()),
+    (INSTANCE, "vm-g2", {**good_instance(), "machineType": "g2-standard-8", "guestAccelerators": None}),
+    (FIREWALL, "ssh", {"direction": "INGRESS", "allows": [{"protocol": "tcp", "ports": ["22"]}],
+                       "sourceRanges": [IAP], "logConfig": LOGGED}),
+    (FIREWALL, "inference", {"direction": "INGRESS", "allows": [{"protocol": "tcp", "ports": ["8000-8002"]}],
+                             "sourceRanges": ["10.40.0.0/16", "100.64.0.0/10"], "logConfig": LOGGED}),
+    (FIREWALL, "deny-all", {"direction": "INGRESS", "denies": [{"protocol": "all"}], "sourceRanges": ["0.0.0.0/0"]}),
+    (FIREWALL, "egress", {"direction": "EGRESS", "allows": [{"protocol": "tcp"}], "destinationRanges": ["0.0.0.0/0"]}),
+    (SUBNETWORK, "subnet", {"ipCidrRange": "10.30.0.0/24", "logConfig": {"aggregationInterval": "INTERVAL_5_SEC"}}),
+    (BUCKET, "results", {"publicAccessPrevention": "enforced", "uniformBucketLevelAccess": True, "forceDestroy": False,
+                         "encryption": {"defaultKmsKeyName": KEY}, "labels": labels("prod")}),
+    (DATASET, "dataset", {"datasetId": "d", "location": "europe-west4", "deleteContentsOnDestroy": False,
+                          "defaultEncryptionConfiguration": {"kmsKeyName": KEY}, "labels": labels("prod")}),
+    (TABLE, "table", {"datasetId": "d", "tableId": "t", "deletionProtection": True, "labels": labels("prod")}),
+    (PROJECT_MEMBER, "jobs", {"project": "p", "role": "roles/bigquery.jobUser", "member": VM}),
+    (BUCKET_MEMBER, "frames", {"bucket": "b", "role": "roles/storage.objectAdmin", "member": VM}),
+    (BUCKET_MEMBER, "uploads", {"bucket": "b", "role": "roles/storage.objectCreator", "member": EDGE}),
+    (DATASET_MEMBER, "rows", {"datasetId": "d", "role": "roles/bigquery.dataEditor", "member": VM}),
+    (TABLE_MEMBER, "inserts", {"datasetId": "d", "tableId": "t", "role": "projects/p/roles/inserter", "member": EDGE}),
+]
+
+# The same stack as dev without CMEK: Spot VMs, no deletion protection and no logging are fine there.
+GOOD_DEV: list[tuple[str, str, dict[str, Any]]] = [
+    (INSTANCE, "vm", {**good_instance("dev"), "deletionProtection": False, "bootDisk": {},
+                      "scheduling": {"onHostMaintenance": "TERMINATE", "provisioningModel": "SPOT", "preemptible": True}}),
+    (FIREWALL, "ssh", {"direction": "INGRESS", "allows": [{"protocol": "tcp", "ports": ["22"]}], "sourceRanges": [IAP]}),
+    (SUBNETWORK, "subnet", {"ipCidrRange": "10.20.0.0/24"}),
+    (BUCKET, "results", {"publicAccessPrevention": "enforced", "uniformBucketLevelAccess": True, "forceDestroy": True,
+                         "labels": labels("dev")}),
+    (DATASET, "dataset", {"datasetId": "d", "location": "us-central1", "deleteContentsOnDestroy": True,
+                          "labels": labels("dev")}),
+    (TABLE, "table", {"datasetId": "d", "tableId": "t", "deletionProtection": False, "labels": labels("dev")}),
+]
+
+
+def inputs_of(name: str, stack: list[tuple[str, str, dict[str, Any]]] = GOOD) -> dict[str, Any]:
+    return copy.deepcopy(next(i for _, n, i in stack if n == name))
+
+
+def changed(name: str, **changes: Any) -> dict[str, Any]:
+    """GOOD's resource `name` with top-level keys replaced (None removes the key)."""
+    inputs = inputs_of(name)
+    for key, value in changes.items():
+        if value is None:
+            inputs.pop(key, None)
+        else:
+            inputs[key] = value
+    return inputs
+
+
+def with_metadata(**items: str | None) -> dict[str, Any]:
+    metadata = {k: v for k, v in {**inputs_of("vm")["metadata"], **items}.items() if v is not None}
+    return changed("vm", metadata=metadata)
+
+
+@dataclass(frozen=True)
+class Bad:
+    """A stack that breaks `rule` at the resource named `judged`: GOOD (or `base`) plus this resource."""
+
+    rule: str
+    type: str
+    inputs: dict[str, Any]
+    base: tuple[tuple[str, str, dict[str, Any]], ...] = tuple(GOOD)
+    why: str = ""
+
+    def stack(self) -> list[tuple[str, str, dict[str, Any]]]:
+        return [*copy.deepcopy(list(self.base)), (self.type, "judged", copy.deepcopy(self.inputs))]
+
+
+def fw(sources: list[str] | None, ports: list[str] | None = None, protocol: str = "tcp", **extra: Any) -> dict[str, Any]:
+    allow: dict[str, Any] = {"protocol": protocol}
+    if ports is not None:
+        allow["ports"] = ports
+    inputs: dict[str, Any] = {"direction": "INGRESS", "allows": [allow], "logConfig": LOGGED, **extra}
+    if sources is not None:
+        inputs["sourceRanges"] = sources
+    return inputs
+
+
+G2_BARE = {**changed("vm", guestAccelerators=None, scheduling={}), "machineType": "g2-standard-8"}
+DEV = tuple(GOOD_DEV)
+
+BAD: list[Bad] = [
+    Bad("no-external-ip", INSTANCE, changed("vm", networkInterfaces=[{"subnetwork": "s", "accessConfigs": [{}]}])),
+    Bad("no-external-ip", INSTANCE, changed("vm", networkInterfaces=[{"subnetwork": "s", "ipv6AccessConfigs": [{}]}])),
+    Bad("no-open-ingress", FIREWALL, fw(["10.0.0.0/8", "0.0.0.0/0"], ["8000"])),
+    Bad("no-open-ingress", FIREWALL, fw(["::/0"], ["8000"])),
+    Bad("no-open-ingress", FIREWALL, fw(None, ["8000"]), why="no source at all is 0.0.0.0/0"),
+    Bad("no-open-ingress", FIREWALL, fw(["0.0.0.0/1", "128.0.0.0/1"], ["8000"]), why="two halves are the internet"),
+    Bad("no-open-ingress", FIREWALL, fw(["0.0.0.0/2", "64.0.0.0/2", "128.0.0.0/2", "192.0.0.0/2"], ["443"])),
+    Bad("no-open-ingress", FIREWALL, fw(["1.0.0.0/8", "2.0.0.0/7", "4.0.0.0/6", "8.0.0.0/5", "16.0.0.0/4", "32.0.0.0/3",
+                                        "64.0.0.0/2", "128.0.0.0/1"], ["443"]),
+        why="every public range, skipping only 0.0.0.0/8 which is not the internet"),
+    Bad("no-open-ingress", FIREWALL, fw(["2000::/4", "3000::/4"], ["443"]), why="all of IPv6 global unicast"),
+    Bad("ssh-only-from-iap", FIREWALL, fw(["10.0.0.0/8"], ["22"])),
+    Bad("ssh-only-from-iap", FIREWALL, fw(["10.40.0.0/16"], ["8000-8002", "20-30"]), why="a range that spans 22"),
+    Bad("ssh-only-from-iap", FIREWALL, fw(["10.40.0.0/16"], None), why="tcp with no ports is every port"),
+    Bad("ssh-only-from-iap", FIREWALL, fw(["10.40.0.0/16"], None, protocol="all")),
+    Bad("ssh-only-from-iap", FIREWALL, fw([IAP, "35.235.0.0/16"], ["22"]), why="wider than IAP's range"),
+    Bad("ssh-only-from-iap", FIREWALL, fw([], ["22"], sourceTags=["bastion"])),
+    Bad("os-login-enforced", INSTANCE, with_metadata(**{"enable-oslogin": "FALSE"})),
+    Bad("os-login-enforced", INSTANCE, with_metadata(**{"enable-oslogin": None})),
+    Bad("os-login-enforced", INSTANCE, with_metadata(**{"block-project-ssh-keys": "false"})),
+    Bad("os-login-enforced", INSTANCE, with_metadata(**{"ssh-keys": "root:ssh-ed25519 AAAA"})),
+    Bad("os-login-enforced", PROJECT_ITEM, {"key": "enable-oslogin", "value": "FALSE"}),
+    Bad("os-login-enforced", PROJECT_ITEM, {"key": "ssh-keys", "value": "me:ssh-rsa AAAA"}),
+    Bad("buckets-private", BUCKET, changed("results", publicAccessPrevention="inherited")),
+    Bad("buckets-private", BUCKET, changed("results", publicAccessPrevention=None)),
+    Bad("buckets-private", BUCKET, changed("results", uniformBucketLevelAccess=False)),
+    Bad("no-default-compute-service-account", INSTANCE,
+        changed("vm", serviceAccount={"email": "123-compute@developer.gserviceaccount.com"})),
+    Bad("no-default-compute-service-account", INSTANCE, changed("vm", serviceAccount={"email": "default"})),
+    Bad("no-default-compute-service-account", INSTANCE, changed("vm", serviceAccount={"scopes": ["cloud-platform"]})),
+    Bad("no-default-compute-service-account", PROJECT_MEMBER,
+        {"project": "p", "role": "roles/logging.logWriter", "member": "serviceAccount:1-compute@developer.gserviceaccount.com"}),
+    Bad("no-primitive-roles", PROJECT_MEMBER, {"project": "p", "role": "roles/editor", "member": VM}),
+    Bad("no-primitive-roles", PROJECT_MEMBER, {"project": "p", "role": "roles/owner", "member": VM}),
+    Bad("no-primitive-roles", BUCKET_MEMBER, {"bucket": "b", "role": "roles/viewer", "member": VM}),
+    Bad("no-primitive-roles", "gcp:projects/iAMPolicy:IAMPolicy",
+        {"project": "p", "policyData": '{"bindings": [{"role": "roles/owner", "members": []}]}'}),
+    Bad("no-project-storage-roles", PROJECT_MEMBER, {"project": "p", "role": "roles/storage.objectAdmin", "member": VM}),
+    Bad("no-project-storage-roles", "gcp:projects/iAMBinding:IAMBinding",
+        {"project": "p", "role": "roles/storage.admin", "members": [VM]}),
+    Bad("gpu-vms-terminate-on-maintenance", INSTANCE, changed("vm", scheduling={"onHostMaintenance": "MIGRATE"})),
+    Bad("gpu-vms-terminate-on-maintenance", INSTANCE, changed("vm", scheduling=None)),
+    Bad("gpu-vms-terminate-on-maintenance", INSTANCE, G2_BARE, why="the GPU comes with the g2 shape"),
+    Bad("shielded-vm", INSTANCE, changed("vm", shieldedInstanceConfig={"enableVtpm": True})),
+    Bad("shielded-vm", INSTANCE, changed("vm", shieldedInstanceConfig={"enableIntegrityMonitoring": True})),
+    Bad("shielded-vm", INSTANCE, changed("vm", shieldedInstanceConfig=None)),
+    Bad("dataset-location-set", DATASET, changed("dataset", location=None)),
+    Bad("dataset-location-set", DATASET, changed("dataset", location="")),
+    Bad("labels-present", INSTANCE, changed("vm", labels=None)),
+    Bad("labels-present", BUCKET, changed("results", labels={"environment": "prod"})),
+    Bad("labels-present", DATASET, changed("dataset", labels={})),
+    Bad("labels-present", TABLE, changed("table", labels={"managed-by": "cnctl"})),
+    Bad("production-keeps-deletion-protection", INSTANCE, changed("vm", deletionProtection=False)),
+    Bad("production-keeps-deletion-protection", INSTANCE, changed("vm", deletionProtection=None)),
+    Bad("production-keeps-deletion-protection", TABLE, changed("table", deletionProtection=False)),
+    Bad("production-keeps-deletion-protection", BUCKET, changed("results", forceDestroy=True)),
+    Bad("production-keeps-deletion-protection", DATASET, changed("dataset", deleteContentsOnDestroy=True)),
+    Bad("production-no-spot", INSTANCE, changed("vm", scheduling={"onHostMaintenance": "TERMINATE",
+                                                                 "provisioningModel": "SPOT"})),
+    Bad("production-no-spot", INSTANCE, changed("vm", scheduling={"onHostMaintenance": "TERMINATE", "preemptible": True})),
+    Bad("detections-rewritten-only-by-the-vm", DATASET_MEMBER,
+        {"datasetId": "d", "role": "roles/bigquery.dataEditor", "member": EDGE}),
+    Bad("detections-rewritten-only-by-the-vm", TABLE_MEMBER,
+        {"datasetId": "d", "tableId": "t", "role": "roles/bigquery.dataOwner", "member": "user:someone@example.com"}),
+    Bad("detections-rewritten-only-by-the-vm", PROJECT_MEMBER, {"project": "p", "role": "roles/bigquery.admin", "member": EDGE},
+        base=DEV, why="no VM account in the stack at all is no excuse"),
+    Bad("detections-rewritten-only-by-the-vm", "gcp:bigquery/datasetIamBinding:DatasetIamBinding",
+        {"datasetId": "d", "role": "roles/bigquery.dataEditor", "members": [VM, EDGE]}),
+    Bad("cmek-everywhere", BUCKET, changed("results", encryption=None)),
+    Bad("cmek-everywhere", DATASET, changed("dataset", defaultEncryptionConfiguration=None)),
+    Bad("cmek-everywhere", INSTANCE, changed("vm", bootDisk={"initializeParams": {"type": "pd-balanced"}})),
+    Bad("production-logs-traffic", SUBNETWORK, {"ipCidrRange": "10.31.0.0/24"}),
+    Bad("production-logs-traffic", FIREWALL, fw([IAP], ["22"], logConfig=None)),
+]
+
+# Changes every rule must accept (their GOOD counterpart in the dev stack, or a near miss of a BAD case).
+ALSO_GOOD: list[tuple[tuple[tuple[str, str, dict[str, Any]], ...], str, dict[str, Any]]] = [
+    (DEV, INSTANCE, inputs_of("vm", GOOD_DEV)),
+    (tuple(GOOD), FIREWALL, fw(["0.0.0.0/1", "128.0.0.0/2"], ["443"])),  # three quarters is not all of it
+    (tuple(GOOD), FIREWALL, fw(["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"], ["8000"])),
+    (tuple(GOOD), FIREWALL, fw(["35.235.240.0/24"], ["22"])),  # inside IAP's range
+    (tuple(GOOD), FIREWALL, fw(["10.40.0.0/16"], ["8000-8002", "23-65535"])),  # spans everything but 22
+    (tuple(GOOD), FIREWALL, fw(["10.40.0.0/16"], None, protocol="udp")),
+    (tuple(GOOD), PROJECT_ITEM, {"key": "enable-oslogin", "value": "TRUE"}),
+    (tuple(GOOD), DATASET_MEMBER, {"datasetId": "d", "role": "roles/bigquery.dataViewer", "member": EDGE}),
+]
