@@ -30,10 +30,14 @@ def test_every_cloud_stack_is_planned_and_previewed() -> None:
 
 
 def test_the_offline_plan_uses_no_secret_and_comments_only_where_the_token_can() -> None:
-    job = _workflow()["jobs"]["offline-plan"]
-    assert "secrets." not in yaml.safe_dump(job)
-    comment = next(s for s in job["steps"] if s.get("name", "").startswith("one comment per stack"))
-    assert comment["if"] == SAME_REPO
+    jobs = _workflow()["jobs"]
+    assert "secrets." not in yaml.safe_dump(jobs["offline-plan"])
+    assert jobs["offline-plan"]["permissions"] == {"contents": "read"}
+    comment_job = jobs["comment"]
+    assert SAME_REPO in comment_job["if"] and comment_job["needs"] == "offline-plan"
+    assert comment_job["permissions"] == {"pull-requests": "write"}
+    assert not any("checkout" in step.get("uses", "") for step in comment_job["steps"])  # runs no PR code
+    comment = next(s for s in comment_job["steps"] if s.get("name", "").startswith("one comment per stack"))
     assert "cnctl-plan:${process.env.STACK}" in comment["with"]["script"]
     assert "updateComment" in comment["with"]["script"]
 
@@ -45,5 +49,5 @@ def test_the_real_preview_runs_only_for_this_repository_and_behind_the_guardrail
     assert any("cnctl preview" in step.get("run", "") for step in job["steps"])
 
 
-def test_workflow_permissions_default_to_read_only() -> None:
-    assert _workflow()["permissions"] == {"contents": "read"}
+def test_workflow_permissions_default_to_none() -> None:
+    assert _workflow()["permissions"] == {}
