@@ -138,12 +138,15 @@ def installed_matching(installed: Mapping[str, str], patterns: Sequence[str]) ->
 # --- nvidia: the driver answers --------------------------------------------------------------------
 
 
-def driver_problem(gpus: Sequence[Mapping[str, Any]], wishes: Wishes) -> str:
-    """nvidia-smi must list GPUs at the driver version the stack pins (image-provided: of its branch)."""
+def driver_problem(gpus: Sequence[Mapping[str, Any]], wishes: Wishes, secure_boot: bool | None = None) -> str:
+    """nvidia-smi must list GPUs at the driver version the stack pins (image-provided: of its branch). With
+    Secure Boot on, a driver that does not load is most likely unsigned: say so (it fails silently)."""
     want = wishes.get("cn_driver_version")
     branch = wishes["cn_driver_branch"]
     if not gpus:
-        return "nvidia-smi lists no GPU (driver not loaded, or no GPU)"
+        hint = ("; Secure Boot is on and the driver's modules are not signed for it: enroll the DKMS signing key "
+                "(MOK) or turn Secure Boot off" if secure_boot else "")
+        return f"nvidia-smi lists no GPU (driver not loaded, or no GPU){hint}"
     versions = sorted({g["driver_version"] for g in gpus})
     if want is not None and versions != [want]:
         return f"nvidia-smi reports driver {', '.join(versions)}, the stack pins {want}"

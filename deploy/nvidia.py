@@ -31,7 +31,7 @@ from pyinfra.operations import files, server
 
 from deploy import checks
 from deploy.facts import DpkgVersions, NvccRelease, NvidiaGpus, OsIdentity
-from deploy.probe import LoadedModules
+from deploy.probe import LoadedModules, SecureBoot
 from deploy.steps import (
     after_change,
     apt_pins,
@@ -86,7 +86,7 @@ def driver_settled(first_install: bool, reboot: str, marker: str, reboot_timeout
 
 
 def _driver_problem(wants: dict[str, Any]) -> str:
-    return checks.driver_problem(host.get_fact(NvidiaGpus), wants)
+    return checks.driver_problem(host.get_fact(NvidiaGpus), wants, host.get_fact(SecureBoot))
 
 
 def _nvcc_problem(wants: dict[str, Any]) -> str:

@@ -56,7 +56,22 @@ class NvidiaCtkDaemonJson(FactBase):
         return bool(output) and output[-1].strip() == "same"
 
 
+class SecureBoot(FactBase):
+    """Whether UEFI Secure Boot is on (the SecureBoot EFI variable's value byte): True, False, or None on a
+    host without EFI variables (BIOS boot, containers). Unsigned (DKMS-built) driver modules do not load
+    while it is on."""
+
+    def command(self) -> str:
+        return ("od -An -t u1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-e0e5bd6a9c2a "
+                "2>/dev/null || true")
+
+    def process(self, output: list[str]) -> bool | None:
+        values = " ".join(output).split()
+        return values[-1] == "1" if values else None
+
+
 FACTS["LoadedModules"] = LoadedModules
+FACTS["SecureBoot"] = SecureBoot
 FACTS["NvidiaCtkDaemonJson"] = NvidiaCtkDaemonJson
 
 Probes = Mapping[str, Sequence[Any]]

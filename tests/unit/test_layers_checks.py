@@ -156,6 +156,22 @@ def test_the_driver_must_answer_at_the_pinned_version(smi: list[str], cloud: boo
     assert checks.driver_problem(NvidiaGpus().process(smi), wishes) == problem
 
 
+@pytest.mark.parametrize(("efivar", "on"), [
+    (["  6   0   0   0   1"], True),   # `od -An -t u1` of the SecureBoot variable: 4 attribute bytes, then the value
+    (["  6   0   0   0   0"], False),
+    ([], None),                       # no EFI variables: BIOS boot, or a container
+])
+def test_secure_boot_is_read_from_its_efi_variable(efivar: list[str], on: bool | None) -> None:
+    assert probe.SecureBoot().process(efivar) is on
+
+
+def test_a_driver_that_does_not_load_under_secure_boot_says_why() -> None:
+    wishes = {"cn_driver_branch": "550", "cn_driver_version": "550.90.07"}
+    problem = checks.driver_problem(NvidiaGpus().process(SMI_FAILED), wishes, secure_boot=True)
+    assert problem.startswith("nvidia-smi lists no GPU") and "Secure Boot is on" in problem and "MOK" in problem
+    assert "Secure Boot" not in checks.driver_problem(NvidiaGpus().process(SMI_FAILED), wishes, secure_boot=None)
+
+
 NVCC_124 = ["nvcc: NVIDIA (R) Cuda compiler driver", "Built on Thu_Mar_28_02:18:24_PDT_2024",
             "Cuda compilation tools, release 12.4, V12.4.131", "Build cuda_12.4.r12.4/compiler.34097967_0"]
 
