@@ -266,3 +266,14 @@ def test_one_probe_round_trip_parses_to_what_each_fact_gives_alone(tmp_path: Pat
 def test_an_unknown_fact_in_a_probe_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="unknown fact 'NvidiaSmi'"):
         probe.script({"x": ["NvidiaSmi"]})
+
+
+def test_docker_io_pins_name_os_releases_the_matrix_supports() -> None:
+    """A docker.io pin for a release no platform runs would never apply; a pin must be an apt version glob."""
+    platforms = catalog().platforms
+    codenames = {os.codename for os in platforms.servers.os} | {platforms.jetson.os.codename}
+    docker_io = platforms.container.docker_io
+    assert set(docker_io.releases) <= codenames
+    assert set(docker_io.verified) == set(docker_io.releases)
+    for pins in docker_io.releases.values():
+        assert set(pins) == set(docker_io.packages)
