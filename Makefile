@@ -8,7 +8,12 @@ STACK   ?= dev
 # Built artifacts (sandbox image, stand-in packages, wheelhouse) live outside the repo.
 export CNCTL_CACHE ?= /var/cache/cnctl
 
-.PHONY: venv plan test typecheck bench clean
+.PHONY: setup venv plan test typecheck bench clean
+
+# System packages (one list: cnctl/sandbox/prereqs.py) and arm64 emulation; as root it installs what is
+# missing, otherwise it says what to run. Standard library only: it runs before the virtualenv exists.
+setup:
+	@$(PYTHON) cnctl/sandbox/prereqs.py ensure
 
 UV_VERSION := $(shell sed -n 's/^dev = \["uv==\([0-9.]*\)"\]/\1/p' pyproject.toml)
 
@@ -26,7 +31,7 @@ plan: venv  ## the offline plan of a stack (STACK=dev): resources and guardrail 
 typecheck: venv
 	$(BIN)/mypy cnctl
 
-test: venv  ## the whole test suite (unit, mock engine, type check, sandbox fleet)
+test: setup venv  ## the whole test suite (unit, mock engine, type check, sandbox fleet)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest tests
 
 bench: venv  ## print the benchmark tables (the sandbox one needs root)
@@ -40,7 +45,7 @@ clean:
 # --- the sandbox fleet (stacks/Pulumi.local.yaml): needs root; see docs/sandbox.md -----------------
 .PHONY: demo demo-down
 
-demo: venv  ## boot the sandbox fleet and its site services, deploy to it with pyinfra, show its status
+demo: setup venv  ## boot the sandbox fleet and its site services, deploy to it with pyinfra, show its status
 	$(BIN)/cnctl sandbox up --stack local
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pyinfra -y hosts/sandbox.py deploy.py
 	$(BIN)/cnctl sandbox status

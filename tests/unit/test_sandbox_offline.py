@@ -159,16 +159,6 @@ def test_the_image_cache_key_follows_the_recipe(monkeypatch: pytest.MonkeyPatch)
 # --- prerequisites and names -------------------------------------------------------------------
 
 
-def test_non_root_and_missing_tools_are_explained_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    monkeypatch.setattr(prereqs, "missing_tools", lambda tools=prereqs.TOOLS: {"systemd-nspawn": "systemd-container"})
-    with pytest.raises(SandboxProblem) as raised:
-        prereqs.require("start the sandbox")
-    message = str(raised.value)
-    assert "must run as root" in message and "sudo" in message
-    assert "apt-get install -y debootstrap systemd-container iproute2" in message
-
-
 def test_a_prefix_must_fit_an_interface_name() -> None:
     assert len(Instance(prefix="abcdefghij").uplink) <= 15  # IFNAMSIZ - 1
     with pytest.raises(SandboxProblem, match="prefix"):
@@ -187,7 +177,7 @@ def _state(tmp_path: Path) -> tuple[Instance, FleetState]:
     state = FleetState(
         prefix="cnun", state_dir=str(inst.state_dir), stack="local", subnet="172.31.254.0/24",
         machine_address="172.31.254.1", site_address="172.31.254.2", site_netns="cnun-site", uplink="cnun-up",
-        image="/img", ssh_key="/k/id_ed25519", known_hosts="/k/known_hosts", phase="up",
+        images={"amd64": "/img"}, ssh_key="/k/id_ed25519", known_hosts="/k/known_hosts", phase="up",
         hosts=[HostState(s, f"cnun-h-{s.name}", f"/m/{s.name}") for s in specs],
         site={"apt_url": "http://172.31.254.2:8080/apt/", "apt_keyring": "/c/site/apt/cnctl-sandbox.gpg"},
     )
