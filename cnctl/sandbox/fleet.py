@@ -68,13 +68,15 @@ def _bring_up(inst: Instance, cfg: StackConfig, layout: Layout, stack: str, prog
     timings: dict[str, float] = {}
     mark = time.monotonic()
 
-    rootfs = image.ensure_image(inst.image_cache, progress)
+    # Both architectures always: the site's Debian packages are resolved against each image.
+    rootfs = {arch: image.ensure_image(inst.image_cache, progress, arch) for arch in image.ARCHES}
     timings["image"] = _lap(mark)
     mark = time.monotonic()
 
     site_api = _site_api()
-    with progress.step("site content (stand-in packages, signed apt repo, model archive)"):
-        content = site_api.build_site_content(inst.cache, progress=progress.note)
+    with progress.step("site content (signed apt repo, Debian's Docker packages, registry images, model)"):
+        content = site_api.build_site_content(inst.cache, progress=progress.note, host_images=rootfs,
+                                              mirror=image.debian_mirror())
     timings["site_content"] = _lap(mark)
     mark = time.monotonic()
 
@@ -83,7 +85,7 @@ def _bring_up(inst: Instance, cfg: StackConfig, layout: Layout, stack: str, prog
     state = FleetState(
         prefix=inst.prefix, state_dir=str(inst.state_dir), stack=stack, subnet=layout.subnet,
         machine_address=layout.machine_address, site_address=layout.site_address,
-        site_netns=inst.site_netns, uplink=inst.uplink, image=str(rootfs), ssh_key=str(key),
+        site_netns=inst.site_netns, uplink=inst.uplink, images={a: str(p) for a, p in rootfs.items()}, ssh_key=str(key),
         known_hosts=str(inst.ssh_dir / "known_hosts"),
         hosts=[HostState(spec, inst.host_netns(spec.name), str(host.merged_dir(inst, spec.name))) for spec in layout.hosts],
         inventories={"pyinfra": str(PYINFRA_INVENTORY), "ansible": str(inst.ansible_inventory)},
@@ -95,7 +97,7 @@ def _bring_up(inst: Instance, cfg: StackConfig, layout: Layout, stack: str, prog
         buckets = cfg.storage.buckets
         endpoints = site_api.start_site_services(
             inst.site_netns, layout.site_address, inst.state_dir, inst.cache,
-            buckets=(buckets.images, buckets.results, buckets.models),
+            buckets=(buckets.images, buckets.results, buckets.models), registry_port=site_api.REGISTRY_PORT,
         )
         state.site = endpoints.to_json()
         save(inst, state)
@@ -107,8 +109,8 @@ def _bring_up(inst: Instance, cfg: StackConfig, layout: Layout, stack: str, prog
     public = keys.public_key(key)
     with progress.step(f"boot {len(state.hosts)} hosts"):
         for hs in state.hosts:
-            merged = host.mount_disk(inst, rootfs, hs.name)
-            hs.host_key = host.personalize(merged, hs.spec, public)
+            merged = host.mount_disk(inst, rootfs[hs.spec.arch], hs.name)
+            hs.host_key = host.personalize(merged, hs.spec, public, endpoints, host.machine_name(inst, hs.name))
             network.attach_host(inst, layout, hs.spec)
             hs.pid = host.boot(inst, hs.spec, merged, hs.netns)
             save(inst, state)
@@ -137,6 +139,10 @@ def _stack_drift(cfg: StackConfig, endpoints: Any, content: Any) -> list[str]:
         if cfg.model.sha256 != content.model_sha256:
             problems.append(f"model.sha256 is {cfg.model.sha256}, the stand-in archive's is {content.model_sha256}")
     return problems
+
+
+def _endpoints_of(fleet: FleetState) -> Any:
+    return _site_api().SiteEndpoints.from_json(fleet.site) if fleet.site else None
 
 
 def _site_api() -> Any:
@@ -186,14 +192,16 @@ def status(inst: Instance, *, probe: bool = True) -> dict[str, Any]:
                 result = ssh(state, hs, "systemctl is-system-running", timeout=15)
                 row["ssh"] = result.returncode in (0, 1) and bool(result.stdout.strip())
                 row["systemd"] = result.stdout.strip() or None
-            except Exception:  # noqa: BLE001 - a probe reports, it does not raise
+            except Exception:
                 row["ssh"] = False
         return row
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         hosts = list(pool.map(probe_host, state.hosts))
-    services = {name: {"url": url, "answering": _answers(url) if probe else None}
-                for name, url in sorted((state.site or {}).items()) if name.endswith("_url")}
+    urls = {name.removesuffix("_url"): url for name, url in (state.site or {}).items() if name.endswith("_url")}
+    if (state.site or {}).get("registry"):
+        urls["registry"] = f"https://{state.site['registry']}/v2/"  # type: ignore[index]
+    services = {name: {"url": url, "answering": _answers(url) if probe else None} for name, url in sorted(urls.items())}
     healthy = state.phase == "up" and all(h["running"] and (h["ssh"] or not probe) for h in hosts)
     return {
         "up": state.phase == "up",
@@ -263,8 +271,9 @@ def boot_fresh_host(inst: Instance, fleet: FleetState, spec: HostSpec, timeout: 
         raise SandboxProblem(f"{spec.name} is already a fleet host")
     hs = HostState(spec, inst.host_netns(spec.name), str(host.merged_dir(inst, spec.name)))
     try:
-        merged = host.mount_disk(inst, Path(fleet.image), spec.name)
-        hs.host_key = host.personalize(merged, spec, keys.public_key(Path(fleet.ssh_key)))
+        merged = host.mount_disk(inst, Path(fleet.images[spec.arch]), spec.name)
+        hs.host_key = host.personalize(merged, spec, keys.public_key(Path(fleet.ssh_key)), _endpoints_of(fleet),
+                                       host.machine_name(inst, spec.name))
         network.attach_host(inst, fleet.layout, spec)
         hs.pid = host.boot(inst, spec, merged, hs.netns)
         host.wait_for_ssh(inst, {spec.name: (spec.address, hs.pid)}, timeout)

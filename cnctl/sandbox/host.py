@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from cnctl.sandbox import keys, mounts, procs
 from cnctl.sandbox.errors import SandboxFailure
@@ -44,8 +45,10 @@ def mount_disk(inst: Instance, image: Path, name: str) -> Path:
     return merged
 
 
-def personalize(merged: Path, host: HostSpec, client_public_key: str) -> str:
-    """Ensure the disk is this host's: name, machine id, host key, deploy user, platform files.
+def personalize(merged: Path, host: HostSpec, client_public_key: str, site: Any = None,
+                machine: str | None = None) -> str:
+    """Ensure the disk is this host's: name, machine id, host key, deploy user, platform files, and trust in
+    the site registry's certificate (as a plant's provisioning gives its hosts the plant's CA).
 
     Returns the host's SSH public key (for known_hosts).
     """
@@ -58,6 +61,11 @@ def personalize(merged: Path, host: HostSpec, client_public_key: str) -> str:
     if host.flavour == "jetson":
         assert host.l4t is not None
         write_file(etc / "nv_tegra_release", nv_tegra_release(host.l4t))
+    _engine_options(etc, host, machine or host.name)
+    if site is not None and site.registry and site.registry_ca:
+        certs = etc / "docker" / "certs.d" / site.registry
+        certs.mkdir(parents=True, exist_ok=True)
+        write_file(certs / "ca.crt", Path(site.registry_ca).read_bytes())
     return host_key
 
 
@@ -77,6 +85,22 @@ def _ensure_user(merged: Path, user: str, public_key: str) -> None:
     write_file(merged / "etc" / "sudoers.d" / user, f"{user} ALL=(ALL:ALL) NOPASSWD: ALL\n", mode=0o440)
 
 
+def engine_cgroup(machine: str) -> str:
+    """Where the host's containers' cgroups go. cgroup v1 controllers are not namespaced in nspawn: without a
+    parent of its own, every host's engine would share the machine's `/docker`. `cleanup` removes these."""
+    return f"cnctl-{machine}-docker"
+
+
+def _engine_options(etc: Path, host: HostSpec, machine: str) -> None:
+    """dockerd's options the sandbox needs (Debian's docker.service passes $DOCKER_OPTS): a cgroup parent of
+    the host's own and, under qemu-user (which cannot pass nftables netlink messages), no packet filter;
+    published ports still work through docker-proxy. Sandbox facts in a drop-in; the host layers never see it."""
+    options = [f"--cgroup-parent=/{engine_cgroup(machine)}"] + (["--iptables=false"] if host.arch != "amd64" else [])
+    dropin = etc / "systemd" / "system" / "docker.service.d"
+    dropin.mkdir(parents=True, exist_ok=True)
+    write_file(dropin / "20-sandbox-host.conf", f'[Service]\nEnvironment="DOCKER_OPTS={" ".join(options)}"\n')
+
+
 def machine_name(inst: Instance, name: str) -> str:
     """systemd-nspawn's name for the host: prefixed, so two sandboxes with the same host names never share
     nspawn's per-machine files (/run/systemd/nspawn/propagate/<machine>). The host's own hostname comes
@@ -84,8 +108,21 @@ def machine_name(inst: Instance, name: str) -> str:
     return f"{inst.prefix}-{name}"[:64]
 
 
-def nspawn_command(merged: Path, machine: str, netns: str) -> list[str]:
-    """How a host boots: systemd as PID 1 in its own namespace, invisible to the machine's systemd."""
+def docker_dir(inst: Instance, name: str) -> Path:
+    """The host's /var/lib/docker, on the machine's filesystem: overlay2 cannot stack on the overlay root."""
+    return inst.host_dir(name) / "docker"
+
+
+def nspawn_command(merged: Path, machine: str, netns: str, docker: Path | None = None) -> list[str]:
+    """How a host boots: systemd as PID 1 in its own namespace, invisible to the machine's systemd.
+
+    With `docker`, the host can run a container engine: that directory is bound onto /var/lib/docker, the
+    session-keyring syscalls runc needs are allowed (measured, toolchain.md), and the host keeps CAP_NET_ADMIN
+    (nspawn drops it by default) for the engine's bridge and packet filter in the host's own namespace.
+    """
+    engine = [f"--bind={docker}:/var/lib/docker", "--system-call-filter=add_key keyctl",
+              # the engine's bridge and packet filter, inside the host's own network namespace only
+              "--capability=CAP_NET_ADMIN"] if docker else []
     return [
         "systemd-nspawn",
         "--quiet",
@@ -99,15 +136,19 @@ def nspawn_command(merged: Path, machine: str, netns: str) -> list[str]:
         "--link-journal=no",  # never write into the machine's /var/log/journal
         "--resolv-conf=off",  # no DNS on the site network; the image has an empty resolv.conf
         "--timezone=off",
+        *engine,
     ]
 
 
 def boot(inst: Instance, host: HostSpec, merged: Path, netns: str) -> int:
     """Start the host (detached: it outlives this process); return the supervisor's PID."""
-    log = open(inst.host_dir(host.name) / "console.log", "ab")  # noqa: SIM115 - handed to the child
+    docker = docker_dir(inst, host.name)
+    docker.mkdir(mode=0o710, exist_ok=True)
+    log = open(inst.host_dir(host.name) / "console.log", "ab")
     try:
         child = subprocess.Popen(
-            [sys.executable, "-I", str(SUPERVISOR), "--", *nspawn_command(merged, machine_name(inst, host.name), netns)],
+            [sys.executable, "-I", str(SUPERVISOR), "--",
+             *nspawn_command(merged, machine_name(inst, host.name), netns, docker)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -86,15 +86,33 @@ def _apt_sources(sources_dir: Path) -> Iterator[tuple[str, list[str]]]:
                 yield uri, fields.get("suites", "").split()
 
 
-def recipe(mirror: str) -> dict[str, object]:
+ARCHES = ("amd64", "arm64")  # servers are amd64; Jetson hosts are arm64 as on a real Jetson (qemu-user)
+NATIVE_ARCH = "amd64"
+
+# What a booted host needs for a Docker engine to run inside systemd-nspawn (measured, toolchain.md). These
+# belong to the sandbox image, never to the host layers: nspawn mounts the cgroup v1 controllers read-only,
+# and containerd must be able to create cgroups.
+CGROUP_RW_DROPIN = """\
+# The container engine needs writable cgroup controllers; systemd-nspawn mounts them read-only.
+[Service]
+ExecStartPre=/bin/sh -c 'for d in /sys/fs/cgroup/*/; do mount -o remount,bind,rw "$d" "$d" || true; done'
+"""
+# Under qemu-user these units fail with 243/CREDENTIALS (measured): they need no credentials here.
+QEMU_CREDENTIAL_UNITS = ("systemd-sysctl", "systemd-sysusers", "systemd-tmpfiles-setup-dev", "systemd-tmpfiles-setup")
+NO_CREDENTIALS_DROPIN = "[Service]\nLoadCredential=\n"
+
+
+def recipe(mirror: str, arch: str = NATIVE_ARCH) -> dict[str, object]:
     """Everything that decides the image's content; its hash is the cache key."""
     return {
         "suite": SUITE,
         "variant": VARIANT,
+        "arch": arch,
         "packages": list(PACKAGES),
         "mirror": mirror,
         "finish": inspect.getsource(_finish),
         "sshd_config": SSHD_CONFIG,
+        "dropins": [CGROUP_RW_DROPIN, NO_CREDENTIALS_DROPIN, *QEMU_CREDENTIAL_UNITS],
     }
 
 
@@ -102,17 +120,23 @@ def recipe_hash(spec: dict[str, object]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def cached_image(cache: Path, mirror: str | None = None) -> Path | None:
+def _check_arch(arch: str) -> None:
+    if arch not in ARCHES:
+        raise SandboxProblem(f"no sandbox image for architecture {arch!r}; known: {', '.join(ARCHES)}")
+
+
+def cached_image(cache: Path, mirror: str | None = None, arch: str = NATIVE_ARCH) -> Path | None:
     """The cached rootfs for the current recipe, or None when it must be built."""
-    key = recipe_hash(recipe(mirror or debian_mirror()))
+    key = recipe_hash(recipe(mirror or debian_mirror(), arch))
     done = cache / key
     return done / "rootfs" if (done / "recipe.json").is_file() else None
 
 
-def ensure_image(cache: Path, progress: Progress) -> Path:
-    """Ensure the image for the current recipe exists under `cache`; return its rootfs directory."""
+def ensure_image(cache: Path, progress: Progress, arch: str = NATIVE_ARCH) -> Path:
+    """Ensure the image of `arch` for the current recipe exists under `cache`; return its rootfs directory."""
+    _check_arch(arch)
     mirror = debian_mirror()
-    spec = recipe(mirror)
+    spec = recipe(mirror, arch)
     key = recipe_hash(spec)
     done = cache / key
     if (done / "recipe.json").is_file():
@@ -121,30 +145,39 @@ def ensure_image(cache: Path, progress: Progress) -> Path:
     with locked(cache / ".lock"):
         if (done / "recipe.json").is_file():  # another process built it while we waited
             return done / "rootfs"
-        if missing_tools({"debootstrap": "debootstrap"}):
+        if missing_tools({"debootstrap": "debootstrap", "chroot": "coreutils"}):
             raise SandboxProblem("the image build needs debootstrap: `apt-get install -y debootstrap`")
         for stale in cache.glob(".build-*"):  # cut builds; we hold the lock, so nobody is writing them
             mounts.remove_tree(stale)
         staging = cache / f".build-{key}-{os.getpid()}"
+        emulated = " under qemu, a few minutes" if arch != NATIVE_ARCH else ""
         try:
-            with progress.step(f"build host image {key} (debootstrap {SUITE} from {mirror})") as detail:
+            with progress.step(f"build {arch} host image {key} (debootstrap {SUITE} from {mirror}{emulated})") as detail:
                 staging.mkdir(parents=True)
-                _debootstrap(staging / "rootfs", mirror, cache.parent / "debs", detail)
-                _finish(staging / "rootfs")
+                _debootstrap(staging / "rootfs", mirror, cache.parent / "debs", arch, detail)
+                _finish(staging / "rootfs", arch)
                 (staging / "recipe.json").write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
                 os.rename(staging, done)
         finally:
             mounts.remove_tree(staging)  # gone after the rename; a leftover only if the build failed
-        _prune(cache, keep=key)
+        _prune(cache, keep=key, arch=arch)
     return done / "rootfs"
 
 
-def _debootstrap(target: Path, mirror: str, debs: Path, detail) -> None:
+def _debootstrap(target: Path, mirror: str, debs: Path, arch: str, detail) -> None:
+    """debootstrap natively, or for a foreign architecture in two stages (the second under qemu-user)."""
     debs.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        "debootstrap", f"--variant={VARIANT}", f"--include={','.join(PACKAGES)}",
-        f"--cache-dir={debs}", SUITE, str(target), mirror,
+    first = [
+        "debootstrap", f"--arch={arch}", f"--variant={VARIANT}", f"--include={','.join(PACKAGES)}",
+        f"--cache-dir={debs}", *(["--foreign"] if arch != NATIVE_ARCH else []), SUITE, str(target), mirror,
     ]
+    _stream(first, mirror, detail)
+    if arch != NATIVE_ARCH:
+        _stream(["chroot", str(target), "/debootstrap/debootstrap", "--second-stage"], mirror, detail)
+
+
+def _stream(cmd: list[str], mirror: str, detail) -> None:
+    """Run a build step, its output as progress detail; bounded, with the last lines in the error."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
     timer = threading.Timer(BUILD_TIMEOUT_S, proc.kill)  # a stalled mirror must not hang `up` forever
     timer.start()
@@ -165,16 +198,18 @@ def _debootstrap(target: Path, mirror: str, debs: Path, detail) -> None:
         timer.cancel()
     if rc != 0:
         log = "\n    ".join(tail)
-        raise SandboxFailure(f"debootstrap failed (exit {rc}) from {mirror}:\n    {log}")
+        raise SandboxFailure(f"{cmd[0]} failed (exit {rc}) building from {mirror}:\n    {log}")
 
 
-def _finish(root: Path) -> None:
+def _finish(root: Path, arch: str = NATIVE_ARCH) -> None:
     """Turn a debootstrapped tree into a generic host image.
 
     - No apt sources: the default ones cannot resolve inside a namespace and stall `apt-get update`;
       hosts get the site repo from the deploy, as real hosts get theirs.
     - No SSH host keys, machine id or hostname: each host gets its own at boot (`host.personalize`).
     - Key-only SSH, no root logins. No package caches (they only make every overlay bigger).
+    - What a container engine needs inside nspawn (writable cgroups), and under qemu-user the units that
+      fail on credentials: sandbox facts, kept in drop-ins the host layers never see or write.
     """
     etc = root / "etc"
     (etc / "apt" / "sources.list").unlink(missing_ok=True)
@@ -190,17 +225,30 @@ def _finish(root: Path) -> None:
     (etc / "resolv.conf").unlink(missing_ok=True)
     (etc / "resolv.conf").write_text("")  # no DNS on the site network: every URL uses an address
     (etc / "ssh" / "sshd_config.d" / "00-hardening.conf").write_text(SSHD_CONFIG)
+    units = etc / "systemd" / "system"
+    for unit in ("containerd", "docker"):
+        (units / f"{unit}.service.d").mkdir(parents=True, exist_ok=True)
+        (units / f"{unit}.service.d" / "10-cgroup-rw.conf").write_text(CGROUP_RW_DROPIN)
+    if arch != NATIVE_ARCH:
+        for unit in QEMU_CREDENTIAL_UNITS:
+            (units / f"{unit}.service.d").mkdir(parents=True, exist_ok=True)
+            (units / f"{unit}.service.d" / "10-no-credentials.conf").write_text(NO_CREDENTIALS_DROPIN)
     for pattern in ("var/cache/apt/archives/*.deb", "var/cache/apt/*.bin", "var/lib/apt/lists/*_*"):
         for path in root.glob(pattern):
             path.unlink()
 
 
-def _prune(cache: Path, keep: str) -> None:
-    """Remove images of older recipes that no running host uses as its overlay's lower layer."""
+def _prune(cache: Path, keep: str, arch: str) -> None:
+    """Remove images of older recipes of `arch` that no running host uses as its overlay's lower layer."""
     in_use = mounts.lower_dirs()
     for old in cache.iterdir():
         if old.name == keep or old.name.startswith(".") or not old.is_dir():
             continue
+        try:
+            if json.loads((old / "recipe.json").read_text()).get("arch", NATIVE_ARCH) != arch:
+                continue
+        except (OSError, ValueError):
+            pass  # no readable recipe: a cut build of any architecture
         if os.path.normpath(old / "rootfs") in in_use:
             continue
         mounts.remove_tree(old)

@@ -34,6 +34,11 @@ class HostSpec:
     driver_branch: str | None = None
     generated: bool = False
 
+    @property
+    def arch(self) -> str:
+        """The host's dpkg architecture: Jetsons are arm64 (emulated), servers amd64, as the real ones."""
+        return "arm64" if self.flavour == "jetson" else "amd64"
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -139,6 +139,9 @@ def attach_host(inst: Instance, layout: Layout, host: HostSpec) -> str:
     ns = inst.host_netns(host.name)
     port = inst.site_port(host.name)
     _new_netns(ns)
+    # A container engine forwards between its bridge and the host's interface, and systemd-nspawn mounts
+    # /proc/sys read-only inside: set it here, in the host's own namespace (the machine's is never touched).
+    run(in_netns(ns, ["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]))
     # Both ends are created directly in their namespaces: no name ever appears in the machine's own.
     _ip(None, "link", "add", HOST_IFACE, "netns", ns, "type", "veth", "peer", "name", port, "netns", inst.site_netns)
     _ip(inst.site_netns, "link", "set", port, "master", BRIDGE, "up")

@@ -10,7 +10,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 
@@ -74,14 +74,21 @@ def signal_all(targets: Iterable[int], signum: int) -> None:
             os.kill(pid, signum)
 
 
+def until(done: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Poll `done` until it is true or `timeout` seconds pass; return its last answer. The sandbox's one wait loop."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() >= deadline:
+            return done()
+        time.sleep(interval)
+    return True
+
+
 def wait_gone(targets: Iterable[int], timeout: float) -> list[int]:
     """Wait (bounded) until every pid has exited; return those still running."""
     remaining = [p for p in targets if alive(p)]
-    deadline = time.monotonic() + timeout
-    while remaining and time.monotonic() < deadline:
-        time.sleep(0.05)
-        remaining = [p for p in remaining if alive(p)]
-    return remaining
+    until(lambda: not any(alive(p) for p in remaining), timeout)
+    return [p for p in remaining if alive(p)]
 
 
 def terminate(targets: Iterable[int], timeout: float, signum: int = signal.SIGTERM) -> tuple[list[int], list[int]]:

@@ -15,7 +15,7 @@ from cnctl.sandbox.instance import Instance
 from cnctl.sandbox.layout import HostSpec, Layout
 from cnctl.sandbox.system import write_file
 
-VERSION = 1
+VERSION = 2
 PYINFRA_INVENTORY = REPO_ROOT / "hosts" / "sandbox.py"
 
 
@@ -56,7 +56,7 @@ class FleetState:
     site_address: str
     site_netns: str
     uplink: str
-    image: str
+    images: dict[str, str]  # dpkg architecture -> the image rootfs its hosts boot
     ssh_key: str
     known_hosts: str
     phase: str = "starting"  # starting -> up

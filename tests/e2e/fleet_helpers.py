@@ -4,6 +4,7 @@ stack copies on other subnets, the environment for the CLI, and a teardown that 
 from __future__ import annotations
 
 import atexit
+import base64
 import os
 import signal
 import subprocess
@@ -26,6 +27,7 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 SESSION_PREFIX = "cnte"
 SESSION_NET = "172.31.252."
 SESSION_STATE = Path("/run/cnctl/test-fleet")
+SITE_KEYRING = "/etc/apt/keyrings/cnctl-sandbox.gpg"
 
 
 def require_fleet_prerequisites() -> None:
@@ -104,3 +106,15 @@ def run_deploy(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         [str(BIN / "pyinfra"), "-y", "hosts/sandbox.py", "deploy.py"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
+
+
+def install_site_source(host: sandbox.FreshHost, keyring: bytes, apt_url: str) -> None:
+    """Point a fresh host's apt at the site repository with `keyring` as its only trusted key."""
+    encoded = base64.b64encode(keyring).decode()
+    command = (
+        "sudo install -d -m 755 /etc/apt/keyrings && "
+        f"echo {encoded} | base64 -d | sudo tee {SITE_KEYRING} >/dev/null && "
+        f"echo 'deb [signed-by={SITE_KEYRING}] {apt_url} /' | sudo tee /etc/apt/sources.list.d/cnctl-sandbox.list"
+    )
+    result = host.ssh(command)
+    assert result.returncode == 0, result.stderr

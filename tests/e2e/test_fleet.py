@@ -3,7 +3,6 @@ host, the smoke deploy (and its no-op second run), `down` and the leftovers of a
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -25,11 +24,19 @@ from cnctl.sandbox.progress import Quiet
 from cnctl.sandbox.remote import ssh
 from cnctl.sandbox.site import build_site_content
 from cnctl.sandbox.state import FleetState
-from tests.e2e.fleet_helpers import BIN, REPO, Teardown, cache_dir, env_for, require_fleet_prerequisites, run_deploy
+from tests.e2e.fleet_helpers import (
+    BIN,
+    REPO,
+    Teardown,
+    cache_dir,
+    env_for,
+    install_site_source,
+    require_fleet_prerequisites,
+    run_deploy,
+)
 
 pytestmark = pytest.mark.fleet
 
-SITE_KEYRING = "/etc/apt/keyrings/cnctl-sandbox.gpg"
 _IP_FORWARD_AT_START = Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()
 
 
@@ -136,17 +143,6 @@ def test_apt_update_against_the_signed_site_repo_succeeds(deployed_fleet: tuple[
         assert fleet.site and fleet.site["apt_url"].rstrip("/") in result.stdout
 
 
-def _install_site_source(host: sandbox.FreshHost, keyring: bytes, apt_url: str) -> None:
-    encoded = base64.b64encode(keyring).decode()
-    command = (
-        "sudo install -d -m 755 /etc/apt/keyrings && "
-        f"echo {encoded} | base64 -d | sudo tee {SITE_KEYRING} >/dev/null && "
-        f"echo 'deb [signed-by={SITE_KEYRING}] {apt_url} /' | sudo tee /etc/apt/sources.list.d/cnctl-sandbox.list"
-    )
-    result = host.ssh(command)
-    assert result.returncode == 0, result.stderr
-
-
 def _other_keyring(tmp_path: Path) -> bytes:
     """A throwaway ed25519 key that did not sign the site repo, as a binary keyring."""
     home = tmp_path / "gnupg"
@@ -164,11 +160,11 @@ def test_apt_fails_closed_when_the_repo_is_signed_by_another_key(fresh_host: san
                                                                  tmp_path: Path) -> None:
     assert fleet.site
     good = Path(fleet.site["apt_keyring"]).read_bytes()
-    _install_site_source(fresh_host, good, fleet.site["apt_url"])
+    install_site_source(fresh_host, good, fleet.site["apt_url"])
     ok = fresh_host.ssh("sudo apt-get update --error-on=any")
     assert ok.returncode == 0, ok.stdout + ok.stderr  # the positive control: the right key works
 
-    _install_site_source(fresh_host, _other_keyring(tmp_path), fleet.site["apt_url"])
+    install_site_source(fresh_host, _other_keyring(tmp_path), fleet.site["apt_url"])
     lenient = fresh_host.ssh("sudo apt-get update")
     strict = fresh_host.ssh("sudo apt-get update --error-on=any")
     assert lenient.returncode == 0  # what apt does by default: warn and go on (why the deploy uses the flag)
