@@ -57,10 +57,13 @@ def test_apt_update_succeeds_with_the_repo_key(site_content, repo_url, tmp_path)
     branch = catalog().platforms.servers.driver_branches[0]
     policy = apt("apt-cache", *opts, "policy", f"cuda-drivers-{branch.branch}").stdout
     assert f"{branch.version}-1" in policy
-    # Every JetPack release's nvidia-l4t-core is offered (--multiversion index).
-    madison = apt("apt-cache", *opts, "madison", "nvidia-l4t-core").stdout
+    # Every JetPack release's nvidia-l4t-core is offered (--multiversion index), for arm64 only, as the real one.
+    assert "nvidia-l4t-core" not in apt("apt-cache", *opts, "madison", "nvidia-l4t-core").stdout
+    arm64 = ["-o", "APT::Architecture=arm64", "-o", "APT::Architectures::=arm64"]
+    assert apt("apt-get", *opts, *arm64, "update", "--error-on=any").returncode == 0
+    madison = apt("apt-cache", *opts, *arm64, "madison", "nvidia-l4t-core").stdout
     for rel in catalog().platforms.jetson.releases:
-        assert rel.packages["nvidia-l4t-core"] in madison
+        assert f"nvidia-l4t-core | {rel.packages['nvidia-l4t-core']} |" in madison
 
 
 def test_apt_resolves_the_install_sets(site_content, repo_url, tmp_path):
@@ -75,8 +78,16 @@ def test_apt_resolves_the_install_sets(site_content, repo_url, tmp_path):
     rel = plat.jetson.releases[0]
     jetson = [f"nvidia-jetpack={rel.packages['nvidia-jetpack']}", f"nvidia-l4t-core={rel.packages['nvidia-l4t-core']}",
               f"nvidia-l4t-tools={rel.packages['nvidia-l4t-core']}", "nvidia-container"]
-    for pkgs in (server, jetson):
-        res = apt("apt-get", *opts, "-s", "install", *pkgs)
+    # Jetson packages are arm64: resolve them as an arm64 host with python3 installed would.
+    arm64_status = tmp_path / "arm64-status"
+    arm64_status.write_text("Package: python3\nStatus: install ok installed\nPriority: optional\nSection: python\n"
+                            "Maintainer: x <x@invalid>\nArchitecture: arm64\nVersion: 3.11.2-1+b1\n"
+                            "Description: interactive high-level object-oriented language\n")
+    arm64 = ["-o", "APT::Architecture=arm64", "-o", "APT::Architectures::=arm64",
+             "-o", f"Dir::State::status={arm64_status}"]
+    assert apt("apt-get", *opts, *arm64, "update", "--error-on=any").returncode == 0
+    for pkgs, extra in ((server, []), (jetson, arm64)):
+        res = apt("apt-get", *opts, *extra, "-s", "install", *pkgs)
         assert res.returncode == 0, res.stdout + res.stderr
         assert "Inst nvidia-" in res.stdout
 

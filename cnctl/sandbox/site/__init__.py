@@ -1,15 +1,19 @@
 """Site services of the sandbox fleet: what a GPU site's network offers its hosts, as stand-ins.
 
 `build_site_content()` builds (once, cached outside the repository) the signed apt repository of STAND-IN
-NVIDIA/Docker packages, the wheelhouse with a real CPU Triton, and the STAND-IN CircularNet model archives.
-`start_site_services()` serves them (artifact server: /apt/ and /artifacts/, with switchable faults) next to a
-GCS emulator and an S3 emulator (moto), inside the site's network namespace; `stop_site_services()` stops
-exactly the processes it started.
+NVIDIA/Docker packages, the wheelhouse with a real CPU Triton (x86_64 and aarch64), and the STAND-IN CircularNet
+model archives. Given the hosts' images (`host_images`, as `cnctl sandbox up` does) it also adds Debian's REAL
+Docker engine packages for both architectures to the apt repository (`debian.py`) and builds the site
+registry's STAND-IN Triton images (`tritonimage.py`).
+`start_site_services()` serves them (artifact server: /apt/ and /artifacts/, with switchable faults; the
+container registry over TLS, when built) next to a GCS emulator and an S3 emulator (moto), inside the site's
+network namespace; `stop_site_services()` stops exactly the processes it started.
 
 Cache layout (`<cache>/site/`): gnupg/ (throwaway signing key, 0700), apt/ (flat repo, served at /apt/),
-artifacts/models/ and artifacts/wheelhouse/ (served at /artifacts/), stamps/ (recipe hashes), .lock.
+debian/ (the real .debs), registry/ (registry storage, served read-only), artifacts/models/ and
+artifacts/wheelhouse/ (served at /artifacts/), stamps/ (recipe hashes), .lock.
 State layout (`<state_dir>/site/`): <service>.pid, <service>.log, artifacts-requests.log (JSON lines),
-endpoints.json, gcs/ (the GCS emulator's objects).
+endpoints.json, gcs/ (the GCS emulator's objects), registry.yml and tls/ (the registry's certificate).
 """
 
 from __future__ import annotations
@@ -22,14 +26,27 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnctl.catalog import catalog
 from cnctl.paths import REPO_ROOT
 from cnctl.sandbox import instance
-from cnctl.sandbox.site import aptrepo, artifacts, emulators, model, probe, processes, recipe, standins, wheelhouse
+from cnctl.sandbox.site import (
+    aptrepo,
+    artifacts,
+    debian,
+    emulators,
+    model,
+    probe,
+    processes,
+    recipe,
+    registry,
+    standins,
+    tritonimage,
+    wheelhouse,
+)
 from cnctl.sandbox.site.model import ModelArchive
 from cnctl.sandbox.site.standins import STANDIN_MARK, nv_tegra_release
 
@@ -39,8 +56,8 @@ __all__ = [
 ]
 
 DEFAULT_CACHE = Path(os.environ.get("CNCTL_CACHE") or instance.DEFAULT_CACHE)
-HTTP_PORT, GCS_PORT, S3_PORT = 8080, 9023, 5000
-SERVICES = ("artifacts", "gcs", "s3")
+HTTP_PORT, GCS_PORT, S3_PORT, REGISTRY_PORT = 8080, 9023, 5000, registry.PORT
+SERVICES = ("artifacts", "gcs", "s3")  # plus "registry" where the content has one
 
 
 @dataclass(frozen=True)
@@ -53,16 +70,20 @@ class SiteEndpoints:
     gcs_url: str  # GCS emulator (STORAGE_EMULATOR_HOST)
     s3_url: str  # moto server (S3 endpoint_url)
     faults_url: str  # artifact server fault control: POST/GET/DELETE JSON
+    registry: str | None = None  # host:port of the container registry (TLS), where the site has one
+    registry_ca: Path | None = None  # the certificate hosts trust for it (/etc/docker/certs.d/<registry>/ca.crt)
 
     def to_json(self) -> dict:
         return {"apt_url": self.apt_url, "apt_keyring": str(self.apt_keyring), "artifacts_url": self.artifacts_url,
-                "gcs_url": self.gcs_url, "s3_url": self.s3_url, "faults_url": self.faults_url}
+                "gcs_url": self.gcs_url, "s3_url": self.s3_url, "faults_url": self.faults_url,
+                "registry": self.registry, "registry_ca": str(self.registry_ca) if self.registry_ca else None}
 
     @classmethod
     def from_json(cls, data: dict) -> SiteEndpoints:
+        ca = data.get("registry_ca")
         return cls(apt_url=data["apt_url"], apt_keyring=Path(data["apt_keyring"]),
                    artifacts_url=data["artifacts_url"], gcs_url=data["gcs_url"], s3_url=data["s3_url"],
-                   faults_url=data["faults_url"])
+                   faults_url=data["faults_url"], registry=data.get("registry"), registry_ca=Path(ca) if ca else None)
 
 
 @dataclass(frozen=True)
@@ -76,6 +97,8 @@ class SiteContent:
     wheelhouse_dir: Path
     models: dict[str, ModelArchive]  # by variant: "" (the one to pin), "v2", "broken"
     packages: tuple[tuple[str, str, str], ...] = field(default=())  # (name, version, .deb file name)
+    registry_dir: Path | None = None  # registry storage, where the site serves container images
+    images: dict[str, list[str]] = field(default_factory=dict)  # repository:tag served, per architecture
 
     @property
     def model_archive(self) -> Path:
@@ -94,7 +117,8 @@ class SiteContent:
         return {"site_dir": str(self.site_dir), "apt_dir": str(self.apt_dir), "apt_keyring": str(self.apt_keyring),
                 "artifacts_dir": str(self.artifacts_dir), "wheelhouse_dir": str(self.wheelhouse_dir),
                 "models": {k: v.to_json() for k, v in self.models.items()},
-                "packages": [list(p) for p in self.packages]}
+                "packages": [list(p) for p in self.packages],
+                "registry_dir": str(self.registry_dir) if self.registry_dir else None, "images": self.images}
 
 
 # --- building --------------------------------------------------------------------------------------
@@ -118,20 +142,60 @@ def _signing_key(site: Path) -> str:
     return fpr
 
 
-def _ensure_apt(site: Path, progress: Callable[[str], None]) -> None:
+def _ensure_debian(site: Path, host_images: Mapping[str, Path], mirror: str,
+                   progress: Callable[[str], None]) -> list[Path]:
+    """Debian's real Docker engine packages, as each architecture's host image lacks them; returns the .debs."""
+    target = site / "debian"
+    digest = recipe.digest([repr(debian.PACKAGES), "no-recommends", mirror, Path(debian.__file__),
+                            *(f"{arch}={debian.image_status(root).read_text()}" for arch, root in sorted(host_images.items()))])
+
+    def build(out: Path) -> None:
+        for arch, root in sorted(host_images.items()):
+            progress(f"site: downloading Debian's {', '.join(debian.PACKAGES)} and dependencies for {arch}")
+            with tempfile.TemporaryDirectory(dir=site, prefix=".apt-") as work:
+                debian.download(debian.image_status(root), arch, mirror, tritonimage.SUITE, out, Path(work),
+                                recommends=False)
+
+    if not recipe.build_part(site, "debian", target, digest, build):
+        progress("site: Debian packages up to date")
+    return sorted(target.glob("*.deb"))
+
+
+def _ensure_apt(site: Path, real_debs: list[Path], progress: Callable[[str], None]) -> None:
     fpr = _signing_key(site)
     here = Path(__file__).parent
     digest = recipe.digest([catalog().platforms.model_dump_json(), standins.STANDIN_FILES,
-                            here / "standins.py", here / "debs.py", here / "aptrepo.py", fpr])
+                            here / "standins.py", here / "debs.py", here / "aptrepo.py", fpr,
+                            *(deb.name for deb in real_debs)])
     packages = standins.all_packages()
 
     def build(repo: Path) -> None:
-        progress(f"site: building the signed apt repository ({len(packages)} stand-in packages)")
+        progress(f"site: building the signed apt repository ({len(packages)} stand-in packages, "
+                 f"{len(real_debs)} Debian packages)")
+        for deb in real_debs:
+            os.link(deb, repo / deb.name)  # same filesystem (the site cache): no copy
         with tempfile.TemporaryDirectory(dir=site, prefix=".debs-") as work, aptrepo.gpg_session(site / "gnupg"):
             aptrepo.build_repo(repo, packages, site / "gnupg", fpr, Path(work))
 
     if not recipe.build_part(site, "apt", site / "apt", digest, build):
         progress("site: apt repository up to date")
+
+
+def _ensure_registry(site: Path, mirror: str, progress: Callable[[str], None]) -> dict[str, list[str]]:
+    """Registry storage with the STAND-IN Triton images under the platform matrix's tags."""
+    here = Path(__file__).parent
+    cat = catalog()
+    digest = recipe.digest([repr(tritonimage.tags(cat)), mirror, here / "tritonimage.py", here / "registry.py",
+                            here / "triton.py", recipe.digest(wheelhouse.recipe_inputs())])
+
+    def build(out: Path) -> None:
+        progress("site: building the STAND-IN Triton images (amd64, arm64) for the site registry")
+        with tempfile.TemporaryDirectory(dir=site, prefix=".images-") as work:
+            tritonimage.build(out, cat, mirror, site / "artifacts" / "wheelhouse", Path(work))
+
+    if not recipe.build_part(site, "registry", site / "registry", digest, build):
+        progress("site: registry images up to date")
+    return tritonimage.tags(cat)
 
 
 def _ensure_models(site: Path, progress: Callable[[str], None]) -> None:
@@ -154,23 +218,36 @@ def _ensure_wheelhouse(site: Path, progress: Callable[[str], None]) -> None:
         progress("site: wheelhouse up to date")
 
 
-def build_site_content(cache: Path = DEFAULT_CACHE, *, progress: Callable[[str], None] = print) -> SiteContent:
+def build_site_content(cache: Path = DEFAULT_CACHE, *, progress: Callable[[str], None] = print,
+                       host_images: Mapping[str, Path] | None = None, mirror: str | None = None) -> SiteContent:
     """Ensure the cache holds the current site content (apt repo, models, wheelhouse); returns where it is.
 
+    With `host_images` ({dpkg architecture: image rootfs}) and the Debian `mirror` they were built from, the
+    apt repository also carries Debian's real Docker engine packages for those architectures, and the site
+    gets its registry of STAND-IN Triton images: what a fleet with a container engine needs.
     Idempotent: each part is rebuilt only when the hash of its recipe (catalog data, stand-in sources, builder
     code) changed. Safe to call from several processes at once (a file lock serialises builds).
     """
     site = _site_dir(Path(cache))
+    images: dict[str, list[str]] = {}
     with recipe.locked(site):
-        _ensure_apt(site, progress)
+        # Without host images, whatever Debian packages an earlier fleet build cached stay in the repository:
+        # the repository only ever grows with them, never flips between callers.
+        real_debs = (_ensure_debian(site, host_images, mirror, progress) if host_images and mirror
+                     else sorted((site / "debian").glob("*.deb")) if recipe.is_current_any(site, "debian", site / "debian")
+                     else [])
+        _ensure_apt(site, real_debs, progress)
         _ensure_models(site, progress)
         _ensure_wheelhouse(site, progress)
+        if host_images and mirror:
+            images = _ensure_registry(site, mirror, progress)
     apt_dir = site / "apt"
     return SiteContent(
         site_dir=site, apt_dir=apt_dir, apt_keyring=apt_dir / aptrepo.KEYRING_NAME,
         artifacts_dir=site / "artifacts", wheelhouse_dir=site / "artifacts" / "wheelhouse",
         models=model.read_archives(site / "artifacts" / "models"),
         packages=tuple((p.name, p.version, p.filename) for p in standins.all_packages()),
+        registry_dir=site / "registry" if images else None, images=images,
     )
 
 
@@ -182,11 +259,16 @@ def _url(address: str, port: int, path: str = "") -> str:
     return f"http://{host}:{port}{path}"
 
 
-def _endpoints(address: str, site: Path, http_port: int, gcs_port: int, s3_port: int) -> SiteEndpoints:
+def _endpoints(address: str, site: Path, records: Path, http_port: int, gcs_port: int, s3_port: int,
+               registry_port: int | None) -> SiteEndpoints:
+    with_registry = registry_port is not None
+    host = f"[{address}]" if ":" in address else address
     return SiteEndpoints(
         apt_url=_url(address, http_port, "/apt/"), apt_keyring=site / "apt" / aptrepo.KEYRING_NAME,
         artifacts_url=_url(address, http_port, "/artifacts/"), gcs_url=_url(address, gcs_port),
         s3_url=_url(address, s3_port), faults_url=_url(address, http_port, "/_faults"),
+        registry=f"{host}:{registry_port}" if with_registry else None,
+        registry_ca=records / "tls" / "registry.crt" if with_registry else None,
     )
 
 
@@ -196,7 +278,8 @@ ARTIFACTS_SCRIPT = Path(artifacts.__file__)
 PROBE_SCRIPT = Path(probe.__file__)
 
 
-def _spawn_all(netns: str | None, address: str, site: Path, records: Path, ports: tuple[int, int, int]) -> None:
+def _spawn_all(netns: str | None, address: str, site: Path, records: Path, ports: tuple[int, int, int],
+               wanted: SiteEndpoints) -> None:
     http_port, gcs_port, s3_port = ports
     artifacts_argv = [sys.executable, str(ARTIFACTS_SCRIPT), "--bind", address,
                       "--port", str(http_port), "--mount", f"/apt/={site / 'apt'}",
@@ -205,6 +288,12 @@ def _spawn_all(netns: str | None, address: str, site: Path, records: Path, ports
     processes.spawn("gcs", emulators.gcs_argv(address, gcs_port), netns, records,
                     env=emulators.gcs_env(records / "gcs"), cwd=records)
     processes.spawn("s3", emulators.moto_argv(address, s3_port), netns, records, cwd=records)
+    if wanted.registry:
+        tls = registry.make_certificate(address, records / "tls")
+        conf = records / "registry.yml"
+        port = int(wanted.registry.rsplit(":", 1)[1])
+        conf.write_text(registry.config(site / "registry", address, port, tls, read_only=True))
+        processes.spawn("registry", registry.argv(conf), netns, records, cwd=records)
 
 
 def _in_netns(netns: str | None, args: list[str], timeout: float) -> tuple[bool, str]:
@@ -238,11 +327,15 @@ def _wait_ready(netns: str | None, urls: list[str], records: Path, timeout: floa
             raise RuntimeError(f"site services did not answer within {timeout:.0f} s: {urls} (logs in {records})")
 
 
+def _services(wanted: SiteEndpoints) -> set[str]:
+    return set(SERVICES) | ({"registry"} if wanted.registry else set())
+
+
 def _running(records: Path, wanted: SiteEndpoints) -> bool:
     """True when the recorded services are all alive and serve exactly the wanted endpoints."""
     saved = records / "endpoints.json"
     recs = processes.records(records)
-    if not saved.is_file() or {r.name for r in recs} != set(SERVICES):
+    if not saved.is_file() or {r.name for r in recs} != _services(wanted):
         return False
     try:
         same = SiteEndpoints.from_json(json.loads(saved.read_text())) == wanted
@@ -253,25 +346,30 @@ def _running(records: Path, wanted: SiteEndpoints) -> bool:
 
 def start_site_services(netns: str | None, address: str, state_dir: Path, cache: Path = DEFAULT_CACHE, *,
                         http_port: int = HTTP_PORT, gcs_port: int = GCS_PORT, s3_port: int = S3_PORT,
-                        buckets: Sequence[str] = (), timeout: float = 10.0) -> SiteEndpoints:
+                        registry_port: int | None = None, buckets: Sequence[str] = (),
+                        timeout: float = 10.0) -> SiteEndpoints:
     """Ensure the artifact server, the GCS emulator and moto run on `address` (in `netns`); returns endpoints.
 
     Idempotent: services already running with the same endpoints are kept; a partial or different set is
-    stopped and started afresh. `buckets` are created on both emulators. Needs build_site_content() first.
+    stopped and started afresh. `buckets` are created on both emulators. With `registry_port`, the container
+    registry serves the registry images too. Needs build_site_content() first (with host images, for them).
     """
     site = _site_dir(Path(cache))
     records = Path(state_dir) / "site"
-    wanted = _endpoints(address, site, http_port, gcs_port, s3_port)
+    wanted = _endpoints(address, site, records, http_port, gcs_port, s3_port, registry_port)
     fresh = not _running(records, wanted)
     if fresh:
         if not (site / "apt" / "InRelease").is_file() or not (site / "artifacts" / "models").is_dir():
             raise RuntimeError(f"no site content in {site}: run build_site_content() first")
+        if wanted.registry and not recipe.is_current_any(site, "registry", site / "registry"):
+            raise RuntimeError(f"no registry images in {site}: run build_site_content() with the host images first")
         processes.stop_all(records)
-        _spawn_all(netns, address, site, records, (http_port, gcs_port, s3_port))
+        _spawn_all(netns, address, site, records, (http_port, gcs_port, s3_port), wanted)
     try:
         if fresh:
-            _wait_ready(netns, [wanted.faults_url, *emulators.health_urls(wanted.gcs_url, wanted.s3_url)],
-                        records, timeout)
+            registry_url = [f"https://{wanted.registry}/v2/"] if wanted.registry else []
+            _wait_ready(netns, [wanted.faults_url, *emulators.health_urls(wanted.gcs_url, wanted.s3_url),
+                                *registry_url], records, timeout)
         if buckets:
             ok, said = _in_netns(netns, ["buckets", "--gcs", wanted.gcs_url, "--s3", wanted.s3_url, *buckets],
                                  timeout)

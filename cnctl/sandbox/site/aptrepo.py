@@ -81,8 +81,8 @@ def write_index(repo: Path) -> None:
     release = subprocess.run(
         ["apt-ftparchive", "-o", f"APT::FTPArchive::Release::Origin={ORIGIN}",
          "-o", f"APT::FTPArchive::Release::Label={LABEL}",
-         "-o", "APT::FTPArchive::Release::Description=STAND-IN packages for cnctl sandbox tests, not NVIDIA or "
-         "Docker software", "release", "."],
+         "-o", ("APT::FTPArchive::Release::Description=STAND-IN packages for cnctl sandbox tests, not NVIDIA or "
+                "Docker software"), "release", "."],
         cwd=repo, check=True, capture_output=True).stdout
     (repo / "Release").write_bytes(release)
 

@@ -12,9 +12,10 @@ import json
 import os
 import signal
 import subprocess
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from cnctl.sandbox import procs
 
 # Popen objects of services this Python process started, so they get reaped (no zombies, no warnings).
 _CHILDREN: dict[int, subprocess.Popen] = {}
@@ -87,12 +88,7 @@ def _signal(rec: ProcessRecord, sig: int) -> None:
 
 
 def _wait_gone(rec: ProcessRecord, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not is_running(rec):
-            return True
-        time.sleep(0.05)
-    return not is_running(rec)
+    return procs.until(lambda: not is_running(rec), timeout)
 
 
 def terminate(rec: ProcessRecord, timeout: float = 5.0) -> None:

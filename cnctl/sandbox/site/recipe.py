@@ -59,6 +59,11 @@ def is_current(site_dir: Path, part: str, target: Path, recipe: str) -> bool:
     return target.is_dir() and stamp.is_file() and stamp.read_text().strip() == recipe
 
 
+def is_current_any(site_dir: Path, part: str, target: Path) -> bool:
+    """True when `target` exists and was stamped by a completed build (whatever its recipe)."""
+    return target.is_dir() and _stamp(site_dir, part).is_file()
+
+
 def build_part(site_dir: Path, part: str, target: Path, recipe: str, builder: Callable[[Path], None]) -> bool:
     """Ensure `target` holds the output of `builder` for `recipe`; returns True when it had to build.
 

@@ -127,6 +127,17 @@ def tool(path: str, script: str, facts: dict) -> StandinFile:
     return StandinFile(path, render_tool(script, facts), 0o755)
 
 
+def shell_tool(path: str, script: str, version: str) -> StandinFile:
+    """A stand-in shell script from `standin_files/` with its @VERSION@ filled in (no Python: it runs per call)."""
+    text = (STANDIN_FILES / script).read_text(encoding="utf-8").replace("@VERSION@", version)
+    return StandinFile(path, text.encode(), 0o755)
+
+
+# Servers and cloud VMs are x86_64; Jetsons are arm64. Packages for both are built once per architecture.
+SERVER_ARCH = "amd64"
+JETSON_ARCH = "arm64"
+
+
 # --- servers: drivers and CUDA -------------------------------------------------------------------
 
 
@@ -215,7 +226,10 @@ def cuda_packages(cat: Catalog) -> list[StandinPackage]:
 
 
 def container_toolkit_packages(cat: Catalog) -> list[StandinPackage]:
-    """The four toolkit packages with the real dependency chain; nvidia-ctk configures docker for real."""
+    """The four toolkit packages with the real dependency chain, for servers (amd64) and Jetsons (arm64).
+
+    nvidia-ctk configures docker's daemon.json for real; nvidia-container-runtime runs containers through runc.
+    """
     ctk = cat.platforms.container.nvidia_container_toolkit
     v = ctk.version
     upstream = v.split("-")[0]
@@ -229,7 +243,7 @@ def container_toolkit_packages(cat: Catalog) -> list[StandinPackage]:
         "nvidia-container-toolkit-base": (
             (),
             (tool("/usr/bin/nvidia-ctk", "nvidia-ctk", facts),
-             tool("/usr/bin/nvidia-container-runtime", "no-engine", facts)),
+             shell_tool("/usr/bin/nvidia-container-runtime", "nvidia-container-runtime", upstream)),
             "NVIDIA Container Toolkit Base (nvidia-ctk configures docker's daemon.json like the real one)"),
         "nvidia-container-toolkit": (
             (f"libnvidia-container-tools (>= {v})", "libnvidia-container-tools (<< 2.0.0)",
@@ -238,12 +252,14 @@ def container_toolkit_packages(cat: Catalog) -> list[StandinPackage]:
             "NVIDIA Container toolkit"),
     }
     out = []
-    for name in ctk.packages:
-        depends, files, summary = recipes[name]
-        out.append(StandinPackage(
-            name, v, "amd64", "NVIDIA", summary,
-            "Real package: NVIDIA Container Toolkit. Runtime binaries here only answer --version.",
-            depends=(*depends, "python3") if files else depends, files=files))
+    for arch in (SERVER_ARCH, JETSON_ARCH):
+        for name in ctk.packages:
+            depends, files, summary = recipes[name]
+            out.append(StandinPackage(
+                name, v, arch, "NVIDIA", summary,
+                "Real package: NVIDIA Container Toolkit. nvidia-container-runtime hands every call to runc\n"
+                "(no GPU to inject); the hook and nvidia-container-cli only answer --version.",
+                depends=(*depends, "python3") if files else depends, files=files))
     return out
 
 
@@ -297,7 +313,7 @@ def nvpmodel_conf() -> str:
     return "\n".join(lines) + "\n"
 
 
-ARM64_NOTE = "Real Jetson packages are arm64; this stand-in is Architecture: all so x86_64 sandbox hosts install it."
+ARM64_NOTE = "Architecture: arm64, as the real package (sandbox Jetson hosts are arm64 under qemu-user)."
 
 
 def jetson_packages(cat: Catalog) -> list[StandinPackage]:
@@ -317,11 +333,11 @@ def jetson_packages(cat: Catalog) -> list[StandinPackage]:
         l4t_v, jp_v = rel.packages["nvidia-l4t-core"], rel.packages["nvidia-jetpack"]
         out += [
             StandinPackage(
-                "nvidia-l4t-core", l4t_v, "all", "NVIDIA", f"NVIDIA Core Package (L4T {rel.l4t})",
+                "nvidia-l4t-core", l4t_v, JETSON_ARCH, "NVIDIA", f"NVIDIA Core Package (L4T {rel.l4t})",
                 f"Installs /etc/nv_tegra_release for L4T {rel.l4t}.\n{ARM64_NOTE}",
                 section="admin", files=(StandinFile("/etc/nv_tegra_release", nv_tegra_release(rel).encode()),)),
             StandinPackage(
-                "nvidia-l4t-tools", l4t_v, "all", "NVIDIA", f"NVIDIA Public Test Tools Package (L4T {rel.l4t})",
+                "nvidia-l4t-tools", l4t_v, JETSON_ARCH, "NVIDIA", f"NVIDIA Public Test Tools Package (L4T {rel.l4t})",
                 "Installs stand-in /usr/sbin/nvpmodel and /usr/bin/jetson_clocks, and the board's power\n"
                 f"model file {conf_path} (symlinked to /etc/nvpmodel.conf by the postinst).\n{ARM64_NOTE}",
                 section="admin", depends=(f"nvidia-l4t-core (= {l4t_v})", "python3"),
@@ -330,12 +346,12 @@ def jetson_packages(cat: Catalog) -> list[StandinPackage]:
                        StandinFile(conf_path, nvpmodel_conf().encode())),
                 postinst=postinst, postrm=postrm),
             StandinPackage(
-                "nvidia-jetpack", jp_v, "all", "NVIDIA", f"NVIDIA Jetpack Meta Package (JetPack {rel.jetpack})",
+                "nvidia-jetpack", jp_v, JETSON_ARCH, "NVIDIA", f"NVIDIA Jetpack Meta Package (JetPack {rel.jetpack})",
                 f"Real package: the JetPack {rel.jetpack} SDK (CUDA {rel.cuda}, TensorRT {rel.tensorrt}).\n"
                 + ARM64_NOTE,
                 section="metapackages", depends=(f"nvidia-l4t-core (= {l4t_v})",)),
             StandinPackage(
-                "nvidia-container", jp_v, "all", "NVIDIA", f"NVIDIA Container Meta Package (JetPack {rel.jetpack})",
+                "nvidia-container", jp_v, JETSON_ARCH, "NVIDIA", f"NVIDIA Container Meta Package (JetPack {rel.jetpack})",
                 f"Real package: the Jetson container runtime stack.\n{ARM64_NOTE}",
                 section="metapackages", depends=("nvidia-container-toolkit",)),
         ]

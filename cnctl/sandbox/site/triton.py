@@ -19,6 +19,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from cnctl.sandbox.site.wheelhouse import wheel_for
+
 
 @dataclass(frozen=True)
 class TritonInstall:
@@ -48,17 +50,11 @@ class TritonInstall:
         ]
 
 
-def _wheel(wheelhouse: Path, project: str) -> Path:
-    found = sorted(wheelhouse.glob(f"{project}-*.whl"))
-    if not found:
-        raise FileNotFoundError(f"no {project} wheel in {wheelhouse}: build the site content first")
-    return found[-1]
-
-
 def unpack(wheelhouse: Path, dest: Path,
-           python: str = f"{sys.version_info.major}.{sys.version_info.minor}") -> TritonInstall:
+           python: str = f"{sys.version_info.major}.{sys.version_info.minor}", arch: str = "amd64") -> TritonInstall:
     """Ensure `dest` holds a runnable tritonserver from the wheelhouse (done once; reused when complete)."""
-    pytriton, numpy = _wheel(wheelhouse, "nvidia_pytriton"), _wheel(wheelhouse, "numpy")
+    pytriton = wheel_for(wheelhouse, "nvidia_pytriton", arch)
+    numpy = wheel_for(wheelhouse, "numpy", arch)
     marker = dest / ".unpacked"
     server = dest / "pytriton" / "tritonserver"
     install = TritonInstall(

@@ -1,7 +1,7 @@
 """The wheelhouse sandbox hosts install a real (CPU) Triton from: nvidia-pytriton, numpy and their dependencies.
 
-`pip download` from PyPI for the hosts' interpreter (Debian bookworm: CPython 3.11, glibc 2.36, x86_64),
-whatever the machine building it runs. The artifact server serves it two ways:
+`pip download` from PyPI for the hosts' interpreter (Debian bookworm: CPython 3.11, glibc 2.36), for both
+architectures (x86_64 servers, aarch64 Jetsons), whatever the machine building it runs. The artifact server serves it two ways:
   * PEP 503 simple index:  pip install --index-url <artifacts_url>wheelhouse/simple/ nvidia-pytriton
   * flat links page:       pip install --no-index --find-links <artifacts_url>wheelhouse/ nvidia-pytriton
 The nvidia-pytriton wheel carries tritonserver 2.51 (pytriton/tritonserver/bin) and the python-backend stubs;
@@ -23,8 +23,13 @@ REQUIREMENTS = ("nvidia-pytriton==0.7.0", "numpy==1.26.4")
 # --platform to older manylinux tags, so list the ones the dependencies use.
 PYTHON_VERSION = "3.11"
 ABI = "cp311"
-PLATFORMS = ("manylinux_2_36_x86_64", "manylinux_2_35_x86_64", "manylinux_2_28_x86_64",
-             "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_5_x86_64", "manylinux1_x86_64")
+_MANYLINUX = ("manylinux_2_36", "manylinux_2_35", "manylinux_2_28", "manylinux_2_17", "manylinux2014")
+# dpkg architecture -> the wheel platform tags its hosts accept
+PLATFORMS: dict[str, tuple[str, ...]] = {
+    "amd64": (*(f"{tag}_x86_64" for tag in _MANYLINUX), "manylinux_2_5_x86_64", "manylinux1_x86_64"),
+    "arm64": tuple(f"{tag}_aarch64" for tag in _MANYLINUX),
+}
+WHEEL_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
 
 
 def normalize(project: str) -> str:
@@ -33,15 +38,29 @@ def normalize(project: str) -> str:
 
 
 def download(dest: Path) -> list[Path]:
-    """pip download the pinned requirements and their dependencies as wheels for the hosts into `dest`."""
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest", str(dest),
-           "--python-version", PYTHON_VERSION, "--implementation", "cp", "--abi", ABI]
-    for plat in PLATFORMS:
-        cmd += ["--platform", plat]
-    res = subprocess.run([*cmd, *REQUIREMENTS], capture_output=True, text=True)
-    if res.returncode != 0:
-        raise RuntimeError(f"pip download failed (PyPI reachable?):\n{res.stderr.strip()[-2000:]}")
+    """pip download the pinned requirements and their dependencies as wheels for the hosts into `dest`.
+
+    Done on the machine for every architecture (an emulated host's CA store may not know the machine's proxy).
+    """
+    for arch, platforms in PLATFORMS.items():
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest", str(dest),
+               "--python-version", PYTHON_VERSION, "--implementation", "cp", "--abi", ABI]
+        for plat in platforms:
+            cmd += ["--platform", plat]
+        res = subprocess.run([*cmd, *REQUIREMENTS], check=False, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError(f"pip download for {arch} failed (PyPI reachable?):\n{res.stderr.strip()[-2000:]}")
     return sorted(dest.glob("*.whl"))
+
+
+def wheel_for(wheelhouse: Path, project: str, arch: str) -> Path:
+    """The wheelhouse's wheel of `project` for hosts of dpkg architecture `arch` (or a pure-Python one)."""
+    wanted = WHEEL_ARCH[arch]
+    found = sorted(w for w in wheelhouse.glob(f"{project}-*.whl")
+                   if wanted in w.name or w.name.endswith("-none-any.whl"))
+    if not found:
+        raise FileNotFoundError(f"no {project} wheel for {arch} in {wheelhouse}: build the site content first")
+    return found[-1]
 
 
 def _page(title: str, links: list[tuple[str, str]]) -> str:
@@ -77,7 +96,7 @@ def build_wheelhouse(dest: Path) -> None:
 
 # Bump when write_indexes() changes what it writes. (The file itself is not hashed: a comment edit must not
 # cost a 100 MB download.)
-INDEX_FORMAT = "1"
+INDEX_FORMAT = "2"
 
 
 def recipe_inputs() -> list:
