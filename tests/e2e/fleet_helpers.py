@@ -24,9 +24,10 @@ LOCAL_STACK = REPO / "stacks" / "Pulumi.local.yaml"
 LOCAL_NET = "172.31.254."
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
-SESSION_PREFIX = "cnte"
-SESSION_NET = "172.31.252."
-SESSION_STATE = Path("/run/cnctl/test-fleet")
+# The session's own sandbox; overridable so that two test sessions on one machine never share one.
+SESSION_PREFIX = os.environ.get("CNCTL_TEST_PREFIX", "cnte")
+SESSION_NET = os.environ.get("CNCTL_TEST_NET", "172.31.252.")
+SESSION_STATE = Path(os.environ.get("CNCTL_TEST_STATE", "/run/cnctl/test-fleet"))
 SITE_KEYRING = "/etc/apt/keyrings/cnctl-sandbox.gpg"
 
 
