@@ -7,7 +7,6 @@ import json
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import typer
 from rich.console import Console
@@ -89,10 +88,10 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
         prereqs.require("read the sandbox's state")
         report = fleet.status(Instance.from_env())
     if as_json:
-        out.print_json(json.dumps(report))
+        out.print_json(json.dumps(report.to_json()))
     else:
         _render(report)
-    if not report.get("healthy"):
+    if not report.healthy:
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -106,35 +105,36 @@ def down() -> None:
               else "[green]sandbox down[/]: nothing was running")
 
 
-def _render(report: dict[str, Any]) -> None:
-    if not report["up"]:
+def _render(report: fleet.FleetStatus) -> None:
+    if not report.up:
         out.print("the sandbox is not up: run [bold]cnctl sandbox up[/] or [bold]make demo[/]")
-        if report.get("leftovers"):
-            out.print(f"[yellow]leftovers of a crashed run[/] (removed by the next up or down): {', '.join(report['leftovers'])}")
+        if report.leftovers:
+            out.print(f"[yellow]leftovers of a crashed run[/] (removed by the next up or down): "
+                      f"{escape(', '.join(report.leftovers))}")
         return
-    table = Table(title=f"sandbox {report['prefix']} · stack {report['stack']} · {report['subnet']}")
-    for column in ("host", "flavour", "platform", "address", "state", "ssh", "systemd"):
+    table = Table(title=f"sandbox {report.prefix} · stack {report.stack} · {report.subnet}")
+    for column in ("host", "flavour", "platform", "arch", "address", "state", "ssh", "systemd"):
         table.add_column(column, no_wrap=True)
-    for h in report["hosts"]:
-        platform = f"JP {h['jetpack']} · L4T {h['l4t']}" if h["flavour"] == "jetson" else f"driver {h['driver_branch']}"
+    for h in report.hosts:
+        platform = f"JP {h.jetpack} · L4T {h.l4t}" if h.flavour == "jetson" else f"driver {h.driver_branch}"
         table.add_row(
-            h["name"], h["flavour"], platform, h["address"],
-            "[green]running[/]" if h["running"] else "[red]stopped[/]",
-            "[green]ok[/]" if h["ssh"] else "[red]no[/]",
-            _systemd(h["systemd"]),
+            h.name, h.flavour, platform, h.arch, h.address,
+            "[green]running[/]" if h.running else "[red]stopped[/]",
+            "[green]ok[/]" if h.ssh else "[red]no[/]",
+            _systemd(h.systemd),
         )
     out.print(table)
-    if report["site"]:
-        site = Table(title=f"site services on {report['site_address']}")
+    if report.site:
+        site = Table(title=f"site services on {report.site_address}")
         site.add_column("service")
         site.add_column("url")
         site.add_column("answering")
-        for name, svc in report["site"].items():
-            site.add_row(name.removesuffix("_url"), svc["url"], "[green]yes[/]" if svc["answering"] else "[red]no[/]")
+        for name, svc in report.site.items():
+            site.add_row(name, svc.url, "[green]yes[/]" if svc.answering else "[red]no[/]")
         out.print(site)
-    out.print(f"pyinfra inventory: {report['inventories'].get('pyinfra')}")
-    out.print(f"Ansible inventory: {report['inventories'].get('ansible')}")
-    out.print(f"state: {report['state_file']}")
+    out.print(f"pyinfra inventory: {report.inventories.get('pyinfra')}")
+    out.print(f"Ansible inventory: {report.inventories.get('ansible')}")
+    out.print(f"state: {report.state_file}")
 
 
 def _systemd(state: str | None) -> str:

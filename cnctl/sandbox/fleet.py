@@ -13,7 +13,7 @@ import subprocess
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -174,50 +174,87 @@ def _healthy(inst: Instance, state: FleetState) -> bool:
 # --- status ----------------------------------------------------------------------------------
 
 
-def status(inst: Instance, *, probe: bool = True) -> dict[str, Any]:
+@dataclass(frozen=True)
+class HostStatus:
+    """One host as `status` finds it: its platform, its process, and whether SSH and systemd answer."""
+
+    name: str
+    group: str
+    flavour: str
+    arch: str
+    address: str
+    jetpack: str | None
+    l4t: str | None
+    driver_branch: str | None
+    pid: int | None
+    running: bool
+    ssh: bool = False
+    systemd: str | None = None  # `systemctl is-system-running`, when SSH answered
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    url: str
+    answering: bool | None  # None: not probed
+
+
+@dataclass(frozen=True)
+class FleetStatus:
+    """What runs on the machine for one sandbox (`up` False: nothing, or only `leftovers` of a crashed run)."""
+
+    up: bool
+    state_file: str
+    healthy: bool = False
+    leftovers: list[str] = field(default_factory=list)
+    prefix: str = ""
+    stack: str = ""
+    subnet: str = ""
+    machine_address: str = ""
+    site_address: str = ""
+    hosts: list[HostStatus] = field(default_factory=list)
+    site: dict[str, ServiceStatus] = field(default_factory=dict)
+    inventories: dict[str, str] = field(default_factory=dict)
+    ssh: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def status(inst: Instance, *, probe: bool = True) -> FleetStatus:
     """What runs: hosts (process, SSH, systemd state), site services (answering?), inventory paths."""
     state = load(inst)
     if state is None:
-        leftovers = cleanup.find(inst)
-        return {"up": False, "state_file": str(inst.state_file), "leftovers": leftovers.describe()}
+        return FleetStatus(up=False, state_file=str(inst.state_file), leftovers=cleanup.find(inst).describe())
 
-    def probe_host(hs: HostState) -> dict[str, Any]:
-        row: dict[str, Any] = {
-            "name": hs.name, "group": hs.spec.group, "flavour": hs.spec.flavour, "address": hs.address,
-            "jetpack": hs.spec.jetpack, "l4t": hs.spec.l4t, "driver_branch": hs.spec.driver_branch,
-            "pid": hs.pid, "running": _running(inst, hs), "ssh": False, "systemd": None,
-        }
-        if probe and row["running"]:
+    def probe_host(hs: HostState) -> HostStatus:
+        spec = hs.spec
+        running, reachable, systemd = _running(inst, hs), False, None
+        if probe and running:
             try:
                 result = ssh(state, hs, "systemctl is-system-running", timeout=15)
-                row["ssh"] = result.returncode in (0, 1) and bool(result.stdout.strip())
-                row["systemd"] = result.stdout.strip() or None
-            except Exception:
-                row["ssh"] = False
-        return row
+                reachable = result.returncode in (0, 1) and bool(result.stdout.strip())
+                systemd = result.stdout.strip() or None
+            except Exception:  # noqa: BLE001 - a probe reports, it does not raise
+                reachable = False
+        return HostStatus(hs.name, spec.group, spec.flavour, spec.arch, hs.address, spec.jetpack, spec.l4t,
+                          spec.driver_branch, hs.pid, running, reachable, systemd)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         hosts = list(pool.map(probe_host, state.hosts))
-    urls = {name.removesuffix("_url"): url for name, url in (state.site or {}).items() if name.endswith("_url")}
-    if (state.site or {}).get("registry"):
-        urls["registry"] = f"https://{state.site['registry']}/v2/"  # type: ignore[index]
-    services = {name: {"url": url, "answering": _answers(url) if probe else None} for name, url in sorted(urls.items())}
-    healthy = state.phase == "up" and all(h["running"] and (h["ssh"] or not probe) for h in hosts)
-    return {
-        "up": state.phase == "up",
-        "healthy": healthy,
-        "prefix": state.prefix,
-        "stack": state.stack,
-        "subnet": state.subnet,
-        "machine_address": state.machine_address,
-        "site_address": state.site_address,
-        "hosts": hosts,
-        "site": services,
-        "inventories": state.inventories,
-        "ssh": {"key": state.ssh_key, "known_hosts": state.known_hosts},
-        "state_file": str(inst.state_file),
-        "timings": state.timings,
-    }
+    site = state.site or {}
+    urls = {name.removesuffix("_url"): url for name, url in site.items() if name.endswith("_url")}
+    if site.get("registry"):
+        urls["registry"] = f"https://{site['registry']}/v2/"
+    services = {name: ServiceStatus(url, _answers(url) if probe else None) for name, url in sorted(urls.items())}
+    return FleetStatus(
+        up=state.phase == "up",
+        state_file=str(inst.state_file),
+        healthy=state.phase == "up" and all(h.running and (h.ssh or not probe) for h in hosts),
+        prefix=state.prefix, stack=state.stack, subnet=state.subnet, machine_address=state.machine_address,
+        site_address=state.site_address, hosts=hosts, site=services, inventories=state.inventories,
+        ssh={"key": state.ssh_key, "known_hosts": state.known_hosts}, timings=state.timings,
+    )
 
 
 def _answers(url: str, timeout: float = 1.0) -> bool:

@@ -73,7 +73,7 @@ def _rootfs(arch: str, mirror: str, wheelhouse: Path, work: Path) -> Path:
     opt = root / "opt" / "tritonserver"
     shutil.copytree(server.binary.parent.parent, opt, symlinks=True)
     shutil.copytree(Path(server.env["LD_LIBRARY_PATH"]), opt / "lib", dirs_exist_ok=True)
-    (opt / "python_backend_stubs").exists() and shutil.rmtree(opt / "python_backend_stubs")  # stub is in place
+    shutil.rmtree(opt / "python_backend_stubs", ignore_errors=True)  # the stub for Python 3.11 is in place
     entry = root / ENTRYPOINT.lstrip("/")
     entry.parent.mkdir(parents=True, exist_ok=True)
     entry.write_text(ENTRYPOINT_SCRIPT)
