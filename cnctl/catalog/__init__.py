@@ -280,16 +280,21 @@ class Catalog(_Data):
     gcp: GcpFacts
 
 
-def _load(name: str) -> dict:
-    with (CATALOG_DIR / name).open(encoding="utf-8") as fh:
+def _load(directory: Path, name: str) -> dict:
+    with (directory / name).open(encoding="utf-8") as fh:
         return yaml.safe_load(fh)
+
+
+def load_catalog(directory: Path) -> Catalog:
+    """The catalogs of one directory (this one, or another revision's `cnctl/catalog`), type-checked."""
+    return Catalog(
+        platforms=PlatformMatrix.model_validate(_load(directory, "platforms.yaml")),
+        models=ModelCatalog.model_validate(_load(directory, "models.yaml")),
+        gcp=GcpFacts.model_validate(_load(directory, "gcp.yaml")),
+    )
 
 
 @cache
 def catalog() -> Catalog:
     """The catalogs, parsed and type-checked once per process."""
-    return Catalog(
-        platforms=PlatformMatrix.model_validate(_load("platforms.yaml")),
-        models=ModelCatalog.model_validate(_load("models.yaml")),
-        gcp=GcpFacts.model_validate(_load("gcp.yaml")),
-    )
+    return load_catalog(CATALOG_DIR)

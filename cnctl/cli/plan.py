@@ -17,6 +17,7 @@ from cnctl.cli.errors import EXIT_VIOLATIONS, UsageProblem, err, report_violatio
 if TYPE_CHECKING:
     from cnctl.plan import Plan
     from cnctl.plan.diff import PlanDiff
+    from cnctl.plan.guardrails import Violation
 
 out = Console(highlight=False)
 
@@ -191,8 +192,14 @@ def plan_diff(
     allow_replace: list[str] = typer.Option(
         [], "--allow-replace", help="a resource name that may be replaced or deleted in production (repeatable; `all`)"
     ),
+    base_tree: str | None = typer.Option(
+        None, "--base-tree", help="the base revision (a checkout directory or a git ref): preview its hosts' pins too"
+    ),
+    head_tree: str = typer.Option(".", "--head-tree", help="the head revision (directory or git ref) for --base-tree"),
+    repo: Path = typer.Option(Path("."), "--repo", help="the git repository a ref in --base-tree/--head-tree names"),
 ) -> None:
-    """What a change does to a stack's cloud layer: the difference of two offline plans.
+    """What a change does to a stack: the difference of two offline plans, and with --base-tree the host pins
+    (driver branch, CUDA, JetPack, Triton image, model) that move, marking those that need a reboot.
 
     A base that does not exist (the stack is new, or the base branch predates cnctl) counts as empty.
     Exit 1 when the head plan has guardrail failures, as `cnctl plan` does, or when a production VM,
@@ -204,23 +211,69 @@ def plan_diff(
         head_plan = _read_plan(head)
         base_plan = _read_plan(base) if base.exists() and base.stat().st_size else None
     diff = diff_plans(base_plan, head_plan)
+    with user_errors():
+        pins = _pin_changes(diff.stack, base_tree, head_tree, repo) if base_tree is not None else None
     if markdown:
-        sys.stdout.write(render_markdown(diff, full_plan_url=full_plan_url))
+        from cnctl.plan import hostdiff
+        from cnctl.plan.diff import COMMENT_LIMIT
+
+        section = "" if pins is None else (hostdiff.render_markdown(pins) if isinstance(pins, list) else f"\n{pins}\n")
+        sys.stdout.write(render_markdown(diff, limit=COMMENT_LIMIT - len(section), full_plan_url=full_plan_url) + section)
     else:
+        # Plan files and resource names are data: printed with markup off, never read as rich markup.
         out.print(f"stack {diff.stack}: {len(diff.added)} to add, {len(diff.changed)} to change, "
-                  f"{len(diff.removed)} to delete, {diff.unchanged} unchanged")
+                  f"{len(diff.removed)} to delete, {diff.unchanged} unchanged", markup=False)
         for key in diff.added:
-            out.print(f"  [green]+ {key}[/]")
+            out.print(f"  + {key}", style="green", markup=False)
         for key in diff.removed:
-            out.print(f"  [red]- {key}[/]")
+            out.print(f"  - {key}", style="red", markup=False)
         for key, changes in diff.changed.items():
             forced = diff.replaced.get(key)
-            out.print(f"  [magenta]± {key}[/] (replaced: {', '.join(forced)})" if forced else f"  [yellow]~ {key}[/]")
+            if forced:
+                out.print(f"  ± {key} (replaced: {', '.join(forced)})", style="magenta", markup=False)
+            else:
+                out.print(f"  ~ {key}", style="yellow", markup=False)
             for change in changes:
-                out.print(f"      {change.path}: {json.dumps(change.before)} → {json.dumps(change.after)}", soft_wrap=True)
+                out.print(f"      {change.path}: {json.dumps(change.before)} → {json.dumps(change.after)}",
+                          soft_wrap=True, markup=False)
+        _show_pins(pins)
     if diff.violations:
+        if not markdown:
+            report_violations(_violations(diff.violations))
         raise typer.Exit(EXIT_VIOLATIONS)
     _refuse_unallowed_replacements(diff, allow_replace)
+
+
+def _pin_changes(stack: str, base_tree: str, head_tree: str, repo: Path) -> list[Any] | str:
+    """The host pin changes between two revisions; a base that cannot be read is a note, not an error."""
+    from cnctl.plan import hostdiff
+
+    try:
+        head_pins = hostdiff.revision_pins(head_tree, stack, repo, missing_ok=False)
+    except hostdiff.RevisionProblem as exc:
+        raise UsageProblem(str(exc)) from None
+    try:
+        base_pins = hostdiff.revision_pins(base_tree, stack, repo)
+    except hostdiff.RevisionProblem as exc:
+        return f"host pins: not compared; {exc}".splitlines()[0]
+    return hostdiff.pin_changes(base_pins, head_pins)
+
+
+def _show_pins(pins: list[Any] | str | None) -> None:
+    from cnctl.plan import hostdiff
+
+    if pins is None:
+        return
+    lines = hostdiff.render_text(pins) if isinstance(pins, list) else [pins]
+    for line in lines:
+        out.print(line, markup=False, soft_wrap=True)
+
+
+def _violations(rows: list[Mapping[str, str]]) -> list[Violation]:
+    """The head plan's guardrail failures (JSON rows) as the report prints them."""
+    from cnctl.plan.guardrails import Violation
+
+    return [Violation(str(r.get("rule")), str(r.get("resource")), str(r.get("message"))) for r in rows]
 
 
 def _read_plan(path: Path) -> dict[str, Any]:

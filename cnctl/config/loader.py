@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from cnctl.catalog import Catalog
 from cnctl.config.checks import check
 from cnctl.config.errors import Problem, StackConfigError
 from cnctl.config.schema import SECTIONS, StackConfig
@@ -43,10 +44,13 @@ def environment_of(path: Path) -> str:
     return path.stem
 
 
-def load_stack(stack: str, stacks_dir: Path = STACKS_DIR, *, unpinned_ok: bool = False) -> StackConfig:
+def load_stack(
+    stack: str, stacks_dir: Path = STACKS_DIR, *, unpinned_ok: bool = False, cat: Catalog | None = None
+) -> StackConfig:
     """Load and validate one stack file; raise StackConfigError naming every problem.
 
     `unpinned_ok` accepts a stack whose model has no sha256 yet: only `cnctl model pin` wants that.
+    `cat`: the catalog to check against (another revision's); default this one.
     """
     path = stack_path(stack, stacks_dir)
     source = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
@@ -55,7 +59,7 @@ def load_stack(stack: str, stacks_dir: Path = STACKS_DIR, *, unpinned_ok: bool =
         raise StackConfigError(source, [Problem("stack", stack, f"has no file {source}; known stacks: {', '.join(known)}")])
     document = read_document(path, source)
     raw = sections_of(document, source)
-    return parse(raw, environment=environment_of(path), source=source, unpinned_ok=unpinned_ok)
+    return parse(raw, environment=environment_of(path), source=source, unpinned_ok=unpinned_ok, cat=cat)
 
 
 def read_document(path: Path, source: str) -> dict[str, Any]:
@@ -196,13 +200,15 @@ def from_pulumi_config() -> StackConfig:
     return parse(raw, environment=stack, source=f"stacks/Pulumi.{stack}.yaml")
 
 
-def parse(raw: dict[str, Any], *, environment: str, source: str, unpinned_ok: bool = False) -> StackConfig:
+def parse(
+    raw: dict[str, Any], *, environment: str, source: str, unpinned_ok: bool = False, cat: Catalog | None = None
+) -> StackConfig:
     """Validate a raw `circularnet:` mapping: syntax through the schema, then the cross-field rules."""
     try:
         cfg = StackConfig.model_validate({**raw, "environment": environment})
     except ValidationError as exc:
         raise StackConfigError(source, [_problem(err) for err in exc.errors()]) from None
-    problems = [p for p in check(cfg) if not (unpinned_ok and p.path == "model.sha256")]
+    problems = [p for p in check(cfg, cat) if not (unpinned_ok and p.path == "model.sha256")]
     if problems:
         raise StackConfigError(source, problems)
     return cfg
