@@ -1,8 +1,9 @@
 """The sandbox site's artifact server: the apt repository under /apt/, artifacts under /artifacts/, faults on demand.
 
-A stdlib ThreadingHTTPServer (HTTP/1.1, keep-alive) that serves static files from mounted directories with
-HEAD, Content-Length, ETag / Last-Modified (+ If-None-Match), and single Range requests (206 + Content-Range;
-416 when unsatisfiable; multi-range requests get the whole file, as RFC 9110 allows). Every request is logged
+A ThreadingHTTPServer (HTTP/1.1, keep-alive) that serves static files from mounted directories with
+HEAD, Content-Length, ETag / Last-Modified (+ If-None-Match, If-Range), and single Range requests (206 +
+Content-Range; 416 when unsatisfiable; multi-range requests get the whole file, as RFC 9110 allows). The
+header grammar (ranges, entity tags) is werkzeug's; the server only decides what to send and injects faults. Every request is logged
 as one JSON line to the request log.
 
 Faults, switched through the control endpoint /_faults (never faulted itself):
@@ -37,6 +38,8 @@ import urllib.parse
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from werkzeug.http import parse_etags, parse_if_range_header, parse_range_header, quote_etag
 
 CONTROL = "/_faults"
 HEALTH = "/_health"
@@ -144,23 +147,15 @@ class RequestLog:
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
-    """A single `bytes=` range as (start, end inclusive); None for "whole file"; "unsatisfiable" for 416."""
-    if not header or not header.startswith("bytes=") or "," in header:
+    """A single `bytes=` range as (start, end inclusive); None for "whole file"; "unsatisfiable" for 416.
+
+    Parsing is werkzeug's (RFC 9110); a multi-range request gets the whole file, as the RFC allows.
+    """
+    requested = parse_range_header(header)
+    if requested is None or len(requested.ranges) != 1:
         return None
-    first, _, last = header[6:].strip().partition("-")
-    try:
-        if not first:  # suffix range: the last N bytes
-            n = int(last)
-            if n <= 0:
-                return "unsatisfiable"
-            return (max(0, size - n), size - 1) if size else "unsatisfiable"
-        start = int(first)
-        end = int(last) if last else size - 1
-    except ValueError:
-        return None
-    if start >= size or end < start:
-        return "unsatisfiable"
-    return start, min(end, size - 1)
+    span = requested.range_for_length(size)
+    return "unsatisfiable" if span is None else (span[0], span[1] - 1)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -257,19 +252,20 @@ class Handler(BaseHTTPRequestHandler):
     def _send_file(self, target: Path, faults: list[Fault], ids: list[int]) -> None:
         stat = target.stat()
         size = stat.st_size
-        etag = f'"{stat.st_mtime_ns:x}-{size:x}"'
+        tag = f"{stat.st_mtime_ns:x}-{size:x}"
+        etag = quote_etag(tag)
         headers = {
             "ETag": etag,
             "Last-Modified": email.utils.formatdate(stat.st_mtime, usegmt=True),
             "Accept-Ranges": "bytes",
         }
-        if self.headers.get("If-None-Match") == etag:
+        if parse_etags(self.headers.get("If-None-Match")).contains(tag):
             self._reply(304, b"", headers=headers, faults=ids)
             return
         wanted = parse_range(self.headers.get("Range"), size)
         if_range = self.headers.get("If-Range")
-        if if_range and if_range != etag:
-            wanted = None
+        if if_range and parse_if_range_header(if_range).etag != tag:
+            wanted = None  # the client's copy is of another version: send the whole file
         if wanted == "unsatisfiable":
             self._reply(416, b"", headers={"Content-Range": f"bytes */{size}"}, faults=ids)
             return
