@@ -144,7 +144,7 @@ def boot(inst: Instance, host: HostSpec, merged: Path, netns: str) -> int:
     """Start the host (detached: it outlives this process); return the supervisor's PID."""
     docker = docker_dir(inst, host.name)
     docker.mkdir(mode=0o710, exist_ok=True)
-    log = open(inst.host_dir(host.name) / "console.log", "ab")
+    log = open(inst.host_dir(host.name) / "console.log", "ab")  # noqa: SIM115 - handed to the child
     try:
         child = subprocess.Popen(
             [sys.executable, "-I", str(SUPERVISOR), "--",

@@ -76,7 +76,7 @@ def missing_libraries() -> list[str]:
     """The LIBRARIES packages dpkg does not list as installed."""
     missing = []
     for pkg in LIBRARIES:
-        res = subprocess.run(["dpkg-query", "-W", "-f=${db:Status-Status}", pkg], capture_output=True, text=True)
+        res = subprocess.run(["dpkg-query", "-W", "-f=${db:Status-Status}", pkg], capture_output=True, text=True, check=False)
         if res.stdout.strip() != "installed":
             missing.append(pkg)
     return missing
@@ -137,7 +137,7 @@ def ensure(say=print) -> list[str]:
         steps = [["apt-get", "update", "-q"],
                  ["apt-get", "install", "-y", "-q", "--no-install-recommends", *pkgs]]
         for cmd in steps:
-            res = subprocess.run(cmd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+            res = subprocess.run(cmd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
             if res.returncode != 0:
                 tail = " / ".join((res.stderr or res.stdout).strip().splitlines()[-3:])
                 return [f"`{' '.join(cmd)}` failed (exit {res.returncode}): {tail}"]
@@ -150,8 +150,8 @@ def ensure(say=print) -> list[str]:
 def require(action: str = "manage the sandbox") -> None:
     """Raise SandboxProblem (exit 2) with the exact fix if we are not root or the machine is not ready."""
     found = [] if os.geteuid() == 0 else [
-        f"to {action} cnctl must run as root (network namespaces, overlay mounts, systemd-nspawn): "
-        "run it with `sudo`, e.g. `sudo make demo` or `sudo .venv/bin/cnctl sandbox up`"
+        (f"to {action} cnctl must run as root (network namespaces, overlay mounts, systemd-nspawn): "
+        "run it with `sudo`, e.g. `sudo make demo` or `sudo .venv/bin/cnctl sandbox up`")
     ]
     found += problems()
     if found:

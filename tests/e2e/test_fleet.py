@@ -68,7 +68,7 @@ def test_ssh_allows_keys_only_and_no_root(fleet: FleetState) -> None:
     assert "passwordauthentication no" in effective
     as_root = subprocess.run(
         ["ssh", *ssh_options(Path(fleet.ssh_key), Path(fleet.known_hosts)), f"root@{host.address}", "true"],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True, text=True, timeout=30, check=False,
     )
     assert as_root.returncode == 255 and "Permission denied" in as_root.stderr
     modes = ssh(fleet, host, "sudo stat -c '%a %U %n' /etc/sudoers.d/circularnet /home/circularnet/.ssh/authorized_keys")
@@ -87,7 +87,7 @@ def test_known_hosts_is_exact_and_checked(fleet: FleetState, tmp_path: Path) -> 
     wrong.write_text(f"{first.address} {second.host_key}\n")  # another host's key for this address
     refused = subprocess.run(
         ["ssh", *ssh_options(Path(fleet.ssh_key), wrong), f"circularnet@{first.address}", "true"],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True, text=True, timeout=30, check=False,
     )
     assert refused.returncode == 255 and "HOST IDENTIFICATION HAS CHANGED" in refused.stderr
 
@@ -153,7 +153,7 @@ def _other_keyring(tmp_path: Path) -> bytes:
                         "never"], check=True, capture_output=True, timeout=60)
         return subprocess.run([*gpg, "--export"], check=True, capture_output=True, timeout=30).stdout
     finally:
-        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True, timeout=30)
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True, timeout=30, check=False)
 
 
 def test_apt_fails_closed_when_the_repo_is_signed_by_another_key(fresh_host: sandbox.FreshHost, fleet: FleetState,
@@ -287,7 +287,7 @@ def test_ansible_reaches_every_host_through_the_generated_inventory(fleet: Fleet
     result = subprocess.run(
         [str(BIN / "ansible"), "-i", fleet.inventories["ansible"], "all", "-m", "command", "-a", "id -u"],
         env={**fleet_env, "ANSIBLE_LOCAL_TEMP": str(tmp_path), "ANSIBLE_HOME": str(tmp_path)},
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("CHANGED | rc=0 >>\n0") == len(fleet.hosts)
@@ -298,7 +298,7 @@ def test_ansible_reaches_every_host_through_the_generated_inventory(fleet: Fleet
 
 def test_status_reports_every_host_running_with_ssh_and_systemd(fleet: FleetState, fleet_env: dict[str, str]) -> None:
     result = subprocess.run([str(BIN / "cnctl"), "sandbox", "status", "--json"], env=fleet_env,
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert [(h["name"], h["running"], h["ssh"], h["systemd"]) for h in report["hosts"]] == [
@@ -313,7 +313,7 @@ def test_up_refuses_a_subnet_the_machine_already_uses(fleet: FleetState, fleet_i
     other = Instance(prefix="cntx", state_dir=Path("/run/cnctl/test-subnet"), cache=fleet_instance.cache)
     stack = sandbox_stack(fleet.subnet.rsplit(".", 1)[0] + ".")
     result = subprocess.run([str(BIN / "cnctl"), "sandbox", "up", "--stack", str(stack)], env=env_for(other),
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 2, result.stdout + result.stderr
     message = " ".join(result.stderr.split())
     assert f"interface {fleet_instance.uplink}" in message and "sandbox.subnet" in message
@@ -329,7 +329,7 @@ def test_up_as_non_root_exits_2_with_the_fix() -> None:
             ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=+dac_read_search",
              "--ambient-caps=+dac_read_search", str(BIN / "cnctl"), "sandbox", "up"],
             capture_output=True, text=True, timeout=60, cwd="/",
-            env={"PATH": os.environ.get("PATH", ""), "HOME": "/nonexistent", "CNCTL_STATE": "/run/cnctl/test-nonroot"},
+            env={"PATH": os.environ.get("PATH", ""), "HOME": "/nonexistent", "CNCTL_STATE": "/run/cnctl/test-nonroot"}, check=False,
         )
         code, stderr = result.returncode, result.stderr
     else:  # already not root: the same command in-process
@@ -370,16 +370,16 @@ def test_down_leaves_no_namespace_mount_or_process(sandbox_stack) -> None:
     teardown = Teardown(inst)
     try:
         up = subprocess.run([cnctl, "sandbox", "up", "--stack", str(sandbox_stack("172.31.251.")), "--edge", "1",
-                             "--servers", "0"], env=env, capture_output=True, text=True, timeout=600)
+                             "--servers", "0"], env=env, capture_output=True, text=True, timeout=600, check=False)
         assert up.returncode == 0, up.stdout + up.stderr
         running = _processes_of(inst)
         assert len(running) > 5 and mounts.mounts_under(inst.state_dir) and network.our_namespaces(inst)
 
-        down = subprocess.run([cnctl, "sandbox", "down"], env=env, capture_output=True, text=True, timeout=120)
+        down = subprocess.run([cnctl, "sandbox", "down"], env=env, capture_output=True, text=True, timeout=120, check=False)
         assert down.returncode == 0, down.stdout + down.stderr
         _nothing_left(inst, running)
 
-        again = subprocess.run([cnctl, "sandbox", "down"], env=env, capture_output=True, text=True, timeout=120)
+        again = subprocess.run([cnctl, "sandbox", "down"], env=env, capture_output=True, text=True, timeout=120, check=False)
         assert again.returncode == 0 and "nothing was running" in again.stdout
     finally:
         teardown()
@@ -414,7 +414,7 @@ def test_leftovers_of_a_crashed_run_are_cleaned_by_the_next_up_and_down(sandbox_
         orphans = _crash(state.hosts[0].pid or 0)
         inst.state_file.unlink()  # a crash before the state was written: the scan alone must find everything
         down = subprocess.run([str(BIN / "cnctl"), "sandbox", "down"], env=env_for(inst), capture_output=True,
-                              text=True, timeout=120)
+                              text=True, timeout=120, check=False)
         assert down.returncode == 0, down.stdout + down.stderr
         _nothing_left(inst, running + orphans)
     finally:
@@ -423,7 +423,7 @@ def test_leftovers_of_a_crashed_run_are_cleaned_by_the_next_up_and_down(sandbox_
 
 def test_make_demo_targets_are_wired(tmp_path: Path) -> None:
     """`make -n demo` names up, the pyinfra deploy through the venv, and status (no fleet needed)."""
-    result = subprocess.run(["make", "-n", "demo", "demo-down"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(["make", "-n", "demo", "demo-down"], cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert "cnctl sandbox up --stack local" in result.stdout
     assert re.search(r"\.venv/bin/pyinfra -y hosts/sandbox\.py deploy\.py", result.stdout)

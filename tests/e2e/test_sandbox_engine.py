@@ -54,7 +54,8 @@ def test_a_site_package_installs_on_an_arm64_host(boot_fresh, fleet: FleetState)
     host = boot_fresh("jetson", "6.0")
     _prepare(host, fleet)
     release = catalog().platforms.jetson.release("6.0")
-    result = host.ssh("sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q nvidia-l4t-core && "
+    pinned = f"nvidia-l4t-core={release.packages['nvidia-l4t-core']}"
+    result = host.ssh(f"sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q {pinned} && "
                       "dpkg-query -W -f='${Version} ${Architecture}' nvidia-l4t-core", timeout=APT_TIMEOUT_S)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.split()[-2:] == [release.packages["nvidia-l4t-core"], "arm64"]

@@ -4,7 +4,6 @@ file, the apt source template, mirror discovery, the image recipe, prerequisites
 from __future__ import annotations
 
 import json
-import os
 import runpy
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 from cnctl.catalog import catalog
 from cnctl.config import load_stack
 from cnctl.paths import REPO_ROOT
-from cnctl.sandbox import image, prereqs
+from cnctl.sandbox import image
 from cnctl.sandbox.errors import SandboxProblem
 from cnctl.sandbox.flavours import nv_tegra_release
 from cnctl.sandbox.instance import Instance

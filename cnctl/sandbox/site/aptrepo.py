@@ -25,7 +25,7 @@ LABEL = "cnctl sandbox stand-ins"
 
 def _gpg(gnupg_home: Path, *args: str, stdin: bytes | None = None) -> bytes:
     env = {**os.environ, "GNUPGHOME": str(gnupg_home)}
-    res = subprocess.run(["gpg", "--batch", "--no-tty", *args], env=env, input=stdin, capture_output=True)
+    res = subprocess.run(["gpg", "--batch", "--no-tty", *args], env=env, input=stdin, capture_output=True, check=False)
     if res.returncode != 0:
         raise RuntimeError(f"gpg {' '.join(args)} failed: {res.stderr.decode(errors='replace').strip()}")
     return res.stdout
