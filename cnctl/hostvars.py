@@ -37,6 +37,8 @@ URL and the stack's `mirrors` section replaces its base for air-gapped plants (N
 | cn_nvidia_ctk_packages | all | its packages, all pinned to cn_nvidia_ctk_version |
 | cn_nvidia_ctk_key_url | all | the toolkit repository's signing key |
 | cn_nvidia_ctk_repo_url | all | the toolkit's apt repo (`.../stable/deb/$(ARCH)`, `$(ARCH)` literal for apt) |
+| cn_site_apt_url | all | a flat, signed site repository carrying every package the layers install (mirrors.siteApt): it replaces the upstream repositories; None: the upstream ones (or their mirrors) |
+| cn_site_apt_key_url | all | its signing key (mirrors.siteAptKey) |
 | cn_jetpack | jetson | JetPack release of the fleet entry (`6.2`) |
 | cn_l4t | jetson | L4T release it implies (`36.4.3`): must equal /etc/nv_tegra_release |
 | cn_l4t_gcid | jetson | GCID on the first line of /etc/nv_tegra_release |
@@ -119,6 +121,8 @@ def stack_vars(cfg: StackConfig, cat: Catalog | None = None) -> dict[str, Any]:
         "cn_nvidia_ctk_packages": list(ctk.packages),
         "cn_nvidia_ctk_key_url": _mirrored(ctk.key_url, ctk_base, mirrors.container_toolkit_apt),
         "cn_nvidia_ctk_repo_url": _mirrored(ctk.repo_url, ctk_base, mirrors.container_toolkit_apt),
+        "cn_site_apt_url": mirrors.site_apt,
+        "cn_site_apt_key_url": mirrors.site_apt_key,
     }
 
 

@@ -72,16 +72,18 @@ def container() -> None:
     wants, data = wishes(), role_data("container")
     os = host.get_fact(OsIdentity) or {}
     changed = []
-    if wants["cn_docker_source"] == "docker-ce":
+    site = bool(wants.get("cn_site_apt_url"))  # the site repository (platform layer) carries every package
+    if wants["cn_docker_source"] == "docker-ce" and not site:
         url = f"{wants['cn_docker_apt_url'].rstrip('/')}/{os.get('id')}"
         keyring = data["container_docker_keyring"]
         changed += apt_repository("Docker CE repository", f"{url}/gpg", keyring, data["container_docker_source"],
                                   [{"uri": url, "suite": os.get("codename"), "components": ["stable"],
                                     "signed_by": keyring, "arch": host.get_fact(DebArch)}])
-    keyring = data["container_ctk_keyring"]
-    changed += apt_repository("NVIDIA Container Toolkit repository", wants["cn_nvidia_ctk_key_url"], keyring,
-                              data["container_ctk_source"],
-                              [{"uri": wants["cn_nvidia_ctk_repo_url"], "suite": "/", "signed_by": keyring}])
+    if not site:
+        keyring = data["container_ctk_keyring"]
+        changed += apt_repository("NVIDIA Container Toolkit repository", wants["cn_nvidia_ctk_key_url"], keyring,
+                                  data["container_ctk_source"],
+                                  [{"uri": wants["cn_nvidia_ctk_repo_url"], "suite": "/", "signed_by": keyring}])
     wanted = pins(wants, os.get("codename"))
     changed.append(apt_pins("Container engine and NVIDIA Container Toolkit", data["container_preferences"], wanted))
     index_refreshed(name="Container: package index fresh (apt-get update --error-on=any)", changed=changed,

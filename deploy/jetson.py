@@ -70,9 +70,11 @@ def power_mode(mode: int | None):
 def jetson() -> None:
     """Pinned, held JetPack components from the signed L4T repository; the power mode; the clocks unit."""
     wants, data = wishes(), role_data("jetson")
-    keyring = data["jetson_keyring"]
-    changed = apt_repository("NVIDIA L4T repository", wants["cn_jetson_apt_key_url"], keyring, data["jetson_source"],
-                             sources(wants, keyring))
+    changed = []
+    if not wants.get("cn_site_apt_url"):  # else the site repository (platform layer) carries the packages
+        keyring = data["jetson_keyring"]
+        changed += apt_repository("NVIDIA L4T repository", wants["cn_jetson_apt_key_url"], keyring,
+                                  data["jetson_source"], sources(wants, keyring))
     wanted = pins(wants)
     changed.append(apt_pins("JetPack components", data["jetson_preferences"], wanted))
     index_refreshed(name="Jetson: package index fresh (apt-get update --error-on=any)", changed=changed,

@@ -108,12 +108,14 @@ def nvidia() -> None:
     if wants["cn_driver_source"] == "image":
         _image_driver(wants, data)
         return
-    distro = repo_distro(host.get_fact(OsIdentity), wants)
-    repo = f"{wants['cn_cuda_repo_url'].rstrip('/')}/{distro}/x86_64/"
-    keyring = data["nvidia_cuda_keyring"]
-    changed = apt_repository("NVIDIA CUDA repository", repo + data["nvidia_cuda_key_name"], keyring,
-                             f"/etc/apt/sources.list.d/cuda-{distro}-x86_64.list",
-                             [{"uri": repo, "suite": "/", "signed_by": keyring}])
+    changed = []
+    if not wants.get("cn_site_apt_url"):  # else the site repository (platform layer) carries the packages
+        distro = repo_distro(host.get_fact(OsIdentity), wants)
+        repo = f"{wants['cn_cuda_repo_url'].rstrip('/')}/{distro}/x86_64/"
+        keyring = data["nvidia_cuda_keyring"]
+        changed += apt_repository("NVIDIA CUDA repository", repo + data["nvidia_cuda_key_name"], keyring,
+                                  f"/etc/apt/sources.list.d/cuda-{distro}-x86_64.list",
+                                  [{"uri": repo, "suite": "/", "signed_by": keyring}])
     wanted = pins(wants)
     changed.append(apt_pins("NVIDIA driver and CUDA toolkit", data["nvidia_preferences"], wanted))
     files.directory(name="NVIDIA: modprobe configuration directory", path=data["nvidia_blacklist_file"].rsplit("/", 1)[0],

@@ -4,8 +4,9 @@ Detects the OS release, the dpkg architecture, a Jetson's L4T release (/etc/nv_t
 nvidia-l4t-core) and compares them with the host's cn_* variables (deploy/checks.py `platform_refusal`).
 `refusal()` runs before any operation of any layer is added for the host, so a refused host fails with
 one message naming it, what was found and what the matrix supports, and nothing is changed on it.
-A supported host is then proven ready (sudo gives root, systemd running with no failed unit) and its
-detection is recorded in /var/lib/circularnet/platform.json (templates/platform/facts.json.j2).
+A supported host is then proven ready (sudo gives root, systemd running with no failed unit), gets the
+stack's site repository where it names one (`mirrors.siteApt`: one flat, signed source for every package
+the layers install, in place of the upstream repositories), and its detection is recorded in /var/lib/circularnet/platform.json (templates/platform/facts.json.j2).
 
 roles/platform is the same layer for Ansible: same probes (roles/platform/vars/main.yml), same verdict,
 same file.
@@ -20,7 +21,7 @@ from pyinfra.api import FactBase, deploy
 from pyinfra.operations import files
 
 from deploy import checks
-from deploy.steps import read, role_data, template, verified, wishes
+from deploy.steps import apt_repository, read, role_data, template, verified, wishes
 
 
 class SudoUid(FactBase):
@@ -86,12 +87,16 @@ def _systemd_problem(wait: int) -> str:
 @deploy("Platform")
 def platform() -> None:
     """Sudo and systemd proven, the accepted detection recorded. Call only where `refusal()` is ""."""
-    data = role_data("platform")
+    data, wants = role_data("platform"), wishes()
     verified(name="Platform: sudo gives uid 0", check=_sudo_problem)
     verified(name="Platform: systemd running, no failed units",
              check=lambda: _systemd_problem(data["platform_systemd_wait"]))
+    if wants.get("cn_site_apt_url"):
+        keyring = data["platform_site_keyring"]
+        apt_repository("Site repository", wants["cn_site_apt_key_url"], keyring, data["platform_site_source"],
+                       [{"uri": wants["cn_site_apt_url"], "suite": "/", "signed_by": keyring}])
     files.directory(name="Platform: record directory", path=data["platform_record_dir"], present=True, mode="755",
                     user="root", group="root")
     detected = found()
     template("Platform: detection recorded", "platform/facts.json.j2", data["platform_record_file"],
-             platform_record=record(detected, wishes()))
+             platform_record=record(detected, wants))

@@ -219,6 +219,15 @@ def sandbox_only_local(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
         yield Problem("sandbox", "…", f"only the {LOCAL} stack may have a sandbox section; remove it from stack {cfg.environment}")
 
 
+def site_apt_has_key(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
+    """A site repository is only trusted through its own key (signed-by): one without the other is half a source."""
+    mirrors = cfg.mirrors
+    if mirrors.site_apt is not None and mirrors.site_apt_key is None:
+        yield Problem("mirrors.siteAptKey", None, "must name the signing key of mirrors.siteApt (an armored .asc URL)")
+    if mirrors.site_apt is None and mirrors.site_apt_key is not None:
+        yield Problem("mirrors.siteApt", None, "must name the site repository mirrors.siteAptKey signs, or drop the key")
+
+
 def inference_image_serves_model(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
     """A TF SavedModel needs a Triton image that still has the TF backend (≤ 25.02)."""
     entry = cat.models.models.get(cfg.model.key)
@@ -267,6 +276,7 @@ RULES: tuple[Rule, ...] = (
     ports_distinct,
     labels_fit,
     sandbox_only_local,
+    site_apt_has_key,
     inference_image_serves_model,
     inference_reachable_where_allowed,
     labels_not_reserved,

@@ -328,6 +328,12 @@ class Mirrors(Section):
     )
     docker_apt: MirrorUrl | None = Field(None, description="replaces https://download.docker.com/linux")
     registry: MirrorUrl | None = Field(None, description="a Docker Hub pull-through mirror (daemon.json registry-mirrors)")
+    site_apt: MirrorUrl | None = Field(
+        None,
+        description="a flat, signed site repository (`deb <url> /`) carrying every package the host layers install "
+        "(NVIDIA's, Docker's and the distribution's): when set, it replaces the upstream repositories",
+    )
+    site_apt_key: MirrorUrl | None = Field(None, description="the site repository's signing key (armored); needed with siteApt")
 
 
 # --- container engine -------------------------------------------------------------------------

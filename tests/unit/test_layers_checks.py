@@ -31,15 +31,14 @@ TEGRA_3630 = catalog().platforms.jetson.release("6.0").nv_tegra_release().splitl
 TEGRA_3643 = catalog().platforms.jetson.release("6.2").nv_tegra_release().splitlines()
 
 
-def _wishes(group: str, *, substitution: bool = False, engine: str | None = None) -> dict[str, Any]:
+def _wishes(group: str, *, substitution: bool = False, engine: str = "docker-ce") -> dict[str, Any]:
     """The cn_* variables of the local stack's first edge device or server, with or without the sandbox's
     declared Jetson OS substitution, and with the container engine given."""
     cfg = load_stack("local")
     assert cfg.sandbox is not None
     jetson_os = OsName(id="debian", version="12", codename="bookworm") if substitution else None
     cfg = cfg.model_copy(update={"sandbox": cfg.sandbox.model_copy(update={"jetson_os": jetson_os})})
-    if engine:
-        cfg = cfg.model_copy(update={"container": cfg.container.model_copy(update={"engine": engine})})
+    cfg = cfg.model_copy(update={"container": cfg.container.model_copy(update={"engine": engine})})
     if group == "edge":
         return host_vars(cfg, "edge", cfg.fleets.edge[0])
     return host_vars(cfg, "servers", cfg.fleets.servers[0])
@@ -277,3 +276,17 @@ def test_docker_io_pins_name_os_releases_the_matrix_supports() -> None:
     assert set(docker_io.verified) == set(docker_io.releases)
     for pins in docker_io.releases.values():
         assert set(pins) == set(docker_io.packages)
+
+
+@pytest.mark.parametrize(("mirrors", "problem"), [
+    ({"siteApt": "http://10.0.0.2:8080/apt/", "siteAptKey": "http://10.0.0.2:8080/apt/key.asc"}, None),
+    ({}, None),
+    ({"siteApt": "http://10.0.0.2:8080/apt/"}, "mirrors.siteAptKey"),
+    ({"siteAptKey": "http://10.0.0.2:8080/apt/key.asc"}, "mirrors.siteApt"),
+])
+def test_a_site_repository_comes_with_its_key(mirrors: dict[str, str], problem: str | None) -> None:
+    from cnctl.config.checks import site_apt_has_key
+    from cnctl.config.schema import Mirrors
+
+    cfg = load_stack("local").model_copy(update={"mirrors": Mirrors.model_validate(mirrors)})
+    assert [p.path for p in site_apt_has_key(cfg, catalog())] == ([problem] if problem else [])
