@@ -86,7 +86,8 @@ class GpuVms(Component):
       follows the image family (the Deep Learning VM images load unsigned driver modules).
     - OS Login and blocked project-wide SSH keys: access is IAM-granted and audited, per VM.
     - No accidental loss: with deletion protection (on in prod) a VM carries GCE's
-      `deletion_protection` and Pulumi's `protect`, unless its placement says `allowReplace`.
+      `deletion_protection` and Pulumi's `protect`; its placement's `allowReplace` lifts `protect`
+      only (GCE's flag stays, the production guardrail wants it; docs/cloud.md says how to replace).
       Replacements create first: the name carries the replace-forcing inputs (`revision`), and
       `delete_before_replace=False` overrides Pulumi's delete-first default for named resources.
     - Zones stock out of GPUs (ZONE_RESOURCE_POOL_EXHAUSTED). Pulumi cannot retry a create in another
@@ -167,7 +168,7 @@ class GpuVms(Component):
                         labels=dict(names.labels),
                         # Machine type, account and scheduling changes need a stopped VM.
                         allow_stopping_for_update=True,
-                        deletion_protection=protected,
+                        deletion_protection=deletion_protection,
                         desired_status="RUNNING",
                     ),
                     opts=pulumi.ResourceOptions.merge(

@@ -54,7 +54,12 @@ class PlanDiff:
 
 
 def _by_key(plan: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
-    return {f"{r['type']} {r['name']}": r.get("inputs", {}) for r in plan.get("resources", [])}
+    """Inputs per `<type> <name>`; resource options (protect, ...) under `resourceOptions`, so a
+    change that lifts a resource's protection shows in the diff like any input."""
+    return {
+        f"{r['type']} {r['name']}": {**r.get("inputs", {}), **({"resourceOptions": r["options"]} if "options" in r else {})}
+        for r in plan.get("resources", [])
+    }
 
 
 def diff_plans(base: Mapping[str, Any] | None, head: Mapping[str, Any]) -> PlanDiff:

@@ -96,15 +96,18 @@ def test_prod_data_is_protected_too(prod: Plan) -> None:
     assert all(r["options"] == {"protect": True} for r in stateful)
 
 
-def test_allow_replace_lifts_protection_of_that_vm_only(tmp_path: Path, prod: Plan) -> None:
+def test_allow_replace_lifts_protect_of_that_vm_only(tmp_path: Path, prod: Plan) -> None:
     def change(config: dict[str, Any]) -> None:
         config["circularnet:compute"]["placement"][1]["allowReplace"] = True
 
     head = plan_stack(variant(tmp_path, "prod", change))
     result = diff(prod, head)
-    assert list(result.changed) == [f"{INSTANCE} cn-prod-gpu-1"] and not result.replaced
+    vm = f"{INSTANCE} cn-prod-gpu-1"
+    assert list(result.changed) == [vm] and not result.replaced  # that VM only, and in place
+    assert [(c.path, c.before, c.after) for c in result.changed[vm]] == [("resourceOptions.protect", True, False)]
+    assert head.violations == ()  # GCE's deletion protection stays on, as the production guardrail wants
     assert resource(head, INSTANCE, "cn-prod-gpu-1")["options"]["protect"] is False
-    assert resource(head, INSTANCE, "cn-prod-gpu-1")["inputs"]["deletionProtection"] is False
+    assert resource(head, INSTANCE, "cn-prod-gpu-1")["inputs"]["deletionProtection"] is True
     assert resource(head, INSTANCE, "cn-prod-gpu-0")["options"]["protect"] is True
 
 
