@@ -213,7 +213,7 @@ class VmPlacement(Section):
 
     zone: Zone
     allow_replace: bool = Field(
-        False, description="lift this VM's deletion protection, so that a change which replaces it may apply"
+        False, description="lift Pulumi's protect on this VM, so that a planned replacement may apply (docs/cloud.md)"
     )
 
 
