@@ -385,3 +385,12 @@ def test_plan_with_a_base_flags_and_refuses_like_plan_diff(tmp_path: Path, prod:
     assert json.loads(refused.stdout)["stack"] == "prod"  # the plan itself is still printed
     allowed = subprocess.run([*command, "--allow-replace", "all"], capture_output=True, text=True, timeout=120, check=False)
     assert allowed.returncode == 0, allowed.stderr
+
+
+def test_the_documented_stock_out_move_is_the_golden_plan_diff() -> None:
+    """docs/cloud.md shows the comment of the zone move as `test_moving_one_vm...` produces it."""
+    doc = (REPO_ROOT / "docs" / "cloud.md").read_text()
+    match = re.search(r"<!-- example: zone-move -->\n```markdown\n(.*?)```", doc, re.DOTALL)
+    assert match, "docs/cloud.md lost its zone-move example"
+    assert match.group(1).strip() in (GOLDEN / "diff-prod-zone-move.md").read_text()
+    assert "cn-prod-gpu-0" not in match.group(1)  # the other VM is not touched
