@@ -3,6 +3,7 @@ host, the smoke deploy (and its no-op second run), `down` and the leftovers of a
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -23,7 +24,7 @@ from cnctl.sandbox.keys import ssh_options
 from cnctl.sandbox.progress import Quiet
 from cnctl.sandbox.remote import ssh
 from cnctl.sandbox.site import build_site_content
-from cnctl.sandbox.state import FleetState
+from cnctl.sandbox.state import FleetState, load
 from tests.e2e.fleet_helpers import (
     BIN,
     REPO,
@@ -362,6 +363,21 @@ def _processes_of(inst: Instance) -> list[int]:
     return [p for p in procs.pids() if procs.net_ns_inode(p) in inodes or procs.boots_under(p, inst.hosts_dir)]
 
 
+def _run_a_container(state: FleetState, host) -> None:
+    """Docker from the site repository on `host`, and a container from the site registry left running."""
+    assert state.site
+    keyring = base64.b64encode(Path(state.site["apt_keyring"]).read_bytes()).decode()
+    image = f"{state.site['registry']}/nvidia/tritonserver:24.03-py3"
+    result = ssh(state, host, (
+        "set -e; sudo install -d /etc/apt/keyrings; "
+        f"echo {keyring} | base64 -d | sudo tee /etc/apt/keyrings/site.gpg >/dev/null; "
+        f"echo 'deb [signed-by=/etc/apt/keyrings/site.gpg] {state.site['apt_url']} /' | "
+        "sudo tee /etc/apt/sources.list.d/site.list >/dev/null; sudo apt-get update -q --error-on=any >/dev/null; "
+        "sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker.io >/dev/null; "
+        f"sudo docker run -d {image} sleep 600"), timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_down_leaves_no_namespace_mount_or_process(sandbox_stack) -> None:
     require_fleet_prerequisites()
     inst = Instance(prefix="cntd", state_dir=Path("/run/cnctl/test-down"), cache=cache_dir())
@@ -369,11 +385,18 @@ def test_down_leaves_no_namespace_mount_or_process(sandbox_stack) -> None:
     cnctl = str(BIN / "cnctl")
     teardown = Teardown(inst)
     try:
-        up = subprocess.run([cnctl, "sandbox", "up", "--stack", str(sandbox_stack("172.31.251.")), "--edge", "1",
-                             "--servers", "0"], env=env, capture_output=True, text=True, timeout=600, check=False)
+        up = subprocess.run([cnctl, "sandbox", "up", "--stack", str(sandbox_stack("172.31.251.")), "--edge", "0",
+                             "--servers", "1"], env=env, capture_output=True, text=True, timeout=600, check=False)
         assert up.returncode == 0, up.stdout + up.stderr
+        # A container left running inside the host: its engine's cgroups and processes must go with `down` too.
+        state = load(inst)
+        assert state and state.site
+        host = state.hosts[0]
+        _run_a_container(state, host)
         running = _processes_of(inst)
         assert len(running) > 5 and mounts.mounts_under(inst.state_dir) and network.our_namespaces(inst)
+        assert any(d.name.endswith("-docker") for d in cleanup.our_cgroups(inst)), cleanup.our_cgroups(inst)
+        assert not list(Path("/sys/fs/cgroup").glob("*/docker"))  # never the machine's own /docker
 
         down = subprocess.run([cnctl, "sandbox", "down"], env=env, capture_output=True, text=True, timeout=120, check=False)
         assert down.returncode == 0, down.stdout + down.stderr
