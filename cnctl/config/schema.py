@@ -202,6 +202,10 @@ class Analytics(Section):
     table: BigQueryId = "detections"
     kms_key_name: KmsKeyName | None = Field(None, description="CMEK for the dataset's tables; in the dataset's region")
 
+    def table_of(self, generation: str) -> str:
+        """`detections_tf`: the table of one client generation (generations differ in columns, each keeps its own)."""
+        return f"{self.table}_{generation}"
+
 
 class GpuSpec(Section):
     type: str = "nvidia-tesla-t4"
