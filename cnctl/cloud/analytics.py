@@ -23,11 +23,6 @@ def table_schema(fields: Sequence[BigQueryField]) -> str:
     return json.dumps([{"name": f.name, "type": f.type, "mode": "NULLABLE"} for f in fields])
 
 
-def table_id(config: AnalyticsConfig, generation: str) -> str:
-    """`detections_tf`, `detections_detr`: one table per client generation (their columns differ)."""
-    return f"{config.table}_{generation}"
-
-
 class Analytics(Component):
     """Ensures the dataset (in the stack's region, not BigQuery's US default) and one table per generation.
 
@@ -72,10 +67,10 @@ class Analytics(Component):
         )
         self.tables = {
             generation: bigquery.Table(
-                names("table", table_id(config, generation)),
+                names("table", config.table_of(generation)),
                 bigquery.TableArgs(
                     dataset_id=self.dataset.dataset_id,
-                    table_id=table_id(config, generation),
+                    table_id=config.table_of(generation),
                     schema=table_schema(fields),
                     # No `field`: partitioned by ingestion time.
                     time_partitioning=bigquery.TableTimePartitioningArgs(type="DAY"),

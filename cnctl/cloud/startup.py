@@ -43,7 +43,8 @@ def stack_record(cfg: StackConfig) -> dict[str, Any]:
             "ports": cfg.inference.ports.model_dump(by_alias=True),
         },
         "buckets": {"images": buckets.images, "results": buckets.results, "models": buckets.models},
-        "bigquery": {"dataset": cfg.analytics.dataset, "table": cfg.analytics.table},
+        # the table the deployed model's client generation appends to (docs/cloud.md, generation upgrade)
+        "bigquery": {"dataset": cfg.analytics.dataset, "table": cfg.analytics.table_of(model.generation)},
     }
 
 

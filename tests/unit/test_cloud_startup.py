@@ -79,7 +79,7 @@ def test_stack_record_carries_model_pin_ports_and_data_locations(dev: StackConfi
         "results": "my-circularnet-dev-results",
         "models": "my-circularnet-dev-models",
     }
-    assert record["bigquery"] == {"dataset": "circularnet_dev", "table": "detections"}
+    assert record["bigquery"] == {"dataset": "circularnet_dev", "table": "detections_tf"}
     assert STACK_DIR == "/etc/circularnet" and STACK_DIR in render_startup_script(dev)
 
 
