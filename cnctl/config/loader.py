@@ -29,9 +29,9 @@ MAX_DEPTH = 32
 
 
 def stack_path(stack: str, stacks_dir: Path = STACKS_DIR) -> Path:
-    """`dev` -> stacks/Pulumi.dev.yaml; a path to a file is taken as it is."""
+    """`dev` -> stacks/Pulumi.dev.yaml; a path (anything with a / or a .yaml suffix) is taken as it is."""
     candidate = Path(stack)
-    if candidate.suffix in (".yaml", ".yml") and candidate.exists():
+    if candidate.suffix in (".yaml", ".yml") or "/" in stack:
         return candidate
     return stacks_dir / f"Pulumi.{stack}.yaml"
 

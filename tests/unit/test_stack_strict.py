@@ -92,6 +92,7 @@ CASES = [
     Case("pattern-shown-whole", edited(edge(sshUser="Root User")), "fleets.edge[0].sshUser:", "^[a-z_][a-z0-9_-]{0,31}$"),
     Case("not-utf8", text(DEV.encode() + b"# caf\xe9\n"), "(file): is not UTF-8", f"line {DEV.count(chr(10)) + 1}"),
     Case("directory", directory, "(file): is a directory", "Pulumi.<env>.yaml"),
+    Case("directory-no-suffix", lambda d: d, "(file): is a directory", "Pulumi.<env>.yaml", script=False),
     Case("deep-nesting", text("config:\n  circularnet:model: " + "[" * 500 + "]" * 500 + "\n"), "(file):", "nested"),
     Case("anchors", text(DEV + "  circularnet:security: &s {osLogin: true}\n  pulumi:tags: *s\n"), "(file):", "alias"),
     Case("not-yaml", text("config: {circularnet:model: [\n"), "(file): is not valid YAML: line 2", "column"),
