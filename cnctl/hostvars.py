@@ -39,6 +39,14 @@ URL and the stack's `mirrors` section replaces its base for air-gapped plants (N
 | cn_nvidia_ctk_repo_url | all | the toolkit's apt repo (`.../stable/deb/$(ARCH)`, `$(ARCH)` literal for apt) |
 | cn_site_apt_url | all | a flat, signed site repository carrying every package the layers install (mirrors.siteApt): it replaces the upstream repositories; None: the upstream ones (or their mirrors) |
 | cn_site_apt_key_url | all | its signing key (mirrors.siteAptKey) |
+| cn_model_key | all | the model's catalog key (`model.key`) |
+| cn_model_name | all | the name Triton serves it under (catalog `served_name`): the repository folder `<repo>/<name>/` |
+| cn_model_version | all | the version directory it lands in (`model.version`) |
+| cn_model_url | all | where hosts fetch the archive: the stack's `model.url` (a site mirror), else the catalog's upstream URL |
+| cn_model_sha256 | all | the archive's pinned sha256 (`model.sha256`, written by `cnctl model pin`); None: the model layer refuses |
+| cn_model_format | all | `tf_savedmodel`, `onnx` or `python`: where a bare archive's model goes in its version directory |
+| cn_model_platform | all | the Triton platform of the config.pbtxt rendered for archives that bring none |
+| cn_model_keep | all | versions each host keeps in its model repository (`model.keep`) |
 | cn_jetpack | jetson | JetPack release of the fleet entry (`6.2`) |
 | cn_l4t | jetson | L4T release it implies (`36.4.3`): must equal /etc/nv_tegra_release |
 | cn_l4t_gcid | jetson | GCID on the first line of /etc/nv_tegra_release |
@@ -103,8 +111,17 @@ def stack_vars(cfg: StackConfig, cat: Catalog | None = None) -> dict[str, Any]:
     mirrors = cfg.mirrors
     ctk_base = _common_base(ctk.key_url, ctk.repo_url)
     engine = cfg.container.engine
+    model = cat.models.models[cfg.model.key]  # the stack checks refused keys the catalog lacks
     return {
         "cn_stack": cfg.environment,
+        "cn_model_key": cfg.model.key,
+        "cn_model_name": model.served_name,
+        "cn_model_version": cfg.model.version,
+        "cn_model_url": cfg.model.url or model.url,
+        "cn_model_sha256": cfg.model.sha256,
+        "cn_model_format": model.format,
+        "cn_model_platform": model.triton_platform,
+        "cn_model_keep": cfg.model.keep,
         "cn_inference_runtime": cfg.inference.runtime,
         "cn_inference_bind_address": cfg.inference.bind_address,
         "cn_docker_source": engine,

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 CATALOG_DIR = Path(__file__).parent
 
@@ -203,6 +203,8 @@ class CatalogModel(_Data):
     outputs: list[str]
     labels: int
     standin: bool
+    # The name Triton serves it under (its repository folder; an archive's own config.pbtxt names it too).
+    served_name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,128}$")
 
 
 class ModelCatalog(_Data):

@@ -244,6 +244,7 @@ class Model(Section):
     version: int = Field(1, ge=1)
     url: ArchiveUrl | None = Field(None, description="mirror of the archive; default: the catalog's upstream URL")
     sha256: Sha256 | None = None
+    keep: int = Field(2, ge=1, le=20, description="versions each host keeps in its model repository (rollback needs 2)")
 
 
 class InferencePorts(Section):

@@ -120,6 +120,7 @@ def test_every_mirror_replaces_its_sources_base_url() -> None:
         "dockerApt": "https://mirror.plant.local/docker",
         "registry": "https://registry.plant.local:5000",
     }
+    raw["model"]["url"] = "https://mirror.plant.local/models/circularnet.zip"  # the model's mirror is the stack's model.url
     cfg = _stack(raw)
     edge = host_vars(cfg, "edge", cfg.fleets.edge[0])
     server = host_vars(cfg, "servers", cfg.fleets.servers[0])
