@@ -20,6 +20,7 @@ Rule = Callable[[StackConfig, Catalog], Iterator[Problem]]
 LOCAL = "local"  # the one stack that may hold a sandbox section and stand-ins
 MAX_LABELS = 64
 CNCTL_LABELS = ("environment", "managed-by")  # set on every resource by cnctl.cloud
+SSH_PORT = 22  # sshd on the GPU VMs
 
 
 def region_exists(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
@@ -200,6 +201,8 @@ def ports_distinct(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
         port = getattr(ports, name)
         if port in taken:
             yield Problem(f"inference.ports.{name}", port, f"is already inference.ports.{taken[port]}; give each service its own port")
+        elif port == SSH_PORT and cfg.compute is not None:
+            yield Problem(f"inference.ports.{name}", port, "is SSH's port on the GPU VMs (reached through IAP only); use another")
         taken.setdefault(port, name)
     for path, host in _hosts(cfg):
         if host.ssh_port in taken:

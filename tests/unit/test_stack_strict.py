@@ -143,6 +143,8 @@ CASES = [
          "network.inferenceAllowedCidrs[0]: '224.0.0.0/4'", "not routable", script=False),
     Case("port-twice", edited(at("inference", ports={"http": 8000, "grpc": 8000})), "inference.ports.grpc: 8000",
          "inference.ports.http", script=False),
+    Case("triton-on-ssh-port", edited(at("inference", ports={"http": 22})), "inference.ports.http: 22", "SSH",
+         script=False),
     Case("ssh-on-triton-port", edited(edge(sshPort=8002)), "fleets.edge[0].sshPort: 8002", "metrics", script=False),
     Case("sandbox-outside-local", edited(with_sandbox), "sandbox:", "only the local stack"),
     Case("standin-outside-local", edited(lambda c: (with_sandbox(c), c["circularnet:model"].update(key="sandbox_standin"))),
