@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from cnctl.plan import Plan
     from cnctl.plan.diff import PlanDiff
     from cnctl.plan.guardrails import Violation
+    from cnctl.plan.hostdiff import HostPreview
 
 out = Console(highlight=False)
 
@@ -217,7 +218,7 @@ def plan_diff(
         from cnctl.plan import hostdiff
         from cnctl.plan.diff import COMMENT_LIMIT
 
-        section = "" if pins is None else (hostdiff.render_markdown(pins) if isinstance(pins, list) else f"\n{pins}\n")
+        section = "" if pins is None else (f"\n{pins}\n" if isinstance(pins, str) else hostdiff.render_markdown(pins))
         sys.stdout.write(render_markdown(diff, limit=COMMENT_LIMIT - len(section), full_plan_url=full_plan_url) + section)
     else:
         # Plan files and resource names are data: printed with markup off, never read as rich markup.
@@ -244,27 +245,27 @@ def plan_diff(
     _refuse_unallowed_replacements(diff, allow_replace)
 
 
-def _pin_changes(stack: str, base_tree: str, head_tree: str, repo: Path) -> list[Any] | str:
-    """The host pin changes between two revisions; a base that cannot be read is a note, not an error."""
+def _pin_changes(stack: str, base_tree: str, head_tree: str, repo: Path) -> HostPreview | str:
+    """The host pins and files that change between two revisions; a base that cannot be read is a note."""
     from cnctl.plan import hostdiff
 
     try:
-        head_pins = hostdiff.revision_pins(head_tree, stack, repo, missing_ok=False)
+        head_rev = hostdiff.read_revision(head_tree, stack, repo, missing_ok=False)
     except hostdiff.RevisionProblem as exc:
         raise UsageProblem(str(exc)) from None
     try:
-        base_pins = hostdiff.revision_pins(base_tree, stack, repo)
+        base_rev = hostdiff.read_revision(base_tree, stack, repo)
     except hostdiff.RevisionProblem as exc:
         return f"host pins: not compared; {exc}".splitlines()[0]
-    return hostdiff.pin_changes(base_pins, head_pins)
+    return hostdiff.preview(base_rev, head_rev)
 
 
-def _show_pins(pins: list[Any] | str | None) -> None:
+def _show_pins(pins: HostPreview | str | None) -> None:
     from cnctl.plan import hostdiff
 
     if pins is None:
         return
-    lines = hostdiff.render_text(pins) if isinstance(pins, list) else [pins]
+    lines = [pins] if isinstance(pins, str) else hostdiff.render_text(pins)
     for line in lines:
         out.print(line, markup=False, soft_wrap=True)
 

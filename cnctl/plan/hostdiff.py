@@ -1,15 +1,21 @@
-"""What a change does to the hosts: the pins each host would move to, between two revisions of the repo.
+"""What a change does to the hosts, between two revisions of the repo: the pins each host would move to,
+and the host-file templates that change for the host groups that receive them.
 
 A revision is a directory holding a checkout (CI plans `base/` and `head/`) or a git ref of a repository.
 Each revision's own stack file and catalog are read, and each host's variables come from the one
 function the deploy uses (`cnctl.hostvars.host_vars`), so a pin here is exactly what the host layers
 would install. A driver branch or JetPack change cannot be applied without rebooting the host: such
 changes are marked, so a reviewer sees which plants lose their inference for a reboot.
+
+Which templates a group receives is read from the revision's own layers (`playbooks/site.yml`: group ->
+roles; each role's tasks name their templates), the same layers both engines apply. The templates are
+compared as sources, not rendered per host: what a host's values change is in its pins.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import tarfile
 import tempfile
@@ -17,6 +23,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from cnctl.catalog import Catalog, load_catalog
 from cnctl.config import StackConfig, StackConfigError, load_stack
@@ -33,8 +41,11 @@ PINS: Mapping[str, str] = {
 MODEL = "model"
 # Pins whose change needs the host rebooted (a new kernel driver; a new L4T/JetPack release).
 REBOOT = frozenset({"driver branch", "JetPack"})
-# What a revision must hold for its hosts to be previewed.
-REVISION_PATHS = ("stacks", "cnctl/catalog")
+# What a revision must hold for its hosts to be previewed (the last three for its host files).
+REVISION_PATHS = ("stacks", "cnctl/catalog", "templates", "roles", "playbooks")
+_TEMPLATE_REF = re.compile(r"_templates_dir \}\}/([\w./-]+\.j2)")
+
+Pins = dict[tuple[str, str], dict[str, str]]
 
 
 class RevisionProblem(Exception):
@@ -57,7 +68,35 @@ class PinChange:
         return self.pin in REBOOT and self.before is not None and self.after is not None
 
 
-def host_pins(cfg: StackConfig, cat: Catalog) -> dict[tuple[str, str], dict[str, str]]:
+@dataclass(frozen=True)
+class FileChange:
+    """A template whose source differs between base and head, and the host group that receives it."""
+
+    group: str
+    template: str
+    hosts: int  # hosts of the group in the head stack (base, if the group is gone)
+    kind: str  # changed, added or removed
+
+
+@dataclass(frozen=True)
+class Revision:
+    """What one revision gives its hosts: pins per host, and template sources per host group."""
+
+    pins: Pins
+    templates: dict[str, dict[str, bytes]]
+
+
+@dataclass(frozen=True)
+class HostPreview:
+    pins: list[PinChange]
+    files: list[FileChange]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.pins or self.files)
+
+
+def host_pins(cfg: StackConfig, cat: Catalog) -> Pins:
     """(group, host) -> {pin name: value} for every host of the stack, cloud VMs included."""
     entries: list[tuple[Group, Any]] = [("edge", d) for d in cfg.fleets.edge]
     entries += [("servers", s) for s in cfg.fleets.servers]
@@ -83,16 +122,22 @@ def pin_changes(base: Mapping[tuple[str, str], Mapping[str, str]], head: Mapping
     return changes
 
 
-def revision_pins(source: str, stack: str, repo: Path = ROOT, *, missing_ok: bool = True) -> dict[tuple[str, str], dict[str, str]]:
-    """The host pins of `stack` as revision `source` has it: a directory (a checkout) or a git ref of `repo`.
+def revision_pins(source: str, stack: str, repo: Path = ROOT, *, missing_ok: bool = True) -> Pins:
+    """The host pins of `stack` as revision `source` has it (see read_revision)."""
+    return read_revision(source, stack, repo, missing_ok=missing_ok).pins
+
+
+def read_revision(source: str, stack: str, repo: Path = ROOT, *, missing_ok: bool = True) -> Revision:
+    """`stack` as revision `source` has it: a directory (a checkout) or a git ref of `repo`.
 
     A revision without this stack file has no hosts (the stack is new there), unless `missing_ok` is False.
     """
     with _revision_dir(source, repo) as directory:
+        templates = group_templates(directory)
         path = directory / "stacks" / f"Pulumi.{stack}.yaml"
         if not path.is_file():
             if missing_ok:
-                return {}
+                return Revision({}, templates)
             raise RevisionProblem(f"revision {source}: has no stacks/Pulumi.{stack}.yaml; give the checkout of the change")
         try:
             cat = load_catalog(directory / "cnctl" / "catalog")
@@ -101,29 +146,78 @@ def revision_pins(source: str, stack: str, repo: Path = ROOT, *, missing_ok: boo
             raise RevisionProblem(f"revision {source}: {exc.render()}") from None
         except (OSError, ValueError) as exc:  # a catalog this code cannot read (pydantic errors are ValueErrors)
             raise RevisionProblem(f"revision {source}: its catalog does not load ({str(exc).splitlines()[0]})") from None
-        return host_pins(cfg, cat)
+        return Revision(host_pins(cfg, cat), templates)
 
 
-def render_text(changes: list[PinChange]) -> Iterator[str]:
-    """Plain lines, per host group: `edge belt-1-orin: JetPack 6.0 → 6.2 (reboot)`."""
-    if not changes:
+def group_templates(directory: Path) -> dict[str, dict[str, bytes]]:
+    """host group -> {template path under templates/: its bytes}, from the revision's site playbook and roles."""
+    site = directory / "playbooks" / "site.yml"
+    if not site.is_file():
+        return {}
+    out: dict[str, dict[str, bytes]] = {}
+    for play in yaml.safe_load(site.read_text(encoding="utf-8")) or []:
+        roles = [r["role"] if isinstance(r, dict) else str(r) for r in play.get("roles", [])]
+        used = {ref for role in roles for task in sorted((directory / "roles" / role / "tasks").glob("*.yml"))
+                for ref in _TEMPLATE_REF.findall(task.read_text(encoding="utf-8"))}
+        for group in str(play.get("hosts", "")).split(":"):
+            files = out.setdefault(group, {})
+            for ref in used:
+                template = directory / "templates" / ref
+                files[ref] = template.read_bytes() if template.is_file() else b""
+    return out
+
+
+def preview(base: Revision, head: Revision) -> HostPreview:
+    """The pins that move per host, and the templates that change for each group that has hosts."""
+    counts = _hosts_per_group(head.pins) or {}
+    gone = {g: n for g, n in _hosts_per_group(base.pins).items() if g not in counts}
+    files: list[FileChange] = []
+    for group, hosts in sorted({**counts, **gone}.items()):
+        before, after = base.templates.get(group, {}), head.templates.get(group, {})
+        for template in sorted(before.keys() | after.keys()):
+            if before.get(template) != after.get(template):
+                kind = "added" if template not in before else "removed" if template not in after else "changed"
+                files.append(FileChange(group, template, hosts, kind))
+    return HostPreview(pin_changes(base.pins, head.pins), files)
+
+
+def _hosts_per_group(pins: Pins) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for group, _ in pins:
+        counts[group] = counts.get(group, 0) + 1
+    return counts
+
+
+def render_text(changes: HostPreview) -> Iterator[str]:
+    """Plain lines, per host group: `edge belt-1-orin: JetPack 6.0 → 6.2 (reboot)`, then the host files."""
+    pins, files = changes.pins, changes.files
+    if changes.empty:
         yield "host pins: no changes"
+        yield "host files: no changes"
         return
-    yield f"host pins: {len(changes)} change(s), {sum(c.reboot for c in changes)} needing a reboot"
-    for c in changes:
+    yield f"host pins: {len(pins)} change(s), {sum(c.reboot for c in pins)} needing a reboot" if pins else "host pins: no changes"
+    for c in pins:
         yield f"  {c.group} {c.host}: {c.pin} {_shown(c.before)} → {_shown(c.after)}" + (" (reboot)" if c.reboot else "")
+    yield f"host files: {len(files)} change(s)" if files else "host files: no changes"
+    for f in files:
+        yield f"  {f.group} ({f.hosts} host{'s' if f.hosts != 1 else ''}): templates/{f.template} {f.kind}"
 
 
-def render_markdown(changes: list[PinChange]) -> str:
-    """The comment's section on host pins: a table per host group, reboots in bold."""
-    if not changes:
-        return "\n#### Host pins\n\nNo changes.\n"
-    lines = ["", "#### Host pins", ""]
-    for group in dict.fromkeys(c.group for c in changes):
-        lines += [f"**{group}**", "", "| host | pin | base | head | |", "|---|---|---|---|---|"]
-        for c in (c for c in changes if c.group == group):
-            mark = "**reboot**" if c.reboot else ""
-            lines.append(f"| `{c.host}` | {c.pin} | `{_shown(c.before)}` | `{_shown(c.after)}` | {mark} |")
+def render_markdown(changes: HostPreview) -> str:
+    """The comment's section on the hosts: per host group, its pin moves (reboots in bold) and its files."""
+    lines = ["", "#### Hosts", ""]
+    if changes.empty:
+        return "\n".join([*lines, "No change to host pins or host files.", ""])
+    for group in dict.fromkeys([*(c.group for c in changes.pins), *(f.group for f in changes.files)]):
+        lines += [f"**{group}**", ""]
+        pins = [c for c in changes.pins if c.group == group]
+        if pins:
+            lines += ["| host | pin | base | head | |", "|---|---|---|---|---|"]
+            for c in pins:
+                mark = "**reboot**" if c.reboot else ""
+                lines.append(f"| `{c.host}` | {c.pin} | `{_shown(c.before)}` | `{_shown(c.after)}` | {mark} |")
+            lines.append("")
+        lines += [f"- `templates/{f.template}` {f.kind}" for f in changes.files if f.group == group]
         lines.append("")
     return "\n".join(lines)
 
@@ -149,7 +243,11 @@ class _revision_dir:
     def __enter__(self) -> Path:
         if Path(self.source).is_dir():
             return Path(self.source)
-        archive = subprocess.run(["git", "-C", str(self.repo), "archive", "--format=tar", self.source, "--", *REVISION_PATHS],
+        # Only the paths this ref has (an older revision may lack roles/ or playbooks/).
+        listed = subprocess.run(["git", "-C", str(self.repo), "ls-tree", "--name-only", self.source, "--", *REVISION_PATHS],
+                                capture_output=True, text=True, check=False)
+        present = listed.stdout.split() if listed.returncode == 0 else list(REVISION_PATHS)
+        archive = subprocess.run(["git", "-C", str(self.repo), "archive", "--format=tar", self.source, "--", *present],
                                  capture_output=True, check=False)
         if archive.returncode != 0:
             reason = archive.stderr.decode(errors="replace").strip().splitlines()

@@ -1,5 +1,6 @@
 """`cnctl plan-diff --base-tree/--head-tree`: the host pins that move between two revisions, per host group,
-read from each revision's own stack and catalog (here: a temporary git repository with two commits)."""
+read from each revision's own stack and catalog, and the host-file templates that change for the groups
+that receive them (here: a temporary git repository with two commits)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 
 from cnctl.cli.main import app
 from cnctl.config.loader import ROOT
-from cnctl.plan.hostdiff import PinChange, pin_changes, revision_pins
+from cnctl.plan.hostdiff import FileChange, PinChange, pin_changes, preview, read_revision, revision_pins
 
 CNCTL = shutil.which("cnctl") or str(ROOT / ".venv/bin/cnctl")
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid", "-c", "commit.gpgsign=false"]
@@ -31,10 +32,12 @@ def _edit(path: Path, old: str, new: str) -> None:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two commits: the project's stacks and catalog, then a change to the prod stack."""
+    """Two commits: the project's stacks, catalog and host layers, then a change to the prod stack and a unit."""
     repo = tmp_path_factory.mktemp("repo")
     shutil.copytree(ROOT / "stacks", repo / "stacks")
     shutil.copytree(ROOT / "cnctl/catalog", repo / "cnctl/catalog", ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    for layer in ("templates", "roles", "playbooks"):
+        shutil.copytree(ROOT / layer, repo / layer)
     _git(repo, "init", "-q")
     _git(repo, "add", ".")
     _git(repo, "commit", "-q", "-m", "base")
@@ -43,6 +46,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _edit(prod, 'driverBranch: "570"', 'driverBranch: "580"')
     _edit(prod, 'jetpack: "6.2"', 'jetpack: "6.1"')  # the first edge device only
     _edit(prod, "machineType: g2-standard-8", "machineType: g2-standard-4")  # a cloud change, no host pin
+    unit = repo / "templates/systemd/jetson-clocks.service.j2"
+    unit.write_text(unit.read_text().replace("[Unit]", "[Unit]\n# changed by the test", 1))
     _git(repo, "commit", "-q", "-am", "head")
     return repo
 
@@ -61,13 +66,18 @@ def test_the_pins_that_move_per_host_with_the_reboots(repo: Path) -> None:
     assert not any(c.host == "plant-a-belt-2" for c in changes)
 
 
+def test_a_changed_unit_template_shows_for_the_group_that_receives_it(repo: Path) -> None:
+    changes = preview(read_revision("HEAD~1", "prod", repo), read_revision("HEAD", "prod", repo))
+    assert changes.files == [FileChange("edge", "systemd/jetson-clocks.service.j2", 2, "changed")]
+
+
 def test_an_unchanged_tree_shows_no_changes(repo: Path, tmp_path: Path) -> None:
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"stack": "prod", "resources": []}))
     result = subprocess.run([CNCTL, "plan-diff", str(plan), str(plan), "--repo", str(repo), "--base-tree", "HEAD",
                              "--head-tree", "HEAD"], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == "host pins: no changes"
+    assert result.stdout.splitlines()[-2:] == ["host pins: no changes", "host files: no changes"]
 
 
 def test_plain_and_markdown_show_the_moves_per_group(repo: Path, tmp_path: Path) -> None:
@@ -78,8 +88,10 @@ def test_plain_and_markdown_show_the_moves_per_group(repo: Path, tmp_path: Path)
     assert plain.exit_code == 0, plain.output
     assert "  servers plant-b-gpu-1: driver branch 570 → 580 (reboot)" in plain.stdout.splitlines()
     assert "  edge plant-a-belt-1: JetPack 6.2 → 6.1 (reboot)" in plain.stdout.splitlines()
+    assert "  edge (2 hosts): templates/systemd/jetson-clocks.service.j2 changed" in plain.stdout.splitlines()
     markdown = CliRunner().invoke(app, [*args, "--markdown"]).stdout
-    assert "#### Host pins" in markdown and "**servers**" in markdown and "**edge**" in markdown
+    assert "#### Hosts" in markdown and "**servers**" in markdown and "**edge**" in markdown
+    assert "- `templates/systemd/jetson-clocks.service.j2` changed" in markdown
     assert "| `plant-b-gpu-1` | driver branch | `570` | `580` | **reboot** |" in markdown
 
 
