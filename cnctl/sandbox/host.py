@@ -62,6 +62,8 @@ def personalize(merged: Path, host: HostSpec, client_public_key: str, site: Any 
         assert host.l4t is not None
         write_file(etc / "nv_tegra_release", nv_tegra_release(host.l4t))
     _engine_options(etc, host, machine or host.name)
+    if host.arch != "amd64":
+        _emulation_dropins(etc)
     if site is not None and site.registry and site.registry_ca:
         certs = etc / "docker" / "certs.d" / site.registry
         certs.mkdir(parents=True, exist_ok=True)
@@ -99,6 +101,16 @@ def _engine_options(etc: Path, host: HostSpec, machine: str) -> None:
     dropin = etc / "systemd" / "system" / "docker.service.d"
     dropin.mkdir(parents=True, exist_ok=True)
     write_file(dropin / "20-sandbox-host.conf", f'[Service]\nEnvironment="DOCKER_OPTS={" ".join(options)}"\n')
+
+
+def _emulation_dropins(etc: Path) -> None:
+    """What an emulated (qemu-user) host's systemd cannot do, turned off for every service: a private network
+    namespace fails there with EIO (qemu-user cannot clone namespaces). Every other hardening knob stays as the
+    unit says. A sandbox fact in a drop-in for all services; the host layers never see it."""
+    dropin = etc / "systemd" / "system" / "service.d"
+    dropin.mkdir(parents=True, exist_ok=True)
+    write_file(dropin / "10-emulated-host.conf",
+               "# qemu-user cannot create network namespaces (sandbox arm64 host)\n[Service]\nPrivateNetwork=no\n")
 
 
 def machine_name(inst: Instance, name: str) -> str:
