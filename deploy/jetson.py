@@ -91,5 +91,5 @@ def jetson() -> None:
                     f"/etc/systemd/system/{data['jetson_clocks_unit']}", jetson_clocks=data["jetson_clocks_bin"])
     after_change(name="Jetson: systemd reloaded (the unit changed)", changed=[unit], commands=["systemctl daemon-reload"])
     pinned = bool(wants["cn_jetson_clocks"])
-    systemd.service(name="Jetson: jetson_clocks unit " + ("enabled and started" if pinned else "disabled and stopped"),
+    systemd.service(name="Jetson: jetson_clocks unit enabled and started where the fleet entry pins clocks",
                     service=data["jetson_clocks_unit"], running=pinned, enabled=pinned)

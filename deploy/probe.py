@@ -30,6 +30,10 @@ class LoadedModules(FactBase):
     def command(self) -> str:
         return "cat /proc/modules 2>/dev/null || true"
 
+    @staticmethod
+    def default() -> list[str]:
+        return []  # pyinfra gives a fact without output its default: none loaded (a container has none)
+
     def process(self, output: list[str]) -> list[str]:
         return sorted({line.split()[0] for line in output if line.strip()})
 
@@ -111,5 +115,6 @@ def parse(lines: Sequence[str], probes: Probes) -> dict[str, Any]:
     for label, probe in probes.items():
         fact, _ = _spec(probe)
         output = [line for line in sections.get(label, []) if line.strip()]
-        values[label] = fact.default() if output == [MISSING] else fact.process(output)
+        # as pyinfra: a missing tool, or no output at all, gives the fact's default
+        values[label] = fact.default() if output in ([MISSING], []) else fact.process(output)
     return values
