@@ -24,7 +24,7 @@ from cnctl.sandbox.layout import HostSpec
 from cnctl.sandbox.system import run, write_file
 
 SUPERVISOR = Path(__file__).with_name("supervise.py")
-BOOT_TIMEOUT_S = 60.0
+BOOT_TIMEOUT_S = 240.0  # arm64 hosts boot under emulation: ~3 s alone, minutes on a loaded 2-core machine
 STOP_TIMEOUT_S = 10.0
 
 
