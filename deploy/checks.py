@@ -181,3 +181,19 @@ def docker_problem(info: Mapping[str, Any] | None, wishes: Wishes) -> str:
     if wishes["cn_platform"] == "jetson" and info["default_runtime"] != "nvidia":
         return f"docker's default runtime is {info['default_runtime']}, not nvidia (Jetson containers need it)"
     return ""
+
+
+# --- model: the stack pins the archive every host fetches ------------------------------------------
+
+
+def model_problem(wishes: Wishes) -> str:
+    """The model layer fetches only a pinned archive over http(s): "" when the stack gives one, else the fix."""
+    key, stack = wishes.get("cn_model_key"), wishes.get("cn_stack")
+    if not wishes.get("cn_model_sha256"):
+        return (f"model {key} has no sha256 pin in stack {stack}; run `cnctl model pin --stack {stack}` and "
+                "review the stack file's diff")
+    url = wishes.get("cn_model_url") or ""
+    if not url.startswith(("http://", "https://")):
+        return (f"model {key}: hosts fetch the archive over http(s), not {url or 'no URL'}; set model.url in "
+                f"stack {stack} to a mirror they can reach")
+    return ""

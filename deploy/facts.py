@@ -21,12 +21,15 @@ from pyinfra.api import FactBase
 from pyinfra.facts.deb import DebArch
 from pyinfra.facts.server import KernelModules
 
+from deploy import model_sync
+
 __all__ = [
     "AptHolds",
     "DebArch",
     "DockerRuntimes",
     "DpkgVersions",
     "KernelModules",
+    "ModelRepository",
     "NvccRelease",
     "NvidiaGpus",
     "NvpmodelMode",
@@ -253,3 +256,23 @@ class DockerRuntimes(FactBase):
             "default_runtime": info.get("DefaultRuntime") or None,
             "errors": errors,
         }
+
+
+class ModelRepository(FactBase):
+    """What the model layer's script (deploy/model_sync.py `check`) finds in the Triton model repository.
+
+    `{"result": "ok" | "pending" | "failed", "changed": False, "reason": ..., "message": ...}`: "ok" when the
+    pinned version is in place (its marker proves the pin), its config.pbtxt current, no surplus version and
+    staging empty; "pending" with what a sync would do (also before the script is on the host). Reads files
+    only: no download, not even a HEAD. None when the output is not the script's one JSON line.
+    """
+
+    def command(self, helper: str, options: dict[str, Any]) -> str:
+        return model_sync.command_line(helper, "check", options)
+
+    def process(self, output: list[str]) -> dict[str, Any] | None:
+        try:
+            found = json.loads(output[-1]) if output else None
+        except ValueError:
+            return None
+        return found if isinstance(found, dict) and "result" in found else None

@@ -62,6 +62,8 @@ RENDERINGS = [
         "host": "belt-1-orin", "platform": "jetson", "os": {"id": "debian", "version": "12", "codename": "bookworm"},
         "dpkg_architecture": "arm64", "l4t": "36.3.0",
         "os_substitution": {"id": "debian", "version": "12", "codename": "bookworm", "repo_distro": None}}}),
+    ("triton/config.pbtxt.j2", {"model_name": "circularnet", "platform": "python", "max_batch_size": 0}),
+    ("triton/config.pbtxt.j2", {"model_name": "circularnet", "platform": "tensorflow_savedmodel", "max_batch_size": 0}),
     ("platform/facts.json.j2", {"platform_record": {
         "host": "gpu-server-1", "platform": "server", "os": {"id": "ubuntu", "version": "22.04", "codename": "jammy"},
         "dpkg_architecture": "amd64", "l4t": None, "os_substitution": None}}),

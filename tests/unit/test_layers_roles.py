@@ -24,7 +24,7 @@ from cnctl.hostvars import host_vars
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-LAYERS = ("platform", "nvidia", "jetson", "container")
+LAYERS = ("platform", "nvidia", "jetson", "container", "model")
 
 
 def _local(group: str) -> dict[str, Any]:
@@ -44,6 +44,8 @@ CASES: dict[str, tuple[str, list[tuple[str, Any]]]] = {
                         ("jetson_kernel_packages", {"kernel": "nvidia-l4t-kernel"})]),
     "container": ("servers", [("cn_docker_source", "podman"), ("cn_docker_log_max_files", "three"),
                               ("cn_docker_registry_mirrors", {"url": "x"}), ("cn_platform", "windows")]),
+    "model": ("servers", [("cn_model_version", "latest"), ("cn_model_keep", "two"), ("cn_model_format", "pytorch"),
+                          ("cn_model_sha256", ABSENT), ("cn_model_name", ABSENT), ("cn_model_platform", ABSENT)]),
 }
 
 

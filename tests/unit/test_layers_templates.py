@@ -17,7 +17,7 @@ from tests.unit.test_engines import RENDERINGS
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO / "templates"
-LAYERS = ("platform", "nvidia", "jetson", "container")
+LAYERS = ("platform", "nvidia", "jetson", "container", "model")
 
 
 def _render(src: str, **variables: object) -> str:

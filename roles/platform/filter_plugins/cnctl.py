@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[3]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from deploy import checks, container, jetson, probe  # after the path is set
+from deploy import checks, container, jetson, model, model_sync, probe  # after the path is set
 
 
 class FilterModule:
@@ -38,4 +38,7 @@ class FilterModule:
             "cnctl_power_mode_problem": jetson.power_mode_problem,
             "cnctl_container_pins": container.pins,
             "cnctl_ctk_configure_command": container.configure_command,
+            "cnctl_model_problem": checks.model_problem,
+            "cnctl_model_options": model.options,
+            "cnctl_model_command": model_sync.command_line,
         }
