@@ -180,11 +180,15 @@ def console_tail(inst: Instance, name: str, lines: int = 8) -> str:
     return "\n    ".join(text.strip().splitlines()[-lines:]) or "(console log is empty)"
 
 
-def ssh_banner(address: str, port: int = 22, timeout: float = 0.3) -> bool:
-    """True if an SSH server answers on address:port with its version banner."""
+def ssh_banner(address: str, port: int = 22, connect_timeout: float = 0.3, banner_timeout: float = 10.0) -> bool:
+    """True if an SSH server answers on address:port with its version banner.
+
+    Connecting fails fast while the host boots; the banner itself may take seconds: sshd re-executes itself
+    for every connection, which under emulation on a busy machine is slow (a short wait never sees it).
+    """
     try:
-        with socket.create_connection((address, port), timeout=timeout) as conn:
-            conn.settimeout(timeout)
+        with socket.create_connection((address, port), timeout=connect_timeout) as conn:
+            conn.settimeout(banner_timeout)
             return conn.recv(8).startswith(b"SSH-")
     except OSError:
         return False
