@@ -49,6 +49,10 @@ def _run_pulumi(verb: str, stack: str, extra: list[str]) -> None:
         pulumi = shutil.which("pulumi")
         if pulumi is None:
             raise UsageProblem(pulumi_cli_missing_message(f"cnctl {verb} --stack {env}"))
+    # The same guardrails again inside Pulumi, on the values it resolves, through the policy pack (policy/), unless
+    # the user names a pack of their own.
+    pack = [] if any(arg.startswith("--policy-pack") for arg in extra) else ["--policy-pack", str(ROOT / "policy")]
     err.print(f"offline plan of {env}: {len(result.resources)} resources, guardrails pass; handing over to pulumi {verb}")
-    completed = subprocess.run([pulumi, verb, "--stack", env, *extra], cwd=ROOT, env=os.environ.copy(), check=False)
+    completed = subprocess.run([pulumi, verb, "--stack", env, *pack, *extra], cwd=ROOT, env=os.environ.copy(),
+                               check=False)
     raise typer.Exit(completed.returncode)

@@ -47,7 +47,14 @@ def test_hands_over_to_pulumi_from_the_repo_root_after_the_guardrails_pass(fake_
     result = run(["up", "--stack", "prod", "--", "--yes"], path=path, RECORD=str(record))
     assert result.returncode == 3, result.stderr  # pulumi's own exit code is passed on
     cwd, argv = record.read_text().splitlines()
-    assert (cwd, argv) == (str(ROOT), "up --stack prod --yes")
+    assert (cwd, argv) == (str(ROOT), f"up --stack prod --policy-pack {ROOT / 'policy'} --yes")
+
+
+def test_a_policy_pack_the_user_names_replaces_ours(fake_pulumi: tuple[str, Path]) -> None:
+    path, record = fake_pulumi
+    result = run(["preview", "--stack", "dev", "--", "--policy-pack=/srv/theirs"], path=path, RECORD=str(record))
+    assert result.returncode == 3, result.stderr
+    assert record.read_text().splitlines()[1] == "preview --stack dev --policy-pack=/srv/theirs"
 
 
 def test_a_guardrail_failure_never_reaches_pulumi(fake_pulumi: tuple[str, Path]) -> None:
