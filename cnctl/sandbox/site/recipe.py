@@ -10,12 +10,13 @@ processes (the fleet's session and this module's tests may share /var/cache/cnct
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from cnctl.sandbox import system
 
 # Bump when the builders change in a way their hashed sources do not show (e.g. a tool's flags).
 BUILDER_VERSION = "1"
@@ -37,16 +38,9 @@ def digest(parts: Iterable[str | bytes | Path]) -> str:
     return h.hexdigest()
 
 
-@contextlib.contextmanager
-def locked(site_dir: Path) -> Iterator[None]:
-    """Hold the site cache's build lock (blocking) for the duration of the block."""
-    site_dir.mkdir(parents=True, exist_ok=True)
-    with open(site_dir / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def locked(site_dir: Path) -> contextlib.AbstractContextManager[None]:
+    """Hold the site cache's build lock (blocking) for the duration of the block (the sandbox's one lock)."""
+    return system.locked(site_dir / ".lock")
 
 
 def _stamp(site_dir: Path, part: str) -> Path:
