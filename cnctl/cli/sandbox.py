@@ -75,7 +75,7 @@ def up(
         inst = Instance.from_env()
         state = fleet.up(inst, cfg, stack=cfg.environment, edge=edge, servers=servers, progress=RichProgress(out))
     out.print(f"[green]sandbox up[/]: {len(state.hosts)} hosts on {state.subnet}; next: "
-              "[bold]pyinfra -y hosts/sandbox.py deploy.py[/]  (status: cnctl sandbox status)")
+              "[bold]pyinfra -y hosts/edge.py deploy.py[/] and [bold]hosts/servers.py[/]  (status: cnctl sandbox status)")
 
 
 @app.command()

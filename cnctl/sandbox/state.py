@@ -16,7 +16,7 @@ from cnctl.sandbox.layout import HostSpec, Layout
 from cnctl.sandbox.system import write_file
 
 VERSION = 2
-PYINFRA_INVENTORY = REPO_ROOT / "hosts" / "sandbox.py"
+PYINFRA_INVENTORY = REPO_ROOT / "hosts" / "fleet.py"  # edge and servers of the local stack: the sandbox hosts
 
 
 @dataclass
