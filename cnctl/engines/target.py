@@ -8,6 +8,7 @@ CNCTL_STACK; Ansible reads a YAML inventory written for the run. Cloud VMs are r
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,8 +81,12 @@ def for_stack(cfg: StackConfig, *, limit: str | None = None, inst: Instance | No
 
 
 def write_ansible_inventory(stack: str, hosts: list[InventoryHost]) -> Path:
-    """Ensure the user's cache holds the Ansible inventory of `hosts` for this run."""
-    return write_private(user_cache("inventory", f"{stack}.yml"), ansible_inventory_text(stack, hosts))
+    """Ensure the user's cache holds the Ansible inventory of `hosts` for this run. The file is named by its
+    content: two runs at once (two sandboxes of one stack, or a pyinfra run beside an Ansible one) never
+    overwrite each other's inventory; the same fleet reuses one file."""
+    text = ansible_inventory_text(stack, hosts)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return write_private(user_cache("inventory", f"{stack}-{digest}.yml"), text)
 
 
 def _in_scope(hosts: list[InventoryHost], limit: str | None) -> tuple[str, ...]:
