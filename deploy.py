@@ -1,8 +1,8 @@
 """pyinfra entry point: apply the host layers to each host by its platform.
 
-    pyinfra hosts/edge.py deploy.py         # Jetson edge devices: platform -> jetson -> container
-    pyinfra hosts/servers.py deploy.py      # GPU servers:         platform -> nvidia -> container
-    pyinfra hosts/cloud.py deploy.py        # cloud GPU VMs:       platform -> nvidia (the image's) -> container
+    pyinfra hosts/edge.py deploy.py         # Jetson edge devices: platform -> jetson -> container -> model
+    pyinfra hosts/servers.py deploy.py      # GPU servers:         platform -> nvidia -> container -> model
+    pyinfra hosts/cloud.py deploy.py        # cloud GPU VMs:       platform -> nvidia (the image's) -> container -> model
 
 Each host's variables are its cn_* host data (cnctl.hostvars, the same names Ansible gets). The platform
 check reads the host before any operation is added for it: a refused host gets one failing operation
@@ -15,6 +15,7 @@ from pyinfra import host
 from deploy import platform
 from deploy.container import container
 from deploy.jetson import jetson
+from deploy.model import model
 from deploy.nvidia import nvidia
 from deploy.steps import refused
 
@@ -28,3 +29,4 @@ else:
     else:
         nvidia(_sudo=True)
     container(_sudo=True)
+    model(_sudo=True)
