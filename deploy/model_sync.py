@@ -188,6 +188,8 @@ def _fetch(args: argparse.Namespace, dest: Path, have: int, validator: str | Non
                 except http.client.IncompleteRead as exc:
                     out.write(exc.partial)
                     return validator, False
+                except (OSError, http.client.HTTPException):  # reset or silent mid-body: resume what arrived
+                    return validator, False
                 if not chunk:
                     break
                 out.write(chunk)
