@@ -1,0 +1,230 @@
+"""The model layer on the sandbox fleet, through either engine (fresh servers; every layer below runs first).
+
+- a fresh server converges with pyinfra and another with Ansible: the pinned stand-in version in
+  /opt/circularnet/models/circularnet/1/ with its config.pbtxt, staging empty, the same files (path, mode,
+  owner, sha256) whichever engine wrote them;
+- a second run changes nothing and the site's artifact server logs 0 requests from either host (no
+  download, not even a HEAD: the marker proves the pin);
+- faults, on a converged host: a download cut on every attempt fails the host naming the cut, leaves
+  version 1 serving and staging empty; once the fault is gone a re-run converges, and a single cut is
+  resumed in the same run with a Range request; a wrong sha256 fails the host naming both sha256, with
+  either engine, and leaves the installed versions and config.pbtxt as they were.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import tempfile
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cnctl.config import StackConfig, load_stack
+from cnctl.sandbox import fleet as sandbox
+from cnctl.sandbox.instance import Instance
+from cnctl.sandbox.inventory import write_ansible_inventory
+from cnctl.sandbox.state import FleetState, save
+from tests.e2e.fleet_helpers import BIN, REPO, SESSION_NET
+
+pytestmark = pytest.mark.fleet
+
+DEPLOY_TIMEOUT_S = 1800
+MODEL = "/opt/circularnet/models/circularnet"
+STAGING = "/var/lib/circularnet/staging"
+MANAGED = ("/usr/local/lib/circularnet", "/usr/local/lib/circularnet/model_sync.py", STAGING, "/opt/circularnet",
+           "/opt/circularnet/models", MODEL, f"{MODEL}/config.pbtxt", f"{MODEL}/1", f"{MODEL}/1/model.py",
+           f"{MODEL}/1/.cnctl-config.pbtxt", "/etc/circularnet/triton", "/etc/circularnet/triton/config.pbtxt")
+SNAPSHOT = """
+for p in "$@"; do
+  if [ -e "$p" ]; then stat -c '%n %F %a %U:%G' "$p"; if [ -f "$p" ]; then sha256sum < "$p"; fi
+  else echo "$p absent"; fi
+done
+"""
+SITE = f"http://{SESSION_NET}2:8080"
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def env_of(fleet: FleetState, fleet_instance: Instance, fleet_env: dict[str, str],
+           tmp_path_factory: pytest.TempPathFactory) -> Callable[[Sequence[sandbox.FreshHost]], dict[str, str]]:
+    """The environment in which the local stack's inventories are exactly `hosts` (a state dir of their own)."""
+
+    def make(hosts: Sequence[sandbox.FreshHost]) -> dict[str, str]:
+        directory = tmp_path_factory.mktemp("view")
+        known = directory / "known_hosts"
+        known.write_text("".join(Path(h.fleet.known_hosts).read_text() for h in hosts))
+        state_dir = directory / "state"
+        view = replace(fleet, state_dir=str(state_dir), known_hosts=str(known), hosts=[h.state for h in hosts],
+                       inventories={**fleet.inventories, "ansible": str(state_dir / "inventory.yml")})
+        save(Instance(prefix=fleet_instance.prefix, state_dir=state_dir, cache=fleet_instance.cache), view)
+        write_ansible_inventory(state_dir / "inventory.yml", view)
+        # its own user cache too: cnctl writes the run's Ansible inventory there, per stack name
+        return {**fleet_env, "CNCTL_STATE": str(state_dir), "XDG_CACHE_HOME": str(directory / "cache")}
+
+    return make
+
+
+def deploy(runs: Sequence[tuple[dict[str, str], str, str]], logs: Path) -> list[tuple[int, dict[str, tuple[int, int]], str]]:
+    """`cnctl deploy --stack STACK --engine E` for each (env, stack, engine) at once: (exit code,
+    {host: (changed, failed)} from the summary table, the log) in order; each whole log is kept in `logs`."""
+    procs = [subprocess.Popen([str(BIN / "cnctl"), "deploy", "--stack", stack, "--engine", engine], cwd=REPO, env=env,
+                              text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for env, stack, engine in runs]
+    outcomes = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=DEPLOY_TIMEOUT_S)
+        rows = {}
+        for line in out.splitlines():
+            cells = [c.strip() for c in line.strip("│ ").split("│")]
+            if len(cells) == 5 and cells[1] in ("pyinfra", "ansible"):
+                rows[cells[0]] = (int(cells[3]), int(cells[4]))
+        log = Path(tempfile.mkstemp(prefix="deploy-", suffix=".log", dir=logs)[1])
+        log.write_text(out + err)  # the whole log, for a failure's post-mortem (assertions show its tail)
+        outcomes.append((proc.returncode, rows, f"{out + err}\n{log}"))
+    return outcomes
+
+
+def servers_only(path: Path) -> Path:
+    """The stack at `path` whose sandbox boots no edge host: no emulated arm64 Jetson in these tests."""
+    document = yaml.safe_load(path.read_text())
+    document["config"]["circularnet:sandbox"]["edge"] = 0
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def fleet_stack(sandbox_stack: Callable[[str], Path]) -> StackConfig:
+    """The session fleet of these tests: the local stack's servers (amd64) only."""
+    return load_stack(str(servers_only(sandbox_stack(SESSION_NET))))
+
+
+def stack_with(sandbox_stack: Callable[[str], Path], **model: Any) -> str:
+    """A copy of the session's stack whose circularnet:model keys are replaced by `model`."""
+    path = servers_only(sandbox_stack(SESSION_NET))
+    text = path.read_text()
+    for key, value in model.items():
+        text, n = re.subn(rf"^(    {key}): .*$", rf"\g<1>: {json.dumps(value)}", text, count=1, flags=re.MULTILINE)
+        assert n == 1, key
+    path.write_text(text)
+    return str(path)
+
+
+def site_sha256(archive: str) -> str:
+    with urllib.request.urlopen(f"{SITE}/artifacts/models/{archive}.sha256", timeout=30) as resp:
+        return resp.read().decode().split()[0]
+
+
+def fault(body: dict[str, Any] | None) -> None:
+    """Switch a fault on at the site's artifact server (None: all off)."""
+    request = urllib.request.Request(f"{SITE}/_faults", method="DELETE" if body is None else "POST",
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert resp.status in (200, 201, 204)
+
+
+def requests_from(fleet_instance: Instance, host: sandbox.FreshHost) -> list[dict[str, Any]]:
+    """The artifact server's request log lines for model archives sent by `host`."""
+    log = Path(fleet_instance.state_dir) / "site" / "artifacts-requests.log"
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return [r for r in lines if r.get("client") == host.state.address and r.get("path", "").startswith("/artifacts/models/")]
+
+
+def snapshot(host: sandbox.FreshHost, paths: Sequence[str] = MANAGED) -> str:
+    result = host.ssh(f"sudo sh -s -- {' '.join(paths)}", input=SNAPSHOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def marker(host: sandbox.FreshHost, version: int) -> dict[str, Any]:
+    result = host.ssh(f"sudo cat {MODEL}/{version}/.cnctl-pin.json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def staging_entries(host: sandbox.FreshHost) -> list[str]:
+    return host.ssh(f"sudo ls -A {STAGING}").stdout.split()
+
+
+# --- the tests -------------------------------------------------------------------------------------
+
+
+def test_fresh_servers_converge_with_either_engine_to_the_same_files_and_a_second_run_downloads_nothing(
+        boot_fresh: Callable[..., sandbox.FreshHost], env_of: Callable[..., dict[str, str]],
+        fleet_instance: Instance, sandbox_stack: Callable[[str], Path], tmp_path: Path) -> None:
+    hosts = {"pyinfra": boot_fresh("server"), "ansible": boot_fresh("server")}
+    envs = {engine: env_of([host]) for engine, host in hosts.items()}
+    stack = stack_with(sandbox_stack)
+    sha = site_sha256("sandbox_standin.zip")
+    for code, rows, log in deploy([(envs[e], stack, e) for e in hosts], tmp_path):
+        assert code == 0 and all(failed == 0 and changed > 0 for changed, failed in rows.values()), (rows, log[-6000:])
+    for engine, host in hosts.items():
+        assert {k: marker(host, 1)[k] for k in ("name", "version", "sha256")} == {"name": "circularnet", "version": 1,
+                                                                                  "sha256": sha}, engine
+        assert staging_entries(host) == [], engine
+        got = [(r["method"], r["status"]) for r in requests_from(fleet_instance, host)]
+        assert got == [("GET", 200)], (engine, got)
+    by_pyinfra, by_ansible = snapshot(hosts["pyinfra"]), snapshot(hosts["ansible"])
+    assert "absent" not in by_pyinfra, by_pyinfra
+    assert f"{MODEL}/1 directory 755 root:root" in by_pyinfra and f"{STAGING} directory 700 root:root" in by_pyinfra
+    assert by_pyinfra == by_ansible
+
+    # the second run, with either engine on either host: nothing changes, nothing is requested
+    second = deploy([(envs["pyinfra"], stack, "pyinfra"), (envs["ansible"], stack, "ansible")], tmp_path)
+    second += deploy([(envs["pyinfra"], stack, "ansible"), (envs["ansible"], stack, "pyinfra")], tmp_path)
+    for code, rows, log in second:
+        assert code == 0 and all(changed == 0 and failed == 0 for changed, failed in rows.values()), (rows, log[-6000:])
+    for engine, host in hosts.items():
+        assert len(requests_from(fleet_instance, host)) == 1, engine
+
+
+def test_a_cut_download_fails_cleanly_then_converges_and_a_wrong_sha256_changes_nothing(
+        boot_fresh: Callable[..., sandbox.FreshHost], env_of: Callable[..., dict[str, str]],
+        fleet_instance: Instance, sandbox_stack: Callable[[str], Path], tmp_path: Path) -> None:
+    host = boot_fresh("server")
+    env = env_of([host])
+    code, _, log = deploy([(env, stack_with(sandbox_stack), "pyinfra")], tmp_path)[0]
+    assert code == 0, log[-6000:]
+    v1 = snapshot(host)
+    v2_url = f"{SITE}/artifacts/models/sandbox_standin-v2.zip"
+    v2 = stack_with(sandbox_stack, version=2, url=v2_url, sha256=site_sha256("sandbox_standin-v2.zip"))
+    try:
+        # cut on every attempt: no progress, the host fails naming the cut, version 1 untouched, staging empty
+        fault({"kind": "cut", "bytes": 0, "prefix": "/artifacts/models/sandbox_standin-v2.zip"})
+        code, _, log = deploy([(env, v2, "pyinfra")], tmp_path)[0]  # every host failed: pyinfra writes no report to count
+        assert code != 0, log[-6000:]
+        assert f"{v2_url}: download cut (connection closed early) after 0 bytes; 5 attempts in a row made no progress" \
+            in log, log[-6000:]
+        assert snapshot(host) == v1 and staging_entries(host) == []
+
+        # one cut (the stand-in archive is ~3 kB): resumed with a Range request in the same run
+        fault(None)
+        fault({"kind": "cut", "bytes": 1000, "prefix": "/artifacts/models/sandbox_standin-v2.zip", "times": 1})
+        code, rows, log = deploy([(env, v2, "pyinfra")], tmp_path)[0]
+        assert code == 0 and rows[host.state.name][1] == 0, log[-6000:]
+        last = requests_from(fleet_instance, host)[-2:]
+        assert [(r["status"], r["range"]) for r in last] == [(200, None), (206, "bytes=1000-")], last
+    finally:
+        fault(None)
+    assert marker(host, 2)["version"] == 2 and staging_entries(host) == []
+    assert host.ssh(f"sudo cat {MODEL}/config.pbtxt").stdout.count('string_value: "2"') == 1  # v2's own config
+    converged = snapshot(host, (*MANAGED, f"{MODEL}/2", f"{MODEL}/2/model.py"))
+
+    # a wrong pin for a third version: both engines fail naming both sha256; nothing changes
+    actual = site_sha256("sandbox_standin-broken.zip")
+    wrong = site_sha256("sandbox_standin.zip")
+    v3 = stack_with(sandbox_stack, version=3, url=f"{SITE}/artifacts/models/sandbox_standin-broken.zip", sha256=wrong)
+    for engine in ("pyinfra", "ansible"):
+        code, _, log = deploy([(env, v3, engine)], tmp_path)[0]
+        assert code != 0, log[-6000:]
+        assert f"sha256 is {actual}, the stack pins {wrong}" in " ".join(log.split()), (engine, log[-6000:])
+        assert snapshot(host, (*MANAGED, f"{MODEL}/2", f"{MODEL}/2/model.py")) == converged, engine
+        assert host.ssh(f"sudo test -e {MODEL}/3").returncode != 0 and staging_entries(host) == []
