@@ -131,8 +131,7 @@ def _sandbox_hosts(cfg: StackConfig, groups: Sequence[Group], inst: Any) -> list
         entry = listed.get(spec.name) or _entry_of_generated(spec)
         ssh = Ssh(address=host.address, user=spec.ssh_user, key=state.ssh_key, known_hosts=state.known_hosts,
                   strict_host_key_checking="yes")
-        # The sandbox's own keys (sandbox_site: where its site repo is) stay beside cn_*: deploy.py's smoke
-        # deploy reads them until the host layers replace it.
+        # The sandbox's own keys (flavour, sandbox_site) stay beside cn_* for tests and status; no layer reads them.
         hosts.append(InventoryHost(spec.name, spec.group, ssh, {**host_data(state, host), **host_vars(cfg, spec.group, entry)}))
     return hosts
 

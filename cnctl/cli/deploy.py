@@ -26,7 +26,7 @@ def deploy(
                              "ansible --check --diff)"),
     limit: str | None = typer.Option(None, "--limit", help="only this host (or group: edge, servers)"),
 ) -> None:
-    """Deploy the host layers to the stack's fleet (today: the smoke deploy on the sandbox fleet).
+    """Deploy the host layers to the stack's fleet (platform, nvidia|jetson, container, model).
 
     The engine's own log goes to stderr; a per-host table (ok, changed, failed) ends the run on stdout.
     Exit 0 when every host succeeded, 1 when any failed, 2 for bad input (no fleet to reach, unknown host).

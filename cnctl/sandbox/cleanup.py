@@ -118,10 +118,12 @@ def clean(inst: Instance, timeout: float = KILL_WAIT_S) -> Leftovers:
 
 def our_cgroups(inst: Instance) -> list[Path]:
     """The hosts' cgroups (`cnctl-<prefix>-<host>`, see supervise.py) beside this process's own cgroup, and
-    their container engines' (`cnctl-<prefix>-<host>-docker`, see host.engine_cgroup) in every v1 controller."""
+    their container engines' (`<prefix>-<host>-docker`, see host.engine_cgroup) in every v1 controller."""
     bases = {directory.parent for directory in supervise.cgroup_dirs("-")}
-    bases |= {controller for controller in supervise.CGROUP_FS.iterdir() if (controller / "cgroup.procs").exists()}
-    return sorted({d for base in bases for d in base.glob(f"cnctl-{inst.prefix}-*") if d.is_dir()})
+    controllers = [c for c in supervise.CGROUP_FS.iterdir() if (c / "cgroup.procs").exists()]
+    found = {d for base in bases for d in base.glob(f"cnctl-{inst.prefix}-*") if d.is_dir()}
+    found |= {d for c in controllers for d in c.glob(f"{inst.prefix}-*-docker") if d.is_dir()}
+    return sorted(found)
 
 
 def end_processes_in(namespaces: list[str], timeout: float = KILL_WAIT_S) -> list[int]:

@@ -90,7 +90,7 @@ def _ensure_user(merged: Path, user: str, public_key: str) -> None:
 def engine_cgroup(machine: str) -> str:
     """Where the host's containers' cgroups go. cgroup v1 controllers are not namespaced in nspawn: without a
     parent of its own, every host's engine would share the machine's `/docker`. `cleanup` removes these."""
-    return f"cnctl-{machine}-docker"
+    return f"{machine}-docker"  # nothing on a host names cnctl or the sandbox (test_fleet checks)
 
 
 def _engine_options(etc: Path, host: HostSpec, machine: str) -> None:
@@ -100,7 +100,7 @@ def _engine_options(etc: Path, host: HostSpec, machine: str) -> None:
     options = [f"--cgroup-parent=/{engine_cgroup(machine)}"] + (["--iptables=false"] if host.arch != "amd64" else [])
     dropin = etc / "systemd" / "system" / "docker.service.d"
     dropin.mkdir(parents=True, exist_ok=True)
-    write_file(dropin / "20-sandbox-host.conf", f'[Service]\nEnvironment="DOCKER_OPTS={" ".join(options)}"\n')
+    write_file(dropin / "20-engine-options.conf", f'[Service]\nEnvironment="DOCKER_OPTS={" ".join(options)}"\n')
 
 
 def _emulation_dropins(etc: Path) -> None:
@@ -110,7 +110,12 @@ def _emulation_dropins(etc: Path) -> None:
     dropin = etc / "systemd" / "system" / "service.d"
     dropin.mkdir(parents=True, exist_ok=True)
     write_file(dropin / "10-emulated-host.conf",
-               "# qemu-user cannot create network namespaces (sandbox arm64 host)\n[Service]\nPrivateNetwork=no\n")
+               "# qemu-user cannot create network namespaces (emulated arm64 host)\n[Service]\nPrivateNetwork=no\n")
+    # Like the early units the image fixes (image.QEMU_CREDENTIAL_UNITS), the daily tmpfiles clean-up fails on
+    # credentials under qemu-user (243/CREDENTIALS), 15 minutes after boot.
+    clean = etc / "systemd" / "system" / "systemd-tmpfiles-clean.service.d"
+    clean.mkdir(parents=True, exist_ok=True)
+    write_file(clean / "10-no-credentials.conf", "[Service]\nLoadCredential=\n")
 
 
 def machine_name(inst: Instance, name: str) -> str:

@@ -3,7 +3,6 @@
 - `fleet`: the session's fleet (`up` once per session, `down` at the end, also on failure, Ctrl-C and
   SIGTERM). It is its own sandbox: prefix `cnte`, subnet 172.31.252.0/24, state dir /run/cnctl/test-fleet,
   so a `make demo` sandbox on the same machine is left alone. Its hosts are the local stack's.
-- `deployed_fleet`: the same fleet after one `pyinfra hosts/sandbox.py deploy.py` run (its result attached).
 - `boot_fresh` / `fresh_host`: a host on a fresh overlay disk of the image, on the fleet's site network,
   torn down after the test; for tests that change a host or need a clean one.
 - `fleet_env`: the environment that points `cnctl` / `pyinfra hosts/sandbox.py` at the session fleet.
@@ -15,7 +14,6 @@ failure; elsewhere only a non-root run skips (with the reason).
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -36,7 +34,6 @@ from tests.e2e.fleet_helpers import (
     cache_dir,
     env_for,
     require_fleet_prerequisites,
-    run_deploy,
     write_stack,
 )
 
@@ -79,14 +76,6 @@ def fleet(fleet_instance: Instance, fleet_stack: StackConfig) -> Iterator[FleetS
 @pytest.fixture(scope="session")
 def fleet_env(fleet: FleetState, fleet_instance: Instance) -> dict[str, str]:
     return env_for(fleet_instance)
-
-
-@pytest.fixture(scope="session")
-def deployed_fleet(fleet: FleetState, fleet_env: dict[str, str]) -> tuple[FleetState, subprocess.CompletedProcess[str]]:
-    """The fleet after one smoke deploy; the deploy's result goes with it (asserted by the deploy test)."""
-    result = run_deploy(fleet_env)
-    assert result.returncode == 0, f"smoke deploy failed:\n{result.stdout[-4000:]}\n{result.stderr[-2000:]}"
-    return fleet, result
 
 
 @pytest.fixture

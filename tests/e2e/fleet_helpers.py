@@ -7,7 +7,6 @@ import atexit
 import base64
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -99,14 +98,6 @@ class Teardown:
     @staticmethod
     def _interrupt(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
-
-
-def run_deploy(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """`pyinfra -y hosts/sandbox.py deploy.py`, as typed from the repository."""
-    return subprocess.run(
-        [str(BIN / "pyinfra"), "-y", "hosts/sandbox.py", "deploy.py"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )
 
 
 def install_site_source(host: sandbox.FreshHost, keyring: bytes, apt_url: str) -> None:

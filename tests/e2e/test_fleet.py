@@ -1,5 +1,6 @@
 """The sandbox fleet, end to end: booted hosts, SSH with sudo, systemd, signed apt, site faults seen from a
-host, the smoke deploy (and its no-op second run), `down` and the leftovers of a crashed run."""
+host, the generated inventories, `down` and the leftovers of a crashed run. The host layers' own end-to-end
+tests are test_layers.py and test_model_layer.py."""
 
 from __future__ import annotations
 
@@ -33,7 +34,6 @@ from tests.e2e.fleet_helpers import (
     env_for,
     install_site_source,
     require_fleet_prerequisites,
-    run_deploy,
 )
 
 pytestmark = pytest.mark.fleet
@@ -98,7 +98,7 @@ def test_jetson_hosts_carry_the_l4t_release_file_and_servers_do_not(fleet: Fleet
         result = ssh(fleet, host, "cat /etc/nv_tegra_release 2>/dev/null; uname -m")
         if host.spec.flavour == "jetson":
             assert host.spec.l4t
-            assert result.stdout == nv_tegra_release(host.spec.l4t) + "x86_64\n", host.name
+            assert result.stdout == nv_tegra_release(host.spec.l4t) + "aarch64\n", host.name  # real arm64 userland
             assert re.match(r"# R36 \(release\), REVISION: \d\.\d, GCID: \d+, BOARD: generic, EABI: aarch64, DATE: ",
                             result.stdout)
         else:
@@ -135,13 +135,6 @@ def test_hosts_have_no_route_out_of_the_site_subnet(fleet: FleetState) -> None:
 
 
 # --- apt against the site repo ----------------------------------------------------------------
-
-
-def test_apt_update_against_the_signed_site_repo_succeeds(deployed_fleet: tuple[FleetState, object]) -> None:
-    fleet, _ = deployed_fleet
-    for name, result in run_everywhere(fleet, "sudo apt-get update --error-on=any && apt-cache policy nvidia-l4t-core").items():
-        assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
-        assert fleet.site and fleet.site["apt_url"].rstrip("/") in result.stdout
 
 
 def _other_keyring(tmp_path: Path) -> bytes:
@@ -251,36 +244,7 @@ def test_artifact_server_faults_reach_a_host_over_the_site_network(fleet: FleetS
         _fault(faults, "DELETE")
 
 
-# --- the smoke deploy --------------------------------------------------------------------------
-
-_TOTAL = re.compile(r"Grand total\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)")
-
-
-def _totals(output: str) -> tuple[int, int, int, int]:
-    """(operations, changed, errors, unchanged) from pyinfra's results table ("-" is 0)."""
-    match = _TOTAL.search(output)
-    assert match, output[-3000:]
-    return tuple(0 if v == "-" else int(v) for v in match.groups())  # type: ignore[return-value]
-
-
-def test_smoke_deploy_succeeds_everywhere_and_a_second_run_changes_nothing(
-    deployed_fleet: tuple[FleetState, subprocess.CompletedProcess[str]], fleet_env: dict[str, str]
-) -> None:
-    fleet, first = deployed_fleet
-    operations, _, errors, _ = _totals(first.stdout + first.stderr)
-    assert errors == 0 and operations == 8 * len(fleet.hosts)
-
-    second = run_deploy(fleet_env)
-    output = second.stdout + second.stderr
-    assert second.returncode == 0, output[-3000:]
-    operations, changed, errors, unchanged = _totals(output)
-    assert (changed, errors, unchanged) == (0, 0, operations), output[-3000:]
-
-    for host in fleet.hosts:
-        facts = json.loads(ssh(fleet, host, "cat /var/lib/circularnet/smoke.json").stdout)
-        expected = nv_tegra_release(host.spec.l4t).splitlines()[0] if host.spec.l4t else None
-        assert facts["nv_tegra_release"] == expected
-        assert facts["architecture"] == "x86_64" and facts["os"]["id"] == "debian"
+# --- the inventories ----------------------------------------------------------------------------
 
 
 def test_ansible_reaches_every_host_through_the_generated_inventory(fleet: FleetState, fleet_env: dict[str, str],

@@ -7,7 +7,6 @@ module run by ansible-playbook on localhost (trim_blocks on, Ansible's own Jinja
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -44,8 +43,6 @@ SOURCES = {
 }
 # (template under templates/, its variables)
 RENDERINGS = [
-    ("smoke/facts.json.j2", {"smoke_facts": SERVER_FACTS}),
-    ("smoke/facts.json.j2", {"smoke_facts": JETSON_FACTS}),
     ("apt/source.list.j2", SOURCES),
     # the host layers' files (tests/unit/test_layers_templates.py checks every template is listed here)
     ("apt/preferences.j2", {"description": "NVIDIA driver and CUDA toolkit", "pins": [
@@ -93,9 +90,6 @@ def test_pyinfra_and_ansible_render_every_shared_template_to_the_same_bytes(tmp_
     by_ansible = _ansible_render(tmp_path)
     by_pyinfra = [get_template(str(REPO / "templates" / src)).render(**variables).encode() for src, variables in RENDERINGS]
     assert by_pyinfra == by_ansible
-    for rendered, (_, variables) in zip(by_pyinfra[:2], RENDERINGS[:2]):
-        # what the pyinfra deploy wrote before the template existed: json.dumps, sorted, indented by 2
-        assert rendered.decode() == json.dumps(variables["smoke_facts"], indent=2, sort_keys=True) + "\n"
 
 
 # --- engine reports -> per-host results --------------------------------------------------------
