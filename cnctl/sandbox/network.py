@@ -156,8 +156,14 @@ def attach_host(inst: Instance, layout: Layout, host: HostSpec) -> str:
 
 
 def detach_host(inst: Instance, host: str) -> None:
-    """Ensure the host's namespace is gone (its veth pair goes with it)."""
+    """Ensure the host's namespace and its veth pair are gone.
+
+    The pair is deleted first, from the site's end: that is synchronous, whereas a deleted namespace takes its
+    interfaces along only once the kernel gets round to it, and a host booted again at once under the same name
+    would find its site port still there ("File exists")."""
     ns = inst.host_netns(host)
+    if (NETNS_DIR / inst.site_netns).exists():
+        run(["ip", "-n", inst.site_netns, "link", "delete", inst.site_port(host)], check=False)
     if (NETNS_DIR / ns).exists():
         run(["ip", "netns", "delete", ns])
 
