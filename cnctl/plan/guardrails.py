@@ -368,13 +368,7 @@ def _roles(type_: str, inputs: Inputs) -> Iterable[str]:
         return
     if isinstance(inputs.get("role"), str):
         yield inputs["role"]
-    policy = inputs.get("policyData")
-    if isinstance(policy, str):
-        try:
-            bindings = json.loads(policy).get("bindings", [])
-        except (ValueError, AttributeError):
-            bindings = []
-        yield from (b.get("role", "") for b in bindings if isinstance(b, dict))
+    yield from (b.get("role", "") for b in _bindings(inputs))
 
 
 def _members(inputs: Inputs) -> list[str]:
@@ -382,14 +376,20 @@ def _members(inputs: Inputs) -> list[str]:
     if isinstance(inputs.get("member"), str):
         return [inputs["member"]]
     members = [m for m in inputs.get("members") or [] if isinstance(m, str)]
-    policy = inputs.get("policyData")
-    if isinstance(policy, str):
-        try:
-            bindings = json.loads(policy).get("bindings", [])
-        except (ValueError, AttributeError):
-            bindings = []
-        members += [m for b in bindings if isinstance(b, dict) for m in b.get("members", []) if isinstance(m, str)]
+    members += [m for b in _bindings(inputs) for m in b.get("members", []) if isinstance(m, str)]
     return members
+
+
+def _bindings(inputs: Inputs) -> list[dict]:
+    """The bindings of an IAM policy resource's `policyData` (none when absent or unreadable)."""
+    policy = inputs.get("policyData")
+    if not isinstance(policy, str):
+        return []
+    try:
+        bindings = json.loads(policy).get("bindings", [])
+    except (ValueError, AttributeError):
+        return []
+    return [b for b in bindings if isinstance(b, dict)]
 
 
 def _kms_key(type_: str, inputs: Inputs) -> str | None:
