@@ -6,6 +6,9 @@ ansible-runner needs an absolute private_data_dir (a relative one breaks the inv
 local temp dir and the SSH control sockets live in the same temporary directory, so a run writes nothing
 into the repository or $HOME, and the SSH masters are closed before it is removed. A dry run is
 `--check --diff`.
+
+A target's overrides are extra vars on top of the stack's (they beat inventory host vars); its layers are
+the tags the play runs (every role is tagged with its layer's name; platform always runs).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,31 +47,62 @@ def envvars(workdir: Path) -> dict[str, str]:
     }
 
 
+def runner_args(target: Target, workdir: Path, *, dry: bool) -> dict[str, Any]:
+    """The arguments of `ansible_runner.run` for `target` in `workdir` (without the event handler)."""
+    return {
+        "private_data_dir": str(workdir),
+        "playbook": str(PLAYBOOK),
+        "inventory": str(target.ansible_inventory),
+        "limit": ",".join(target.limits) or None,
+        "extravars": {**target.extravars, **target.overrides},  # a run's overrides win over the stack's values
+        "tags": ",".join(target.layers) if target.layers is not None else None,
+        "cmdline": "--check --diff" if dry else None,
+        "envvars": {**target.env, **envvars(workdir)},
+        "quiet": True,
+    }
+
+
 def run(target: Target, *, dry: bool = False, echo: bool = True) -> DeployResult:
     """Run playbooks/site.yml on `target`'s hosts; the result of every host in scope."""
     import ansible_runner  # imported here: it is slow to import and only this engine needs it
 
+    reasons: dict[str, str] = {}
+
+    def on_event(event: dict[str, Any]) -> bool:
+        failure = failure_reason(event)
+        if failure:
+            reasons.setdefault(*failure)  # a host stops at its first failure: that is the reason
+        return _echo(event) if echo else True
+
     with tempfile.TemporaryDirectory(prefix="cnctl-ansible-") as tmp:
         workdir = Path(tmp).resolve()
         started = time.monotonic()
-        runner = ansible_runner.run(
-            private_data_dir=str(workdir),
-            playbook=str(PLAYBOOK),
-            inventory=str(target.ansible_inventory),
-            limit=target.limit,
-            extravars=dict(target.extravars),
-            cmdline="--check --diff" if dry else None,
-            envvars={**target.env, **envvars(workdir)},
-            quiet=True,
-            event_handler=_echo if echo else None,
-        )
+        runner = ansible_runner.run(**runner_args(target, workdir, dry=dry), event_handler=on_event)
         seconds = time.monotonic() - started
         _close_ssh_masters(workdir / "cp")
         if runner.stats is None:
             tail = _tail(runner)
             raise EngineFailure(f"ansible-playbook exited {runner.rc} before any host ran" + (f":\n{tail}" if tail else ""))
-        hosts = stats_hosts(runner.stats, target.hosts)
+        hosts = [replace(h, reason=reasons.get(h.host, "")) if h.failed else h
+                 for h in stats_hosts(runner.stats, target.hosts)]
     return DeployResult(NAME, dry, hosts, int(runner.rc or 0), seconds)
+
+
+def failure_reason(event: dict[str, Any]) -> tuple[str, str] | None:
+    """(host, "task: message") of a failed (not ignored) or unreachable task event, else None. The message is
+    the module's `msg`, with the last lines of a command's stderr when it printed any."""
+    if event.get("event") not in ("runner_on_failed", "runner_on_unreachable"):
+        return None
+    data = event.get("event_data") or {}
+    if data.get("ignore_errors"):
+        return None
+    res = data.get("res") or {}
+    parts = [str(res.get("msg") or "").strip()]
+    stderr = str(res.get("stderr") or "").strip()
+    if stderr and stderr not in parts[0]:
+        parts.append("; ".join(stderr.splitlines()[-3:]))
+    message = ": ".join(p for p in parts if p) or "failed (no message)"
+    return str(data.get("host", "")), f"{data.get('task', 'a task')}: {message}"
 
 
 def stats_hosts(stats: dict[str, dict[str, int]], hosts: tuple[str, ...]) -> list[HostResult]:

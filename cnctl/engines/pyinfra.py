@@ -4,6 +4,10 @@ pyinfra's `--json` puts the machine-readable plan and results on stdout; its usu
 stderr, which is passed through to the user as it comes (and kept: a dry run's JSON plan does not say
 which hosts were reached, the log does). A dry run is `--dry --diff`: facts are read, nothing is
 executed, file diffs are shown.
+
+A target's overrides go on the command line as `--data key=<JSON>`: pyinfra turns a --data value into a
+bool, an int or a JSON value where it can (`1` becomes 1, `true` True), so every value is written as JSON
+and arrives with its own type (`"1"` stays the string "1"). Its layers go to deploy.py as CNCTL_LAYERS.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,22 +29,40 @@ from cnctl.engines.target import REPO, Target
 NAME = "pyinfra"
 BIN = Path(sys.executable).parent
 DEPLOY = "deploy.py"
+LAYERS_ENV = "CNCTL_LAYERS"
 # pyinfra logs "    [host]  Ready: deploy.py" once a host's operations are prepared (dry runs stop there).
 _READY = re.compile(r"^\s*\[(?P<host>[^\]]+)\]\s+Ready: ")
+# Any line pyinfra logs for one host: "    [host] text" (or "[host] nested text" inside a nested operation).
+_HOST_LINE = re.compile(r"^\s*\[(?P<host>[^\]]+)\]\s+(?:nested\s+)?(?P<text>.*?)\s*$")
+# A host's lines that close an operation (or say nothing about a failure): the output kept before them is dropped.
+_ROUTINE = re.compile(r"^(Success|No changes|Skipped|Connected|Ready: |Loaded fact|Error \(ignored)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+REASON_LINES = 6
 
 
 def command(target: Target, *, dry: bool) -> list[str]:
     """The pyinfra command line for `target` (run from the repository root)."""
     argv = [str(BIN / "pyinfra"), "--json"]
     argv += ["--dry", "--diff"] if dry else ["-y"]  # -y: no prompt (and no change detection pass)
-    if target.limit:
-        argv += ["--limit", target.limit]
+    for name in target.limits:  # pyinfra's --limit takes one name or pattern each time, not a comma list
+        argv += ["--limit", name]
+    for key, value in target.overrides.items():
+        argv += ["--data", f"{key}={json.dumps(value)}"]
     return [*argv, str(target.pyinfra_inventory), DEPLOY]
+
+
+def environment(target: Target) -> dict[str, str]:
+    """The environment of the pyinfra process: ours, what the inventories read, the venv first on PATH and,
+    when the target names its layers, CNCTL_LAYERS for deploy.py."""
+    env = {**os.environ, **target.env, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    if target.layers is not None:
+        env[LAYERS_ENV] = ",".join(target.layers)
+    return env
 
 
 def run(target: Target, *, dry: bool = False, echo: bool = True) -> DeployResult:
     """Run the pyinfra deploy on `target`'s hosts; the result of every host in scope."""
-    env = {**os.environ, **target.env, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = environment(target)
     started = time.monotonic()
     proc = subprocess.Popen(
         command(target, dry=dry), cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -61,7 +84,7 @@ def run(target: Target, *, dry: bool = False, echo: bool = True) -> DeployResult
         hosts = plan_hosts(report, target.hosts, ready)
     else:
         hosts = result_hosts(report, target.hosts)
-    return DeployResult(NAME, dry, hosts, returncode, seconds)
+    return DeployResult(NAME, dry, with_reasons(hosts, failure_reasons(log)), returncode, seconds)
 
 
 def _tee(stream: Any, lines: list[str], echo: bool) -> None:
@@ -87,6 +110,34 @@ def result_hosts(report: dict[str, Any], hosts: tuple[str, ...]) -> list[HostRes
         HostResult(h, c["ok"], c["changed"], max(c["failed"], int(h in failed_hosts or c["ok"] + c["failed"] == 0)))
         for h, c in counts.items()
     ]
+
+
+def failure_reasons(log: list[str]) -> dict[str, str]:
+    """{host: why it failed} from pyinfra's log: the output pyinfra printed for the host's first failed
+    operation (the failing command's stderr and stdout) and its "Error: ..." line; for a host that never
+    got that far (could not connect), its last line."""
+    pending: dict[str, list[str]] = {}
+    reasons: dict[str, str] = {}
+    for raw in log:
+        match = _HOST_LINE.match(_ANSI.sub("", raw))
+        if not match:
+            continue
+        host, text = match["host"], match["text"]
+        if text.startswith("Error"):
+            lines = [*pending.pop(host, []), text][-REASON_LINES:]
+            reasons.setdefault(host, "; ".join(lines))  # a host stops at its first failure: that is the reason
+        elif _ROUTINE.match(text):
+            pending.pop(host, None)
+        elif text:
+            pending.setdefault(host, []).append(text)
+    for host, lines in pending.items():
+        reasons.setdefault(host, lines[-1])
+    return reasons
+
+
+def with_reasons(hosts: list[HostResult], reasons: dict[str, str]) -> list[HostResult]:
+    """`hosts` with each failed host's reason filled in from `reasons`."""
+    return [replace(h, reason=reasons.get(h.host, "")) if h.failed else h for h in hosts]
 
 
 def plan_hosts(report: dict[str, Any], hosts: tuple[str, ...], ready: set[str]) -> list[HostResult]:

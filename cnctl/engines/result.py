@@ -15,13 +15,15 @@ class HostResult:
 
     `ok` is None when the engine cannot tell (pyinfra's dry run lists only the operations that would
     change). `failed` counts failed operations/tasks; an unreachable host, or one the engine reported
-    nothing for, counts as one failure.
+    nothing for, counts as one failure. `reason` is what the engine said about a failed host's first failure
+    (the failing command's output, the task's message), "" when it said nothing or the host did not fail.
     """
 
     host: str
     ok: int | None
     changed: int
     failed: int
+    reason: str = ""
 
 
 @dataclass
@@ -37,6 +39,10 @@ class DeployResult:
     @property
     def failed_hosts(self) -> list[str]:
         return [h.host for h in self.hosts if h.failed]
+
+    def reason(self, host: str) -> str:
+        """Why `host` failed, as the engine said it ("" when it said nothing)."""
+        return next((h.reason for h in self.hosts if h.host == host), "")
 
     @property
     def ok(self) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,10 @@ from typer.testing import CliRunner
 
 from cnctl.cli.main import app
 from cnctl.engines import ansible, pyinfra
-from cnctl.engines.target import Target
+from cnctl.engines import target as target_module
+from cnctl.engines.result import HostResult
+from cnctl.engines.target import Target, TargetProblem
+from cnctl.inventory import InventoryHost, Ssh
 from cnctl.paths import REPO_ROOT
 from cnctl.sandbox.flavours import nv_tegra_release
 from cnctl.sandbox.instance import Instance
@@ -184,3 +188,99 @@ def test_deploy_exits_2_for_a_host_the_sandbox_does_not_have(monkeypatch: pytest
     code, output = _deploy(["--limit", "nope", "--engine", "ansible"], monkeypatch, tmp_path / "state")
     assert code == 2, output
     assert "--limit nope: no such host or group in the fleet; known: belt-1-orin, edge" in output
+
+
+# --- per-run overrides, layers and comma limits (the model rollout's batches) ------------------------
+
+ROLLOUT_LAYERS = ("model", "inference", "verify")
+
+
+def _batch_target(**changes: Any) -> Target:
+    base = Target("local", REPO / "hosts" / "fleet.py", Path("/x/inventory.yml"), ("a", "b"), limit="a,b",
+                  extravars={"cn_stack": "local", "cn_model_action": "pinned"},
+                  overrides={"cn_model_action": "previous", "n": 1, "s": "1", "flag": True, "nothing": None},
+                  layers=ROLLOUT_LAYERS)
+    return replace(base, **changes)
+
+
+def test_pyinfra_gets_one_limit_per_host_and_overrides_that_keep_their_type() -> None:
+    """pyinfra's --limit takes one name each time ("a,b" would match no host), and it turns a --data value
+    into a bool/int/JSON where it can: every value goes as JSON, so each arrives exactly as given."""
+    from pyinfra_cli.util import parse_cli_arg
+
+    argv = pyinfra.command(_batch_target(), dry=False)
+    assert argv[1:7] == ["--json", "-y", "--limit", "a", "--limit", "b"]
+    data = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--data"]
+    parsed = {d.split("=", 1)[0]: parse_cli_arg(d.split("=", 1)[1]) for d in data}
+    assert parsed == {"cn_model_action": "previous", "n": 1, "s": "1", "flag": True, "nothing": None}
+    assert [type(v) for v in parsed.values()] == [str, int, str, bool, type(None)]
+    assert argv[-2:] == [str(REPO / "hosts" / "fleet.py"), "deploy.py"]
+
+
+def test_pyinfra_names_the_layers_in_its_environment_only_when_the_target_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CNCTL_LAYERS", raising=False)
+    assert pyinfra.environment(_batch_target())["CNCTL_LAYERS"] == "model,inference,verify"
+    assert "CNCTL_LAYERS" not in pyinfra.environment(_batch_target(layers=None))
+
+
+def test_a_deploy_target_gives_the_same_command_line_as_before() -> None:
+    """`cnctl deploy` sets neither overrides nor layers: no --data, one --limit, every layer."""
+    target = Target("local", REPO / "hosts" / "fleet.py", Path("/x/inventory.yml"), ("a",), limit="a")
+    assert pyinfra.command(target, dry=False)[1:] == ["--json", "-y", "--limit", "a", str(REPO / "hosts" / "fleet.py"), "deploy.py"]
+    args = ansible.runner_args(target, Path("/w"), dry=False)
+    assert (args["limit"], args["tags"], args["extravars"], args["cmdline"]) == ("a", None, {}, None)
+
+
+def test_ansible_gets_the_batch_as_its_limit_the_layers_as_tags_and_overrides_over_the_stack_values(tmp_path: Path) -> None:
+    args = ansible.runner_args(_batch_target(), tmp_path, dry=True)
+    assert args["limit"] == "a,b"
+    assert args["tags"] == "model,inference,verify"
+    assert args["extravars"]["cn_model_action"] == "previous"  # the stack's "pinned" loses to the run's override
+    assert args["extravars"]["cn_stack"] == "local" and args["extravars"]["s"] == "1"
+    assert args["cmdline"] == "--check --diff"
+
+
+def test_a_comma_limit_selects_hosts_in_the_fleets_order_and_names_an_unknown_part() -> None:
+    ssh = Ssh("10.0.0.1", "cn")
+    hosts = [InventoryHost("e1", "edge", ssh), InventoryHost("s1", "servers", ssh), InventoryHost("s2", "servers", ssh)]
+    assert target_module._in_scope(hosts, "s2, e1") == ("e1", "s2")
+    assert target_module._in_scope(hosts, "servers,e1") == ("e1", "s1", "s2")
+    assert target_module._in_scope(hosts, None) == ("e1", "s1", "s2")
+    with pytest.raises(TargetProblem, match=r"^--limit nope: no such host or group in the fleet; known: e1, s1, s2, edge, servers$"):
+        target_module._in_scope(hosts, "s1,nope")
+
+
+PYINFRA_FAILED_LOG = """\
+--> Starting operation: Model: the pinned version in the repository
+    [s1] Success
+    [s2] download cut (connection closed early) after 0 bytes
+    [s2] Error: executed 0 commands
+--> Starting operation: Inference: serve the pinned version
+    [s1] Triton refused to load circularnet version 3: failed to load 'circularnet' version 3: stand-in refuses
+    [s1] Error: executed 1 commands
+    [s3] Could not connect (Connection refused)
+"""
+
+
+def test_a_failed_pyinfra_host_gets_the_output_of_its_failed_operation_as_its_reason() -> None:
+    reasons = pyinfra.failure_reasons(PYINFRA_FAILED_LOG.splitlines(keepends=True))
+    assert reasons == {
+        "s2": "download cut (connection closed early) after 0 bytes; Error: executed 0 commands",
+        "s1": "Triton refused to load circularnet version 3: failed to load 'circularnet' version 3: stand-in refuses; "
+              "Error: executed 1 commands",
+        "s3": "Could not connect (Connection refused)",
+    }
+    hosts = pyinfra.with_reasons([HostResult("s1", 3, 1, 1), HostResult("s4", 2, 0, 0)], reasons)
+    assert [h.reason for h in hosts] == [reasons["s1"], ""]
+
+
+def test_a_failed_or_unreachable_ansible_task_is_the_hosts_reason_and_an_ignored_one_is_not() -> None:
+    def event(kind: str, **data: Any) -> dict[str, Any]:
+        return {"event": kind, "event_data": {"host": "s1", "task": "inference : serve", **data}}
+
+    failed = event("runner_on_failed", res={"msg": "non-zero return code", "stderr": "a\nb\nTriton: failed to load"})
+    assert ansible.failure_reason(failed) == ("s1", "inference : serve: non-zero return code: a; b; Triton: failed to load")
+    assert ansible.failure_reason(event("runner_on_unreachable", res={"msg": "ssh: connect refused"})) == \
+        ("s1", "inference : serve: ssh: connect refused")
+    assert ansible.failure_reason(event("runner_on_failed", ignore_errors=True, res={"msg": "x"})) is None
+    assert ansible.failure_reason(event("runner_on_ok", res={})) is None
