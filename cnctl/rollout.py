@@ -427,10 +427,10 @@ def select_rollback(health: Mapping[str, HostHealth], version: int) -> RollbackS
             unreadable.append(f"{host} ({h.error})")
         elif h.served != version:
             skipped[host] = f"serves version {h.served}, not the pinned {version}: left as it is"
-        elif not h.history:
+        elif (earlier := next((v for v in h.history if v != version), None)) is None:
             stuck.append(host)
         else:
-            targets[host] = h.history[0]
+            targets[host] = earlier  # what model_serve.py --previous serves: the newest other one served before
     if unreadable:
         raise NotStarted(f"cannot tell what {'; '.join(unreadable)} serve(s): nothing was changed; bring them "
                          "back, or leave them out with --limit")
