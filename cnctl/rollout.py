@@ -44,6 +44,7 @@ PROBE_TIMEOUT_S = 30
 SSH_TIMEOUT_S = 120
 GATE_ATTEMPTS = 3  # the engine waited for readiness already; retries only cover a blip, never a slow load
 GATE_DELAY_S = 2.0
+MARK = "@@cnctl-gate:"  # starts the lines that separate the outputs of the health command
 
 Converge = Callable[[Target], DeployResult]  # one engine run; EngineFailure when it gives no result
 
@@ -170,14 +171,15 @@ def judge(health: HostHealth, expected: int | None) -> Verdict:
 
 
 def health_command(host: InventoryHost) -> str:
-    """The shell command that prints `status <json>` and `probe <json>` for `host`'s Triton (read-only)."""
+    """The shell command that prints what `model_serve.py status` and `probe` say about `host`'s Triton, each
+    after a MARK line (read-only: status reads the record and Triton, probe sends one inference)."""
     data = host.vars
     name = str(data.get("cn_model_name") or "circularnet")
     port = int(data.get("cn_inference_http_port") or 8000)
     address = str(data.get("cn_inference_bind_address") or "127.0.0.1")
     if address in ("0.0.0.0", "::", ""):
         address = "127.0.0.1"
-    url_host = shlex.quote(address)
+    url_host = f"[{address}]" if ":" in address else shlex.quote(address)
     if data.get("cn_inference_bind_interface"):  # Triton binds that interface's address: ask the host for it
         iface = shlex.quote(str(data["cn_inference_bind_interface"]))
         url_host = f"$(ip -4 -o addr show dev {iface} | awk '{{print $4}}' | cut -d/ -f1 | head -n1)"
@@ -185,30 +187,43 @@ def health_command(host: InventoryHost) -> str:
     serve = f"sudo -n python3 {SERVE_SCRIPT}"
     status = f"{serve} status --url {url} --repository {MODEL_REPOSITORY} --name {shlex.quote(name)}"
     probe = f"{serve} probe --url {url} --name {shlex.quote(name)} --timeout {PROBE_TIMEOUT_S}"
-    # The last line of each: the script prints one JSON line; anything else (a missing script) is the reason.
-    return f'echo "status $({status} 2>&1 | tail -n 1)"; echo "probe $({probe} 2>&1 | tail -n 1)"'
+    # Each output follows its marker line; stderr too, for the reason when no JSON comes (a missing script, sudo).
+    return f"echo {MARK}status; {status} 2>&1; echo {MARK}probe; {probe} 2>&1; echo {MARK}end"
 
 
 def parse_health(host: str, reachable: bool, stdout: str, stderr: str) -> HostHealth:
     """A HostHealth from the output of `health_command`, or one whose error says why there is none."""
     if not reachable:
         return HostHealth(host, error=f"unreachable: {_last_line(stderr) or 'no answer'}")
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in stdout.splitlines():
+        if line.startswith(MARK):
+            current = sections.setdefault(line.removeprefix(MARK).strip(), [])
+        elif current is not None:
+            current.append(line)
     parts: dict[str, dict[str, Any]] = {}
     problems = []
     for key in ("status", "probe"):
-        line = next((ln.removeprefix(key).strip() for ln in stdout.splitlines() if ln.startswith(f"{key} ")), "")
-        try:
-            value = json.loads(line)
-        except ValueError:
-            value = None
-        if isinstance(value, dict):
-            parts[key] = value
-        else:
-            hint = " (is the inference layer deployed? `cnctl deploy`)" if "No such file" in line or "can't open" in line else ""
-            problems.append(f"model_serve.py {key} printed no JSON: {line or _last_line(stderr) or 'nothing'}{hint}")
+        lines = sections.get(key, [])
+        found = next((v for v in map(_json_object, reversed(lines)) if v is not None), None)
+        if found is not None:
+            parts[key] = found
+            continue
+        said = _last_line("\n".join(lines)) or _last_line(stderr) or "nothing"
+        hint = " (is the inference layer deployed? `cnctl deploy`)" if "No such file" in said or "can't open" in said else ""
+        problems.append(f"model_serve.py {key} printed no JSON: {said}{hint}")
     if "status" not in parts:
         return HostHealth(host, error=problems[0])
     return HostHealth(host, parts["status"], parts.get("probe") or {"result": "failed", "message": "; ".join(problems)})
+
+
+def _json_object(line: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def inventory_hosts(cfg: StackConfig) -> list[InventoryHost]:

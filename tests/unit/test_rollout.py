@@ -5,6 +5,8 @@ health gate's verdicts from model_serve.py's JSON, and `cnctl model rollout|roll
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -284,16 +286,43 @@ def test_verdicts(status: dict[str, Any], probe: dict[str, Any], error: str, det
     assert (verdict.ok, verdict.detail) == (detail.startswith("version 2 READY"), detail)
 
 
+def gate_output(status: str, probe: str) -> str:
+    return f"{walks.MARK}status\n{status}\n{walks.MARK}probe\n{probe}\n{walks.MARK}end\n"
+
+
 def test_the_health_command_output_becomes_status_and_probe_or_the_reason_there_is_none() -> None:
-    out = f"status {json.dumps(OK_STATUS)}\nprobe {json.dumps(OK_PROBE)}\n"
+    failed = {"result": "failed", "reason": "probe", "message": "inference on circularnet failed: boom"}
+    # model_serve.py prints its message on stderr too when it fails: the JSON line is still found
+    out = gate_output(json.dumps(OK_STATUS), f"{json.dumps(failed)}\ninference on circularnet failed: boom")
     health = walks.parse_health("h1", True, out, "")
-    assert (health.served, health.history, health.probe["model_version"], health.error) == (2, (1,), "2", "")
-    missing = "status python3: can't open file '/usr/local/lib/circularnet/model_serve.py': [Errno 2] No such file\nprobe \n"
+    assert (health.served, health.history, health.probe, health.error) == (2, (1,), failed, "")
+    missing = gate_output("python3: can't open file '/usr/local/lib/circularnet/model_serve.py': [Errno 2] No such file",
+                          "python3: can't open file")
     assert walks.parse_health("h1", True, missing, "").error.endswith("(is the inference layer deployed? `cnctl deploy`)")
+    assert walks.parse_health("h1", True, gate_output("sudo: a password is required", ""), "").error == \
+        "model_serve.py status printed no JSON: sudo: a password is required"
     assert walks.parse_health("h1", False, "", "x\nh1: cannot reach cn@10.0.0.1 over SSH: refused\n").error == \
         "unreachable: h1: cannot reach cn@10.0.0.1 over SSH: refused"
-    no_probe = walks.parse_health("h1", True, f"status {json.dumps(OK_STATUS)}\nprobe Traceback\n", "")
-    assert walks.judge(no_probe, 2).detail == "inference failed: model_serve.py probe printed no JSON: Traceback"
+    no_probe = walks.parse_health("h1", True, gate_output(json.dumps(OK_STATUS), "Traceback (most recent call last):\nKeyError"), "")
+    assert walks.judge(no_probe, 2).detail == "inference failed: model_serve.py probe printed no JSON: KeyError"
+
+
+def test_the_health_command_runs_in_a_shell_and_its_output_parses(tmp_path: Path) -> None:
+    """The command as a host's shell runs it, with stand-ins for sudo and the script: each part is found."""
+    script = tmp_path / "model_serve.py"
+    script.write_text("import json, sys\nprint('noise on stdout')\n"
+                      "print(json.dumps({'mode': sys.argv[1], 'args': sys.argv[2:]}))\nprint('said on stderr', file=sys.stderr)\n")
+    sudo = tmp_path / "sudo"
+    sudo.write_text('#!/bin/sh\n[ "$1" = -n ] && shift\nexec "$@"\n')
+    sudo.chmod(0o755)
+    host = InventoryHost("a", "servers", Ssh("10.0.0.1", "cn"), {"cn_model_name": "circularnet", "cn_inference_http_port": 8123})
+    command = walks.health_command(host).replace(walks.SERVE_SCRIPT, str(script))
+    done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60, check=False,
+                          env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"})
+    health = walks.parse_health("a", True, done.stdout, done.stderr)
+    assert health.status == {"mode": "status", "args": ["--url", "http://127.0.0.1:8123", "--repository",
+                                                        "/opt/circularnet/models", "--name", "circularnet"]}
+    assert health.probe["args"] == ["--url", "http://127.0.0.1:8123", "--name", "circularnet", "--timeout", "30"]
 
 
 def test_the_health_command_asks_each_hosts_own_triton_and_one_fan_out_serves_hosts_alike() -> None:
@@ -311,7 +340,7 @@ def test_the_health_command_asks_each_hosts_own_triton_and_one_fan_out_serves_ho
 
     def run(members: Sequence[InventoryHost], cmd: str, timeout: float) -> dict[str, RemoteOutcome]:
         calls.append(([m.name for m in members], cmd))
-        return {m.name: RemoteOutcome(True, 0, f"status {json.dumps(OK_STATUS)}\nprobe {json.dumps(OK_PROBE)}", "")
+        return {m.name: RemoteOutcome(True, 0, gate_output(json.dumps(OK_STATUS), json.dumps(OK_PROBE)), "")
                 for m in members}
 
     read = walks.remote_health(hosts, run=run)(["c", "a", "b"])
