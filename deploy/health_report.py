@@ -1,0 +1,371 @@
+#!/usr/bin/env python3
+"""The host's health, as one JSON report: the verify layer's one copy of its logic.
+
+Shipped to the host by both engines (deploy/verify.py, roles/verify) beside the inference layer's
+model_serve.py, and run with the host's python3 (standard library only; Python 3.10+):
+
+- every few minutes by circularnet-health.timer, which writes the report to `--report`
+  (/var/lib/circularnet/health.json, 0644, replaced atomically) and prints it;
+- read-only (`--read-only`: prints, writes nothing) by the verify layer's last step, which fails the host
+  with the report's problems when it is unhealthy, and by `cnctl status`, over SSH.
+
+    health_report.py [--config /etc/circularnet/health-report.json] [--read-only] [--min-free-percent 10] ...
+
+Settings come from `--config` (rendered by the verify layer from the role defaults and the host's
+variables), then the command line; DEFAULTS are the role defaults again, for a host whose config is gone.
+
+The report: `host`, `platform` (the platform layer's record), `versions` (driver from nvidia-smi, Docker
+engine, L4T, Triton), `triton` (URL, its unit's state, live), `model` (name, the version served and whether
+Triton reports it READY, from `model_serve.py status`), `disk` (free bytes and percent of the model
+repository's filesystem and of /), `last_deploy` (the deploy record the verify layer renders, and when it
+last changed), `healthy` and `problems`: one sentence per problem naming what is wrong and the fix.
+
+Exit code: 0 healthy, 1 unhealthy (the report is written and printed all the same), 2 bad settings.
+Gathering (`observe`) and judging (`judge`) are separate: `judge` is a function of the observations only,
+so tests feed it command output and get the report back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import ipaddress
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+SCHEMA = 1
+EXIT = {"healthy": 0, "unhealthy": 1, "usage": 2}
+
+# The role defaults (roles/verify/defaults/main.yml; tests/unit/test_verify_layer.py keeps them equal).
+DEFAULTS: dict[str, Any] = {
+    "report": "/var/lib/circularnet/health.json",
+    "platform_record": "/var/lib/circularnet/platform.json",
+    "deploy_record": "/var/lib/circularnet/deploy.json",
+    "model_serve": "/usr/local/lib/circularnet/model_serve.py",
+    "repository": "/opt/circularnet/models",
+    "model_name": "circularnet",
+    "bind_address": "127.0.0.1",
+    "http_port": 8000,
+    "triton_unit": "circularnet-triton.service",
+    "min_free_percent": 10,
+    "min_free_mib": 1024,
+    "timeout": 10,
+}
+CONFIG = "/etc/circularnet/health-report.json"
+SERVED = ".cnctl-served.json"  # the inference layer's record of the version served (model_serve.py)
+_VERSION = re.compile(r"^\d+(\.\d+)+")
+
+Observation = dict[str, Any]
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Write and print this host's health report (cnctl verify layer).")
+    parser.add_argument("--config", default=CONFIG, help="JSON settings rendered by the verify layer")
+    parser.add_argument("--read-only", action="store_true", help="print the report; write nothing")
+    for key, value in DEFAULTS.items():
+        parser.add_argument(f"--{key.replace('_', '-')}", dest=key, type=type(value), default=None)
+    return parser.parse_args(argv)
+
+
+def settings(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    """DEFAULTS, then the config file, then the command line; and the problems of the config file.
+    TypeError names a setting of the wrong type."""
+    found: dict[str, Any] = dict(DEFAULTS)
+    problems = []
+    try:
+        loaded = json.loads(Path(args.config).read_text())
+        if not isinstance(loaded, dict):
+            raise TypeError("not a JSON object")
+        found.update({k: v for k, v in loaded.items() if k in DEFAULTS})
+    except FileNotFoundError:
+        problems.append(f"the verify layer's settings {args.config} are missing: run the deploy (its verify layer)")
+    except (OSError, ValueError, TypeError) as exc:
+        problems.append(f"cannot read the verify layer's settings {args.config} ({exc}): run the deploy (its verify layer)")
+    found.update({k: v for k, v in vars(args).items() if k in DEFAULTS and v is not None})
+    for key, value in DEFAULTS.items():
+        if not isinstance(found[key], type(value)) or isinstance(found[key], bool):
+            raise TypeError(f"{key} = {found[key]!r} is not a {type(value).__name__}")
+    return found, problems
+
+
+def triton_url(bind_address: str, port: int) -> str:
+    """Where this host reaches its own Triton: the bind address, or loopback when Triton binds every one."""
+    address = bind_address.strip() or "0.0.0.0"
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return f"http://{address}:{port}"  # a name
+    if ip.is_unspecified:
+        ip = ipaddress.ip_address("::1" if ip.version == 6 else "127.0.0.1")
+    return f"http://[{ip}]:{port}" if ip.version == 6 else f"http://{ip}:{port}"
+
+
+# --- observing the host (the only part that touches it) ----------------------------------------
+
+
+def run(argv: list[str], timeout: float) -> Observation | None:
+    """{"rc", "stdout", "stderr"} of a command; None when its program is not installed."""
+    if shutil.which(argv[0]) is None and not Path(argv[0]).is_file():
+        return None
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return {"rc": None, "stdout": "", "stderr": f"no answer within {timeout:g} s"}
+    except OSError as exc:
+        return {"rc": None, "stdout": "", "stderr": str(exc)}
+    return {"rc": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr}
+
+
+def read_json(path: str) -> Observation:
+    """{"mtime", "content"} of a JSON file; {"error": ...} when it is missing or unreadable."""
+    try:
+        stat = os.stat(path)
+        return {"mtime": stat.st_mtime, "content": json.loads(Path(path).read_text())}
+    except FileNotFoundError:
+        return {"error": "missing"}
+    except (OSError, ValueError) as exc:
+        return {"error": str(exc)}
+
+
+def disk(path: str) -> Observation:
+    """Free and total bytes of the filesystem holding `path` (its nearest existing parent)."""
+    where = Path(path)
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    usage = shutil.disk_usage(where)
+    return {"path": path, "device": os.stat(where).st_dev, "free": usage.free, "total": usage.total}
+
+
+def triton_metadata(url: str, timeout: float) -> Observation | None:
+    """Triton's server metadata (GET /v2: name, version, extensions); None when it does not answer."""
+    try:
+        with urllib.request.urlopen(f"{url}/v2", timeout=timeout) as resp:
+            data = json.loads(resp.read(1 << 20))
+    except (OSError, ValueError, urllib.error.URLError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def observe(cfg: dict[str, Any]) -> Observation:
+    """Everything the report is judged from: files read, commands run, Triton asked. Changes nothing."""
+    timeout = float(cfg["timeout"])
+    url = triton_url(cfg["bind_address"], cfg["http_port"])
+    serve = None
+    if Path(cfg["model_serve"]).is_file():
+        serve = run([sys.executable, cfg["model_serve"], "status", "--url", url, "--repository", cfg["repository"],
+                     "--name", cfg["model_name"]], timeout * 3)
+    return {
+        "hostname": socket.gethostname(),
+        "now": time.time(),
+        "root": os.geteuid() == 0,
+        "platform_record": read_json(cfg["platform_record"]),
+        "deploy_record": read_json(cfg["deploy_record"]),
+        "nvidia_smi": run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], timeout),
+        "docker_version": run(["docker", "version", "--format", "{{.Server.Version}}"], timeout),
+        "triton_unit": run(["systemctl", "is-active", cfg["triton_unit"]], timeout),
+        "triton_metadata": triton_metadata(url, timeout),
+        "model_serve": serve,
+        "disks": [disk(cfg["repository"]), disk("/")],
+    }
+
+
+# --- judging (a function of the observations only) ----------------------------------------------
+
+
+def driver_version(found: Observation | None) -> str | None:
+    """The driver version nvidia-smi reports (the first GPU's); None without nvidia-smi or an answer."""
+    if not found or found["rc"] != 0:
+        return None
+    for line in found["stdout"].splitlines():
+        if _VERSION.match(line.strip()):
+            return line.strip()
+    return None
+
+
+def docker_version(found: Observation | None) -> tuple[str | None, str | None]:
+    """(the engine's version, why there is none): None, None without the docker client."""
+    if found is None:
+        return None, None
+    version = found["stdout"].strip()
+    if found["rc"] == 0 and _VERSION.match(version):
+        return version, None
+    lines = (found["stderr"] or found["stdout"]).strip().splitlines()
+    return None, lines[-1] if lines else f"docker version exited {found['rc']}"
+
+
+def serve_status(found: Observation | None) -> Observation | None:
+    """The JSON line `model_serve.py status` printed last; None when it printed none."""
+    if not found:
+        return None
+    for line in reversed(found["stdout"].splitlines()):
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(data, dict) and "result" in data:
+            return data
+    return None
+
+
+def _gib(n: float) -> str:
+    return f"{n / (1 << 30):.1f} GiB"
+
+
+def _iso(epoch: float) -> str:
+    utc = datetime.timezone.utc  # noqa: UP017 (datetime.UTC is 3.11+; hosts run 3.10)
+    return datetime.datetime.fromtimestamp(epoch, utc).isoformat(timespec="seconds")
+
+
+def disk_entries(disks: list[Observation]) -> list[Observation]:
+    return [{"path": d["path"], "free_bytes": d["free"], "total_bytes": d["total"],
+             "free_percent": round(100 * d["free"] / d["total"], 1) if d["total"] else 0.0} for d in disks]
+
+
+def disk_problems(disks: list[Observation], cfg: dict[str, Any]) -> list[str]:
+    """One problem per filesystem below either threshold (the model repository's and /, once if shared)."""
+    problems, seen = [], set()
+    minimum = cfg["min_free_mib"] << 20
+    for entry, raw in zip(disk_entries(disks), disks):
+        if raw["device"] in seen:
+            continue
+        seen.add(raw["device"])
+        if entry["free_bytes"] < minimum or entry["free_percent"] < cfg["min_free_percent"]:
+            what = "the model repository's filesystem" if entry["path"] != "/" else "the root filesystem"
+            problems.append(
+                f"only {_gib(entry['free_bytes'])} ({entry['free_percent']}%) free on {what} ({entry['path']}), below "
+                f"the minimum of {_gib(minimum)} and {cfg['min_free_percent']}%: free space (old images: "
+                f"`docker image prune`; old model versions: a lower model.keep) or grow the disk")
+    return problems
+
+
+def judge(seen: Observation, cfg: dict[str, Any], config_problems: list[str] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+    """The report of these observations: what was found, and every problem with its fix."""
+    problems = list(config_problems)
+    url = triton_url(cfg["bind_address"], cfg["http_port"])
+    unit = cfg["triton_unit"]
+    journal = f"see `journalctl -u {unit.removesuffix('.service')}`"
+
+    platform = seen["platform_record"].get("content")
+    if not isinstance(platform, dict):
+        platform = None
+        problems.append(f"no platform record {cfg['platform_record']} ({seen['platform_record'].get('error')}): the "
+                        "platform layer has not run here; run the deploy")
+    record = seen["deploy_record"].get("content")
+    last_deploy = None
+    if isinstance(record, dict):
+        last_deploy = {**record, "at": _iso(seen["deploy_record"]["mtime"])}
+    else:
+        record = {}
+        problems.append(f"no deploy record {cfg['deploy_record']} ({seen['deploy_record'].get('error')}): the verify "
+                        "layer has not run here; run the deploy")
+
+    docker, docker_error = docker_version(seen["docker_version"])
+    if record.get("runtime") == "container":
+        if seen["docker_version"] is None:
+            problems.append("the container runtime needs Docker, which is not installed: run the deploy (its container "
+                            "layer)")
+        elif docker is None and seen["root"]:  # as another user, a refused socket says nothing about the engine
+            problems.append(f"the Docker engine is not answering ({docker_error}): see `systemctl status docker` and "
+                            "`journalctl -u docker`")
+
+    unit_state = (seen["triton_unit"] or {}).get("stdout", "").strip() or None
+    status = serve_status(seen["model_serve"])
+    live = bool(status.get("live")) if status else seen["triton_metadata"] is not None
+    name = cfg["model_name"]
+    served = status.get("served") if status else None
+    ready = bool(status and status.get("ready"))
+    if seen["model_serve"] is None:
+        problems.append(f"the inference layer's script {cfg['model_serve']} is missing: run the deploy (its inference layer)")
+    elif status is None:
+        tail = (seen["model_serve"]["stderr"].strip().splitlines() or ["no output"])[-1]
+        problems.append(f"`model_serve.py status` printed no report (exit {seen['model_serve']['rc']}: {tail}): run the "
+                        "deploy (its inference layer)")
+    if not live:
+        state = f" ({unit} is {unit_state})" if unit_state and unit_state != "active" else ""
+        problems.append(f"Triton not answering on {url.removeprefix('http://')}{state}: {journal}")
+    elif status is not None and served is None:
+        problems.append(f"no version of model {name} is served (no {SERVED} in {cfg['repository']}/{name}): run the "
+                        "deploy (its inference layer)")
+    elif status is not None and not ready:
+        why = f": {status['message']}" if status.get("message") else ""
+        problems.append(f"model {name} version {served} is not READY in Triton{why}; {journal}")
+    pinned = (record.get("model") or {}).get("version")
+    action = (record.get("model") or {}).get("action", "pinned")
+    if served is not None and pinned is not None and action == "pinned" and served != pinned:
+        problems.append(f"model {name} version {served} is served, but the last deploy pinned version {pinned}: run "
+                        "the deploy again (or `cnctl model rollout`)")
+
+    problems += disk_problems(seen["disks"], cfg)
+    return {
+        "schema": SCHEMA,
+        "host": (platform or {}).get("host") or seen["hostname"],
+        "hostname": seen["hostname"],
+        "checked": _iso(seen["now"]),
+        "healthy": not problems,
+        "problems": problems,
+        "platform": platform,
+        "versions": {
+            "driver": driver_version(seen["nvidia_smi"]),
+            "docker": docker,
+            "l4t": (platform or {}).get("l4t"),
+            "triton": (seen["triton_metadata"] or {}).get("version"),
+        },
+        "triton": {"url": url, "unit": unit, "unit_state": unit_state, "live": live},
+        "model": {"name": name, "version": served, "ready": ready,
+                  "loaded": (status or {}).get("loaded") or [], "history": (status or {}).get("history") or []},
+        "disk": disk_entries(seen["disks"]),
+        "last_deploy": last_deploy,
+    }
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+
+def write(report: dict[str, Any], path: str) -> None:
+    """Ensure `path` holds `report` (0644): written beside it, synced, then renamed over it (atomic)."""
+    target = Path(path)
+    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o644)
+            json.dump(report, f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg, config_problems = settings(args)
+    except TypeError as exc:
+        print(f"health_report: {args.config}: {exc}", file=sys.stderr)
+        return EXIT["usage"]
+    report = judge(observe(cfg), cfg, config_problems)
+    if not args.read_only:
+        write(report, cfg["report"])
+    print(json.dumps(report, sort_keys=True), flush=True)
+    return EXIT["healthy"] if report["healthy"] else EXIT["unhealthy"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

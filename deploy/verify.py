@@ -1,0 +1,143 @@
+"""The verify layer: a machine-readable health report on every host, refreshed by a timer, and a deploy that
+fails a host which is not healthy at its end.
+
+1. The layer's script (deploy/health_report.py, stdlib only, one copy for both engines) shipped beside the
+   inference layer's model_serve.py, and its settings (/etc/circularnet/health-report.json: the role
+   defaults and the host's variables, templates/verify/health-report.json.j2);
+2. the deploy record (/var/lib/circularnet/deploy.json, templates/verify/deploy.json.j2): stack, model
+   version and action, runtime, image. No timestamp in it, so a deploy that changes none of these rewrites
+   nothing: its mtime is when the deployed state last changed;
+3. circularnet-health.service (hardened, writes only /var/lib/circularnet) and its timer
+   (templates/systemd/circularnet-health.*.j2), enabled and started; systemd reloaded and the timer
+   restarted only when a unit changed;
+4. last, the report run read-only, as a fact (it changes nothing, so a converged host counts no change):
+   an unhealthy host fails with the report's problems, each naming what is wrong and the fix.
+
+roles/verify is the same layer for Ansible: same script, settings, files and verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Any
+
+from pyinfra import host, state
+from pyinfra.api import FactBase, deploy, operation
+from pyinfra.operations import files, systemd
+
+from deploy import health_report
+from deploy.steps import after_change, fail, role_data, template, wishes
+
+
+def record(wants: dict[str, Any]) -> dict[str, Any]:
+    """The deploy record of this host: what the deploy put in place (no time: a no-op deploy rewrites nothing)."""
+    runtime = wants["cn_inference_runtime"]
+    return {
+        "host": wants["cn_host"],
+        "stack": wants["cn_stack"],
+        "model": {"name": wants["cn_model_name"], "version": wants["cn_model_version"],
+                  "action": wants.get("cn_model_action") or "pinned"},
+        "runtime": runtime,
+        "image": wants["cn_triton_image"] if runtime == "container" else None,
+    }
+
+
+def settings(wants: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """The script's settings on this host (health_report.DEFAULTS keys): the role's paths and thresholds, the
+    host's model and Triton address."""
+    return {
+        "report": data["verify_report"],
+        "platform_record": data["verify_platform_record"],
+        "deploy_record": data["verify_deploy_record"],
+        "model_serve": data["verify_model_serve"],
+        "repository": data["verify_model_repository"],
+        "model_name": wants["cn_model_name"],
+        "bind_address": wants["cn_inference_bind_address"],
+        "http_port": wants["cn_inference_http_port"],
+        "triton_unit": data["verify_triton_unit"],
+        "min_free_percent": data["verify_min_free_percent"],
+        "min_free_mib": data["verify_min_free_mib"],
+        "timeout": data["verify_timeout"],
+    }
+
+
+def check_command(helper: str, config: str) -> str:
+    """The read-only report as a command that never fails: its JSON line, or a report saying the script is
+    not on the host yet (a fresh host in a dry run)."""
+    command = f"python3 {shlex.quote(helper)} --config {shlex.quote(config)} --read-only"
+    absent = json.dumps({"healthy": False, "problems": [f"{helper} is not on the host yet: run the deploy"]})
+    return f"if [ -f {shlex.quote(helper)} ]; then {command} || true; else echo {shlex.quote(absent)}; fi"
+
+
+def report_of(lines: list[str]) -> dict[str, Any]:
+    """The report in the script's output (its last JSON line with `healthy`), else an unhealthy one saying so."""
+    for line in reversed(lines):
+        try:
+            found = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(found, dict) and "healthy" in found:
+            return found
+    tail = " | ".join(line.strip() for line in lines[-3:]) or "no output"
+    return {"healthy": False, "problems": [f"the health report printed no report ({tail})"]}
+
+
+def verdict(report: dict[str, Any], name: str) -> str:
+    """"" for a healthy report, else one line naming the host and every problem."""
+    if report.get("healthy"):
+        return ""
+    return f"{name}: unhealthy: " + "; ".join(report.get("problems") or ["no problem named"])
+
+
+class HealthReport(FactBase):
+    """The verify layer's report, computed now and written nowhere (health_report.py --read-only)."""
+
+    def command(self, helper: str, config: str) -> str:
+        return check_command(helper, config)
+
+    def process(self, output: list[str]) -> dict[str, Any]:
+        return report_of(output)
+
+
+@operation(is_idempotent=True)
+def healthy(helper: str, config: str):
+    """Ensure the host is healthy once every layer has run: fails it with the report's problems, changes nothing."""
+    if not state.is_executing:
+        return  # a dry run: the layers before have not run
+    problem = verdict(host.get_fact(HealthReport, helper=helper, config=config), host.name)
+    if problem:
+        yield fail(problem)
+
+
+def _directory(name: str, path: str) -> None:
+    files.directory(name=name, path=path, present=True, mode="755", user="root", group="root")
+
+
+@deploy("Verify")
+def verify() -> None:
+    """The health report's script, settings, deploy record and timer; the host fails when it is unhealthy."""
+    wants, data = wishes(), role_data("verify")
+    helper, config = data["verify_helper"], data["verify_settings"]
+    _directory("Verify: script directory", helper.rsplit("/", 1)[0])
+    _directory("Verify: settings directory", config.rsplit("/", 1)[0])
+    _directory("Verify: state directory", data["verify_report"].rsplit("/", 1)[0])
+    files.put(name="Verify: the layer's script (deploy/health_report.py)", src=health_report.__file__, dest=helper,
+              mode="755", user="root", group="root")
+    template("Verify: the report's settings", "verify/health-report.json.j2", config,
+             health_settings=settings(wants, data))
+    template("Verify: the deploy record", "verify/deploy.json.j2", data["verify_deploy_record"],
+             deploy_record=record(wants))
+    unit_vars = {"health_helper": helper, "health_config": config, "state_dir": data["verify_report"].rsplit("/", 1)[0],
+                 "triton_unit": data["verify_triton_unit"], "bind_address": wants["cn_inference_bind_address"],
+                 "report_interval": data["verify_interval"], "report_timeout": data["verify_timeout"]}
+    unit = data["verify_unit"]
+    service = template("Verify: the report's service unit", "systemd/circularnet-health.service.j2",
+                       f"/etc/systemd/system/{unit}.service", **unit_vars)
+    timer = template("Verify: the report's timer unit", "systemd/circularnet-health.timer.j2",
+                     f"/etc/systemd/system/{unit}.timer", **unit_vars)
+    after_change(name="Verify: systemd reloaded and the timer restarted (a unit changed)", changed=[service, timer],
+                 commands=["systemctl daemon-reload", f"systemctl restart {unit}.timer"])
+    systemd.service(name="Verify: the report's timer enabled and started", service=f"{unit}.timer",
+                    running=True, enabled=True)
+    healthy(name="Verify: the host is healthy (the report, read-only)", helper=helper, config=config)
