@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cnctl.cli import cloud, deploy, inventory, model, plan, sandbox, stack
+from cnctl.cli import cloud, deploy, inventory, model, plan, sandbox, stack, status
 
 app = typer.Typer(
     name="cnctl",
@@ -19,6 +19,7 @@ app.command("preview")(cloud.preview)
 app.command("up")(cloud.up)
 app.command("deploy")(deploy.deploy)
 app.command("inventory")(inventory.inventory)
+app.command("status")(status.status)
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(model.app, name="model")
 

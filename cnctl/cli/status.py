@@ -1,0 +1,112 @@
+"""`cnctl status`: the fleet's health, one row per host, from each host's verify-layer report."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from cnctl import status as fleet_status
+from cnctl.cli.errors import err, user_errors
+from cnctl.status import FleetStatus, HostStatus
+
+# Not a terminal (make, CI logs): wide enough that the table does not fold.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 180)
+EXIT_UNHEALTHY = 1
+
+
+def status(
+    stack: str = typer.Option("local", "--stack", "-s", help="stack name (stacks/Pulumi.<name>.yaml) or a path"),
+    as_json: bool = typer.Option(False, "--json", help="every host's report as JSON"),
+    limit: str | None = typer.Option(None, "--limit", help="only this host (or group: edge, servers, cloud)"),
+) -> None:
+    """Show the fleet's health: each host's platform, model served, Triton readiness, free disk, last deploy.
+
+    Each host runs its health report now, over SSH (the verify layer's script; its last saved report when the
+    script cannot run). Exit 0 when every host is healthy, 1 when any is unhealthy or unreachable (named on
+    stderr), 2 for bad input (unknown stack or host, a sandbox that is not up). `cnctl sandbox status` is the
+    sandbox's own health (its processes and site services), not the fleet's.
+    """
+    with user_errors():
+        fleet = fleet_status.collect(stack, limit)
+    if as_json:
+        out.print_json(json.dumps(fleet.to_json()))
+    else:
+        out.print(table(fleet))
+        for line in problem_lines(fleet):
+            out.print(line, soft_wrap=True)  # whole lines: they are grepped, and each ends with its fix
+    if not fleet.healthy:
+        err.print(f"[bold red]not healthy:[/] {escape(', '.join(_why(h) for h in fleet.hosts if not h.healthy))}")
+        raise typer.Exit(EXIT_UNHEALTHY)
+
+
+def _why(host: HostStatus) -> str:
+    return f"{host.name} ({'unreachable' if not host.reachable else 'unhealthy'})"
+
+
+def table(fleet: FleetStatus) -> Table:
+    """One row per host: host, group, platform, model@version, Triton ready, free disk, last deploy, problems
+    (how many, and the first one shortened; problem_lines() gives them whole)."""
+    table = Table(title=f"status · stack {fleet.stack} · {sum(h.healthy for h in fleet.hosts)}/{len(fleet.hosts)} healthy")
+    for column in ("host", "group", "platform", "model", "triton", "free disk", "last deploy (UTC)"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("problems", no_wrap=True, overflow="ellipsis", max_width=40)
+    for h in fleet.hosts:
+        report = h.report or {}
+        first = f"[red]{len(h.problems)}: {escape(h.problems[0])}[/]" if h.problems else "[green]none[/]"
+        table.add_row(escape(h.name), h.group, escape(_platform(report)), escape(_model(report)), _triton(h, report),
+                      _disk(report), escape(_deployed(report)), first)
+    return table
+
+
+def problem_lines(fleet: FleetStatus) -> list[Text]:
+    """`<host>: <problem>` for every problem of every host, in fleet order."""
+    return [Text.assemble((h.name, "bold"), ": ", (p, "red")) for h in fleet.hosts for p in h.problems]
+
+
+def _platform(report: dict[str, Any]) -> str:
+    platform = report.get("platform") or {}
+    versions = report.get("versions") or {}
+    if platform.get("platform") == "jetson":
+        return f"jetson · L4T {platform.get('l4t') or '?'}"
+    if platform:
+        return f"{platform.get('platform')} · driver {versions.get('driver') or '?'}"
+    return "-"
+
+
+def _model(report: dict[str, Any]) -> str:
+    model = report.get("model")
+    if not model:
+        return "-"
+    return f"{model.get('name')}@{model.get('version') if model.get('version') is not None else '-'}"
+
+
+def _triton(host: HostStatus, report: dict[str, Any]) -> str:
+    if not report:
+        return "[red]?[/]"
+    stale = " (saved)" if host.source == "saved" else ""
+    if (report.get("model") or {}).get("ready"):
+        return f"[green]ready[/]{stale}"
+    live = (report.get("triton") or {}).get("live")
+    return f"[red]{'not ready' if live else 'down'}[/]{stale}"
+
+
+def _disk(report: dict[str, Any]) -> str:
+    """The fullest filesystem the report checked: its free space and percentage."""
+    disks = report.get("disk") or []
+    if not disks:
+        return "-"
+    tightest = min(disks, key=lambda d: d.get("free_percent", 100.0))
+    return f"{tightest['free_bytes'] / (1 << 30):.1f} GiB ({tightest['free_percent']:.0f}%)"
+
+
+def _deployed(report: dict[str, Any]) -> str:
+    last = report.get("last_deploy") or {}
+    at = str(last.get("at") or "")
+    return at.replace("T", " ")[:16] if at else "-"
