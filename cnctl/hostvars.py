@@ -21,8 +21,16 @@ URL and the stack's `mirrors` section replaces its base for air-gapped plants (N
 | cn_reboot | all | `allowed` or `never`: may a first driver install reboot the host (fleet entry `reboot`) |
 | cn_cuda | all | CUDA release the host's stack is built for (`12.6`) |
 | cn_triton_image | all | the Triton image: `inference.images.<jetson or server>`, else the matrix's |
-| cn_inference_runtime | all | `container` or `native` (inference.runtime) |
+| cn_inference_runtime | all | `container` or `native`: the fleet entry's `inferenceRuntime`, else `inference.runtime` |
 | cn_inference_bind_address | all | address Triton binds (loopback by default) |
+| cn_inference_bind_interface | all | a named private interface whose IPv4 address Triton binds instead (`inference.bindInterface`), else None |
+| cn_inference_http_port | all | Triton's HTTP port (`inference.ports.http`) |
+| cn_inference_grpc_port | all | Triton's gRPC port (`inference.ports.grpc`) |
+| cn_inference_metrics_port | all | Triton's metrics port (`inference.ports.metrics`) |
+| cn_model_action | all | `pinned`: serve the stack's pinned version; `previous` (a rollback run's override): the version served before it |
+| cn_python_index_url | all | PEP 503 index the native runtime installs its wheels from (mirrors.pythonIndex, else PyPI) |
+| cn_triton_wheels | all | [{name, version, sha256: [...]}]: the native runtime's wheels, each pinned by hash (matrix `native_triton`) |
+| cn_triton_pythons | all | host Pythons (X.Y) the pinned wheels and the python backend stub support |
 | cn_docker_source | all | where the Docker engine comes from (`container.engine`): `docker-ce` (Docker's repo) or `docker.io` (the distribution's) |
 | cn_docker_packages | all | the engine's packages (matrix `container.docker.packages` or `container.docker_io.packages`) |
 | cn_docker_pins | all | {OS codename or `*`: [{packages, version}]}: apt pins of the engine's packages (docker.io: per release) |
@@ -85,6 +93,7 @@ from cnctl.catalog import Catalog, OsRelease, catalog
 from cnctl.config.schema import EdgeDevice, OsName, Server, StackConfig
 
 Group = Literal["edge", "servers", "cloud"]
+PYPI_SIMPLE = "https://pypi.org/simple"
 GROUPS: tuple[Group, ...] = ("edge", "servers", "cloud")
 
 
@@ -111,6 +120,7 @@ def stack_vars(cfg: StackConfig, cat: Catalog | None = None) -> dict[str, Any]:
     mirrors = cfg.mirrors
     ctk_base = _common_base(ctk.key_url, ctk.repo_url)
     engine = cfg.container.engine
+    native = cat.platforms.native_triton
     model = cat.models.models[cfg.model.key]  # the stack checks refused keys the catalog lacks
     return {
         "cn_stack": cfg.environment,
@@ -122,8 +132,15 @@ def stack_vars(cfg: StackConfig, cat: Catalog | None = None) -> dict[str, Any]:
         "cn_model_format": model.format,
         "cn_model_platform": model.triton_platform,
         "cn_model_keep": cfg.model.keep,
-        "cn_inference_runtime": cfg.inference.runtime,
         "cn_inference_bind_address": cfg.inference.bind_address,
+        "cn_inference_bind_interface": cfg.inference.bind_interface,
+        "cn_inference_http_port": cfg.inference.ports.http,
+        "cn_inference_grpc_port": cfg.inference.ports.grpc,
+        "cn_inference_metrics_port": cfg.inference.ports.metrics,
+        "cn_model_action": "pinned",
+        "cn_python_index_url": mirrors.python_index or PYPI_SIMPLE,
+        "cn_triton_wheels": [w.model_dump() for w in native.packages],
+        "cn_triton_pythons": list(native.pythons),
         "cn_docker_source": engine,
         "cn_docker_packages": list(docker.packages if engine == "docker-ce" else cat.platforms.container.docker_io.packages),
         "cn_docker_pins": _docker_pins(engine, cat),
@@ -148,6 +165,9 @@ def host_vars(cfg: StackConfig, group: Group, entry: Entry, cat: Catalog | None 
     cat = cat or catalog()
     common = {**stack_vars(cfg, cat), "cn_host": entry.name, "cn_group": group, "cn_os_substitution": None,
               "cn_reboot": entry.reboot if isinstance(entry, EdgeDevice | Server) else "never"}
+    # per host, so not an extra var (extra vars beat host vars in Ansible): a fleet entry may override it
+    own = entry.inference_runtime if isinstance(entry, EdgeDevice | Server) else None
+    common["cn_inference_runtime"] = own or cfg.inference.runtime
     if group == "edge" and isinstance(entry, EdgeDevice):
         return {**common, **_jetson_vars(cfg, entry, cat)}
     if group == "servers" and isinstance(entry, Server):

@@ -197,3 +197,32 @@ def model_problem(wishes: Wishes) -> str:
         return (f"model {key}: hosts fetch the archive over http(s), not {url or 'no URL'}; set model.url in "
                 f"stack {stack} to a mirror they can reach")
     return ""
+
+
+# --- inference: the runtime fits the host ---------------------------------------------------------------
+
+
+def inference_problem(found: Facts, wishes: Wishes) -> str:
+    """"" when the host can run the stack's Triton runtime on the address it names, else what to change.
+
+    found: {"python": "3.11" or None, "address": the bind interface's IPv4 or None}."""
+    host, runtime = wishes.get("cn_host"), wishes.get("cn_inference_runtime")
+    if runtime == "native":
+        pythons = list(wishes.get("cn_triton_pythons") or [])
+        if found.get("python") not in pythons:
+            return (f"{host}: the native inference runtime's pinned wheels are for Python {', '.join(pythons)}; this "
+                    f"host has {found.get('python') or 'no python3'}: pin wheels for it under native_triton in the "
+                    "platform matrix, or use the container runtime (inference.runtime or the fleet entry's "
+                    "inferenceRuntime)")
+    interface = wishes.get("cn_inference_bind_interface")
+    if interface and not found.get("address"):
+        return (f"{host}: interface {interface} (inference.bindInterface) has no IPv4 address here; name a private "
+                "interface this host has, or bind an address (inference.bindAddress)")
+    return ""
+
+
+def inference_address(found: Facts, wishes: Wishes) -> str:
+    """The address Triton binds: the named interface's, else the stack's bind address."""
+    if wishes.get("cn_inference_bind_interface"):
+        return str(found.get("address"))
+    return str(wishes.get("cn_inference_bind_address") or "127.0.0.1")

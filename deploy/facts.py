@@ -21,13 +21,16 @@ from pyinfra.api import FactBase
 from pyinfra.facts.deb import DebArch
 from pyinfra.facts.server import KernelModules
 
-from deploy import model_sync
+from deploy import model_serve, model_sync
 
 __all__ = [
     "AptHolds",
     "DebArch",
+    "DockerImage",
     "DockerRuntimes",
     "DpkgVersions",
+    "HostPython",
+    "InterfaceAddress",
     "KernelModules",
     "ModelRepository",
     "NvccRelease",
@@ -35,6 +38,7 @@ __all__ = [
     "NvpmodelMode",
     "OsIdentity",
     "TegraRelease",
+    "TritonServing",
 ]
 
 NV_TEGRA_RELEASE = "/etc/nv_tegra_release"
@@ -269,6 +273,66 @@ class ModelRepository(FactBase):
 
     def command(self, helper: str, options: dict[str, Any]) -> str:
         return model_sync.command_line(helper, "check", options)
+
+    def process(self, output: list[str]) -> dict[str, Any] | None:
+        try:
+            found = json.loads(output[-1]) if output else None
+        except ValueError:
+            return None
+        return found if isinstance(found, dict) and "result" in found else None
+
+
+class HostPython(FactBase):
+    """The host's python3 as `X.Y` ("3.11"): which wheels and python-backend stub fit it. None without python3."""
+
+    def command(self) -> str:
+        return "python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])' 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> str | None:
+        line = output[-1].strip() if output else ""
+        return line if re.fullmatch(r"\d+\.\d+", line) else None
+
+
+class DockerImage(FactBase):
+    """The local ID (`sha256:<hex>`) of the image `image`, None when the engine does not hold it (or there is
+    no docker)."""
+
+    def requires_command(self, image: str) -> str:
+        return "docker"
+
+    def command(self, image: str) -> str:
+        return f"docker image inspect --format '{{{{.Id}}}}' {shlex.quote(image)} 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> str | None:
+        line = output[-1].strip() if output else ""
+        return line if re.fullmatch(r"sha256:[0-9a-f]{64}", line) else None
+
+
+class InterfaceAddress(FactBase):
+    """The first IPv4 address of the interface `interface` (`ip -4 -o addr show dev`), None when it has none."""
+
+    def command(self, interface: str) -> str:
+        return f"ip -4 -o addr show dev {shlex.quote(interface)} 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> str | None:
+        for line in output:
+            match = re.search(r"\binet (\d{1,3}(?:\.\d{1,3}){3})/", line)
+            if match:
+                return match[1]
+        return None
+
+
+class TritonServing(FactBase):
+    """What the inference layer's script (deploy/model_serve.py `check`) finds: does Triton serve the version
+    the stack wants (the pin, or with `previous` the one served before it) from its recorded config?
+
+    `{"result": "ok" | "pending", "message": ...}`; "pending" also before the script is on the host or while
+    Triton does not answer. Reads files and asks Triton (GET); changes nothing. None when the output is not
+    the script's one JSON line.
+    """
+
+    def command(self, helper: str, options: dict[str, Any], previous: bool = False) -> str:
+        return model_serve.command_line(helper, "check", options, previous)
 
     def process(self, output: list[str]) -> dict[str, Any] | None:
         try:

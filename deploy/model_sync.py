@@ -15,11 +15,14 @@ End state (`sync`; `check` only reports what `sync` would do, changing nothing a
 - the archive was downloaded into `<staging>` with resume (HTTP Range + If-Range after a cut, as long as
   each attempt makes progress) and its sha256 verified before anything in the repository changed;
 - it was unpacked into a temporary directory beside the version and renamed into place (atomic);
-- `<repository>/<name>/config.pbtxt` is the archive's own config (kept per version as
-  `.cnctl-config.pbtxt`) or, when the archive has none, the engine-rendered `--default-config`
-  (templates/triton/config.pbtxt.j2), replaced atomically;
-- only the `--keep` most recently installed versions remain (the pinned one always among them);
+- the version carries its config as `.cnctl-config.pbtxt`: the archive's own, or, when the archive has
+  none, the engine-rendered `--default-config` (templates/triton/config.pbtxt.j2) as it was at install;
+- only the `--keep` versions that matter most remain: the pinned one, the one Triton serves and the ones
+  it served before (`.cnctl-served.json`, written by model_serve.py), then the most recently installed;
 - `<staging>` is empty afterwards, whether the run succeeded or not.
+
+Which version Triton serves is not this script's business: `<repository>/<name>/config.pbtxt` is written
+by model_serve.py (the inference layer) when it switches, so installing a version never changes what serves.
 
 Output: one JSON line {"result", "changed", "reason", "message"} on stdout (the message also on stderr when
 the run fails); the exit code is EXIT[reason].
@@ -49,7 +52,8 @@ EXIT = {"ok": 0, "usage": 2, "pending": 3, "download": 4, "checksum": 5, "archiv
 
 MARKER = ".cnctl-pin.json"
 CONFIG = "config.pbtxt"
-VERSION_CONFIG = ".cnctl-config.pbtxt"  # the archive's own config, kept with its version
+VERSION_CONFIG = ".cnctl-config.pbtxt"  # the version's config (the archive's own, or the rendered default)
+SERVED = ".cnctl-served.json"  # which version Triton serves and served before (model_serve.py writes it)
 TEMP_PREFIXES = (".cnctl-unpack-", ".cnctl-old-")
 CHUNK = 1 << 16
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -88,13 +92,13 @@ def installed(args: argparse.Namespace) -> bool:
     return {key: marker.get(key) for key in ("name", "version", "sha256")} == pin(args)
 
 
-def wanted_config(args: argparse.Namespace) -> bytes | None:
-    """The config.pbtxt the pinned version needs: its archive's, else the rendered default (None: neither yet)."""
-    own = Path(args.repository) / args.name / str(args.version) / VERSION_CONFIG
-    for path in (own, Path(args.default_config)):
-        if path.is_file():
-            return path.read_bytes()
-    return None
+def served_record(model_dir: Path) -> dict:
+    """{"version": V, "history": [...]} of model_serve.py: what Triton serves and served before ({} if nothing)."""
+    try:
+        data = json.loads((model_dir / SERVED).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def versions(model_dir: Path) -> list[Path]:
@@ -104,11 +108,18 @@ def versions(model_dir: Path) -> list[Path]:
 
 
 def surplus(args: argparse.Namespace) -> list[Path]:
-    """Versions beyond `--keep` (the pinned one is never surplus) and leftovers of interrupted runs."""
+    """Versions beyond `--keep` and leftovers of interrupted runs. Kept first: the pinned version and the
+    served one (never surplus, even past --keep), then the versions served before, newest first, then the
+    most recently installed."""
     model_dir = Path(args.repository) / args.name
-    others = [p for p in versions(model_dir) if p.name != str(args.version)]
+    found = {p.name: p for p in versions(model_dir)}
+    record = served_record(model_dir)
+    must = [str(args.version), str(record.get("version", args.version))]
+    preferred = must + [str(v) for v in record.get("history", [])] + list(found)
+    order = [name for i, name in enumerate(preferred) if name in found and name not in preferred[:i]]
+    kept = max(args.keep, len({name for name in must if name in found}))
     leftovers = [p for p in model_dir.iterdir() if p.name.startswith(TEMP_PREFIXES)] if model_dir.is_dir() else []
-    return others[max(args.keep - 1, 0):] + leftovers
+    return [found[name] for name in order[kept:]] + leftovers
 
 
 def pending(args: argparse.Namespace) -> list[str]:
@@ -116,10 +127,6 @@ def pending(args: argparse.Namespace) -> list[str]:
     todo = []
     if not installed(args):
         todo.append(f"download and install {args.name} version {args.version}")
-    current = Path(args.repository) / args.name / CONFIG
-    want = wanted_config(args)
-    if want is None or not current.is_file() or current.read_bytes() != want:
-        todo.append(f"write {current}")
     if installed(args) and surplus(args):
         todo.append("remove " + ", ".join(p.name for p in surplus(args)))
     staging = Path(args.staging)
@@ -283,8 +290,10 @@ def install(args: argparse.Namespace, archive: Path) -> None:
         else:
             version.mkdir()
             source.rename(version / placement)
-        if config is not None:
-            shutil.copyfile(config, version / VERSION_CONFIG)
+        default = Path(args.default_config)
+        if config is None and not default.is_file():
+            raise Failure("usage", f"{args.url}: the archive has no config.pbtxt and {default} does not exist")
+        shutil.copyfile(config if config is not None else default, version / VERSION_CONFIG)
         record = {**pin(args), "url": args.url, "installed": time.time()}
         (version / MARKER).write_text(json.dumps(record, sort_keys=True) + "\n")
         _normalise(version)
@@ -294,22 +303,6 @@ def install(args: argparse.Namespace, archive: Path) -> None:
         version.rename(target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def write_config(args: argparse.Namespace) -> bool:
-    """`<name>/config.pbtxt` is the pinned version's config, replaced atomically; True when it changed."""
-    want = wanted_config(args)
-    if want is None:
-        raise Failure("usage", f"no config.pbtxt: the archive has none and {args.default_config} does not exist")
-    current = Path(args.repository) / args.name / CONFIG
-    if current.is_file() and current.read_bytes() == want:
-        return False
-    fd, new = tempfile.mkstemp(prefix=".config.", dir=current.parent)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(want)
-    os.chmod(new, 0o644)
-    os.replace(new, current)
-    return True
 
 
 def prune(args: argparse.Namespace) -> list[str]:
@@ -347,8 +340,6 @@ def sync(args: argparse.Namespace) -> tuple[bool, str]:
             verified(args, archive)
             install(args, archive)
             done.append(f"installed {args.name} version {args.version} ({args.sha256})")
-        if write_config(args):
-            done.append(f"wrote {args.name}/{CONFIG}")
         removed = prune(args)
         if removed:
             done.append("removed " + ", ".join(removed))

@@ -163,10 +163,27 @@ class ContainerMatrix(_Data):
     docker_io: DistributionDocker
 
 
+class PinnedWheel(_Data):
+    """One wheel of a pip install with --require-hashes: the sha256 of each file PyPI has for its platforms."""
+
+    name: str
+    version: str
+    triton: str | None = None
+    sha256: list[str]
+
+
+class NativeTriton(_Data):
+    """Triton from a wheel in a venv on the host (the `native` inference runtime)."""
+
+    packages: list[PinnedWheel]
+    pythons: list[str]
+
+
 class PlatformMatrix(_Data):
     jetson: JetsonMatrix
     servers: ServerMatrix
     container: ContainerMatrix
+    native_triton: NativeTriton
 
 
 # --- model catalog ---------------------------------------------------------------------------

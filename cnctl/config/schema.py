@@ -296,6 +296,9 @@ class Host(Section):
         description="allowed: a first driver install that needs a reboot reboots the host; never: the host "
         "ends 'reboot pending' (reported) and a run after the reboot continues",
     )
+    inference_runtime: Literal["container", "native"] | None = Field(
+        None, description="this host's Triton runtime, overriding inference.runtime (e.g. native on a CPU-only box)"
+    )
 
 
 class EdgeDevice(Host):
@@ -339,6 +342,10 @@ class Mirrors(Section):
         "(NVIDIA's, Docker's and the distribution's): when set, it replaces the upstream repositories",
     )
     site_apt_key: MirrorUrl | None = Field(None, description="the site repository's signing key (armored); needed with siteApt")
+    python_index: MirrorUrl | None = Field(
+        None, description="a PEP 503 simple index (e.g. a devpi or Artifactory mirror) replacing https://pypi.org/simple "
+        "for the wheels the native inference runtime installs (each pinned by sha256 all the same)"
+    )
 
 
 # --- container engine -------------------------------------------------------------------------

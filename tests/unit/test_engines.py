@@ -46,6 +46,16 @@ SOURCES = {
     ],
 }
 # (template under templates/, its variables)
+# templates/systemd/circularnet-triton.service.j2's variables as deploy/inference.py `unit_variables` gives them.
+TRITON_UNIT = {
+    "image": "nvcr.io/nvidia/tritonserver:24.03-py3", "docker": "/usr/bin/docker",
+    "triton_server": "/opt/circularnet/triton/lib/python3.11/site-packages/pytriton/tritonserver",
+    "triton_libs": "/opt/circularnet/triton/lib/python3.11/site-packages/nvidia_pytriton.libs",
+    "model_repository": "/opt/circularnet/models", "model_name": "circularnet", "bind_address": "127.0.0.1",
+    "http_port": 8000, "grpc_port": 8001, "metrics_port": 8002, "helper": "/usr/local/lib/circularnet/model_serve.py",
+    "container_name": "circularnet-triton", "start_timeout": 180, "start_limit": 210, "shm_size": "256m",
+}
+
 RENDERINGS = [
     ("apt/source.list.j2", SOURCES),
     # the host layers' files (tests/unit/test_layers_templates.py checks every template is listed here)
@@ -68,6 +78,10 @@ RENDERINGS = [
     ("platform/facts.json.j2", {"platform_record": {
         "host": "gpu-server-1", "platform": "server", "os": {"id": "ubuntu", "version": "22.04", "codename": "jammy"},
         "dpkg_architecture": "amd64", "l4t": None, "os_substitution": None}}),
+    *(("systemd/circularnet-triton.service.j2", TRITON_UNIT | {"runtime": runtime}) for runtime in ("container", "native")),
+    ("triton/requirements.txt.j2", {"wheels": [
+        {"name": "nvidia-pytriton", "version": "0.7.0", "sha256": ["a" * 64, "b" * 64]},
+        {"name": "numpy", "version": "1.26.4", "sha256": ["c" * 64]}]}),
 ]
 
 

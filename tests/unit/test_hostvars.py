@@ -118,6 +118,7 @@ def test_every_mirror_replaces_its_sources_base_url() -> None:
         "cudaApt": "https://mirror.plant.local/cuda",
         "containerToolkitApt": "https://mirror.plant.local/libnvidia-container",
         "dockerApt": "https://mirror.plant.local/docker",
+        "pythonIndex": "https://mirror.plant.local/pypi/simple/",
         "registry": "https://registry.plant.local:5000",
     }
     raw["model"]["url"] = "https://mirror.plant.local/models/circularnet.zip"  # the model's mirror is the stack's model.url
@@ -131,6 +132,7 @@ def test_every_mirror_replaces_its_sources_base_url() -> None:
         assert hv["cn_nvidia_ctk_key_url"] == "https://mirror.plant.local/libnvidia-container/gpgkey"
         assert hv["cn_nvidia_ctk_repo_url"] == "https://mirror.plant.local/libnvidia-container/stable/deb/$(ARCH)"
         assert hv["cn_docker_apt_url"] == "https://mirror.plant.local/docker"
+        assert hv["cn_python_index_url"] == "https://mirror.plant.local/pypi/simple/"
         assert hv["cn_docker_registry_mirrors"] == ["https://registry.plant.local:5000"]
     # no upstream host is left in any URL once every source has a mirror
     urls = [v for hv in (edge, server) for k, v in hv.items() if k.endswith("_url") and v is not None]

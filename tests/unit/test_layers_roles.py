@@ -24,7 +24,7 @@ from cnctl.hostvars import host_vars
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-LAYERS = ("platform", "nvidia", "jetson", "container", "model")
+LAYERS = ("platform", "nvidia", "jetson", "container", "model", "inference")
 
 
 def _local(group: str) -> dict[str, Any]:
@@ -46,6 +46,8 @@ CASES: dict[str, tuple[str, list[tuple[str, Any]]]] = {
                               ("cn_docker_registry_mirrors", {"url": "x"}), ("cn_platform", "windows")]),
     "model": ("servers", [("cn_model_version", "latest"), ("cn_model_keep", "two"), ("cn_model_format", "pytorch"),
                           ("cn_model_sha256", ABSENT), ("cn_model_name", ABSENT), ("cn_model_platform", ABSENT)]),
+    "inference": ("edge", [("cn_inference_runtime", "podman"), ("cn_model_action", "latest"), ("cn_inference_http_port", "http"),
+                           ("cn_triton_wheels", "nvidia-pytriton"), ("inference_start_timeout", "soon"), ("cn_triton_image", ABSENT)]),
 }
 
 

@@ -17,7 +17,7 @@ from tests.unit.test_engines import RENDERINGS
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO / "templates"
-LAYERS = ("platform", "nvidia", "jetson", "container", "model")
+LAYERS = ("platform", "nvidia", "jetson", "container", "model", "inference")
 
 
 def _render(src: str, **variables: object) -> str:
@@ -110,3 +110,53 @@ def test_the_jetson_clocks_unit_verifies_silently(tmp_path: Path) -> None:
 def test_the_nouveau_blacklist_blocks_the_module_and_its_modesetting() -> None:
     lines = [line for line in _render("modprobe/blacklist-nouveau.conf.j2").splitlines() if not line.startswith("#")]
     assert lines == ["blacklist nouveau", "options nouveau modeset=0"]
+
+
+def _triton_unit(tmp_path: Path, runtime: str) -> tuple[Path, list[Path]]:
+    """The Triton unit of `runtime` rendered with stand-in executables under tmp_path, and the units it needs."""
+    from tests.unit.test_engines import TRITON_UNIT
+
+    docker, server = tmp_path / "docker", tmp_path / "tritonserver"
+    (server / "bin").mkdir(parents=True)
+    for exe in (docker, server / "bin" / "tritonserver"):
+        exe.write_text("#!/bin/sh\n")
+        exe.chmod(0o755)
+    unit = tmp_path / "circularnet-triton.service"
+    unit.write_text(_render("systemd/circularnet-triton.service.j2",
+                            **{**TRITON_UNIT, "runtime": runtime, "docker": str(docker), "triton_server": str(server)}))
+    needed = tmp_path / "docker.service"  # Requires= of the container unit
+    needed.write_text(f"[Service]\nExecStart={docker}\n")
+    return unit, [needed] if runtime == "container" else []
+
+
+@pytest.mark.parametrize("runtime", ["container", "native"])
+def test_the_triton_unit_verifies_silently_binds_one_address_and_loads_only_explicitly(tmp_path: Path, runtime: str) -> None:
+    unit, needed = _triton_unit(tmp_path, runtime)
+    result = subprocess.run(["systemd-analyze", "verify", *map(str, needed), str(unit)], capture_output=True, text=True,
+                            check=False, timeout=60)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    start = next(line for line in unit.read_text().splitlines() if line.startswith("ExecStart="))
+    assert "--model-control-mode=explicit" in start and "--load-model" not in start
+    assert re.findall(r"--(http|grpc|metrics)-address=(\S+)", start) == [(k, "127.0.0.1") for k in ("http", "grpc", "metrics")]
+    assert "Restart=on-failure" in unit.read_text()
+    if runtime == "container":
+        assert "/models:ro " in start and "--network host" in start and "--runtime nvidia" in start
+
+
+def _exposure(unit: Path) -> float:
+    result = subprocess.run(["systemd-analyze", "security", "--offline=true", str(unit)], capture_output=True, text=True,
+                            check=False, timeout=60)
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout[-2000:] + result.stderr
+    return float(match[1])
+
+
+def test_the_native_triton_unit_is_hardened_to_an_exposure_of_at_most_3(tmp_path: Path) -> None:
+    unit, _ = _triton_unit(tmp_path, "native")
+    assert _exposure(unit) <= 3.0
+    loose = tmp_path / "loose" / unit.name
+    loose.parent.mkdir()
+    loose.write_text("\n".join(line for line in unit.read_text().splitlines()
+                               if not line.startswith(("DynamicUser", "Protect", "Private", "Restrict", "SystemCall",
+                                                       "Capability"))))
+    assert _exposure(loose) > 3.0  # the measure above can fail

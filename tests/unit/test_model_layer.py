@@ -43,7 +43,7 @@ def test_the_hosts_get_the_stacks_pin_the_catalogs_name_and_keep_2_by_default() 
     assert {k: v for k, v in wants.items() if k.startswith("cn_model_")} == {
         "cn_model_key": "sandbox_standin", "cn_model_name": "circularnet", "cn_model_version": 1,
         "cn_model_url": cfg.model.url, "cn_model_sha256": cfg.model.sha256, "cn_model_format": "python",
-        "cn_model_platform": "python", "cn_model_keep": 2}
+        "cn_model_platform": "python", "cn_model_keep": 2, "cn_model_action": "pinned"}
     assert catalog().models.models["sandbox_standin"].served_name == MODEL_NAME  # the folder inside its archives
 
 

@@ -102,14 +102,15 @@ def tree(path: Path) -> dict[str, tuple[str, int]]:
 def test_a_fresh_host_gets_the_version_its_marker_and_config_and_staging_stays_empty(site: Site, host: Path) -> None:
     url, sha = site.publish("m1.zip", triton_archive(1))
     assert run(host, "check", url, sha) == (3, {"result": "pending", "changed": False, "reason": "pending",
-                                                "message": "download and install circularnet version 1; "
-                                                           f"write {host}/models/circularnet/config.pbtxt"})
+                                                "message": "download and install circularnet version 1"})
     assert site.requests() == []  # check contacts nothing
     code, out = run(host, "sync", url, sha)
     assert (code, out["result"], out["changed"]) == (0, "changed", True), out
     model = host / "models" / "circularnet"
     assert (model / "1" / "model.py").read_bytes().startswith(b"REVISION = 1\n")
-    assert (model / "config.pbtxt").read_text() == 'name: "circularnet"\n# rev 1\n'  # the archive's own
+    # the archive's own config travels with its version; which version serves is model_serve.py's to write
+    assert (model / "1" / model_sync.VERSION_CONFIG).read_text() == 'name: "circularnet"\n# rev 1\n'
+    assert not (model / "config.pbtxt").exists()
     marker = json.loads((model / "1" / model_sync.MARKER).read_text())
     assert {k: marker[k] for k in ("name", "version", "sha256", "url")} == {"name": "circularnet", "version": 1,
                                                                              "sha256": sha, "url": url}
@@ -152,7 +153,7 @@ def test_a_cut_that_never_makes_progress_fails_then_a_rerun_converges(site: Site
     assert tree(host / "models") == before and list((host / "staging").iterdir()) == []
     site.server.faults.clear(fault.id)
     assert run(host, "sync", url2, sha2, version=2)[0] == 0
-    assert (host / "models" / "circularnet" / "config.pbtxt").read_text().endswith("# rev 2\n")
+    assert (host / "models" / "circularnet" / "2" / model_sync.VERSION_CONFIG).read_text().endswith("# rev 2\n")
 
 
 def test_a_wrong_sha256_names_both_and_leaves_the_installed_version_and_config(site: Site, host: Path) -> None:
@@ -182,15 +183,31 @@ def test_a_bare_onnx_archive_gets_the_rendered_default_config(site: Site, host: 
     assert run(host, "sync", url, sha, format="onnx")[0] == 0
     model = host / "models" / "circularnet"
     assert (model / "1" / "model.onnx").read_bytes() == b"onnx"
-    assert (model / "config.pbtxt").read_bytes() == (host / "etc" / "config.pbtxt").read_bytes()
-    assert not (model / "1" / model_sync.VERSION_CONFIG).exists()
+    assert (model / "1" / model_sync.VERSION_CONFIG).read_bytes() == (host / "etc" / "config.pbtxt").read_bytes()
 
 
 def test_only_the_last_n_installed_versions_remain(site: Site, host: Path) -> None:
     for version in (3, 1, 2):  # install order, not number, decides which are the last
         url, sha = site.publish(f"m{version}.zip", triton_archive(version))
         assert run(host, "sync", url, sha, version=version, keep=2)[0] == 0
-    assert sorted(p.name for p in (host / "models" / "circularnet").iterdir()) == ["1", "2", "config.pbtxt"]
+    assert sorted(p.name for p in (host / "models" / "circularnet").iterdir()) == ["1", "2"]
+
+
+def test_the_served_version_and_the_one_served_before_it_are_kept_past_keep(site: Site, host: Path) -> None:
+    model = host / "models" / "circularnet"
+    for version in (1, 2):
+        url, sha = site.publish(f"m{version}.zip", triton_archive(version))
+        assert run(host, "sync", url, sha, version=version, keep=2)[0] == 0
+    # Triton serves 1 (2 was installed but never switched to), 3 is pinned next: 1 stays, 2 goes
+    (model / model_sync.SERVED).write_text(json.dumps({"version": 1, "history": []}))
+    url, sha = site.publish("m3.zip", triton_archive(3))
+    assert run(host, "sync", url, sha, version=3, keep=2)[0] == 0
+    assert sorted(p.name for p in model.iterdir() if p.name.isdigit()) == ["1", "3"]
+    # serving 3, served 1 before: with keep=1 both stay all the same (the served one is never surplus)
+    (model / model_sync.SERVED).write_text(json.dumps({"version": 1, "history": [3]}))
+    url, sha = site.publish("m4.zip", triton_archive(4))
+    assert run(host, "sync", url, sha, version=4, keep=1)[0] == 0
+    assert sorted(p.name for p in model.iterdir() if p.name.isdigit()) == ["1", "4"]
 
 
 @pytest.mark.parametrize(("flag", "value", "named"), [

@@ -1,0 +1,164 @@
+"""The inference layer: Triton as a supervised, hardened systemd service serving the stack's model version.
+
+1. Refused before anything changes when the host cannot run the stack's runtime (the native runtime's pinned
+   wheels do not fit its Python; the named bind interface has no address): deploy/checks.py
+   `inference_problem`;
+2. the runtime: `container`, the Triton image the matrix (or the stack) names for the host's platform,
+   pulled once; or `native`, tritonserver from the pinned nvidia-pytriton wheel in a venv (pip with
+   --require-hashes from the stack's Python index), its python backend given the stub for the host's
+   Python and numpy;
+3. the unit from templates/systemd/circularnet-triton.service.j2 (explicit model control, the stack's bind
+   address, Restart=on-failure, ExecStartPost loading the recorded version), enabled and running; restarted
+   only when the unit or the runtime changed under a Triton that was already running;
+4. the served version: the layer's script (deploy/model_serve.py, one copy for both engines) switches
+   Triton to the stack's pin (or, in a rollback run, `cn_model_action: previous`, to the version served
+   before it) through the repository API while the old version keeps answering; a version Triton refuses
+   leaves the old one serving and fails the host with Triton's own error.
+
+roles/inference is the same layer for Ansible.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from pyinfra import host
+from pyinfra.api import deploy, operation
+from pyinfra.facts.files import File
+from pyinfra.facts.pip import PipPackages
+from pyinfra.operations import apt, files, systemd
+from pyinfra.operations.util import any_changed
+
+from deploy import checks, model_serve
+from deploy.facts import DockerImage, HostPython, InterfaceAddress, TritonServing
+from deploy.steps import index_refreshed, refused, role_data, template, wishes
+
+
+def options(wants: dict[str, Any], data: dict[str, Any], address: str) -> dict[str, Any]:
+    """model_serve.py's options for this host (model_serve.OPTIONS)."""
+    return {"url": f"http://{address}:{wants['cn_inference_http_port']}", "repository": data["inference_model_repository"],
+            "name": wants["cn_model_name"], "version": wants["cn_model_version"]}
+
+
+def site_packages(venv: str, python: str) -> str:
+    return f"{venv}/lib/python{python}/site-packages"
+
+
+def triton_server(venv: str, python: str) -> str:
+    """The wheel's tritonserver directory: bin/tritonserver, backends/, python_backend_stubs/."""
+    return f"{site_packages(venv, python)}/pytriton/tritonserver"
+
+
+def pip_index_args(index_url: str) -> str:
+    """pip's options for the pinned wheels: hashes required, no dependency resolution, the stack's index only
+    (a plain-http site index must be named trusted; the hashes are what makes it safe)."""
+    trusted = f" --trusted-host {urlsplit(index_url).hostname}" if index_url.startswith("http://") else ""
+    return f"--no-deps --require-hashes --no-cache-dir --disable-pip-version-check --index-url {index_url}{trusted}"
+
+
+def pip_install_command(venv: str, requirements: str, index_url: str) -> str:
+    """The pinned wheels into the venv (what Ansible's pip module runs with the same options)."""
+    return f"{venv}/bin/pip install --quiet {pip_index_args(index_url)} --requirement {requirements}"
+
+
+def unit_variables(wants: dict[str, Any], data: dict[str, Any], address: str, python: str | None) -> dict[str, Any]:
+    """What templates/systemd/circularnet-triton.service.j2 takes, for this host."""
+    return {
+        "runtime": wants["cn_inference_runtime"], "image": wants["cn_triton_image"], "docker": data["inference_docker"],
+        "triton_server": triton_server(data["inference_venv"], python or "3"),
+        "triton_libs": f"{site_packages(data['inference_venv'], python or '3')}/nvidia_pytriton.libs",
+        "model_repository": data["inference_model_repository"],
+        "model_name": wants["cn_model_name"], "bind_address": address, "http_port": wants["cn_inference_http_port"],
+        "grpc_port": wants["cn_inference_grpc_port"], "metrics_port": wants["cn_inference_metrics_port"],
+        "helper": data["inference_helper"], "container_name": data["inference_container_name"],
+        "start_timeout": int(data["inference_start_timeout"]), "start_limit": int(data["inference_start_timeout"]) + 30,
+        "shm_size": data["inference_shm_size"],
+    }
+
+
+@operation(is_idempotent=True)
+def image_pulled(image: str, docker: str, timeout: int):
+    """Ensure the Docker engine holds `image` (pulled once; a tag is not pulled again while present)."""
+    if host.get_fact(DockerImage, image=image) is None:
+        yield f"timeout {int(timeout)} {docker} pull --quiet {image}"
+
+
+@operation(is_idempotent=True)
+def venv_created(venv: str):
+    """Ensure `venv` is a Python venv of the host's python3 (with pip, from python3-venv's ensurepip)."""
+    if host.get_fact(File, path=f"{venv}/bin/pip") is None:
+        yield f"python3 -m venv {venv}"
+
+
+@operation(is_idempotent=True)
+def wheels_installed(venv: str, requirements: str, index_url: str, wheels: list[dict[str, Any]]):
+    """Ensure the venv holds each pinned wheel at its version (pip checks every file against its sha256)."""
+    have = host.get_fact(PipPackages, pip=f"{venv}/bin/pip") if host.get_fact(File, path=f"{venv}/bin/pip") else {}
+    have = {name.lower().replace("_", "-"): versions for name, versions in (have or {}).items()}
+    if any(w["version"] not in have.get(w["name"].lower(), []) for w in wheels):
+        yield pip_install_command(venv, requirements, index_url)
+
+
+@operation(is_idempotent=True)
+def model_served(helper: str, options: dict[str, Any], previous: bool):
+    """Ensure Triton serves the wanted version, as the script's `check` judges it; switched when it does not."""
+    found = host.get_fact(TritonServing, helper=helper, options=options, previous=previous)
+    if not found or found.get("result") != "ok":
+        yield model_serve.command_line(helper, "serve", options, previous)
+
+
+def native_runtime(wants: dict[str, Any], data: dict[str, Any], python: str) -> list[Any]:
+    """tritonserver from the pinned wheel in a venv; its python backend with the stub and numpy it needs."""
+    venv, server = data["inference_venv"], triton_server(data["inference_venv"], python)
+    packages = ["python3-venv", f"libpython{python}"]
+    index_refreshed(name="Inference: package index fresh for the venv's packages", changed=[], packages=packages,
+                    timeout=data["inference_apt_update_timeout"])
+    apt.packages(name="Inference: python3-venv and the libpython the backend stub links", packages=packages,
+                 no_recommends=True)
+    requirements = template("Inference: the pinned wheels, with their sha256 (requirements)", "triton/requirements.txt.j2",
+                            data["inference_requirements"], wheels=wants["cn_triton_wheels"])
+    venv_created(name="Inference: the venv", venv=venv)
+    wheels = wheels_installed(name="Inference: nvidia-pytriton and numpy in the venv (hashes required)", venv=venv,
+                              requirements=data["inference_requirements"], index_url=wants["cn_python_index_url"],
+                              wheels=wants["cn_triton_wheels"])
+    backend = f"{server}/backends/{data['inference_python_backend']}"
+    links = [files.link(name=f"Inference: python backend: {link}", path=f"{backend}/{link}", target=target, present=True)
+             for link, target in (
+                 ("triton_python_backend_stub", f"{server}/python_backend_stubs/{python}/triton_python_backend_stub"),
+                 ("numpy", f"{site_packages(venv, python)}/numpy"),
+                 ("numpy.libs", f"{site_packages(venv, python)}/numpy.libs"))]
+    return [requirements, wheels, *links]
+
+
+@deploy("Inference")
+def inference() -> None:
+    """Triton serving the stack's model version in the stack's runtime; refused when the host cannot run it."""
+    wants, data = wishes(), role_data("inference")
+    python = host.get_fact(HostPython)
+    interface = wants.get("cn_inference_bind_interface")
+    found = {"python": python, "address": host.get_fact(InterfaceAddress, interface=interface) if interface else None}
+    problem = checks.inference_problem(found, wants)
+    if problem:
+        refused(name="Inference: the host can run the stack's Triton runtime", message=problem)
+        return
+    address = checks.inference_address(found, wants)
+    helper = data["inference_helper"]
+    files.directory(name="Inference: script directory", path=helper.rsplit("/", 1)[0], present=True, mode="755",
+                    user="root", group="root")
+    files.put(name="Inference: the layer's script (deploy/model_serve.py)", src=model_serve.__file__, dest=helper,
+                       mode="755", user="root", group="root")
+    if wants["cn_inference_runtime"] == "native":
+        runtime = native_runtime(wants, data, str(python))
+    else:
+        runtime = [image_pulled(name=f"Inference: the Triton image {wants['cn_triton_image']}", image=wants["cn_triton_image"],
+                                docker=data["inference_docker"], timeout=data["inference_pull_timeout"])]
+    unit = template("Inference: the Triton unit", "systemd/circularnet-triton.service.j2", data["inference_unit_path"],
+                    **unit_variables(wants, data, address, python))
+    systemd.daemon_reload(name="Inference: systemd reloaded after a unit change", _if=unit.did_change)
+    systemd.service(name="Inference: Triton enabled and running", service=data["inference_unit"], running=True,
+                    enabled=True)
+    systemd.service(name="Inference: Triton restarted after a change under it", service=data["inference_unit"],
+                    restarted=True, _if=any_changed(unit, *runtime))
+    model_served(name="Inference: Triton serves the wanted model version (switched through the repository API)",
+                 helper=helper, options=options(wants, data, address), previous=wants.get("cn_model_action") == "previous")
