@@ -13,6 +13,9 @@ fails a host which is not healthy at its end.
 4. last, the report run read-only, as a fact (it changes nothing, so a converged host counts no change):
    an unhealthy host fails with the report's problems, each naming what is wrong and the fix.
 
+Names, paths and thresholds are roles/verify/defaults/main.yml; a host's own verify_* values (its inventory,
+or pyinfra's `--data`) override them, as inventory variables do for the role.
+
 roles/verify is the same layer for Ansible: same script, settings, files and verdict.
 """
 
@@ -110,6 +113,14 @@ def healthy(helper: str, config: str):
         yield fail(problem)
 
 
+def role_settings() -> dict[str, Any]:
+    """roles/verify's defaults, with the host's own verify_* values over them (its inventory, or `--data`): the
+    precedence Ansible gives the role, so a threshold set for one host holds in both engines."""
+    data = dict(role_data("verify"))
+    data.update({key: value for key, value in host.data.dict().items() if key in data})
+    return data
+
+
 def _directory(name: str, path: str) -> None:
     files.directory(name=name, path=path, present=True, mode="755", user="root", group="root")
 
@@ -117,7 +128,7 @@ def _directory(name: str, path: str) -> None:
 @deploy("Verify")
 def verify() -> None:
     """The health report's script, settings, deploy record and timer; the host fails when it is unhealthy."""
-    wants, data = wishes(), role_data("verify")
+    wants, data = wishes(), role_settings()
     helper, config = data["verify_helper"], data["verify_settings"]
     _directory("Verify: script directory", helper.rsplit("/", 1)[0])
     _directory("Verify: settings directory", config.rsplit("/", 1)[0])

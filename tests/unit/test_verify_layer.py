@@ -219,3 +219,17 @@ def test_the_roles_filters_are_the_deploys_functions() -> None:
     filters = cnctl_verify.FilterModule().filters()
     assert filters["cnctl_verify_record"] is verify.record and filters["cnctl_verify_settings"] is verify.settings
     assert filters["cnctl_verify_check_command"] is verify.check_command
+
+# --- wiring -------------------------------------------------------------------------------------------------
+
+
+def test_verify_is_the_last_layer_of_both_engines() -> None:
+    deploy_py = (REPO / "deploy.py").read_text()
+    calls = re.findall(r"^\s+(\w+)\(_sudo=True\)", deploy_py, re.MULTILINE)
+    assert calls and calls[-1] == "verify", calls
+    assert re.search(r'^LAYERS = \(.*"verify"\)', deploy_py, re.MULTILINE), "CNCTL_LAYERS must know the verify layer"
+    for play in yaml.safe_load((REPO / "playbooks" / "site.yml").read_text()):
+        roles = [r["role"] if isinstance(r, dict) else r for r in play["roles"]]
+        assert roles[-1] == "verify", (play["name"], roles)
+        last = play["roles"][-1]
+        assert isinstance(last, dict) and "verify" in last.get("tags", []), last

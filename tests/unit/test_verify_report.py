@@ -208,6 +208,9 @@ def test_the_scripts_defaults_are_the_role_defaults() -> None:
     assert role["verify_model_repository"] == model["model_repository"]
     assert role["verify_platform_record"] == platform["platform_record_file"]
     assert Path(role["verify_helper"]).parent == Path(model["model_helper"]).parent == Path(role["verify_model_serve"]).parent
+    inference = yaml.safe_load((REPO / "roles" / "inference" / "defaults" / "main.yml").read_text())
+    assert role["verify_model_serve"] == inference["inference_helper"]
+    assert role["verify_triton_unit"] == inference["inference_unit"]
 
 
 # --- the script on this machine -----------------------------------------------------------------------------
