@@ -11,9 +11,10 @@ API (KServe v2 and its repository extension) on the address the unit binds.
     model_serve.py probe       --url URL --name N [--timeout S]
 
 Files (in `<repository>/<name>/`, beside the versions model_sync.py installs):
-- `.cnctl-served.json` {"version", "history", "switched"}: the version proven to serve, and the versions
-  served before it (newest first). Written only after Triton reported the version READY: it is the truth
-  a restart and a rollback go back to.
+- `.cnctl-served.json` {"version", "history"}: the version proven to serve, and the versions served before
+  it (newest first). Written only after Triton reported the version READY: it is the truth a restart and a
+  rollback go back to. No time in it (two hosts that served the same versions hold the same bytes); its
+  mtime is when the last switch happened.
 - `config.pbtxt`: the served version's own config (`<version>/.cnctl-config.pbtxt`) with
   `version_policy: { specific: { versions: [V] } }`, so that Triton serves exactly that version whatever
   else the repository keeps.
@@ -140,7 +141,7 @@ def remember(args: argparse.Namespace, version: int) -> None:
     old = record(args)
     history = [old["version"]] if old and old["version"] != version else []
     history += [v for v in old.get("history", []) if isinstance(v, int) and v != version and v not in history]
-    data = {"version": version, "history": history[:HISTORY], "switched": int(time.time())}
+    data = {"version": version, "history": history[:HISTORY]}
     write_atomic(model_dir(args) / SERVED, (json.dumps(data, sort_keys=True) + "\n").encode())
 
 
@@ -286,6 +287,10 @@ def load_recorded(args: argparse.Namespace) -> tuple[bool, str]:
 def status(args: argparse.Namespace) -> dict:
     """What serves: the record, Triton's view of it, and a verdict."""
     old = record(args)
+    try:
+        switched: int | None = int((model_dir(args) / SERVED).stat().st_mtime)
+    except OSError:
+        switched = None
     up = live(args)
     served = old.get("version")
     ready = bool(up and served is not None and version_ready(args, served))
@@ -299,7 +304,7 @@ def status(args: argparse.Namespace) -> dict:
         message = f"{args.name} version {served} READY"
     return {"result": "ok" if ready else "failed", "changed": False, "reason": "ok" if ready else "triton",
             "message": message, "live": up, "served": served, "ready": ready,
-            "loaded": loaded(args) if up else [], "history": old.get("history", []), "switched": old.get("switched")}
+            "loaded": loaded(args) if up else [], "history": old.get("history", []), "switched": switched}
 
 
 def probe(args: argparse.Namespace) -> dict:
