@@ -128,7 +128,8 @@ def _sandbox_hosts(cfg: StackConfig, groups: Sequence[Group], inst: Any) -> list
         spec = host.spec
         if spec.group not in groups:
             continue
-        entry = listed.get(spec.name) or _entry_of_generated(spec)
+        first = next((e for e in (cfg.fleets.edge if spec.group == "edge" else cfg.fleets.servers)), None)
+        entry = listed.get(spec.name) or _entry_of_generated(spec, first)
         ssh = Ssh(address=host.address, user=spec.ssh_user, key=state.ssh_key, known_hosts=state.known_hosts,
                   strict_host_key_checking="yes")
         # The sandbox's own keys (flavour, sandbox_site) stay beside cn_* for tests and status; no layer reads them.
@@ -136,12 +137,15 @@ def _sandbox_hosts(cfg: StackConfig, groups: Sequence[Group], inst: Any) -> list
     return hosts
 
 
-def _entry_of_generated(spec: Any) -> EdgeDevice | Server:
-    """The fleet entry a generated sandbox host stands for (same platform as the group's first listed host)."""
-    common = {"name": spec.name, "address": spec.address, "ssh_user": spec.ssh_user, "site": spec.site}
+def _entry_of_generated(spec: Any, first: EdgeDevice | Server | None) -> EdgeDevice | Server:
+    """The fleet entry a generated sandbox host stands for: the group's first listed host's settings (its
+    runtime, reboot policy, power mode...) under the generated host's own name, address and platform release."""
+    own = {"name": spec.name, "address": spec.address, "ssh_user": spec.ssh_user, "site": spec.site}
     if spec.group == "edge":
-        return EdgeDevice(**common, jetpack=spec.jetpack)
-    return Server(**common, driver_branch=spec.driver_branch)
+        own["jetpack"] = spec.jetpack
+        return first.model_copy(update=own) if isinstance(first, EdgeDevice) else EdgeDevice(**own)
+    own["driver_branch"] = spec.driver_branch
+    return first.model_copy(update=own) if isinstance(first, Server) else Server(**own)
 
 
 # --- cloud VMs from the stack outputs ----------------------------------------------------------

@@ -307,8 +307,28 @@ def status(args: argparse.Namespace) -> dict:
             "loaded": loaded(args) if up else [], "history": old.get("history", []), "switched": switched}
 
 
+def test_card(shape: list[int], size: int) -> bytes:
+    """An input tensor of `shape`: an image-shaped UINT8 one ([1, H, W, 3]) is a grey card with one red square
+    (a quarter of the side, in the upper right quadrant), so a detection model has one object to find; any
+    other input is zeros."""
+    count = 1
+    for d in shape:
+        count *= d
+    if size != 1 or len(shape) != 4 or shape[-1] != 3 or min(shape[1:3]) < 8:
+        return bytes(count * size)
+    height, width = shape[1], shape[2]
+    card = bytearray(b"\x28" * count)
+    top, left, side = height // 4, width // 2, min(height, width) // 4
+    red = bytes((200, 30, 30)) * side
+    for row in range(top, top + side):
+        start = (row * width + left) * 3
+        card[start:start + len(red)] = red
+    return bytes(card)
+
+
 def probe(args: argparse.Namespace) -> dict:
-    """One real inference: a zero tensor for each input of the served model; its outputs' names and shapes."""
+    """One real inference of the served model on a test card (`test_card`); the outputs' names and shapes, and
+    how many detections it reports where the model has a `num_detections` output."""
     status_code, body, _ = call(args, "GET", f"/v2/models/{args.name}")
     if status_code != 200:
         raise Failure("probe", f"no metadata for {args.name} from {args.url}: "
@@ -320,14 +340,14 @@ def probe(args: argparse.Namespace) -> dict:
         if size is None:
             raise Failure("probe", f"input {tensor['name']} is {tensor['datatype']}: the probe sends fixed-size tensors only")
         shape = [d if d > 0 else 1 for d in tensor["shape"]]
-        count = 1
-        for d in shape:
-            count *= d
-        blobs.append(bytes(count * size))
+        blob = test_card(shape, size)
+        blobs.append(blob)
         inputs.append({"name": tensor["name"], "datatype": tensor["datatype"], "shape": shape,
-                       "parameters": {"binary_data_size": count * size}})
-    header = json.dumps({"inputs": inputs, "outputs": [{"name": t["name"], "parameters": {"binary_data": True}}
-                                                       for t in meta.get("outputs", [])]}).encode()
+                       "parameters": {"binary_data_size": len(blob)}})
+    # every output in binary, but num_detections as JSON: the one number worth showing
+    header = json.dumps({"inputs": inputs, "outputs": [
+        {"name": t["name"], "parameters": {"binary_data": t["name"] != "num_detections"}}
+        for t in meta.get("outputs", [])]}).encode()
     started = time.monotonic()
     status_code, body, headers = call(args, "POST", f"/v2/models/{args.name}/infer", header + b"".join(blobs),
                                       {"Inference-Header-Content-Length": str(len(header)),
@@ -339,9 +359,13 @@ def probe(args: argparse.Namespace) -> dict:
     length = int(headers.get("Inference-Header-Content-Length") or len(body))
     answer = json.loads(body[:length])
     outputs = {o["name"]: o["shape"] for o in answer.get("outputs", [])}
+    found = next((o.get("data") for o in answer.get("outputs", []) if o["name"] == "num_detections"), None)
+    detections = int(found[0]) if isinstance(found, list) and found else None
+    seen = f", {detections} detection(s)" if detections is not None else ""
     return {"result": "ok", "changed": False, "reason": "ok", "message": f"{args.name} version "
-            f"{answer.get('model_version')} answered in {elapsed:.0f} ms", "model_version": answer.get("model_version"),
-            "outputs": outputs, "ms": round(elapsed, 1)}
+            f"{answer.get('model_version')} answered in {elapsed:.0f} ms{seen}",
+            "model_version": answer.get("model_version"), "outputs": outputs, "detections": detections,
+            "ms": round(elapsed, 1)}
 
 
 # --- command line ----------------------------------------------------------------------------------------

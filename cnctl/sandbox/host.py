@@ -105,12 +105,14 @@ def _engine_options(etc: Path, host: HostSpec, machine: str) -> None:
 
 def _emulation_dropins(etc: Path) -> None:
     """What an emulated (qemu-user) host's systemd cannot do, turned off for every service: a private network
-    namespace fails there with EIO (qemu-user cannot clone namespaces). Every other hardening knob stays as the
-    unit says. A sandbox fact in a drop-in for all services; the host layers never see it."""
+    namespace fails there with EIO and a user namespace with EINVAL (qemu-user cannot clone namespaces; a
+    hardened unit's PrivateUsers=yes ends in 217/USER). Every other hardening knob stays as the unit says. A
+    sandbox fact in a drop-in for all services; the host layers never see it."""
     dropin = etc / "systemd" / "system" / "service.d"
     dropin.mkdir(parents=True, exist_ok=True)
     write_file(dropin / "10-emulated-host.conf",
-               "# qemu-user cannot create network namespaces (emulated arm64 host)\n[Service]\nPrivateNetwork=no\n")
+               "# qemu-user cannot create network or user namespaces (emulated arm64 host)\n[Service]\n"
+               "PrivateNetwork=no\nPrivateUsers=no\n")
     # Like the early units the image fixes (image.QEMU_CREDENTIAL_UNITS), the daily tmpfiles clean-up fails on
     # credentials under qemu-user (243/CREDENTIALS), 15 minutes after boot.
     clean = etc / "systemd" / "system" / "systemd-tmpfiles-clean.service.d"

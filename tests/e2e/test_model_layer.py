@@ -1,22 +1,30 @@
-"""The model layer on the sandbox fleet, through either engine (fresh servers; every layer below runs first).
+"""The model and inference layers on the sandbox fleet, through either engine (fresh servers; every layer below
+runs first).
 
-- a fresh server converges with pyinfra and another with Ansible: the pinned stand-in version in
-  /opt/circularnet/models/circularnet/1/ with its config.pbtxt, staging empty, the same files (path, mode,
-  owner, sha256) whichever engine wrote them;
+- fresh servers converge with pyinfra and with Ansible, in either Triton runtime (container: the site
+  registry's image under Docker; native: the pinned wheel in a venv): the pinned stand-in version in
+  /opt/circularnet/models/circularnet/1/, Triton serving it (an inference through tritonclient returns the
+  stand-in's tensors), staging empty, the same files (path, mode, owner, sha256) whichever engine wrote them;
 - a second run changes nothing and the site's artifact server logs 0 requests from either host (no
   download, not even a HEAD: the marker proves the pin);
 - faults, on a converged host: a download cut on every attempt fails the host naming the cut, leaves
   version 1 serving and staging empty; once the fault is gone a re-run converges, and a single cut is
   resumed in the same run with a Range request; a wrong sha256 fails the host naming both sha256, with
-  either engine, and leaves the installed versions and config.pbtxt as they were.
+  either engine, and leaves the installed versions and config.pbtxt as they were;
+- while a client sends requests in a loop, none of these fails one: HTTP 500 for the archive, a version
+  Triton refuses to load (the host fails with Triton's own words), the deploy killed (SIGKILL) in the
+  middle of a switch, a full staging disk; each leaves the old version serving and staging clean, and a
+  re-run converges once the fault is gone.
 """
 
 from __future__ import annotations
 
 import json
-import re
+import os
+import signal
 import subprocess
 import tempfile
+import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -32,6 +40,7 @@ from cnctl.sandbox.instance import Instance
 from cnctl.sandbox.inventory import write_ansible_inventory
 from cnctl.sandbox.state import FleetState, save
 from tests.e2e.fleet_helpers import BIN, REPO, SESSION_NET
+from tests.e2e.triton_client import infer, infer_loop
 
 pytestmark = pytest.mark.fleet
 
@@ -40,7 +49,11 @@ MODEL = "/opt/circularnet/models/circularnet"
 STAGING = "/var/lib/circularnet/staging"
 MANAGED = ("/usr/local/lib/circularnet", "/usr/local/lib/circularnet/model_sync.py", STAGING, "/opt/circularnet",
            "/opt/circularnet/models", MODEL, f"{MODEL}/config.pbtxt", f"{MODEL}/1", f"{MODEL}/1/model.py",
-           f"{MODEL}/1/.cnctl-config.pbtxt", "/etc/circularnet/triton", "/etc/circularnet/triton/config.pbtxt")
+           f"{MODEL}/1/.cnctl-config.pbtxt", "/etc/circularnet/triton", "/etc/circularnet/triton/config.pbtxt",
+           f"{MODEL}/.cnctl-served.json", "/usr/local/lib/circularnet/model_serve.py",
+           "/etc/systemd/system/circularnet-triton.service")
+# the native runtime's own files, besides the venv (pip's files are pip's)
+NATIVE = ("/opt/circularnet/triton-requirements.txt", "/opt/circularnet/triton/bin/python3")
 SNAPSHOT = """
 for p in "$@"; do
   if [ -e "$p" ]; then stat -c '%n %F %a %U:%G' "$p"; if [ -f "$p" ]; then sha256sum < "$p"; fi
@@ -106,14 +119,14 @@ def fleet_stack(sandbox_stack: Callable[[str], Path]) -> StackConfig:
     return load_stack(str(servers_only(sandbox_stack(SESSION_NET))))
 
 
-def stack_with(sandbox_stack: Callable[[str], Path], **model: Any) -> str:
-    """A copy of the session's stack whose circularnet:model keys are replaced by `model`."""
+def stack_with(sandbox_stack: Callable[[str], Path], runtime: str = "container", **model: Any) -> str:
+    """A copy of the session's stack whose circularnet:model keys are replaced by `model`, with Triton in
+    `runtime` on the servers."""
     path = servers_only(sandbox_stack(SESSION_NET))
-    text = path.read_text()
-    for key, value in model.items():
-        text, n = re.subn(rf"^(    {key}): .*$", rf"\g<1>: {json.dumps(value)}", text, count=1, flags=re.MULTILINE)
-        assert n == 1, key
-    path.write_text(text)
+    document = yaml.safe_load(path.read_text())
+    document["config"]["circularnet:inference"]["runtime"] = runtime
+    document["config"]["circularnet:model"].update(model)
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
     return str(path)
 
 
@@ -163,13 +176,14 @@ def staging_entries(host: sandbox.FreshHost) -> list[str]:
 # --- the tests -------------------------------------------------------------------------------------
 
 
-def test_fresh_servers_converge_with_either_engine_to_the_same_files_and_a_second_run_downloads_nothing(
+@pytest.mark.parametrize("runtime", ["container", "native"])
+def test_fresh_servers_converge_with_either_engine_to_the_same_files_serve_and_a_second_run_downloads_nothing(
         boot_fresh: Callable[..., sandbox.FreshHost], env_of: Callable[..., dict[str, str]],
-        fleet_instance: Instance, sandbox_stack: Callable[[str], Path], tmp_path: Path) -> None:
+        fleet_instance: Instance, sandbox_stack: Callable[[str], Path], tmp_path: Path, runtime: str) -> None:
     since = len(request_log(fleet_instance))
     hosts = {"pyinfra": boot_fresh("server"), "ansible": boot_fresh("server")}
     envs = {engine: env_of([host]) for engine, host in hosts.items()}
-    stack = stack_with(sandbox_stack)
+    stack = stack_with(sandbox_stack, runtime=runtime)
     sha = site_sha256("sandbox_standin.zip")
     for code, rows, log in deploy([(envs[e], stack, e) for e in hosts], tmp_path):
         assert code == 0 and all(failed == 0 and changed > 0 for changed, failed in rows.values()), (rows, log[-6000:])
@@ -179,7 +193,12 @@ def test_fresh_servers_converge_with_either_engine_to_the_same_files_and_a_secon
         assert staging_entries(host) == [], engine
         got = [(r["method"], r["status"]) for r in requests_from(fleet_instance, host, since)]
         assert got == [("GET", 200)], (engine, got)
-    by_pyinfra, by_ansible = snapshot(hosts["pyinfra"]), snapshot(hosts["ansible"])
+        answer = infer(host)  # through tritonclient, from the host's own network namespace
+        assert (answer["version"], answer["num_detections"]) == ("1", [1]), (engine, answer)
+        ymin, xmin, ymax, xmax = answer["box"]
+        assert ymin <= 400 <= ymax and xmin <= 700 <= xmax, answer  # the stand-in found the red patch
+    paths = (*MANAGED, *NATIVE) if runtime == "native" else MANAGED
+    by_pyinfra, by_ansible = snapshot(hosts["pyinfra"], paths), snapshot(hosts["ansible"], paths)
     assert "absent" not in by_pyinfra, by_pyinfra
     assert f"{MODEL}/1 directory 755 root:root" in by_pyinfra and f"{STAGING} directory 700 root:root" in by_pyinfra
     assert by_pyinfra == by_ansible
@@ -223,6 +242,7 @@ def test_a_cut_download_fails_cleanly_then_converges_and_a_wrong_sha256_changes_
         fault(None)
     assert marker(host, 2)["version"] == 2 and staging_entries(host) == []
     assert host.ssh(f"sudo cat {MODEL}/config.pbtxt").stdout.count('string_value: "2"') == 1  # v2's own config
+    assert infer(host)["version"] == "2"
     converged = snapshot(host, (*MANAGED, f"{MODEL}/2", f"{MODEL}/2/model.py"))
 
     # a wrong pin for a third version: both engines fail naming both sha256; nothing changes
@@ -235,3 +255,77 @@ def test_a_cut_download_fails_cleanly_then_converges_and_a_wrong_sha256_changes_
         assert f"sha256 is {actual}, the stack pins {wrong}" in " ".join(log.split()), (engine, log[-6000:])
         assert snapshot(host, (*MANAGED, f"{MODEL}/2", f"{MODEL}/2/model.py")) == converged, engine
         assert host.ssh(f"sudo test -e {MODEL}/3").returncode != 0 and staging_entries(host) == []
+
+
+def served_version(host: sandbox.FreshHost) -> int:
+    result = host.ssh(f"sudo cat {MODEL}/.cnctl-served.json")
+    assert result.returncode == 0, result.stderr
+    return int(json.loads(result.stdout)["version"])
+
+
+def deploy_killed_in_the_switch(env: dict[str, str], stack: str, host: sandbox.FreshHost, logs: Path) -> None:
+    """`cnctl deploy` SIGKILLed, with its engine, the moment the host runs the switch (`model_serve.py serve`)."""
+    proc = subprocess.Popen([str(BIN / "cnctl"), "deploy", "--stack", stack], cwd=REPO, env=env, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + DEPLOY_TIMEOUT_S
+        while host.ssh("pgrep -f 'model_serve.py serve'").returncode != 0:
+            assert proc.poll() is None, "the deploy ended before the switch began"
+            assert time.monotonic() < deadline, "the switch never began"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+def test_while_a_client_sends_requests_no_fault_fails_one_and_each_leaves_the_old_version_serving(
+        boot_fresh: Callable[..., sandbox.FreshHost], env_of: Callable[..., dict[str, str]],
+        sandbox_stack: Callable[[str], Path], tmp_path: Path) -> None:
+    host = boot_fresh("server")
+    env = env_of([host])
+    code, _, log = deploy([(env, stack_with(sandbox_stack), "pyinfra")], tmp_path)[0]
+    assert code == 0, log[-6000:]
+    v2_url = f"{SITE}/artifacts/models/sandbox_standin-v2.zip"
+    v2 = stack_with(sandbox_stack, version=2, url=v2_url, sha256=site_sha256("sandbox_standin-v2.zip"))
+    broken = stack_with(sandbox_stack, version=3, url=f"{SITE}/artifacts/models/sandbox_standin-broken.zip",
+                        sha256=site_sha256("sandbox_standin-broken.zip"))
+    loop = infer_loop(host)
+    try:
+        # HTTP 500 for the archive: the host fails with the status, v1 serves on
+        fault({"kind": "error", "status": 500, "prefix": "/artifacts/models/sandbox_standin-v2.zip"})
+        code, _, log = deploy([(env, v2, "pyinfra")], tmp_path)[0]
+        fault(None)
+        assert code != 0 and f"{v2_url}: HTTP 500 Internal Server Error" in log, log[-6000:]
+        assert served_version(host) == 1 and staging_entries(host) == []
+
+        # a full staging disk (no inode left): the host fails naming the disk, v1 serves on; then it converges
+        leader = str(host.state.pid)
+        mount = ["nsenter", "-t", leader, "-m", "mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=1,mode=700", "tmpfs", STAGING]
+        subprocess.run(mount, check=True, timeout=30)
+        try:
+            code, _, log = deploy([(env, v2, "ansible")], tmp_path)[0]
+        finally:
+            subprocess.run(["nsenter", "-t", leader, "-m", "umount", STAGING], check=True, timeout=30)
+        assert code != 0 and "No space left on device" in log, log[-6000:]
+        assert served_version(host) == 1 and staging_entries(host) == []
+
+        # the deploy killed in the middle of the switch to v2: whatever it left, a re-run converges to v2
+        deploy_killed_in_the_switch(env, v2, host, tmp_path)
+        assert served_version(host) in (1, 2) and staging_entries(host) == []
+        code, _, log = deploy([(env, v2, "pyinfra")], tmp_path)[0]
+        assert code == 0 and served_version(host) == 2, log[-6000:]
+
+        # a version Triton refuses to load: the host fails with Triton's words, v2 serves on, its config on disk
+        config_v2 = host.ssh(f"sudo cat {MODEL}/config.pbtxt").stdout
+        for engine in ("pyinfra", "ansible"):
+            code, _, log = deploy([(env, broken, engine)], tmp_path)[0]
+            assert code != 0 and "refuses to load (standin_fail_load=true)" in log, (engine, log[-6000:])
+            assert served_version(host) == 2 and host.ssh(f"sudo cat {MODEL}/config.pbtxt").stdout == config_v2
+            assert infer(host)["version"] == "2"
+    finally:
+        fault(None)
+        answers = loop.stop()
+    assert answers.errors == [], answers.errors[:5]
+    assert set(answers.versions) == {"1", "2"} and answers.order[-1] == "2", answers.versions
+    assert answers.order.index("2") > answers.order.index("1")  # 1 until the switch, 2 after it
+    assert "1" not in answers.order[answers.order.index("2"):], "v1 answered again after the switch"

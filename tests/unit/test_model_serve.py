@@ -122,8 +122,8 @@ def test_switches_serve_each_version_without_a_failed_request_and_a_refused_one_
     assert run(base, repo, "check", "--version", "1")[1]["result"] == "ok"
     assert run(base, repo, "check", "--version", "2")[1]["result"] == "pending"
     code, probe = run(base, repo, "probe")
-    assert (code, probe["model_version"]) == (0, "1"), probe
-    assert set(probe["outputs"]) >= {"detection_boxes", "num_detections"}
+    assert (code, probe["model_version"], probe["detections"]) == (0, "1", 1), probe  # the card's red square
+    assert probe["outputs"]["detection_boxes"] == [1, 100, 4] and probe["outputs"]["num_detections"] == [1]
 
     # v1 -> v2 while a client sends requests: none fails, both answered, v2 after
     answers: Counter[str] = Counter()
