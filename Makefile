@@ -45,11 +45,12 @@ clean:
 # --- the sandbox fleet (stacks/Pulumi.local.yaml): needs root; see docs/sandbox.md -----------------
 .PHONY: demo demo-down
 
-demo: setup venv  ## boot the sandbox fleet and its site services, converge it with pyinfra as a real fleet, show its status
+demo: setup venv  ## boot the sandbox fleet, converge it with pyinfra as a real fleet, one inference per host, the fleet's status
 	$(BIN)/cnctl sandbox up --stack local
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pyinfra -y hosts/edge.py deploy.py
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pyinfra -y hosts/servers.py deploy.py
-	$(BIN)/cnctl sandbox status
+	$(BIN)/cnctl infer --stack local
+	$(BIN)/cnctl status --stack local
 
 demo-down: venv  ## stop the sandbox fleet and remove everything it made (idempotent)
 	$(BIN)/cnctl sandbox down

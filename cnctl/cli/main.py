@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cnctl.cli import cloud, deploy, inventory, model, plan, sandbox, stack, status
+from cnctl.cli import cloud, deploy, infer, inventory, model, plan, sandbox, stack, status
 
 app = typer.Typer(
     name="cnctl",
@@ -20,6 +20,7 @@ app.command("up")(cloud.up)
 app.command("deploy")(deploy.deploy)
 app.command("inventory")(inventory.inventory)
 app.command("status")(status.status)
+app.command("infer")(infer.infer)
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(model.app, name="model")
 

@@ -409,11 +409,14 @@ def test_leftovers_of_a_crashed_run_are_cleaned_by_the_next_up_and_down(sandbox_
 
 
 def test_make_demo_targets_are_wired(tmp_path: Path) -> None:
-    """`make -n demo` names setup, up, the pyinfra deploys users type for real fleets, and status (no fleet needed)."""
+    """`make -n demo` names setup, up, the pyinfra deploys users type for real fleets, one inference per host and
+    the fleet's status (no fleet needed)."""
     result = subprocess.run(["make", "-n", "demo", "demo-down"], cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert "cnctl sandbox up --stack local" in result.stdout
     assert "cnctl/sandbox/prereqs.py ensure" in result.stdout
     assert re.search(r"\.venv/bin/pyinfra -y hosts/edge\.py deploy\.py", result.stdout)
     assert re.search(r"\.venv/bin/pyinfra -y hosts/servers\.py deploy\.py", result.stdout)
-    assert "cnctl sandbox status" in result.stdout and "cnctl sandbox down" in result.stdout
+    assert "cnctl infer --stack local" in result.stdout and "cnctl status --stack local" in result.stdout
+    assert result.stdout.index("hosts/servers.py deploy.py") < result.stdout.index("cnctl infer")
+    assert "cnctl sandbox down" in result.stdout
