@@ -18,7 +18,7 @@ import sys
 
 from pyinfra import host
 
-from deploy import platform
+from deploy import LAYERS, platform
 from deploy.container import container
 from deploy.inference import inference
 from deploy.jetson import jetson
@@ -27,11 +27,10 @@ from deploy.nvidia import nvidia
 from deploy.steps import refused
 from deploy.verify import verify
 
-LAYERS = ("jetson", "nvidia", "container", "model", "inference", "verify")
 chosen = {name.strip() for name in os.environ.get("CNCTL_LAYERS", ",".join(LAYERS)).split(",") if name.strip()}
-unknown = chosen - set(LAYERS) - {"platform"}
+unknown = chosen - set(LAYERS)
 if unknown:
-    print(f"CNCTL_LAYERS names {', '.join(sorted(unknown))}: the layers are platform, {', '.join(LAYERS)}", file=sys.stderr)
+    print(f"CNCTL_LAYERS names {', '.join(sorted(unknown))}: the layers are {', '.join(LAYERS)}", file=sys.stderr)
     raise SystemExit(2)
 
 refusal = platform.refusal()

@@ -1,8 +1,13 @@
 """pyinfra packaged deploys, one module per host layer; `deploy.py` at the repository root applies them.
 
-Layers: `platform` (detect, refuse before any change), `nvidia` (servers, cloud VMs) or `jetson` (edge),
-`container`. Shared by them: `facts` (what they read, parsed as data), `probe` (the same facts in one round
-trip, for the Ansible roles), `checks` (the verdicts both engines give), `steps` (signed repositories,
-pins, holds, checks as operations), `model` (the model repository, around the one host script
-`model_sync.py`).
+Layers (LAYERS, in the order they apply): `platform` (detect, refuse before any change; always applied),
+`jetson` (edge) or `nvidia` (servers, cloud VMs), `container`, `model` (the model repository, around the one
+host script `model_sync.py`), `inference` (Triton's unit and the served version, around `model_serve.py`),
+`verify` (the health report, `health_report.py`). Shared by them: `facts` (what they read, parsed as data),
+`probe` (the same facts in one round trip, for the Ansible roles), `checks` (the verdicts both engines give),
+`steps` (signed repositories, pins, holds, checks as operations).
 """
+
+from cnctl.engines.target import HOST_LAYERS as LAYERS  # the one list; the CLI checks --layers against it
+
+__all__ = ["LAYERS"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 import typer
 from rich.console import Console
@@ -13,6 +14,8 @@ from cnctl import engines
 from cnctl.cli.errors import err, user_errors
 from cnctl.config import load_stack
 from cnctl.engines import DeployResult, EngineFailure
+from cnctl.engines.target import HOST_LAYERS as LAYERS
+from cnctl.errors import UsageProblem
 
 # Not a terminal (make, CI logs): wide enough that the table does not fold.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
@@ -25,8 +28,10 @@ def deploy(
     dry: bool = typer.Option(False, "--dry", help="change nothing; show what would change (pyinfra --dry --diff, "
                              "ansible --check --diff)"),
     limit: str | None = typer.Option(None, "--limit", help="only this host (or group: edge, servers)"),
+    layers: str | None = typer.Option(None, "--layers", help=f"only these host layers, comma-separated ({', '.join(LAYERS)}); "
+                                      "platform always applies"),
 ) -> None:
-    """Deploy the host layers to the stack's fleet (platform, nvidia|jetson, container, model).
+    """Deploy the host layers to the stack's fleet (platform, nvidia|jetson, container, model, inference, verify).
 
     The engine's own log goes to stderr; a per-host table (ok, changed, failed) ends the run on stdout.
     Exit 0 when every host succeeded, 1 when any failed, 2 for bad input (no fleet to reach, unknown host).
@@ -34,6 +39,8 @@ def deploy(
     with user_errors():
         run = engines.engine(engine)
         target = engines.for_stack(load_stack(stack), limit=limit, stack=stack)
+        if layers is not None:
+            target = replace(target, layers=chosen_layers(layers))
     try:
         result = run(target, dry=dry)
     except EngineFailure as exc:
@@ -44,6 +51,16 @@ def deploy(
         err.print(f"[bold red]failed[/] on {', '.join(result.failed_hosts) or 'no host'} "
                   f"({result.engine} exited {result.returncode})")
         raise typer.Exit(EXIT_FAILED)
+
+
+def chosen_layers(text: str) -> tuple[str, ...]:
+    """The layers `--layers` names, in the order they apply; an unknown one is bad input naming the choices."""
+    names = {name.strip() for name in text.split(",") if name.strip()}
+    unknown = sorted(names - set(LAYERS))
+    if unknown or not names:
+        raise UsageProblem(f"--layers {text!r}: {', '.join(unknown) or 'no layer'} is not a host layer; "
+                           f"choose from {', '.join(LAYERS)}")
+    return tuple(name for name in LAYERS if name in names | {"platform"})
 
 
 def summary(result: DeployResult, stack: str) -> Table:
