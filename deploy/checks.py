@@ -10,6 +10,7 @@ GOOD/BAD tables of every verdict: tests/unit/test_layers_checks.py.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from fnmatch import fnmatchcase
 from typing import Any
@@ -226,3 +227,9 @@ def inference_address(found: Facts, wishes: Wishes) -> str:
     if wishes.get("cn_inference_bind_interface"):
         return str(found.get("address"))
     return str(wishes.get("cn_inference_bind_address") or "127.0.0.1")
+
+
+def missing_wheels(installed: Mapping[str, str], wheels: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The pinned wheels (`name==version`) the venv lacks at their version; installed names are normalized."""
+    return [f"{w['name']}=={w['version']}" for w in wheels
+            if installed.get(re.sub(r"[-_.]+", "-", str(w["name"])).lower()) != str(w["version"])]

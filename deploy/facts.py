@@ -39,6 +39,7 @@ __all__ = [
     "OsIdentity",
     "TegraRelease",
     "TritonServing",
+    "VenvPackages",
 ]
 
 NV_TEGRA_RELEASE = "/etc/nv_tegra_release"
@@ -340,3 +341,27 @@ class TritonServing(FactBase):
         except ValueError:
             return None
         return found if isinstance(found, dict) and "result" in found else None
+
+
+class VenvPackages(FactBase):
+    """The packages of the venv at `venv`, `{normalized name: version}` from its pip (`pip list --format=json`);
+    {} where there is no venv (or its pip prints no JSON). Names are normalized as PEP 503 says (lowercase,
+    runs of -_. as one -), so `nvidia_pytriton` and `nvidia-pytriton` are one name."""
+
+    def command(self, venv: str) -> str:
+        pip = shlex.quote(f"{venv}/bin/pip")
+        return f"if [ -x {pip} ]; then {pip} list --format=json --disable-pip-version-check 2>/dev/null || true; fi"
+
+    @staticmethod
+    def default() -> dict[str, str]:
+        return {}
+
+    def process(self, output: list[str]) -> dict[str, str]:
+        try:
+            found = json.loads("".join(output)) if output else []
+        except ValueError:
+            return {}
+        if not isinstance(found, list):
+            return {}
+        return {re.sub(r"[-_.]+", "-", str(p.get("name", ""))).lower(): str(p.get("version", ""))
+                for p in found if isinstance(p, dict) and p.get("name")}

@@ -26,12 +26,11 @@ from urllib.parse import urlsplit
 from pyinfra import host
 from pyinfra.api import deploy, operation
 from pyinfra.facts.files import File
-from pyinfra.facts.pip import PipPackages
 from pyinfra.operations import apt, files, systemd
 from pyinfra.operations.util import any_changed
 
 from deploy import checks, model_serve
-from deploy.facts import DockerImage, HostPython, InterfaceAddress, TritonServing
+from deploy.facts import DockerImage, HostPython, InterfaceAddress, TritonServing, VenvPackages
 from deploy.steps import index_refreshed, refused, role_data, template, wishes
 
 
@@ -58,7 +57,8 @@ def pip_index_args(index_url: str) -> str:
 
 
 def pip_install_command(venv: str, requirements: str, index_url: str) -> str:
-    """The pinned wheels into the venv (what Ansible's pip module runs with the same options)."""
+    """The pinned wheels into the venv: one command for both engines (Ansible's pip module would need the
+    `packaging` library in the host's own Python)."""
     return f"{venv}/bin/pip install --quiet {pip_index_args(index_url)} --requirement {requirements}"
 
 
@@ -94,9 +94,7 @@ def venv_created(venv: str):
 @operation(is_idempotent=True)
 def wheels_installed(venv: str, requirements: str, index_url: str, wheels: list[dict[str, Any]]):
     """Ensure the venv holds each pinned wheel at its version (pip checks every file against its sha256)."""
-    have = host.get_fact(PipPackages, pip=f"{venv}/bin/pip") if host.get_fact(File, path=f"{venv}/bin/pip") else {}
-    have = {name.lower().replace("_", "-"): versions for name, versions in (have or {}).items()}
-    if any(w["version"] not in have.get(w["name"].lower(), []) for w in wheels):
+    if checks.missing_wheels(host.get_fact(VenvPackages, venv=venv), wheels):
         yield pip_install_command(venv, requirements, index_url)
 
 

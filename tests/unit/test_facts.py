@@ -16,16 +16,21 @@ from typing import Any
 import pytest
 
 from cnctl.catalog import catalog
+from deploy import checks
 from deploy.facts import (
     AptHolds,
+    DockerImage,
     DockerRuntimes,
     DpkgVersions,
+    HostPython,
+    InterfaceAddress,
     KernelModules,
     NvccRelease,
     NvidiaGpus,
     NvpmodelMode,
     OsIdentity,
     TegraRelease,
+    VenvPackages,
 )
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -255,3 +260,52 @@ def test_loaded_kernel_modules_show_nouveau() -> None:
         "nvidia_uvm 1437696 0 - Live 0x0000000000000000 (POE)",
     ])
     assert "nouveau" in modules and "nvidia_uvm" in modules and modules["drm_ttm_helper"]["depends"] == ["nouveau"]
+
+
+# --- the inference layer's facts ----------------------------------------------------------------------------
+
+# `pip list --format=json` of the native runtime's venv (pip 23, Debian 12), as one line
+PIP_LIST = ('[{"name": "numpy", "version": "1.26.4"}, {"name": "nvidia_pytriton", "version": "0.7.0"}, '
+            '{"name": "pip", "version": "23.0.1"}, {"name": "setuptools", "version": "66.1.1"}]')
+WHEELS = [{"name": "nvidia-pytriton", "version": "0.7.0", "sha256": ["a" * 64]},
+          {"name": "numpy", "version": "1.26.4", "sha256": ["b" * 64]}]
+
+
+@pytest.mark.parametrize(("output", "expected"), [
+    ([PIP_LIST], {"numpy": "1.26.4", "nvidia-pytriton": "0.7.0", "pip": "23.0.1", "setuptools": "66.1.1"}),
+    ([], {}),  # no venv yet
+    (["not json"], {}),
+    (['{"name": "numpy"}'], {}),
+])
+def test_venv_packages_normalizes_names(output: list[str], expected: dict[str, str]) -> None:
+    assert VenvPackages().process(output) == expected
+
+
+@pytest.mark.parametrize(("installed", "missing"), [
+    ({"numpy": "1.26.4", "nvidia-pytriton": "0.7.0"}, []),
+    ({"numpy": "1.26.4", "nvidia-pytriton": "0.6.1"}, ["nvidia-pytriton==0.7.0"]),
+    ({}, ["nvidia-pytriton==0.7.0", "numpy==1.26.4"]),
+])
+def test_missing_wheels_are_those_not_at_their_pinned_version(installed: dict[str, str], missing: list[str]) -> None:
+    assert checks.missing_wheels(installed, WHEELS) == missing
+
+
+@pytest.mark.parametrize(("output", "expected"), [
+    (["3.11"], "3.11"), (["3.10\n"], "3.10"), ([], None), (["python3: not found"], None)])
+def test_host_python_is_major_dot_minor(output: list[str], expected: str | None) -> None:
+    assert HostPython().process(output) == expected
+
+
+@pytest.mark.parametrize(("output", "expected"), [
+    (["2: ens4    inet 10.20.0.7/32 metric 100 brd 10.20.0.7 scope global dynamic ens4\\       valid_lft 3512sec"],
+     "10.20.0.7"),
+    ([], None), (['Device "ens9" does not exist.'], None)])
+def test_interface_address_is_the_first_ipv4(output: list[str], expected: str | None) -> None:
+    assert InterfaceAddress().process(output) == expected
+
+
+@pytest.mark.parametrize(("output", "expected"), [
+    (["sha256:" + "c" * 64], "sha256:" + "c" * 64), ([], None),
+    (["Error: No such image: 172.31.254.2:5001/nvidia/tritonserver:24.03-py3"], None)])
+def test_docker_image_is_its_id_or_none(output: list[str], expected: str | None) -> None:
+    assert DockerImage().process(output) == expected

@@ -46,5 +46,6 @@ class FilterModule:
             "cnctl_inference_unit_vars": inference.unit_variables,
             "cnctl_inference_options": inference.options,
             "cnctl_serve_command": model_serve.command_line,
-            "cnctl_pip_index_args": inference.pip_index_args,
+            "cnctl_pip_install_command": inference.pip_install_command,
+            "cnctl_missing_wheels": checks.missing_wheels,
         }
