@@ -1,0 +1,259 @@
+"""The verify layer and `cnctl status` on the sandbox fleet (fresh amd64 servers; every layer below runs first).
+
+- a fresh server converges with pyinfra and another with Ansible: the health report says healthy (the pinned
+  version READY in Triton, Docker's version, the platform record, the deploy record), the timer is enabled
+  and running, its service (hardened) writes /var/lib/circularnet/health.json 0644, and the layer's files are
+  the same whichever engine wrote them;
+- a second run, and each engine after the other, changes nothing (the read-only check counts no change);
+- `cnctl status`: exit 0 on a healthy fleet; with Triton stopped exit 1 naming the host and the problem,
+  and a deploy of the verify layer alone fails the host with that problem in either engine; healthy again
+  once Triton runs; a host that does not answer makes it exit 1 naming it, the healthy one still reported.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cnctl import engines
+from cnctl.config import StackConfig, load_stack
+from cnctl.sandbox import fleet as sandbox
+from cnctl.sandbox.instance import Instance
+from cnctl.sandbox.inventory import write_ansible_inventory
+from cnctl.sandbox.layout import HostSpec
+from cnctl.sandbox.state import FleetState, HostState, save
+from tests.e2e.fleet_helpers import BIN, REPO, SESSION_NET
+
+pytestmark = pytest.mark.fleet
+
+DEPLOY_TIMEOUT_S = 1800
+STATUS_TIMEOUT_S = 300
+HELPER = "/usr/local/lib/circularnet/health_report.py"
+REPORT = "/var/lib/circularnet/health.json"
+# The verify layer's files (deploy/verify.py, roles/verify), for the parity of the two engines.
+MANAGED = (HELPER, "/etc/circularnet/health-report.json", "/var/lib/circularnet/deploy.json",
+           "/etc/systemd/system/circularnet-health.service", "/etc/systemd/system/circularnet-health.timer")
+# The host's own name (in the deploy record) is hashed as HOST, so that two hosts' files compare.
+SNAPSHOT = """
+name=$1; shift
+for p in "$@"; do
+  if [ -e "$p" ]; then stat -c '%n %F %a %U:%G' "$p"; sed "s/\\"$name\\"/\\"HOST\\"/g" "$p" | sha256sum
+  else echo "$p absent"; fi
+done
+"""
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def session_stack(sandbox_stack: Callable[[str], Path]) -> Path:
+    """The local stack on the session's subnet, booting no edge host (no emulated Jetson in these tests)."""
+    path = sandbox_stack(SESSION_NET)
+    document = yaml.safe_load(path.read_text())
+    document["config"]["circularnet:sandbox"]["edge"] = 0
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def fleet_stack(session_stack: Path) -> StackConfig:
+    """The session fleet of these tests: the local stack's servers only."""
+    return load_stack(str(session_stack))
+
+
+@pytest.fixture
+def view(fleet: FleetState, fleet_instance: Instance, fleet_env: dict[str, str], session_stack: Path,
+         tmp_path_factory: pytest.TempPathFactory) -> Callable[..., dict[str, str]]:
+    """`view(hosts, extra=())` -> the environment in which the session stack's inventories are exactly `hosts`
+    (and `extra` host states, e.g. one that does not answer): a state directory and user cache of their own."""
+
+    def make(hosts: Sequence[sandbox.FreshHost], extra: Sequence[HostState] = ()) -> dict[str, str]:
+        directory = tmp_path_factory.mktemp("view")
+        known = directory / "known_hosts"
+        known.write_text("".join(Path(h.fleet.known_hosts).read_text() for h in hosts))
+        state_dir = directory / "state"
+        state = replace(fleet, state_dir=str(state_dir), known_hosts=str(known), hosts=[h.state for h in hosts] + list(extra),
+                        inventories={**fleet.inventories, "ansible": str(state_dir / "inventory.yml")})
+        save(Instance(prefix=fleet_instance.prefix, state_dir=state_dir, cache=fleet_instance.cache), state)
+        write_ansible_inventory(state_dir / "inventory.yml", state)
+        return {**fleet_env, "CNCTL_STATE": str(state_dir), "CNCTL_STACK": str(session_stack),
+                "XDG_CACHE_HOME": str(directory / "cache")}
+
+    return make
+
+
+def deploy(runs: Sequence[tuple[dict[str, str], str]], logs: Path) -> list[tuple[int, dict[str, tuple[int, int]], str]]:
+    """`cnctl deploy --engine E` of the session stack for each (env, engine) at once: (exit code, {host: (changed,
+    failed)} from the summary table, the log) in order; each whole log is kept in `logs`."""
+    procs = [subprocess.Popen([str(BIN / "cnctl"), "deploy", "--stack", env["CNCTL_STACK"], "--engine", engine], cwd=REPO,
+                              env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for env, engine in runs]
+    outcomes = []
+    for proc, (_, engine) in zip(procs, runs):
+        out, err = proc.communicate(timeout=DEPLOY_TIMEOUT_S)
+        rows = {}
+        for line in out.splitlines():
+            cells = [c.strip() for c in line.strip("│ ").split("│")]
+            if len(cells) == 5 and cells[1] in ("pyinfra", "ansible"):
+                rows[cells[0]] = (int(cells[3]), int(cells[4]))
+        log = logs / f"deploy-{engine}-{time.monotonic_ns()}.log"
+        log.write_text(out + err)  # the whole log, for a failure's post-mortem (assertions show its tail)
+        outcomes.append((proc.returncode, rows, f"{out + err}\n{log}"))
+    return outcomes
+
+
+def status(env: dict[str, str], *args: str) -> tuple[int, dict[str, Any] | None, str]:
+    """`cnctl status --stack <session stack> --json ARGS`: (exit code, the JSON, stderr)."""
+    proc = subprocess.run([str(BIN / "cnctl"), "status", "--stack", env["CNCTL_STACK"], "--json", *args], cwd=REPO,
+                          env=env, text=True, capture_output=True, timeout=STATUS_TIMEOUT_S, check=False)
+    try:
+        data = json.loads(proc.stdout)
+    except ValueError:
+        data = None
+    return proc.returncode, data, proc.stderr
+
+
+def report(host: sandbox.FreshHost) -> dict[str, Any]:
+    """The host's health report, computed now (read-only), as the deploy user through sudo."""
+    result = host.ssh(f"sudo python3 {HELPER} --read-only", timeout=180)
+    assert result.returncode in (0, 1), result.stdout + result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def snapshot(host: sandbox.FreshHost) -> str:
+    result = host.ssh(f"sudo sh -s -- {host.state.name} {' '.join(MANAGED)}", input=SNAPSHOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def until_healthy(env: dict[str, str], seconds: float = 180) -> tuple[int, dict[str, Any] | None, str]:
+    """`cnctl status` again until it exits 0 or `seconds` passed (Triton loads the model after a start)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        outcome = status(env)
+        if outcome[0] == 0 or time.monotonic() > deadline:
+            return outcome
+        time.sleep(5)
+
+
+@pytest.fixture
+def verify_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[dict[str, str], str], engines.DeployResult]]:
+    """`verify_only(env, engine)`: one engine run of the verify layer alone (the platform layer always runs)."""
+
+    def run(env: dict[str, str], engine: str) -> engines.DeployResult:
+        for key in ("CNCTL_STATE", "CNCTL_STACK", "CNCTL_SANDBOX_PREFIX", "CNCTL_CACHE", "XDG_CACHE_HOME", "PATH"):
+            monkeypatch.setenv(key, env[key])
+        target = engines.for_stack(load_stack(env["CNCTL_STACK"]), stack=env["CNCTL_STACK"])
+        return engines.run(engine, replace(target, layers=("verify",)), echo=False)
+
+    yield run
+
+
+# --- the tests -------------------------------------------------------------------------------------
+
+
+def test_fresh_servers_converge_healthy_with_either_engine_and_a_second_run_changes_nothing(
+        boot_fresh: Callable[..., sandbox.FreshHost], view: Callable[..., dict[str, str]], tmp_path: Path) -> None:
+    hosts = {"pyinfra": boot_fresh("server"), "ansible": boot_fresh("server")}
+    envs = {engine: view([host]) for engine, host in hosts.items()}
+    started = time.monotonic()
+    for code, rows, log in deploy([(envs[e], e) for e in hosts], tmp_path):
+        assert code == 0 and all(failed == 0 and changed > 0 for changed, failed in rows.values()), (rows, log[-6000:])
+    print(f"first run, both engines at once: {time.monotonic() - started:.0f} s")
+
+    for engine, host in hosts.items():
+        found = report(host)
+        assert found["healthy"] is True and found["problems"] == [], (engine, found["problems"])
+        assert found["host"] == host.state.name and found["platform"]["platform"] == "server"
+        assert found["model"]["name"] == "circularnet" and found["model"]["version"] == 1 and found["model"]["ready"]
+        assert found["triton"]["live"] and found["triton"]["unit_state"] == "active"
+        assert found["versions"]["docker"] and found["versions"]["driver"]  # the real engine; the stand-in driver
+        record = found["last_deploy"]
+        assert (record["stack"], record["runtime"], record["model"]["version"]) == ("local", "container", 1), record
+        assert record["image"] and record["at"]
+        assert {d["path"] for d in found["disk"]} == {"/opt/circularnet/models", "/"}
+
+        # the timer runs; its hardened service writes the report, 0644, and does not count unhealthy as failed
+        assert host.ssh("systemctl is-enabled circularnet-health.timer").stdout.strip() == "enabled"
+        assert host.ssh("systemctl is-active circularnet-health.timer").stdout.strip() == "active"
+        ran = host.ssh("sudo systemctl start circularnet-health.service && "
+                       "systemctl show -p Result --value circularnet-health.service", timeout=180)
+        assert ran.returncode == 0 and ran.stdout.strip() == "success", (engine, ran.stdout + ran.stderr,
+                                                                         host.ssh("journalctl -u circularnet-health "
+                                                                                  "--no-pager | tail -20").stdout)
+        assert host.ssh(f"stat -c '%a %U:%G' {REPORT}").stdout.strip() == "644 root:root"
+        written = json.loads(host.ssh(f"cat {REPORT}").stdout)
+        assert written["healthy"] is True and written["model"]["version"] == 1, (engine, written["problems"])
+    by_pyinfra, by_ansible = snapshot(hosts["pyinfra"]), snapshot(hosts["ansible"])
+    assert "absent" not in by_pyinfra and by_pyinfra == by_ansible
+
+    # a second run, then each engine after the other: nothing changes, the check included
+    mtimes = {e: h.ssh("stat -c %Y /var/lib/circularnet/deploy.json").stdout for e, h in hosts.items()}
+    second = deploy([(envs["pyinfra"], "pyinfra"), (envs["ansible"], "ansible")], tmp_path)
+    second += deploy([(envs["pyinfra"], "ansible"), (envs["ansible"], "pyinfra")], tmp_path)
+    for code, rows, log in second:
+        assert code == 0 and all(changed == 0 and failed == 0 for changed, failed in rows.values()), (rows, log[-6000:])
+    assert {e: h.ssh("stat -c %Y /var/lib/circularnet/deploy.json").stdout for e, h in hosts.items()} == mtimes
+
+
+def test_cnctl_status_exits_1_naming_an_unhealthy_or_unreachable_host_and_the_verify_layer_fails_it(
+        boot_fresh: Callable[..., sandbox.FreshHost], view: Callable[..., dict[str, str]], tmp_path: Path,
+        verify_only: Callable[[dict[str, str], str], engines.DeployResult]) -> None:
+    host = boot_fresh("server")
+    name = host.state.name
+    env = view([host])
+    code, _, log = deploy([(env, "pyinfra")], tmp_path)[0]
+    assert code == 0, log[-6000:]
+
+    code, data, err = status(env)
+    assert code == 0 and data is not None, err
+    assert data["healthy"] and [h["name"] for h in data["hosts"]] == [name] and data["hosts"][0]["source"] == "fresh"
+    assert data["hosts"][0]["report"]["model"]["ready"] is True
+
+    # Triton stopped: unhealthy, named, with the fix; a deploy of the verify layer alone fails the host with it
+    assert host.ssh("sudo systemctl stop circularnet-triton").returncode == 0
+    try:
+        code, data, err = status(env)
+        assert code == 1 and data is not None and data["unhealthy"] == [name], (code, err)
+        assert f"{name} (unhealthy)" in err
+        problems = data["hosts"][0]["problems"]
+        assert any(p.startswith("Triton not answering on 127.0.0.1:8000 (circularnet-triton.service is inactive): "
+                                "see `journalctl -u circularnet-triton`") for p in problems), problems
+        for engine in ("pyinfra", "ansible"):
+            try:
+                result = verify_only(env, engine)
+            except engines.EngineFailure as exc:  # pyinfra writes no JSON report when every host failed
+                said = str(exc)
+            else:
+                [row] = [h for h in result.hosts if h.host == name]
+                assert not result.ok and row.failed > 0 and row.changed == 0, (engine, result)
+                said = row.reason
+            assert f"{name}: unhealthy: Triton not answering on 127.0.0.1:8000" in " ".join(said.split()), (engine, said)
+    finally:
+        host.ssh("sudo systemctl start circularnet-triton", timeout=300)
+    code, data, err = until_healthy(env)
+    assert code == 0, (err, data)
+
+    # a host that does not answer: exit 1 naming it; the healthy one is still reported; --limit leaves it out
+    prefix = host.state.address.rsplit(".", 1)[0]
+    gone = HostState(HostSpec("gone-1", "servers", "server", f"{prefix}.250", driver_branch="550"), "none", "/none")
+    both = view([host], extra=[gone])
+    started = time.monotonic()
+    code, data, err = status(both)
+    assert time.monotonic() - started < 120
+    assert code == 1 and data is not None and data["unhealthy"] == ["gone-1"], (code, err)
+    assert "gone-1 (unreachable)" in err
+    by_name = {h["name"]: h for h in data["hosts"]}
+    assert by_name["gone-1"]["reachable"] is False and by_name["gone-1"]["problems"][0].startswith("unreachable: ")
+    assert by_name[name]["healthy"] is True
+    assert status(both, "--limit", name)[0] == 0
+    code, _, err = status(both, "--limit", "nope")
+    assert code == 2 and "--limit nope: no such host or group" in err
