@@ -324,9 +324,9 @@ def converge(walk: Walk, hosts: Sequence[str], action: str) -> tuple[DeployResul
     """One engine run on `hosts`: (its result, the engine's own error, {host: reason} of hosts it failed)."""
     try:
         result = walk.converge(batch_target(walk.base, hosts, action))
-    except EngineFailure as exc:
-        why = str(exc).strip().splitlines()
-        return None, str(exc), dict.fromkeys(hosts, f"{walk.engine}: {why[0] if why else 'failed'}")
+    except EngineFailure as exc:  # no result: pyinfra writes none when every host failed; its log may name why
+        first = (str(exc).strip().splitlines() or ["failed"])[0].rstrip(":")
+        return None, str(exc), {h: f"{walk.engine}: {exc.reasons.get(h) or first}" for h in hosts}
     failures = {h: f"{walk.engine}: {result.reason(h) or 'failed (its log says why; --verbose shows it)'}"
                 for h in result.failed_hosts}
     if result.returncode and not failures:  # the engine failed without naming a host: none can be trusted

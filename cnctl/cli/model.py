@@ -128,7 +128,6 @@ def rollback(
         engines.engine(engine)
         percent = walks.parse_batch(batch)
         target = engines.for_stack(cfg, limit=limit, stack=stack)
-    say_error("warning:", f" {walks.rollback_warning(stack, cfg.model.version)}")
     walk = _walk(target, engine, walks.inventory_hosts(cfg), verbose)
     with user_errors():
         try:
@@ -146,11 +145,11 @@ def rollback(
     _say(walks.plan_text(batches, f"rollback from model version {cfg.model.version} (stack {cfg.environment}, {engine})"))
     for host in hosts:
         _say(f"  {host}: version {cfg.model.version} -> {selection.targets[host]}")
-    if dry:
-        return
-    report = walks.run_rollback(walk, batches, selection, cfg.model.version, stack)
-    _finish(report)
-    say_error("warning:", f" {walks.rollback_warning(stack, cfg.model.version)}")
+    try:
+        if not dry:
+            _finish(walks.run_rollback(walk, batches, selection, cfg.model.version, stack))
+    finally:  # said last, after the outcome too: whatever happened, the stack's pin still points forward
+        say_error("warning:", f" {walks.rollback_warning(stack, cfg.model.version)}")
 
 
 def _finish(report: walks.Report) -> None:

@@ -78,7 +78,8 @@ def run(target: Target, *, dry: bool = False, echo: bool = True) -> DeployResult
         report = json.loads(stdout)
     except ValueError:
         tail = "".join(log).strip()[-2000:]
-        raise EngineFailure(f"pyinfra exited {returncode} without a JSON report" + (f":\n{tail}" if tail else "")) from None
+        raise EngineFailure(f"pyinfra exited {returncode} without a JSON report" + (f":\n{tail}" if tail else ""),
+                            failure_reasons(log)) from None
     if dry:
         ready = {m["host"] for line in log if (m := _READY.match(line))}
         hosts = plan_hosts(report, target.hosts, ready)

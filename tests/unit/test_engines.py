@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from cnctl.cli.main import app
 from cnctl.engines import ansible, pyinfra
 from cnctl.engines import target as target_module
-from cnctl.engines.result import HostResult
+from cnctl.engines.result import EngineFailure, HostResult
 from cnctl.engines.target import Target, TargetProblem
 from cnctl.inventory import InventoryHost, Ssh
 from cnctl.paths import REPO_ROOT
@@ -298,3 +298,17 @@ def test_a_failed_or_unreachable_ansible_task_is_the_hosts_reason_and_an_ignored
         ("s1", "inference : serve: ssh: connect refused")
     assert ansible.failure_reason(event("runner_on_failed", ignore_errors=True, res={"msg": "x"})) is None
     assert ansible.failure_reason(event("runner_on_ok", res={})) is None
+
+
+def test_when_pyinfra_writes_no_report_the_failure_keeps_what_its_log_said_per_host(tmp_path: Path,
+                                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyinfra prints no JSON when every host failed: the run raises, naming each host's reason from its log."""
+    fake = tmp_path / "pyinfra"
+    fake.write_text("#!/bin/sh\ncat >&2 <<'LOG'\n" + PYINFRA_FAILED_LOG + "LOG\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(pyinfra, "BIN", tmp_path)
+    with pytest.raises(EngineFailure) as info:
+        pyinfra.run(_batch_target(), echo=False)
+    assert str(info.value).startswith("pyinfra exited 1 without a JSON report:\n--> Starting operation")
+    assert info.value.reasons["s1"].startswith("Triton refused to load circularnet version 3")
+    assert set(info.value.reasons) == {"s1", "s2", "s3"}

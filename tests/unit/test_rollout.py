@@ -108,7 +108,8 @@ class FakeFleet:
     def converge(self, target: Target) -> DeployResult:
         self.runs.append(target)
         if self.engine_down:
-            raise EngineFailure("pyinfra exited 1 without a JSON report:\nboom")
+            raise EngineFailure("pyinfra exited 1 without a JSON report:\nboom",
+                                {"h1": "failed to load 'circularnet' version 2: stand-in refuses"})
         results = []
         for name in target.hosts:
             host = self.hosts[name]
@@ -215,13 +216,16 @@ def test_a_host_whose_load_was_refused_keeps_the_old_version_and_gets_no_rollbac
     assert "  h1: serves version 1 again" in walks.summary(report)
 
 
-def test_an_engine_that_gives_no_result_fails_every_host_of_the_batch() -> None:
-    fleet, lines = fleet_of(2), []
+def test_an_engine_that_gives_no_result_fails_every_host_of_the_batch_with_what_its_log_said() -> None:
+    fleet, lines = fleet_of(4), []
     fleet.engine_down = True
-    report = walks.run_rollout(walk_of(fleet, lines), walks.plan_batches(tuple(fleet.hosts), 1, 50), 2, "local")
+    report = walks.run_rollout(walk_of(fleet, lines), walks.plan_batches(tuple(fleet.hosts), 2, 50), 2, "local")
     assert report.failed is not None
-    assert report.failed.failures["h1"].startswith("pyinfra: pyinfra exited 1 without a JSON report")
-    assert served(fleet) == {"h1": 1, "h2": 1}
+    assert report.failed.failures == {
+        "h1": "pyinfra: failed to load 'circularnet' version 2: stand-in refuses; health gate: serves version 1, expected 2",
+        "h2": "pyinfra: pyinfra exited 1 without a JSON report; health gate: serves version 1, expected 2",
+    }
+    assert served(fleet) == dict.fromkeys(("h1", "h2", "h3", "h4"), 1)
 
 
 def test_the_gate_reads_a_failing_host_again_and_a_passing_one_never() -> None:
