@@ -114,9 +114,9 @@ def result_hosts(report: dict[str, Any], hosts: tuple[str, ...]) -> list[HostRes
 
 
 def failure_reasons(log: list[str]) -> dict[str, str]:
-    """{host: why it failed} from pyinfra's log: the output pyinfra printed for the host's first failed
-    operation (the failing command's stderr and stdout) and its "Error: ..." line; for a host that never
-    got that far (could not connect), its last line."""
+    """{host: why it failed} from pyinfra's log: what pyinfra printed for the host's first failed operation
+    (the failing command's stderr and stdout; a host script's JSON line counts by its "message"), else its
+    "Error: ..." line; for a host that never got that far (could not connect), its last line."""
     pending: dict[str, list[str]] = {}
     reasons: dict[str, str] = {}
     for raw in log:
@@ -125,8 +125,7 @@ def failure_reasons(log: list[str]) -> dict[str, str]:
             continue
         host, text = match["host"], match["text"]
         if text.startswith("Error"):
-            lines = [*pending.pop(host, []), text][-REASON_LINES:]
-            reasons.setdefault(host, "; ".join(lines))  # a host stops at its first failure: that is the reason
+            reasons.setdefault(host, _reason(pending.pop(host, []), text))  # a host stops at its first failure
         elif _ROUTINE.match(text):
             pending.pop(host, None)
         elif text:
@@ -134,6 +133,21 @@ def failure_reasons(log: list[str]) -> dict[str, str]:
     for host, lines in pending.items():
         reasons.setdefault(host, lines[-1])
     return reasons
+
+
+def _reason(lines: list[str], error: str) -> str:
+    """One line from a failed operation's output: the message of a JSON line where the command printed one
+    (the layers' host scripts do), else its last distinct lines; pyinfra's own "Error: ..." when it printed
+    nothing."""
+    for line in lines:
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(data, dict) and data.get("message"):
+            return str(data["message"]).strip().splitlines()[0]
+    kept = list(dict.fromkeys(line for line in lines if line.strip(" ;")))
+    return "; ".join(kept[-REASON_LINES:]) or error
 
 
 def with_reasons(hosts: list[HostResult], reasons: dict[str, str]) -> list[HostResult]:
