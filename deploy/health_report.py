@@ -41,6 +41,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -253,7 +254,7 @@ def disk_problems(disks: list[Observation], cfg: dict[str, Any]) -> list[str]:
     return problems
 
 
-def judge(seen: Observation, cfg: dict[str, Any], config_problems: list[str] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+def judge(seen: Observation, cfg: dict[str, Any], config_problems: Sequence[str] = ()) -> dict[str, Any]:
     """The report of these observations: what was found, and every problem with its fix."""
     problems = list(config_problems)
     url = triton_url(cfg["bind_address"], cfg["http_port"])
