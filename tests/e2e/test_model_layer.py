@@ -263,6 +263,18 @@ def served_version(host: sandbox.FreshHost) -> int:
     return int(json.loads(result.stdout)["version"])
 
 
+def init_pid(host: sandbox.FreshHost) -> str:
+    """The PID (on this machine) of the host's systemd: below its supervisor and systemd-nspawn."""
+    pids = [str(host.state.pid)]
+    for _ in range(4):  # supervisor -> systemd-nspawn -> the host's PID 1
+        children = [c for p in pids for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        init = [c for c in children if Path(f"/proc/{c}/comm").read_text().strip() == "systemd"]
+        if init:
+            return init[0]
+        pids = children
+    raise AssertionError(f"no systemd below PID {host.state.pid}")
+
+
 def deploy_killed_in_the_switch(env: dict[str, str], stack: str, host: sandbox.FreshHost, logs: Path) -> None:
     """`cnctl deploy` SIGKILLed, with its engine, the moment the host runs the switch (`model_serve.py serve`)."""
     proc = subprocess.Popen([str(BIN / "cnctl"), "deploy", "--stack", stack], cwd=REPO, env=env, text=True,
@@ -299,7 +311,7 @@ def test_while_a_client_sends_requests_no_fault_fails_one_and_each_leaves_the_ol
         assert served_version(host) == 1 and staging_entries(host) == []
 
         # a full staging disk (no inode left): the host fails naming the disk, v1 serves on; then it converges
-        leader = str(host.state.pid)
+        leader = init_pid(host)
         mount = ["nsenter", "-t", leader, "-m", "mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=1,mode=700", "tmpfs", STAGING]
         subprocess.run(mount, check=True, timeout=30)
         try:
@@ -325,6 +337,7 @@ def test_while_a_client_sends_requests_no_fault_fails_one_and_each_leaves_the_ol
     finally:
         fault(None)
         answers = loop.stop()
+    assert answers.outlived, "the client stopped before the test did"
     assert answers.errors == [], answers.errors[:5]
     assert set(answers.versions) == {"1", "2"} and answers.order[-1] == "2", answers.versions
     assert answers.order.index("2") > answers.order.index("1")  # 1 until the switch, 2 after it

@@ -74,9 +74,11 @@ class Loop:
     versions: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
     order: list[str] = field(default_factory=list)
+    outlived: bool = False  # still sending when stopped: the answers cover the whole time
 
     def stop(self) -> Loop:
-        if self.proc.poll() is None:
+        self.outlived = self.proc.poll() is None
+        if self.outlived:
             os.killpg(self.proc.pid, signal.SIGTERM)
         out, _ = self.proc.communicate(timeout=60)
         for line in out.splitlines():
@@ -89,7 +91,7 @@ class Loop:
         return self
 
 
-def infer_loop(host: sandbox.FreshHost, bound_s: float = 900) -> Loop:
+def infer_loop(host: sandbox.FreshHost, bound_s: float = 3600) -> Loop:
     """Start sending requests to `host`'s Triton, one after the other, until `Loop.stop()` (or `bound_s`)."""
     return Loop(subprocess.Popen(_command(host, str(bound_s)), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                  text=True, start_new_session=True))
