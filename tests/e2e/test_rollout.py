@@ -42,7 +42,7 @@ MODEL = "/opt/circularnet/models/circularnet"
 RUNTIMES = ("container", "container", "native")  # fresh-1 (the canary), fresh-2, fresh-3
 LABELS = 45  # the stand-in's class ids are 1..45 (catalog `labels`)
 # One client per host, inside the host's network namespace: tritonclient.http from this machine's venv, one
-# client (keep-alive connection) per loop. Each request is one line of JSON in its log: when it was sent,
+# client (keep-alive connection) per loop, a request every 0.25 s after the answer (or every argv[6] s). Each request is one line of JSON in its log: when it was sent,
 # whether it was answered, by which version, and the class ids of the detections (an image with one red
 # corner cell: one detection).
 CLIENT = r"""
@@ -50,7 +50,8 @@ import json, os, sys, time
 import numpy as np
 import tritonclient.http as http
 
-host, port, name, log_path, stop_path = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+host, port, name, log_path, stop_path = sys.argv[1:6]
+period = float(sys.argv[6]) if len(sys.argv) > 6 else 0.25
 image = np.zeros((1, 1024, 1024, 3), np.uint8)
 image[0, :256, :256] = (200, 30, 30)
 client = http.InferenceServerClient(f"{host}:{port}", connection_timeout=10.0, network_timeout=60.0)
@@ -68,7 +69,7 @@ with open(log_path, "a", buffering=1) as log:
         except Exception as exc:
             record = {"t": sent, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
         log.write(json.dumps(record) + "\n")
-        time.sleep(0.25)
+        time.sleep(period)
 """
 
 
