@@ -21,7 +21,7 @@ from pyinfra.api import FactBase
 from pyinfra.facts.deb import DebArch
 from pyinfra.facts.server import KernelModules
 
-from deploy import model_serve, model_sync
+from deploy import scripts
 
 __all__ = [
     "AptHolds",
@@ -263,7 +263,14 @@ class DockerRuntimes(FactBase):
         }
 
 
-class ModelRepository(FactBase):
+class ScriptReport(FactBase):
+    """The one JSON line a layer's host script prints in its read-only `check` mode (deploy/scripts.py)."""
+
+    def process(self, output: list[str]) -> dict[str, Any] | None:
+        return scripts.reported(output)
+
+
+class ModelRepository(ScriptReport):
     """What the model layer's script (deploy/model_sync.py `check`) finds in the Triton model repository.
 
     `{"result": "ok" | "pending" | "failed", "changed": False, "reason": ..., "message": ...}`: "ok" when the
@@ -273,14 +280,7 @@ class ModelRepository(FactBase):
     """
 
     def command(self, helper: str, options: dict[str, Any]) -> str:
-        return model_sync.command_line(helper, "check", options)
-
-    def process(self, output: list[str]) -> dict[str, Any] | None:
-        try:
-            found = json.loads(output[-1]) if output else None
-        except ValueError:
-            return None
-        return found if isinstance(found, dict) and "result" in found else None
+        return scripts.model_command(helper, "check", options)
 
 
 class HostPython(FactBase):
@@ -323,7 +323,7 @@ class InterfaceAddress(FactBase):
         return None
 
 
-class TritonServing(FactBase):
+class TritonServing(ScriptReport):
     """What the inference layer's script (deploy/model_serve.py `check`) finds: does Triton serve the version
     the stack wants (the pin, or with `previous` the one served before it) from its recorded config?
 
@@ -333,14 +333,7 @@ class TritonServing(FactBase):
     """
 
     def command(self, helper: str, options: dict[str, Any], previous: bool = False) -> str:
-        return model_serve.command_line(helper, "check", options, previous)
-
-    def process(self, output: list[str]) -> dict[str, Any] | None:
-        try:
-            found = json.loads(output[-1]) if output else None
-        except ValueError:
-            return None
-        return found if isinstance(found, dict) and "result" in found else None
+        return scripts.serve_command(helper, "check", options, previous)
 
 
 class VenvPackages(FactBase):

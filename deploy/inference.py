@@ -29,7 +29,7 @@ from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, systemd
 from pyinfra.operations.util import any_changed
 
-from deploy import checks, model_serve
+from deploy import checks, model_serve, scripts
 from deploy.facts import DockerImage, HostPython, InterfaceAddress, TritonServing, VenvPackages
 from deploy.steps import index_refreshed, refused, role_data, template, wishes
 
@@ -103,7 +103,7 @@ def model_served(helper: str, options: dict[str, Any], previous: bool):
     """Ensure Triton serves the wanted version, as the script's `check` judges it; switched when it does not."""
     found = host.get_fact(TritonServing, helper=helper, options=options, previous=previous)
     if not found or found.get("result") != "ok":
-        yield model_serve.command_line(helper, "serve", options, previous)
+        yield scripts.serve_command(helper, "serve", options, previous)
 
 
 def native_runtime(wants: dict[str, Any], data: dict[str, Any], python: str) -> list[Any]:

@@ -22,7 +22,7 @@ from pyinfra import host
 from pyinfra.api import deploy, operation
 from pyinfra.operations import files
 
-from deploy import checks, model_sync
+from deploy import checks, model_sync, scripts
 from deploy.facts import ModelRepository
 from deploy.steps import refused, role_data, template, wishes
 
@@ -41,7 +41,7 @@ def model_synced(helper: str, options: dict[str, Any]):
     """Ensure the pinned version is served from the repository, as the script's `check` judges it."""
     found = host.get_fact(ModelRepository, helper=helper, options=options)
     if not found or found.get("result") != "ok":
-        yield model_sync.command_line(helper, "sync", options)
+        yield scripts.model_command(helper, "sync", options)
 
 
 def _directory(name: str, path: str, mode: str = "755") -> None:

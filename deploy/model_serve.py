@@ -41,7 +41,6 @@ import argparse
 import json
 import os
 import re
-import shlex
 import sys
 import tempfile
 import time
@@ -395,22 +394,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-# The options an engine passes to check/serve (deploy/inference.py `options`), in the order the script takes them.
+# The options an engine passes to check/serve (deploy/inference.py `options`), in the order the script takes them
+# (deploy/scripts.py builds the command line).
 OPTIONS = ("url", "repository", "name", "version")
-
-
-def command_line(helper: str, mode: str, options: dict, previous: bool = False) -> str:
-    """The shell command an engine runs on the host: `python3 <helper> <mode> --<option> <value> ...`.
-
-    `check` is safe before the script is on the host (a fresh host, a dry run): it then reports pending."""
-    argv = ["python3", helper, mode, *(part for key in OPTIONS for part in (f"--{key}", str(options[key])))]
-    argv += ["--previous"] if previous else []
-    command = " ".join(shlex.quote(part) for part in argv)
-    if mode != "check":
-        return command
-    absent = json.dumps({"result": "pending", "changed": False, "reason": "pending",
-                         "message": f"{helper} is not on the host yet"})
-    return f"if [ -f {shlex.quote(helper)} ]; then {command} || true; else echo {shlex.quote(absent)}; fi"
 
 
 def report(data: dict) -> int:

@@ -36,7 +36,6 @@ import http.client
 import json
 import os
 import re
-import shlex
 import shutil
 import stat
 import sys
@@ -377,22 +376,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-# The options an engine passes (deploy/model.py `options`), in the order the script takes them.
+# The options an engine passes (deploy/model.py `options`), in the order the script takes them
+# (deploy/scripts.py builds the command line).
 OPTIONS = ("url", "sha256", "name", "version", "repository", "staging", "default-config", "keep", "format")
-
-
-def command_line(helper: str, mode: str, options: dict) -> str:
-    """The shell command an engine runs on the host: `python3 <helper> <mode> --<option> <value> ...`.
-
-    `check` is safe before the script is on the host (a fresh host, a dry run): it then reports every
-    step pending, as the script itself would, and never fails the probe."""
-    argv = ["python3", helper, mode, *(part for key in OPTIONS for part in (f"--{key}", str(options[key])))]
-    command = " ".join(shlex.quote(part) for part in argv)
-    if mode != "check":
-        return command
-    absent = json.dumps({"result": "pending", "changed": False, "reason": "pending",
-                         "message": f"{helper} is not on the host yet"})
-    return f"if [ -f {shlex.quote(helper)} ]; then {command} || true; else echo {shlex.quote(absent)}; fi"
 
 
 def report(result: str, changed: bool, reason: str, message: str) -> int:

@@ -22,7 +22,7 @@ from cnctl.catalog import catalog
 from cnctl.config import load_stack
 from cnctl.hostvars import host_vars
 from cnctl.sandbox.site.model import MODEL_NAME
-from deploy import checks, model_sync
+from deploy import checks, model_sync, scripts
 from deploy.facts import ModelRepository
 from deploy.model import options
 from deploy.steps import role_data
@@ -78,7 +78,7 @@ def test_an_unpinned_or_unfetchable_archive_is_refused_with_the_fix(change: dict
 def test_the_engines_pass_every_option_the_script_takes() -> None:
     given = options(_wishes(), role_data("model"))
     assert set(given) == set(model_sync.OPTIONS)
-    argv = model_sync.command_line("/h.py", "sync", given).split()
+    argv = scripts.model_command("/h.py", "sync", given).split()
     assert model_sync.parse(argv[2:]).sha256 == load_stack("local").model.sha256
 
 
@@ -93,7 +93,7 @@ def test_the_check_command_reports_pending_before_the_script_is_on_the_host(tmp_
     given = {**options(_wishes(), role_data("model")), "repository": str(tmp_path / "r")}
     for helper, message in ((tmp_path / "absent.py", f"{tmp_path / 'absent.py'} is not on the host yet"),
                             (Path(model_sync.__file__), "download and install circularnet version 1")):
-        command = model_sync.command_line(str(helper), "check", given)
+        command = scripts.model_command(str(helper), "check", given)
         result = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=False, timeout=60)
         assert result.returncode == 0, result.stderr
         found = ModelRepository().process(result.stdout.splitlines())

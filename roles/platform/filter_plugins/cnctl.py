@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[3]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from deploy import checks, container, inference, jetson, model, model_serve, model_sync, probe  # after the path is set
+from deploy import checks, container, inference, jetson, model, probe, scripts  # after the path is set
 
 
 class FilterModule:
@@ -40,12 +40,12 @@ class FilterModule:
             "cnctl_ctk_configure_command": container.configure_command,
             "cnctl_model_problem": checks.model_problem,
             "cnctl_model_options": model.options,
-            "cnctl_model_command": model_sync.command_line,
+            "cnctl_model_command": scripts.model_command,
             "cnctl_inference_problem": checks.inference_problem,
             "cnctl_inference_address": checks.inference_address,
             "cnctl_inference_unit_vars": inference.unit_variables,
             "cnctl_inference_options": inference.options,
-            "cnctl_serve_command": model_serve.command_line,
+            "cnctl_serve_command": scripts.serve_command,
             "cnctl_pip_install_command": inference.pip_install_command,
             "cnctl_missing_wheels": checks.missing_wheels,
         }
