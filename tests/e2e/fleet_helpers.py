@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
+import http.server
 import os
 import signal
+import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cnctl.sandbox import fleet as sandbox
-from cnctl.sandbox import prereqs
+from cnctl.sandbox import network, prereqs, procs
 from cnctl.sandbox.instance import Instance
 from cnctl.sandbox.progress import Quiet
 
@@ -110,3 +115,64 @@ def install_site_source(host: sandbox.FreshHost, keyring: bytes, apt_url: str) -
     )
     result = host.ssh(command)
     assert result.returncode == 0, result.stderr
+
+
+# --- for fault tests: a host's processes seen from the machine, a signing key that is not the site's -------
+
+
+def host_processes(netns: str) -> list[tuple[int, list[str]]]:
+    """(pid, argv) of every process of the sandbox host in network namespace `netns`, read from the machine's
+    /proc (no SSH session of our own: nothing that would be cut with the host's sessions)."""
+    inodes = network.namespace_inodes([netns])
+    return [(pid, procs.cmdline(pid)) for pid in procs.pids() if inodes and procs.net_ns_inode(pid) in inodes]
+
+
+def cut_ssh_sessions(netns: str, user: str) -> list[int]:
+    """SIGKILL the sshd processes serving `user`'s sessions on that host (`sshd: <user> [priv]`, `sshd:
+    <user>@notty`; the listener stays): every SSH connection of that user drops at once, as when a link goes
+    down. Returns the PIDs signalled."""
+    cut = [pid for pid, argv in host_processes(netns) if argv and argv[0].startswith(f"sshd: {user}")]
+    procs.signal_all(cut, signal.SIGKILL)
+    return cut
+
+
+def other_signing_key(directory: Path) -> bytes:
+    """An armored OpenPGP public key that signs nothing the site serves (a throwaway ed25519 key made in
+    `directory`; its gpg-agent is stopped again)."""
+    home = directory / "gnupg"
+    home.mkdir(mode=0o700, parents=True)
+    env = {**os.environ, "GNUPGHOME": str(home)}
+    try:
+        subprocess.run(["gpg", "--batch", "--quiet", "--passphrase", "", "--quick-gen-key",
+                        "not the site <nobody@example.invalid>", "ed25519", "sign", "never"],
+                       env=env, check=True, capture_output=True, timeout=60)
+        return subprocess.run(["gpg", "--batch", "--armor", "--export"], env=env, check=True, capture_output=True,
+                              timeout=60).stdout
+    finally:
+        subprocess.run(["gpgconf", "--kill", "all"], env=env, check=False, capture_output=True, timeout=30)
+
+
+@contextlib.contextmanager
+def serving(address: str, body: bytes) -> Iterator[str]:
+    """Serve `body` over HTTP on `address` (one of the machine's own, e.g. a sandbox's uplink address) on a free
+    port, for as long as the block runs; yields the URL of the file."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # the http.server interface
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer((address, 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{address}:{server.server_address[1]}/signing-key.asc"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

@@ -1,14 +1,18 @@
 """The host layers on the sandbox fleet: platform -> jetson|nvidia -> container, through either engine.
 
 - a fresh Jetson host and a fresh server converge in one run with each engine; a second run changes
-  nothing (pyinfra: no operation changes; Ansible: changed=0), nor does `--dry` on them;
+  nothing (pyinfra: no operation changes; Ansible: changed=0), nor does `--dry` on them (pyinfra
+  `--dry`, Ansible `--check`: nothing would change);
 - holds are in place; Docker runs with the configured runtimes (nvidia; the default one on a Jetson) and
   a second run does not restart it;
 - parity: a host converged by pyinfra and one converged by Ansible have the same managed files (path,
   sha256, mode, owner), packages, holds and enabled services, and each engine finds nothing to change
   after the other;
 - faults: a Jetson whose L4T does not match its fleet entry fails in the platform layer, untouched; one
-  host unreachable: the others converge and the run exits non-zero naming it.
+  host unreachable: the others converge and the run exits non-zero naming it; a site repository signed by
+  another key than the stack trusts fails closed in the first index refresh, naming the repository, with no
+  package installed; an SSH connection cut while the nvidia layer installs fails that host, and a re-run
+  converges it.
 
 Fresh hosts are not in the session fleet's inventories: `view(hosts)` gives them a state directory of their
 own (state.json), which the stack's inventories (cnctl.inventory: hosts/edge.py, hosts/servers.py) read
@@ -17,6 +21,8 @@ through CNCTL_STATE like any sandbox.
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -26,11 +32,20 @@ from pathlib import Path
 import pytest
 
 from cnctl.sandbox import fleet as sandbox
+from cnctl.sandbox import procs
 from cnctl.sandbox.instance import Instance
 from cnctl.sandbox.inventory import write_ansible_inventory
 from cnctl.sandbox.layout import HostSpec
 from cnctl.sandbox.state import FleetState, HostState, save
-from tests.e2e.fleet_helpers import BIN, REPO, SESSION_NET
+from tests.e2e.fleet_helpers import (
+    BIN,
+    REPO,
+    SESSION_NET,
+    cut_ssh_sessions,
+    host_processes,
+    other_signing_key,
+    serving,
+)
 
 pytestmark = pytest.mark.fleet
 
@@ -166,11 +181,12 @@ def test_fresh_hosts_converge_once_and_both_engines_reach_the_same_end_state(
                            f"--network none --entrypoint /bin/sh {image} -c 'echo ran in a container'", timeout=600)
             assert "ran in a container" in ran.stdout, ran.stdout + ran.stderr
 
-    # second runs: nothing changes, Docker is not restarted; a dry run on a converged host sees nothing to do
-    second = run_all([(envs[e], ("--engine", e)) for e in hosts] + [(envs["pyinfra"], ("--engine", "pyinfra", "--dry"))])
+    # second runs: nothing changes, Docker is not restarted; a dry run (pyinfra --dry, ansible --check) on a
+    # converged host sees nothing to do
+    second = run_all([(envs[e], ("--engine", e)) for e in hosts] + [(envs[e], ("--engine", e, "--dry")) for e in hosts])
     for code, rows, log in second:
         assert code == 0, log[-6000:]
-        assert all(changed == 0 and failed == 0 for _, changed, failed in rows.values()), (rows, log[-6000:])
+        assert rows and all(changed == 0 and failed == 0 for _, changed, failed in rows.values()), (rows, log[-6000:])
     assert {engine: docker_pid(host) for engine, host in hosts.items()} == pids
 
     # parity: the same files, packages, holds and enabled services, whichever engine converged the host
@@ -233,3 +249,89 @@ def test_reboot_never_leaves_a_first_driver_install_reboot_pending_and_the_run_a
     code, rows, log = run_all([(env, ("--engine", engine))])[0]
     assert code == 0 and rows[host.state.name][2] == 0, log[-4000:]
     assert host.ssh("sudo docker info --format '{{json .Runtimes}}'").stdout.count('"nvidia"') == 1
+
+
+# The first apt index refresh on a server, by engine: the nvidia layer's (the platform layer only adds the site
+# repository's key and source; the refresh that reads them comes with the first install).
+INDEX_REFRESH = {"pyinfra": "NVIDIA: package index fresh",
+                 "ansible": "nvidia : Refresh the package index, failing closed"}
+# apt's words for a Release file that no trusted key signed.
+BAD_SIGNATURE = re.compile(
+    r"NO_PUBKEY|not signed|signatures? (couldn't|could not|were not) be(en)? verified|invalid signature", re.IGNORECASE)
+
+
+@pytest.mark.parametrize("engine", ["pyinfra", "ansible"])
+def test_a_site_repository_signed_by_another_key_than_the_stack_trusts_fails_closed_installing_nothing(
+        engine: str, boot_fresh: Callable[..., sandbox.FreshHost], view: Callable[..., dict[str, str]],
+        session_stack: Path, fleet: FleetState, tmp_path: Path) -> None:
+    """The stack's siteAptKey names a key that did not sign the site repository (a rotated key, a wrong URL):
+    the key is installed as the stack says, then the first index refresh fails naming the repository, and no
+    package is installed, upgraded or held."""
+    host = boot_fresh("server")
+    before = snapshot(host)
+    other_key = other_signing_key(tmp_path)
+    with serving(fleet.machine_address, other_key) as key_url:
+        stack = tmp_path / "stack" / "Pulumi.local.yaml"  # still the local stack, on the session's subnet
+        stack.parent.mkdir()
+        stack.write_text(re.sub(r"(siteAptKey:\s*)\S+", lambda m: m[1] + key_url, session_stack.read_text(), count=1))
+        assert key_url in stack.read_text()
+        code, rows, log = run_all([({**view([host]), "CNCTL_STACK": str(stack)}, ("--engine", engine))])[0]
+    # pyinfra reports no table row when every host failed (no JSON report): the exit code and the log say it
+    assert code != 0 and rows.get(host.state.name, (None, 0, 1))[2] > 0, log[-4000:]
+    assert host.ssh("cat /etc/apt/keyrings/cnctl-site.asc").stdout.encode() == other_key  # the stack's key was used
+    assert INDEX_REFRESH[engine] in log, log[-4000:]
+    failure = log[log.index(INDEX_REFRESH[engine]):]
+    assert fleet.site and fleet.site["apt_url"].rstrip("/") in failure, failure[-4000:]  # names the repository
+    assert BAD_SIGNATURE.search(failure), failure[-4000:]
+    after = snapshot(host)
+    assert after["packages"] == before["packages"] and after["holds"] == before["holds"] == ""
+
+
+def _apt_or_dpkg(argv: list[str]) -> bool:
+    return bool(argv) and os.path.basename(argv[0]) in ("apt-get", "apt", "dpkg")
+
+
+def _installing_the_driver(processes: list[tuple[int, list[str]]]) -> bool:
+    """The nvidia layer's `apt-get install` runs and has handed packages to dpkg (unpacking or configuring)."""
+    apt = any(os.path.basename(argv[0]) == "apt-get" and "install" in argv and any("cuda-drivers" in a for a in argv)
+              for _, argv in processes if argv)
+    dpkg = any(os.path.basename(argv[0]) == "dpkg" and {"--unpack", "--configure", "--install"} & set(argv)
+               for _, argv in processes if argv)
+    return apt and dpkg
+
+
+@pytest.mark.parametrize("engine", ["pyinfra", "ansible"])
+def test_an_ssh_connection_cut_while_the_nvidia_layer_installs_fails_the_host_and_a_rerun_converges(
+        engine: str, boot_fresh: Callable[..., sandbox.FreshHost], view: Callable[..., dict[str, str]]) -> None:
+    """The deploy user's SSH sessions are killed on the host (its sshd processes, from the machine) while the
+    nvidia layer's apt-get install has dpkg unpacking or configuring the driver: the run fails for the host;
+    once what the cut left running has ended, a re-run converges it (nothing half-installed, holds, Docker)."""
+    host = boot_fresh("server")
+    env = view([host])
+    proc = cnctl_deploy(env, "--engine", engine)
+    cut: list[int] = []
+    deadline = time.monotonic() + DEPLOY_TIMEOUT_S
+    while not cut and proc.poll() is None and time.monotonic() < deadline:
+        running = host_processes(host.state.netns)
+        if _installing_the_driver(running):
+            cut = cut_ssh_sessions(host.state.netns, host.state.spec.ssh_user)
+            print(f"cut {len(cut)} sshd processes during:", *(" ".join(a) for _, a in running if _apt_or_dpkg(a)),
+                  sep="\n  ")
+        else:
+            time.sleep(0.02)
+    code, rows, log = finish(proc)
+    assert cut, f"the nvidia layer's install was never seen running:\n{log[-4000:]}"
+    # pyinfra reports no table row when every host failed (no JSON report): the exit code and the log say it
+    assert code != 0 and rows.get(host.state.name, (None, 0, 1))[2] > 0, log[-4000:]
+    assert host.state.name in log
+
+    # what the cut left behind (apt-get, dpkg) ends on its own; the re-run comes after it, as an operator's would
+    assert procs.until(lambda: not any(_apt_or_dpkg(argv) for _, argv in host_processes(host.state.netns)), 300)
+    print("left by the cut: dpkg --audit:", host.ssh("sudo dpkg --audit").stdout.strip() or "(nothing)")
+    code, rows, log = run_all([(env, ("--engine", engine))])[0]
+    assert code == 0 and rows[host.state.name][2] == 0, log[-4000:]
+    audit = host.ssh("sudo dpkg --audit")
+    assert audit.returncode == 0 and audit.stdout.strip() == "", audit.stdout  # nothing half-installed
+    holds = set(host.ssh("apt-mark showhold").stdout.split())
+    assert {"cuda-drivers-550", "cuda-toolkit-12-4", "docker.io", "nvidia-container-toolkit"} <= holds, holds
+    assert '"nvidia"' in host.ssh("sudo docker info --format '{{json .Runtimes}}'").stdout
