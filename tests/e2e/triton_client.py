@@ -12,8 +12,10 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cnctl.sandbox import fleet as sandbox
 
@@ -68,9 +70,11 @@ def infer(host: sandbox.FreshHost) -> dict:
 
 @dataclass
 class Loop:
-    """A client process sending requests in a loop; `stop()` ends it and counts the answers."""
+    """A client process sending requests in a loop; `stop()` ends it and counts the answers. Its answers go to a
+    file, not a pipe: a pipe nobody reads fills after ~800 answers and then blocks the client silently."""
 
-    proc: subprocess.Popen[str]
+    proc: subprocess.Popen[bytes]
+    log: Path
     versions: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
     order: list[str] = field(default_factory=list)
@@ -80,8 +84,10 @@ class Loop:
         self.outlived = self.proc.poll() is None
         if self.outlived:
             os.killpg(self.proc.pid, signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=60)
-        for line in out.splitlines():
+        self.proc.wait(timeout=60)
+        lines = self.log.read_text().splitlines()
+        self.log.unlink()
+        for line in lines:
             answer = json.loads(line)
             if "error" in answer:
                 self.errors.append(answer["error"])
@@ -93,5 +99,9 @@ class Loop:
 
 def infer_loop(host: sandbox.FreshHost, bound_s: float = 3600) -> Loop:
     """Start sending requests to `host`'s Triton, one after the other, until `Loop.stop()` (or `bound_s`)."""
-    return Loop(subprocess.Popen(_command(host, str(bound_s)), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                 text=True, start_new_session=True))
+    fd, name = tempfile.mkstemp(prefix="infer-loop-", suffix=".jsonl")
+    try:
+        proc = subprocess.Popen(_command(host, str(bound_s)), stdout=fd, stderr=subprocess.DEVNULL, start_new_session=True)
+    finally:
+        os.close(fd)
+    return Loop(proc, Path(name))

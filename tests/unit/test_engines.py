@@ -7,6 +7,7 @@ module run by ansible-playbook on localhost (trim_blocks on, Ansible's own Jinja
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -219,13 +220,16 @@ def _batch_target(**changes: Any) -> Target:
 
 def test_pyinfra_gets_one_limit_per_host_and_overrides_that_keep_their_type() -> None:
     """pyinfra's --limit takes one name each time ("a,b" would match no host), and it turns a --data value
-    into a bool/int/JSON where it can: every value goes as JSON, so each arrives exactly as given."""
-    from pyinfra_cli.util import parse_cli_arg
-
+    into a bool/int/JSON where it can: every value goes as JSON, so each arrives exactly as given. pyinfra's
+    own parser runs in a child process: importing pyinfra_cli monkey-patches this process with gevent, after
+    which asyncio code here (Pulumi's mock engine) hangs."""
     argv = pyinfra.command(_batch_target(), dry=False)
     assert argv[1:7] == ["--json", "-y", "--limit", "a", "--limit", "b"]
     data = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--data"]
-    parsed = {d.split("=", 1)[0]: parse_cli_arg(d.split("=", 1)[1]) for d in data}
+    parse = ("import json, sys\nfrom pyinfra_cli.util import parse_cli_arg\n"
+             "print(json.dumps({d.split('=', 1)[0]: parse_cli_arg(d.split('=', 1)[1]) for d in sys.argv[1:]}))")
+    child = subprocess.run([sys.executable, "-c", parse, *data], capture_output=True, text=True, check=True, timeout=120)
+    parsed = json.loads(child.stdout)
     assert parsed == {"cn_model_action": "previous", "n": 1, "s": "1", "flag": True, "nothing": None}
     assert [type(v) for v in parsed.values()] == [str, int, str, bool, type(None)]
     assert argv[-2:] == [str(REPO / "hosts" / "fleet.py"), "deploy.py"]
