@@ -38,6 +38,8 @@ bench: venv  ## print the benchmark tables (the sandbox one needs root)
 	$(BIN)/python bench/plan.py
 	$(BIN)/python bench/site.py
 	$(BIN)/python bench/sandbox.py
+	$(BIN)/python bench/deploy.py
+	$(BIN)/python bench/rollout.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache
