@@ -90,17 +90,11 @@ def snapshot(host: sandbox.FreshHost) -> dict[str, str]:
     return {"files": files, "packages": packages, "holds": holds, "enabled": enabled}
 
 
-# The GPU platform's layers, which this file tests; the model, inference and verify layers above them have files
-# of their own on amd64 servers (test_model_layer, test_verify_layer, test_rollout). Under qemu-user a Jetson's
-# venv and Triton would add ten minutes a host to these converges.
-PLATFORM_LAYERS = "platform,jetson,nvidia,container"
-
-
 def cnctl_deploy(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    """`cnctl deploy --layers PLATFORM_LAYERS` of the session's stack file (the local stack moved to the
-    session's subnet, so that its mirrors are the session site's)."""
-    return subprocess.Popen([str(BIN / "cnctl"), "deploy", "--stack", env["CNCTL_STACK"], "--layers", PLATFORM_LAYERS,
-                             *args], cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    """`cnctl deploy` of the session's stack file (the local stack moved to the session's subnet, so that its
+    mirrors are the session site's)."""
+    return subprocess.Popen([str(BIN / "cnctl"), "deploy", "--stack", env["CNCTL_STACK"], *args], cwd=REPO, env=env,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def finish(proc: subprocess.Popen[str]) -> tuple[int, dict[str, tuple[int | None, int, int]], str]:
