@@ -11,8 +11,9 @@ What is measured, and how:
   state that engine left (the parity tests, tests/e2e/test_layers.py, prove both engines leave the same
   files, packages, holds and services, so the no-op runs compare like with like). Engines never run at the
   same time: on a 2-core machine they would slow each other down.
-- The hosts are amd64 servers (platform -> nvidia -> container -> model). The arm64 Jetsons run under
-  qemu-user, about 10x slower per process, which would measure the emulator rather than the engines.
+- The hosts are amd64 servers, taking every layer deploy.py applies to a server (platform -> nvidia ->
+  container -> model -> inference -> verify when this was written). The arm64 Jetsons run under qemu-user,
+  about 10x slower per process, which would measure the emulator rather than the engines.
 - Times are the wall time of `cnctl deploy --stack <the local stack on the bench subnet> --engine E`, the
   command users type (its table's engine-only time is recorded in --json as well). The first run installs
   Docker and the stand-in NVIDIA packages on every host: minutes. The no-op time is the median of
