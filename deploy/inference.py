@@ -26,12 +26,12 @@ from urllib.parse import urlsplit
 from pyinfra import host
 from pyinfra.api import deploy, operation
 from pyinfra.facts.files import File
+from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import apt, files, systemd
-from pyinfra.operations.util import any_changed
 
 from deploy import checks, model_serve, scripts
 from deploy.facts import DockerImage, HostPython, InterfaceAddress, TritonServing, VenvPackages
-from deploy.steps import index_refreshed, refused, role_data, template, wishes
+from deploy.steps import after_change, index_refreshed, refused, role_data, template, wishes
 
 
 def options(wants: dict[str, Any], data: dict[str, Any], address: str) -> dict[str, Any]:
@@ -153,10 +153,14 @@ def inference() -> None:
                                 docker=data["inference_docker"], timeout=data["inference_pull_timeout"])]
     unit = template("Inference: the Triton unit", "systemd/circularnet-triton.service.j2", data["inference_unit_path"],
                     **unit_variables(wants, data, address, python))
-    systemd.daemon_reload(name="Inference: systemd reloaded after a unit change", _if=unit.did_change)
+    # Decided while the operations are prepared (after_change), not by `_if` callbacks at run time, so that
+    # `--dry` on a converged host reports nothing; only a Triton that ran before this run is restarted.
+    ran_before = host.get_fact(SystemdStatus, services=data["inference_unit"]).get(data["inference_unit"], False)
+    after_change(name="Inference: systemd reloaded after a unit change", changed=[unit],
+                 commands=["systemctl daemon-reload"])
     systemd.service(name="Inference: Triton enabled and running", service=data["inference_unit"], running=True,
                     enabled=True)
-    systemd.service(name="Inference: Triton restarted after a change under it", service=data["inference_unit"],
-                    restarted=True, _if=any_changed(unit, *runtime))
+    after_change(name="Inference: Triton restarted after a change under it", changed=[unit, *runtime] if ran_before else [],
+                 commands=[f"systemctl restart {data['inference_unit']}"])
     model_served(name="Inference: Triton serves the wanted model version (switched through the repository API)",
                  helper=helper, options=options(wants, data, address), previous=wants.get("cn_model_action") == "previous")

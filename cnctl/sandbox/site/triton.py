@@ -6,9 +6,12 @@ What it takes (measured, shared/reference/toolchain.md): the wheel's `pytriton/t
 libpython<X.Y>.so.1.0 (Debian package libpython3.11), which the stub links against. Sandbox hosts need the
 same steps; this module does them locally for tests and benchmarks.
 
-Measured: the stub embeds CPython in isolated mode, so PYTHONPATH (and any venv) is ignored; its sys.path is
-the system one plus the model's directories plus `backends/python/`. numpy therefore goes next to the stub,
-unpacked from the wheelhouse's numpy wheel into `backends/python/` (no system-wide pip install needed).
+Measured: the stub embeds CPython in isolated mode, so PYTHONPATH is ignored; its sys.path is the system one
+plus the model's directories plus `backends/python/`. numpy therefore goes next to the stub, unpacked from the
+wheelhouse's numpy wheel into `backends/python/` (no system-wide pip install needed). But the embedded CPython
+finds its prefix through the first `python3` on PATH: with a venv's bin first (as `make test` runs), the stub
+took that venv's site-packages, whose numpy 2 the stub's numpy-1 ABI misreads (every output "does not match
+size" of its shape). So the server runs with the system's PATH only (`SYSTEM_PATH`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnctl.sandbox.site.wheelhouse import wheel_for
+
+# PATH for tritonserver: the system's directories only, so that the stub's CPython is the system one.
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,7 @@ def unpack(wheelhouse: Path, dest: Path,
     server = dest / "pytriton" / "tritonserver"
     install = TritonInstall(
         root=dest, binary=server / "bin" / "tritonserver", backend_dir=server / "backends",
-        env={"LD_LIBRARY_PATH": str(dest / "nvidia_pytriton.libs")},
+        env={"LD_LIBRARY_PATH": str(dest / "nvidia_pytriton.libs"), "PATH": SYSTEM_PATH},
     )
     stamp = f"{pytriton.name} {numpy.name} {python}\n"
     if marker.is_file() and marker.read_text() == stamp:
