@@ -1,13 +1,16 @@
-"""The host layers on the sandbox fleet: platform -> jetson|nvidia -> container, through either engine.
+"""The host layers on the sandbox fleet, every one of them (platform -> jetson|nvidia -> container -> model ->
+inference -> verify), through either engine.
 
-- a fresh Jetson host and a fresh server converge in one run with each engine; a second run changes
-  nothing (pyinfra: no operation changes; Ansible: changed=0), nor does `--dry` on them (pyinfra
-  `--dry`, Ansible `--check`: nothing would change);
-- holds are in place; Docker runs with the configured runtimes (nvidia; the default one on a Jetson) and
-  a second run does not restart it;
+- a fresh Jetson host (arm64 under qemu-user, native Triton runtime) and a fresh server (container runtime)
+  converge in one run with each engine: holds in place, Docker with the configured runtimes (nvidia; the
+  default one on a Jetson), the pinned model version installed from one download with staging empty,
+  Triton answering with it, the health report healthy and written by its hardened service;
+- a second run changes nothing (pyinfra: no operation changes; Ansible: changed=0), downloads nothing,
+  restarts no Docker and rewrites no deploy record; on the servers `--dry` sees nothing to do either
+  (pyinfra `--dry`, Ansible `--check`);
 - parity: a host converged by pyinfra and one converged by Ansible have the same managed files (path,
-  sha256, mode, owner), packages, holds and enabled services, and each engine finds nothing to change
-  after the other;
+  sha256, mode, owner), packages, holds and enabled services; on the servers each engine finds nothing to
+  change after the other;
 - faults: a Jetson whose L4T does not match its fleet entry fails in the platform layer, untouched; one
   host unreachable: the others converge and the run exits non-zero naming it; a site repository signed by
   another key than the stack trusts fails closed in the first index refresh, naming the repository, with no
@@ -21,6 +24,7 @@ through CNCTL_STATE like any sandbox.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -30,6 +34,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cnctl.sandbox import fleet as sandbox
 from cnctl.sandbox import procs
@@ -46,10 +51,26 @@ from tests.e2e.fleet_helpers import (
     other_signing_key,
     serving,
 )
+from tests.e2e.host_state import (
+    HEALTH_HELPER,
+    HEALTH_REPORT,
+    MODEL,
+    STAGING,
+    health_report,
+    marker,
+    request_log,
+    requests_from,
+    site_sha256,
+    staging_entries,
+)
+from tests.e2e.triton_client import infer
 
 pytestmark = pytest.mark.fleet
 
 DEPLOY_TIMEOUT_S = 1800  # a first run installs docker.io and the JetPack stand-ins under qemu-user on the Jetsons
+# The faults below are in the driver's and container engine's layers: they run those (`--layers`; the platform
+# layer always applies), not the model and Triton above them, which the first test converges.
+DRIVER_LAYERS = ("--layers", "nvidia,container")
 
 # Every path the layers manage, by platform (deploy/<layer>.py, roles/<layer>), for the parity snapshot. The
 # local stack names a site repository (mirrors.siteApt), so the platform layer adds its source and the other
@@ -59,10 +80,25 @@ COMMON = (
     "/var/lib/circularnet", "/var/lib/circularnet/platform.json", "/etc/apt/preferences.d/cnctl-container.pref",
     "/etc/circularnet/docker", "/etc/circularnet/docker/daemon.base.json", "/etc/docker", "/etc/docker/daemon.json",
 )
+# The model, inference and verify layers' files (pip's files in the native runtime's venv are pip's).
+SERVING = (
+    "/usr/local/lib/circularnet", "/usr/local/lib/circularnet/model_sync.py", STAGING, "/opt/circularnet",
+    "/opt/circularnet/models", MODEL, f"{MODEL}/config.pbtxt", f"{MODEL}/1", f"{MODEL}/1/model.py",
+    f"{MODEL}/1/.cnctl-config.pbtxt", "/etc/circularnet/triton", "/etc/circularnet/triton/config.pbtxt",
+    f"{MODEL}/.cnctl-served.json", "/usr/local/lib/circularnet/model_serve.py",
+    "/etc/systemd/system/circularnet-triton.service", HEALTH_HELPER, "/etc/circularnet/health-report.json",
+    "/var/lib/circularnet/deploy.json", "/etc/systemd/system/circularnet-health.service",
+    "/etc/systemd/system/circularnet-health.timer",
+)
+NATIVE = ("/opt/circularnet/triton-requirements.txt", "/opt/circularnet/triton/bin/python3")
 MANAGED = {
-    "jetson": (*COMMON, "/etc/apt/preferences.d/cnctl-jetson.pref", "/etc/systemd/system/cnctl-jetson-clocks.service"),
-    "server": (*COMMON, "/etc/apt/preferences.d/cnctl-nvidia.pref", "/etc/modprobe.d", "/etc/modprobe.d/blacklist-nouveau.conf"),
+    "jetson": (*COMMON, "/etc/apt/preferences.d/cnctl-jetson.pref", "/etc/systemd/system/cnctl-jetson-clocks.service",
+               *SERVING, *NATIVE),
+    "server": (*COMMON, "/etc/apt/preferences.d/cnctl-nvidia.pref", "/etc/modprobe.d", "/etc/modprobe.d/blacklist-nouveau.conf",
+               *SERVING),
 }
+# The Triton runtime the local stack gives each flavour (its first fleet entry's inferenceRuntime).
+RUNTIME = {"jetson": "native", "server": "container"}
 # The host's own name (in the platform record) is hashed as HOST, so that two hosts' files compare.
 SNAPSHOT = """
 name=$1; shift
@@ -152,10 +188,49 @@ def view(fleet: FleetState, fleet_instance: Instance, fleet_env: dict[str, str],
 # --- the tests -------------------------------------------------------------------------------------
 
 
+def serves_and_reports_healthy(host: sandbox.FreshHost, flavour: str, fleet_instance: Instance, since: int) -> None:
+    """The model, inference and verify layers' end state on a converged host: the pinned stand-in version
+    installed from one download, staging empty, Triton answering with it, the health report healthy and
+    written by the report's hardened service."""
+    name = host.state.name
+    assert {k: marker(host, 1)[k] for k in ("name", "version", "sha256")} == {
+        "name": "circularnet", "version": 1, "sha256": site_sha256("sandbox_standin.zip")}, name
+    assert staging_entries(host) == [], name
+    got = [(r["method"], r["status"]) for r in requests_from(fleet_instance, host, since)]
+    assert got == [("GET", 200)], (name, got)
+    answer = infer(host)  # through tritonclient, from the host's own network namespace
+    assert (answer["version"], answer["num_detections"]) == ("1", [1]), (name, answer)
+    ymin, xmin, ymax, xmax = answer["box"]
+    assert ymin <= 400 <= ymax and xmin <= 700 <= xmax, answer  # the stand-in found the red patch
+
+    found = health_report(host)
+    assert found["healthy"] is True and found["problems"] == [], (name, found["problems"])
+    assert found["host"] == name and found["platform"]["platform"] == flavour
+    assert found["model"]["name"] == "circularnet" and found["model"]["version"] == 1 and found["model"]["ready"]
+    assert found["triton"]["live"] and found["triton"]["unit_state"] == "active"
+    assert found["versions"]["docker"]
+    record = found["last_deploy"]
+    assert (record["stack"], record["runtime"], record["model"]["version"]) == ("local", RUNTIME[flavour], 1), record
+    assert {d["path"] for d in found["disk"]} == {"/opt/circularnet/models", "/"}
+    # the timer runs; its hardened service writes the report, 0644
+    assert host.ssh("systemctl is-enabled circularnet-health.timer").stdout.strip() == "enabled"
+    assert host.ssh("systemctl is-active circularnet-health.timer").stdout.strip() == "active"
+    ran = host.ssh("sudo systemctl start circularnet-health.service && "
+                   "systemctl show -p Result --value circularnet-health.service", timeout=300)
+    assert ran.returncode == 0 and ran.stdout.strip() == "success", (
+        name, ran.stdout + ran.stderr, host.ssh("journalctl -u circularnet-health --no-pager | tail -20").stdout)
+    assert host.ssh(f"stat -c '%a %U:%G' {HEALTH_REPORT}").stdout.strip() == "644 root:root"
+    assert json.loads(host.ssh(f"cat {HEALTH_REPORT}").stdout)["healthy"] is True, name
+
+
 @pytest.mark.parametrize("flavour", ["server", "jetson"])
 def test_fresh_hosts_converge_once_and_both_engines_reach_the_same_end_state(
         flavour: str, boot_fresh: Callable[..., sandbox.FreshHost], view: Callable[..., dict[str, str]],
-        fleet: FleetState) -> None:
+        fleet: FleetState, fleet_instance: Instance) -> None:
+    """Every layer, through each engine, on a fresh host of each flavour: on the Jetsons (arm64 under qemu-user)
+    the native Triton runtime, on the servers the container one. The dry runs and each engine's run after the
+    other are the servers' (they prove the engines, not the architecture, and cost most under qemu)."""
+    since = len(request_log(fleet_instance))
     hosts = {engine: boot_fresh(flavour, "6.2") for engine in ("pyinfra", "ansible")}
     envs = {engine: view([host]) for engine, host in hosts.items()}
     started = time.monotonic()
@@ -174,20 +249,22 @@ def test_fresh_hosts_converge_once_and_both_engines_reach_the_same_end_state(
         info = host.ssh("sudo docker info --format '{{json .Runtimes}} {{.DefaultRuntime}}'")
         assert info.returncode == 0 and '"nvidia"' in info.stdout, info.stdout + info.stderr
         assert info.stdout.split()[-1] == ("nvidia" if flavour == "jetson" else "runc"), info.stdout
-        if flavour == "server":  # the site registry's image, through NVIDIA's runtime (its stand-in execs runc)
-            assert fleet.site and fleet.site.get("registry")
-            image = f"{fleet.site['registry']}/nvidia/tritonserver:24.03-py3"
-            ran = host.ssh(f"sudo docker pull -q {image} >/dev/null && sudo docker run --rm --runtime nvidia "
-                           f"--network none --entrypoint /bin/sh {image} -c 'echo ran in a container'", timeout=600)
-            assert "ran in a container" in ran.stdout, ran.stdout + ran.stderr
+        serves_and_reports_healthy(host, flavour, fleet_instance, since)
 
-    # second runs: nothing changes, Docker is not restarted; a dry run (pyinfra --dry, ansible --check) on a
-    # converged host sees nothing to do
-    second = run_all([(envs[e], ("--engine", e)) for e in hosts] + [(envs[e], ("--engine", e, "--dry")) for e in hosts])
+    # second runs: nothing changes, nothing is downloaded, Docker is not restarted, the deploy record is not
+    # rewritten; on the servers a dry run (pyinfra --dry, ansible --check) of a converged host sees nothing to do
+    records = {e: h.ssh("stat -c %Y /var/lib/circularnet/deploy.json").stdout for e, h in hosts.items()}
+    runs: list[tuple[dict[str, str], tuple[str, ...]]] = [(envs[e], ("--engine", e)) for e in hosts]
+    if flavour == "server":
+        runs += [(envs[e], ("--engine", e, "--dry")) for e in hosts]
+    second = run_all(runs)
     for code, rows, log in second:
         assert code == 0, log[-6000:]
         assert rows and all(changed == 0 and failed == 0 for _, changed, failed in rows.values()), (rows, log[-6000:])
     assert {engine: docker_pid(host) for engine, host in hosts.items()} == pids
+    assert {e: h.ssh("stat -c %Y /var/lib/circularnet/deploy.json").stdout for e, h in hosts.items()} == records
+    for host in hosts.values():
+        assert len(requests_from(fleet_instance, host, since)) == 1, host.state.name
 
     # parity: the same files, packages, holds and enabled services, whichever engine converged the host
     by_pyinfra, by_ansible = snapshot(hosts["pyinfra"]), snapshot(hosts["ansible"])
@@ -195,10 +272,10 @@ def test_fresh_hosts_converge_once_and_both_engines_reach_the_same_end_state(
     for part in ("files", "packages", "holds", "enabled"):
         assert by_pyinfra[part] == by_ansible[part], part
 
-    # each engine finds nothing to change after the other
-    crossed = run_all([(envs["pyinfra"], ("--engine", "ansible")), (envs["ansible"], ("--engine", "pyinfra"))])
-    for code, rows, log in crossed:
-        assert code == 0 and all(changed == 0 for _, changed, _ in rows.values()), (rows, log[-6000:])
+    if flavour == "server":  # each engine finds nothing to change after the other
+        crossed = run_all([(envs["pyinfra"], ("--engine", "ansible")), (envs["ansible"], ("--engine", "pyinfra"))])
+        for code, rows, log in crossed:
+            assert code == 0 and all(changed == 0 for _, changed, _ in rows.values()), (rows, log[-6000:])
 
 
 @pytest.mark.parametrize("engine", ["pyinfra", "ansible"])
@@ -223,7 +300,7 @@ def test_one_host_unreachable_the_others_converge_and_the_run_fails_naming_it(
     host = boot_fresh("server")
     prefix = host.state.address.rsplit(".", 1)[0]
     gone = HostState(HostSpec("gone-1", "servers", "server", f"{prefix}.250", driver_branch="550"), "none", "/none")
-    code, rows, log = run_all([(view([host], extra=[gone]), ("--engine", engine))])[0]
+    code, rows, log = run_all([(view([host], extra=[gone]), ("--engine", engine, *DRIVER_LAYERS))])[0]
     assert code != 0, log[-4000:]
     assert rows["gone-1"][2] > 0 and "gone-1" in log
     assert rows[host.state.name][1] > 0 and rows[host.state.name][2] == 0, rows
@@ -231,13 +308,21 @@ def test_one_host_unreachable_the_others_converge_and_the_run_fails_naming_it(
 
 @pytest.mark.parametrize("engine", ["pyinfra", "ansible"])
 def test_reboot_never_leaves_a_first_driver_install_reboot_pending_and_the_run_after_the_reboot_continues(
-        engine: str, boot_fresh: Callable[..., sandbox.FreshHost], view: Callable[..., dict[str, str]]) -> None:
+        engine: str, boot_fresh: Callable[..., sandbox.FreshHost], view: Callable[..., dict[str, str]],
+        session_stack: Path, tmp_path: Path) -> None:
     """The stand-in driver's knob makes nvidia-smi fail as an unloaded module does (sandbox hosts cannot
-    reboot into a new kernel module); the fleet entry of a generated server says `reboot: never`."""
+    reboot into a new kernel module, and share the machine's uptime, by which a reboot is seen). The fresh
+    server stands for the stack's first server (cnctl.inventory), whose entry here says `reboot: never`."""
     host = boot_fresh("server")
-    env = view([host])
+    stack = tmp_path / "stack" / "Pulumi.local.yaml"  # still the local stack, on the session's subnet
+    stack.parent.mkdir()
+    document = yaml.safe_load(session_stack.read_text())
+    for entry in document["config"]["circularnet:fleets"]["servers"]:
+        entry["reboot"] = "never"
+    stack.write_text(yaml.safe_dump(document, sort_keys=False))
+    env = {**view([host]), "CNCTL_STACK": str(stack)}
     assert host.ssh("sudo install -d /etc/cnctl-standin && sudo touch /etc/cnctl-standin/driver-unloaded").returncode == 0
-    code, rows, log = run_all([(env, ("--engine", engine))])[0]
+    code, rows, log = run_all([(env, ("--engine", engine, *DRIVER_LAYERS))])[0]
     # pyinfra reports no table row when every host failed (no JSON report): the exit code and the log say it
     assert code != 0 and rows.get(host.state.name, (None, 0, 1))[2] > 0, log[-4000:]
     assert f"{host.state.name}: reboot pending" in " ".join(log.split()), log[-4000:]
@@ -246,7 +331,7 @@ def test_reboot_never_leaves_a_first_driver_install_reboot_pending_and_the_run_a
 
     # what the reboot does: the module loads, /run is empty again
     assert host.ssh("sudo rm -f /etc/cnctl-standin/driver-unloaded /run/circularnet/reboot-pending").returncode == 0
-    code, rows, log = run_all([(env, ("--engine", engine))])[0]
+    code, rows, log = run_all([(env, ("--engine", engine, *DRIVER_LAYERS))])[0]
     assert code == 0 and rows[host.state.name][2] == 0, log[-4000:]
     assert host.ssh("sudo docker info --format '{{json .Runtimes}}'").stdout.count('"nvidia"') == 1
 
@@ -308,7 +393,7 @@ def test_an_ssh_connection_cut_while_the_nvidia_layer_installs_fails_the_host_an
     once what the cut left running has ended, a re-run converges it (nothing half-installed, holds, Docker)."""
     host = boot_fresh("server")
     env = view([host])
-    proc = cnctl_deploy(env, "--engine", engine)
+    proc = cnctl_deploy(env, "--engine", engine, *DRIVER_LAYERS)
     cut: list[int] = []
     deadline = time.monotonic() + DEPLOY_TIMEOUT_S
     while not cut and proc.poll() is None and time.monotonic() < deadline:
@@ -328,7 +413,7 @@ def test_an_ssh_connection_cut_while_the_nvidia_layer_installs_fails_the_host_an
     # what the cut left behind (apt-get, dpkg) ends on its own; the re-run comes after it, as an operator's would
     assert procs.until(lambda: not any(_apt_or_dpkg(argv) for _, argv in host_processes(host.state.netns)), 300)
     print("left by the cut: dpkg --audit:", host.ssh("sudo dpkg --audit").stdout.strip() or "(nothing)")
-    code, rows, log = run_all([(env, ("--engine", engine))])[0]
+    code, rows, log = run_all([(env, ("--engine", engine, *DRIVER_LAYERS))])[0]
     assert code == 0 and rows[host.state.name][2] == 0, log[-4000:]
     audit = host.ssh("sudo dpkg --audit")
     assert audit.returncode == 0 and audit.stdout.strip() == "", audit.stdout  # nothing half-installed

@@ -1,12 +1,7 @@
-"""The model and inference layers on the sandbox fleet, through either engine (fresh servers; every layer below
-runs first).
+"""The model and inference layers on the sandbox fleet under faults (fresh servers; every layer below runs
+first). Fresh hosts converging through these layers with either engine, in either runtime, to the same files
+and with a second run that downloads nothing: tests/e2e/test_layers.py.
 
-- fresh servers converge with pyinfra and with Ansible, in either Triton runtime (container: the site
-  registry's image under Docker; native: the pinned wheel in a venv): the pinned stand-in version in
-  /opt/circularnet/models/circularnet/1/, Triton serving it (an inference through tritonclient returns the
-  stand-in's tensors), staging empty, the same files (path, mode, owner, sha256) whichever engine wrote them;
-- a second run changes nothing and the site's artifact server logs 0 requests from either host (no
-  download, not even a HEAD: the marker proves the pin);
 - faults, on a converged host: a download cut on every attempt fails the host naming the cut, leaves
   version 1 serving and staging empty; once the fault is gone a re-run converges, and a single cut is
   resumed in the same run with a Range request; a wrong sha256 fails the host naming both sha256, with
@@ -40,27 +35,26 @@ from cnctl.sandbox.instance import Instance
 from cnctl.sandbox.inventory import write_ansible_inventory
 from cnctl.sandbox.state import FleetState, save
 from tests.e2e.fleet_helpers import BIN, REPO, SESSION_NET
+from tests.e2e.host_state import MODEL, SITE, STAGING, marker, requests_from, site_sha256, staging_entries
 from tests.e2e.triton_client import infer, infer_loop
 
 pytestmark = pytest.mark.fleet
 
 DEPLOY_TIMEOUT_S = 1800
-MODEL = "/opt/circularnet/models/circularnet"
-STAGING = "/var/lib/circularnet/staging"
+# What a model change touches: once a host has converged, the faults below are played through these layers
+# only (`cnctl deploy --layers`, as `cnctl model rollout` runs them); the platform layer always applies.
+MODEL_LAYERS = ("model", "inference")
 MANAGED = ("/usr/local/lib/circularnet", "/usr/local/lib/circularnet/model_sync.py", STAGING, "/opt/circularnet",
            "/opt/circularnet/models", MODEL, f"{MODEL}/config.pbtxt", f"{MODEL}/1", f"{MODEL}/1/model.py",
            f"{MODEL}/1/.cnctl-config.pbtxt", "/etc/circularnet/triton", "/etc/circularnet/triton/config.pbtxt",
            f"{MODEL}/.cnctl-served.json", "/usr/local/lib/circularnet/model_serve.py",
            "/etc/systemd/system/circularnet-triton.service")
-# the native runtime's own files, besides the venv (pip's files are pip's)
-NATIVE = ("/opt/circularnet/triton-requirements.txt", "/opt/circularnet/triton/bin/python3")
 SNAPSHOT = """
 for p in "$@"; do
   if [ -e "$p" ]; then stat -c '%n %F %a %U:%G' "$p"; if [ -f "$p" ]; then sha256sum < "$p"; fi
   else echo "$p absent"; fi
 done
 """
-SITE = f"http://{SESSION_NET}2:8080"
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -86,11 +80,14 @@ def env_of(fleet: FleetState, fleet_instance: Instance, fleet_env: dict[str, str
     return make
 
 
-def deploy(runs: Sequence[tuple[dict[str, str], str, str]], logs: Path) -> list[tuple[int, dict[str, tuple[int, int]], str]]:
-    """`cnctl deploy --stack STACK --engine E` for each (env, stack, engine) at once: (exit code,
+def deploy(runs: Sequence[tuple[dict[str, str], str, str]], logs: Path,
+           layers: Sequence[str] = ()) -> list[tuple[int, dict[str, tuple[int, int]], str]]:
+    """`cnctl deploy --stack STACK --engine E [--layers ...]` for each (env, stack, engine) at once: (exit code,
     {host: (changed, failed)} from the summary table, the log) in order; each whole log is kept in `logs`."""
-    procs = [subprocess.Popen([str(BIN / "cnctl"), "deploy", "--stack", stack, "--engine", engine], cwd=REPO, env=env,
-                              text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for env, stack, engine in runs]
+    only = ["--layers", ",".join(layers)] if layers else []
+    procs = [subprocess.Popen([str(BIN / "cnctl"), "deploy", "--stack", stack, "--engine", engine, *only], cwd=REPO,
+                              env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for env, stack, engine in runs]
     outcomes = []
     for proc in procs:
         out, err = proc.communicate(timeout=DEPLOY_TIMEOUT_S)
@@ -130,11 +127,6 @@ def stack_with(sandbox_stack: Callable[[str], Path], runtime: str = "container",
     return str(path)
 
 
-def site_sha256(archive: str) -> str:
-    with urllib.request.urlopen(f"{SITE}/artifacts/models/{archive}.sha256", timeout=30) as resp:
-        return resp.read().decode().split()[0]
-
-
 def fault(body: dict[str, Any] | None) -> None:
     """Switch a fault on at the site's artifact server (None: all off)."""
     request = urllib.request.Request(f"{SITE}/_faults", method="DELETE" if body is None else "POST",
@@ -144,72 +136,13 @@ def fault(body: dict[str, Any] | None) -> None:
         assert resp.status in (200, 201, 204)
 
 
-def request_log(fleet_instance: Instance) -> list[dict[str, Any]]:
-    """The artifact server's request log of the session's site, one record per request."""
-    log = Path(fleet_instance.state_dir) / "site" / "artifacts-requests.log"
-    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-
-
-def requests_from(fleet_instance: Instance, host: sandbox.FreshHost, since: int = 0) -> list[dict[str, Any]]:
-    """The log records for model archives sent by `host` after the first `since` records (fresh hosts of
-    earlier tests had the same addresses)."""
-    return [r for r in request_log(fleet_instance)[since:]
-            if r.get("client") == host.state.address and r.get("path", "").startswith("/artifacts/models/")]
-
-
 def snapshot(host: sandbox.FreshHost, paths: Sequence[str] = MANAGED) -> str:
     result = host.ssh(f"sudo sh -s -- {' '.join(paths)}", input=SNAPSHOT, timeout=120)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
 
-def marker(host: sandbox.FreshHost, version: int) -> dict[str, Any]:
-    result = host.ssh(f"sudo cat {MODEL}/{version}/.cnctl-pin.json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
-def staging_entries(host: sandbox.FreshHost) -> list[str]:
-    return host.ssh(f"sudo ls -A {STAGING}").stdout.split()
-
-
 # --- the tests -------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("runtime", ["container", "native"])
-def test_fresh_servers_converge_with_either_engine_to_the_same_files_serve_and_a_second_run_downloads_nothing(
-        boot_fresh: Callable[..., sandbox.FreshHost], env_of: Callable[..., dict[str, str]],
-        fleet_instance: Instance, sandbox_stack: Callable[[str], Path], tmp_path: Path, runtime: str) -> None:
-    since = len(request_log(fleet_instance))
-    hosts = {"pyinfra": boot_fresh("server"), "ansible": boot_fresh("server")}
-    envs = {engine: env_of([host]) for engine, host in hosts.items()}
-    stack = stack_with(sandbox_stack, runtime=runtime)
-    sha = site_sha256("sandbox_standin.zip")
-    for code, rows, log in deploy([(envs[e], stack, e) for e in hosts], tmp_path):
-        assert code == 0 and all(failed == 0 and changed > 0 for changed, failed in rows.values()), (rows, log[-6000:])
-    for engine, host in hosts.items():
-        assert {k: marker(host, 1)[k] for k in ("name", "version", "sha256")} == {"name": "circularnet", "version": 1,
-                                                                                  "sha256": sha}, engine
-        assert staging_entries(host) == [], engine
-        got = [(r["method"], r["status"]) for r in requests_from(fleet_instance, host, since)]
-        assert got == [("GET", 200)], (engine, got)
-        answer = infer(host)  # through tritonclient, from the host's own network namespace
-        assert (answer["version"], answer["num_detections"]) == ("1", [1]), (engine, answer)
-        ymin, xmin, ymax, xmax = answer["box"]
-        assert ymin <= 400 <= ymax and xmin <= 700 <= xmax, answer  # the stand-in found the red patch
-    paths = (*MANAGED, *NATIVE) if runtime == "native" else MANAGED
-    by_pyinfra, by_ansible = snapshot(hosts["pyinfra"], paths), snapshot(hosts["ansible"], paths)
-    assert "absent" not in by_pyinfra, by_pyinfra
-    assert f"{MODEL}/1 directory 755 root:root" in by_pyinfra and f"{STAGING} directory 700 root:root" in by_pyinfra
-    assert by_pyinfra == by_ansible
-
-    # the second run, with either engine on either host: nothing changes, nothing is requested
-    second = deploy([(envs["pyinfra"], stack, "pyinfra"), (envs["ansible"], stack, "ansible")], tmp_path)
-    second += deploy([(envs["pyinfra"], stack, "ansible"), (envs["ansible"], stack, "pyinfra")], tmp_path)
-    for code, rows, log in second:
-        assert code == 0 and all(changed == 0 and failed == 0 for changed, failed in rows.values()), (rows, log[-6000:])
-    for engine, host in hosts.items():
-        assert len(requests_from(fleet_instance, host, since)) == 1, engine
 
 
 def test_a_cut_download_fails_cleanly_then_converges_and_a_wrong_sha256_changes_nothing(
@@ -225,7 +158,7 @@ def test_a_cut_download_fails_cleanly_then_converges_and_a_wrong_sha256_changes_
     try:
         # cut on every attempt: no progress, the host fails naming the cut, version 1 untouched, staging empty
         fault({"kind": "cut", "bytes": 0, "prefix": "/artifacts/models/sandbox_standin-v2.zip"})
-        code, _, log = deploy([(env, v2, "pyinfra")], tmp_path)[0]  # every host failed: pyinfra writes no report to count
+        code, _, log = deploy([(env, v2, "pyinfra")], tmp_path, MODEL_LAYERS)[0]  # every host failed: pyinfra writes no report to count
         assert code != 0, log[-6000:]
         assert f"{v2_url}: download cut (connection closed early) after 0 bytes; 5 attempts in a row made no progress" \
             in log, log[-6000:]
@@ -234,7 +167,7 @@ def test_a_cut_download_fails_cleanly_then_converges_and_a_wrong_sha256_changes_
         # one cut (the stand-in archive is ~3 kB): resumed with a Range request in the same run
         fault(None)
         fault({"kind": "cut", "bytes": 1000, "prefix": "/artifacts/models/sandbox_standin-v2.zip", "times": 1})
-        code, rows, log = deploy([(env, v2, "pyinfra")], tmp_path)[0]
+        code, rows, log = deploy([(env, v2, "pyinfra")], tmp_path, MODEL_LAYERS)[0]
         assert code == 0 and rows[host.state.name][1] == 0, log[-6000:]
         last = requests_from(fleet_instance, host)[-2:]
         assert [(r["status"], r["range"]) for r in last] == [(200, None), (206, "bytes=1000-")], last
@@ -250,7 +183,7 @@ def test_a_cut_download_fails_cleanly_then_converges_and_a_wrong_sha256_changes_
     wrong = site_sha256("sandbox_standin.zip")
     v3 = stack_with(sandbox_stack, version=3, url=f"{SITE}/artifacts/models/sandbox_standin-broken.zip", sha256=wrong)
     for engine in ("pyinfra", "ansible"):
-        code, _, log = deploy([(env, v3, engine)], tmp_path)[0]
+        code, _, log = deploy([(env, v3, engine)], tmp_path, MODEL_LAYERS)[0]
         assert code != 0, log[-6000:]
         assert f"sha256 is {actual}, the stack pins {wrong}" in " ".join(log.split()), (engine, log[-6000:])
         assert snapshot(host, (*MANAGED, f"{MODEL}/2", f"{MODEL}/2/model.py")) == converged, engine
@@ -277,7 +210,8 @@ def init_pid(host: sandbox.FreshHost) -> str:
 
 def deploy_killed_in_the_switch(env: dict[str, str], stack: str, host: sandbox.FreshHost, logs: Path) -> None:
     """`cnctl deploy` SIGKILLed, with its engine, the moment the host runs the switch (`model_serve.py serve`)."""
-    proc = subprocess.Popen([str(BIN / "cnctl"), "deploy", "--stack", stack], cwd=REPO, env=env, text=True,
+    proc = subprocess.Popen([str(BIN / "cnctl"), "deploy", "--stack", stack, "--layers", ",".join(MODEL_LAYERS)],
+                            cwd=REPO, env=env, text=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + DEPLOY_TIMEOUT_S
@@ -305,7 +239,7 @@ def test_while_a_client_sends_requests_no_fault_fails_one_and_each_leaves_the_ol
     try:
         # HTTP 500 for the archive: the host fails with the status, v1 serves on
         fault({"kind": "error", "status": 500, "prefix": "/artifacts/models/sandbox_standin-v2.zip"})
-        code, _, log = deploy([(env, v2, "pyinfra")], tmp_path)[0]
+        code, _, log = deploy([(env, v2, "pyinfra")], tmp_path, MODEL_LAYERS)[0]
         fault(None)
         assert code != 0 and f"{v2_url}: HTTP 500 Internal Server Error" in log, log[-6000:]
         assert served_version(host) == 1 and staging_entries(host) == []
@@ -315,7 +249,7 @@ def test_while_a_client_sends_requests_no_fault_fails_one_and_each_leaves_the_ol
         mount = ["nsenter", "-t", leader, "-m", "mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=1,mode=700", "tmpfs", STAGING]
         subprocess.run(mount, check=True, timeout=30)
         try:
-            code, _, log = deploy([(env, v2, "ansible")], tmp_path)[0]
+            code, _, log = deploy([(env, v2, "ansible")], tmp_path, MODEL_LAYERS)[0]
         finally:
             subprocess.run(["nsenter", "-t", leader, "-m", "umount", STAGING], check=True, timeout=30)
         assert code != 0 and "No space left on device" in log, log[-6000:]
@@ -324,13 +258,13 @@ def test_while_a_client_sends_requests_no_fault_fails_one_and_each_leaves_the_ol
         # the deploy killed in the middle of the switch to v2: whatever it left, a re-run converges to v2
         deploy_killed_in_the_switch(env, v2, host, tmp_path)
         assert served_version(host) in (1, 2) and staging_entries(host) == []
-        code, _, log = deploy([(env, v2, "pyinfra")], tmp_path)[0]
+        code, _, log = deploy([(env, v2, "pyinfra")], tmp_path, MODEL_LAYERS)[0]
         assert code == 0 and served_version(host) == 2, log[-6000:]
 
         # a version Triton refuses to load: the host fails with Triton's words, v2 serves on, its config on disk
         config_v2 = host.ssh(f"sudo cat {MODEL}/config.pbtxt").stdout
         for engine in ("pyinfra", "ansible"):
-            code, _, log = deploy([(env, broken, engine)], tmp_path)[0]
+            code, _, log = deploy([(env, broken, engine)], tmp_path, MODEL_LAYERS)[0]
             assert code != 0 and "refuses to load (standin_fail_load=true)" in log, (engine, log[-6000:])
             assert served_version(host) == 2 and host.ssh(f"sudo cat {MODEL}/config.pbtxt").stdout == config_v2
             assert infer(host)["version"] == "2"

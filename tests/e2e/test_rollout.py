@@ -31,7 +31,8 @@ from cnctl.config import StackConfig, load_stack
 from cnctl.sandbox import fleet as sandbox
 from cnctl.sandbox.instance import Instance
 from tests.e2e.fleet_helpers import BIN, REPO, SESSION_NET
-from tests.e2e.test_model_layer import SITE, env_of, request_log, servers_only, site_sha256, stack_with
+from tests.e2e.host_state import SITE, request_log, site_sha256
+from tests.e2e.test_model_layer import env_of, servers_only, stack_with
 
 pytestmark = pytest.mark.fleet
 

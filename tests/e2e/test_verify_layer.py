@@ -1,10 +1,7 @@
-"""The verify layer and `cnctl status` on the sandbox fleet (fresh amd64 servers; every layer below runs first).
+"""`cnctl status` and the verify layer on the sandbox fleet (a fresh amd64 server; every layer below runs first).
+A fresh host converging healthy with either engine, the report's timer and hardened service, the same files
+whichever engine wrote them and a second run that changes nothing: tests/e2e/test_layers.py.
 
-- a fresh server converges with pyinfra and another with Ansible: the health report says healthy (the pinned
-  version READY in Triton, Docker's version, the platform record, the deploy record), the timer is enabled
-  and running, its service (hardened) writes /var/lib/circularnet/health.json 0644, and the layer's files are
-  the same whichever engine wrote them;
-- a second run, and each engine after the other, changes nothing (the read-only check counts no change);
 - `cnctl status`: exit 0 on a healthy fleet; with Triton stopped exit 1 naming the host and the problem,
   and a deploy of the verify layer alone fails the host with that problem in either engine; healthy again
   once Triton runs; a host that does not answer makes it exit 1 naming it, the healthy one still reported.
@@ -36,19 +33,6 @@ pytestmark = pytest.mark.fleet
 
 DEPLOY_TIMEOUT_S = 1800
 STATUS_TIMEOUT_S = 300
-HELPER = "/usr/local/lib/circularnet/health_report.py"
-REPORT = "/var/lib/circularnet/health.json"
-# The verify layer's files (deploy/verify.py, roles/verify), for the parity of the two engines.
-MANAGED = (HELPER, "/etc/circularnet/health-report.json", "/var/lib/circularnet/deploy.json",
-           "/etc/systemd/system/circularnet-health.service", "/etc/systemd/system/circularnet-health.timer")
-# The host's own name (in the deploy record) is hashed as HOST, so that two hosts' files compare.
-SNAPSHOT = """
-name=$1; shift
-for p in "$@"; do
-  if [ -e "$p" ]; then stat -c '%n %F %a %U:%G' "$p"; sed "s/\\"$name\\"/\\"HOST\\"/g" "$p" | sha256sum
-  else echo "$p absent"; fi
-done
-"""
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -121,19 +105,6 @@ def status(env: dict[str, str], *args: str) -> tuple[int, dict[str, Any] | None,
     return proc.returncode, data, proc.stderr
 
 
-def report(host: sandbox.FreshHost) -> dict[str, Any]:
-    """The host's health report, computed now (read-only), as the deploy user through sudo."""
-    result = host.ssh(f"sudo python3 {HELPER} --read-only", timeout=180)
-    assert result.returncode in (0, 1), result.stdout + result.stderr
-    return json.loads(result.stdout.splitlines()[-1])
-
-
-def snapshot(host: sandbox.FreshHost) -> str:
-    result = host.ssh(f"sudo sh -s -- {host.state.name} {' '.join(MANAGED)}", input=SNAPSHOT, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
 def until_healthy(env: dict[str, str], seconds: float = 180) -> tuple[int, dict[str, Any] | None, str]:
     """`cnctl status` again until it exits 0 or `seconds` passed (Triton loads the model after a start)."""
     deadline = time.monotonic() + seconds
@@ -158,50 +129,6 @@ def verify_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[dict[str,
 
 
 # --- the tests -------------------------------------------------------------------------------------
-
-
-def test_fresh_servers_converge_healthy_with_either_engine_and_a_second_run_changes_nothing(
-        boot_fresh: Callable[..., sandbox.FreshHost], view: Callable[..., dict[str, str]], tmp_path: Path) -> None:
-    hosts = {"pyinfra": boot_fresh("server"), "ansible": boot_fresh("server")}
-    envs = {engine: view([host]) for engine, host in hosts.items()}
-    started = time.monotonic()
-    for code, rows, log in deploy([(envs[e], e) for e in hosts], tmp_path):
-        assert code == 0 and all(failed == 0 and changed > 0 for changed, failed in rows.values()), (rows, log[-6000:])
-    print(f"first run, both engines at once: {time.monotonic() - started:.0f} s")
-
-    for engine, host in hosts.items():
-        found = report(host)
-        assert found["healthy"] is True and found["problems"] == [], (engine, found["problems"])
-        assert found["host"] == host.state.name and found["platform"]["platform"] == "server"
-        assert found["model"]["name"] == "circularnet" and found["model"]["version"] == 1 and found["model"]["ready"]
-        assert found["triton"]["live"] and found["triton"]["unit_state"] == "active"
-        assert found["versions"]["docker"] and found["versions"]["driver"]  # the real engine; the stand-in driver
-        record = found["last_deploy"]
-        assert (record["stack"], record["runtime"], record["model"]["version"]) == ("local", "container", 1), record
-        assert record["image"] and record["at"]
-        assert {d["path"] for d in found["disk"]} == {"/opt/circularnet/models", "/"}
-
-        # the timer runs; its hardened service writes the report, 0644, and does not count unhealthy as failed
-        assert host.ssh("systemctl is-enabled circularnet-health.timer").stdout.strip() == "enabled"
-        assert host.ssh("systemctl is-active circularnet-health.timer").stdout.strip() == "active"
-        ran = host.ssh("sudo systemctl start circularnet-health.service && "
-                       "systemctl show -p Result --value circularnet-health.service", timeout=180)
-        assert ran.returncode == 0 and ran.stdout.strip() == "success", (engine, ran.stdout + ran.stderr,
-                                                                         host.ssh("journalctl -u circularnet-health "
-                                                                                  "--no-pager | tail -20").stdout)
-        assert host.ssh(f"stat -c '%a %U:%G' {REPORT}").stdout.strip() == "644 root:root"
-        written = json.loads(host.ssh(f"cat {REPORT}").stdout)
-        assert written["healthy"] is True and written["model"]["version"] == 1, (engine, written["problems"])
-    by_pyinfra, by_ansible = snapshot(hosts["pyinfra"]), snapshot(hosts["ansible"])
-    assert "absent" not in by_pyinfra and by_pyinfra == by_ansible
-
-    # a second run, then each engine after the other: nothing changes, the check included
-    mtimes = {e: h.ssh("stat -c %Y /var/lib/circularnet/deploy.json").stdout for e, h in hosts.items()}
-    second = deploy([(envs["pyinfra"], "pyinfra"), (envs["ansible"], "ansible")], tmp_path)
-    second += deploy([(envs["pyinfra"], "ansible"), (envs["ansible"], "pyinfra")], tmp_path)
-    for code, rows, log in second:
-        assert code == 0 and all(changed == 0 and failed == 0 for changed, failed in rows.values()), (rows, log[-6000:])
-    assert {e: h.ssh("stat -c %Y /var/lib/circularnet/deploy.json").stdout for e, h in hosts.items()} == mtimes
 
 
 def test_cnctl_status_exits_1_naming_an_unhealthy_or_unreachable_host_and_the_verify_layer_fails_it(
