@@ -8,6 +8,7 @@ import base64
 import contextlib
 import http.server
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -176,3 +177,21 @@ def serving(address: str, body: bytes) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+_ANSIBLE_TASK = re.compile(r"^TASK \[(?P<task>.+?)\] \*")
+_ANSIBLE_CHANGED = re.compile(r"^changed: \[(?P<host>[^\]]+)\]")
+_PYINFRA_OP = re.compile(r"^--> Starting operation: (?P<op>.+?)\s*$")
+_PYINFRA_CHANGED = re.compile(r"^\s+\[(?P<host>[^\]]+)\] Success")
+
+
+def what_changed(log: str) -> list[str]:
+    """`host: task` for every Ansible task reported `changed` and every pyinfra operation that ran commands
+    (`Success`, not `No changes`) in an engine's log: what an assertion on a no-op run shows when it fails."""
+    found, current = [], ""
+    for line in log.splitlines():
+        if m := _ANSIBLE_TASK.match(line) or _PYINFRA_OP.match(line):
+            current = m.groupdict().get("task") or m.group("op")
+        elif m := _ANSIBLE_CHANGED.match(line) or _PYINFRA_CHANGED.match(line):
+            found.append(f"{m['host']}: {current}")
+    return found

@@ -50,6 +50,7 @@ from tests.e2e.fleet_helpers import (
     host_processes,
     other_signing_key,
     serving,
+    what_changed,
 )
 from tests.e2e.host_state import (
     HEALTH_HELPER,
@@ -260,7 +261,8 @@ def test_fresh_hosts_converge_once_and_both_engines_reach_the_same_end_state(
     second = run_all(runs)
     for code, rows, log in second:
         assert code == 0, log[-6000:]
-        assert rows and all(changed == 0 and failed == 0 for _, changed, failed in rows.values()), (rows, log[-6000:])
+        assert rows and all(changed == 0 and failed == 0 for _, changed, failed in rows.values()), \
+            f"{rows} changed: {what_changed(log)}\n{log[-6000:]}"
     assert {engine: docker_pid(host) for engine, host in hosts.items()} == pids
     assert {e: h.ssh("stat -c %Y /var/lib/circularnet/deploy.json").stdout for e, h in hosts.items()} == records
     for host in hosts.values():
@@ -275,7 +277,8 @@ def test_fresh_hosts_converge_once_and_both_engines_reach_the_same_end_state(
     if flavour == "server":  # each engine finds nothing to change after the other
         crossed = run_all([(envs["pyinfra"], ("--engine", "ansible")), (envs["ansible"], ("--engine", "pyinfra"))])
         for code, rows, log in crossed:
-            assert code == 0 and all(changed == 0 for _, changed, _ in rows.values()), (rows, log[-6000:])
+            assert code == 0 and all(changed == 0 for _, changed, _ in rows.values()), \
+                f"{rows} changed: {what_changed(log)}\n{log[-6000:]}"
 
 
 @pytest.mark.parametrize("engine", ["pyinfra", "ansible"])

@@ -185,7 +185,7 @@ def test_a_cut_download_fails_cleanly_then_converges_and_a_wrong_sha256_changes_
     for engine in ("pyinfra", "ansible"):
         code, _, log = deploy([(env, v3, engine)], tmp_path, MODEL_LAYERS)[0]
         assert code != 0, log[-6000:]
-        assert f"sha256 is {actual}, the stack pins {wrong}" in " ".join(log.split()), (engine, log[-6000:])
+        assert f"sha256 is {actual}, the stack pins {wrong}" in " ".join(log.split()), f"{engine}\n{log[-6000:]}"
         assert snapshot(host, (*MANAGED, f"{MODEL}/2", f"{MODEL}/2/model.py")) == converged, engine
         assert host.ssh(f"sudo test -e {MODEL}/3").returncode != 0 and staging_entries(host) == []
 
@@ -265,7 +265,7 @@ def test_while_a_client_sends_requests_no_fault_fails_one_and_each_leaves_the_ol
         config_v2 = host.ssh(f"sudo cat {MODEL}/config.pbtxt").stdout
         for engine in ("pyinfra", "ansible"):
             code, _, log = deploy([(env, broken, engine)], tmp_path, MODEL_LAYERS)[0]
-            assert code != 0 and "refuses to load (standin_fail_load=true)" in log, (engine, log[-6000:])
+            assert code != 0 and "refuses to load (standin_fail_load=true)" in log, f"{engine}\n{log[-6000:]}"
             assert served_version(host) == 2 and host.ssh(f"sudo cat {MODEL}/config.pbtxt").stdout == config_v2
             assert infer(host)["version"] == "2"
     finally:
