@@ -32,7 +32,7 @@ typecheck: venv
 	$(BIN)/mypy cnctl
 
 test: setup venv  ## the whole test suite (unit, mock engine, type check, sandbox fleet)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest tests
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest --durations=30 tests
 
 bench: venv  ## print the benchmark tables (the sandbox one needs root)
 	$(BIN)/python bench/plan.py
