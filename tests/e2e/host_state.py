@@ -18,6 +18,14 @@ MODEL = "/opt/circularnet/models/circularnet"
 STAGING = "/var/lib/circularnet/staging"
 HEALTH_HELPER = "/usr/local/lib/circularnet/health_report.py"
 HEALTH_REPORT = "/var/lib/circularnet/health.json"
+# The model and inference layers' files (deploy/model.py, deploy/inference.py and their roles), for snapshots.
+MODEL_FILES = (
+    "/usr/local/lib/circularnet", "/usr/local/lib/circularnet/model_sync.py", STAGING, "/opt/circularnet",
+    "/opt/circularnet/models", MODEL, f"{MODEL}/config.pbtxt", f"{MODEL}/1", f"{MODEL}/1/model.py",
+    f"{MODEL}/1/.cnctl-config.pbtxt", "/etc/circularnet/triton", "/etc/circularnet/triton/config.pbtxt",
+    f"{MODEL}/.cnctl-served.json", "/usr/local/lib/circularnet/model_serve.py",
+    "/etc/systemd/system/circularnet-triton.service",
+)
 # The session site's artifact server (models, wheelhouse), as hosts reach it.
 SITE = f"http://{SESSION_NET}2:8080"
 

@@ -55,8 +55,7 @@ from tests.e2e.fleet_helpers import (
 from tests.e2e.host_state import (
     HEALTH_HELPER,
     HEALTH_REPORT,
-    MODEL,
-    STAGING,
+    MODEL_FILES,
     health_report,
     marker,
     request_log,
@@ -83,11 +82,7 @@ COMMON = (
 )
 # The model, inference and verify layers' files (pip's files in the native runtime's venv are pip's).
 SERVING = (
-    "/usr/local/lib/circularnet", "/usr/local/lib/circularnet/model_sync.py", STAGING, "/opt/circularnet",
-    "/opt/circularnet/models", MODEL, f"{MODEL}/config.pbtxt", f"{MODEL}/1", f"{MODEL}/1/model.py",
-    f"{MODEL}/1/.cnctl-config.pbtxt", "/etc/circularnet/triton", "/etc/circularnet/triton/config.pbtxt",
-    f"{MODEL}/.cnctl-served.json", "/usr/local/lib/circularnet/model_serve.py",
-    "/etc/systemd/system/circularnet-triton.service", HEALTH_HELPER, "/etc/circularnet/health-report.json",
+    *MODEL_FILES, HEALTH_HELPER, "/etc/circularnet/health-report.json",
     "/var/lib/circularnet/deploy.json", "/etc/systemd/system/circularnet-health.service",
     "/etc/systemd/system/circularnet-health.timer",
 )

@@ -35,7 +35,7 @@ from cnctl.sandbox.instance import Instance
 from cnctl.sandbox.inventory import write_ansible_inventory
 from cnctl.sandbox.state import FleetState, save
 from tests.e2e.fleet_helpers import BIN, REPO, SESSION_NET
-from tests.e2e.host_state import MODEL, SITE, STAGING, marker, requests_from, site_sha256, staging_entries
+from tests.e2e.host_state import MODEL, MODEL_FILES, SITE, STAGING, marker, requests_from, site_sha256, staging_entries
 from tests.e2e.triton_client import infer, infer_loop
 
 pytestmark = pytest.mark.fleet
@@ -44,11 +44,7 @@ DEPLOY_TIMEOUT_S = 1800
 # What a model change touches: once a host has converged, the faults below are played through these layers
 # only (`cnctl deploy --layers`, as `cnctl model rollout` runs them); the platform layer always applies.
 MODEL_LAYERS = ("model", "inference")
-MANAGED = ("/usr/local/lib/circularnet", "/usr/local/lib/circularnet/model_sync.py", STAGING, "/opt/circularnet",
-           "/opt/circularnet/models", MODEL, f"{MODEL}/config.pbtxt", f"{MODEL}/1", f"{MODEL}/1/model.py",
-           f"{MODEL}/1/.cnctl-config.pbtxt", "/etc/circularnet/triton", "/etc/circularnet/triton/config.pbtxt",
-           f"{MODEL}/.cnctl-served.json", "/usr/local/lib/circularnet/model_serve.py",
-           "/etc/systemd/system/circularnet-triton.service")
+MANAGED = MODEL_FILES
 SNAPSHOT = """
 for p in "$@"; do
   if [ -e "$p" ]; then stat -c '%n %F %a %U:%G' "$p"; if [ -f "$p" ]; then sha256sum < "$p"; fi
