@@ -155,7 +155,9 @@ def inference() -> None:
                     **unit_variables(wants, data, address, python))
     # Decided while the operations are prepared (after_change), not by `_if` callbacks at run time, so that
     # `--dry` on a converged host reports nothing; only a Triton that ran before this run is restarted.
-    ran_before = host.get_fact(SystemdStatus, services=data["inference_unit"]).get(data["inference_unit"], False)
+    # Asked exactly as systemd.service below asks it, so that both read one cached fact (one round trip).
+    ran_before = host.get_fact(SystemdStatus, user_mode=False, machine=None, user_name=None,
+                               services=[data["inference_unit"]]).get(data["inference_unit"], False)
     after_change(name="Inference: systemd reloaded after a unit change", changed=[unit],
                  commands=["systemctl daemon-reload"])
     systemd.service(name="Inference: Triton enabled and running", service=data["inference_unit"], running=True,
