@@ -229,6 +229,34 @@ class ModelCatalog(_Data):
     models: dict[str, CatalogModel]
 
 
+# --- pipeline catalog ------------------------------------------------------------------------
+
+
+class Client(_Data):
+    """A CircularNet client archive the pipeline runs (catalog/pipeline.yaml)."""
+
+    description: str
+    generation: str
+    url: str | None
+    sha256: str | None
+    entry: str = Field(pattern=r"^[A-Za-z0-9_./-]{1,200}$")
+    # Names of `uploader`-style pinned wheels the client needs; None: not pinned yet (the layer refuses it).
+    requirements: list[PinnedWheel] | None
+    standin: bool
+
+
+class Uploader(_Data):
+    """The wheels of the pipeline's venv: the uploader's libraries and every dependency, pinned by hash."""
+
+    pythons: list[str]
+    packages: list[PinnedWheel]
+
+
+class PipelineCatalog(_Data):
+    clients: dict[str, Client] = Field(default_factory=dict)
+    uploader: Uploader = Field(default_factory=lambda: Uploader(pythons=[], packages=[]))
+
+
 # --- Google Cloud facts ----------------------------------------------------------------------
 
 
@@ -297,6 +325,8 @@ class Catalog(_Data):
     platforms: PlatformMatrix
     models: ModelCatalog
     gcp: GcpFacts
+    # Optional so that a revision from before the pipeline catalog (plan-diff's base tree) still loads.
+    pipeline: PipelineCatalog = Field(default_factory=PipelineCatalog)
 
 
 def _load(directory: Path, name: str) -> dict:
@@ -310,6 +340,8 @@ def load_catalog(directory: Path) -> Catalog:
         platforms=PlatformMatrix.model_validate(_load(directory, "platforms.yaml")),
         models=ModelCatalog.model_validate(_load(directory, "models.yaml")),
         gcp=GcpFacts.model_validate(_load(directory, "gcp.yaml")),
+        pipeline=PipelineCatalog.model_validate(_load(directory, "pipeline.yaml"))
+        if (directory / "pipeline.yaml").is_file() else PipelineCatalog(),
     )
 
 

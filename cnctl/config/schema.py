@@ -28,6 +28,7 @@ _TEMPLATE = re.compile(r"\{\{|\}\}|\{%|\$\{")
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9/._-]+$")
 _BQ_ID = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_DEVICE = re.compile(r"^/dev/[A-Za-z0-9/_-]+$")
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
 _HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -109,6 +110,25 @@ def _directory(value: str) -> str:
     return value
 
 
+def _rtsp_url(value: str) -> str:
+    """rtsp:// or rtsps:// with a host; never credentials (a stack is committed: they go in the camera itself
+    or a site proxy)."""
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("rtsp", "rtsps") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an rtsp:// or rtsps:// URL with a host")
+    if parts.username or parts.password:
+        raise ValueError("holds credentials (user:password@): a stack file is committed; give the camera a "
+                         "credential-free stream URL on the plant network or a site RTSP proxy")
+    return value
+
+
+def _controller_path(value: str) -> str:
+    """A file on the deploying machine: absolute or ~/..., never inside a committed directory by accident."""
+    if not (value.startswith("/") or value.startswith("~/")) or not _SAFE_PATH.fullmatch(value.lstrip("~")):
+        raise ValueError(f"{value!r} is not an absolute path or ~/path of letters, digits, / . _ - on the deploying machine")
+    return value
+
+
 def _cidr(value: str) -> str:
     try:
         ipaddress.ip_network(value, strict=True)
@@ -153,6 +173,9 @@ EndpointUrl = Annotated[str, AfterValidator(_url("https", "http"))]
 ArchiveUrl = Annotated[str, AfterValidator(_url("https", "http", "gs"))]
 HostAddress = Annotated[str, AfterValidator(_host_address)]
 Directory = Annotated[str, AfterValidator(_directory)]
+DevicePath = Annotated[str, AfterValidator(_matches(_DEVICE, "device path like /dev/video0"))]
+RtspUrl = Annotated[str, AfterValidator(_rtsp_url)]
+ControllerPath = Annotated[str, AfterValidator(_controller_path)]
 
 
 class Section(BaseModel):
@@ -195,6 +218,13 @@ class Storage(Section):
     buckets: Buckets
     image_retention_days: int = Field(30, ge=1, le=3650)
     kms_key_name: KmsKeyName | None = None
+    credentials_file: ControllerPath | None = Field(
+        None,
+        description="on the machine that deploys: the uploader's credentials (GCS: a service-account key JSON; S3: "
+        "a JSON {accessKeyId, secretAccessKey}), copied to each edge device and server as a 0600 file of the "
+        "pipeline's user; never in the repo. None: the host's own identity (a GCE VM's service account), or "
+        "anonymous access to an emulator",
+    )
 
 
 class Analytics(Section):
@@ -268,21 +298,47 @@ class Inference(Section):
 
 
 class Pipeline(Section):
+    """The client pipeline on every edge device and server: frames in, detections out, uploaded."""
+
     score_threshold: float = Field(0.4, gt=0, lt=1)
     search_range_x: int = Field(150, ge=0)
     search_range_y: int = Field(20, ge=0)
     memory: int = Field(20, ge=0)
     tracking_visualization: bool = False
     cropped_objects: bool = False
+    client: str | None = Field(
+        None, description="the client's catalog key (catalog/pipeline.yaml `clients`); default: the model generation's"
+    )
+    client_url: ArchiveUrl | None = Field(None, description="mirror of the client archive; default: the catalog's URL")
+    client_sha256: Sha256 | None = Field(None, description="the client archive's sha256; default: the catalog's pin")
+    interval_seconds: int = Field(10, ge=1, le=86400, description="the pipeline timer: a run this long after the last ended")
+    batch_frames: int = Field(64, ge=1, le=10000, description="frames one pipeline run takes from the spool at most")
+    upload_images: bool = Field(False, description="upload the frames too (to storage.buckets.images), not only results")
+    queue_budget_mib: int = Field(
+        1024, ge=1, le=1048576,
+        description="disk the upload queue may use on a host; past it the oldest queued files are dropped and counted",
+    )
 
 
 # --- fleets ----------------------------------------------------------------------------------
 
 
 class Camera(Section):
+    """The belt camera of an edge device: where frames come from and where they are spooled for the pipeline."""
+
+    source: Literal["v4l2", "rtsp", "replay"] = Field(
+        "v4l2", description="v4l2: a USB/CSI camera device; rtsp: a network camera; replay: recorded footage"
+    )
+    device: DevicePath = Field("/dev/video0", description="the V4L2 device (source v4l2)")
+    url: RtspUrl | None = Field(None, description="the camera's stream (source rtsp), without credentials")
+    replay_url: ArchiveUrl | None = Field(None, description="a zip of JPEG frames replayed in name order (source replay)")
+    replay_sha256: Sha256 | None = Field(None, description="the replay archive's sha256")
     frame_prefix: str = Field("frame", pattern=r"^[A-Za-z0-9-]+$")
-    capture_dir: Directory = "/var/lib/circularnet/frames"
+    capture_dir: Directory = "/var/lib/circularnet/pipeline/frames"
     fps: int = Field(30, ge=1, le=240)
+    spool_budget_mib: int = Field(
+        2048, ge=1, le=1048576, description="disk the frame spool may use; past it the oldest frames are dropped and counted"
+    )
 
 
 class Host(Section):
