@@ -55,6 +55,26 @@ URL and the stack's `mirrors` section replaces its base for air-gapped plants (N
 | cn_model_format | all | `tf_savedmodel`, `onnx` or `python`: where a bare archive's model goes in its version directory |
 | cn_model_platform | all | the Triton platform of the config.pbtxt rendered for archives that bring none |
 | cn_model_keep | all | versions each host keeps in its model repository (`model.keep`) |
+| cn_pipeline_client | all | the client's catalog key (`pipeline.client`, else the model's generation) |
+| cn_pipeline_client_url | all | where hosts fetch the client archive (`pipeline.clientUrl`, else the catalog's) |
+| cn_pipeline_client_sha256 | all | its pinned sha256 (`pipeline.clientSha256`, else the catalog's); None: the pipeline layer refuses |
+| cn_pipeline_client_entry | all | the client's script inside the archive (`inference_pipeline.py`) |
+| cn_pipeline_client_wheels | all | [{name, version, sha256}] the client needs in the venv; None: not pinned yet (the layer refuses) |
+| cn_pipeline_generation | all | the model's client generation (`tf`, `detr`): the flags and the detections table |
+| cn_pipeline_flags | all | the client's flags, `--flag=value`, rendered for the generation from `pipeline` |
+| cn_pipeline_interval | all | seconds between the end of one pipeline run and the next (`pipeline.intervalSeconds`) |
+| cn_pipeline_batch_frames | all | frames one run takes at most (`pipeline.batchFrames`) |
+| cn_pipeline_upload_images | all | whether frames are uploaded too (`pipeline.uploadImages`) |
+| cn_pipeline_queue_budget_mib | all | disk the upload queue may use (`pipeline.queueBudgetMib`) |
+| cn_uploader_wheels | all | [{name, version, sha256}] of the uploader (google-cloud-storage, boto3, every dependency) |
+| cn_pipeline_pythons | all | host Pythons (X.Y) the uploader's pinned wheels support |
+| cn_storage_kind | all | `gcs` or `s3` (`storage.kind`) |
+| cn_storage_endpoint | all | an emulator or on-site S3 URL (`storage.endpoint`), None: the provider's own |
+| cn_storage_project | all | the GCP project (`gcp.project`), None without a cloud layer |
+| cn_storage_results_bucket | all | where results go (`storage.buckets.results`) |
+| cn_storage_images_bucket | all | where frames go when uploaded (`storage.buckets.images`) |
+| cn_storage_credentials_file | all | the uploader's credentials on the deploying machine (`storage.credentialsFile`), None: the host's identity |
+| cn_camera | all | edge: {source, device, url, replay_url, replay_sha256, prefix, spool, fps, spool_budget_mib} (fleet entry `camera`); None elsewhere |
 | cn_jetpack | jetson | JetPack release of the fleet entry (`6.2`) |
 | cn_l4t | jetson | L4T release it implies (`36.4.3`): must equal /etc/nv_tegra_release |
 | cn_l4t_gcid | jetson | GCID on the first line of /etc/nv_tegra_release |
@@ -157,6 +177,8 @@ def stack_vars(cfg: StackConfig, cat: Catalog | None = None) -> dict[str, Any]:
         "cn_nvidia_ctk_repo_url": _mirrored(ctk.repo_url, ctk_base, mirrors.container_toolkit_apt),
         "cn_site_apt_url": mirrors.site_apt,
         "cn_site_apt_key_url": mirrors.site_apt_key,
+        **_pipeline_vars(cfg, cat),
+        "cn_camera": None,
     }
 
 
@@ -169,7 +191,7 @@ def host_vars(cfg: StackConfig, group: Group, entry: Entry, cat: Catalog | None 
     own = entry.inference_runtime if isinstance(entry, EdgeDevice | Server) else None
     common["cn_inference_runtime"] = own or cfg.inference.runtime
     if group == "edge" and isinstance(entry, EdgeDevice):
-        return {**common, **_jetson_vars(cfg, entry, cat)}
+        return {**common, **_jetson_vars(cfg, entry, cat), "cn_camera": _camera(entry)}
     if group == "servers" and isinstance(entry, Server):
         return {**common, **_server_vars(cfg, entry, cat)}
     if group == "cloud" and isinstance(entry, CloudVm):
@@ -259,6 +281,71 @@ def _cloud_vars(cfg: StackConfig, vm: CloudVm, cat: Catalog) -> dict[str, Any]:
         "cn_gcp_zone": vm.zone,
         "cn_image_family": cfg.compute.image_family,
     }
+
+
+def _pipeline_vars(cfg: StackConfig, cat: Catalog) -> dict[str, Any]:
+    """The pipeline layer's wishes: the client archive and its flags, the uploader's wheels and the storage."""
+    model = cat.models.models[cfg.model.key]
+    key = cfg.pipeline.client or model.generation
+    client = cat.pipeline.clients.get(key)  # the stack checks refused keys the catalog lacks
+    buckets = cfg.storage.buckets
+    return {
+        "cn_pipeline_client": key,
+        "cn_pipeline_client_url": cfg.pipeline.client_url or (client.url if client else None),
+        "cn_pipeline_client_sha256": cfg.pipeline.client_sha256 or (client.sha256 if client else None),
+        "cn_pipeline_client_entry": client.entry if client else None,
+        "cn_pipeline_client_wheels": None if client is None or client.requirements is None
+        else [w.model_dump() for w in client.requirements],
+        "cn_pipeline_generation": model.generation,
+        "cn_pipeline_flags": pipeline_flags(cfg, cat),
+        "cn_pipeline_interval": cfg.pipeline.interval_seconds,
+        "cn_pipeline_batch_frames": cfg.pipeline.batch_frames,
+        "cn_pipeline_upload_images": cfg.pipeline.upload_images,
+        "cn_pipeline_queue_budget_mib": cfg.pipeline.queue_budget_mib,
+        "cn_uploader_wheels": [w.model_dump() for w in cat.pipeline.uploader.packages],
+        "cn_pipeline_pythons": list(cat.pipeline.uploader.pythons),
+        "cn_storage_kind": cfg.storage.kind,
+        "cn_storage_endpoint": cfg.storage.endpoint,
+        "cn_storage_project": cfg.gcp.project if cfg.gcp else None,
+        "cn_storage_results_bucket": buckets.results,
+        "cn_storage_images_bucket": buckets.images,
+        "cn_storage_credentials_file": cfg.storage.credentials_file,
+    }
+
+
+def pipeline_flags(cfg: StackConfig, cat: Catalog) -> list[str]:
+    """The client's flags for the model's generation (catalog `generations.<g>.flags` names the two that
+    differ), `--flag=value` so that absl and argparse clients read them alike; input and output directories
+    are the runner's, per batch."""
+    model = cat.models.models[cfg.model.key]
+    names = cat.models.generations[model.generation].flags
+    pipe = cfg.pipeline
+    height, width = _image_size(model.input.shape)
+    values: list[tuple[str, Any]] = [
+        (names["model"], model.served_name), (names["score"], pipe.score_threshold),
+        ("--height", height), ("--width", width), ("--search_range_x", pipe.search_range_x),
+        ("--search_range_y", pipe.search_range_y), ("--memory", pipe.memory),
+        ("--tracking_visualization", str(pipe.tracking_visualization).lower()),
+        ("--cropped_objects", str(pipe.cropped_objects).lower()),
+    ]
+    return [f"{flag}={value}" for flag, value in values]
+
+
+def _image_size(shape: list[int]) -> tuple[int, int]:
+    """(height, width) of an image input tensor, NHWC ([1, 1024, 1024, 3]) or NCHW ([1, 3, 432, 432])."""
+    if len(shape) == 4 and shape[-1] in (1, 3):
+        return shape[1], shape[2]
+    if len(shape) == 4 and shape[1] in (1, 3):
+        return shape[2], shape[3]
+    raise ValueError(f"model input shape {shape} is not an image tensor (NHWC or NCHW)")
+
+
+def _camera(dev: EdgeDevice) -> dict[str, Any]:
+    """A device's camera, as the capture service's settings take it."""
+    cam = dev.camera
+    return {"source": cam.source, "device": cam.device, "url": cam.url, "replay_url": cam.replay_url,
+            "replay_sha256": cam.replay_sha256, "prefix": cam.frame_prefix, "spool": cam.capture_dir,
+            "fps": cam.fps, "spool_budget_mib": cam.spool_budget_mib}
 
 
 def _cuda_repo_vars(cfg: StackConfig, cat: Catalog) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from cnctl.catalog import Catalog, catalog
 from cnctl.config.errors import Problem
 from cnctl.config.gcp_checks import RULES as GCP_RULES
+from cnctl.config.pipeline_checks import RULES as PIPELINE_RULES
 from cnctl.config.schema import Host, StackConfig
 
 Rule = Callable[[StackConfig, Catalog], Iterator[Problem]]
@@ -284,6 +285,7 @@ RULES: tuple[Rule, ...] = (
     inference_reachable_where_allowed,
     labels_not_reserved,
     *GCP_RULES,
+    *PIPELINE_RULES,
 )
 
 

@@ -124,7 +124,7 @@ def _rtsp_url(value: str) -> str:
 
 def _controller_path(value: str) -> str:
     """A file on the deploying machine: absolute or ~/..., never inside a committed directory by accident."""
-    if not (value.startswith("/") or value.startswith("~/")) or not _SAFE_PATH.fullmatch(value.lstrip("~")):
+    if not value.startswith(("/", "~/")) or not _SAFE_PATH.fullmatch(value.lstrip("~")):
         raise ValueError(f"{value!r} is not an absolute path or ~/path of letters, digits, / . _ - on the deploying machine")
     return value
 
