@@ -14,10 +14,11 @@ Settings (the `capture` section of the pipeline settings, plus `spool` and `stat
 - `v4l2`: `device` through ffmpeg; `rtsp`: `url` through ffmpeg (TCP transport). ffmpeg writes an MJPEG
   stream to a pipe (`ffmpeg_argv`), which this script splits into JPEG frames (`MjpegSplitter`).
 
-Each frame is written as `<spool>/.<name>.tmp` (mode 0640) and renamed to `<name>`, where name is
-`<prefix>_<YYYYMMDD>_<HHMMSSxx>.jpg`, the UTC time of its arrival (xx = hundredths of a second): the
-pipeline reads only names without a leading dot, and names sort in capture order. A second frame within
-the same hundredth takes the next free hundredth; a name is never overwritten.
+Each frame is written as `<spool>/.<name>.tmp` (mode 0640), then hard-linked to `<name>` and the temp file
+removed (renamed, on a filesystem without links), where name is `<prefix>_<YYYYMMDD>_<HHMMSSxx>.jpg`, the
+UTC time of its arrival (xx = hundredths of a second): the pipeline reads only names without a leading dot,
+and names sort in capture order. A second frame within the same hundredth takes the next free hundredth; a
+name is never overwritten, not even one another capture process (an operator's `once`) just wrote.
 
 The spool holds at most `spool_budget_mib` of frames: before a frame is written, the oldest frames are
 deleted until it fits, each counted as dropped. A frame that cannot be written (a full disk) is dropped,
@@ -366,20 +367,36 @@ class Spool:
     def exists(self, name: str) -> bool:
         return os.path.lexists(self.path / name)
 
-    def write(self, name: str, data: bytes) -> None:
-        """`.name.tmp`, then renamed to `name`; nothing is left behind when it fails."""
+    def write(self, data: bytes, names: Iterator[tuple[str, float]]) -> tuple[str, float]:
+        """`data` as `.<name>.tmp`, then linked under the first of `names` not taken (a link never replaces a
+        file, so even another capture process writing the same spool cannot be overwritten) and the temp
+        file removed; on a filesystem without hard links, renamed after a look. Nothing is left behind when
+        it fails. Returns the (name, time) taken."""
+        name, when = next(names)
         temp = self.path / f".{name}.tmp"
         try:
             _write_file(temp, data)
-            os.replace(temp, self.path / name)
-        except BaseException:
+            while True:
+                try:
+                    os.link(temp, self.path / name)
+                    break
+                except FileExistsError:
+                    name, when = next(names)
+                except OSError as exc:
+                    if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                        raise
+                    while os.path.lexists(self.path / name):
+                        name, when = next(names)
+                    os.replace(temp, self.path / name)
+                    break
+        finally:
             try:
                 os.unlink(temp)
-            except OSError:
+            except FileNotFoundError:
                 pass
-            raise
         self.frames.append((name, len(data)))
         self.total += len(data)
+        return name, when
 
 
 class State:
@@ -539,14 +556,14 @@ class Capture:
 
     def store(self, data: bytes) -> bool:
         """Name and write one frame under the budget; False when it was dropped."""
-        name, when = self.namer.name(self.clock())
+        names = iter(lambda: self.namer.name(self.clock()), None)
         try:
             self.state.add("dropped", self.spool.make_room(len(data)))
-            self.spool.write(name, data)
+            name, when = self.spool.write(data, names)
         except OSError as exc:
             self.state.add("dropped")
             full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-            problem = f"{'disk full: ' if full else ''}frame {name} dropped ({exc.strerror or exc})"
+            problem = f"{'disk full: ' if full else ''}a frame was dropped ({exc.strerror or exc})"
             if not self.disk_full:
                 log(f"{problem}; dropping frames until it can be written")
             self.disk_full = True
@@ -588,8 +605,7 @@ class Capture:
             raise SourceError(f"ffmpeg ({self.ffmpeg}) is not installed or not on PATH")
         argv = ffmpeg_argv(binary, self.settings)
         try:
-            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, start_new_session=True)
+            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except OSError as exc:
             raise SourceError(f"cannot start {binary}: {exc.strerror or exc}") from None
         said: collections.deque[str] = collections.deque(maxlen=5)

@@ -186,6 +186,35 @@ def test_frames_in_the_same_hundredth_take_the_next_free_one_and_never_an_existi
     assert namer.name(midnight - 60)[0] == "belt1_20260304_23590000.jpg"
 
 
+def test_a_name_another_process_took_meanwhile_is_not_overwritten(tmp_path: Path) -> None:
+    at = 1772600767.89
+    service = capture.Capture(capture.load_settings(write_config(tmp_path)), clock=lambda: at)
+    service.namer.exists = lambda _: False  # the look found it free; another `once` wrote it just after
+    theirs = tmp_path / "frames" / "belt1_20260304_05060789.jpg"
+    theirs.write_bytes(STUFFED)
+    assert service.store(PLAIN) and service.store(TRICKY_APP)
+    assert theirs.read_bytes() == STUFFED
+    assert [(p.name, p.read_bytes()) for p in frames_in(tmp_path / "frames")] == [
+        ("belt1_20260304_05060789.jpg", STUFFED), ("belt1_20260304_05060790.jpg", PLAIN),
+        ("belt1_20260304_05060791.jpg", TRICKY_APP)]
+    assert service.state.data["last_frame"] == "belt1_20260304_05060791.jpg"
+    assert service.state.data["last_frame_at"] == 1772600767.91
+
+
+def test_on_a_filesystem_without_hard_links_frames_are_renamed_into_place(tmp_path: Path, monkeypatch) -> None:
+    def no_links(*_: Any) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(capture.os, "link", no_links)  # vfat/exFAT spool media
+    service = capture.Capture(capture.load_settings(write_config(tmp_path)), clock=lambda: 1772600767.89)
+    service.namer.exists = lambda _: False
+    (tmp_path / "frames" / "belt1_20260304_05060789.jpg").write_bytes(STUFFED)
+    assert service.store(PLAIN)
+    assert [(p.name, p.read_bytes()) for p in (tmp_path / "frames").iterdir() if p.name.endswith("90.jpg")] == [
+        ("belt1_20260304_05060790.jpg", PLAIN)]
+    assert len(list((tmp_path / "frames").iterdir())) == 2 and not service.state.data["error"]
+
+
 # --- the MJPEG stream ----------------------------------------------------------------------------------------
 
 
