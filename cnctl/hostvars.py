@@ -178,7 +178,6 @@ def stack_vars(cfg: StackConfig, cat: Catalog | None = None) -> dict[str, Any]:
         "cn_site_apt_url": mirrors.site_apt,
         "cn_site_apt_key_url": mirrors.site_apt_key,
         **_pipeline_vars(cfg, cat),
-        "cn_camera": None,
     }
 
 
@@ -186,7 +185,7 @@ def host_vars(cfg: StackConfig, group: Group, entry: Entry, cat: Catalog | None 
     """Every variable of one host: the stack's common ones, then its platform's (see the module table)."""
     cat = cat or catalog()
     common = {**stack_vars(cfg, cat), "cn_host": entry.name, "cn_group": group, "cn_os_substitution": None,
-              "cn_reboot": entry.reboot if isinstance(entry, EdgeDevice | Server) else "never"}
+              "cn_reboot": entry.reboot if isinstance(entry, EdgeDevice | Server) else "never", "cn_camera": None}
     # per host, so not an extra var (extra vars beat host vars in Ansible): a fleet entry may override it
     own = entry.inference_runtime if isinstance(entry, EdgeDevice | Server) else None
     common["cn_inference_runtime"] = own or cfg.inference.runtime

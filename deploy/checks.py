@@ -233,3 +233,33 @@ def missing_wheels(installed: Mapping[str, str], wheels: Sequence[Mapping[str, A
     """The pinned wheels (`name==version`) the venv lacks at their version; installed names are normalized."""
     return [f"{w['name']}=={w['version']}" for w in wheels
             if installed.get(re.sub(r"[-_.]+", "-", str(w["name"])).lower()) != str(w["version"])]
+
+
+def pipeline_problem(found: Facts, wishes: Wishes) -> str:
+    """"" when the host can run the stack's pipeline, else what to change (before anything changes on it).
+
+    found: {"python": "3.11" or None, "credentials": {"exists": bool, "mode": int} or None (the deploying
+    machine's credentials file, when the stack names one)}."""
+    host, client = wishes.get("cn_host"), wishes.get("cn_pipeline_client")
+    if not wishes.get("cn_pipeline_client_url") or not wishes.get("cn_pipeline_client_sha256"):
+        return (f"{host}: the pipeline client {client} has no pinned archive: set pipeline.clientUrl and "
+                "pipeline.clientSha256 (sha256sum of the zip) in the stack")
+    if wishes.get("cn_pipeline_client_wheels") is None:
+        return (f"{host}: the pipeline client {client} has no pinned requirements in catalog/pipeline.yaml "
+                "(clients.<key>.requirements); pin them before deploying it")
+    pythons = list(wishes.get("cn_pipeline_pythons") or [])
+    if found.get("python") not in pythons:
+        return (f"{host}: the pipeline's pinned wheels are for Python {', '.join(pythons) or 'none'}; this host has "
+                f"{found.get('python') or 'no python3'}: pin wheels for it under `uploader` in catalog/pipeline.yaml")
+    camera = wishes.get("cn_camera") or {}
+    if camera.get("source") == "replay" and not (camera.get("replay_url") and camera.get("replay_sha256")):
+        return f"{host}: the replay camera needs camera.replayUrl and camera.replaySha256 in its fleet entry"
+    path = wishes.get("cn_storage_credentials_file")
+    credentials = found.get("credentials")
+    if path and (not credentials or not credentials.get("exists")):
+        return (f"{host}: storage.credentialsFile {path} does not exist on the deploying machine: put the "
+                "uploader's credentials there (mode 0600), or remove the field to use the host's own identity")
+    if path and credentials and int(credentials.get("mode", 0)) & 0o077:
+        return (f"{host}: storage.credentialsFile {path} is readable by others (mode "
+                f"{int(credentials['mode']) & 0o777:04o}): chmod 600 {path}")
+    return ""

@@ -39,6 +39,7 @@ __all__ = [
     "OsIdentity",
     "TegraRelease",
     "TritonServing",
+    "UnitsActive",
     "VenvPackages",
 ]
 
@@ -358,3 +359,24 @@ class VenvPackages(FactBase):
             return {}
         return {re.sub(r"[-_.]+", "-", str(p.get("name", ""))).lower(): str(p.get("version", ""))
                 for p in found if isinstance(p, dict) and p.get("name")}
+
+
+class UnitsActive(FactBase):
+    """`{unit: True/False}`: whether each named systemd unit is active now (`systemctl is-active`). The roles'
+    handlers restart only what ran before the run, as the deploys do with pyinfra's `SystemdStatus`."""
+
+    def command(self, units: list[str] | tuple[str, ...]) -> str:
+        names = " ".join(shlex.quote(u) for u in units)
+        return f'for u in {names}; do echo "$u $(systemctl is-active "$u" 2>/dev/null)"; done'
+
+    @staticmethod
+    def default() -> dict[str, bool]:
+        return {}
+
+    def process(self, output: list[str]) -> dict[str, bool]:
+        found = {}
+        for line in output:
+            unit, _, state = line.strip().partition(" ")
+            if unit:
+                found[unit] = state.strip() == "active"
+        return found

@@ -62,6 +62,8 @@ DEFAULTS: dict[str, Any] = {
     "min_free_percent": 10,
     "min_free_mib": 1024,
     "timeout": 10,
+    "pipeline_settings": "/etc/circularnet/pipeline.json",
+    "pipeline_stale_seconds": 900,
 }
 CONFIG = "/etc/circularnet/health-report.json"
 SERVED = ".cnctl-served.json"  # the inference layer's record of the version served (model_serve.py)
@@ -182,6 +184,30 @@ def observe(cfg: dict[str, Any]) -> Observation:
         "triton_metadata": triton_metadata(url, timeout),
         "model_serve": serve,
         "disks": [disk(cfg["repository"]), disk("/")],
+        "pipeline": observe_pipeline(cfg["pipeline_settings"], timeout),
+    }
+
+
+def observe_pipeline(path: str, timeout: float) -> Observation | None:
+    """The pipeline layer's settings, its scripts' state files and its units; None where it is not deployed."""
+    found = read_json(path)
+    if found.get("error") == "missing":
+        return None
+    settings = found.get("content") if isinstance(found.get("content"), dict) else {"error": found.get("error", "not JSON")}
+    state = Path(str(settings.get("state") or "/nonexistent"))
+
+    def content(name: str) -> dict[str, Any]:
+        data = read_json(str(state / name)).get("content")
+        return data if isinstance(data, dict) else {}
+
+    units = (["circularnet-capture.service"] if settings.get("capture") else []) + [
+        "circularnet-pipeline.timer", "circularnet-upload.service"]
+    return {
+        "settings": settings,
+        "capture": content("capture.json") if settings.get("capture") else None,
+        "pipeline": content("pipeline.json"),
+        "upload": content("upload.json"),
+        "units": {unit: run(["systemctl", "is-active", unit], timeout) for unit in units},
     }
 
 
@@ -312,6 +338,8 @@ def judge(seen: Observation, cfg: dict[str, Any], config_problems: Sequence[str]
                         "the deploy again (or `cnctl model rollout`)")
 
     problems += disk_problems(seen["disks"], cfg)
+    pipeline, pipeline_problems = judge_pipeline(seen.get("pipeline"), seen["now"], cfg)
+    problems += pipeline_problems
     return {
         "schema": SCHEMA,
         "host": (platform or {}).get("host") or seen["hostname"],
@@ -331,7 +359,52 @@ def judge(seen: Observation, cfg: dict[str, Any], config_problems: Sequence[str]
                   "loaded": (status or {}).get("loaded") or [], "history": (status or {}).get("history") or []},
         "disk": disk_entries(seen["disks"]),
         "last_deploy": last_deploy,
+        "pipeline": pipeline,
     }
+
+
+def _when(epoch: Any) -> str | None:
+    return _iso(float(epoch)) if isinstance(epoch, int | float) else None
+
+
+def judge_pipeline(seen: Observation | None, now: float, cfg: dict[str, Any]) -> tuple[Observation | None, list[str]]:
+    """The pipeline's summary (frames captured, last run, queue depth, last upload, dropped) and its problems."""
+    if seen is None:
+        return None, []
+    settings = seen["settings"]
+    if "error" in settings:
+        unreadable = f"cannot read the pipeline settings {cfg['pipeline_settings']} ({settings['error']})"
+        return None, [f"{unreadable}: run the deploy (its pipeline layer)"]
+    problems: list[str] = []
+    for unit, found in seen["units"].items():
+        state = (found or {}).get("stdout", "").strip() or "unknown"
+        if state != "active":
+            problems.append(f"{unit} is {state}: see `journalctl -u {unit}`, then run the deploy (its pipeline layer)")
+    capture, run, upload = seen.get("capture") or {}, seen["pipeline"], seen["upload"]
+    stale = float(cfg["pipeline_stale_seconds"])
+    last_run = run.get("last_run")
+    if isinstance(last_run, int | float) and now - last_run > stale:
+        problems.append(f"the pipeline last ran {_when(last_run)}, over {int(stale)} s ago: see "
+                        "`systemctl list-timers circularnet-pipeline.timer`")
+    if run.get("last_error") and now - float(run.get("last_ok") or 0) > stale:
+        problems.append(f"the pipeline fails: {run['last_error']}; its batches wait in {settings.get('work')}")
+    failing = upload.get("failing_since")
+    if isinstance(failing, int | float) and now - failing > stale:
+        bucket = (settings.get("storage") or {}).get("buckets", {}).get("results")
+        problems.append(f"uploads to {bucket} fail since {_when(failing)} ({upload.get('last_error')}); "
+                        f"{upload.get('queue_files', 0)} files wait in the queue: check the store's endpoint and credentials")
+    if capture.get("error"):
+        problems.append(f"the camera fails: {capture['error']}")
+    summary = {
+        "frames_captured": capture.get("captured"), "frames_dropped": capture.get("dropped"),
+        "last_frame": _when(capture.get("last_frame_at")),
+        "last_run": _when(last_run), "last_ok": _when(run.get("last_ok")), "batches": run.get("batches"),
+        "rows": run.get("rows"), "failed_batches": run.get("failed_batches"),
+        "queue_files": upload.get("queue_files"), "queue_bytes": upload.get("queue_bytes"),
+        "last_upload": _when(upload.get("last_success")), "uploaded_files": upload.get("uploaded_files"),
+        "dropped_files": upload.get("dropped_files"), "failing_since": _when(failing),
+    }
+    return summary, problems
 
 
 # --- writing ------------------------------------------------------------------------------------

@@ -62,6 +62,8 @@ def settings(wants: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         "min_free_percent": data["verify_min_free_percent"],
         "min_free_mib": data["verify_min_free_mib"],
         "timeout": data["verify_timeout"],
+        "pipeline_settings": data["verify_pipeline_settings"],
+        "pipeline_stale_seconds": data["verify_pipeline_stale_seconds"],
     }
 
 

@@ -54,14 +54,14 @@ def table(fleet: FleetStatus) -> Table:
     """One row per host: host, group, platform, model@version, Triton ready, free disk, last deploy, problems
     (how many, and the first one shortened; problem_lines() gives them whole)."""
     table = Table(title=f"status · stack {fleet.stack} · {sum(h.healthy for h in fleet.hosts)}/{len(fleet.hosts)} healthy")
-    for column in ("host", "group", "platform", "model", "triton", "free disk", "last deploy (UTC)"):
+    for column in ("host", "group", "platform", "model", "triton", "pipeline", "free disk", "last deploy (UTC)"):
         table.add_column(column, no_wrap=True)
     table.add_column("problems", no_wrap=True, overflow="ellipsis", max_width=40)
     for h in fleet.hosts:
         report = h.report or {}
         first = f"[red]{len(h.problems)}: {escape(h.problems[0])}[/]" if h.problems else "[green]none[/]"
         table.add_row(escape(h.name), h.group, escape(_platform(report)), escape(_model(report)), _triton(h, report),
-                      _disk(report), escape(_deployed(report)), first)
+                      escape(_pipeline(report)), _disk(report), escape(_deployed(report)), first)
     return table
 
 
@@ -95,6 +95,28 @@ def _triton(host: HostStatus, report: dict[str, Any]) -> str:
         return f"[green]ready[/]{stale}"
     live = (report.get("triton") or {}).get("live")
     return f"[red]{'not ready' if live else 'down'}[/]{stale}"
+
+
+def _pipeline(report: dict[str, Any]) -> str:
+    """Frames captured, the last run, the upload queue's depth, the last upload and what was dropped."""
+    pipe = report.get("pipeline")
+    if not pipe:
+        return "-"
+    parts = []
+    if pipe.get("frames_captured") is not None:
+        parts.append(f"{pipe['frames_captured']} frames")
+    parts.append(f"run {_clock(pipe.get('last_run'))}")
+    parts.append(f"queue {pipe.get('queue_files') or 0}")
+    parts.append(f"up {_clock(pipe.get('last_upload'))}")
+    dropped = (pipe.get("frames_dropped") or 0) + (pipe.get("dropped_files") or 0)
+    if dropped:
+        parts.append(f"dropped {dropped}")
+    return " · ".join(parts)
+
+
+def _clock(at: Any) -> str:
+    """HH:MM:SS of an ISO time (UTC), or '-' when never."""
+    return str(at)[11:19] if at else "-"
 
 
 def _disk(report: dict[str, Any]) -> str:

@@ -30,6 +30,7 @@ from deploy.facts import (
     NvpmodelMode,
     OsIdentity,
     TegraRelease,
+    UnitsActive,
     VenvPackages,
 )
 
@@ -309,3 +310,18 @@ def test_interface_address_is_the_first_ipv4(output: list[str], expected: str | 
     (["Error: No such image: 172.31.254.2:5001/nvidia/tritonserver:24.03-py3"], None)])
 def test_docker_image_is_its_id_or_none(output: list[str], expected: str | None) -> None:
     assert DockerImage().process(output) == expected
+
+
+# --- the pipeline layer's facts -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("output", "expected"), [
+    # `systemctl is-active` per unit (systemd 252): a running service, a waiting timer, one never installed
+    (["circularnet-upload.service active", "circularnet-pipeline.timer active", "circularnet-capture.service inactive"],
+     {"circularnet-upload.service": True, "circularnet-pipeline.timer": True, "circularnet-capture.service": False}),
+    (["circularnet-upload.service failed", "circularnet-capture.service activating"],
+     {"circularnet-upload.service": False, "circularnet-capture.service": False}),
+    (["circularnet-upload.service "], {"circularnet-upload.service": False}),  # no systemd answer at all
+    ([], {}),
+])
+def test_units_active_reads_each_unit_state(output: list[str], expected: dict[str, bool]) -> None:
+    assert UnitsActive().process(output) == expected

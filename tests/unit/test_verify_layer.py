@@ -56,7 +56,7 @@ RENDERINGS: list[tuple[str, dict[str, Any]]] = [
         "deploy_record": "/var/lib/circularnet/deploy.json", "model_serve": "/usr/local/lib/circularnet/model_serve.py",
         "repository": "/opt/circularnet/models", "model_name": "circularnet", "bind_address": "127.0.0.1",
         "http_port": 8000, "triton_unit": "circularnet-triton.service", "min_free_percent": 10, "min_free_mib": 1024,
-        "timeout": 10}}),
+        "timeout": 10, "pipeline_settings": "/etc/circularnet/pipeline.json", "pipeline_stale_seconds": 900}}),
 ]
 
 

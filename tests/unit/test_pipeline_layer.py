@@ -1,0 +1,219 @@
+"""The pipeline layer in both engines (deploy/pipeline.py, roles/pipeline): the same templates rendered to the
+same bytes, units systemd accepts silently and services hardened to an exposure of at most 3.0, settings
+every script reads, the refusals as data, role inputs stopped by argument_specs naming them, and the wiring."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pyinfra.api.util import get_template
+
+from cnctl.config import load_stack
+from cnctl.hostvars import host_vars
+from deploy import checks, pipeline, pipeline_run
+from deploy.steps import role_data
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+TEMPLATES = REPO / "templates"
+ROLE = REPO / "roles" / "pipeline"
+MAX_EXPOSURE = 3.0
+UNITS = ("systemd/circularnet-capture.service.j2", "systemd/circularnet-pipeline.service.j2",
+         "systemd/circularnet-pipeline.timer.j2", "systemd/circularnet-upload.service.j2")
+
+
+def _wants(group: str = "edge", **overrides: Any) -> dict[str, Any]:
+    cfg = load_stack("local")
+    entry = cfg.fleets.servers[0] if group == "servers" else cfg.fleets.edge[0]
+    wants = host_vars(cfg, group, entry)  # type: ignore[arg-type]
+    wants.setdefault("cn_pipeline_client_sha256", None)
+    return {**wants, "cn_pipeline_client_url": wants["cn_pipeline_client_url"] or "http://site/client.zip",
+            "cn_pipeline_client_sha256": wants["cn_pipeline_client_sha256"] or "c" * 64,
+            "cn_pipeline_client_wheels": wants["cn_pipeline_client_wheels"] or [], **overrides}
+
+
+def _camera(source: str, **fields: Any) -> dict[str, Any]:
+    base = {"source": source, "device": "/dev/video0", "url": None, "replay_url": None, "replay_sha256": None,
+            "prefix": "belt1", "spool": "/var/lib/circularnet/pipeline/frames", "fps": 30, "spool_budget_mib": 2048}
+    if source == "replay":
+        base.update(replay_url="http://site/footage.zip", replay_sha256="f" * 64)
+    if source == "rtsp":
+        base.update(url="rtsp://cam-1.plant.local/stream1")
+    return {**base, **fields}
+
+
+def _unit_vars(camera: dict[str, Any] | None, address: str = "127.0.0.1") -> dict[str, Any]:
+    return pipeline.unit_variables(_wants(cn_camera=camera), role_data("pipeline"), address)
+
+
+# (template, variables): every template of the layer, with the values real hosts give
+RENDERINGS: list[tuple[str, dict[str, Any]]] = [
+    *((src, {"unit": _unit_vars(_camera("v4l2"))}) for src in UNITS),
+    ("systemd/circularnet-capture.service.j2", {"unit": _unit_vars(_camera("rtsp"))}),
+    ("systemd/circularnet-capture.service.j2", {"unit": _unit_vars(_camera("replay", spool="/data/frames"))}),
+    ("systemd/circularnet-pipeline.service.j2", {"unit": _unit_vars(None, "10.20.0.5")}),
+    ("pipeline/pipeline.json.j2", {"pipeline_settings": pipeline.settings(_wants(cn_camera=_camera("replay")),
+                                                                          role_data("pipeline"), "127.0.0.1")}),
+    ("pipeline/pipeline.json.j2", {"pipeline_settings": pipeline.settings(_wants("servers"), role_data("pipeline"),
+                                                                          "0.0.0.0")}),
+    ("triton/requirements.txt.j2", {"wheels": [{"name": "boto3", "version": "1.35.0", "sha256": ["a" * 64, "b" * 64]}]}),
+]
+
+
+def _render(src: str, **variables: Any) -> str:
+    return get_template(str(TEMPLATES / src)).render(**variables)
+
+
+def test_pyinfra_and_ansible_render_the_layers_templates_to_the_same_bytes(tmp_path: Path) -> None:
+    tasks = [{"name": f"render {i}", "ansible.builtin.template": {"src": str(TEMPLATES / src), "dest": str(tmp_path / f"{i}.out"),
+                                                                  "mode": "0644"}, "vars": variables}
+             for i, (src, variables) in enumerate(RENDERINGS)]
+    (tmp_path / "render.yml").write_text(yaml.safe_dump([{"hosts": "localhost", "connection": "local",
+                                                           "gather_facts": False, "tasks": tasks}]))
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "ANSIBLE_HOME": str(tmp_path / "home"),
+           "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_NOCOLOR": "1"}
+    result = subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", str(tmp_path / "render.yml"),
+                             "-e", f"ansible_python_interpreter={sys.executable}"],
+                            check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    by_ansible = [(tmp_path / f"{i}.out").read_text() for i in range(len(RENDERINGS))]
+    assert [_render(src, **variables) for src, variables in RENDERINGS] == by_ansible
+
+
+def test_both_engines_render_the_same_templates() -> None:
+    by_pyinfra = set(re.findall(r'"([a-z]+/[a-z.-]+\.j2)"', (REPO / "deploy" / "pipeline.py").read_text()))
+    tasks = (ROLE / "tasks" / "main.yml").read_text()
+    by_ansible = set(re.findall(r'_templates_dir \}\}/([a-z]+/[a-z.-]+\.j2)"', tasks))
+    by_ansible |= {f"systemd/circularnet-pipeline.{kind}.j2" for kind in ("service", "timer")
+                   if "/systemd/circularnet-pipeline.{{ item }}.j2" in tasks}
+    assert by_pyinfra == by_ansible == {src for src, _ in RENDERINGS}
+
+
+def test_the_settings_are_what_each_script_reads(tmp_path: Path) -> None:
+    settings = json.loads(_render("pipeline/pipeline.json.j2", pipeline_settings=pipeline.settings(
+        _wants(cn_camera=_camera("replay")), role_data("pipeline"), "0.0.0.0")))
+    assert set(pipeline_run.REQUIRED) <= set(settings)
+    assert settings["triton_url"] == "http://127.0.0.1:8000"  # Triton bound to every address: reached on loopback
+    assert settings["capture"]["replay_archive"].endswith(f"/archives/replay-{'f' * 16}.zip")
+    assert settings["client"]["dir"].endswith(f"/client/{'c' * 16}") and settings["client"]["flags"][0] == "--model=circularnet"
+    assert settings["storage"] == {"kind": "gcs", "endpoint": "http://172.31.254.2:9023", "project": None,
+                                   "buckets": {"results": "sandbox-results", "images": "sandbox-images"}, "credentials": None}
+    path = tmp_path / "pipeline.json"
+    path.write_text(json.dumps(settings))
+    assert pipeline_run.load(str(path))["host"] == "belt-1-orin"
+    server = pipeline.settings(_wants("servers"), role_data("pipeline"), "127.0.0.1")
+    assert server["capture"] is None and server["spool"] == "/var/lib/circularnet/pipeline/frames"
+
+
+# --- the units: systemd-analyze on this machine ---------------------------------------------------------------
+
+
+def _write_units(tmp_path: Path, camera: dict[str, Any] | None) -> list[Path]:
+    variables = {"unit": {**_unit_vars(camera), "python": sys.executable, "helper_dir": str(REPO / "deploy")}}
+    written = []
+    for src in UNITS:
+        if camera is None and "capture" in src:
+            continue
+        path = tmp_path / Path(src).name.removesuffix(".j2")
+        path.write_text(_render(src, **variables).replace("/usr/bin/python3", sys.executable))
+        written.append(path)
+    return written
+
+
+def _exposure(unit: Path) -> float:
+    result = subprocess.run(["systemd-analyze", "security", "--offline=true", str(unit)], capture_output=True, text=True,
+                            check=False, timeout=60)
+    found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    assert found, result.stdout + result.stderr
+    return float(found.group(1))
+
+
+@pytest.mark.parametrize("source", ["v4l2", "rtsp", "replay"])
+def test_the_units_verify_silently_and_are_hardened(tmp_path: Path, source: str) -> None:
+    units = _write_units(tmp_path, _camera(source))
+    result = subprocess.run(["systemd-analyze", "verify", *map(str, units)], capture_output=True, text=True, check=False,
+                            timeout=60)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    for unit in units:
+        if unit.suffix == ".service":
+            assert _exposure(unit) <= MAX_EXPOSURE, unit.name
+            assert "User=circularnet-pipeline\n" in unit.read_text()
+    capture = (tmp_path / "circularnet-capture.service").read_text()
+    assert ("DeviceAllow=/dev/video0 rw\n" in capture) == (source == "v4l2")
+    assert ("IPAddressDeny=any\n" in capture) == (source != "rtsp")
+
+
+def test_the_pipeline_reaches_triton_only(tmp_path: Path) -> None:
+    text = _render("systemd/circularnet-pipeline.service.j2", unit=_unit_vars(None, "10.20.0.5"))
+    assert "IPAddressDeny=any\nIPAddressAllow=localhost 10.20.0.5\n" in text
+
+
+# --- refusals as data ---------------------------------------------------------------------------------------------
+
+GOOD = {"python": "3.11", "credentials": None}
+
+
+@pytest.mark.parametrize(("found", "overrides", "named"), [
+    (GOOD, {"cn_pipeline_client_sha256": None}, "pipeline.clientSha256"),
+    (GOOD, {"cn_pipeline_client_url": None}, "pipeline.clientUrl"),
+    (GOOD, {"cn_pipeline_client_wheels": None}, "no pinned requirements"),
+    ({**GOOD, "python": "3.8"}, {}, "this host has 3.8"),
+    ({**GOOD, "python": None}, {}, "no python3"),
+    (GOOD, {"cn_storage_credentials_file": "/keys/s3.json"}, "does not exist on the deploying machine"),
+    ({**GOOD, "credentials": {"exists": True, "mode": 0o644}}, {"cn_storage_credentials_file": "/keys/s3.json"},
+     "chmod 600 /keys/s3.json"),
+    (GOOD, {"cn_camera": _camera("replay", replay_sha256=None)}, "replaySha256"),
+])
+def test_a_host_that_cannot_run_the_pipeline_is_refused_naming_the_fix(found, overrides, named) -> None:
+    problem = checks.pipeline_problem(found, _wants(**overrides))
+    assert problem.startswith("belt-1-orin: ") and named in problem
+
+
+def test_a_host_that_can_run_it_is_not_refused() -> None:
+    assert checks.pipeline_problem(GOOD, _wants()) == ""
+    assert checks.pipeline_problem({**GOOD, "credentials": {"exists": True, "mode": 0o600}},
+                                   _wants(cn_storage_credentials_file="/keys/s3.json")) == ""
+
+
+def test_the_credentials_are_read_for_their_mode_only(tmp_path: Path) -> None:
+    key = tmp_path / "s3.json"
+    assert pipeline.credentials_found(str(key)) == {"exists": False, "mode": 0}
+    key.write_text("{}")
+    key.chmod(0o640)
+    assert pipeline.credentials_found(str(key)) == {"exists": True, "mode": 0o640}
+    assert pipeline.credentials_found(None) is None
+
+
+# --- the role's inputs, and the wiring -----------------------------------------------------------------------------
+
+
+def test_a_bad_role_variable_is_stopped_by_argument_specs_naming_it(tmp_path: Path) -> None:
+    from tests.unit.test_layers_roles import _validate
+
+    good = _wants()
+    bad = [("cn_storage_kind", "azure"), ("cn_pipeline_batch_frames", "many"), ("cn_pipeline_interval", "soon"),
+           ("pipeline_client_timeout", "long"), ("cn_host", None)]
+    hosts = {"good": good, "server": _wants("servers")}
+    for i, (name, value) in enumerate(bad):
+        hosts[f"bad{i}"] = {k: v for k, v in good.items() if k != name} if value is None else {**good, name: value}
+    results = _validate("pipeline", tmp_path, hosts)
+    assert not results["good"].get("failed") and not results["server"].get("failed"), results
+    for i, (name, _) in enumerate(bad):
+        assert results[f"bad{i}"].get("failed") and name in results[f"bad{i}"]["msg"], (name, results[f"bad{i}"])
+
+
+def test_the_roles_host_variables_are_the_ones_cnctl_hostvars_gives() -> None:
+    options = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    declared = {name for name in options if name.startswith("cn_")}
+    for group in ("servers", "edge"):
+        assert declared <= set(_wants(group)), (group, sorted(declared - set(_wants(group))))
+    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    assert {name for name in options if not name.startswith("cn_")} == set(defaults)
