@@ -591,6 +591,7 @@ class Run:
     uploaded_bytes: int = 0
     already_present: int = 0
     sent_bytes: int = 0  # bodies put on the wire, including attempts that failed or found the object there
+    resent_bytes: int = 0  # bodies sent although the store already held them (a create-only write refused)
     requests: int = 0
     dropped_files: int = 0
     dropped_bytes: int = 0
@@ -685,6 +686,7 @@ class Uploader:
                 created = self.store.create(bucket, item.key, item.path, md5, False)
             if created:
                 return self._done(item, "uploaded")
+            self.run.resent_bytes += item.size
             try:
                 self.run.requests += 1
                 remote = self.store.stat(bucket, item.key)
@@ -798,7 +800,7 @@ class Uploader:
         run = self.run
         summary = {"result": "ok" if not left else "pending", "uploaded_files": run.uploaded_files,
                    "uploaded_bytes": run.uploaded_bytes, "already_present": run.already_present,
-                   "sent_bytes": run.sent_bytes, "requests": run.requests, "dropped_files": run.dropped_files,
+                   "sent_bytes": run.sent_bytes, "resent_bytes": run.resent_bytes, "requests": run.requests, "dropped_files": run.dropped_files,
                    "dropped_bytes": run.dropped_bytes, "queue_files": len(left),
                    "queue_bytes": sum(i.size for i in left),
                    "seconds": round(time.monotonic() - run.started, 3)}

@@ -313,7 +313,7 @@ def test_an_object_that_already_landed_is_counted_and_not_stored_twice(host: Hos
     # the GCS emulator ignores create-only writes, so every file is looked up first: nothing is sent twice.
     # S3 (moto) honours If-None-Match: b0 is sent and refused (412), b1 is looked up first (its attempt failed)
     resent = len(ndjson(0)) if host.kind == "s3" else 0
-    assert out["sent_bytes"] == len(ndjson(2)) + resent
+    assert (out["sent_bytes"], out["resent_bytes"]) == (len(ndjson(2)) + resent, resent)
     state = host.upload_state()
     assert (state["already_present"], state["uploaded_files"], state["last_error"]) == (2, 1, None)
     assert not (host.state / uploader.ATTEMPT_FILE).exists()
