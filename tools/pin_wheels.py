@@ -1,0 +1,145 @@
+"""Pin the pipeline uploader's wheels: resolve, then write every file's sha256 into cnctl/catalog/pipeline.yaml.
+
+    .venv/bin/python tools/pin_wheels.py            # resolve the newest versions, rewrite `uploader.packages`
+    .venv/bin/python tools/pin_wheels.py --check    # resolve again, exit 1 if the catalog differs (no write)
+
+A maintainer's tool (network: PyPI only), not part of any deploy. The hosts install these wheels with
+`pip install --no-deps --require-hashes`, so the list must be closed: it is one `uv pip compile` of
+TOP_LEVEL for the oldest Python of `uploader.pythons` on x86_64, re-resolved with those versions as
+constraints for every other (Python, architecture) pair, which must need nothing outside it. For each pinned
+version, every wheel PyPI has that a CPython of `uploader.pythons` on manylinux x86_64 or aarch64 accepts
+(pure-Python wheels included) is listed by sha256 (PyPI's simple JSON API), with its tags as a comment; a
+package lacking a wheel for one of those platforms is an error (the hosts never build from source).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import yaml
+from packaging import tags
+from packaging.utils import canonicalize_name, parse_wheel_filename
+
+REPO = Path(__file__).resolve().parents[1]
+CATALOG = REPO / "cnctl" / "catalog" / "pipeline.yaml"
+UV = REPO / ".venv" / "bin" / "uv"
+TOP_LEVEL = ("google-cloud-storage", "boto3")
+ARCHES = ("x86_64", "aarch64")
+SIMPLE = "https://pypi.org/simple/{}/"
+# The block this tool owns: from this line to the end of pipeline.yaml.
+MARKER = "  packages:"
+
+
+def platforms(arch: str) -> list[str]:
+    """Every manylinux tag of `arch`, newest first (the hosts' glibc decides which they take)."""
+    legacy = ["manylinux2014", "manylinux2010", "manylinux1"] if arch == "x86_64" else ["manylinux2014"]
+    return [f"manylinux_2_{minor}_{arch}" for minor in range(40, 4, -1)] + [f"{tag}_{arch}" for tag in legacy]
+
+
+def supported(python: str, arch: str) -> set[tags.Tag]:
+    version = tuple(int(p) for p in python.split("."))
+    plats = platforms(arch)
+    return {*tags.cpython_tags(version, platforms=plats), *tags.compatible_tags(version, platforms=plats)}
+
+
+def compile_for(python: str, arch: str, constraints: Path | None) -> dict[str, str]:
+    """{canonical name: version} that uv resolves for TOP_LEVEL on this Python and architecture."""
+    with tempfile.TemporaryDirectory() as tmp:
+        req = Path(tmp) / "in.txt"
+        req.write_text("\n".join(TOP_LEVEL) + "\n")
+        cmd = [str(UV), "pip", "compile", str(req), "--python-version", python,
+               "--python-platform", f"{arch}-manylinux_2_28", "--only-binary", ":all:",
+               "--no-header", "--no-annotate", "--quiet"]
+        if constraints:
+            cmd += ["--constraint", str(constraints)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    pins = {}
+    for line in out.splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            pins[str(canonicalize_name(name))] = version.split(";")[0].strip()
+    return pins
+
+
+def resolve(pythons: list[str]) -> dict[str, str]:
+    base = compile_for(pythons[0], ARCHES[0], None)
+    with tempfile.TemporaryDirectory() as tmp:
+        constraints = Path(tmp) / "constraints.txt"
+        constraints.write_text("".join(f"{n}=={v}\n" for n, v in base.items()))
+        for python in pythons:
+            for arch in ARCHES:
+                other = compile_for(python, arch, constraints)
+                extra = {n: v for n, v in other.items() if base.get(n) != v}
+                if extra:
+                    raise SystemExit(f"Python {python} on {arch} needs more than Python {pythons[0]} on "
+                                     f"{ARCHES[0]}: {extra}")
+    return base
+
+
+def wheel_files(name: str, version: str, pythons: list[str]) -> list[tuple[str, str]]:
+    """(file name, sha256) of every wheel of name==version that some (Python, architecture) of the hosts takes."""
+    req = urllib.request.Request(SIMPLE.format(name), headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        files = json.load(resp)["files"]
+    wanted = {(py, arch): supported(py, arch) for py in pythons for arch in ARCHES}
+    covered: set[tuple[str, str]] = set()
+    picked = []
+    for f in files:
+        if not f["filename"].endswith(".whl") or f.get("yanked"):
+            continue
+        _, ver, _, wheel_tags = parse_wheel_filename(f["filename"])
+        if str(ver) != version:
+            continue
+        hits = {key for key, tagset in wanted.items() if wheel_tags & tagset}
+        if hits:
+            covered |= hits
+            picked.append((f["filename"], f["hashes"]["sha256"]))
+    missing = sorted(set(wanted) - covered)
+    if missing:
+        raise SystemExit(f"{name} {version} has no wheel for {missing}: pin another version")
+    return sorted(picked)
+
+
+def _tags_comment(filename: str) -> str:
+    """`<python>-<abi>-<first platform tag>` of a wheel's file name (short enough for a 120-column line)."""
+    python, abi, plats = filename[:-4].split("-")[-3:]
+    return f"{python}-{abi}-{plats.split('.')[0]}"
+
+
+def render(pins: dict[str, str], pythons: list[str]) -> str:
+    lines = [MARKER]
+    for name in sorted(pins):
+        lines += [f"    - name: {name}", f'      version: "{pins[name]}"', "      sha256:"]
+        lines += [f"        - {sha}  # {_tags_comment(fn)}" for fn, sha in wheel_files(name, pins[name], pythons)]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if the catalog is not what a resolve gives")
+    args = parser.parse_args(argv)
+    text = CATALOG.read_text()
+    pythons = yaml.safe_load(text)["uploader"]["pythons"]
+    head, sep, _ = text.partition("\n" + MARKER + "\n")
+    if not sep:
+        raise SystemExit(f"{CATALOG}: no {MARKER!r} line")
+    new = head + "\n" + render(resolve(pythons), pythons)
+    if args.check:
+        if new != text:
+            print(f"{CATALOG.relative_to(REPO)}: uploader.packages differ from a fresh resolve", file=sys.stderr)
+            return 1
+        return 0
+    CATALOG.write_text(new)
+    print(f"wrote {CATALOG.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
