@@ -1,8 +1,8 @@
 """Site services of the sandbox fleet: what a GPU site's network offers its hosts, as stand-ins.
 
 `build_site_content()` builds (once, cached outside the repository) the signed apt repository of STAND-IN
-NVIDIA/Docker packages, the wheelhouse with a real CPU Triton (x86_64 and aarch64), and the STAND-IN CircularNet
-model archives. Given the hosts' images (`host_images`, as `cnctl sandbox up` does) it also adds Debian's REAL
+NVIDIA/Docker packages, the wheelhouse with a real CPU Triton and the pipeline uploader's wheels (x86_64 and
+aarch64), and the STAND-IN CircularNet model archives. Given the hosts' images (`host_images`, as `cnctl sandbox up` does) it also adds Debian's REAL
 Docker engine packages for both architectures to the apt repository (`debian.py`) and builds the site
 registry's STAND-IN Triton images (`tritonimage.py`).
 `start_site_services()` serves them (artifact server: /apt/ and /artifacts/, with switchable faults; the
@@ -186,7 +186,7 @@ def _ensure_registry(site: Path, mirror: str, progress: Callable[[str], None]) -
     here = Path(__file__).parent
     cat = catalog()
     digest = recipe.digest([repr(tritonimage.tags(cat)), mirror, here / "tritonimage.py", here / "registry.py",
-                            here / "triton.py", recipe.digest(wheelhouse.recipe_inputs())])
+                            here / "triton.py", recipe.digest(wheelhouse.triton_recipe_inputs())])
 
     def build(out: Path) -> None:
         progress("site: building the STAND-IN Triton images (amd64, arm64) for the site registry")
@@ -210,7 +210,9 @@ def _ensure_models(site: Path, progress: Callable[[str], None]) -> None:
 
 def _ensure_wheelhouse(site: Path, progress: Callable[[str], None]) -> None:
     def build(out: Path) -> None:
-        progress(f"site: downloading the wheelhouse ({', '.join(wheelhouse.REQUIREMENTS)} + dependencies)")
+        pins = wheelhouse.requirements()
+        progress(f"site: downloading the wheelhouse ({len(pins)} pinned wheels: {', '.join(pins[:2])}, ...; "
+                 "and the Triton wheels' dependencies)")
         wheelhouse.build_wheelhouse(out)
 
     target = site / "artifacts" / "wheelhouse"

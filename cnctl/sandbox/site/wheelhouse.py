@@ -1,5 +1,10 @@
-"""The wheelhouse sandbox hosts install a real (CPU) Triton from: nvidia-pytriton, numpy and their dependencies.
+"""The wheelhouse sandbox hosts install from: a real (CPU) Triton and the pipeline's uploader, with every dependency.
 
+Two sets of wheels, both pinned in the catalog (the one copy of each pin): the native runtime's
+(`platforms.yaml` `native_triton`: nvidia-pytriton, numpy; their other dependencies resolved by pip) and the
+pipeline uploader's (`pipeline.yaml` `uploader.packages`: google-cloud-storage, boto3 and the closed list of
+their dependencies, downloaded with `--no-deps --require-hashes` against the catalog's sha256). Every pinned
+wheel is checked against the catalog's sha256 once downloaded.
 `pip download` from PyPI for the hosts' interpreter (Debian bookworm: CPython 3.11, glibc 2.36), for both
 architectures (x86_64 servers, aarch64 Jetsons), whatever the machine building it runs. The artifact server serves it two ways:
   * PEP 503 simple index:  pip install --index-url <artifacts_url>wheelhouse/simple/ nvidia-pytriton
@@ -15,10 +20,11 @@ import html
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-# Pinned so the wheelhouse (and what the sandbox tests) only changes when this line does.
-REQUIREMENTS = ("nvidia-pytriton==0.7.0", "numpy==1.26.4")
+from cnctl.catalog import PinnedWheel, catalog
+
 # The hosts' interpreter and libc. nvidia-pytriton is manylinux_2_35; pip does not widen an explicit
 # --platform to older manylinux tags, so list the ones the dependencies use.
 PYTHON_VERSION = "3.11"
@@ -37,20 +43,74 @@ def normalize(project: str) -> str:
     return re.sub(r"[-_.]+", "-", project).lower()
 
 
+def triton_pins() -> list[PinnedWheel]:
+    """The native runtime's pinned wheels (catalog platforms.yaml `native_triton`)."""
+    return list(catalog().platforms.native_triton.packages)
+
+
+def uploader_pins() -> list[PinnedWheel]:
+    """The pipeline uploader's closed list of pinned wheels (catalog pipeline.yaml `uploader.packages`)."""
+    return list(catalog().pipeline.uploader.packages)
+
+
+def requirements() -> tuple[str, ...]:
+    """`name==version` of every pinned wheel the wheelhouse carries (Triton's first, then the uploader's)."""
+    return tuple(f"{p.name}=={p.version}" for p in [*triton_pins(), *uploader_pins()])
+
+
+def _hashed_requirements(pins: list[PinnedWheel]) -> str:
+    return "".join(f"{p.name}=={p.version}" + "".join(f" --hash=sha256:{h}" for h in p.sha256) + "\n" for p in pins)
+
+
+def _pip_download(arch: str, dest: Path, args: list[str]) -> None:
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest", str(dest),
+           "--python-version", PYTHON_VERSION, "--implementation", "cp", "--abi", ABI]
+    for plat in PLATFORMS[arch]:
+        cmd += ["--platform", plat]
+    res = subprocess.run([*cmd, *args], check=False, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"pip download for {arch} failed (PyPI reachable?):\n{res.stderr.strip()[-2000:]}")
+
+
 def download(dest: Path) -> list[Path]:
-    """pip download the pinned requirements and their dependencies as wheels for the hosts into `dest`.
+    """pip download the pinned wheels (and the Triton wheels' dependencies) for the hosts into `dest`.
 
     Done on the machine for every architecture (an emulated host's CA store may not know the machine's proxy).
+    The uploader's list is closed and hashed: `--no-deps --require-hashes`, exactly as the hosts install it.
     """
-    for arch, platforms in PLATFORMS.items():
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest", str(dest),
-               "--python-version", PYTHON_VERSION, "--implementation", "cp", "--abi", ABI]
-        for plat in platforms:
-            cmd += ["--platform", plat]
-        res = subprocess.run([*cmd, *REQUIREMENTS], check=False, capture_output=True, text=True)
-        if res.returncode != 0:
-            raise RuntimeError(f"pip download for {arch} failed (PyPI reachable?):\n{res.stderr.strip()[-2000:]}")
+    triton = [f"{p.name}=={p.version}" for p in triton_pins()]
+    with tempfile.TemporaryDirectory(prefix="cnctl-wheelhouse-") as tmp:
+        uploader = Path(tmp) / "uploader.txt"
+        uploader.write_text(_hashed_requirements(uploader_pins()))
+        for arch in PLATFORMS:
+            _pip_download(arch, dest, triton)
+            if uploader_pins():
+                _pip_download(arch, dest, ["--no-deps", "--require-hashes", "-r", str(uploader)])
+    verify(dest)
     return sorted(dest.glob("*.whl"))
+
+
+def _wheel_name_version(wheel: Path) -> tuple[str, str]:
+    name, version = wheel.name.split("-")[:2]
+    return normalize(name), version
+
+
+def verify(wheelhouse: Path) -> None:
+    """Every pinned wheel is there for each architecture, and is the file the catalog pins (by sha256)."""
+    by_key: dict[tuple[str, str], list[Path]] = {}
+    for wheel in wheelhouse.glob("*.whl"):
+        by_key.setdefault(_wheel_name_version(wheel), []).append(wheel)
+    problems = []
+    for pin in [*triton_pins(), *uploader_pins()]:
+        files = by_key.get((normalize(pin.name), pin.version), [])
+        for wheel in files:
+            if hashlib.sha256(wheel.read_bytes()).hexdigest() not in pin.sha256:
+                problems.append(f"{wheel.name}: its sha256 is not one the catalog pins for {pin.name} {pin.version}")
+        for arch, machine in WHEEL_ARCH.items():
+            if not any(machine in w.name or w.name.endswith("-none-any.whl") for w in files):
+                problems.append(f"{pin.name} {pin.version}: no wheel for {arch}")
+    if problems:
+        raise RuntimeError("the wheelhouse does not match the catalog's pins:\n  " + "\n  ".join(problems))
 
 
 def wheel_for(wheelhouse: Path, project: str, arch: str) -> Path:
@@ -85,7 +145,7 @@ def write_indexes(wheelhouse: Path) -> None:
         (simple / project).mkdir(exist_ok=True)
         (simple / project / "index.html").write_text(
             _page(f"Links for {project}", [(f"../../{w.name}#sha256={sha[w.name]}", w.name) for w in files]))
-    (wheelhouse / "requirements.txt").write_text("\n".join(REQUIREMENTS) + "\n")
+    (wheelhouse / "requirements.txt").write_text("\n".join(requirements()) + "\n")
 
 
 def build_wheelhouse(dest: Path) -> None:
@@ -94,10 +154,20 @@ def build_wheelhouse(dest: Path) -> None:
     write_indexes(dest)
 
 
-# Bump when write_indexes() changes what it writes. (The file itself is not hashed: a comment edit must not
-# cost a 100 MB download.)
-INDEX_FORMAT = "2"
+# Bump when write_indexes() or download() change what they write. (The file itself is not hashed: a comment
+# edit must not cost a 200 MB download.)
+INDEX_FORMAT = "3"
+
+
+def triton_recipe_inputs() -> list:
+    """What the Triton wheels (nvidia-pytriton, numpy and their dependencies) depend on: the registry's images
+    are built from them alone, so an uploader pin does not rebuild them. ("2": the index format when the
+    wheelhouse held only these, kept so that this digest, and the cached images, did not change.)"""
+    return [repr(tuple(f"{p.name}=={p.version}" for p in triton_pins())), PYTHON_VERSION, ABI, repr(PLATFORMS), "2"]
 
 
 def recipe_inputs() -> list:
-    return [repr(REQUIREMENTS), PYTHON_VERSION, ABI, repr(PLATFORMS), INDEX_FORMAT]
+    """The whole wheelhouse's recipe: every pin with its hashes (a re-pin of the same version to other files
+    rebuilds it too), the hosts' interpreter and platforms, the index format."""
+    return [_hashed_requirements([*triton_pins(), *uploader_pins()]), PYTHON_VERSION, ABI, repr(PLATFORMS),
+            INDEX_FORMAT]
