@@ -140,6 +140,7 @@ def _stack_drift(cfg: StackConfig, endpoints: Any, content: Any) -> list[str]:
             problems.append(f"model.url is {cfg.model.url}, the site serves the stand-in model at {url}")
         if cfg.model.sha256 != content.model_sha256:
             problems.append(f"model.sha256 is {cfg.model.sha256}, the stand-in archive's is {content.model_sha256}")
+    problems += _site_api().pipeline.stack_drift(cfg, endpoints.artifacts_url, content.client, content.footage)
     return problems
 
 

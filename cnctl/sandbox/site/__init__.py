@@ -2,7 +2,8 @@
 
 `build_site_content()` builds (once, cached outside the repository) the signed apt repository of STAND-IN
 NVIDIA/Docker packages, the wheelhouse with a real CPU Triton and the pipeline uploader's wheels (x86_64 and
-aarch64), and the STAND-IN CircularNet model archives. Given the hosts' images (`host_images`, as `cnctl sandbox up` does) it also adds Debian's REAL
+aarch64), the STAND-IN CircularNet model archives, and the STAND-IN pipeline client archive and replay footage
+(`pipeline.py`). Given the hosts' images (`host_images`, as `cnctl sandbox up` does) it also adds Debian's REAL
 Docker engine packages for both architectures to the apt repository (`debian.py`) and builds the site
 registry's STAND-IN Triton images (`tritonimage.py`).
 `start_site_services()` serves them (artifact server: /apt/ and /artifacts/, with switchable faults; the
@@ -10,8 +11,9 @@ container registry over TLS, when built) next to a GCS emulator and an S3 emulat
 network namespace; `stop_site_services()` stops exactly the processes it started.
 
 Cache layout (`<cache>/site/`): gnupg/ (throwaway signing key, 0700), apt/ (flat repo, served at /apt/),
-debian/ (the real .debs), registry/ (registry storage, served read-only), artifacts/models/ and
-artifacts/wheelhouse/ (served at /artifacts/), stamps/ (recipe hashes), .lock.
+debian/ (the real .debs), registry/ (registry storage, served read-only), artifacts/models/,
+artifacts/wheelhouse/, artifacts/clients/ and artifacts/footage/ (served at /artifacts/), stamps/ (recipe
+hashes), .lock.
 State layout (`<state_dir>/site/`): <service>.pid, <service>.log, artifacts-requests.log (JSON lines),
 endpoints.json, gcs/ (the GCS emulator's objects), registry.yml and tls/ (the registry's certificate).
 """
@@ -39,6 +41,7 @@ from cnctl.sandbox.site import (
     debian,
     emulators,
     model,
+    pipeline,
     probe,
     processes,
     recipe,
@@ -48,11 +51,12 @@ from cnctl.sandbox.site import (
     wheelhouse,
 )
 from cnctl.sandbox.site.model import ModelArchive
+from cnctl.sandbox.site.pipeline import Artifact
 from cnctl.sandbox.site.standins import STANDIN_MARK, nv_tegra_release
 
 __all__ = [
-    "DEFAULT_CACHE", "STANDIN_MARK", "ModelArchive", "SiteContent", "SiteEndpoints", "build_site_content",
-    "nv_tegra_release", "start_site_services", "stop_site_services",
+    "DEFAULT_CACHE", "STANDIN_MARK", "Artifact", "ModelArchive", "SiteContent", "SiteEndpoints",
+    "build_site_content", "nv_tegra_release", "start_site_services", "stop_site_services",
 ]
 
 DEFAULT_CACHE = Path(os.environ.get("CNCTL_CACHE") or instance.DEFAULT_CACHE)
@@ -66,7 +70,7 @@ class SiteEndpoints:
 
     apt_url: str  # flat repo: `deb [signed-by=/etc/apt/keyrings/cnctl-sandbox.gpg] <apt_url> ./`
     apt_keyring: Path  # binary keyring for /etc/apt/keyrings/cnctl-sandbox.gpg
-    artifacts_url: str  # models/<archive>.zip, wheelhouse/ (flat) and wheelhouse/simple/ (PEP 503)
+    artifacts_url: str  # {models,clients,footage}/<archive>.zip, wheelhouse/ (flat), wheelhouse/simple/ (PEP 503)
     gcs_url: str  # GCS emulator (STORAGE_EMULATOR_HOST)
     s3_url: str  # moto server (S3 endpoint_url)
     faults_url: str  # artifact server fault control: POST/GET/DELETE JSON
@@ -99,6 +103,8 @@ class SiteContent:
     packages: tuple[tuple[str, str, str], ...] = field(default=())  # (name, version, .deb file name)
     registry_dir: Path | None = None  # registry storage, where the site serves container images
     images: dict[str, list[str]] = field(default_factory=dict)  # repository:tag served, per architecture
+    client: Artifact | None = None  # the STAND-IN client archive (clients/sandbox_standin_client.zip)
+    footage: Artifact | None = None  # the replay footage (footage/belt-replay.zip)
 
     @property
     def model_archive(self) -> Path:
@@ -118,7 +124,9 @@ class SiteContent:
                 "artifacts_dir": str(self.artifacts_dir), "wheelhouse_dir": str(self.wheelhouse_dir),
                 "models": {k: v.to_json() for k, v in self.models.items()},
                 "packages": [list(p) for p in self.packages],
-                "registry_dir": str(self.registry_dir) if self.registry_dir else None, "images": self.images}
+                "registry_dir": str(self.registry_dir) if self.registry_dir else None, "images": self.images,
+                "client": self.client.to_json() if self.client else None,
+                "footage": self.footage.to_json() if self.footage else None}
 
 
 # --- building --------------------------------------------------------------------------------------
@@ -208,6 +216,20 @@ def _ensure_models(site: Path, progress: Callable[[str], None]) -> None:
         progress("site: model archives up to date")
 
 
+def _ensure_pipeline(site: Path, progress: Callable[[str], None]) -> None:
+    """The STAND-IN client archive and the replay footage, each its own part (the footage takes ~10 s)."""
+    parts = (("clients", pipeline.client_recipe_inputs(), pipeline.build_clients, "the stand-in client archive"),
+             ("footage", pipeline.footage_recipe_inputs(), pipeline.build_footage, "the replay footage"))
+    for part, inputs, builder, what in parts:
+
+        def build(out: Path, builder: Callable[[Path], None] = builder, what: str = what) -> None:
+            progress(f"site: building {what}")
+            builder(out)
+
+        if not recipe.build_part(site, part, site / "artifacts" / part, recipe.digest(inputs), build):
+            progress(f"site: {what} up to date")
+
+
 def _ensure_wheelhouse(site: Path, progress: Callable[[str], None]) -> None:
     def build(out: Path) -> None:
         pins = wheelhouse.requirements()
@@ -222,7 +244,8 @@ def _ensure_wheelhouse(site: Path, progress: Callable[[str], None]) -> None:
 
 def build_site_content(cache: Path = DEFAULT_CACHE, *, progress: Callable[[str], None] = print,
                        host_images: Mapping[str, Path] | None = None, mirror: str | None = None) -> SiteContent:
-    """Ensure the cache holds the current site content (apt repo, models, wheelhouse); returns where it is.
+    """Ensure the cache holds the current site content (apt repo, models, client, footage, wheelhouse); returns
+    where it is.
 
     With `host_images` ({dpkg architecture: image rootfs}) and the Debian `mirror` they were built from, the
     apt repository also carries Debian's real Docker engine packages for those architectures, and the site
@@ -240,6 +263,7 @@ def build_site_content(cache: Path = DEFAULT_CACHE, *, progress: Callable[[str],
                      else [])
         _ensure_apt(site, real_debs, progress)
         _ensure_models(site, progress)
+        _ensure_pipeline(site, progress)
         _ensure_wheelhouse(site, progress)
         if host_images and mirror:
             images = _ensure_registry(site, mirror, progress)
@@ -250,6 +274,8 @@ def build_site_content(cache: Path = DEFAULT_CACHE, *, progress: Callable[[str],
         models=model.read_archives(site / "artifacts" / "models"),
         packages=tuple((p.name, p.version, p.filename) for p in standins.all_packages()),
         registry_dir=site / "registry" if images else None, images=images,
+        client=pipeline.read_artifact(site / "artifacts", pipeline.CLIENT_ARCHIVE),
+        footage=pipeline.read_artifact(site / "artifacts", pipeline.FOOTAGE_ARCHIVE),
     )
 
 
