@@ -21,6 +21,7 @@ from cnctl.cloud.network import Network
 from cnctl.cloud.services import Services
 from cnctl.cloud.startup import render_startup_script
 from cnctl.cloud.storage import Storage
+from cnctl.cloud.transfer import DetectionsTransfer
 from cnctl.config.schema import Gcp, StackConfig
 
 __all__ = ["CloudLayer", "build"]
@@ -36,6 +37,7 @@ class CloudLayer:
     storage: Storage
     analytics: Analytics
     identity: Identity
+    transfer: DetectionsTransfer
     vms: GpuVms | None
 
 
@@ -80,8 +82,18 @@ def build(cfg: StackConfig) -> CloudLayer | None:
         opts=on_gcp,
         requires=apis,
     )
-    identity = Identity(
-        names, gcp.project, storage.buckets, analytics.dataset, analytics.table, opts=on_gcp, requires=apis
+    identity = Identity(names, gcp.project, storage.buckets, opts=on_gcp, requires=apis)
+    # Devices and VMs only add objects to the results bucket; this transfer loads them into BigQuery.
+    transfer = DetectionsTransfer(
+        names,
+        gcp.project,
+        location=gcp.region,
+        results=storage.buckets["results"],
+        dataset=analytics.dataset,
+        tables=analytics.tables,
+        minutes=cfg.analytics.load_every_minutes,
+        opts=on_gcp,
+        requires=apis,
     )
     vms = None
     if cfg.compute is not None:
@@ -100,7 +112,7 @@ def build(cfg: StackConfig) -> CloudLayer | None:
             requires=apis,
         )
 
-    layer = CloudLayer(provider, services, network, storage, analytics, identity, vms)
+    layer = CloudLayer(provider, services, network, storage, analytics, identity, transfer, vms)
     _export(gcp, layer)
     return layer
 
@@ -116,8 +128,14 @@ def _export(gcp: Gcp, layer: CloudLayer) -> None:
     pulumi.export("tableId", table.table_id)
     pulumi.export("table", pulumi.Output.format("{0}.{1}.{2}", gcp.project, table.dataset_id, table.table_id))
     pulumi.export(
-        "serviceAccounts", {"inference": layer.identity.inference.email, "uploader": layer.identity.uploader.email}
+        "serviceAccounts",
+        {
+            "inference": layer.identity.inference.email,
+            "uploader": layer.identity.uploader.email,
+            "transfer": layer.transfer.account.email,
+        },
     )
+    pulumi.export("transfers", {gen: config.name for gen, config in layer.transfer.configs.items()})
     pulumi.export(
         "lookerStudioUrl",
         pulumi.Output.all(table.dataset_id, table.table_id).apply(lambda ids: looker_studio_url(gcp.project, *ids)),

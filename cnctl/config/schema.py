@@ -231,6 +231,13 @@ class Analytics(Section):
     dataset: BigQueryId = "circularnet"
     table: BigQueryId = "detections"
     kms_key_name: KmsKeyName | None = Field(None, description="CMEK for the dataset's tables; in the dataset's region")
+    load_every_minutes: int = Field(
+        15,
+        ge=15,
+        le=1440,
+        description="how often the BigQuery Data Transfer loads new results from the results bucket "
+        "(15 minutes is the shortest interval Cloud Storage transfers allow)",
+    )
 
     def table_of(self, generation: str) -> str:
         """`detections_tf`: the table of one client generation (generations differ in columns, each keeps its own)."""

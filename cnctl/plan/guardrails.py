@@ -8,13 +8,16 @@ meaning, not spelling: source ranges by the addresses they cover, ports by the n
 
 Most rules need only the resource. A few (`Rule.stack_wide`) also need what the whole stack says,
 gathered once by `Context.of`: whether it is production (the `environment` label cnctl puts on every
-labelled resource), whether it uses CMEK anywhere, and which accounts the VMs run as.
+labelled resource), whether it uses CMEK anywhere, which accounts BigQuery Data Transfers run as and
+which buckets they read, which accounts can add objects to a bucket (uploaders: their credentials sit on
+devices), and which custom roles the stack declares with BigQuery permissions.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -28,6 +31,9 @@ BUCKET = "gcp:storage/bucket:Bucket"
 DATASET = "gcp:bigquery/dataset:Dataset"
 TABLE = "gcp:bigquery/table:Table"
 SUBNETWORK = "gcp:compute/subnetwork:Subnetwork"
+TRANSFER = "gcp:bigquery/dataTransferConfig:DataTransferConfig"
+CUSTOM_ROLE = "gcp:projects/iAMCustomRole:IAMCustomRole"
+BUCKET_IAM_PREFIX = "gcp:storage/bucketIAM"
 PROJECT_METADATA = ("gcp:compute/projectMetadata:ProjectMetadata", "gcp:compute/projectMetadataItem:ProjectMetadataItem")
 PROJECT_IAM = ("gcp:projects/iAMMember:IAMMember", "gcp:projects/iAMBinding:IAMBinding")
 VM_TYPES = (INSTANCE, INSTANCE_TEMPLATE)
@@ -38,8 +44,27 @@ ANYWHERE = frozenset({"0.0.0.0/0", "::/0"})
 DEFAULT_COMPUTE_SA_SUFFIX = "-compute@developer.gserviceaccount.com"
 REQUIRED_LABELS = ("environment", "managed-by")
 PRODUCTION_ENVIRONMENTS = frozenset({"prod"})  # the stacks cnctl marks production (StackConfig.is_prod)
-# Roles that can delete or rewrite detection rows (BigQuery) wherever they are granted.
-DETECTION_REWRITERS = frozenset({"roles/bigquery.dataEditor", "roles/bigquery.dataOwner", "roles/bigquery.admin"})
+# Roles that can write BigQuery data (append, delete or rewrite detection rows) wherever they are granted;
+# a custom role declared in the stack counts when its permissions include one of BIGQUERY_WRITES.
+DETECTION_WRITERS = frozenset({"roles/bigquery.dataEditor", "roles/bigquery.dataOwner", "roles/bigquery.admin"})
+BIGQUERY_WRITES = frozenset({
+    "bigquery.tables.updateData", "bigquery.tables.update", "bigquery.tables.delete", "bigquery.tables.create",
+    "bigquery.datasets.update", "bigquery.datasets.delete",
+})
+# Bucket roles that can add objects (an account holding one is an uploader) ...
+OBJECT_CREATORS = frozenset({
+    "roles/storage.objectCreator", "roles/storage.objectUser", "roles/storage.objectAdmin", "roles/storage.admin",
+    "roles/storage.legacyBucketWriter", "roles/storage.legacyBucketOwner",
+})
+# ... and those that can also overwrite or delete them (objects are written once; lifecycle rules expire them).
+OBJECT_REWRITERS = OBJECT_CREATORS - {"roles/storage.objectCreator"} | {"roles/storage.legacyObjectOwner"}
+TRANSFER_READ_ROLE = "roles/storage.objectViewer"
+# Roles that let a member act as a service account (mint its tokens, attach it, make its keys).
+IMPERSONATION_ROLES = frozenset({
+    "roles/iam.serviceAccountTokenCreator", "roles/iam.serviceAccountUser", "roles/iam.serviceAccountKeyAdmin",
+})
+# A Google-managed service agent: service-<project number>@gcp-sa-<service>.iam.gserviceaccount.com
+SERVICE_AGENT = re.compile(r"^serviceAccount:service-[0-9]+@gcp-sa-[a-z0-9-]+\.iam\.gserviceaccount\.com$")
 SSH_PORT = 22
 # Addresses no packet from the internet comes from: what is left of 0.0.0.0/0 and 2000::/3 is "the internet".
 NOT_INTERNET_V4 = tuple(
@@ -68,20 +93,46 @@ class Context:
 
     production: bool = False
     cmek: bool = False  # some bucket, dataset or disk names a KMS key: then all of them must
-    vm_members: frozenset[str] = field(default_factory=frozenset)  # `serviceAccount:<email>` the VMs run as
+    # `serviceAccount:<email>` each BigQuery Data Transfer runs as -> the buckets its transfers read
+    transfer_sources: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    uploaders: frozenset[str] = field(default_factory=frozenset)  # members that can add objects to a bucket
+    # full names (`projects/<p>/roles/<id>`) of custom roles the stack declares with BigQuery permissions,
+    # and of those among them that can write BigQuery data
+    bigquery_custom_roles: frozenset[str] = field(default_factory=frozenset)
+    writer_custom_roles: frozenset[str] = field(default_factory=frozenset)
 
     @classmethod
     def of(cls, resources: Iterable[tuple[str, Inputs]]) -> Context:
         """Gather the context from (type token, inputs) pairs: the plan's resources or a policy pack's."""
         production = cmek = False
-        members: set[str] = set()
+        sources: dict[str, set[str]] = {}
+        uploaders: set[str] = set()
+        bigquery_roles: set[str] = set()
+        writer_roles: set[str] = set()
         for type_, inputs in resources:
             labels = inputs.get("labels") or {}
             production = production or labels.get("environment") in PRODUCTION_ENVIRONMENTS
             cmek = cmek or _kms_key(type_, inputs) is not None
-            if type_ in VM_TYPES and isinstance(email := (inputs.get("serviceAccount") or {}).get("email"), str):
-                members.add(f"serviceAccount:{email}")
-        return cls(production, cmek, frozenset(members))
+            if type_ == TRANSFER and isinstance(email := inputs.get("serviceAccountName"), str):
+                bucket = _gcs_bucket((inputs.get("params") or {}).get("data_path_template"))
+                sources.setdefault(f"serviceAccount:{email}", set()).update([bucket] if bucket else [])
+            if type_.startswith(BUCKET_IAM_PREFIX) and set(_roles(type_, inputs)) & OBJECT_CREATORS:
+                uploaders.update(_members(inputs))
+            if type_ == CUSTOM_ROLE:
+                permissions = {str(p) for p in inputs.get("permissions") or []}
+                name = f"projects/{inputs.get('project')}/roles/{inputs.get('roleId')}"
+                if any(p.startswith("bigquery.") for p in permissions):
+                    bigquery_roles.add(name)
+                if permissions & BIGQUERY_WRITES:
+                    writer_roles.add(name)
+        return cls(
+            production,
+            cmek,
+            {member: frozenset(buckets) for member, buckets in sources.items()},
+            frozenset(uploaders),
+            frozenset(bigquery_roles),
+            frozenset(writer_roles),
+        )
 
 
 NO_CONTEXT = Context()
@@ -262,6 +313,44 @@ def labels_present(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str
     return f"has no {' or '.join(missing)} label" if missing else None
 
 
+def transfers_run_as_a_service_account(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
+    """BigQuery Data Transfers run as a dedicated service account, never with their creator's credentials."""
+    if type_ != TRANSFER:
+        return None
+    account = inputs.get("serviceAccountName")
+    if not account:
+        return "has no serviceAccountName, so it runs with the credentials of whoever created it; name its own account"
+    if str(account).endswith(DEFAULT_COMPUTE_SA_SUFFIX):
+        return f"runs as the default compute service account ({account}); name its own account"
+    return None
+
+
+def objects_never_overwritten_or_deleted(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
+    """No bucket grant can overwrite or delete objects: uploads only create, readers only read."""
+    if not type_.startswith(BUCKET_IAM_PREFIX):
+        return None
+    found = sorted(set(_roles(type_, inputs)) & OBJECT_REWRITERS)
+    if found:
+        return (f"grants {', '.join(found)}, which can overwrite or delete objects; uploads need "
+                "roles/storage.objectCreator, reads roles/storage.objectViewer (lifecycle rules expire objects)")
+    return None
+
+
+def impersonation_only_for_service_agents(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
+    """Only a Google service agent may act as a service account (token creator, user, key admin), on that account."""
+    if "IAM" not in type_.upper():
+        return None
+    found = sorted(set(_roles(type_, inputs)) & IMPERSONATION_ROLES)
+    if not found:
+        return None
+    if type_ in PROJECT_IAM:
+        return f"grants {', '.join(found)} on the project (every service account in it); grant it on the one account"
+    others = [m for m in _members(inputs) if not SERVICE_AGENT.fullmatch(m)]
+    if others:
+        return f"grants {', '.join(found)} to {', '.join(others)}; only a Google service agent may act as this account"
+    return None
+
+
 # --- stack-wide rules: they read the Context ------------------------------------------------------
 
 
@@ -288,16 +377,45 @@ def production_no_spot(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) ->
     return None
 
 
-def detections_rewritten_only_by_the_vm(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
-    """Only the inference VMs' account holds a role that can delete or rewrite detections (BigQuery data)."""
+def detections_written_only_by_the_transfer(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
+    """Only the BigQuery Data Transfer's account can write BigQuery data, on the dataset or table only."""
     if "IAM" not in type_.upper() or not type_.startswith(("gcp:bigquery/", "gcp:projects/")):
         return None
-    roles = sorted(set(_roles(type_, inputs)) & DETECTION_REWRITERS)
+    roles = sorted(set(_roles(type_, inputs)) & (DETECTION_WRITERS | ctx.writer_custom_roles))
     if not roles:
         return None
-    strangers = [m for m in _members(inputs) if m not in ctx.vm_members]
+    strangers = [m for m in _members(inputs) if m not in ctx.transfer_sources]
     if strangers:
-        return f"grants {', '.join(roles)} to {', '.join(strangers)}; only the inference VMs' account may rewrite detections"
+        return (f"grants {', '.join(roles)} to {', '.join(strangers)}; only the transfer's account writes detections "
+                "(hosts upload files, the BigQuery Data Transfer loads them)")
+    if type_ in PROJECT_IAM:
+        return f"grants {', '.join(roles)} on the whole project; grant the transfer's account the dataset only"
+    return None
+
+
+def uploaders_hold_no_bigquery_roles(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
+    """An account that uploads to a bucket (devices, VMs) holds no BigQuery role at all."""
+    if "IAM" not in type_.upper():
+        return None
+    roles = sorted(r for r in _roles(type_, inputs) if r.startswith("roles/bigquery.") or r in ctx.bigquery_custom_roles)
+    uploaders = [m for m in _members(inputs) if m in ctx.uploaders]
+    if roles and uploaders:
+        return (f"grants {', '.join(roles)} to {', '.join(uploaders)}, which uploads to a bucket; an uploader's "
+                "credentials sit on devices, so they reach no BigQuery data (the transfer loads the files)")
+    return None
+
+
+def transfer_reads_only_what_it_loads(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
+    """A transfer's account only reads (objectViewer) the buckets its transfers load from, and no other bucket."""
+    if not type_.startswith(BUCKET_IAM_PREFIX):
+        return None
+    bucket = str(inputs.get("bucket", "")).removeprefix("b/")
+    for member in (m for m in _members(inputs) if m in ctx.transfer_sources):
+        other = sorted(set(_roles(type_, inputs)) - {TRANSFER_READ_ROLE})
+        if other:
+            return f"grants {', '.join(other)} to the transfer's account {member}; it only reads ({TRANSFER_READ_ROLE})"
+        if bucket not in ctx.transfer_sources[member]:
+            return f"lets the transfer's account {member} read bucket {bucket}, which none of its transfers loads from"
     return None
 
 
@@ -334,13 +452,18 @@ RULES: tuple[Rule, ...] = tuple(
         shielded_vm,
         dataset_location_set,
         labels_present,
+        transfers_run_as_a_service_account,
+        objects_never_overwritten_or_deleted,
+        impersonation_only_for_service_agents,
     )
 ) + tuple(
     Rule.of(check, stack_wide=True)
     for check in (
         production_keeps_deletion_protection,
         production_no_spot,
-        detections_rewritten_only_by_the_vm,
+        detections_written_only_by_the_transfer,
+        uploaders_hold_no_bigquery_roles,
+        transfer_reads_only_what_it_loads,
         cmek_everywhere,
         production_logs_traffic,
     )
@@ -390,6 +513,13 @@ def _bindings(inputs: Inputs) -> list[dict]:
     except (ValueError, AttributeError):
         return []
     return [b for b in bindings if isinstance(b, dict)]
+
+
+def _gcs_bucket(path: Any) -> str | None:
+    """`gs://bucket/a/*.ndjson` -> `bucket`; None for anything else."""
+    if not isinstance(path, str) or not path.startswith("gs://"):
+        return None
+    return path.removeprefix("gs://").split("/", 1)[0] or None
 
 
 def _kms_key(type_: str, inputs: Inputs) -> str | None:

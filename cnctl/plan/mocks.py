@@ -170,6 +170,26 @@ class CloudMocks(pulumi.runtime.Mocks):
         scope = inputs.get("bucket") or inputs.get("datasetId") or inputs.get("project") or self._project
         return f"{scope}/{inputs['role']}/{inputs['member']}", {"etag": "BwYmock="}
 
+    def _account_iam_member(self, name: str, inputs: Mapping[str, Any]) -> tuple[str, State]:
+        return f"{inputs['serviceAccountId']}/{inputs['role']}/{inputs['member']}", {"etag": "BwYmock="}
+
+    def _service_identity(self, name: str, inputs: Mapping[str, Any]) -> tuple[str, State]:
+        """A Google service agent: `service-<project number>@gcp-sa-<api>.iam.gserviceaccount.com`."""
+        project, _ = self._scoped(inputs)
+        api = inputs["service"].split(".", 1)[0]
+        email = f"service-{project_number(project)}@gcp-sa-{api}.iam.gserviceaccount.com"
+        return f"projects/{project}/services/{inputs['service']}", {
+            "project": project,
+            "email": email,
+            "member": f"serviceAccount:{email}",
+        }
+
+    def _transfer_config(self, name: str, inputs: Mapping[str, Any]) -> tuple[str, State]:
+        project, region = self._scoped(inputs)
+        location = inputs.get("location") or region
+        path = f"projects/{project_number(project)}/locations/{location}/transferConfigs/{_stable_number(name):08x}"
+        return path, {"project": project, "name": path}
+
     def _service(self, name: str, inputs: Mapping[str, Any]) -> tuple[str, State]:
         project, _ = self._scoped(inputs)
         return f"{project}/{inputs['service']}", {"project": project}
@@ -199,11 +219,19 @@ _COMPUTED: dict[str, Callable[[CloudMocks, str, Mapping[str, Any]], tuple[str, S
     "gcp:bigquery/table:Table": CloudMocks._table,
     "gcp:bigquery/datasetIamMember:DatasetIamMember": CloudMocks._iam_member,
     "gcp:projects/iAMMember:IAMMember": CloudMocks._iam_member,
+    "gcp:serviceaccount/iAMMember:IAMMember": CloudMocks._account_iam_member,
+    "gcp:projects/serviceIdentity:ServiceIdentity": CloudMocks._service_identity,
+    "gcp:bigquery/dataTransferConfig:DataTransferConfig": CloudMocks._transfer_config,
 }
 
 
 def _stable_number(text: str) -> int:
     return zlib.crc32(text.encode())
+
+
+def project_number(project: str) -> int:
+    """A project's number, stable per project id (12 digits, as Google Cloud's are)."""
+    return 100000000000 + _stable_number(project)
 
 
 def _host_address(cidr: str, vm: str) -> str:

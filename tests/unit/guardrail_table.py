@@ -23,12 +23,19 @@ PROJECT_MEMBER = "gcp:projects/iAMMember:IAMMember"
 BUCKET_MEMBER = "gcp:storage/bucketIAMMember:BucketIAMMember"
 DATASET_MEMBER = "gcp:bigquery/datasetIamMember:DatasetIamMember"
 TABLE_MEMBER = "gcp:bigquery/iamMember:IamMember"
+ACCOUNT_MEMBER = "gcp:serviceaccount/iAMMember:IAMMember"
 PROJECT_ITEM = "gcp:compute/projectMetadataItem:ProjectMetadataItem"
+TRANSFER = "gcp:bigquery/dataTransferConfig:DataTransferConfig"
+CUSTOM_ROLE = "gcp:projects/iAMCustomRole:IAMCustomRole"
 
 KEY = "projects/p/locations/us-central1/keyRings/r/cryptoKeys/k"
 VM_EMAIL = "cn-prod-vm@p.iam.gserviceaccount.com"
 VM = f"serviceAccount:{VM_EMAIL}"
 EDGE = "serviceAccount:cn-prod-edge@p.iam.gserviceaccount.com"
+LOAD_EMAIL = "cn-prod-load@p.iam.gserviceaccount.com"
+LOAD = f"serviceAccount:{LOAD_EMAIL}"
+AGENT = "serviceAccount:service-123456789012@gcp-sa-bigquerydatatransfer.iam.gserviceaccount.com"
+RESULTS = "results-bucket"
 IAP = "35.235.240.0/20"
 
 
@@ -69,11 +76,18 @@ GOOD: list[tuple[str, str, dict[str, Any]]] = [
     (DATASET, "dataset", {"datasetId": "d", "location": "europe-west4", "deleteContentsOnDestroy": False,
                           "defaultEncryptionConfiguration": {"kmsKeyName": KEY}, "labels": labels("prod")}),
     (TABLE, "table", {"datasetId": "d", "tableId": "t", "deletionProtection": True, "labels": labels("prod")}),
-    (PROJECT_MEMBER, "jobs", {"project": "p", "role": "roles/bigquery.jobUser", "member": VM}),
-    (BUCKET_MEMBER, "frames", {"bucket": "b", "role": "roles/storage.objectAdmin", "member": VM}),
-    (BUCKET_MEMBER, "uploads", {"bucket": "b", "role": "roles/storage.objectCreator", "member": EDGE}),
-    (DATASET_MEMBER, "rows", {"datasetId": "d", "role": "roles/bigquery.dataEditor", "member": VM}),
-    (TABLE_MEMBER, "inserts", {"datasetId": "d", "tableId": "t", "role": "projects/p/roles/inserter", "member": EDGE}),
+    (PROJECT_MEMBER, "logs", {"project": "p", "role": "roles/logging.logWriter", "member": VM}),
+    (BUCKET_MEMBER, "frames", {"bucket": "b", "role": "roles/storage.objectCreator", "member": VM}),
+    (BUCKET_MEMBER, "frames-read", {"bucket": "b", "role": "roles/storage.objectViewer", "member": VM}),
+    (BUCKET_MEMBER, "uploads", {"bucket": RESULTS, "role": "roles/storage.objectCreator", "member": EDGE}),
+    # The BigQuery Data Transfer: its own account reads the results bucket and alone writes the dataset.
+    (TRANSFER, "load", {"dataSourceId": "google_cloud_storage", "serviceAccountName": LOAD_EMAIL, "location": "europe-west4",
+                        "params": {"data_path_template": f"gs://{RESULTS}/detections/tf/*.ndjson"}}),
+    (BUCKET_MEMBER, "load-reads", {"bucket": RESULTS, "role": "roles/storage.objectViewer", "member": LOAD}),
+    (DATASET_MEMBER, "rows", {"datasetId": "d", "role": "roles/bigquery.dataEditor", "member": LOAD}),
+    (PROJECT_MEMBER, "jobs", {"project": "p", "role": "roles/bigquery.jobUser", "member": LOAD}),
+    (ACCOUNT_MEMBER, "agent", {"serviceAccountId": f"projects/p/serviceAccounts/{LOAD_EMAIL}",
+                               "role": "roles/iam.serviceAccountTokenCreator", "member": AGENT}),
 ]
 
 # The same stack as dev without CMEK: Spot VMs, no deletion protection and no logging are fine there.
@@ -136,6 +150,13 @@ def fw(sources: list[str] | None, ports: list[str] | None = None, protocol: str 
 
 G2_BARE = {**changed("vm", guestAccelerators=None, scheduling={}), "machineType": "g2-standard-8"}
 DEV = tuple(GOOD_DEV)
+# GOOD with two custom roles declared: one that appends rows, one that only reads.
+INSERTER = (
+    *GOOD,
+    (CUSTOM_ROLE, "inserter", {"project": "p", "roleId": "inserter",
+                               "permissions": ["bigquery.tables.get", "bigquery.tables.updateData"]}),
+    (CUSTOM_ROLE, "reader", {"project": "p", "roleId": "reader", "permissions": ["bigquery.tables.getData"]}),
+)
 
 BAD: list[Bad] = [
     Bad("no-external-ip", INSTANCE, changed("vm", networkInterfaces=[{"subnetwork": "s", "accessConfigs": [{}]}])),
@@ -198,14 +219,50 @@ BAD: list[Bad] = [
     Bad("production-no-spot", INSTANCE, changed("vm", scheduling={"onHostMaintenance": "TERMINATE",
                                                                  "provisioningModel": "SPOT"})),
     Bad("production-no-spot", INSTANCE, changed("vm", scheduling={"onHostMaintenance": "TERMINATE", "preemptible": True})),
-    Bad("detections-rewritten-only-by-the-vm", DATASET_MEMBER,
+    Bad("detections-written-only-by-the-transfer", DATASET_MEMBER,
         {"datasetId": "d", "role": "roles/bigquery.dataEditor", "member": EDGE}),
-    Bad("detections-rewritten-only-by-the-vm", TABLE_MEMBER,
+    Bad("detections-written-only-by-the-transfer", DATASET_MEMBER,
+        {"datasetId": "d", "role": "roles/bigquery.dataEditor", "member": "user:analyst@example.com"},
+        why="not only uploaders: nobody but the transfer"),
+    Bad("detections-written-only-by-the-transfer", TABLE_MEMBER,
         {"datasetId": "d", "tableId": "t", "role": "roles/bigquery.dataOwner", "member": "user:someone@example.com"}),
-    Bad("detections-rewritten-only-by-the-vm", PROJECT_MEMBER, {"project": "p", "role": "roles/bigquery.admin", "member": EDGE},
-        base=DEV, why="no VM account in the stack at all is no excuse"),
-    Bad("detections-rewritten-only-by-the-vm", "gcp:bigquery/datasetIamBinding:DatasetIamBinding",
-        {"datasetId": "d", "role": "roles/bigquery.dataEditor", "members": [VM, EDGE]}),
+    Bad("detections-written-only-by-the-transfer", PROJECT_MEMBER, {"project": "p", "role": "roles/bigquery.admin", "member": EDGE},
+        base=DEV, why="no transfer in the stack at all is no excuse"),
+    Bad("detections-written-only-by-the-transfer", "gcp:bigquery/datasetIamBinding:DatasetIamBinding",
+        {"datasetId": "d", "role": "roles/bigquery.dataEditor", "members": [LOAD, VM]}),
+    Bad("detections-written-only-by-the-transfer", PROJECT_MEMBER, {"project": "p", "role": "roles/bigquery.dataEditor", "member": LOAD},
+        why="the transfer's account too: on the dataset, not every dataset of the project"),
+    Bad("detections-written-only-by-the-transfer", TABLE_MEMBER,
+        {"datasetId": "d", "tableId": "t", "role": "projects/p/roles/inserter", "member": "user:someone@example.com"},
+        base=INSERTER, why="a custom role the stack declares with tables.updateData writes rows too"),
+    Bad("uploaders-hold-no-bigquery-roles", PROJECT_MEMBER, {"project": "p", "role": "roles/bigquery.jobUser", "member": EDGE}),
+    Bad("uploaders-hold-no-bigquery-roles", DATASET_MEMBER, {"datasetId": "d", "role": "roles/bigquery.dataViewer", "member": VM},
+        why="the VMs upload through the same uploader"),
+    Bad("uploaders-hold-no-bigquery-roles", TABLE_MEMBER,
+        {"datasetId": "d", "tableId": "t", "role": "projects/p/roles/reader", "member": EDGE}, base=INSERTER,
+        why="a custom role with BigQuery permissions counts as a BigQuery role"),
+    Bad("transfer-reads-only-what-it-loads", BUCKET_MEMBER, {"bucket": "images-bucket", "role": "roles/storage.objectViewer",
+                                                             "member": LOAD}),
+    Bad("transfer-reads-only-what-it-loads", BUCKET_MEMBER, {"bucket": RESULTS, "role": "roles/storage.legacyBucketReader",
+                                                             "member": LOAD}),
+    Bad("transfers-run-as-a-service-account", TRANSFER, {"dataSourceId": "google_cloud_storage", "location": "europe-west4",
+                                                         "params": {"data_path_template": f"gs://{RESULTS}/x/*.ndjson"}}),
+    Bad("transfers-run-as-a-service-account", TRANSFER,
+        {"dataSourceId": "google_cloud_storage", "serviceAccountName": "1-compute@developer.gserviceaccount.com",
+         "params": {"data_path_template": "gs://other/x/*.ndjson"}}),
+    Bad("objects-never-overwritten-or-deleted", BUCKET_MEMBER, {"bucket": "b", "role": "roles/storage.objectAdmin", "member": VM}),
+    Bad("objects-never-overwritten-or-deleted", "gcp:storage/bucketIAMBinding:BucketIAMBinding",
+        {"bucket": RESULTS, "role": "roles/storage.objectUser", "members": [EDGE]}),
+    Bad("objects-never-overwritten-or-deleted", "gcp:storage/bucketIAMPolicy:BucketIAMPolicy",
+        {"bucket": "b", "policyData": '{"bindings": [{"role": "roles/storage.legacyObjectOwner", "members": []}]}'}),
+    Bad("impersonation-only-for-service-agents", ACCOUNT_MEMBER,
+        {"serviceAccountId": f"projects/p/serviceAccounts/{LOAD_EMAIL}", "role": "roles/iam.serviceAccountTokenCreator",
+         "member": "user:someone@example.com"}),
+    Bad("impersonation-only-for-service-agents", ACCOUNT_MEMBER,
+        {"serviceAccountId": "projects/p/serviceAccounts/x", "role": "roles/iam.serviceAccountUser", "member": EDGE}),
+    Bad("impersonation-only-for-service-agents", PROJECT_MEMBER,
+        {"project": "p", "role": "roles/iam.serviceAccountTokenCreator", "member": AGENT},
+        why="even the agent: on its one account, not every account of the project"),
     Bad("cmek-everywhere", BUCKET, changed("results", encryption=None)),
     Bad("cmek-everywhere", DATASET, changed("dataset", defaultEncryptionConfiguration=None)),
     Bad("cmek-everywhere", INSTANCE, changed("vm", bootDisk={"initializeParams": {"type": "pd-balanced"}})),
@@ -222,5 +279,12 @@ ALSO_GOOD: list[tuple[tuple[tuple[str, str, dict[str, Any]], ...], str, dict[str
     (tuple(GOOD), FIREWALL, fw(["10.40.0.0/16"], ["8000-8002", "23-65535"])),  # spans everything but 22
     (tuple(GOOD), FIREWALL, fw(["10.40.0.0/16"], None, protocol="udp")),
     (tuple(GOOD), PROJECT_ITEM, {"key": "enable-oslogin", "value": "TRUE"}),
-    (tuple(GOOD), DATASET_MEMBER, {"datasetId": "d", "role": "roles/bigquery.dataViewer", "member": EDGE}),
+    (tuple(GOOD), DATASET_MEMBER, {"datasetId": "d", "role": "roles/bigquery.dataViewer",
+                                   "member": "group:analysts@example.com"}),  # reading is not writing, nor an uploader
+    (tuple(GOOD), BUCKET_MEMBER, {"bucket": RESULTS, "role": "roles/storage.objectViewer", "member": VM}),
+    (INSERTER, TABLE_MEMBER, {"datasetId": "d", "tableId": "t", "role": "projects/p/roles/inserter", "member": LOAD}),
+    (INSERTER, TABLE_MEMBER, {"datasetId": "d", "tableId": "t", "role": "projects/p/roles/reader",
+                              "member": "group:analysts@example.com"}),
+    (tuple(GOOD), ACCOUNT_MEMBER, {"serviceAccountId": "projects/p/serviceAccounts/x",
+                                   "role": "roles/iam.serviceAccountTokenCreator", "member": AGENT}),
 ]

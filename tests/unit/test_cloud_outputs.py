@@ -59,7 +59,11 @@ def test_data_and_identity_outputs(prod: Plan) -> None:
     assert out["serviceAccounts"] == {
         "inference": "cn-prod-vm@my-circularnet-prod.iam.gserviceaccount.com",
         "uploader": "cn-prod-edge@my-circularnet-prod.iam.gserviceaccount.com",
+        "transfer": "cn-prod-load@my-circularnet-prod.iam.gserviceaccount.com",
     }
+    # one transfer per generation table, named as `bq show --transfer_config` takes them
+    assert sorted(out["transfers"]) == ["detr", "tf"]
+    assert all(re.fullmatch(r"projects/\d+/locations/europe-west4/transferConfigs/\w+", n) for n in out["transfers"].values())
 
 
 def test_looker_studio_url_binds_the_table(prod: Plan) -> None:

@@ -17,12 +17,16 @@ import yaml
 from cnctl.catalog import catalog
 from cnctl.config import stack_path
 from cnctl.plan import Plan, plan_stack
+from cnctl.plan.mocks import project_number
+
+AGENT_NUMBER = project_number("my-circularnet-dev")  # the mock's project number
 
 INSTANCE = "gcp:compute/instance:Instance"
 BUCKET = "gcp:storage/bucket:Bucket"
 FIREWALL = "gcp:compute/firewall:Firewall"
 IAM_TYPES = {
     "gcp:storage/bucketIAMMember:BucketIAMMember": "bucket",
+    "gcp:serviceaccount/iAMMember:IAMMember": "serviceAccountId",
     "gcp:bigquery/datasetIamMember:DatasetIamMember": "datasetId",
     "gcp:projects/iAMMember:IAMMember": "project",
     "gcp:bigquery/iamMember:IamMember": "tableId",
@@ -196,6 +200,7 @@ def test_no_compute_section_means_no_vms(tmp_path: Path) -> None:
 def test_no_gcp_section_means_no_cloud_layer(tmp_path: Path) -> None:
     def change(config: dict[str, Any]) -> None:
         del config["circularnet:gcp"], config["circularnet:compute"]
+        config["circularnet:storage"]["endpoint"] = "https://s3.plant.local:9000"  # where the data goes instead
 
     plan = plan_stack(variant(tmp_path, "onprem", change))
     assert plan.resources == () and plan.outputs == {} and plan.violations == ()
@@ -323,19 +328,41 @@ def grants(plan: Plan) -> set[tuple[str, str, str]]:
 def test_every_grant_exactly(dev: Plan) -> None:
     vm = "serviceAccount:cn-dev-vm@my-circularnet-dev.iam.gserviceaccount.com"
     edge = "serviceAccount:cn-dev-edge@my-circularnet-dev.iam.gserviceaccount.com"
+    load = "serviceAccount:cn-dev-load@my-circularnet-dev.iam.gserviceaccount.com"
+    agent = f"serviceAccount:service-{AGENT_NUMBER}@gcp-sa-bigquerydatatransfer.iam.gserviceaccount.com"
     assert grants(dev) == {
-        ("roles/storage.objectAdmin", vm, "bucket:my-circularnet-dev-images"),
-        ("roles/storage.objectAdmin", vm, "bucket:my-circularnet-dev-results"),
+        # the VMs upload like any host, read frames and model archives; no BigQuery
+        ("roles/storage.objectCreator", vm, "bucket:my-circularnet-dev-images"),
+        ("roles/storage.objectViewer", vm, "bucket:my-circularnet-dev-images"),
+        ("roles/storage.objectCreator", vm, "bucket:my-circularnet-dev-results"),
         ("roles/storage.objectViewer", vm, "bucket:my-circularnet-dev-models"),
-        ("roles/bigquery.dataEditor", vm, "datasetId:circularnet_dev"),
-        ("roles/bigquery.jobUser", vm, "project:my-circularnet-dev"),
         ("roles/logging.logWriter", vm, "project:my-circularnet-dev"),
         ("roles/monitoring.metricWriter", vm, "project:my-circularnet-dev"),
+        # devices only add objects
         ("roles/storage.objectCreator", edge, "bucket:my-circularnet-dev-images"),
         ("roles/storage.objectCreator", edge, "bucket:my-circularnet-dev-results"),
-        # rows into the deployed generation's table only, through a custom insert-only role
-        ("projects/my-circularnet-dev/roles/cn_dev_detectionsInserter", edge, "tableId:detections_tf"),
+        # the transfer reads the results bucket and alone writes the dataset
+        ("roles/storage.objectViewer", load, "bucket:my-circularnet-dev-results"),
+        ("roles/bigquery.dataEditor", load, "datasetId:circularnet_dev"),
+        ("roles/bigquery.jobUser", load, "project:my-circularnet-dev"),
+        # the Data Transfer Service's agent may mint the transfer account's tokens, and no other's
+        (
+            "roles/iam.serviceAccountTokenCreator",
+            agent,
+            "serviceAccountId:projects/my-circularnet-dev/serviceAccounts/cn-dev-load@my-circularnet-dev.iam.gserviceaccount.com",
+        ),
     }
+
+
+def test_no_bigquery_role_or_object_deletion_for_hosts(dev: Plan, prod: Plan) -> None:
+    hosts = {"cn-{}-vm", "cn-{}-edge"}
+    for plan in (dev, prod):
+        members = {f"serviceAccount:{h.format(plan.stack)}@{plan.outputs['project']}.iam.gserviceaccount.com" for h in hosts}
+        for role, member, _ in grants(plan):
+            if member in members:
+                assert not role.startswith("roles/bigquery."), (role, member)
+                assert role in {"roles/storage.objectCreator", "roles/storage.objectViewer",
+                                "roles/logging.logWriter", "roles/monitoring.metricWriter"}, (role, member)
 
 
 def test_no_primitive_or_project_wide_storage_roles(dev: Plan, prod: Plan) -> None:
@@ -348,7 +375,7 @@ def test_no_primitive_or_project_wide_storage_roles(dev: Plan, prod: Plan) -> No
 
 def test_dedicated_accounts_and_no_keys(dev: Plan) -> None:
     accounts = of_type(dev, "gcp:serviceaccount/account:Account")
-    assert {a["accountId"] for a in accounts.values()} == {"cn-dev-vm", "cn-dev-edge"}
+    assert {a["accountId"] for a in accounts.values()} == {"cn-dev-vm", "cn-dev-edge", "cn-dev-load"}
     assert not [r for r in dev.resources if r.type == "gcp:serviceaccount/key:Key"]
 
 

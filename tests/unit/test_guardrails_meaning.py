@@ -40,7 +40,9 @@ def test_near_misses_pass(base: tuple, type_: str, inputs: dict) -> None:
 
 def test_resource_rules_do_not_depend_on_the_stack() -> None:
     """Rules not marked stack_wide give the same verdict with or without context (the pack relies on it)."""
-    full = Context(production=True, cmek=True, vm_members=frozenset({"serviceAccount:x"}))
+    full = Context(production=True, cmek=True, transfer_sources={"serviceAccount:x": frozenset({"b"})},
+                   uploaders=frozenset({"serviceAccount:y"}), bigquery_custom_roles=frozenset({"projects/p/roles/r"}),
+                   writer_custom_roles=frozenset({"projects/p/roles/r"}))
     for case in BAD:
         for rule in (r for r in RULES if not r.stack_wide):
             assert rule.check(case.type, case.inputs, full) == rule.check(case.type, case.inputs, Context())
