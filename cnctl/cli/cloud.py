@@ -52,7 +52,12 @@ def _run_pulumi(verb: str, stack: str, extra: list[str]) -> None:
     # The same guardrails again inside Pulumi, on the values it resolves, through the policy pack (policy/), unless
     # the user names a pack of their own.
     pack = [] if any(arg.startswith("--policy-pack") for arg in extra) else ["--policy-pack", str(ROOT / "policy")]
-    err.print(f"offline plan of {env}: {len(result.resources)} resources, guardrails pass; handing over to pulumi {verb}")
+    if result.without_cloud is not None:
+        # Still handed over: Pulumi's state may hold what an earlier revision of this stack created.
+        err.print(f"offline plan of {env}: 0 resources, {result.without_cloud}; handing over to pulumi {verb} "
+                  "(it deletes only what an earlier revision of this stack created)", markup=False)
+    else:
+        err.print(f"offline plan of {env}: {len(result.resources)} resources, guardrails pass; handing over to pulumi {verb}")
     completed = subprocess.run([pulumi, verb, "--stack", env, *pack, *extra], cwd=ROOT, env=os.environ.copy(),
                                check=False)
     raise typer.Exit(completed.returncode)

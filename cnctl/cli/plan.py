@@ -79,8 +79,9 @@ def _refuse_unallowed_replacements(diff: PlanDiff, allowed: list[str]) -> None:
 
 
 def _show(result: Plan) -> None:
-    if not result.resources:
-        out.print(f"stack {result.stack}: no `gcp` section, so no cloud resources (sites and servers only)")
+    if result.without_cloud is not None:
+        out.print(f"stack {result.stack}: 0 cloud resources", markup=False)
+        out.print(result.without_cloud, markup=False)
         return
     resources = Table(title=f"cloud resources of stack {result.stack} ({len(result.resources)})", title_justify="left")
     resources.add_column("resource", no_wrap=True)

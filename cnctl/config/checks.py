@@ -263,6 +263,26 @@ def labels_not_reserved(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
             yield Problem(f"gcp.labels.{key}", cfg.gcp.labels[key], "is set by cnctl on every resource; remove it")
 
 
+def storage_matches_the_cloud_layer(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
+    """Hosts upload where the stack's data goes: its own Cloud Storage buckets, or a store it names.
+
+    With `gcp`, the cloud layer creates Cloud Storage buckets and loads the results bucket into BigQuery:
+    hosts that upload to an S3 store would never reach them (an endpoint stays possible: a Private Service
+    Connect endpoint for Cloud Storage, say). Without `gcp`, nothing creates buckets or an identity for
+    them: the hosts need the store's address (an on-site S3 store, an emulator) or, for Google's or
+    Amazon's own service, the credentials of whoever owns the buckets.
+    """
+    storage = cfg.storage
+    if cfg.gcp is not None and storage.kind != "gcs":
+        yield Problem("storage.kind", storage.kind, "must be gcs in a stack with a `gcp` section: the cloud layer "
+                      "creates Cloud Storage buckets and loads its results bucket into BigQuery")
+    elif cfg.gcp is None and storage.endpoint is None and storage.credentials_file is None:
+        service = "Google Cloud Storage" if storage.kind == "gcs" else "Amazon S3"
+        yield Problem("storage.endpoint", None, f"must name the site's object store (e.g. an on-site S3 endpoint): this "
+                      f"stack has no `gcp` section, so nothing creates buckets or an identity for {service}; to upload "
+                      "to another stack's buckets there, give storage.credentialsFile instead")
+
+
 RULES: tuple[Rule, ...] = (
     region_exists,
     zones_in_region,
@@ -284,6 +304,7 @@ RULES: tuple[Rule, ...] = (
     inference_image_serves_model,
     inference_reachable_where_allowed,
     labels_not_reserved,
+    storage_matches_the_cloud_layer,
     *GCP_RULES,
     *PIPELINE_RULES,
 )

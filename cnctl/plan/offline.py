@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from cnctl.config import load_stack, stack_path
+from cnctl.config.schema import StackConfig
 from cnctl.plan.engine import run_program
 from cnctl.plan.guardrails import RULES, Rule, Violation, evaluate
 from cnctl.plan.mocks import Registration
@@ -24,6 +25,8 @@ class Plan:
     # per (type token, name): protect / deleteBeforeReplace as the program set them (engine.RECORDED_OPTIONS)
     options: Mapping[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
     production: bool = False  # replacements and deletions of stateful resources need an explicit override
+    # A stack without a `gcp` section: why it has no cloud resource and where its data goes instead
+    without_cloud: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -70,7 +73,19 @@ def plan_stack(stack: str) -> Plan:
         tuple(evaluate(run.registrations)),
         options=run.options,
         production=cfg.is_prod,
+        without_cloud=None if cfg.gcp is not None else without_cloud(cfg),
     )
+
+
+def without_cloud(cfg: StackConfig) -> str:
+    """What a stack without a `gcp` section does instead of a cloud layer, in one sentence."""
+    storage = cfg.storage
+    if storage.endpoint is not None:
+        where = f"its data stays on site ({storage.kind} store at {storage.endpoint})"
+    else:
+        service = "Google Cloud Storage" if storage.kind == "gcs" else "Amazon S3"
+        where = f"its hosts upload to {service} buckets another stack owns ({storage.buckets.results})"
+    return f"no cloud resources: stack {cfg.environment} has no `gcp` section, so `pulumi up` creates nothing; {where}"
 
 
 def _plain(value: Any) -> Any:
