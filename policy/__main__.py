@@ -5,10 +5,11 @@ calls the same function, so the pack and the offline plan cannot disagree (tests
 drives both with one table). Every rule is a security rule here: enforcement is mandatory.
 
 Rules that judge one resource alone are resource policies: they run before Pulumi creates or changes
-the resource. Stack-wide rules (production, CMEK everywhere, who may rewrite detections) need the
-whole stack and run as stack policies, which Pulumi evaluates on the full set of resources; during a
-preview of resources not created yet, a value they read may still be unknown, and Pulumi then reports
-that policy as not run (advisory) instead of passing it.
+the resource. Stack-wide rules (production, CMEK everywhere, who may write detections, what uploaders and
+transfers may touch) need the whole stack and run as stack policies, which Pulumi evaluates on the full
+set of resources; during a preview of resources not created yet, a value they read may still be unknown
+(the transfer account's email, say), and Pulumi then reports that policy as not run (advisory) instead
+of passing it.
 """
 
 from __future__ import annotations
