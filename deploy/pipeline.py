@@ -286,7 +286,7 @@ def pipeline() -> None:
                                  path=data["pipeline_credentials"], present=False)
     config_file = files.template(name="Pipeline: the settings (capture, runner, uploader), the service user's to read",
                                  src=str(TEMPLATES_DIR / "pipeline/pipeline.json.j2"), dest=data["pipeline_settings"],
-                                 mode="640", user="root", group=user, pipeline_settings=config)
+                                 mode="640", user="root", group=user, pipeline_config=config)
 
     unit_vars = unit_variables(wants, data, address)
     units = []

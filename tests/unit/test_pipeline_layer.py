@@ -60,9 +60,9 @@ RENDERINGS: list[tuple[str, dict[str, Any]]] = [
     ("systemd/circularnet-capture.service.j2", {"unit": _unit_vars(_camera("rtsp"))}),
     ("systemd/circularnet-capture.service.j2", {"unit": _unit_vars(_camera("replay", spool="/data/frames"))}),
     ("systemd/circularnet-pipeline.service.j2", {"unit": _unit_vars(None, "10.20.0.5")}),
-    ("pipeline/pipeline.json.j2", {"pipeline_settings": pipeline.settings(_wants(cn_camera=_camera("replay")),
+    ("pipeline/pipeline.json.j2", {"pipeline_config": pipeline.settings(_wants(cn_camera=_camera("replay")),
                                                                           role_data("pipeline"), "127.0.0.1")}),
-    ("pipeline/pipeline.json.j2", {"pipeline_settings": pipeline.settings(_wants("servers"), role_data("pipeline"),
+    ("pipeline/pipeline.json.j2", {"pipeline_config": pipeline.settings(_wants("servers"), role_data("pipeline"),
                                                                           "0.0.0.0")}),
     ("triton/requirements.txt.j2", {"wheels": [{"name": "boto3", "version": "1.35.0", "sha256": ["a" * 64, "b" * 64]}]}),
 ]
@@ -98,12 +98,13 @@ def test_both_engines_render_the_same_templates() -> None:
 
 
 def test_the_settings_are_what_each_script_reads(tmp_path: Path) -> None:
-    settings = json.loads(_render("pipeline/pipeline.json.j2", pipeline_settings=pipeline.settings(
+    settings = json.loads(_render("pipeline/pipeline.json.j2", pipeline_config=pipeline.settings(
         _wants(cn_camera=_camera("replay")), role_data("pipeline"), "0.0.0.0")))
     assert set(pipeline_run.REQUIRED) <= set(settings)
     assert settings["triton_url"] == "http://127.0.0.1:8000"  # Triton bound to every address: reached on loopback
     assert settings["capture"]["replay_archive"].endswith(f"/archives/replay-{'f' * 16}.zip")
-    assert settings["client"]["dir"].endswith(f"/client/{'c' * 16}") and settings["client"]["flags"][0] == "--model=circularnet"
+    pin = load_stack("local").pipeline.client_sha256 or "c" * 64
+    assert settings["client"]["dir"].endswith(f"/client/{pin[:16]}") and settings["client"]["flags"][0] == "--model=circularnet"
     assert settings["storage"] == {"kind": "gcs", "endpoint": "http://172.31.254.2:9023", "project": None,
                                    "buckets": {"results": "sandbox-results", "images": "sandbox-images"}, "credentials": None}
     path = tmp_path / "pipeline.json"

@@ -13,6 +13,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from deploy import checks, pipeline  # after the path is set
+from deploy.steps import role_data
 
 
 def _prefixed(variables: Any, prefix: str) -> dict[str, Any]:
@@ -25,10 +26,16 @@ def wishes(variables: Any) -> dict[str, Any]:
     return _prefixed(variables, "cn_")
 
 
-def role_settings(variables: Any) -> dict[str, Any]:
-    """The role's pipeline_* values (defaults, or the host's own), as deploy/pipeline.py `role_settings`."""
-    return {key: value for key, value in _prefixed(variables, "pipeline_").items()
-            if not key.endswith(("_templates_dir", "_scripts_src"))}
+def role_names(role: str) -> list[str]:
+    """The names of a role's settings (its defaults, without the Ansible-only paths): what deploy/pipeline.py
+    `role_settings` reads. The role looks their values up (`q('ansible.builtin.vars', *names)`), so a host's
+    own value wins, as Ansible's precedence gives it."""
+    return [name for name in role_data(role) if not name.endswith("_scripts_src")]
+
+
+def role_settings(names: list[str], values: list[Any]) -> dict[str, Any]:
+    """{name: value} of role_names() and the values Ansible resolved for them."""
+    return dict(zip(names, values, strict=True))
 
 
 class FilterModule:
@@ -37,6 +44,7 @@ class FilterModule:
     def filters(self):
         return {
             "cnctl_pipeline_wishes": wishes,
+            "cnctl_role_names": role_names,
             "cnctl_pipeline_role_settings": role_settings,
             "cnctl_pipeline_problem": checks.pipeline_problem,
             "cnctl_pipeline_credentials_found": pipeline.credentials_found,
