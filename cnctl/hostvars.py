@@ -74,7 +74,7 @@ URL and the stack's `mirrors` section replaces its base for air-gapped plants (N
 | cn_storage_results_bucket | all | where results go (`storage.buckets.results`) |
 | cn_storage_images_bucket | all | where frames go when uploaded (`storage.buckets.images`) |
 | cn_storage_credentials_file | all | the uploader's credentials on the deploying machine (`storage.credentialsFile`), None: the host's identity |
-| cn_camera | all | edge: {source, device, url, replay_url, replay_sha256, prefix, spool, fps, spool_budget_mib} (fleet entry `camera`); None elsewhere |
+| cn_camera | all | edge: {source, device, url, replay_url, replay_sha256, replay_loop, prefix, spool, fps, spool_budget_mib} (fleet entry `camera`); None elsewhere |
 | cn_jetpack | jetson | JetPack release of the fleet entry (`6.2`) |
 | cn_l4t | jetson | L4T release it implies (`36.4.3`): must equal /etc/nv_tegra_release |
 | cn_l4t_gcid | jetson | GCID on the first line of /etc/nv_tegra_release |
@@ -343,7 +343,7 @@ def _camera(dev: EdgeDevice) -> dict[str, Any]:
     """A device's camera, as the capture service's settings take it."""
     cam = dev.camera
     return {"source": cam.source, "device": cam.device, "url": cam.url, "replay_url": cam.replay_url,
-            "replay_sha256": cam.replay_sha256, "prefix": cam.frame_prefix, "spool": cam.capture_dir,
+            "replay_sha256": cam.replay_sha256, "replay_loop": cam.replay_loop, "prefix": cam.frame_prefix, "spool": cam.capture_dir,
             "fps": cam.fps, "spool_budget_mib": cam.spool_budget_mib}
 
 

@@ -9,8 +9,8 @@ pipeline user, from systemd:
     capture.py check --config FILE [--ffmpeg PATH]
 
 Settings (the `capture` section of the pipeline settings, plus `spool` and `state`): `source` is
-- `replay`: the JPEG members (.jpg/.jpeg) of the zip `replay_archive`, in name order, looped forever, one
-  every 1/`fps` seconds (recorded footage; the sandbox's camera);
+- `replay`: the JPEG members (.jpg/.jpeg) of the zip `replay_archive`, in name order, once (or looped
+  forever with `replay_loop`), one every 1/`fps` seconds (recorded footage; the sandbox's camera);
 - `v4l2`: `device` through ffmpeg; `rtsp`: `url` through ffmpeg (TCP transport). ffmpeg writes an MJPEG
   stream to a pipe (`ffmpeg_argv`), which this script splits into JPEG frames (`MjpegSplitter`).
 
@@ -104,6 +104,7 @@ class Settings:
     device: str | None = None
     url: str | None = None
     replay_archive: str | None = None
+    replay_loop: bool = False
 
 
 def _absolute(data: dict, key: str, label: str) -> str:
@@ -151,7 +152,11 @@ def load_settings(path: str | Path) -> Settings:
         if not isinstance(url, str) or not url.startswith(("rtsp://", "rtsps://")) or any(c.isspace() for c in url):
             raise SettingsError(f"capture.url: {url!r} is not an rtsp:// or rtsps:// URL")
         return dataclasses.replace(settings, url=url)
-    return dataclasses.replace(settings, replay_archive=_absolute(capture, "replay_archive", "capture.replay_archive"))
+    loop = capture.get("replay_loop", False)
+    if not isinstance(loop, bool):
+        raise SettingsError(f"capture.replay_loop: {loop!r} is not true or false")
+    return dataclasses.replace(settings, replay_archive=_absolute(capture, "replay_archive", "capture.replay_archive"),
+                               replay_loop=loop)
 
 
 # --- names --------------------------------------------------------------------------------------------------
@@ -412,6 +417,8 @@ class State:
             "last_frame": old.get("last_frame") if isinstance(old.get("last_frame"), str) else None,
             "last_frame_at": old.get("last_frame_at") if isinstance(old.get("last_frame_at"), (int, float)) else None,
             "error": None,
+            # the archive a one-pass replay has played to its end: a restart does not play it again
+            "replayed": old.get("replayed") if isinstance(old.get("replayed"), str) else None,
         }
         self.dirty = True
         self.written = float("-inf")
@@ -580,6 +587,8 @@ class Capture:
     # sources: each yields frames until done() or raises SourceError
 
     def replay(self) -> Iterator[bytes]:
+        """The archive's frames at fps: looped forever (replay_loop), else once, then idle until stopped (also
+        across restarts: the state names the archive played)."""
         archive = str(self.settings.replay_archive)
         names = replay_members(archive)
         interval = 1.0 / self.settings.fps
@@ -587,6 +596,10 @@ class Capture:
         try:
             with zipfile.ZipFile(archive) as zf:
                 while True:
+                    if not self.settings.replay_loop and self.state.data["replayed"] == archive:
+                        while not self.done():
+                            self.sleep(1.0)
+                        return
                     for member in names:
                         data = zf.read(member)
                         self.sleep(due - time.monotonic())
@@ -596,6 +609,9 @@ class Capture:
                         due += interval
                         if time.monotonic() - due > 1.0:  # fell behind (slow disk): no burst to catch up
                             due = time.monotonic()
+                    if not self.settings.replay_loop:
+                        self.state.update(replayed=archive)
+                        self.state.flush(force=True)
         except (OSError, zipfile.BadZipFile, KeyError) as exc:
             raise SourceError(f"replay archive {archive}: {getattr(exc, 'strerror', None) or exc}") from None
 

@@ -96,7 +96,8 @@ def settings(wants: dict[str, Any], data: dict[str, Any], address: str) -> dict[
         "state": f"{root}/state",
         "capture": None if not camera else {
             "source": camera["source"], "device": camera["device"], "url": camera["url"],
-            "replay_archive": replay_archive(data, camera), "fps": camera["fps"], "prefix": camera["prefix"],
+            "replay_archive": replay_archive(data, camera), "replay_loop": camera["replay_loop"], "fps": camera["fps"],
+            "prefix": camera["prefix"],
             "spool_budget_mib": camera["spool_budget_mib"]},
         "client": {"python": f"{data['pipeline_venv']}/bin/python", "dir": client_dir(data, wants),
                    "entry": wants["cn_pipeline_client_entry"], "flags": list(wants["cn_pipeline_flags"])},

@@ -340,6 +340,7 @@ class Camera(Section):
     url: RtspUrl | None = Field(None, description="the camera's stream (source rtsp), without credentials")
     replay_url: ArchiveUrl | None = Field(None, description="a zip of JPEG frames replayed in name order (source replay)")
     replay_sha256: Sha256 | None = Field(None, description="the replay archive's sha256")
+    replay_loop: bool = Field(False, description="replay the footage forever; false: once (a restart does not replay it)")
     frame_prefix: str = Field("frame", pattern=r"^[A-Za-z0-9-]+$")
     capture_dir: Directory = "/var/lib/circularnet/pipeline/frames"
     fps: int = Field(30, ge=1, le=240)

@@ -97,7 +97,7 @@ def test_the_test_jpegs_exercise_stuffing_and_markers_inside_an_app_segment() ->
 def write_config(tmp_path: Path, capture_section: dict[str, Any] | None = None, **top: Any) -> Path:
     section: dict[str, Any] | None = {
         "source": "replay", "device": "/dev/video0", "url": None, "replay_archive": str(tmp_path / "replay.zip"),
-        "fps": 20, "prefix": "belt1", "spool_budget_mib": 64, **(capture_section or {}),
+        "fps": 20, "prefix": "belt1", "spool_budget_mib": 64, "replay_loop": True, **(capture_section or {}),
     }
     if capture_section is not None and capture_section.get("__none__"):
         section = None
@@ -273,7 +273,7 @@ def test_ffmpeg_reads_an_rtsp_stream_over_tcp(tmp_path: Path) -> None:
 def test_replay_writes_the_archives_jpegs_in_name_order_at_the_rate_and_loops(tmp_path: Path) -> None:
     replay_zip(tmp_path / "replay.zip", {"frame-002.jpeg": PLAIN, "notes.txt": b"not a frame",
                                          "frame-000.jpg": STUFFED, "frame-001.JPG": TRICKY_APP})
-    config = write_config(tmp_path, {"fps": 20})
+    config = write_config(tmp_path, {"fps": 20, "replay_loop": True})
     started = time.monotonic()
     result = script("once", "--config", str(config), "--frames", "7")
     elapsed = time.monotonic() - started
@@ -286,6 +286,17 @@ def test_replay_writes_the_archives_jpegs_in_name_order_at_the_rate_and_loops(tm
     assert 25 <= span <= 100, [f.name for f in frames]  # 6 intervals of 1/20 s: 30 hundredths
     assert elapsed < 10
     assert not [p for p in (tmp_path / "frames").iterdir() if p.name.startswith(".")]
+
+
+def test_a_replay_without_loop_plays_the_archive_once_even_across_restarts(tmp_path: Path) -> None:
+    replay_zip(tmp_path / "replay.zip", {"a.jpg": PLAIN, "b.jpg": STUFFED})
+    config = write_config(tmp_path, {"fps": 50, "replay_loop": False})
+    first = script("once", "--config", str(config), "--frames", "5", "--timeout", "2")
+    assert first.returncode == 1  # two frames, then the replay idles: fewer than asked for
+    assert [f.read_bytes() for f in frames_in(tmp_path / "frames")] == [PLAIN, STUFFED]
+    assert state_of(tmp_path)["replayed"] == str(tmp_path / "replay.zip")
+    again = script("once", "--config", str(config), "--frames", "1", "--timeout", "1")
+    assert again.returncode == 1 and len(frames_in(tmp_path / "frames")) == 2  # a restart does not play it again
 
 
 def test_the_state_file_carries_the_counters_over_from_the_last_run(tmp_path: Path) -> None:
@@ -301,7 +312,7 @@ def test_the_state_file_carries_the_counters_over_from_the_last_run(tmp_path: Pa
     assert state["captured"] == 8 and state["dropped"] == 2
     assert (state["source"], state["error"], state["last_frame"]) == ("replay", None, newest.name)
     assert before - 1 <= state["last_frame_at"] <= state["updated"] <= time.time() + 1
-    assert set(state) == {"updated", "source", "captured", "dropped", "last_frame", "last_frame_at", "error"}
+    assert set(state) == {"updated", "source", "captured", "dropped", "last_frame", "last_frame_at", "error", "replayed"}
     assert (tmp_path / "state" / "capture.json").stat().st_mode & 0o777 == 0o644
     assert [p.name for p in (tmp_path / "state").iterdir()] == ["capture.json"]
 

@@ -42,6 +42,7 @@ def _wants(group: str = "edge", **overrides: Any) -> dict[str, Any]:
 
 def _camera(source: str, **fields: Any) -> dict[str, Any]:
     base = {"source": source, "device": "/dev/video0", "url": None, "replay_url": None, "replay_sha256": None,
+            "replay_loop": False,
             "prefix": "belt1", "spool": "/var/lib/circularnet/pipeline/frames", "fps": 30, "spool_budget_mib": 2048}
     if source == "replay":
         base.update(replay_url="http://site/footage.zip", replay_sha256="f" * 64)
