@@ -1,8 +1,8 @@
 """pyinfra entry point: apply the host layers to each host by its platform.
 
-    pyinfra hosts/edge.py deploy.py         # Jetson edge devices: platform -> jetson -> container -> model -> inference -> verify
-    pyinfra hosts/servers.py deploy.py      # GPU servers:         platform -> nvidia -> container -> model -> inference -> verify
-    pyinfra hosts/cloud.py deploy.py        # cloud GPU VMs:       platform -> nvidia (the image's) -> container -> model -> inference -> verify
+    pyinfra hosts/edge.py deploy.py         # Jetson edge devices: platform -> jetson -> container -> model -> inference -> pipeline -> verify
+    pyinfra hosts/servers.py deploy.py      # GPU servers:         platform -> nvidia -> container -> model -> inference -> pipeline -> verify
+    pyinfra hosts/cloud.py deploy.py        # cloud GPU VMs:       platform -> nvidia (the image's) -> container -> model -> inference -> pipeline -> verify
 
 Each host's variables are its cn_* host data (cnctl.hostvars, the same names Ansible gets). The platform
 check reads the host before any operation is added for it: a refused host gets one failing operation
@@ -24,6 +24,7 @@ from deploy.inference import inference
 from deploy.jetson import jetson
 from deploy.model import model
 from deploy.nvidia import nvidia
+from deploy.pipeline import pipeline
 from deploy.steps import refused
 from deploy.verify import verify
 
@@ -49,5 +50,7 @@ else:
         model(_sudo=True)
     if "inference" in chosen:
         inference(_sudo=True)
+    if "pipeline" in chosen:
+        pipeline(_sudo=True)
     if "verify" in chosen:
         verify(_sudo=True)

@@ -31,7 +31,7 @@ from cnctl.sandbox.instance import Instance
 REPO = REPO_ROOT
 # The host layers in the order deploy.py and playbooks/site.yml apply them (the roles' tags are these names;
 # platform always applies).
-HOST_LAYERS = ("platform", "jetson", "nvidia", "container", "model", "inference", "verify")
+HOST_LAYERS = ("platform", "jetson", "nvidia", "container", "model", "inference", "pipeline", "verify")
 PYINFRA_INVENTORY = HOSTS_DIR / "fleet.py"
 
 

@@ -6,6 +6,7 @@ test_rollout)."""
 from __future__ import annotations
 
 import json
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -65,3 +66,72 @@ def health_report(host: sandbox.FreshHost) -> dict[str, Any]:
     result = host.ssh(f"sudo python3 {HEALTH_HELPER} --read-only", timeout=180)
     assert result.returncode in (0, 1), result.stdout + result.stderr
     return json.loads(result.stdout.splitlines()[-1])
+
+
+# --- the pipeline layer (deploy/pipeline.py, roles/pipeline) -----------------------------------------------------
+
+PIPELINE_DATA = "/var/lib/circularnet/pipeline"
+PIPELINE_STATE = f"{PIPELINE_DATA}/state"
+# The pipeline layer's files, for the parity snapshots (the venv's files are pip's; capture is the Jetsons').
+PIPELINE_FILES = (
+    "/etc/circularnet/pipeline.json", "/etc/circularnet/pipeline", "/opt/circularnet/pipeline",
+    "/opt/circularnet/pipeline/requirements.txt", "/opt/circularnet/pipeline/archives", "/opt/circularnet/pipeline/client",
+    "/usr/local/lib/circularnet/capture.py", "/usr/local/lib/circularnet/pipeline_run.py",
+    "/usr/local/lib/circularnet/uploader.py", PIPELINE_DATA, f"{PIPELINE_DATA}/frames", f"{PIPELINE_DATA}/work",
+    f"{PIPELINE_DATA}/queue", PIPELINE_STATE, "/etc/systemd/system/circularnet-pipeline.service",
+    "/etc/systemd/system/circularnet-pipeline.timer", "/etc/systemd/system/circularnet-upload.service",
+)
+CAPTURE_FILES = ("/etc/systemd/system/circularnet-capture.service",)
+# The session site's GCS emulator and the local stack's results bucket.
+GCS = f"http://{SESSION_NET}2:9023"
+RESULTS_BUCKET = "sandbox-results"
+# The TF generation's detections columns (catalog models.yaml), which every NDJSON row carries exactly.
+TF_COLUMNS = {"particle", "source_name", "image_name", "detection_scores", "creation_time", "bbox_0", "bbox_1", "bbox_2",
+              "bbox_3", "detection_classes", "detection_classes_names"}
+
+
+def results(host: sandbox.FreshHost) -> dict[str, bytes]:
+    """{object name: content} of the host's detections in the emulated results bucket."""
+    prefix = urllib.parse.quote(f"detections/tf/{host.state.name}/", safe="")
+    with urllib.request.urlopen(f"{GCS}/storage/v1/b/{RESULTS_BUCKET}/o?prefix={prefix}", timeout=30) as resp:
+        items = json.loads(resp.read()).get("items", [])
+    found = {}
+    for item in items:
+        name = urllib.parse.quote(item["name"], safe="")
+        with urllib.request.urlopen(f"{GCS}/storage/v1/b/{RESULTS_BUCKET}/o/{name}?alt=media", timeout=30) as resp:
+            found[item["name"]] = resp.read()
+    return found
+
+
+def pipeline_state(host: sandbox.FreshHost, name: str) -> dict[str, Any]:
+    """One of the pipeline's state files (capture.json, pipeline.json, upload.json); {} before it exists."""
+    result = host.ssh(f"sudo cat {PIPELINE_STATE}/{name}")
+    return json.loads(result.stdout) if result.returncode == 0 and result.stdout.strip() else {}
+
+
+# Frames from the site's replay footage written into a host's spool as the pipeline's user would receive them
+# from a camera on a server (no capture service there): upstream names, written then renamed.
+_FEED = """
+import os, sys, urllib.request, zipfile
+site, prefix, start, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+kept = "/var/lib/circularnet/pipeline/.feed-footage.zip"  # fetched once: later feeds need no site
+if not os.path.exists(kept):
+    with urllib.request.urlopen(site + "/artifacts/footage/belt-replay.zip", timeout=60) as resp:
+        open(kept + ".tmp", "wb").write(resp.read())
+    os.rename(kept + ".tmp", kept)
+archive = zipfile.ZipFile(kept)
+names = sorted(n for n in archive.namelist() if n.endswith(".jpg"))
+for i in range(start, start + count):
+    tmp = "/var/lib/circularnet/pipeline/frames/.feed.tmp"
+    with open(tmp, "wb") as out:
+        out.write(archive.read(names[i % len(names)]))
+    os.rename(tmp, "/var/lib/circularnet/pipeline/frames/%s_20261129_%08d.jpg" % (prefix, 12000000 + i))
+"""
+
+
+def feed_frames(host: sandbox.FreshHost, prefix: str, start: int, count: int) -> list[str]:
+    """`count` footage frames into the host's spool, named `<prefix>_20261129_<HHMMSSxx>.jpg`; their stems. The
+    footage is fetched from the site once per host (`count` 0 only fetches it)."""
+    result = host.ssh(f"sudo -u circularnet-pipeline python3 - {SITE} {prefix} {start} {count}", input=_FEED, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return [f"{prefix}_20261129_{12000000 + i:08d}" for i in range(start, start + count)]

@@ -1,10 +1,12 @@
 """The host layers on the sandbox fleet, every one of them (platform -> jetson|nvidia -> container -> model ->
-inference -> verify), through either engine.
+inference -> pipeline -> verify), through either engine.
 
 - a fresh Jetson host (arm64 under qemu-user, native Triton runtime) and a fresh server (container runtime)
   converge in one run with each engine: holds in place, Docker with the configured runtimes (nvidia; the
   default one on a Jetson), the pinned model version installed from one download with staging empty,
-  Triton answering with it, the health report healthy and written by its hardened service;
+  Triton answering with it, the health report healthy and written by its hardened service; frames (the
+  Jetson's replay camera, fed into a server's spool) reaching the emulated results bucket as NDJSON rows of
+  the detections schema, one object per batch named by its upstream frame names;
 - a second run changes nothing (pyinfra: no operation changes; Ansible: changed=0), downloads nothing,
   restarts no Docker and rewrites no deploy record; on the servers `--dry` sees nothing to do either
   (pyinfra `--dry`, Ansible `--check`);
@@ -39,9 +41,8 @@ import yaml
 from cnctl.sandbox import fleet as sandbox
 from cnctl.sandbox import procs
 from cnctl.sandbox.instance import Instance
-from cnctl.sandbox.inventory import write_ansible_inventory
 from cnctl.sandbox.layout import HostSpec
-from cnctl.sandbox.state import FleetState, HostState, save
+from cnctl.sandbox.state import FleetState, HostState
 from tests.e2e.fleet_helpers import (
     BIN,
     REPO,
@@ -53,13 +54,19 @@ from tests.e2e.fleet_helpers import (
     what_changed,
 )
 from tests.e2e.host_state import (
+    CAPTURE_FILES,
     HEALTH_HELPER,
     HEALTH_REPORT,
     MODEL_FILES,
+    PIPELINE_FILES,
+    TF_COLUMNS,
+    feed_frames,
     health_report,
     marker,
+    pipeline_state,
     request_log,
     requests_from,
+    results,
     site_sha256,
     staging_entries,
 )
@@ -67,6 +74,7 @@ from tests.e2e.triton_client import infer
 
 pytestmark = pytest.mark.fleet
 
+PIPELINE_TIMEOUT_S = 600  # the Jetsons' client sends 40 frames to a CPU Triton under qemu-user
 DEPLOY_TIMEOUT_S = 1800  # a first run installs docker.io and the JetPack stand-ins under qemu-user on the Jetsons
 # The faults below are in the driver's and container engine's layers: they run those (`--layers`; the platform
 # layer always applies), not the model and Triton above them, which the first test converges.
@@ -89,9 +97,9 @@ SERVING = (
 NATIVE = ("/opt/circularnet/triton-requirements.txt", "/opt/circularnet/triton/bin/python3")
 MANAGED = {
     "jetson": (*COMMON, "/etc/apt/preferences.d/cnctl-jetson.pref", "/etc/systemd/system/cnctl-jetson-clocks.service",
-               *SERVING, *NATIVE),
+               *SERVING, *NATIVE, *PIPELINE_FILES, *CAPTURE_FILES),
     "server": (*COMMON, "/etc/apt/preferences.d/cnctl-nvidia.pref", "/etc/modprobe.d", "/etc/modprobe.d/blacklist-nouveau.conf",
-               *SERVING),
+               *SERVING, *PIPELINE_FILES),
 }
 # The Triton runtime the local stack gives each flavour (its first fleet entry's inferenceRuntime).
 RUNTIME = {"jetson": "native", "server": "container"}
@@ -159,28 +167,6 @@ def session_stack(sandbox_stack: Callable[[str], Path]) -> Path:
     return sandbox_stack(SESSION_NET)
 
 
-@pytest.fixture
-def view(fleet: FleetState, fleet_instance: Instance, fleet_env: dict[str, str], session_stack: Path,
-         tmp_path_factory: pytest.TempPathFactory) -> Callable[..., dict[str, str]]:
-    """`view(hosts, extra=())` -> the environment in which the local stack's inventories are exactly `hosts`
-    (and `extra` host states, e.g. one that does not answer): a state directory of their own."""
-
-    def make(hosts: Sequence[sandbox.FreshHost], extra: Sequence[HostState] = ()) -> dict[str, str]:
-        directory = tmp_path_factory.mktemp("view")
-        known = directory / "known_hosts"
-        known.write_text("".join(Path(h.fleet.known_hosts).read_text() for h in hosts))
-        state_dir = directory / "state"
-        states = [h.state for h in hosts] + list(extra)
-        view_state = replace(fleet, state_dir=str(state_dir), known_hosts=str(known), hosts=states,
-                             inventories={**fleet.inventories, "ansible": str(state_dir / "inventory.yml")})
-        inst = Instance(prefix=fleet_instance.prefix, state_dir=state_dir, cache=fleet_instance.cache)
-        save(inst, view_state)
-        write_ansible_inventory(state_dir / "inventory.yml", view_state)
-        return {**fleet_env, "CNCTL_STATE": str(state_dir), "CNCTL_STACK": str(session_stack)}
-
-    return make
-
-
 # --- the tests -------------------------------------------------------------------------------------
 
 
@@ -219,6 +205,37 @@ def serves_and_reports_healthy(host: sandbox.FreshHost, flavour: str, fleet_inst
     assert json.loads(host.ssh(f"cat {HEALTH_REPORT}").stdout)["healthy"] is True, name
 
 
+def pipeline_delivers(host: sandbox.FreshHost, flavour: str) -> None:
+    """The pipeline layer's end state: frames (the Jetson's replay camera; fed into a server's spool, which has no
+    camera) become NDJSON rows of the TF detections schema in the emulated results bucket, one object per batch
+    named by its first and last frame (upstream naming), with nothing left queued; the report says so."""
+    name = host.state.name
+    if flavour == "server":
+        frames, prefix = len(feed_frames(host, "srv", 0, 6)), "srv"
+    else:
+        frames, prefix = 40, "belt1"  # the site's footage, replayed once by the fleet entry's camera
+    deadline = time.monotonic() + PIPELINE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        run, upload = pipeline_state(host, "pipeline.json"), pipeline_state(host, "upload.json")
+        if run.get("frames") == frames and upload.get("queue_files") == 0 and upload.get("uploaded_files"):
+            break
+        time.sleep(5)
+    else:
+        journal = host.ssh("sudo journalctl -u circularnet-pipeline -u circularnet-upload -u circularnet-capture "
+                           "--no-pager | tail -30").stdout
+        raise AssertionError(f"{name}: {frames} frames did not reach the bucket: {run} {upload}\n{journal}")
+    objects = results(host)
+    batch = re.compile(rf"^detections/tf/{name}/20\d{{6}}/({prefix}_\d{{8}}_\d{{8}})--({prefix}_\d{{8}}_\d{{8}})\.ndjson$")
+    assert objects and all(batch.match(key) for key in objects), (name, sorted(objects))
+    rows = [json.loads(line) for body in objects.values() for line in body.decode().splitlines()]
+    assert all(set(row) == TF_COLUMNS for row in rows), rows[:2]
+    assert len({row["image_name"] for row in rows}) == frames, (name, len(rows))
+    report = health_report(host)["pipeline"]
+    assert (report["queue_files"], report["rows"]) == (0, len(rows)), report
+    if flavour == "jetson":
+        assert report["frames_captured"] == frames, report
+
+
 @pytest.mark.parametrize("flavour", ["server", "jetson"])
 def test_fresh_hosts_converge_once_and_both_engines_reach_the_same_end_state(
         flavour: str, boot_fresh: Callable[..., sandbox.FreshHost], view: Callable[..., dict[str, str]],
@@ -246,6 +263,7 @@ def test_fresh_hosts_converge_once_and_both_engines_reach_the_same_end_state(
         assert info.returncode == 0 and '"nvidia"' in info.stdout, info.stdout + info.stderr
         assert info.stdout.split()[-1] == ("nvidia" if flavour == "jetson" else "runc"), info.stdout
         serves_and_reports_healthy(host, flavour, fleet_instance, since)
+        pipeline_delivers(host, flavour)
 
     # second runs: nothing changes, nothing is downloaded, Docker is not restarted, the deploy record is not
     # rewritten; on the servers a dry run (pyinfra --dry, ansible --check) of a converged host sees nothing to do

@@ -23,10 +23,8 @@ import yaml
 from cnctl import engines
 from cnctl.config import StackConfig, load_stack
 from cnctl.sandbox import fleet as sandbox
-from cnctl.sandbox.instance import Instance
-from cnctl.sandbox.inventory import write_ansible_inventory
 from cnctl.sandbox.layout import HostSpec
-from cnctl.sandbox.state import FleetState, HostState, save
+from cnctl.sandbox.state import HostState
 from tests.e2e.fleet_helpers import BIN, REPO, SESSION_NET
 
 pytestmark = pytest.mark.fleet
@@ -52,27 +50,6 @@ def session_stack(sandbox_stack: Callable[[str], Path]) -> Path:
 def fleet_stack(session_stack: Path) -> StackConfig:
     """The session fleet of these tests: the local stack's servers only."""
     return load_stack(str(session_stack))
-
-
-@pytest.fixture
-def view(fleet: FleetState, fleet_instance: Instance, fleet_env: dict[str, str], session_stack: Path,
-         tmp_path_factory: pytest.TempPathFactory) -> Callable[..., dict[str, str]]:
-    """`view(hosts, extra=())` -> the environment in which the session stack's inventories are exactly `hosts`
-    (and `extra` host states, e.g. one that does not answer): a state directory and user cache of their own."""
-
-    def make(hosts: Sequence[sandbox.FreshHost], extra: Sequence[HostState] = ()) -> dict[str, str]:
-        directory = tmp_path_factory.mktemp("view")
-        known = directory / "known_hosts"
-        known.write_text("".join(Path(h.fleet.known_hosts).read_text() for h in hosts))
-        state_dir = directory / "state"
-        state = replace(fleet, state_dir=str(state_dir), known_hosts=str(known), hosts=[h.state for h in hosts] + list(extra),
-                        inventories={**fleet.inventories, "ansible": str(state_dir / "inventory.yml")})
-        save(Instance(prefix=fleet_instance.prefix, state_dir=state_dir, cache=fleet_instance.cache), state)
-        write_ansible_inventory(state_dir / "inventory.yml", state)
-        return {**fleet_env, "CNCTL_STATE": str(state_dir), "CNCTL_STACK": str(session_stack),
-                "XDG_CACHE_HOME": str(directory / "cache")}
-
-    return make
 
 
 def deploy(runs: Sequence[tuple[dict[str, str], str]], logs: Path) -> list[tuple[int, dict[str, tuple[int, int]], str]]:
