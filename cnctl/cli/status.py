@@ -98,7 +98,7 @@ def _triton(host: HostStatus, report: dict[str, Any]) -> str:
 
 
 def _pipeline(report: dict[str, Any]) -> str:
-    """Frames captured, the last run, the upload queue's depth, the last upload and what was dropped."""
+    """Frames captured, the last run, rows made, the upload queue's depth, files uploaded and when last, drops."""
     pipe = report.get("pipeline")
     if not pipe:
         return "-"
@@ -106,8 +106,9 @@ def _pipeline(report: dict[str, Any]) -> str:
     if pipe.get("frames_captured") is not None:
         parts.append(f"{pipe['frames_captured']} frames")
     parts.append(f"run {_clock(pipe.get('last_run'))}")
+    parts.append(f"{pipe.get('rows') or 0} rows")
     parts.append(f"queue {pipe.get('queue_files') or 0}")
-    parts.append(f"up {_clock(pipe.get('last_upload'))}")
+    parts.append(f"{pipe.get('uploaded_files') or 0} up {_clock(pipe.get('last_upload'))}")
     dropped = (pipe.get("frames_dropped") or 0) + (pipe.get("dropped_files") or 0)
     if dropped:
         parts.append(f"dropped {dropped}")

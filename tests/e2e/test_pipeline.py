@@ -5,6 +5,8 @@ tests/e2e/test_layers.py. Here: the results bucket's endpoint unreachable from t
 the site in the host's own network namespace, which the test created): batches keep being made and queue up
 on the host's disk, the report names the failing uploads; the queue survives a reboot of the host; once the
 endpoint is back the queue drains, one object per batch and no duplicate, and the report is healthy again.
+And the on-premise shape: an S3-compatible store at the site (moto), with credentials from the deploying
+machine landing as a 0600 file of the pipeline's user.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import boto3
 import pytest
+import yaml
 
 from cnctl.sandbox import fleet as sandbox
 from tests.e2e.fleet_helpers import BIN, REPO, SESSION_NET, what_changed
@@ -104,3 +108,30 @@ def test_an_outage_of_the_store_spanning_a_reboot_loses_nothing_and_duplicates_n
     report = health_report(host)
     assert report["healthy"], report["problems"]
     assert (report["pipeline"]["queue_files"], report["pipeline"]["batches"]) == (0, 2), report["pipeline"]
+
+
+def test_an_on_site_s3_store_gets_the_results_with_credentials_only_the_pipeline_reads(
+        boot_fresh: Callable[..., sandbox.FreshHost], view: Callable[..., dict[str, str]], session_stack: Path,
+        tmp_path: Path) -> None:
+    """The on-premise shape (stacks/Pulumi.onprem.yaml): storage.kind s3 at the site's S3 endpoint (moto), the
+    uploader's credentials a file on the deploying machine, landing 0600 and the pipeline user's."""
+    credentials = tmp_path / "s3.json"
+    credentials.write_text(json.dumps({"accessKeyId": "cnctl-sandbox", "secretAccessKey": "not-a-secret"}))
+    credentials.chmod(0o600)
+    document = yaml.safe_load(session_stack.read_text())
+    document["config"]["circularnet:storage"].update(kind="s3", endpoint=f"http://{SITE}:5000",
+                                                     credentialsFile=str(credentials))
+    stack = tmp_path / "Pulumi.local.yaml"
+    stack.write_text(yaml.safe_dump(document, sort_keys=False))
+
+    host = boot_fresh("server")
+    deploy({**view([host]), "CNCTL_STACK": str(stack)})
+    assert host.ssh("sudo stat -c '%a %U' /etc/circularnet/pipeline/credentials.json").stdout.split() == [
+        "600", "circularnet-pipeline"]
+    frames = feed_frames(host, "s3", 0, 3)
+    until("the batch uploaded", lambda: pipeline_state(host, "upload.json").get("uploaded_files", 0) >= 1, host)
+    s3 = boto3.client("s3", endpoint_url=f"http://{SITE}:5000", aws_access_key_id="cnctl-sandbox",
+                      aws_secret_access_key="not-a-secret", region_name="us-east-1")
+    listed = s3.list_objects_v2(Bucket="sandbox-results", Prefix=f"detections/tf/{host.state.name}/")
+    assert [o["Key"] for o in listed.get("Contents", [])] == [
+        f"detections/tf/{host.state.name}/20261129/{frames[0]}--{frames[-1]}.ndjson"]

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from cnctl import status
 from cnctl.cli.main import app
+from cnctl.cli.status import _pipeline
 from tests.unit.test_status import BAD, GOOD, FakeRemote, answer
 
 PROD = ["status", "--stack", "prod", "--limit"]  # prod's fleet hosts: no cloud outputs needed with a fleet --limit
@@ -96,3 +97,13 @@ def test_a_saved_report_is_shown_as_such(remote: FakeRemote) -> None:
     assert "ready (saved)" in result.stdout
     assert "plant-b-gpu-1: the health report could not run now (ImportError: x): showing the last report, of " \
         f"{GOOD['checked']}" in result.stdout.splitlines()
+
+
+def test_the_pipeline_column_shows_frames_rows_queue_and_uploads(remote: FakeRemote) -> None:
+    pipeline = {"frames_captured": 40, "frames_dropped": 0, "last_run": "2026-11-29T17:02:03Z", "rows": 200,
+                "queue_files": 1, "uploaded_files": 5, "last_upload": "2026-11-29T17:02:09Z", "dropped_files": 2}
+    remote.answers["plant-a-belt-1"] = answer(json.dumps({**GOOD, "pipeline": pipeline}))
+    result = run(*PROD, "edge", "--json")
+    assert json.loads(result.stdout)["hosts"][0]["report"]["pipeline"] == pipeline
+    assert _pipeline({"pipeline": pipeline}) == "40 frames · run 17:02:03 · 200 rows · queue 1 · 5 up 17:02:09 · dropped 2"
+    assert _pipeline(GOOD) == "-"  # a host without the pipeline layer
