@@ -19,8 +19,7 @@ The GCS emulator rewrites one JSON index of every object on each write, so its d
 (quadratic: ~50 files/s near empty, ~2 at 3,500 objects, measured): that column measures the emulator more than the
 uploader. `--kinds s3` runs one store only.
 
-Frames per second through the sandbox pipeline (capture -> client -> queue -> store) is a column still to
-come: `pipeline_fps` is its hook.
+Frames per second through the pipeline on a sandbox host (spool -> client -> queue -> store): bench/pipeline_host.py.
 """
 
 from __future__ import annotations
@@ -302,12 +301,6 @@ def retries(work: Path, site: Site, kind: str, files: int, cut_every: int) -> di
             "duplicates": objects - files, "left_in_queue": queued(work, kind)}
 
 
-def pipeline_fps(kind: str, args: argparse.Namespace) -> float | None:
-    """Hook: frames per second through the sandbox pipeline (capture -> client -> queue -> this store).
-    None until the lead wires the sandbox pipeline in; the table then gains the column by itself."""
-    return None
-
-
 ROWS = [  # (label, section, key, format)
     ("files queued during the outage", "outage", "files", "{}"),
     ("drain while down: exit / files lost", "outage", ("drain_while_down_exit", "lost_while_down"), "{} / {}"),
@@ -325,7 +318,6 @@ ROWS = [  # (label, section, key, format)
     ("  bytes re-sent of objects already stored (target 0)", "retries", "resent_bytes", "{}"),
     ("  bytes re-sent of attempts cut before landing", "retries", "lost_in_cuts_bytes", "{}"),
     ("  duplicate objects (target 0)", "retries", "duplicates", "{}"),
-    ("frames/s through the sandbox pipeline", "pipeline", "fps", "{:.1f}"),
 ]
 
 
@@ -355,8 +347,7 @@ def main() -> int:
             for name, value in S3_KEYS.items():
                 os.environ.setdefault(name, value)
             results[kind] = {"outage": outage(work, site, kind, args.files),
-                             "retries": retries(work, site, kind, args.cut_files, args.cut_every),
-                             "pipeline": {"fps": pipeline_fps(kind, args)}}
+                             "retries": retries(work, site, kind, args.cut_files, args.cut_every)}
     finally:
         site.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -111,7 +111,7 @@ def pipeline_state(host: sandbox.FreshHost, name: str) -> dict[str, Any]:
 
 # Frames from the site's replay footage written into a host's spool as the pipeline's user would receive them
 # from a camera on a server (no capture service there): upstream names, written then renamed.
-_FEED = """
+FEED = """
 import os, sys, urllib.request, zipfile
 site, prefix, start, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 kept = "/var/lib/circularnet/pipeline/.feed-footage.zip"  # fetched once: later feeds need no site
@@ -132,6 +132,6 @@ for i in range(start, start + count):
 def feed_frames(host: sandbox.FreshHost, prefix: str, start: int, count: int) -> list[str]:
     """`count` footage frames into the host's spool, named `<prefix>_20261129_<HHMMSSxx>.jpg`; their stems. The
     footage is fetched from the site once per host (`count` 0 only fetches it)."""
-    result = host.ssh(f"sudo -u circularnet-pipeline python3 - {SITE} {prefix} {start} {count}", input=_FEED, timeout=120)
+    result = host.ssh(f"sudo -u circularnet-pipeline python3 - {SITE} {prefix} {start} {count}", input=FEED, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     return [f"{prefix}_20261129_{12000000 + i:08d}" for i in range(start, start + count)]
