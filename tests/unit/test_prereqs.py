@@ -74,6 +74,20 @@ def test_ci_and_make_install_from_the_one_list() -> None:
     assert "apt-get install" not in ci  # no second list
 
 
+def test_a_fresh_machine_bootstraps_the_locked_uv(tmp_path: Path) -> None:
+    """`make venv` on a machine without the venv pins uv from pyproject.toml's dev group: an empty pin
+    (`uv==`) fails on every fresh machine and CI, never here where the venv already exists."""
+    venv = tmp_path / "venv"
+    plan = subprocess.run(["make", "-n", f"VENV={venv}", f"{venv}/bin/cnctl"], cwd=REPO, capture_output=True, text=True,
+                          check=False, timeout=60)
+    assert plan.returncode == 0, plan.stderr
+    lock = (REPO / "uv.lock").read_text()
+    pinned = [(line.split("uv==", 1)[1].split(";")[0].split() or [""])[0] for line in plan.stdout.splitlines()
+              if "uv==" in line]
+    assert pinned and pinned[0][:1].isdigit(), plan.stdout
+    assert f'name = "uv"\nversion = "{pinned[0]}"' in lock  # the version the lock holds
+
+
 def test_a_missing_tool_is_one_message_with_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(prereqs.TOOLS, "no-such-tool", "no-such-package")
     found = prereqs.problems()
