@@ -90,13 +90,16 @@ TF_COLUMNS = {"particle", "source_name", "image_name", "detection_scores", "crea
               "bbox_3", "detection_classes", "detection_classes_names"}
 
 
-def results(host: sandbox.FreshHost) -> dict[str, bytes]:
-    """{object name: content} of the host's detections in the emulated results bucket."""
+def results(host: sandbox.FreshHost, batch_prefix: str) -> dict[str, bytes]:
+    """{object name: content} of the host's detections in the emulated results bucket whose batches' frames are
+    named `<batch_prefix>_...`: fresh hosts of earlier tests had the same names, and the bucket is the session's."""
     prefix = urllib.parse.quote(f"detections/tf/{host.state.name}/", safe="")
     with urllib.request.urlopen(f"{GCS}/storage/v1/b/{RESULTS_BUCKET}/o?prefix={prefix}", timeout=30) as resp:
         items = json.loads(resp.read()).get("items", [])
     found = {}
     for item in items:
+        if not item["name"].rsplit("/", 1)[1].startswith(f"{batch_prefix}_"):
+            continue
         name = urllib.parse.quote(item["name"], safe="")
         with urllib.request.urlopen(f"{GCS}/storage/v1/b/{RESULTS_BUCKET}/o/{name}?alt=media", timeout=30) as resp:
             found[item["name"]] = resp.read()

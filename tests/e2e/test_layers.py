@@ -224,8 +224,7 @@ def pipeline_delivers(host: sandbox.FreshHost, flavour: str) -> None:
         journal = host.ssh("sudo journalctl -u circularnet-pipeline -u circularnet-upload -u circularnet-capture "
                            "--no-pager | tail -30").stdout
         raise AssertionError(f"{name}: {frames} frames did not reach the bucket: {run} {upload}\n{journal}")
-    # this test's batches: an earlier test's fresh host of the same name may have left its own under the name
-    objects = {key: body for key, body in results(host).items() if key.rsplit("/", 1)[1].startswith(f"{prefix}_")}
+    objects = results(host, prefix)
     batch = re.compile(rf"^detections/tf/{name}/20\d{{6}}/({prefix}_\d{{8}}_\d{{8}})--({prefix}_\d{{8}}_\d{{8}})\.ndjson$")
     assert objects and all(batch.match(key) for key in objects), (name, sorted(objects))
     rows = [json.loads(line) for body in objects.values() for line in body.decode().splitlines()]

@@ -83,7 +83,7 @@ def test_an_outage_of_the_store_spanning_a_reboot_loses_nothing_and_duplicates_n
         until("the second batch queued", lambda: len(queued(host)) == 2, host)
         batches = [f"{first[0]}--{first[-1]}", f"{second[0]}--{second[-1]}"]
         assert [q.rsplit("/", 1)[1] for q in queued(host)] == [f"{b}.ndjson" for b in batches]
-        assert results(host) == {}
+        assert results(host, "out") == {}
 
         # the queue is on disk: a reboot keeps it, and the uploader goes on failing after it
         booted = host.ssh("ps -o lstart= -p 1").stdout
@@ -99,7 +99,7 @@ def test_an_outage_of_the_store_spanning_a_reboot_loses_nothing_and_duplicates_n
 
     until("the queue drained", lambda: queued(host) == [] and pipeline_state(host, "upload.json").get("queue_files") == 0,
           host)
-    objects = results(host)
+    objects = results(host, "out")
     assert sorted(objects) == sorted(f"detections/tf/{name}/20261129/{b}.ndjson" for b in batches)
     rows = [json.loads(line) for body in objects.values() for line in body.decode().splitlines()]
     assert {row["image_name"] for row in rows} == {f"{stem}.jpg" for stem in first + second}
