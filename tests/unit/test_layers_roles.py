@@ -78,6 +78,19 @@ def _validate(role: str, tmp_path: Path, hosts: dict[str, dict[str, Any]]) -> di
     return outcomes
 
 
+def assert_bad_inputs_named(role: str, tmp_path: Path, good: dict[str, Any], other: dict[str, Any],
+                            bad: list[tuple[str, Any]]) -> None:
+    """`good` and `other` (two hosts' variables) pass the role's argument_specs; each (name, value) of `bad`
+    (None: the variable left out) fails it with a message naming the variable."""
+    hosts = {"good": good, "other": other}
+    for i, (name, value) in enumerate(bad):
+        hosts[f"bad{i}"] = {k: v for k, v in good.items() if k != name} if value is None else {**good, name: value}
+    results = _validate(role, tmp_path, hosts)
+    assert not results["good"].get("failed") and not results["other"].get("failed"), results
+    for i, (name, _) in enumerate(bad):
+        assert results[f"bad{i}"].get("failed") and name in results[f"bad{i}"]["msg"], (name, results[f"bad{i}"])
+
+
 @pytest.mark.parametrize("role", LAYERS)
 def test_a_bad_role_variable_is_stopped_by_argument_specs_naming_it(role: str, tmp_path: Path) -> None:
     group, bad = CASES[role]

@@ -20,6 +20,7 @@ from cnctl.config import load_stack
 from cnctl.hostvars import host_vars
 from deploy import checks, pipeline, pipeline_run
 from deploy.steps import role_data
+from tests.unit.test_layers_roles import assert_bad_inputs_named
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -198,18 +199,9 @@ def test_the_credentials_are_read_for_their_mode_only(tmp_path: Path) -> None:
 
 
 def test_a_bad_role_variable_is_stopped_by_argument_specs_naming_it(tmp_path: Path) -> None:
-    from tests.unit.test_layers_roles import _validate
-
-    good = _wants()
     bad = [("cn_storage_kind", "azure"), ("cn_pipeline_batch_frames", "many"), ("cn_pipeline_interval", "soon"),
            ("pipeline_client_timeout", "long"), ("cn_host", None)]
-    hosts = {"good": good, "server": _wants("servers")}
-    for i, (name, value) in enumerate(bad):
-        hosts[f"bad{i}"] = {k: v for k, v in good.items() if k != name} if value is None else {**good, name: value}
-    results = _validate("pipeline", tmp_path, hosts)
-    assert not results["good"].get("failed") and not results["server"].get("failed"), results
-    for i, (name, _) in enumerate(bad):
-        assert results[f"bad{i}"].get("failed") and name in results[f"bad{i}"]["msg"], (name, results[f"bad{i}"])
+    assert_bad_inputs_named("pipeline", tmp_path, _wants(), _wants("servers"), bad)
 
 
 def test_the_roles_host_variables_are_the_ones_cnctl_hostvars_gives() -> None:

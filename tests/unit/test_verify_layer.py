@@ -20,6 +20,7 @@ from cnctl.config import load_stack
 from cnctl.hostvars import host_vars
 from deploy import verify
 from deploy.steps import role_data
+from tests.unit.test_layers_roles import assert_bad_inputs_named
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -171,18 +172,9 @@ def test_the_timer_refreshes_the_report_every_interval_and_soon_after_it_starts(
 
 
 def test_a_bad_role_variable_is_stopped_by_argument_specs_naming_it(tmp_path: Path) -> None:
-    from tests.unit.test_layers_roles import _validate
-
-    good = _wants()
     bad = [("cn_inference_runtime", "podman"), ("cn_inference_http_port", "http"), ("cn_model_action", "latest"),
            ("verify_min_free_percent", "ten"), ("cn_host", None)]
-    hosts = {"good": good, "edge": _wants("edge")}
-    for i, (name, value) in enumerate(bad):
-        hosts[f"bad{i}"] = {k: v for k, v in good.items() if k != name} if value is None else {**good, name: value}
-    results = _validate("verify", tmp_path, hosts)
-    assert not results["good"].get("failed") and not results["edge"].get("failed"), results
-    for i, (name, _) in enumerate(bad):
-        assert results[f"bad{i}"].get("failed") and name in results[f"bad{i}"]["msg"], (name, results[f"bad{i}"])
+    assert_bad_inputs_named("verify", tmp_path, _wants(), _wants("edge"), bad)
 
 
 def test_the_roles_host_variables_are_the_ones_cnctl_hostvars_gives() -> None:
