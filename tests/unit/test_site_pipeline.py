@@ -22,7 +22,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 import zipfile
 from email.parser import Parser
 from pathlib import Path
@@ -37,7 +36,7 @@ from cnctl.catalog import catalog
 from cnctl.config import load_stack
 from cnctl.sandbox.site import pipeline, recipe, triton, wheelhouse
 from tests.unit.conftest import free_port
-from tests.unit.test_site_triton import _stop_group, _up, install_archive, load
+from tests.unit.test_site_triton import load, server  # noqa: F401 - `server`: the shared Triton fixture
 
 SITE_ARTIFACTS = "http://172.31.254.2:8080/artifacts/"
 PY_TYPES = {"INTEGER": int, "FLOAT": float, "STRING": str}
@@ -222,30 +221,12 @@ def test_client_flags_names_and_tensor(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def triton_server(site_content, tmp_path_factory):
-    """A real CPU Triton with the STAND-IN model loaded; yields its base URL."""
-    work = tmp_path_factory.mktemp("triton-client")
-    install = triton.unpack(site_content.wheelhouse_dir, work / "triton")
-    repo = work / "repo"
-    repo.mkdir()
-    install_archive(site_content.model_archive, repo)
-    port = free_port()
-    log = open(work / "tritonserver.log", "wb")  # noqa: SIM115 - it outlives this block: closed in `finally`
-    proc = subprocess.Popen(install.command(repo, port, exit_timeout=1), env={**os.environ, **install.env}, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while not _up(base):
-            assert proc.poll() is None, (work / "tritonserver.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "tritonserver did not come up in 60 s"
-            time.sleep(0.2)
-        status, body = load(base)
-        assert status == 200, body
-        yield base
-    finally:
-        _stop_group(proc)
-        log.close()
+def triton_server(server):  # noqa: F811 - the imported fixture, by name
+    """test_site_triton's real CPU Triton, with the STAND-IN model loaded; its base URL."""
+    base = server[0]
+    status, body = load(base)
+    assert status == 200, body
+    return base
 
 
 @pytest.fixture
