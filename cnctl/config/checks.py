@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from cnctl.catalog import Catalog, catalog
 from cnctl.config.errors import Problem
 from cnctl.config.gcp_checks import RULES as GCP_RULES
+from cnctl.config.group_checks import RULES as GROUP_RULES
 from cnctl.config.pipeline_checks import RULES as PIPELINE_RULES
 from cnctl.config.schema import Host, StackConfig
 
@@ -306,6 +307,7 @@ RULES: tuple[Rule, ...] = (
     labels_not_reserved,
     storage_matches_the_cloud_layer,
     *GCP_RULES,
+    *GROUP_RULES,
     *PIPELINE_RULES,
 )
 

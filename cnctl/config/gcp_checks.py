@@ -72,8 +72,8 @@ def spot_only_shapes_are_spot(cfg: StackConfig, cat: Catalog) -> Iterator[Proble
 
 def placement_per_vm(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
     """An explicit placement names one zone per VM, each in the stack's region."""
-    if cfg.compute is None or cfg.gcp is None or not cfg.compute.placement:
-        return
+    if cfg.compute is None or cfg.gcp is None or not cfg.compute.placement or cfg.compute.mode == "group":
+        return  # a group places nothing per VM: group_checks names placement as out of place there
     placement, count = cfg.compute.placement, cfg.compute.instances
     if len(placement) != count:
         yield Problem(

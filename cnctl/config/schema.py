@@ -258,7 +258,38 @@ class VmPlacement(Section):
     )
 
 
+class WorkerGroup(Section):
+    """The autoscaled GPU workers of `compute.mode: group` (cnctl/cloud/group.py, docs/cloud.md).
+
+    Bounds Google Cloud or Pub/Sub impose are rules (cnctl/config/group_checks.py), so a wrong value is
+    reported at its field with the allowed range and the reason, not as a bare type error.
+    """
+
+    min: int = Field(1, description="workers always running; 0 lets a batch site scale to nothing when the queue is empty")
+    max: int = Field(2, description="at most this many workers, whatever the backlog")
+    images_per_worker: int = Field(
+        50, description="the autoscaler's target: one worker per this many undelivered images in the queue"
+    )
+    max_delivery_attempts: int = Field(
+        5, description="deliveries of one image before Pub/Sub moves it to the dead-letter topic (Pub/Sub: 5-100)"
+    )
+    ack_deadline_seconds: int = Field(
+        120, description="how long a worker holds an image before Pub/Sub redelivers it (Pub/Sub: 10-600); "
+        "workers extend it during long inference"
+    )
+    initial_delay_seconds: int = Field(
+        1200, description="autohealing waits this long after a worker boots before its health counts (driver install, "
+        "model download, Triton start; Compute Engine: 0-3600)"
+    )
+
+
 class Compute(Section):
+    mode: Literal["vms", "group"] = Field(
+        "vms",
+        description="vms: compute.instances fixed VMs, configured by push; group: a regional managed instance group "
+        "autoscaled on the images queue (compute.group)",
+    )
+    group: WorkerGroup | None = Field(None, description="the worker group's sizes and queue (compute.mode: group)")
     machine_type: str = "n1-standard-8"
     gpu: GpuSpec = Field(default_factory=GpuSpec)
     image_family: str = "common-cu124-ubuntu-2204-nvidia-550"
@@ -271,6 +302,13 @@ class Compute(Section):
     )
     nic_type: Literal["auto", "GVNIC", "VIRTIO_NET"] = Field("auto", description="auto: GVNIC where the family needs it")
     kms_key_name: KmsKeyName | None = Field(None, description="CMEK for the boot disks; in the stack's region")
+
+    @property
+    def worker_group(self) -> WorkerGroup | None:
+        """The group's settings in mode group (its defaults when `group` is not written); None in mode vms."""
+        if self.mode != "group":
+            return None
+        return self.group if self.group is not None else WorkerGroup()
 
 
 # --- model, inference, pipeline --------------------------------------------------------------
