@@ -315,6 +315,11 @@ class GcpFacts(_Data):
     family_constraints: dict[str, FamilyConstraints]
     spot_only_shapes: list[str]
     replacements: dict[str, Replacement]
+    # Where Google's health checks (and so autohealing) come from; a firewall rule must let them in.
+    # Defaults to none so that a revision from before the worker group (plan-diff's base tree) still loads.
+    health_check_ranges: list[str] = Field(default_factory=list)
+    # APIs enabled only for a stack in compute.mode group (the images queue)
+    group_services: list[str] = Field(default_factory=list)
 
     def zones(self, region: str) -> list[str]:
         """`us-central1` -> [`us-central1-a`, ...]; empty for a region that does not exist."""

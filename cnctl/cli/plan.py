@@ -132,6 +132,54 @@ def _instance(i: Mapping[str, Any]) -> str:
     )
 
 
+def _n(value: Any) -> str:
+    """An engine number as written (the engine's numbers are doubles: 8000, not 8000.0)."""
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+
+def _template(i: Mapping[str, Any]) -> str:
+    gpus = i.get("guestAccelerators") or []
+    gpu = ", ".join(f"{g['count']:g}× {g['type']}" for g in gpus) or "GPU in the machine type"
+    nics = i.get("networkInterfaces") or []
+    external = "external IP" if any(n.get("accessConfigs") for n in nics) else "no external IP"
+    sched = (i.get("scheduling") or {}).get("provisioningModel", "STANDARD")
+    account = (i.get("serviceAccount") or {}).get("email")
+    return f"{i.get('machineType')} + {gpu} · {sched} · {external} · as {account}"
+
+
+def _group(i: Mapping[str, Any]) -> str:
+    healing = i.get("autoHealingPolicies") or {}
+    update = i.get("updatePolicy") or {}
+    return (
+        f"regional over {', '.join(i.get('distributionPolicyZones') or [])} · autohealing on "
+        f"{str(healing.get('healthCheck', 'nothing')).rsplit('/', 1)[-1]} after {_n(healing.get('initialDelaySec', 0))} s · "
+        f"updates: maxUnavailable {_n(update.get('maxUnavailableFixed'))}, maxSurge {_n(update.get('maxSurgeFixed'))}"
+    )
+
+
+def _autoscaler(i: Mapping[str, Any]) -> str:
+    policy = i.get("autoscalingPolicy") or {}
+    scaled = "; ".join(
+        f"one per {_n(m.get('singleInstanceAssignment', m.get('target')))} of {m.get('name', '').rsplit('/', 1)[-1]}"
+        f" ({m.get('filter', '').rsplit('=', 1)[-1].strip()})"
+        for m in policy.get("metrics") or []
+    )
+    return f"{_n(policy.get('minReplicas'))}–{_n(policy.get('maxReplicas'))} workers · {scaled or 'CPU'}"
+
+
+def _health_check(i: Mapping[str, Any]) -> str:
+    http = i.get("httpHealthCheck") or {}
+    return f"HTTP :{_n(http.get('port'))}{http.get('requestPath', '/')} every {_n(i.get('checkIntervalSec'))} s"
+
+
+def _subscription(i: Mapping[str, Any]) -> str:
+    dead = i.get("deadLetterPolicy")
+    parts = [f"of {str(i.get('topic')).rsplit('/', 1)[-1]}", f"ack {_n(i.get('ackDeadlineSeconds'))} s"]
+    if dead:
+        parts.append(f"dead letter after {_n(dead.get('maxDeliveryAttempts'))} → {str(dead.get('deadLetterTopic')).rsplit('/', 1)[-1]}")
+    return " · ".join(parts)
+
+
 def _firewall(i: Mapping[str, Any]) -> str:
     allows = "; ".join(f"{a['protocol']}:{','.join(a.get('ports', []))}" for a in i.get("allows", []))
     sources, tags = ", ".join(i.get("sourceRanges", [])), ", ".join(i.get("targetTags", []))
@@ -183,6 +231,16 @@ _DESCRIBERS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "Router": lambda i: f"in {i.get('region')}",
     "RouterNat": lambda i: f"egress for the subnet via {i.get('router')}",
     "gcp": lambda i: f"project {i.get('project')}, region {i.get('region')}",
+    # compute.mode group
+    "InstanceTemplate": _template,
+    "RegionInstanceGroupManager": _group,
+    "RegionAutoscaler": _autoscaler,
+    "HealthCheck": _health_check,
+    "Topic": lambda i: str(i.get("name")),
+    "Subscription": _subscription,
+    "Notification": lambda i: f"{', '.join(i.get('eventTypes') or [])} of {i.get('bucket')} → {str(i.get('topic')).rsplit('/', 1)[-1]}",
+    "TopicIAMMember": _grant("topic"),
+    "SubscriptionIAMMember": _grant("subscription"),
 }
 
 

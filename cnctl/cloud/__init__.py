@@ -15,9 +15,11 @@ from cnctl.catalog import catalog
 from cnctl.cloud.analytics import Analytics
 from cnctl.cloud.base import Naming
 from cnctl.cloud.compute import GpuVms
-from cnctl.cloud.identity import Identity
+from cnctl.cloud.group import GpuWorkerGroup
+from cnctl.cloud.identity import GROUP_WORKER, INFERENCE_VM, Identity
 from cnctl.cloud.looker import looker_studio_url
 from cnctl.cloud.network import Network
+from cnctl.cloud.queue import WorkQueue
 from cnctl.cloud.services import Services
 from cnctl.cloud.startup import render_startup_script
 from cnctl.cloud.storage import Storage
@@ -39,6 +41,9 @@ class CloudLayer:
     identity: Identity
     transfer: DetectionsTransfer
     vms: GpuVms | None
+    # compute.mode group: the images queue and the autoscaled workers that drain it
+    queue: WorkQueue | None = None
+    workers: GpuWorkerGroup | None = None
 
 
 def build(cfg: StackConfig) -> CloudLayer | None:
@@ -58,7 +63,10 @@ def build(cfg: StackConfig) -> CloudLayer | None:
     provider = Provider(names("gcp"), ProviderArgs(project=gcp.project, region=gcp.region))
     on_gcp = pulumi.ResourceOptions(providers=[provider])
 
-    services = Services(names, gcp.project, facts.services, opts=on_gcp)
+    group = cfg.compute.worker_group if cfg.compute is not None else None
+    # The queue's API only where a group uses it: a stack of fixed VMs enables exactly what it did before.
+    apis_needed = [*facts.services, *(facts.group_services if group is not None else [])]
+    services = Services(names, gcp.project, apis_needed, opts=on_gcp)
     apis = [services]
     network = Network(
         names, gcp.region, cfg.network, cfg.inference.ports, facts.iap_ssh_range, opts=on_gcp, requires=apis
@@ -82,7 +90,9 @@ def build(cfg: StackConfig) -> CloudLayer | None:
         opts=on_gcp,
         requires=apis,
     )
-    identity = Identity(names, gcp.project, storage.buckets, opts=on_gcp, requires=apis)
+    identity = Identity(
+        names, gcp.project, storage.buckets, GROUP_WORKER if group is not None else INFERENCE_VM, opts=on_gcp, requires=apis
+    )
     # Devices and VMs only add objects to the results bucket; this transfer loads them into BigQuery.
     transfer = DetectionsTransfer(
         names,
@@ -95,8 +105,38 @@ def build(cfg: StackConfig) -> CloudLayer | None:
         opts=on_gcp,
         requires=apis,
     )
-    vms = None
-    if cfg.compute is not None:
+    vms = queue = workers = None
+    if cfg.compute is not None and group is not None:
+        queue = WorkQueue(
+            names,
+            gcp.project,
+            images=storage.buckets["images"],
+            image_retention_days=cfg.storage.image_retention_days,
+            worker_email=identity.inference.email,
+            group=group,
+            opts=on_gcp,
+            requires=apis,
+        )
+        workers = GpuWorkerGroup(
+            names,
+            gcp.region,
+            gcp.zones,
+            cfg.compute,
+            group,
+            cfg.security,
+            facts,
+            network=network.vpc,
+            subnet=network.subnet,
+            network_tag=network.vm_tag,
+            # Triton's HTTP port, as the stack (inference.ports) sets it for every host
+            health_port=cfg.inference.ports.http,
+            service_account_email=identity.inference.email,
+            startup_script=render_startup_script(cfg),
+            subscription=queue.subscription.name,
+            opts=on_gcp,
+            requires=apis,
+        )
+    elif cfg.compute is not None:
         vms = GpuVms(
             names,
             gcp.zones,
@@ -112,7 +152,7 @@ def build(cfg: StackConfig) -> CloudLayer | None:
             requires=apis,
         )
 
-    layer = CloudLayer(provider, services, network, storage, analytics, identity, transfer, vms)
+    layer = CloudLayer(provider, services, network, storage, analytics, identity, transfer, vms, queue, workers)
     _export(gcp, layer)
     return layer
 
@@ -136,6 +176,10 @@ def _export(gcp: Gcp, layer: CloudLayer) -> None:
         },
     )
     pulumi.export("transfers", {gen: config.name for gen, config in layer.transfer.configs.items()})
+    if layer.workers is not None and layer.queue is not None:
+        # Only in compute.mode group, so a stack of fixed VMs exports what it always did. The workers
+        # configure themselves (pull mode) and take their work from the subscription: no inventory.
+        pulumi.export("workerGroup", _group_outputs(layer.workers, layer.queue, gcp))
     pulumi.export(
         "lookerStudioUrl",
         pulumi.Output.all(table.dataset_id, table.table_id).apply(lambda ids: looker_studio_url(gcp.project, *ids)),
@@ -153,3 +197,18 @@ def _vm_outputs(vms: GpuVms) -> list[dict[str, object]]:
         }
         for vm, placement in zip(vms.instances, vms.placements, strict=True)
     ]
+
+
+def _group_outputs(workers: GpuWorkerGroup, queue: WorkQueue, gcp: Gcp) -> dict[str, object]:
+    """The group and its queue: what an operator watches (`gcloud compute instance-groups managed ...`,
+    `gcloud pubsub subscriptions pull <deadLetterSubscription>`) and the workers' pipeline subscribes to."""
+    return {
+        "name": workers.manager.name,
+        "region": gcp.region,
+        "zones": list(gcp.zones),
+        "template": workers.template.name,
+        "topic": queue.topic.name,
+        "subscription": queue.subscription.name,
+        "deadLetterTopic": queue.dead_letters.name,
+        "deadLetterSubscription": queue.dead_letter_subscription.name,
+    }

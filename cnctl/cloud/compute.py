@@ -74,6 +74,47 @@ def _flag(on: bool) -> str:
     return "TRUE" if on else "FALSE"
 
 
+@dataclass(frozen=True)
+class VmSpec:
+    """What every GPU VM of a stack is, a fixed VM (`GpuVms`) or a group's worker (`cnctl.cloud.group`).
+
+    One copy of the machine, GPUs, image, Shielded VM, vNIC and metadata, so that a worker of a
+    group is exactly the VM the stack would otherwise create (and passes the same guardrails).
+    """
+
+    machine_type: str
+    gpus: tuple[str, int] | None  # attached GPUs (N1); None: they come with the machine type
+    image: str
+    secure_boot: bool
+    nic: str | None
+    metadata: dict[str, str]
+    revision: str
+
+    @classmethod
+    def of(cls, config: ComputeConfig, security: Security, facts: GcpFacts, startup_script: str) -> VmSpec:
+        family_name = config.machine_type.split("-", 1)[0]
+        family = facts.machine_families[family_name]
+        image = facts.images.families[config.image_family]
+        nic = nic_type(config, facts.family_constraints[family_name])
+        return cls(
+            machine_type=config.machine_type,
+            gpus=(config.gpu.type, config.gpu.count) if family.attached else None,
+            image=f"projects/{facts.images.project}/global/images/family/{config.image_family}",
+            secure_boot=image.secure_boot if security.secure_boot == "auto" else security.secure_boot == "on",
+            nic=nic,
+            metadata={
+                # The image family's first-boot needs (the DLVM driver installer switch).
+                **image.metadata,
+                "enable-oslogin": _flag(security.os_login),
+                "block-project-ssh-keys": _flag(security.block_project_ssh_keys),
+                # The metadata key, not `metadata_startup_script`: that one forces a new VM
+                # (and a new boot disk) on every change, this one updates in place.
+                "startup-script": startup_script,
+            },
+            revision=revision(config, family.attached, nic),
+        )
+
+
 class GpuVms(Component):
     """Ensures `compute.instances` GPU VMs: private, shielded, OS Login only, on a dedicated account.
 
@@ -110,12 +151,8 @@ class GpuVms(Component):
         requires: Sequence[pulumi.Resource] = (),
     ) -> None:
         super().__init__("GpuVms", names("gpu-vms"), opts, requires)
-        family_name = config.machine_type.split("-", 1)[0]
-        family = facts.machine_families[family_name]
-        image = facts.images.families[config.image_family]
-        nic = nic_type(config, facts.family_constraints[family_name])
-        rev = revision(config, family.attached, nic)
-        secure_boot = image.secure_boot if security.secure_boot == "auto" else security.secure_boot == "on"
+        spec = VmSpec.of(config, security, facts, startup_script)
+        rev = spec.revision
 
         self.placements = [Placement.of(i, config, zones) for i in range(config.instances)]
         self.instances = []
@@ -129,41 +166,33 @@ class GpuVms(Component):
                         zone=p.zone,
                         machine_type=config.machine_type,
                         guest_accelerators=(
-                            [compute.InstanceGuestAcceleratorArgs(type=config.gpu.type, count=config.gpu.count)]
-                            if family.attached
+                            [compute.InstanceGuestAcceleratorArgs(type=spec.gpus[0], count=spec.gpus[1])]
+                            if spec.gpus
                             else None
                         ),
                         scheduling=_scheduling(config.spot),
                         shielded_instance_config=compute.InstanceShieldedInstanceConfigArgs(
-                            enable_vtpm=True, enable_integrity_monitoring=True, enable_secure_boot=secure_boot
+                            enable_vtpm=True, enable_integrity_monitoring=True, enable_secure_boot=spec.secure_boot
                         ),
                         boot_disk=compute.InstanceBootDiskArgs(
                             auto_delete=True,
                             kms_key_self_link=config.kms_key_name,
                             initialize_params=compute.InstanceBootDiskInitializeParamsArgs(
-                                image=f"projects/{facts.images.project}/global/images/family/{config.image_family}",
+                                image=spec.image,
                                 size=config.disk_size_gb,
                                 type=config.disk_type,
                                 labels=dict(names.labels),
                             ),
                         ),
                         # No access_configs: no external IP. Egress goes through Cloud NAT.
-                        network_interfaces=[compute.InstanceNetworkInterfaceArgs(subnetwork=subnet.id, nic_type=nic)],
+                        network_interfaces=[compute.InstanceNetworkInterfaceArgs(subnetwork=subnet.id, nic_type=spec.nic)],
                         service_account=compute.InstanceServiceAccountArgs(
                             email=service_account_email,
                             # The account's IAM grants are the real limit; the broad scope avoids a second,
                             # coarser permission system that would have to be kept in sync with them.
                             scopes=["cloud-platform"],
                         ),
-                        metadata={
-                            # The image family's first-boot needs (the DLVM driver installer switch).
-                            **image.metadata,
-                            "enable-oslogin": _flag(security.os_login),
-                            "block-project-ssh-keys": _flag(security.block_project_ssh_keys),
-                            # The metadata key, not `metadata_startup_script`: that one forces a new VM
-                            # (and a new boot disk) on every change, this one updates in place.
-                            "startup-script": startup_script,
-                        },
+                        metadata=dict(spec.metadata),
                         tags=[network_tag],
                         labels=dict(names.labels),
                         # Machine type, account and scheduling changes need a stopped VM.

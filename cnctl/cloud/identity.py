@@ -49,6 +49,18 @@ INFERENCE_VM = Grants(
     project=("roles/logging.logWriter", "roles/monitoring.metricWriter"),
 )
 
+# A worker of the autoscaled group (compute.mode group) reads the frames the queue names and adds results; it
+# does not add frames: each new object in the images bucket becomes work for the group, so a worker that
+# uploaded frames would feed itself. Its queue grant (subscriber) is on the subscription (cnctl/cloud/queue.py).
+GROUP_WORKER = Grants(
+    buckets={
+        "images": (READ_ONLY,),
+        "results": (CREATE_ONLY,),
+        "models": (READ_ONLY,),
+    },
+    project=INFERENCE_VM.project,
+)
+
 # An edge device (or on-site server) only adds: new frames and results.
 EDGE_UPLOADER = Grants(buckets={"images": (CREATE_ONLY,), "results": (CREATE_ONLY,)})
 
@@ -56,8 +68,8 @@ EDGE_UPLOADER = Grants(buckets={"images": (CREATE_ONLY,), "results": (CREATE_ONL
 class Identity(Component):
     """Ensures two dedicated service accounts and their grants; creates no keys.
 
-    - `inference`: attached to the GPU VMs (never the default compute account, which holds
-      project-wide Editor in most projects).
+    - `inference`: attached to the GPU VMs or the group's workers (never the default compute account,
+      which holds project-wide Editor in most projects); `vm_grants` says what it may touch.
     - `uploader`: what edge devices and servers upload as. How a device obtains credentials for it
       (Workload Identity Federation, or a key an operator creates) is the operator's choice: docs/cloud.md.
     """
@@ -67,6 +79,7 @@ class Identity(Component):
         names: Naming,
         project: str,
         buckets: Mapping[BucketRole, storage.Bucket],
+        vm_grants: Grants = INFERENCE_VM,
         opts: pulumi.ResourceOptions | None = None,
         requires: Sequence[pulumi.Resource] = (),
     ) -> None:
@@ -75,7 +88,7 @@ class Identity(Component):
         self._buckets = buckets
         env = names.environment
         self.inference = self._account(
-            names("vm"), f"CircularNet inference VM ({env})", "Attached to the GPU inference VMs.", INFERENCE_VM
+            names("vm"), f"CircularNet inference VM ({env})", "Attached to the GPU inference VMs.", vm_grants
         )
         self.uploader = self._account(
             names("edge"),

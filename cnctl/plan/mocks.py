@@ -21,6 +21,7 @@ from typing import Any
 import pulumi
 
 COMPUTE_API = "https://www.googleapis.com/compute/v1"
+STORAGE_AGENT_CALL = "gcp:storage/getProjectServiceAccount:getProjectServiceAccount"
 PROVIDER = "pulumi:providers:gcp"
 
 
@@ -61,6 +62,13 @@ class CloudMocks(pulumi.runtime.Mocks):
             return sorted(self._registrations, key=lambda r: (r.type, r.name, json.dumps(r.inputs, sort_keys=True)))
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:
+        if args.token == STORAGE_AGENT_CALL:
+            # The one data source the program calls: Cloud Storage's service agent of the project. Its answer
+            # depends only on the project number, which the mocks fabricate anyway (as for every service
+            # agent, `project_number`): no credential could change what the plan shows.
+            project = args.args.get("project") or self._project
+            email = f"service-{project_number(project)}@gs-project-accounts.iam.gserviceaccount.com"
+            return {"emailAddress": email, "member": f"serviceAccount:{email}", "project": project, "id": project}, []
         raise ProgramCalledDataSource(
             f"the cloud layer called the data source {args.token}; the offline plan has no credentials to "
             "answer it: derive the value from the stack file or the catalog instead"
@@ -194,6 +202,56 @@ class CloudMocks(pulumi.runtime.Mocks):
         project, _ = self._scoped(inputs)
         return f"{project}/{inputs['service']}", {"project": project}
 
+    def _global(self, kind: str) -> Callable[[str, Mapping[str, Any]], tuple[str, State]]:
+        """A global Compute Engine resource of `kind` (healthChecks, ...): id and self link from its name."""
+
+        def computed(name: str, inputs: Mapping[str, Any]) -> tuple[str, State]:
+            project, _ = self._scoped(inputs)
+            path = f"projects/{project}/global/{kind}/{inputs.get('name', name)}"
+            return path, {"project": project, "selfLink": f"{COMPUTE_API}/{path}"}
+
+        return computed
+
+    def _instance_template(self, name: str, inputs: Mapping[str, Any]) -> tuple[str, State]:
+        """GCE names a template `<namePrefix><suffix>`; the suffix here is stable per logical name."""
+        project, _ = self._scoped(inputs)
+        template = inputs.get("name") or f"{inputs.get('namePrefix', name)}{_stable_number(name):08x}"
+        path = f"projects/{project}/global/instanceTemplates/{template}"
+        return path, {"project": project, "name": template, "selfLink": f"{COMPUTE_API}/{path}",
+                      "selfLinkUnique": f"{COMPUTE_API}/{path}?uniqueId={_stable_number(path)}"}
+
+    def _region_group(self, name: str, inputs: Mapping[str, Any]) -> tuple[str, State]:
+        project, region = self._scoped(inputs)
+        group = inputs.get("name", name)
+        path = f"projects/{project}/regions/{region}/instanceGroupManagers/{group}"
+        return path, {"project": project, "region": region, "selfLink": f"{COMPUTE_API}/{path}",
+                      "instanceGroup": f"{COMPUTE_API}/projects/{project}/regions/{region}/instanceGroups/{group}"}
+
+    def _region_autoscaler(self, name: str, inputs: Mapping[str, Any]) -> tuple[str, State]:
+        project, region = self._scoped(inputs)
+        path = f"projects/{project}/regions/{region}/autoscalers/{inputs.get('name', name)}"
+        return path, {"project": project, "region": region, "selfLink": f"{COMPUTE_API}/{path}"}
+
+    def _pubsub(self, kind: str) -> Callable[[str, Mapping[str, Any]], tuple[str, State]]:
+        """A Pub/Sub topic or subscription: id `projects/<p>/<kind>/<name>`, as the provider gives it."""
+
+        def computed(name: str, inputs: Mapping[str, Any]) -> tuple[str, State]:
+            project, _ = self._scoped(inputs)
+            return f"projects/{project}/{kind}/{inputs.get('name', name)}", {"project": project}
+
+        return computed
+
+    def _pubsub_iam_member(self, name: str, inputs: Mapping[str, Any]) -> tuple[str, State]:
+        scope = inputs.get("topic") or inputs.get("subscription")
+        return f"{scope}/{inputs['role']}/{inputs['member']}", {"etag": "BwYmock="}
+
+    def _notification(self, name: str, inputs: Mapping[str, Any]) -> tuple[str, State]:
+        number = _stable_number(name) % 1000
+        return f"{inputs['bucket']}/notificationConfigs/{number}", {
+            "notificationId": str(number),
+            "selfLink": f"https://www.googleapis.com/storage/v1/b/{inputs['bucket']}/notificationConfigs/{number}",
+        }
+
     def _provider(self, name: str, inputs: Mapping[str, Any]) -> tuple[str, State]:
         return "offline-plan", {}
 
@@ -222,6 +280,15 @@ _COMPUTED: dict[str, Callable[[CloudMocks, str, Mapping[str, Any]], tuple[str, S
     "gcp:serviceaccount/iAMMember:IAMMember": CloudMocks._account_iam_member,
     "gcp:projects/serviceIdentity:ServiceIdentity": CloudMocks._service_identity,
     "gcp:bigquery/dataTransferConfig:DataTransferConfig": CloudMocks._transfer_config,
+    "gcp:compute/instanceTemplate:InstanceTemplate": CloudMocks._instance_template,
+    "gcp:compute/healthCheck:HealthCheck": lambda m, n, i: m._global("healthChecks")(n, i),
+    "gcp:compute/regionInstanceGroupManager:RegionInstanceGroupManager": CloudMocks._region_group,
+    "gcp:compute/regionAutoscaler:RegionAutoscaler": CloudMocks._region_autoscaler,
+    "gcp:pubsub/topic:Topic": lambda m, n, i: m._pubsub("topics")(n, i),
+    "gcp:pubsub/subscription:Subscription": lambda m, n, i: m._pubsub("subscriptions")(n, i),
+    "gcp:pubsub/topicIAMMember:TopicIAMMember": CloudMocks._pubsub_iam_member,
+    "gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember": CloudMocks._pubsub_iam_member,
+    "gcp:storage/notification:Notification": CloudMocks._notification,
 }
 
 

@@ -19,7 +19,7 @@ GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 UPDATE = os.environ.get("CNCTL_UPDATE_GOLDEN") == "1"
 
 
-@pytest.mark.parametrize("stack", ["dev", "prod"])
+@pytest.mark.parametrize("stack", ["dev", "dev-group", "prod"])
 def test_plan_matches_golden(stack: str) -> None:
     path = GOLDEN / f"plan-{stack}.json"
     rendered = plan_stack(stack).render_json()

@@ -1,0 +1,349 @@
+"""compute.mode group on the mock engine: the worker template, the regional group with autohealing, its
+health-check firewall and autoscaler, the images queue (bucket notification, topic, subscription, dead letters)
+and every IAM grant they add, as the Pulumi engine receives them for stacks/Pulumi.dev-group.yaml.
+
+Consuming the subscription (the workers' pipeline) is the host layers' part; these tests stop at what the
+cloud layer declares.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cnctl.catalog import catalog
+from cnctl.config import load_stack, stack_path
+from cnctl.plan import Plan, plan_stack
+from cnctl.plan.mocks import project_number
+
+PROJECT = "my-circularnet-dev"
+NUMBER = project_number(PROJECT)
+WORKER = f"serviceAccount:cn-dev-group-vm@{PROJECT}.iam.gserviceaccount.com"
+EDGE = f"serviceAccount:cn-dev-group-edge@{PROJECT}.iam.gserviceaccount.com"
+LOAD = f"serviceAccount:cn-dev-group-load@{PROJECT}.iam.gserviceaccount.com"
+GCS_AGENT = f"serviceAccount:service-{NUMBER}@gs-project-accounts.iam.gserviceaccount.com"
+PUBSUB_AGENT = f"serviceAccount:service-{NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
+TRANSFER_AGENT = f"serviceAccount:service-{NUMBER}@gcp-sa-bigquerydatatransfer.iam.gserviceaccount.com"
+IMAGES = "my-circularnet-dev-group-images"
+TOPIC = f"projects/{PROJECT}/topics/cn-dev-group-images-queue"
+DEAD = f"projects/{PROJECT}/topics/cn-dev-group-images-dead"
+ZONES = ["us-central1-a", "us-central1-b", "us-central1-c"]
+
+TEMPLATE = "gcp:compute/instanceTemplate:InstanceTemplate"
+GROUP = "gcp:compute/regionInstanceGroupManager:RegionInstanceGroupManager"
+SCALER = "gcp:compute/regionAutoscaler:RegionAutoscaler"
+HEALTH = "gcp:compute/healthCheck:HealthCheck"
+FIREWALL = "gcp:compute/firewall:Firewall"
+TOPIC_T = "gcp:pubsub/topic:Topic"
+SUBSCRIPTION = "gcp:pubsub/subscription:Subscription"
+NOTIFICATION = "gcp:storage/notification:Notification"
+# IAM member types and the input that names their scope
+SCOPES = {
+    "gcp:storage/bucketIAMMember:BucketIAMMember": "bucket",
+    "gcp:projects/iAMMember:IAMMember": "project",
+    "gcp:bigquery/datasetIamMember:DatasetIamMember": "datasetId",
+    "gcp:serviceaccount/iAMMember:IAMMember": "serviceAccountId",
+    "gcp:pubsub/topicIAMMember:TopicIAMMember": "topic",
+    "gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember": "subscription",
+}
+
+
+def of_type(plan: Plan, token: str) -> dict[str, dict[str, Any]]:
+    return {r.name: dict(r.inputs) for r in plan.resources if r.type == token}
+
+
+def one(plan: Plan, token: str) -> dict[str, Any]:
+    found = of_type(plan, token)
+    assert len(found) == 1, f"expected one {token}, found {sorted(found)}"
+    return next(iter(found.values()))
+
+
+def variant(tmp_path: Path, change: Any, base: str = "dev-group") -> str:
+    document = yaml.safe_load(stack_path(base).read_text())
+    change(document["config"])
+    path = tmp_path / f"Pulumi.{base}.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def plan() -> Plan:
+    return plan_stack("dev-group")
+
+
+@pytest.fixture(scope="module")
+def dev() -> Plan:
+    return plan_stack("dev")
+
+
+# --- the template: every property of today's VMs --------------------------------------------------
+
+
+def test_the_template_is_the_vm_the_stack_would_create(plan: Plan, dev: Plan) -> None:
+    template = one(plan, TEMPLATE)
+    vm = of_type(dev, "gcp:compute/instance:Instance")["cn-dev-gpu-0"]
+    assert template["machineType"] == vm["machineType"] == "n1-standard-8"
+    assert template["guestAccelerators"] == vm["guestAccelerators"] == [{"type": "nvidia-tesla-t4", "count": 1}]
+    assert template["shieldedInstanceConfig"] == vm["shieldedInstanceConfig"] == {
+        "enableVtpm": True, "enableIntegrityMonitoring": True, "enableSecureBoot": False,
+    }
+    # the same driver image, disk, and startup script (the same bootstrap, rendered for this stack)
+    disk = template["disks"]
+    assert disk == [{
+        "boot": True, "autoDelete": True, "diskSizeGb": 300, "diskType": "pd-balanced",
+        "sourceImage": vm["bootDisk"]["initializeParams"]["image"],
+        "labels": {"app": "circularnet", "environment": "dev-group", "managed-by": "cnctl"},
+    }]
+    metadata = dict(template["metadata"])
+    script = metadata.pop("startup-script")
+    assert script.startswith("#!/bin/bash\n") and '"environment": "dev-group"' in script
+    vm_metadata = {k: v for k, v in vm["metadata"].items() if k != "startup-script"}
+    assert metadata == vm_metadata == {"install-nvidia-driver": "True", "enable-oslogin": "TRUE", "block-project-ssh-keys": "TRUE"}
+    # GPUs cannot live-migrate; a preempted Spot worker is deleted and recreated by the group
+    assert template["scheduling"] == {
+        "onHostMaintenance": "TERMINATE", "provisioningModel": "SPOT", "preemptible": True,
+        "automaticRestart": False, "instanceTerminationAction": "DELETE",
+    }
+
+
+def test_the_template_has_no_external_ip_and_its_own_account_and_labels(plan: Plan) -> None:
+    template = one(plan, TEMPLATE)
+    subnet = f"projects/{PROJECT}/regions/us-central1/subnetworks/cn-dev-group-subnet"
+    assert template["networkInterfaces"] == [{"subnetwork": subnet}]  # no accessConfigs: no external IP
+    assert template["serviceAccount"] == {"email": WORKER.removeprefix("serviceAccount:"), "scopes": ["cloud-platform"]}
+    assert template["labels"] == {"app": "circularnet", "environment": "dev-group", "managed-by": "cnctl"}
+    assert template["tags"] == ["cn-dev-group-gpu-vm", "cn-dev-group-gpu-worker"]
+    # name_prefix: a changed template is created before the old one goes (templates are immutable)
+    assert "name" not in template and template["namePrefix"].startswith("cn-dev-group-worker-")
+
+
+def test_a_standard_cmek_worker_restarts_and_encrypts_its_disk(tmp_path: Path) -> None:
+    key = "projects/my-circularnet-dev/locations/us-central1/keyRings/r/cryptoKeys/disks"
+    plan = plan_stack(variant(tmp_path, lambda c: c["circularnet:compute"].update(spot=False, kmsKeyName=key)))
+    template = one(plan, TEMPLATE)
+    assert template["disks"][0]["diskEncryptionKey"] == {"kmsKeySelfLink": key}
+    assert template["scheduling"] == {"onHostMaintenance": "TERMINATE", "provisioningModel": "STANDARD",
+                                      "preemptible": False, "automaticRestart": True}
+
+
+# --- the regional group, autohealing, rolling updates ------------------------------------------------
+
+
+def test_a_regional_group_over_the_stacks_zones(plan: Plan) -> None:
+    group = one(plan, GROUP)
+    assert group["region"] == "us-central1" and group["distributionPolicyZones"] == ZONES
+    assert group["distributionPolicyTargetShape"] == "BALANCED"  # grows where the zones have GPUs
+    template = next(r for r in plan.resources if r.type == TEMPLATE)
+    assert group["versions"] == [{"name": "primary", "instanceTemplate": (
+        f"https://www.googleapis.com/compute/v1/projects/{PROJECT}/global/instanceTemplates/"
+        f"{template.inputs['namePrefix']}{group['versions'][0]['instanceTemplate'].rsplit('-', 1)[1]}")}]
+    assert "targetSize" not in group  # the autoscaler owns the size
+    assert group["namedPorts"] == [{"name": "triton-http", "port": 8000}]
+
+
+def test_autohealing_on_tritons_readiness_with_an_initial_delay(plan: Plan) -> None:
+    check = one(plan, HEALTH)
+    port = load_stack("dev-group").inference.ports.http  # Triton's HTTP port, the stack's one copy
+    assert check["httpHealthCheck"] == {"port": port, "requestPath": "/v2/health/ready"}
+    assert (check["checkIntervalSec"], check["timeoutSec"], check["healthyThreshold"], check["unhealthyThreshold"]) == (10, 5, 2, 3)
+    group = one(plan, GROUP)
+    assert group["autoHealingPolicies"] == {
+        "healthCheck": f"projects/{PROJECT}/global/healthChecks/cn-dev-group-triton-ready", "initialDelaySec": 1200,
+    }
+
+
+def test_the_health_port_is_tritons_http_port_from_the_stack(tmp_path: Path) -> None:
+    plan = plan_stack(variant(tmp_path, lambda c: c["circularnet:inference"].update(ports={"http": 9000})))
+    assert one(plan, HEALTH)["httpHealthCheck"]["port"] == 9000
+    assert of_type(plan, FIREWALL)["cn-dev-group-allow-health-checks"]["allows"] == [{"protocol": "tcp", "ports": ["9000"]}]
+    assert one(plan, GROUP)["namedPorts"] == [{"name": "triton-http", "port": 9000}]
+
+
+def test_rolling_updates_never_drop_below_the_serving_minimum(plan: Plan) -> None:
+    assert one(plan, GROUP)["updatePolicy"] == {
+        "type": "PROACTIVE",
+        "minimalAction": "REPLACE",
+        "maxUnavailableFixed": 0,  # no worker stops before its replacement runs
+        "maxSurgeFixed": len(ZONES),  # a regional group's fixed surge is 0 or at least its zone count
+        "instanceRedistributionType": "NONE",  # required with a BALANCED shape
+        "replacementMethod": "SUBSTITUTE",
+    }
+
+
+def test_one_zone_surges_by_one(tmp_path: Path) -> None:
+    plan = plan_stack(variant(tmp_path, lambda c: c["circularnet:gcp"].update(zones=["us-central1-f"])))
+    group = one(plan, GROUP)
+    assert group["distributionPolicyZones"] == ["us-central1-f"] and group["updatePolicy"]["maxSurgeFixed"] == 1
+
+
+def test_health_checks_reach_the_workers_on_the_health_port_only(plan: Plan) -> None:
+    rule = of_type(plan, FIREWALL)["cn-dev-group-allow-health-checks"]
+    assert rule["direction"] == "INGRESS"
+    assert rule["sourceRanges"] == ["35.191.0.0/16", "130.211.0.0/22"] == catalog().gcp.health_check_ranges
+    assert rule["allows"] == [{"protocol": "tcp", "ports": ["8000"]}]
+    assert rule["targetTags"] == ["cn-dev-group-gpu-worker"]  # the workers, not the fixed VMs' tag
+    assert rule["logConfig"] == {"metadata": "INCLUDE_ALL_METADATA"}
+    # and nothing else opens to those ranges
+    others = [n for n, fw in of_type(plan, FIREWALL).items() if n != "cn-dev-group-allow-health-checks"]
+    assert all(not set(of_type(plan, FIREWALL)[n]["sourceRanges"]) & set(rule["sourceRanges"]) for n in others)
+
+
+# --- the autoscaler on the images backlog ------------------------------------------------------------
+
+
+def test_the_autoscaler_scales_on_the_subscriptions_backlog(plan: Plan) -> None:
+    scaler = one(plan, SCALER)
+    assert scaler["region"] == "us-central1"
+    assert scaler["target"] == f"projects/{PROJECT}/regions/us-central1/instanceGroupManagers/cn-dev-group-gpu-workers"
+    policy = scaler["autoscalingPolicy"]
+    assert (policy["minReplicas"], policy["maxReplicas"], policy["mode"]) == (0, 3, "ON")
+    assert policy["cooldownPeriod"] == 1200
+    assert policy["metrics"] == [{
+        "name": "pubsub.googleapis.com/subscription/num_undelivered_messages",
+        "filter": 'resource.type = "pubsub_subscription" AND resource.labels.subscription_id = "cn-dev-group-images-work"',
+        "singleInstanceAssignment": 50,  # one worker per 50 waiting images
+    }]
+    assert "cpuUtilization" not in policy and "target" not in policy["metrics"][0]
+
+
+def test_sizes_follow_the_stack(tmp_path: Path) -> None:
+    def change(config: dict[str, Any]) -> None:
+        config["circularnet:compute"]["group"].update(min=2, max=6, imagesPerWorker=10, maxDeliveryAttempts=9,
+                                                       ackDeadlineSeconds=300, initialDelaySeconds=900)
+
+    plan = plan_stack(variant(tmp_path, change))
+    policy = one(plan, SCALER)["autoscalingPolicy"]
+    assert (policy["minReplicas"], policy["maxReplicas"], policy["metrics"][0]["singleInstanceAssignment"]) == (2, 6, 10)
+    work = of_type(plan, SUBSCRIPTION)["cn-dev-group-images-work"]
+    assert work["ackDeadlineSeconds"] == 300 and work["deadLetterPolicy"]["maxDeliveryAttempts"] == 9
+    assert one(plan, GROUP)["autoHealingPolicies"]["initialDelaySec"] == 900
+
+
+# --- the images queue --------------------------------------------------------------------------------
+
+
+def test_each_finished_image_is_one_message_on_the_images_topic(plan: Plan) -> None:
+    notification = one(plan, NOTIFICATION)
+    assert notification == {"bucket": IMAGES, "topic": TOPIC, "eventTypes": ["OBJECT_FINALIZE"],
+                            "payloadFormat": "JSON_API_V1"}
+    topics = of_type(plan, TOPIC_T)
+    assert sorted(t["name"] for t in topics.values()) == ["cn-dev-group-images-dead", "cn-dev-group-images-queue"]
+
+
+def test_the_work_subscription_dead_letters_and_waits_for_long_inference(plan: Plan) -> None:
+    work = of_type(plan, SUBSCRIPTION)["cn-dev-group-images-work"]
+    assert work["topic"] == TOPIC
+    assert work["deadLetterPolicy"] == {"deadLetterTopic": DEAD, "maxDeliveryAttempts": 5}
+    assert work["ackDeadlineSeconds"] == 120
+    assert work["messageRetentionDuration"] == "604800s"  # 7 days: Pub/Sub's most, shorter than the images' 14
+    assert work["expirationPolicy"] == {"ttl": ""}  # an idle batch site's subscription is never deleted
+    assert work["retryPolicy"] == {"minimumBackoff": "10s", "maximumBackoff": "600s"}
+    assert work["retainAckedMessages"] is False
+    inspect = of_type(plan, SUBSCRIPTION)["cn-dev-group-images-dead-inspect"]
+    assert inspect["topic"] == DEAD and "deadLetterPolicy" not in inspect and inspect["expirationPolicy"] == {"ttl": ""}
+
+
+def test_a_message_lives_no_longer_than_its_image(tmp_path: Path) -> None:
+    plan = plan_stack(variant(tmp_path, lambda c: c["circularnet:storage"].update(imageRetentionDays=2)))
+    assert of_type(plan, SUBSCRIPTION)["cn-dev-group-images-work"]["messageRetentionDuration"] == "172800s"
+
+
+def test_the_queue_api_is_enabled_only_for_a_group(plan: Plan, dev: Plan) -> None:
+    def apis(p: Plan) -> set[str]:
+        return {s["service"] for s in of_type(p, "gcp:projects/service:Service").values()}
+
+    assert apis(plan) == set(catalog().gcp.services) | {"pubsub.googleapis.com"}
+    assert apis(dev) == set(catalog().gcp.services)
+
+
+# --- IAM: every grant, and none broader ---------------------------------------------------------------
+
+
+def grants(plan: Plan) -> set[tuple[str, str, str]]:
+    return {
+        (r.inputs["role"], r.inputs["member"], f"{SCOPES[r.type]}:{r.inputs[SCOPES[r.type]]}")
+        for r in plan.resources
+        if r.type in SCOPES
+    }
+
+
+def test_every_grant_exactly(plan: Plan) -> None:
+    assert grants(plan) == {
+        # the worker: reads frames and models, adds results, pulls from its subscription; never adds frames
+        # (each new image is work for the group: a worker adding frames would feed itself)
+        ("roles/storage.objectViewer", WORKER, f"bucket:{IMAGES}"),
+        ("roles/storage.objectCreator", WORKER, "bucket:my-circularnet-dev-group-results"),
+        ("roles/storage.objectViewer", WORKER, "bucket:my-circularnet-dev-group-models"),
+        ("roles/logging.logWriter", WORKER, f"project:{PROJECT}"),
+        ("roles/monitoring.metricWriter", WORKER, f"project:{PROJECT}"),
+        ("roles/pubsub.subscriber", WORKER, "subscription:cn-dev-group-images-work"),
+        # Cloud Storage's agent publishes the images bucket's notifications, on that topic only
+        ("roles/pubsub.publisher", GCS_AGENT, "topic:cn-dev-group-images-queue"),
+        # Pub/Sub's agent dead-letters: publishes on the dead-letter topic, acknowledges on the source subscription
+        ("roles/pubsub.publisher", PUBSUB_AGENT, "topic:cn-dev-group-images-dead"),
+        ("roles/pubsub.subscriber", PUBSUB_AGENT, "subscription:cn-dev-group-images-work"),
+        # unchanged from mode vms: devices add objects, the transfer loads results
+        ("roles/storage.objectCreator", EDGE, f"bucket:{IMAGES}"),
+        ("roles/storage.objectCreator", EDGE, "bucket:my-circularnet-dev-group-results"),
+        ("roles/storage.objectViewer", LOAD, "bucket:my-circularnet-dev-group-results"),
+        ("roles/bigquery.dataEditor", LOAD, "datasetId:circularnet_dev_group"),
+        ("roles/bigquery.jobUser", LOAD, f"project:{PROJECT}"),
+        ("roles/iam.serviceAccountTokenCreator", TRANSFER_AGENT,
+         f"serviceAccountId:projects/{PROJECT}/serviceAccounts/cn-dev-group-load@{PROJECT}.iam.gserviceaccount.com"),
+    }
+
+
+def test_no_pubsub_role_on_the_project_and_no_wider_pubsub_role(plan: Plan) -> None:
+    for role, _, scope in grants(plan):
+        if role.startswith("roles/pubsub."):
+            assert role in {"roles/pubsub.publisher", "roles/pubsub.subscriber"} and not scope.startswith("project:")
+    assert not [r for r in plan.resources if "IAMBinding" in r.type or "IAMPolicy" in r.type]
+
+
+def test_the_plan_passes_every_guardrail(plan: Plan) -> None:
+    assert plan.violations == ()
+
+
+# --- outputs -----------------------------------------------------------------------------------------
+
+
+def test_outputs_name_the_group_and_its_queue(plan: Plan, dev: Plan) -> None:
+    out = plan.outputs["workerGroup"]
+    assert out == {
+        "name": "cn-dev-group-gpu-workers",
+        "region": "us-central1",
+        "zones": ZONES,
+        "template": out["template"],
+        "topic": "cn-dev-group-images-queue",
+        "subscription": "cn-dev-group-images-work",
+        "deadLetterTopic": "cn-dev-group-images-dead",
+        "deadLetterSubscription": "cn-dev-group-images-dead-inspect",
+    }
+    assert out["template"].startswith(one(plan, TEMPLATE)["namePrefix"])
+    assert plan.outputs["vms"] == []  # no fixed VM: the workers configure themselves (pull mode)
+    assert "workerGroup" not in dev.outputs and len(dev.outputs["vms"]) == 1  # mode vms exports what it did
+
+
+def test_mode_vms_declares_no_group_resource(dev: Plan) -> None:
+    tokens = {r.type for r in dev.resources}
+    assert not tokens & {TEMPLATE, GROUP, SCALER, HEALTH, TOPIC_T, SUBSCRIPTION, NOTIFICATION}
+
+
+def test_cnctl_plan_shows_the_autoscaled_autohealing_group_fed_by_the_queue() -> None:
+    from typer.testing import CliRunner
+
+    from cnctl.cli.main import app
+
+    result = CliRunner().invoke(app, ["plan", "--stack", "dev-group"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert "0–3 workers · one per 50 of num_undelivered_messages (\"cn-dev-group-images-work\")" in text
+    assert ("regional over us-central1-a, us-central1-b, us-central1-c · autohealing on cn-dev-group-triton-ready "
+            "after 1200 s · updates: maxUnavailable 0, maxSurge 3") in text
+    assert "HTTP :8000/v2/health/ready every 10 s" in text
+    assert "OBJECT_FINALIZE of my-circularnet-dev-group-images → cn-dev-group-images-queue" in text
+    assert "of cn-dev-group-images-queue · ack 120 s · dead letter after 5 → cn-dev-group-images-dead" in text
+    assert "no external IP" in text and "FAIL" not in text
