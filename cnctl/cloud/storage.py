@@ -28,6 +28,8 @@ class Storage(Component):
       bucket, so it is chosen once).
     - `force_destroy` only outside prod: `pulumi destroy` of a dev stack may empty its buckets, a
       prod bucket with objects must be emptied on purpose; there they also carry Pulumi's `protect`.
+    - Each carries a `contents` label (images, results, models), so a guardrail that reads only the
+      plan knows which bucket hosts install from.
     - CMEK when the stack names a key. The Cloud Storage service agent needs
       roles/cloudkms.cryptoKeyEncrypterDecrypter on that key first (docs/cloud.md): the key is
       owned outside this stack, so this stack does not grant on it.
@@ -74,7 +76,9 @@ class Storage(Component):
                     if config.kms_key_name
                     else None
                 ),
-                labels=dict(names.labels),
+                # What the bucket holds: the guardrails keep `models` (what hosts install, and the pull-mode
+                # bundles) unwritable by any device or worker identity (artifacts-not-writable-by-hosts).
+                labels={**names.labels, "contents": role},
             ),
             opts=pulumi.ResourceOptions.merge(self.child(), pulumi.ResourceOptions(protect=protect_data)),
         )

@@ -10,7 +10,9 @@ Most rules need only the resource. A few (`Rule.stack_wide`) also need what the 
 gathered once by `Context.of`: whether it is production (the `environment` label cnctl puts on every
 labelled resource), whether it uses CMEK anywhere, which accounts BigQuery Data Transfers run as and
 which buckets they read, which accounts can add objects to a bucket (uploaders: their credentials sit on
-devices), and which custom roles the stack declares with BigQuery permissions.
+devices), and which custom roles the stack declares with BigQuery permissions; for compute.mode group also
+the ports its health checks probe, the topics bucket notifications and dead letters go to, the accounts
+VMs and templates run as (the workers), and the buckets hosts install from (`contents: models`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,23 @@ BUCKET_IAM_PREFIX = "gcp:storage/bucketIAM"
 PROJECT_METADATA = ("gcp:compute/projectMetadata:ProjectMetadata", "gcp:compute/projectMetadataItem:ProjectMetadataItem")
 PROJECT_IAM = ("gcp:projects/iAMMember:IAMMember", "gcp:projects/iAMBinding:IAMBinding")
 VM_TYPES = (INSTANCE, INSTANCE_TEMPLATE)
+AUTOSCALERS = ("gcp:compute/regionAutoscaler:RegionAutoscaler", "gcp:compute/autoscaler:Autoscaler")
+HEALTH_CHECKS = ("gcp:compute/healthCheck:HealthCheck", "gcp:compute/regionHealthCheck:RegionHealthCheck")
+HEALTH_CHECK_KINDS = ("httpHealthCheck", "httpsHealthCheck", "http2HealthCheck", "tcpHealthCheck", "sslHealthCheck",
+                      "grpcHealthCheck")
+NOTIFICATION = "gcp:storage/notification:Notification"
+SUBSCRIPTION = "gcp:pubsub/subscription:Subscription"
+TOPIC_IAM_PREFIX = "gcp:pubsub/topicIAM"
+SUBSCRIPTION_IAM_PREFIX = "gcp:pubsub/subscriptionIAM"
+PUBLISHER = "roles/pubsub.publisher"
+SUBSCRIBER = "roles/pubsub.subscriber"
+# Cloud Storage's service agent (it publishes a bucket's notifications) and Pub/Sub's (it dead-letters).
+STORAGE_AGENT = re.compile(r"^serviceAccount:service-[0-9]+@gs-project-accounts\.iam\.gserviceaccount\.com$")
+PUBSUB_AGENT = re.compile(r"^serviceAccount:service-[0-9]+@gcp-sa-pubsub\.iam\.gserviceaccount\.com$")
+# The `contents` label cnctl puts on each bucket (cnctl/cloud/storage.py); hosts install what these hold
+# (model archives, pull-mode bundles), so no device or worker identity may write them.
+CONTENTS_LABEL = "contents"
+ARTIFACT_CONTENTS = frozenset({"models"})
 LABELLED = (INSTANCE, BUCKET, DATASET, TABLE)
 
 PRIMITIVE_ROLES = frozenset({"roles/owner", "roles/editor", "roles/viewer"})
@@ -100,6 +119,15 @@ class Context:
     # and of those among them that can write BigQuery data
     bigquery_custom_roles: frozenset[str] = field(default_factory=frozenset)
     writer_custom_roles: frozenset[str] = field(default_factory=frozenset)
+    # ports the stack's health checks probe; topics bucket notifications publish to; dead-letter topics
+    health_ports: frozenset[int] = field(default_factory=frozenset)
+    notification_topics: frozenset[str] = field(default_factory=frozenset)
+    dead_letter_topics: frozenset[str] = field(default_factory=frozenset)
+    # `serviceAccount:<email>` attached to VMs or instance templates: the workers' identities
+    vm_accounts: frozenset[str] = field(default_factory=frozenset)
+    # names of the buckets hosts install from, and the identities of hosts (VMs, and uploaders to other buckets)
+    artifact_buckets: frozenset[str] = field(default_factory=frozenset)
+    host_identities: frozenset[str] = field(default_factory=frozenset)
 
     @classmethod
     def of(cls, resources: Iterable[tuple[str, Inputs]]) -> Context:
@@ -109,6 +137,12 @@ class Context:
         uploaders: set[str] = set()
         bigquery_roles: set[str] = set()
         writer_roles: set[str] = set()
+        health_ports: set[int] = set()
+        notified: set[str] = set()
+        dead: set[str] = set()
+        vm_accounts: set[str] = set()
+        artifacts: set[str] = set()
+        creators: dict[str, set[str]] = {}  # bucket -> members that can add objects to it
         for type_, inputs in resources:
             labels = inputs.get("labels") or {}
             production = production or labels.get("environment") in PRODUCTION_ENVIRONMENTS
@@ -118,6 +152,18 @@ class Context:
                 sources.setdefault(f"serviceAccount:{email}", set()).update([bucket] if bucket else [])
             if type_.startswith(BUCKET_IAM_PREFIX) and set(_roles(type_, inputs)) & OBJECT_CREATORS:
                 uploaders.update(_members(inputs))
+                creators.setdefault(_bucket_of(inputs), set()).update(_members(inputs))
+            if type_ in HEALTH_CHECKS:
+                health_ports.update(int(p) for kind in HEALTH_CHECK_KINDS
+                                    if isinstance(p := (inputs.get(kind) or {}).get("port"), (int, float)))
+            if type_ == NOTIFICATION and inputs.get("topic"):
+                notified.add(_topic_name(inputs["topic"]))
+            if type_ == SUBSCRIPTION and (inputs.get("deadLetterPolicy") or {}).get("deadLetterTopic"):
+                dead.add(_topic_name(inputs["deadLetterPolicy"]["deadLetterTopic"]))
+            if type_ in VM_TYPES and isinstance(email := (inputs.get("serviceAccount") or {}).get("email"), str):
+                vm_accounts.add(f"serviceAccount:{email}")
+            if type_ == BUCKET and (inputs.get("labels") or {}).get(CONTENTS_LABEL) in ARTIFACT_CONTENTS:
+                artifacts.add(str(inputs.get("name")))
             if type_ == CUSTOM_ROLE:
                 permissions = {str(p) for p in inputs.get("permissions") or []}
                 name = f"projects/{inputs.get('project')}/roles/{inputs.get('roleId')}"
@@ -132,6 +178,13 @@ class Context:
             frozenset(uploaders),
             frozenset(bigquery_roles),
             frozenset(writer_roles),
+            frozenset(health_ports),
+            frozenset(notified),
+            frozenset(dead),
+            frozenset(vm_accounts),
+            frozenset(artifacts),
+            # a host is a VM, or whatever uploads to a bucket hosts do not install from (a device's credentials)
+            frozenset(vm_accounts | {m for bucket, ms in creators.items() if bucket not in artifacts for m in ms}),
         )
 
 
@@ -351,6 +404,21 @@ def impersonation_only_for_service_agents(type_: str, inputs: Inputs, ctx: Conte
     return None
 
 
+def autoscaler_min_not_above_max(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
+    """Autoscalers keep 0 <= minReplicas <= maxReplicas and maxReplicas >= 1."""
+    if type_ not in AUTOSCALERS:
+        return None
+    policy = inputs.get("autoscalingPolicy") or {}
+    low, high = policy.get("minReplicas", 0), policy.get("maxReplicas")
+    if not isinstance(high, (int, float)) or high < 1:
+        return f"maxReplicas is {high}; a group that may never run a worker drains nothing (at least 1)"
+    if not isinstance(low, (int, float)) or low < 0:
+        return f"minReplicas is {low}; it is 0 or more"
+    if low > high:
+        return f"minReplicas {low:g} is more than maxReplicas {high:g}"
+    return None
+
+
 # --- stack-wide rules: they read the Context ------------------------------------------------------
 
 
@@ -409,7 +477,7 @@ def transfer_reads_only_what_it_loads(type_: str, inputs: Inputs, ctx: Context =
     """A transfer's account only reads (objectViewer) the buckets its transfers load from, and no other bucket."""
     if not type_.startswith(BUCKET_IAM_PREFIX):
         return None
-    bucket = str(inputs.get("bucket", "")).removeprefix("b/")
+    bucket = _bucket_of(inputs)
     for member in (m for m in _members(inputs) if m in ctx.transfer_sources):
         other = sorted(set(_roles(type_, inputs)) - {TRANSFER_READ_ROLE})
         if other:
@@ -437,6 +505,83 @@ def production_logs_traffic(type_: str, inputs: Inputs, ctx: Context = NO_CONTEX
     return None
 
 
+def health_checks_only_to_the_health_port(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
+    """Google's health-check ranges get a rule of their own, opening only the ports the stack's health checks probe."""
+    if not _allows_ingress(type_, inputs):
+        return None
+    ranges = [ipaddress.ip_network(r) for r in catalog().gcp.health_check_ranges]
+    sources = [str(s) for s in inputs.get("sourceRanges") or []]
+    nets = _networks(sources, keep_invalid=True)
+    inside = [n is not None and any(n.version == r.version and n.subnet_of(r) for r in ranges) for n in nets]  # type: ignore[arg-type]
+    if not any(inside):
+        return None  # not a health-check rule (a wide range that happens to contain them is no_open_ingress's)
+    outside = [s for s, ok in zip(sources, inside, strict=True) if not ok]
+    if outside or inputs.get("sourceTags") or inputs.get("sourceServiceAccounts"):
+        others = ", ".join(outside) or "source tags or service accounts"
+        return f"lets Google's health-check ranges in together with {others}; give the health checks a rule of their own"
+    if not ctx.health_ports:
+        return "opens to Google's health-check ranges, but the stack declares no health check"
+    wanted = ", ".join(f"tcp:{p}" for p in sorted(ctx.health_ports))
+    for allow in inputs["allows"]:
+        protocol = str(allow.get("protocol", "")).lower()
+        ports = [str(p) for p in allow.get("ports") or []]
+        opened = [p for p in ports if not (p.isdigit() and int(p) in ctx.health_ports)]
+        if protocol not in ("tcp", "6") or not ports or opened:
+            given = f"{protocol}:{','.join(ports) or 'every port'}"
+            return f"opens {given} to Google's health-check ranges; only the health-check port ({wanted})"
+    return None
+
+
+def pubsub_least_privilege(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
+    """Pub/Sub roles sit on one topic or subscription: Cloud Storage's agent publishes images, workers subscribe."""
+    roles = sorted(r for r in _roles(type_, inputs) if r.startswith("roles/pubsub."))
+    if not roles:
+        return None
+    if type_.startswith("gcp:projects/"):
+        return f"grants {', '.join(roles)} on the whole project (every topic and subscription); grant it on the one"
+    members = _members(inputs)
+    if type_.startswith(TOPIC_IAM_PREFIX):
+        topic = _topic_name(inputs.get("topic"))
+        if set(roles) - {PUBLISHER}:
+            return f"grants {', '.join(roles)} on topic {topic}; a topic grants publisher only (readers get a subscription)"
+        if topic in ctx.notification_topics:
+            strangers = [m for m in members if not STORAGE_AGENT.fullmatch(m)]
+            who = "Cloud Storage's service agent (it publishes the bucket's notifications)"
+        elif topic in ctx.dead_letter_topics:
+            strangers = [m for m in members if not PUBSUB_AGENT.fullmatch(m)]
+            who = "Pub/Sub's service agent (it dead-letters)"
+        else:
+            return None
+        if strangers:
+            return f"lets {', '.join(strangers)} publish on {topic}; only {who} may"
+        return None
+    if type_.startswith(SUBSCRIPTION_IAM_PREFIX):
+        subscription = _topic_name(inputs.get("subscription"))
+        if set(roles) - {SUBSCRIBER}:
+            return f"grants {', '.join(roles)} on subscription {subscription}; a subscription grants subscriber only"
+        strangers = [m for m in members if m not in ctx.vm_accounts and not PUBSUB_AGENT.fullmatch(m)]
+        if strangers:
+            return (f"lets {', '.join(strangers)} pull from {subscription}; only the workers' identity (and Pub/Sub's "
+                    "agent, for dead letters) may")
+    return None
+
+
+def artifacts_not_writable_by_hosts(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
+    """The bucket hosts install from (models, bundles) cannot be written by a device or worker identity."""
+    if not type_.startswith(BUCKET_IAM_PREFIX):
+        return None
+    bucket = _bucket_of(inputs)
+    roles = sorted(set(_roles(type_, inputs)) & OBJECT_CREATORS)
+    if bucket not in ctx.artifact_buckets or not roles:
+        return None
+    hosts = [m for m in _members(inputs) if m in ctx.host_identities]
+    if hosts:
+        return (f"grants {', '.join(roles)} on {bucket}, which every host installs models and bundles from, to "
+                f"{', '.join(hosts)}, a device or worker identity: one stolen device key could publish to the fleet; "
+                "operators publish with their own identity")
+    return None
+
+
 RULES: tuple[Rule, ...] = tuple(
     Rule.of(check)
     for check in (
@@ -455,6 +600,7 @@ RULES: tuple[Rule, ...] = tuple(
         transfers_run_as_a_service_account,
         objects_never_overwritten_or_deleted,
         impersonation_only_for_service_agents,
+        autoscaler_min_not_above_max,
     )
 ) + tuple(
     Rule.of(check, stack_wide=True)
@@ -466,6 +612,9 @@ RULES: tuple[Rule, ...] = tuple(
         transfer_reads_only_what_it_loads,
         cmek_everywhere,
         production_logs_traffic,
+        health_checks_only_to_the_health_port,
+        pubsub_least_privilege,
+        artifacts_not_writable_by_hosts,
     )
 )
 
@@ -513,6 +662,16 @@ def _bindings(inputs: Inputs) -> list[dict]:
     except (ValueError, AttributeError):
         return []
     return [b for b in bindings if isinstance(b, dict)]
+
+
+def _bucket_of(inputs: Inputs) -> str:
+    """The bucket a bucket IAM resource grants on (`b/<name>` or `<name>`)."""
+    return str(inputs.get("bucket", "")).removeprefix("b/")
+
+
+def _topic_name(value: Any) -> str:
+    """`projects/p/topics/t`, `//pubsub.googleapis.com/projects/p/topics/t` or `t` -> `t` (same for subscriptions)."""
+    return str(value or "").rsplit("/", 1)[-1]
 
 
 def _gcs_bucket(path: Any) -> str | None:

@@ -27,6 +27,14 @@ ACCOUNT_MEMBER = "gcp:serviceaccount/iAMMember:IAMMember"
 PROJECT_ITEM = "gcp:compute/projectMetadataItem:ProjectMetadataItem"
 TRANSFER = "gcp:bigquery/dataTransferConfig:DataTransferConfig"
 CUSTOM_ROLE = "gcp:projects/iAMCustomRole:IAMCustomRole"
+TEMPLATE = "gcp:compute/instanceTemplate:InstanceTemplate"
+HEALTH_CHECK = "gcp:compute/healthCheck:HealthCheck"
+AUTOSCALER = "gcp:compute/regionAutoscaler:RegionAutoscaler"
+TOPIC = "gcp:pubsub/topic:Topic"
+SUBSCRIPTION = "gcp:pubsub/subscription:Subscription"
+NOTIFICATION = "gcp:storage/notification:Notification"
+TOPIC_MEMBER = "gcp:pubsub/topicIAMMember:TopicIAMMember"
+SUBSCRIPTION_MEMBER = "gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember"
 
 KEY = "projects/p/locations/us-central1/keyRings/r/cryptoKeys/k"
 VM_EMAIL = "cn-prod-vm@p.iam.gserviceaccount.com"
@@ -36,7 +44,13 @@ LOAD_EMAIL = "cn-prod-load@p.iam.gserviceaccount.com"
 LOAD = f"serviceAccount:{LOAD_EMAIL}"
 AGENT = "serviceAccount:service-123456789012@gcp-sa-bigquerydatatransfer.iam.gserviceaccount.com"
 RESULTS = "results-bucket"
+MODELS = "models-bucket"
 IAP = "35.235.240.0/20"
+HEALTH_RANGES = ["35.191.0.0/16", "130.211.0.0/22"]
+GCS_AGENT = "serviceAccount:service-123456789012@gs-project-accounts.iam.gserviceaccount.com"
+PUBSUB_AGENT = "serviceAccount:service-123456789012@gcp-sa-pubsub.iam.gserviceaccount.com"
+QUEUE = "projects/p/topics/cn-prod-images-queue"
+DEAD = "projects/p/topics/cn-prod-images-dead"
 
 
 def labels(env: str) -> dict[str, str]:
@@ -56,6 +70,15 @@ def good_instance(env: str = "prod") -> dict[str, Any]:
         "deletionProtection": True,
         "labels": labels(env),
     }
+
+
+def good_template() -> dict[str, Any]:
+    """A worker template of compute.mode group: the VM's properties, its disk in the template's form."""
+    vm = good_instance()
+    for key in ("bootDisk", "deletionProtection"):
+        vm.pop(key)
+    return {**vm, "namePrefix": "cn-prod-worker-", "tags": ["cn-prod-gpu-vm", "cn-prod-gpu-worker"],
+            "disks": [{"boot": True, "diskType": "pd-balanced", "diskEncryptionKey": {"kmsKeySelfLink": KEY}}]}
 
 
 LOGGED = {"metadata": "INCLUDE_ALL_METADATA"}
@@ -88,6 +111,28 @@ GOOD: list[tuple[str, str, dict[str, Any]]] = [
     (PROJECT_MEMBER, "jobs", {"project": "p", "role": "roles/bigquery.jobUser", "member": LOAD}),
     (ACCOUNT_MEMBER, "agent", {"serviceAccountId": f"projects/p/serviceAccounts/{LOAD_EMAIL}",
                                "role": "roles/iam.serviceAccountTokenCreator", "member": AGENT}),
+    # What hosts install from: the VMs read it, nobody in the stack writes it (operators publish).
+    (BUCKET, "models", {"name": MODELS, "publicAccessPrevention": "enforced", "uniformBucketLevelAccess": True,
+                        "forceDestroy": False, "encryption": {"defaultKmsKeyName": KEY},
+                        "labels": {**labels("prod"), "contents": "models"}}),
+    (BUCKET_MEMBER, "models-read", {"bucket": MODELS, "role": "roles/storage.objectViewer", "member": VM}),
+    # compute.mode group: the worker template, its autohealing, autoscaler and the images queue.
+    (TEMPLATE, "template", good_template()),
+    (HEALTH_CHECK, "triton-ready", {"httpHealthCheck": {"port": 8000, "requestPath": "/v2/health/ready"}}),
+    (FIREWALL, "health-checks", {"direction": "INGRESS", "allows": [{"protocol": "tcp", "ports": ["8000"]}],
+                                 "sourceRanges": HEALTH_RANGES, "targetTags": ["cn-prod-gpu-worker"], "logConfig": LOGGED}),
+    (AUTOSCALER, "scaler", {"autoscalingPolicy": {"minReplicas": 0, "maxReplicas": 3}}),
+    (TOPIC, "queue", {"name": "cn-prod-images-queue"}),
+    (TOPIC, "dead", {"name": "cn-prod-images-dead"}),
+    (NOTIFICATION, "notify", {"bucket": "images-bucket", "topic": QUEUE, "eventTypes": ["OBJECT_FINALIZE"]}),
+    (SUBSCRIPTION, "work", {"name": "cn-prod-images-work", "topic": QUEUE,
+                            "deadLetterPolicy": {"deadLetterTopic": DEAD, "maxDeliveryAttempts": 5}}),
+    (TOPIC_MEMBER, "gcs-publishes", {"topic": "cn-prod-images-queue", "role": "roles/pubsub.publisher", "member": GCS_AGENT}),
+    (TOPIC_MEMBER, "dead-letters", {"topic": "cn-prod-images-dead", "role": "roles/pubsub.publisher", "member": PUBSUB_AGENT}),
+    (SUBSCRIPTION_MEMBER, "worker-pulls", {"subscription": "cn-prod-images-work", "role": "roles/pubsub.subscriber",
+                                           "member": VM}),
+    (SUBSCRIPTION_MEMBER, "agent-acks", {"subscription": "cn-prod-images-work", "role": "roles/pubsub.subscriber",
+                                         "member": PUBSUB_AGENT}),
 ]
 
 # The same stack as dev without CMEK: Spot VMs, no deletion protection and no logging are fine there.
@@ -268,6 +313,52 @@ BAD: list[Bad] = [
     Bad("cmek-everywhere", INSTANCE, changed("vm", bootDisk={"initializeParams": {"type": "pd-balanced"}})),
     Bad("production-logs-traffic", SUBNETWORK, {"ipCidrRange": "10.31.0.0/24"}),
     Bad("production-logs-traffic", FIREWALL, fw([IAP], ["22"], logConfig=None)),
+    # compute.mode group
+    Bad("no-external-ip", TEMPLATE, {**good_template(), "networkInterfaces": [{"subnetwork": "s", "accessConfigs": [{}]}]},
+        why="a template stamps its external IP on every worker"),
+    Bad("shielded-vm", TEMPLATE, {**good_template(), "shieldedInstanceConfig": {"enableVtpm": True}}),
+    Bad("no-default-compute-service-account", TEMPLATE, {**good_template(), "serviceAccount": {"email": "default"}}),
+    Bad("cmek-everywhere", TEMPLATE, {**good_template(), "disks": [{"boot": True}]}),
+    Bad("production-no-spot", TEMPLATE, {**good_template(), "scheduling": {"onHostMaintenance": "TERMINATE",
+                                                                          "provisioningModel": "SPOT"}}),
+    Bad("autoscaler-min-not-above-max", AUTOSCALER, {"autoscalingPolicy": {"minReplicas": 4, "maxReplicas": 3}}),
+    Bad("autoscaler-min-not-above-max", AUTOSCALER, {"autoscalingPolicy": {"minReplicas": 0, "maxReplicas": 0}}),
+    Bad("autoscaler-min-not-above-max", "gcp:compute/autoscaler:Autoscaler", {"autoscalingPolicy": {"minReplicas": 1}},
+        why="no max at all"),
+    Bad("autoscaler-min-not-above-max", AUTOSCALER, {"autoscalingPolicy": {"minReplicas": -1, "maxReplicas": 2}}),
+    Bad("health-checks-only-to-the-health-port", FIREWALL, fw(HEALTH_RANGES, ["8000", "8001"]), why="gRPC too"),
+    Bad("health-checks-only-to-the-health-port", FIREWALL, fw(HEALTH_RANGES, None), why="tcp with no ports is every port"),
+    Bad("health-checks-only-to-the-health-port", FIREWALL, fw(HEALTH_RANGES, None, protocol="all")),
+    Bad("health-checks-only-to-the-health-port", FIREWALL, fw(HEALTH_RANGES, ["7000-9000"]), why="a range around it"),
+    Bad("health-checks-only-to-the-health-port", FIREWALL, fw([*HEALTH_RANGES, "10.40.0.0/16"], ["8000"]),
+        why="the plant network rides on the health-check rule"),
+    Bad("health-checks-only-to-the-health-port", FIREWALL, fw(["35.191.0.0/16"], ["8000"], sourceTags=["x"])),
+    Bad("health-checks-only-to-the-health-port", FIREWALL, fw(["35.191.0.0/16"], ["8000"]), base=DEV,
+        why="no health check in the stack: nothing to let in"),
+    Bad("pubsub-least-privilege", PROJECT_MEMBER, {"project": "p", "role": "roles/pubsub.subscriber", "member": VM}),
+    Bad("pubsub-least-privilege", PROJECT_MEMBER, {"project": "p", "role": "roles/pubsub.publisher", "member": GCS_AGENT},
+        why="even the agent: on the one topic"),
+    Bad("pubsub-least-privilege", TOPIC_MEMBER, {"topic": "cn-prod-images-queue", "role": "roles/pubsub.publisher",
+                                                 "member": EDGE}, why="a device could fake work"),
+    Bad("pubsub-least-privilege", TOPIC_MEMBER, {"topic": QUEUE, "role": "roles/pubsub.publisher", "member": PUBSUB_AGENT},
+        why="the topic named by its full path"),
+    Bad("pubsub-least-privilege", TOPIC_MEMBER, {"topic": "cn-prod-images-dead", "role": "roles/pubsub.publisher",
+                                                 "member": VM}),
+    Bad("pubsub-least-privilege", TOPIC_MEMBER, {"topic": "cn-prod-images-queue", "role": "roles/pubsub.subscriber",
+                                                 "member": VM}, why="subscribers get their subscription"),
+    Bad("pubsub-least-privilege", TOPIC_MEMBER, {"topic": "other", "role": "roles/pubsub.admin", "member": VM}),
+    Bad("pubsub-least-privilege", SUBSCRIPTION_MEMBER, {"subscription": "cn-prod-images-work",
+                                                        "role": "roles/pubsub.subscriber", "member": EDGE}),
+    Bad("pubsub-least-privilege", SUBSCRIPTION_MEMBER, {"subscription": "cn-prod-images-work",
+                                                        "role": "roles/pubsub.editor", "member": VM}),
+    Bad("pubsub-least-privilege", "gcp:pubsub/subscriptionIAMBinding:SubscriptionIAMBinding",
+        {"subscription": "cn-prod-images-work", "role": "roles/pubsub.subscriber", "members": [VM, "user:me@example.com"]}),
+    Bad("artifacts-not-writable-by-hosts", BUCKET_MEMBER, {"bucket": MODELS, "role": "roles/storage.objectCreator",
+                                                           "member": VM}, why="a worker"),
+    Bad("artifacts-not-writable-by-hosts", BUCKET_MEMBER, {"bucket": MODELS, "role": "roles/storage.objectCreator",
+                                                           "member": EDGE}, why="a device (it uploads results)"),
+    Bad("artifacts-not-writable-by-hosts", "gcp:storage/bucketIAMBinding:BucketIAMBinding",
+        {"bucket": f"b/{MODELS}", "role": "roles/storage.objectCreator", "members": ["user:ops@example.com", EDGE]}),
 ]
 
 # Changes every rule must accept (their GOOD counterpart in the dev stack, or a near miss of a BAD case).
@@ -287,4 +378,13 @@ ALSO_GOOD: list[tuple[tuple[tuple[str, str, dict[str, Any]], ...], str, dict[str
                               "member": "group:analysts@example.com"}),
     (tuple(GOOD), ACCOUNT_MEMBER, {"serviceAccountId": "projects/p/serviceAccounts/x",
                                    "role": "roles/iam.serviceAccountTokenCreator", "member": AGENT}),
+    (tuple(GOOD), FIREWALL, fw(["35.191.0.0/17"], ["8000"])),  # inside Google's health-check range
+    (tuple(GOOD), FIREWALL, fw(["10.40.0.0/16"], ["8000-8002"])),  # the inference rule never touches those ranges
+    (tuple(GOOD), AUTOSCALER, {"autoscalingPolicy": {"minReplicas": 2, "maxReplicas": 2}}),
+    # an operator's or CI's identity may publish models; it uploads nowhere else
+    (tuple(GOOD), BUCKET_MEMBER, {"bucket": MODELS, "role": "roles/storage.objectCreator",
+                                  "member": "serviceAccount:cn-prod-publish@p.iam.gserviceaccount.com"}),
+    (tuple(GOOD), TOPIC_MEMBER, {"topic": "someone-elses", "role": "roles/pubsub.publisher", "member": EDGE}),
+    (tuple(GOOD), SUBSCRIPTION_MEMBER, {"subscription": "cn-prod-images-work", "role": "roles/pubsub.subscriber",
+                                        "member": "serviceAccount:service-9@gcp-sa-pubsub.iam.gserviceaccount.com"}),
 ]

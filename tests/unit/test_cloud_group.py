@@ -347,3 +347,17 @@ def test_cnctl_plan_shows_the_autoscaled_autohealing_group_fed_by_the_queue() ->
     assert "OBJECT_FINALIZE of my-circularnet-dev-group-images → cn-dev-group-images-queue" in text
     assert "of cn-dev-group-images-queue · ack 120 s · dead letter after 5 → cn-dev-group-images-dead" in text
     assert "no external IP" in text and "FAIL" not in text
+
+
+def test_the_guardrails_see_what_the_group_declares(plan: Plan) -> None:
+    """The stack-wide guardrails are not vacuous on the real program: they find its health port, topics,
+    workers and the bucket hosts install from."""
+    from cnctl.plan.guardrails import Context
+
+    ctx = Context.of((r.type, r.inputs) for r in plan.resources)
+    assert ctx.health_ports == {8000}
+    assert ctx.notification_topics == {"cn-dev-group-images-queue"}
+    assert ctx.dead_letter_topics == {"cn-dev-group-images-dead"}
+    assert ctx.vm_accounts == {WORKER}
+    assert ctx.artifact_buckets == {"my-circularnet-dev-group-models"}
+    assert {WORKER, EDGE} <= ctx.host_identities and LOAD not in ctx.host_identities
