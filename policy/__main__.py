@@ -6,9 +6,10 @@ drives both with one table). Every rule is a security rule here: enforcement is 
 
 Rules that judge one resource alone are resource policies: they run before Pulumi creates or changes
 the resource. Stack-wide rules (production, CMEK everywhere, who may write detections, what uploaders and
-transfers may touch) need the whole stack and run as stack policies, which Pulumi evaluates on the full
+transfers may touch, which ports Google's health checks reach, who publishes and subscribes on the
+images queue, who may write the models bucket) need the whole stack and run as stack policies, which Pulumi evaluates on the full
 set of resources; during a preview of resources not created yet, a value they read may still be unknown
-(the transfer account's email, say), and Pulumi then reports that policy as not run (advisory) instead
+(the transfer account's email, or Cloud Storage's agent, say), and Pulumi then reports that policy as not run (advisory) instead
 of passing it.
 """
 
