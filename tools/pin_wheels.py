@@ -1,13 +1,19 @@
-"""Pin the pipeline uploader's wheels: resolve, then write every file's sha256 into cnctl/catalog/pipeline.yaml.
+"""Pin the pipeline's wheels: resolve, then write every file's sha256 into cnctl/catalog/pipeline.yaml.
 
-    .venv/bin/python tools/pin_wheels.py            # resolve the newest versions, rewrite `uploader.packages`
+    .venv/bin/python tools/pin_wheels.py            # resolve the newest versions, rewrite both sets' `packages`
     .venv/bin/python tools/pin_wheels.py --check    # resolve again, exit 1 if the catalog differs (no write)
 
-A maintainer's tool (network: PyPI only), not part of any deploy. The hosts install these wheels with
-`pip install --no-deps --require-hashes`, so the list must be closed: it is one `uv pip compile` of
-TOP_LEVEL for the oldest Python of `uploader.pythons` on x86_64, re-resolved with those versions as
-constraints for every other (Python, architecture) pair, which must need nothing outside it. For each pinned
-version, every wheel PyPI has that a CPython of `uploader.pythons` on manylinux x86_64 or aarch64 accepts
+A maintainer's tool (network: PyPI only), not part of any deploy. Two sets, both installed into the pipeline's
+venv with `pip install --no-deps --require-hashes`:
+
+- `uploader` (every host): TOP_LEVEL["uploader"], closed on its own;
+- `worker` (only hosts whose input is the images bucket: deploy/bucket_worker.py): TOP_LEVEL["worker"] with
+  the uploader's pins as constraints, minus the uploader's pins, so that the uploader plus the worker is closed
+  and an edge device never installs grpc.
+
+Each set is one `uv pip compile` for the oldest Python of its `pythons` on x86_64, re-resolved with those
+versions as constraints for every other (Python, architecture) pair, which must need nothing outside it. For
+each pinned version, every wheel PyPI has that a CPython of `pythons` on manylinux x86_64 or aarch64 accepts
 (pure-Python wheels included) is listed by sha256 (PyPI's simple JSON API), with its tags as a comment; a
 package lacking a wheel for one of those platforms is an error (the hosts never build from source).
 """
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -29,10 +36,10 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 REPO = Path(__file__).resolve().parents[1]
 CATALOG = REPO / "cnctl" / "catalog" / "pipeline.yaml"
 UV = REPO / ".venv" / "bin" / "uv"
-TOP_LEVEL = ("google-cloud-storage", "boto3")
+TOP_LEVEL = {"uploader": ("google-cloud-storage", "boto3"), "worker": ("google-cloud-pubsub",)}
 ARCHES = ("x86_64", "aarch64")
 SIMPLE = "https://pypi.org/simple/{}/"
-# The block this tool owns: from this line to the end of pipeline.yaml.
+# The block this tool owns in each set: from this line to the next top-level key (or the end of the file).
 MARKER = "  packages:"
 
 
@@ -48,11 +55,11 @@ def supported(python: str, arch: str) -> set[tags.Tag]:
     return {*tags.cpython_tags(version, platforms=plats), *tags.compatible_tags(version, platforms=plats)}
 
 
-def compile_for(python: str, arch: str, constraints: Path | None) -> dict[str, str]:
-    """{canonical name: version} that uv resolves for TOP_LEVEL on this Python and architecture."""
+def compile_for(python: str, arch: str, constraints: Path | None, top: tuple[str, ...]) -> dict[str, str]:
+    """{canonical name: version} that uv resolves for `top` on this Python and architecture."""
     with tempfile.TemporaryDirectory() as tmp:
         req = Path(tmp) / "in.txt"
-        req.write_text("\n".join(TOP_LEVEL) + "\n")
+        req.write_text("\n".join(top) + "\n")
         cmd = [str(UV), "pip", "compile", str(req), "--python-version", python,
                "--python-platform", f"{arch}-manylinux_2_28", "--only-binary", ":all:",
                "--no-header", "--no-annotate", "--quiet"]
@@ -68,14 +75,17 @@ def compile_for(python: str, arch: str, constraints: Path | None) -> dict[str, s
     return pins
 
 
-def resolve(pythons: list[str]) -> dict[str, str]:
-    base = compile_for(pythons[0], ARCHES[0], None)
+def resolve(pythons: list[str], top: tuple[str, ...], held: dict[str, str] | None = None) -> dict[str, str]:
+    """The closed pins of `top`, every version in `held` kept (they are another set's pins, same venv)."""
     with tempfile.TemporaryDirectory() as tmp:
         constraints = Path(tmp) / "constraints.txt"
-        constraints.write_text("".join(f"{n}=={v}\n" for n, v in base.items()))
+        if held:
+            constraints.write_text("".join(f"{n}=={v}\n" for n, v in held.items()))
+        base = compile_for(pythons[0], ARCHES[0], constraints if held else None, top)
+        constraints.write_text("".join(f"{n}=={v}\n" for n, v in {**base, **(held or {})}.items()))
         for python in pythons:
             for arch in ARCHES:
-                other = compile_for(python, arch, constraints)
+                other = compile_for(python, arch, constraints, top)
                 extra = {n: v for n, v in other.items() if base.get(n) != v}
                 if extra:
                     raise SystemExit(f"Python {python} on {arch} needs more than Python {pythons[0]} on "
@@ -121,19 +131,48 @@ def render(pins: dict[str, str], pythons: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def replace_packages(text: str, section: str, block: str) -> str:
+    """`text` with the `packages:` block of top-level `section` replaced by `block`."""
+    start = text.find(f"\n{section}:\n")
+    if start < 0:
+        raise SystemExit(f"{CATALOG}: no top-level {section!r}")
+    at = text.find("\n" + MARKER + "\n", start)
+    if at < 0:
+        raise SystemExit(f"{CATALOG}: no {MARKER!r} line under {section!r}")
+    nxt = re.search(r"\n(?=[A-Za-z#])", text[at + 1:])  # the next top-level key (or a comment opening one)
+    end = at + 1 + nxt.start() + 1 if nxt else len(text)
+    return text[:at + 1] + block + ("\n" if nxt else "") + text[end:]
+
+
+def pins_of(block: str) -> dict[str, str]:
+    return {str(canonicalize_name(p["name"])): p["version"] for p in yaml.safe_load("x:\n" + block)["x"]["packages"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if the catalog is not what a resolve gives")
+    parser.add_argument("--only", choices=("uploader", "worker"),
+                        help="re-pin one set (worker: the uploader's pins stay as they are)")
     args = parser.parse_args(argv)
     text = CATALOG.read_text()
-    pythons = yaml.safe_load(text)["uploader"]["pythons"]
-    head, sep, _ = text.partition("\n" + MARKER + "\n")
-    if not sep:
-        raise SystemExit(f"{CATALOG}: no {MARKER!r} line")
-    new = head + "\n" + render(resolve(pythons), pythons)
+    data = yaml.safe_load(text)
+    new, held = text, None
+    for section in ("uploader", "worker"):
+        if args.only and section != args.only:
+            if section == "uploader":
+                held = {str(canonicalize_name(p["name"])): p["version"] for p in data["uploader"]["packages"]}
+            continue
+        pythons = data[section]["pythons"]
+        pins = resolve(pythons, TOP_LEVEL[section], held)
+        if held is not None:  # the worker set: only what the uploader's pins lack
+            pins = {n: v for n, v in pins.items() if n not in held}
+        block = render(pins, pythons)
+        new = replace_packages(new, section, block)
+        held = {**(held or {}), **pins_of(block)}
     if args.check:
         if new != text:
-            print(f"{CATALOG.relative_to(REPO)}: uploader.packages differ from a fresh resolve", file=sys.stderr)
+            print(f"{CATALOG.relative_to(REPO)}: uploader or worker packages differ from a fresh resolve",
+                  file=sys.stderr)
             return 1
         return 0
     CATALOG.write_text(new)

@@ -255,6 +255,8 @@ class Uploader(_Data):
 class PipelineCatalog(_Data):
     clients: dict[str, Client] = Field(default_factory=dict)
     uploader: Uploader = Field(default_factory=lambda: Uploader(pythons=[], packages=[]))
+    # The bucket worker's wheels (google-cloud-pubsub) beyond the uploader's: only hosts with bucket input.
+    worker: Uploader = Field(default_factory=lambda: Uploader(pythons=[], packages=[]))
 
 
 # --- Google Cloud facts ----------------------------------------------------------------------
