@@ -284,12 +284,6 @@ class WorkerGroup(Section):
 
 
 class Compute(Section):
-    mode: Literal["vms", "group"] = Field(
-        "vms",
-        description="vms: compute.instances fixed VMs, configured by push; group: a regional managed instance group "
-        "autoscaled on the images queue (compute.group)",
-    )
-    group: WorkerGroup | None = Field(None, description="the worker group's sizes and queue (compute.mode: group)")
     machine_type: str = "n1-standard-8"
     gpu: GpuSpec = Field(default_factory=GpuSpec)
     image_family: str = "common-cu124-ubuntu-2204-nvidia-550"
@@ -302,6 +296,12 @@ class Compute(Section):
     )
     nic_type: Literal["auto", "GVNIC", "VIRTIO_NET"] = Field("auto", description="auto: GVNIC where the family needs it")
     kms_key_name: KmsKeyName | None = Field(None, description="CMEK for the boot disks; in the stack's region")
+    mode: Literal["vms", "group"] = Field(
+        "vms",
+        description="vms: compute.instances fixed VMs, configured by push; group: a regional managed instance group "
+        "autoscaled on the images queue (compute.group)",
+    )
+    group: WorkerGroup | None = Field(None, description="the worker group's sizes and queue (compute.mode: group)")
 
     @property
     def worker_group(self) -> WorkerGroup | None:

@@ -1,0 +1,412 @@
+"""deploy/bucket_worker.py against a real Pub/Sub server and a real GCS server on loopback: Google's Pub/Sub
+emulator (google-cloud-cli-pubsub-emulator, Java) and the GCS emulator the uploader's tests use.
+
+Each test has its own topic, subscription and bucket; the worker runs as its own process (as systemd runs it),
+with a small client standing in for CircularNet's that writes one NDJSON row per frame, fails, or holds until
+the test lets it go. What is proven: a message is acknowledged only once its image's result is in the queue; a
+worker killed (SIGKILL, with its client) mid-image loses nothing, a second worker gets the message and the result
+is written once; a batch that keeps failing is nacked until Pub/Sub's own dead-letter policy moves the message;
+other events and non-images are acknowledged and skipped; a redelivered image yields the same result name; bad
+settings exit 2 with one clear line. Under CI=true a missing emulator fails the tests, never skips them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# the tests' own pulls ask the emulator with return_immediately (deprecated, still served): no wait when empty
+pytestmark = pytest.mark.filterwarnings("ignore:The return_immediately flag is deprecated:DeprecationWarning")
+
+from cnctl.sandbox.site import emulators
+from deploy import bucket_worker
+from tests.unit.conftest import free_port
+from tests.unit.test_uploader import _wait_until_serving
+
+SCRIPT = Path(bucket_worker.__file__)
+EMULATOR = Path("/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator")
+PROJECT = "cnctl-test"
+DAY = "20261129"
+
+CLIENT = r'''
+import argparse, json, os, pathlib, sys, time
+p = argparse.ArgumentParser()
+p.add_argument("--input_directory"); p.add_argument("--output_directory")
+a = p.parse_args()
+control = pathlib.Path(os.environ["WORKER_TEST_CONTROL"])
+(control / "running").write_text(a.input_directory)
+deadline = time.monotonic() + 60
+while (control / "hold").exists() and time.monotonic() < deadline:
+    time.sleep(0.05)
+if (control / "fail").exists():
+    sys.exit("Triton answered 500")
+with open(os.path.join(a.output_directory, "detections.ndjson"), "w") as out:
+    for name in sorted(os.listdir(a.input_directory)):
+        out.write(json.dumps({"image_name": name, "detection_scores": 0.9}) + "\n")
+'''
+
+
+def _ci() -> bool:
+    return os.environ.get("CI") == "true"
+
+
+@pytest.fixture(scope="module")
+def pubsub() -> Iterator[str]:
+    """Google's Pub/Sub emulator on a free loopback port (host:port); stopped by its PID."""
+    if not EMULATOR.exists():
+        message = f"{EMULATOR} is missing: `python3 cnctl/sandbox/prereqs.py ensure` installs google-cloud-cli-pubsub-emulator"
+        if _ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    port = free_port()
+    proc = subprocess.Popen([str(EMULATOR), "--host=127.0.0.1", f"--port={port}"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the Pub/Sub emulator exited with {proc.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the Pub/Sub emulator did not listen within 60 s") from None
+                time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)  # the launcher execs java: this PID is the emulator
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    data = tmp_path_factory.mktemp("gcs")
+    port = free_port()
+    proc = subprocess.Popen(emulators.gcs_argv("127.0.0.1", port), env={**os.environ, **emulators.gcs_env(data)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_serving(f"{url}/storage/v1/b?project=cnctl-sandbox", proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _wait(what: str, check: Callable[[], Any], seconds: float = 40) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: not within {seconds} s")
+
+
+class Site:
+    """One test's bucket, topic and subscription (and a dead-letter topic when asked), and its workers."""
+
+    def __init__(self, root: Path, pubsub: str, gcs: str, dead_letter_after: int | None = None) -> None:
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        os.environ["PUBSUB_EMULATOR_HOST"] = pubsub  # this process's clients; the workers get it in their env
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import pubsub_v1, storage
+
+        self.root, self.pubsub, self.gcs = root, pubsub, gcs
+        tag = uuid.uuid4().hex[:8]
+        self.bucket = f"images-{tag}"
+        self.storage = storage.Client(project=PROJECT, credentials=AnonymousCredentials(),
+                                      client_options={"api_endpoint": gcs})
+        self.storage.create_bucket(self.bucket)
+        self.publisher = pubsub_v1.PublisherClient()
+        self.subscriber = pubsub_v1.SubscriberClient()
+        self.topic = self.publisher.topic_path(PROJECT, f"images-{tag}")
+        self.publisher.create_topic(name=self.topic)
+        self.subscription = self.subscriber.subscription_path(PROJECT, f"work-{tag}")
+        request: dict[str, Any] = {"name": self.subscription, "topic": self.topic, "ack_deadline_seconds": 10}
+        self.dead_letters = None
+        if dead_letter_after:
+            dead_topic = self.publisher.topic_path(PROJECT, f"dead-{tag}")
+            self.publisher.create_topic(name=dead_topic)
+            self.dead_letters = self.subscriber.subscription_path(PROJECT, f"dead-{tag}")
+            self.subscriber.create_subscription(name=self.dead_letters, topic=dead_topic)
+            request["dead_letter_policy"] = {"dead_letter_topic": dead_topic, "max_delivery_attempts": dead_letter_after}
+        self.subscriber.create_subscription(request=request)
+        self.control = root / "control"
+        self.control.mkdir()
+        client = root / "client"
+        client.mkdir()
+        (client / "inference_pipeline.py").write_text(CLIENT)
+        self.procs: list[subprocess.Popen] = []
+
+    # -- the bucket's side
+
+    def image(self, name: str, event: str = "OBJECT_FINALIZE", bucket: str | None = None) -> None:
+        """Store the object (for a finalize) and publish its notification as Cloud Storage would."""
+        generation = "0"
+        if event == "OBJECT_FINALIZE" and bucket is None:
+            blob = self.storage.bucket(self.bucket).blob(name)
+            blob.upload_from_string(b"\xff\xd8 frame " + name.encode() + b" \xff\xd9", content_type="image/jpeg")
+            generation = str(blob.generation)
+        self.notify(name, generation, event, bucket)
+
+    def notify(self, name: str, generation: str, event: str = "OBJECT_FINALIZE", bucket: str | None = None) -> None:
+        payload = json.dumps({"name": name, "bucket": bucket or self.bucket, "generation": generation}).encode()
+        self.publisher.publish(self.topic, payload, eventType=event, bucketId=bucket or self.bucket, objectId=name,
+                               objectGeneration=generation, payloadFormat="JSON_API_V1").result(timeout=10)
+
+    def generation(self, name: str) -> str:
+        return str(self.storage.bucket(self.bucket).get_blob(name).generation)
+
+    def pending(self, subscription: str | None = None, seconds: float = 1) -> list[Any]:
+        """Messages a fresh pull gets now (acknowledged here, so each test reads its own once)."""
+        sub = subscription or self.subscription
+        deadline, got = time.monotonic() + seconds, []
+        while time.monotonic() < deadline and not got:
+            found = self.subscriber.pull(request={"subscription": sub, "max_messages": 10, "return_immediately": True},
+                                         timeout=5).received_messages
+            got = list(found)
+            time.sleep(0 if got else 0.1)
+        if got:
+            self.subscriber.acknowledge(subscription=sub, ack_ids=[m.ack_id for m in got])
+        return got
+
+    # -- a worker
+
+    def settings(self, name: str, **override: Any) -> Path:
+        home = self.root / name
+        values: dict[str, Any] = {
+            "host": name, "generation": "tf", "input": "bucket",
+            "spool": str(home / "frames"), "work": str(home / "work"), "queue": str(home / "queue"),
+            "state": str(home / "state"), "triton_url": "http://127.0.0.1:8000", "batch_frames": 4,
+            "client": {"python": sys.executable, "dir": str(self.root / "client"), "entry": "inference_pipeline.py",
+                       "flags": []},
+            "worker": {"subscription": self.subscription, "max_messages": 4, "max_lease_seconds": 60,
+                       "lease_extension_seconds": 10, "batch_seconds": 0.3},
+            "storage": {"kind": "gcs", "endpoint": self.gcs, "project": None, "credentials": None,
+                        "buckets": {"results": "results", "images": self.bucket}},
+        }
+        values.update(override)
+        home.mkdir(exist_ok=True)
+        path = home / "pipeline.json"
+        path.write_text(json.dumps(values))
+        return path
+
+    def start(self, name: str) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, str(SCRIPT), "run", "--config", str(self.settings(name))],
+                                env={**os.environ, "PUBSUB_EMULATOR_HOST": self.pubsub,
+                                     "WORKER_TEST_CONTROL": str(self.control)},
+                                stdout=subprocess.DEVNULL, stderr=open(self.root / f"{name}.log", "wb"),  # noqa: SIM115
+                                start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def log(self, name: str) -> str:
+        return (self.root / f"{name}.log").read_text()
+
+    def state(self, name: str) -> dict[str, Any]:
+        try:
+            return json.loads((self.root / name / "state" / "worker.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def results(self, name: str) -> dict[str, list[dict[str, Any]]]:
+        queue = self.root / name / "queue"
+        return {str(p.relative_to(queue)): [json.loads(line) for line in p.read_text().splitlines()]
+                for p in sorted(queue.rglob("*.ndjson"))}
+
+    def stop(self, proc: subprocess.Popen) -> int:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+        return proc.wait(30)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        self.subscriber.close()
+
+
+@pytest.fixture
+def site(tmp_path: Path, pubsub: str, gcs: str) -> Iterator[Site]:
+    made = Site(tmp_path, pubsub, gcs)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+@pytest.fixture
+def site_with_dead_letters(tmp_path: Path, pubsub: str, gcs: str) -> Iterator[Site]:
+    """A subscription whose dead-letter policy moves a message after 5 deliveries (Pub/Sub's smallest)."""
+    made = Site(tmp_path, pubsub, gcs, dead_letter_after=5)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def frame(i: int) -> str:
+    return f"belt1_{DAY}_{120000 + i:06d}{i:02d}.jpg"
+
+
+def result_of(i: int) -> str:
+    stem = frame(i)[:-4]
+    return f"results/detections/tf/belt1/{DAY}/{stem}--{stem}.ndjson"
+
+
+# --- the semantics ------------------------------------------------------------------------------------------
+
+
+def test_a_message_is_acknowledged_only_after_its_result_is_queued(site: Site) -> None:
+    (site.control / "hold").touch()
+    worker = site.start("gpu-1")
+    site.image(f"belt-1/{DAY}/{frame(1)}")
+    _wait("the client runs over the image", (site.control / "running").exists)
+    held = site.state("gpu-1")
+    assert (held["received"], held["acked"], site.results("gpu-1")) == (1, 0, {})  # leased, not acknowledged
+    (site.control / "hold").unlink()
+    _wait("the result is queued", lambda: site.results("gpu-1"))
+    assert site.results("gpu-1") == {result_of(1): [{"image_name": frame(1), "detection_scores": 0.9}]}
+    done = _wait("the message is acknowledged", lambda: site.state("gpu-1")["acked"] == 1 and site.state("gpu-1"))
+    assert (done["images"], done["rows"], done["batches"], done["last_error"]) == (1, 1, 1, None)
+    assert site.stop(worker) == 0  # SIGTERM nacks what is held: had it not been acknowledged, a pull would get it
+    assert site.pending() == []
+    log = site.log("gpu-1")
+    assert log.index("1 rows queued, 1 messages acknowledged") > 0 and "Traceback" not in log
+
+
+def test_a_worker_killed_mid_image_loses_nothing(site: Site) -> None:
+    (site.control / "hold").touch()
+    first = site.start("gpu-1")
+    site.image(f"belt-1/{DAY}/{frame(2)}")
+    _wait("the first worker's client runs", (site.control / "running").exists)
+    os.killpg(first.pid, signal.SIGKILL)  # the worker and its client, as a lost VM
+    first.wait(10)
+    (site.control / "hold").unlink()
+    second = site.start("gpu-2")  # gets the message once the dead worker's lease lapses (the ack deadline)
+    _wait("the second worker writes the result", lambda: site.results("gpu-2"), seconds=45)
+    _wait("the second worker acknowledges", lambda: site.state("gpu-2").get("acked") == 1)
+    assert site.results("gpu-1") == {}  # killed before its result: nothing queued there
+    assert site.results("gpu-2") == {result_of(2): [{"image_name": frame(2), "detection_scores": 0.9}]}
+    assert site.stop(second) == 0
+    assert site.pending() == []
+    # a restart of the killed worker cleans what it left (the message came back elsewhere)
+    assert list((site.root / "gpu-1" / "work").iterdir())
+    restarted = site.start("gpu-1")
+    _wait("the restarted worker cleans its leftovers", lambda: "removed 1 frames and batches" in site.log("gpu-1"))
+    assert site.stop(restarted) == 0 and not list((site.root / "gpu-1" / "work").iterdir())
+
+
+def test_a_batch_that_keeps_failing_is_nacked_until_pubsub_dead_letters_it(site_with_dead_letters: Site) -> None:
+    site = site_with_dead_letters
+    (site.control / "fail").touch()
+    worker = site.start("gpu-1")
+    site.image(f"belt-1/{DAY}/{frame(3)}")
+    assert site.dead_letters is not None
+    [dead] = _wait("the message reaches the dead-letter topic", lambda: site.pending(site.dead_letters, 1), 60)
+    assert dead.message.attributes["objectId"] == f"belt-1/{DAY}/{frame(3)}"
+    state = _wait("the fifth failure is recorded", lambda: site.state("gpu-1")["failed_batches"] >= 5 and site.state("gpu-1"))
+    assert (state["failed_batches"], state["nacked"], state["acked"], state["last_delivery_attempt"]) == (5, 5, 0, 5)
+    assert "Triton answered 500" in state["last_error"] and site.results("gpu-1") == {}
+    assert site.stop(worker) == 0
+    assert site.pending() == []  # dead-lettered: no longer on the work subscription
+    assert "delivery attempt 5" in site.log("gpu-1")
+
+
+def test_other_events_and_objects_are_acknowledged_and_skipped(site: Site) -> None:
+    worker = site.start("gpu-1")
+    site.image(f"belt-1/{DAY}/{frame(4)}", event="OBJECT_DELETE")
+    site.image("belt-1/notes.txt")
+    site.image(f"belt-1/{DAY}/{frame(5)}", bucket="another-bucket")
+    _wait("three skips", lambda: site.state("gpu-1").get("skipped") == 3)
+    assert site.stop(worker) == 0
+    assert site.pending() == [] and site.results("gpu-1") == {}
+    state = site.state("gpu-1")
+    assert (state["acked"], state["batches"], state["images"]) == (3, 0, 0)
+    log = site.log("gpu-1")
+    assert "(event OBJECT_DELETE)" in log and "(not a JPEG image)" in log and "(not the images bucket" in log
+
+
+def test_a_redelivered_image_yields_the_same_result_name_once_and_a_deleted_one_is_gone(site: Site) -> None:
+    worker = site.start("gpu-1")
+    name = f"belt-1/{DAY}/{frame(6)}"
+    site.image(name)
+    _wait("the first result", lambda: site.state("gpu-1").get("acked") == 1)
+    generation = site.generation(name)
+    site.notify(name, generation)  # the same notification again, as after a lost ack
+    _wait("the redelivery is settled", lambda: site.state("gpu-1").get("acked") == 2)
+    assert site.results("gpu-1") == {result_of(6): [{"image_name": frame(6), "detection_scores": 0.9}]}
+    site.storage.bucket(site.bucket).blob(name).delete()
+    site.notify(name, generation)  # a late redelivery of an image deleted meanwhile
+    _wait("the gone image", lambda: site.state("gpu-1").get("gone") == 1)
+    assert site.stop(worker) == 0 and site.pending() == []
+    assert site.state("gpu-1")["images"] == 2 and len(site.results("gpu-1")) == 1
+
+
+def test_a_missing_subscription_exits_2_naming_it(site: Site) -> None:
+    path = site.settings("gpu-1", worker={"subscription": f"projects/{PROJECT}/subscriptions/nobody", "max_messages": 1})
+    done = subprocess.run([sys.executable, str(SCRIPT), "run", "--config", str(path)], capture_output=True, text=True,
+                          env={**os.environ, "PUBSUB_EMULATOR_HOST": site.pubsub}, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert f"projects/{PROJECT}/subscriptions/nobody does not exist or this identity may not pull" in done.stderr
+
+
+# --- settings, names ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("change", "phrase"), [
+    ({"input": "spool"}, "input is 'spool', not 'bucket'"),
+    ({"worker": None}, "worker.subscription is missing: set pipeline.subscription"),
+    ({"storage": {"kind": "s3", "buckets": {"images": "x", "results": "y"}}}, "storage.kind is 's3'"),
+    ({"worker": {"subscription": "s", "max_messages": 0}}, "worker.max_messages >= 1"),
+])
+def test_bad_settings_exit_2_with_one_clear_line(tmp_path: Path, change: dict[str, Any], phrase: str) -> None:
+    settings = {"host": "gpu-1", "generation": "tf", "input": "bucket", "spool": "s", "work": "w", "queue": "q",
+                "state": str(tmp_path), "client": {}, "triton_url": "http://127.0.0.1:8000", "batch_frames": 4,
+                "worker": {"subscription": "projects/p/subscriptions/s"},
+                "storage": {"kind": "gcs", "buckets": {"images": "i", "results": "r"}}, **change}
+    path = tmp_path / "pipeline.json"
+    path.write_text(json.dumps(settings))
+    done = subprocess.run([sys.executable, str(SCRIPT), "run", "--config", str(path)], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"worker: {path}: ") and phrase in line
+
+
+def test_an_images_result_is_named_by_the_image_alone() -> None:
+    assert bucket_worker.result_name("belt1_20261129_12000001.jpg", "tf") == (
+        "results/detections/tf/belt1/20261129/belt1_20261129_12000001--belt1_20261129_12000001.ndjson")
+    assert bucket_worker.result_name("IMG_0001.jpg", "detr").startswith("results/detections/detr/bucket/")
+
+
+def test_rows_of_another_image_fail_the_batch(tmp_path: Path) -> None:
+    results = tmp_path / "detections.ndjson"
+    results.write_text('{"image_name": "a.jpg"}\n{"image_name": "z.jpg"}\n')
+    with pytest.raises(ValueError, match="'z.jpg' is no image of the batch"):
+        bucket_worker.split_rows(results, ["a.jpg", "b.jpg"])
+    results.write_text('{"image_name": "a.jpg"}\n')
+    assert bucket_worker.split_rows(results, ["a.jpg", "b.jpg"]) == {"a.jpg": ['{"image_name": "a.jpg"}'], "b.jpg": []}
