@@ -66,6 +66,10 @@ URL and the stack's `mirrors` section replaces its base for air-gapped plants (N
 | cn_pipeline_batch_frames | all | frames one run takes at most (`pipeline.batchFrames`) |
 | cn_pipeline_upload_images | all | whether frames are uploaded too (`pipeline.uploadImages`) |
 | cn_pipeline_queue_budget_mib | all | disk the upload queue may use (`pipeline.queueBudgetMib`) |
+| cn_pipeline_input | all | where the pipeline takes frames: `camera` (edge), `spool` or `bucket` (a server's `pipelineInput`, else `pipeline.input`, else bucket for compute.mode group's workers) |
+| cn_pipeline_subscription | all | bucket input's subscription, a full path (`pipeline.subscription`, else the group's queue), None |
+| cn_pipeline_max_messages | all | images one bucket worker holds at once (`pipeline.maxMessages`: Pub/Sub flow control) |
+| cn_worker_wheels | all | [{name, version, sha256}] the bucket worker adds to the venv (google-cloud-pubsub, grpc, ...): bucket input only |
 | cn_uploader_wheels | all | [{name, version, sha256}] of the uploader (google-cloud-storage, boto3, every dependency) |
 | cn_pipeline_pythons | all | host Pythons (X.Y) the uploader's pinned wheels support |
 | cn_storage_kind | all | `gcs` or `s3` (`storage.kind`) |
@@ -189,6 +193,7 @@ def host_vars(cfg: StackConfig, group: Group, entry: Entry, cat: Catalog | None 
     # per host, so not an extra var (extra vars beat host vars in Ansible): a fleet entry may override it
     own = entry.inference_runtime if isinstance(entry, EdgeDevice | Server) else None
     common["cn_inference_runtime"] = own or cfg.inference.runtime
+    common["cn_pipeline_input"] = cfg.pipeline_input(entry if isinstance(entry, EdgeDevice | Server) else None)
     if group == "edge" and isinstance(entry, EdgeDevice):
         return {**common, **_jetson_vars(cfg, entry, cat), "cn_camera": _camera(entry)}
     if group == "servers" and isinstance(entry, Server):
@@ -301,6 +306,9 @@ def _pipeline_vars(cfg: StackConfig, cat: Catalog) -> dict[str, Any]:
         "cn_pipeline_batch_frames": cfg.pipeline.batch_frames,
         "cn_pipeline_upload_images": cfg.pipeline.upload_images,
         "cn_pipeline_queue_budget_mib": cfg.pipeline.queue_budget_mib,
+        "cn_pipeline_subscription": _subscription_path(cfg),
+        "cn_pipeline_max_messages": cfg.pipeline.max_messages,
+        "cn_worker_wheels": [w.model_dump() for w in cat.pipeline.worker.packages],
         "cn_uploader_wheels": [w.model_dump() for w in cat.pipeline.uploader.packages],
         "cn_pipeline_pythons": list(cat.pipeline.uploader.pythons),
         "cn_storage_kind": cfg.storage.kind,
@@ -310,6 +318,14 @@ def _pipeline_vars(cfg: StackConfig, cat: Catalog) -> dict[str, Any]:
         "cn_storage_images_bucket": buckets.images,
         "cn_storage_credentials_file": cfg.storage.credentials_file,
     }
+
+
+def _subscription_path(cfg: StackConfig) -> str | None:
+    """projects/<project>/subscriptions/<id> of bucket input (an id is in gcp.project), None without one."""
+    sub = cfg.work_subscription
+    if sub is None or sub.startswith("projects/"):
+        return sub
+    return f"projects/{cfg.gcp.project}/subscriptions/{sub}" if cfg.gcp is not None else None
 
 
 def pipeline_flags(cfg: StackConfig, cat: Catalog) -> list[str]:

@@ -33,6 +33,8 @@ _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
 _HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _IMAGE = re.compile(r"^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+:[A-Za-z0-9._-]+$")
+# A Pub/Sub subscription: its id (3-255 chars, a letter first), or its full path in another project.
+_SUBSCRIPTION = re.compile(r"^(projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/subscriptions/)?[A-Za-z][A-Za-z0-9._~+%-]{2,254}$")
 _KMS_KEY = re.compile(r"^projects/[a-z0-9-]+/locations/[a-z0-9-]+/keyRings/[A-Za-z0-9_-]+/cryptoKeys/[A-Za-z0-9_-]+$")
 
 
@@ -174,6 +176,9 @@ ArchiveUrl = Annotated[str, AfterValidator(_url("https", "http", "gs"))]
 HostAddress = Annotated[str, AfterValidator(_host_address)]
 Directory = Annotated[str, AfterValidator(_directory)]
 DevicePath = Annotated[str, AfterValidator(_matches(_DEVICE, "device path like /dev/video0"))]
+SubscriptionName = Annotated[
+    str, AfterValidator(_matches(_SUBSCRIPTION, "Pub/Sub subscription id, or projects/P/subscriptions/S"))
+]
 RtspUrl = Annotated[str, AfterValidator(_rtsp_url)]
 ControllerPath = Annotated[str, AfterValidator(_controller_path)]
 
@@ -363,6 +368,21 @@ class Pipeline(Section):
         1024, ge=1, le=1048576,
         description="disk the upload queue may use on a host; past it the oldest queued files are dropped and counted",
     )
+    input: Literal["spool", "bucket"] | None = Field(
+        None,
+        description="where servers and cloud VMs take frames from (edge devices always read their camera): spool, a "
+        "local directory; bucket, the images bucket's new objects through its Pub/Sub subscription (each consumed "
+        "once, deploy/bucket_worker.py). Default: bucket for the workers of compute.mode group, else spool",
+    )
+    subscription: SubscriptionName | None = Field(
+        None,
+        description="the subscription bucket input pulls from (OBJECT_FINALIZE notifications of storage.buckets.images); "
+        "default: the cloud layer's cn-<env>-images-work with compute.mode group",
+    )
+    max_messages: int = Field(
+        64, ge=1, le=1000,
+        description="bucket input: images a worker holds at once (Pub/Sub flow control); one client run takes them",
+    )
 
 
 # --- fleets ----------------------------------------------------------------------------------
@@ -400,6 +420,9 @@ class Host(Section):
     )
     inference_runtime: Literal["container", "native"] | None = Field(
         None, description="this host's Triton runtime, overriding inference.runtime (e.g. native on a CPU-only box)"
+    )
+    pipeline_input: Literal["spool", "bucket"] | None = Field(
+        None, description="a server's frame source, overriding pipeline.input (edge devices read their camera)"
     )
 
 
@@ -534,6 +557,27 @@ class StackConfig(Section):
         if self.security.deletion_protection is None:
             return self.is_prod
         return self.security.deletion_protection
+
+    @property
+    def work_subscription(self) -> str | None:
+        """The subscription bucket input pulls from: pipeline.subscription, else the one the cloud layer creates
+        for compute.mode group (cnctl/cloud/queue.py names it cn-<env>-images-work), else None."""
+        if self.pipeline.subscription is not None:
+            return self.pipeline.subscription
+        if self.compute is not None and self.compute.mode == "group":
+            return f"cn-{self.environment}-images-work"
+        return None
+
+    def pipeline_input(self, host: Host | None = None) -> str:
+        """camera (edge devices), or spool / bucket: a server's own pipelineInput, pipeline.input, else the default
+        (bucket for the cloud VMs of compute.mode group, spool otherwise). `host` None: a cloud VM."""
+        if isinstance(host, EdgeDevice):
+            return "camera"
+        chosen = (host.pipeline_input if host is not None else None) or self.pipeline.input
+        if chosen is not None:
+            return chosen
+        group = host is None and self.compute is not None and self.compute.mode == "group"
+        return "bucket" if group else "spool"
 
     @property
     def bucket_location(self) -> str | None:
