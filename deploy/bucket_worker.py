@@ -13,8 +13,9 @@ Runs in the pipeline's venv (google-cloud-pubsub and google-cloud-storage: the c
    `worker.max_messages` messages held at once. The client library keeps every held message leased: it
    extends the ack deadline by `worker.lease_extension_seconds` at a time while the image waits or the client
    runs, for up to `worker.max_lease_seconds` in all. So a dead worker's messages return to the subscription
-   within `lease_extension_seconds` (the library's own choice, from its ack-latency histogram, left them away
-   for minutes on the emulator);
+   within `lease_extension_seconds`, or within the stream's own ack deadline (60 s) when it dies right after the
+   delivery, before the first extension (the library's own choice, from its ack-latency histogram, left them
+   away for minutes on the emulator);
 2. each message's object is downloaded at its generation into the spool under its own (upstream) name, through
    a dot-named temporary file renamed into place. Other event types, other buckets and objects that are not
    JPEG images are acknowledged and counted as `skipped`; an object deleted since is acknowledged as `gone`;

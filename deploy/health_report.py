@@ -200,12 +200,14 @@ def observe_pipeline(path: str, timeout: float) -> Observation | None:
         data = read_json(str(state / name)).get("content")
         return data if isinstance(data, dict) else {}
 
+    bucket = settings.get("input") == "bucket"  # the bucket worker runs the client in place of the timer
     units = (["circularnet-capture.service"] if settings.get("capture") else []) + [
-        "circularnet-pipeline.timer", "circularnet-upload.service"]
+        "circularnet-worker.service" if bucket else "circularnet-pipeline.timer", "circularnet-upload.service"]
     return {
         "settings": settings,
         "capture": content("capture.json") if settings.get("capture") else None,
         "pipeline": content("pipeline.json"),
+        "worker": content("worker.json") if bucket else None,
         "upload": content("upload.json"),
         "units": {unit: run(["systemctl", "is-active", unit], timeout) for unit in units},
     }
@@ -395,6 +397,12 @@ def judge_pipeline(seen: Observation | None, now: float, cfg: dict[str, Any]) ->
                         f"{upload.get('queue_files', 0)} files wait in the queue: check the store's endpoint and credentials")
     if capture.get("error"):
         problems.append(f"the camera fails: {capture['error']}")
+    worker = seen.get("worker")
+    if worker is not None:  # bucket input: deploy/bucket_worker.py's counters stand for the runner's
+        run = worker
+        if worker.get("last_error") and now - float(worker.get("last_ok") or worker.get("started") or 0) > stale:
+            problems.append(f"the bucket worker fails: {worker['last_error']}; its images go back to the subscription "
+                            "(see `journalctl -u circularnet-worker`)")
     summary = {
         "frames_captured": capture.get("captured"), "frames_dropped": capture.get("dropped"),
         "last_frame": _when(capture.get("last_frame_at")),
@@ -404,6 +412,9 @@ def judge_pipeline(seen: Observation | None, now: float, cfg: dict[str, Any]) ->
         "last_upload": _when(upload.get("last_success")), "uploaded_files": upload.get("uploaded_files"),
         "dropped_files": upload.get("dropped_files"), "failing_since": _when(failing),
     }
+    if worker is not None:
+        summary.update(last_run=_when(worker.get("updated")), images=worker.get("images"),
+                       skipped=worker.get("skipped"), acked=worker.get("acked"), nacked=worker.get("nacked"))
     return summary, problems
 
 

@@ -12,9 +12,10 @@
    `pip --require-hashes` from the stack's Python index;
 5. the storage credentials (storage.credentialsFile) as a 0600 file of the service user, else none;
    the settings file every script reads (templates/pipeline/pipeline.json.j2);
-6. the units (templates/systemd/circularnet-{capture,pipeline,upload}.*): capture on edge devices only,
-   the pipeline's timer and the uploader enabled and running; a service restarted only when something under
-   it changed and it ran before.
+6. the units (templates/systemd/circularnet-{capture,pipeline,upload,worker}.*): capture on edge devices only,
+   the pipeline's timer where frames come from a spool, the bucket worker (deploy/bucket_worker.py, its wheels
+   added to the venv) in its place where they come from the images bucket (`pipeline.input: bucket`), and the
+   uploader, enabled and running; a service restarted only when something under it changed and it ran before.
 
 roles/pipeline is the same layer for Ansible.
 """
@@ -34,12 +35,13 @@ from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import apt, files, server, systemd
 
 from cnctl.paths import TEMPLATES_DIR
-from deploy import capture, checks, pipeline_run, uploader
+from deploy import bucket_worker, capture, checks, pipeline_run, uploader
 from deploy.facts import HostPython, InterfaceAddress, VenvPackages
 from deploy.inference import pip_install_command
 from deploy.steps import after_change, index_refreshed, refused, role_data, template, wishes
 
-SCRIPTS = {"capture.py": capture.__file__, "pipeline_run.py": pipeline_run.__file__, "uploader.py": uploader.__file__}
+SCRIPTS = {"capture.py": capture.__file__, "pipeline_run.py": pipeline_run.__file__, "uploader.py": uploader.__file__,
+           "bucket_worker.py": bucket_worker.__file__}
 FETCH_TIMEOUT_DEFAULT = 600
 
 
@@ -62,9 +64,16 @@ def replay_archive(data: dict[str, Any], camera: dict[str, Any] | None) -> str |
     return f"{data['pipeline_root']}/archives/replay-{short(camera['replay_sha256'])}.zip"
 
 
+def input_of(wants: dict[str, Any]) -> str:
+    """camera (edge), spool or bucket: where this host's frames come from."""
+    return wants.get("cn_pipeline_input") or ("camera" if wants.get("cn_camera") else "spool")
+
+
 def wheels(wants: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every wheel of the venv: the uploader's, then the client's (each pinned by sha256)."""
-    return [*wants["cn_uploader_wheels"], *(wants.get("cn_pipeline_client_wheels") or [])]
+    """Every wheel of the venv: the uploader's, the bucket worker's where the input is the bucket, then the
+    client's (each pinned by sha256)."""
+    worker = (wants.get("cn_worker_wheels") or []) if input_of(wants) == "bucket" else []
+    return [*wants["cn_uploader_wheels"], *worker, *(wants.get("cn_pipeline_client_wheels") or [])]
 
 
 def apt_packages(camera: dict[str, Any] | None) -> list[str]:
@@ -72,10 +81,12 @@ def apt_packages(camera: dict[str, Any] | None) -> list[str]:
     return ["python3-venv"] + (["ffmpeg"] if camera and camera["source"] in ("v4l2", "rtsp") else [])
 
 
-def units(data: dict[str, Any], camera: dict[str, Any] | None) -> list[str]:
-    """The layer's units that run (capture on edge devices only)."""
-    own = [f"{data['pipeline_run_unit']}.timer", f"{data['pipeline_upload_unit']}.service"]
-    return ([f"{data['pipeline_capture_unit']}.service"] if camera else []) + own
+def units(data: dict[str, Any], camera: dict[str, Any] | None, pipeline_input: str | None = None) -> list[str]:
+    """The layer's units that run: capture on edge devices only, the bucket worker in place of the pipeline's
+    timer where the input is the bucket, the uploader everywhere."""
+    runner = (f"{data['pipeline_worker_unit']}.service" if pipeline_input == "bucket"
+              else f"{data['pipeline_run_unit']}.timer")
+    return ([f"{data['pipeline_capture_unit']}.service"] if camera else []) + [runner, f"{data['pipeline_upload_unit']}.service"]
 
 
 def triton_url(wants: dict[str, Any], address: str) -> str:
@@ -87,9 +98,16 @@ def triton_url(wants: dict[str, Any], address: str) -> str:
 def settings(wants: dict[str, Any], data: dict[str, Any], address: str) -> dict[str, Any]:
     """/etc/circularnet/pipeline.json for this host: what capture.py, pipeline_run.py and uploader.py read."""
     camera, root = wants.get("cn_camera"), data["pipeline_data"]
+    bucket = input_of(wants) == "bucket"
     return {
         "host": wants["cn_host"],
         "generation": wants["cn_pipeline_generation"],
+        "input": input_of(wants),
+        "worker": None if not bucket else {
+            "subscription": wants["cn_pipeline_subscription"], "max_messages": wants["cn_pipeline_max_messages"],
+            "max_lease_seconds": data["pipeline_worker_max_lease_seconds"],
+            "lease_extension_seconds": data["pipeline_worker_lease_extension_seconds"],
+            "batch_seconds": data["pipeline_worker_batch_seconds"]},
         "spool": camera["spool"] if camera else f"{root}/frames",
         "work": f"{root}/work",
         "queue": f"{root}/queue",
@@ -146,6 +164,8 @@ def unit_variables(wants: dict[str, Any], data: dict[str, Any], address: str) ->
         "triton_unit": "circularnet-triton.service", "bind_address": address,
         "interval": wants["cn_pipeline_interval"], "client_timeout": data["pipeline_client_timeout"],
         "run_unit": data["pipeline_run_unit"],
+        # the bucket worker finishes the batch under way on SIGTERM: the client's time, and some to settle
+        "stop_seconds": data["pipeline_client_timeout"] + 30,
         # A V4L2 camera is reached through the host's `video` group, which a private user namespace would not map.
         "hardening": [line for line in HARDENING if not (camera and camera["source"] == "v4l2" and line == "PrivateUsers=yes")],
     }
@@ -300,10 +320,25 @@ def pipeline() -> None:
                          f"/etc/systemd/system/{data['pipeline_run_unit']}.timer", unit=unit_vars)
     upload = template("Pipeline: the uploader unit", "systemd/circularnet-upload.service.j2",
                       f"/etc/systemd/system/{data['pipeline_upload_unit']}.service", unit=unit_vars)
-    after_change(name="Pipeline: systemd reloaded after a unit change", changed=[*units, run_service, run_timer, upload],
-                 commands=["systemctl daemon-reload"])
+    bucket = input_of(wants) == "bucket"
+    worker_path = f"/etc/systemd/system/{data['pipeline_worker_unit']}.service"
+    if bucket:
+        worker = template("Pipeline: the bucket worker's unit (input: the images bucket)",
+                          "systemd/circularnet-worker.service.j2", worker_path, unit=unit_vars)
+    else:
+        if host.get_fact(File, path=worker_path) is not None:  # the input was the bucket before: stop its worker
+            systemd.service(name="Pipeline: the bucket worker stopped and disabled (input: spool)",
+                            service=f"{data['pipeline_worker_unit']}.service", running=False, enabled=False)
+        worker = files.file(name="Pipeline: no bucket worker unit (input: spool)", path=worker_path, present=False)
+    after_change(name="Pipeline: systemd reloaded after a unit change",
+                 changed=[*units, run_service, run_timer, upload, worker], commands=["systemctl daemon-reload"])
     common = [config_file, credentials, venv, requirements, *scripts]
     if camera:
         _running("Pipeline: capture", f"{data['pipeline_capture_unit']}.service", [units[0], *fetched, *common])
-    _running("Pipeline: the pipeline's timer", f"{data['pipeline_run_unit']}.timer", [run_timer])
+    if bucket:
+        systemd.service(name="Pipeline: the pipeline's timer stopped and disabled (the bucket worker runs the client)",
+                        service=f"{data['pipeline_run_unit']}.timer", running=False, enabled=False)
+        _running("Pipeline: the bucket worker", f"{data['pipeline_worker_unit']}.service", [worker, *common])
+    else:
+        _running("Pipeline: the pipeline's timer", f"{data['pipeline_run_unit']}.timer", [run_timer])
     _running("Pipeline: the uploader", f"{data['pipeline_upload_unit']}.service", [upload, *common])

@@ -303,11 +303,15 @@ def test_a_worker_killed_mid_image_loses_nothing(site: Site) -> None:
     first = site.start("gpu-1")
     site.image(f"belt-1/{DAY}/{frame(2)}")
     _wait("the first worker's client runs", (site.control / "running").exists)
+    # Right after delivery a message has the stream's ack deadline (the library opens it with 60 s); its first
+    # lease extension (within lease_extension_seconds, 10 here) shortens it, so a kill after that comes back fast.
+    time.sleep(10)
+    assert site.state("gpu-1")["acked"] == 0
     os.killpg(first.pid, signal.SIGKILL)  # the worker and its client, as a lost VM
     first.wait(10)
     (site.control / "hold").unlink()
     second = site.start("gpu-2")  # gets the message once the dead worker's lease lapses (the ack deadline)
-    _wait("the second worker writes the result", lambda: site.results("gpu-2"), seconds=45)
+    _wait("the second worker writes the result", lambda: site.results("gpu-2"), seconds=40)
     _wait("the second worker acknowledges", lambda: site.state("gpu-2").get("acked") == 1)
     assert site.results("gpu-1") == {}  # killed before its result: nothing queued there
     assert site.results("gpu-2") == {result_of(2): [{"image_name": frame(2), "detection_scores": 0.9}]}
@@ -410,3 +414,24 @@ def test_rows_of_another_image_fail_the_batch(tmp_path: Path) -> None:
         bucket_worker.split_rows(results, ["a.jpg", "b.jpg"])
     results.write_text('{"image_name": "a.jpg"}\n')
     assert bucket_worker.split_rows(results, ["a.jpg", "b.jpg"]) == {"a.jpg": ['{"image_name": "a.jpg"}'], "b.jpg": []}
+
+
+def test_the_health_report_judges_a_bucket_input_host_by_its_worker() -> None:
+    from deploy import health_report
+
+    now = time.time()
+    active = {"rc": 0, "stdout": "active\n", "stderr": ""}
+    seen = {"settings": {"input": "bucket", "work": "/w", "storage": {"buckets": {"results": "r"}}}, "capture": None,
+            "pipeline": {}, "upload": {"queue_files": 0},
+            "worker": {"updated": now, "started": now - 4000, "last_ok": now - 3600, "batches": 7, "rows": 70,
+                       "images": 12, "skipped": 1, "acked": 13, "nacked": 2, "failed_batches": 1,
+                       "last_error": "batch a--b: the client exited 1: Triton answered 500"},
+            "units": {"circularnet-worker.service": active, "circularnet-upload.service": active}}
+    summary, problems = health_report.judge_pipeline(seen, now, {"pipeline_settings": "/etc/x",
+                                                                 "pipeline_stale_seconds": 900})
+    assert summary is not None
+    assert (summary["batches"], summary["rows"], summary["images"], summary["acked"], summary["nacked"]) == (7, 70, 12, 13, 2)
+    assert problems == [("the bucket worker fails: batch a--b: the client exited 1: Triton answered 500; its images go "
+                         "back to the subscription (see `journalctl -u circularnet-worker`)")]
+    seen["worker"] = {**seen["worker"], "last_ok": now, "last_error": None}
+    assert health_report.judge_pipeline(seen, now, {"pipeline_settings": "/etc/x", "pipeline_stale_seconds": 900})[1] == []

@@ -18,7 +18,7 @@ from pyinfra.api.util import get_template
 
 from cnctl.config import load_stack
 from cnctl.hostvars import host_vars
-from deploy import checks, pipeline, pipeline_run
+from deploy import bucket_worker, checks, pipeline, pipeline_run
 from deploy.steps import role_data
 from tests.unit.test_layers_roles import assert_bad_inputs_named
 
@@ -28,7 +28,9 @@ TEMPLATES = REPO / "templates"
 ROLE = REPO / "roles" / "pipeline"
 MAX_EXPOSURE = 3.0
 UNITS = ("systemd/circularnet-capture.service.j2", "systemd/circularnet-pipeline.service.j2",
-         "systemd/circularnet-pipeline.timer.j2", "systemd/circularnet-upload.service.j2")
+         "systemd/circularnet-pipeline.timer.j2", "systemd/circularnet-upload.service.j2",
+         "systemd/circularnet-worker.service.j2")
+SUBSCRIPTION = "projects/circularnet-dev/subscriptions/cn-dev-images-work"
 
 
 def _wants(group: str = "edge", **overrides: Any) -> dict[str, Any]:
@@ -52,6 +54,11 @@ def _camera(source: str, **fields: Any) -> dict[str, Any]:
     return {**base, **fields}
 
 
+def _bucket_wants() -> dict[str, Any]:
+    """A server whose input is the images bucket (pipeline.input: bucket)."""
+    return _wants("servers", cn_pipeline_input="bucket", cn_pipeline_subscription=SUBSCRIPTION)
+
+
 def _unit_vars(camera: dict[str, Any] | None, address: str = "127.0.0.1") -> dict[str, Any]:
     return pipeline.unit_variables(_wants(cn_camera=camera), role_data("pipeline"), address)
 
@@ -66,6 +73,10 @@ RENDERINGS: list[tuple[str, dict[str, Any]]] = [
                                                                           role_data("pipeline"), "127.0.0.1")}),
     ("pipeline/pipeline.json.j2", {"pipeline_config": pipeline.settings(_wants("servers"), role_data("pipeline"),
                                                                           "0.0.0.0")}),
+    ("pipeline/pipeline.json.j2", {"pipeline_config": pipeline.settings(_bucket_wants(), role_data("pipeline"),
+                                                                          "10.20.0.5")}),
+    ("systemd/circularnet-worker.service.j2", {"unit": pipeline.unit_variables(_bucket_wants(), role_data("pipeline"),
+                                                                               "10.20.0.5")}),
     ("triton/requirements.txt.j2", {"wheels": [{"name": "boto3", "version": "1.35.0", "sha256": ["a" * 64, "b" * 64]}]}),
 ]
 
@@ -114,6 +125,26 @@ def test_the_settings_are_what_each_script_reads(tmp_path: Path) -> None:
     assert pipeline_run.load(str(path))["host"] == "belt-1-orin"
     server = pipeline.settings(_wants("servers"), role_data("pipeline"), "127.0.0.1")
     assert server["capture"] is None and server["spool"] == "/var/lib/circularnet/pipeline/frames"
+    assert (server["input"], server["worker"], settings["input"]) == ("spool", None, "camera")
+
+
+def test_bucket_input_gives_the_worker_its_settings_wheels_and_unit_in_place_of_the_timer(tmp_path: Path) -> None:
+    data = role_data("pipeline")
+    config = json.loads(_render("pipeline/pipeline.json.j2", pipeline_config=pipeline.settings(
+        _bucket_wants(), data, "127.0.0.1")))
+    assert config["input"] == "bucket"
+    assert config["worker"] == {"subscription": SUBSCRIPTION, "max_messages": 64, "max_lease_seconds": 1800,
+                                "lease_extension_seconds": 60, "batch_seconds": 2}
+    path = tmp_path / "pipeline.json"
+    path.write_text(json.dumps(config))
+    assert bucket_worker.load_settings(path)["worker"]["subscription"] == SUBSCRIPTION  # what the worker reads
+    names = {w["name"] for w in pipeline.wheels(_bucket_wants())}
+    assert {"google-cloud-pubsub", "grpcio", "google-cloud-storage"} <= names
+    assert "grpcio" not in {w["name"] for w in pipeline.wheels(_wants("servers"))}  # spool and edge: no grpc
+    assert "grpcio" not in {w["name"] for w in pipeline.wheels(_wants())}
+    assert pipeline.units(data, None, "bucket") == ["circularnet-worker.service", "circularnet-upload.service"]
+    assert pipeline.units(data, None, "spool") == ["circularnet-pipeline.timer", "circularnet-upload.service"]
+    assert "bucket_worker.py" in pipeline.SCRIPTS
 
 
 # --- the units: systemd-analyze on this machine ---------------------------------------------------------------
@@ -146,7 +177,7 @@ def test_the_units_verify_silently_and_are_hardened(tmp_path: Path, source: str)
                             timeout=60)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
     for unit in units:
-        if unit.suffix == ".service":
+        if unit.suffix == ".service":  # every service, the bucket worker's too
             assert _exposure(unit) <= MAX_EXPOSURE, unit.name
             assert "User=circularnet-pipeline\n" in unit.read_text()
     capture = (tmp_path / "circularnet-capture.service").read_text()
@@ -200,6 +231,7 @@ def test_the_credentials_are_read_for_their_mode_only(tmp_path: Path) -> None:
 
 def test_a_bad_role_variable_is_stopped_by_argument_specs_naming_it(tmp_path: Path) -> None:
     bad = [("cn_storage_kind", "azure"), ("cn_pipeline_batch_frames", "many"), ("cn_pipeline_interval", "soon"),
+           ("cn_pipeline_input", "pubsub"), ("pipeline_worker_lease_extension_seconds", "a minute"),
            ("pipeline_client_timeout", "long"), ("cn_host", None)]
     assert_bad_inputs_named("pipeline", tmp_path, _wants(), _wants("servers"), bad)
 
