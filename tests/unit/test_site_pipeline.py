@@ -101,9 +101,9 @@ def test_uploader_pins_are_closed(site_content):
 def test_wheelhouse_recipe_follows_the_pins(monkeypatch):
     """A changed pin (even only its hashes) rebuilds the wheelhouse, but not the registry's Triton images."""
     before, triton_before = recipe.digest(wheelhouse.recipe_inputs()), recipe.digest(wheelhouse.triton_recipe_inputs())
-    pins = wheelhouse.uploader_pins()
+    pins = wheelhouse.pipeline_pins()
     changed = [pins[0].model_copy(update={"sha256": [*pins[0].sha256, "0" * 64]}), *pins[1:]]
-    monkeypatch.setattr(wheelhouse, "uploader_pins", lambda: changed)
+    monkeypatch.setattr(wheelhouse, "pipeline_pins", lambda: changed)
     assert recipe.digest(wheelhouse.recipe_inputs()) != before
     assert recipe.digest(wheelhouse.triton_recipe_inputs()) == triton_before
     names = [r.split("==")[0] for r in wheelhouse.requirements()]

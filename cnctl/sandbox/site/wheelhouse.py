@@ -1,9 +1,9 @@
-"""The wheelhouse sandbox hosts install from: a real (CPU) Triton and the pipeline's uploader, with every dependency.
+"""The wheelhouse sandbox hosts install from: a real (CPU) Triton and the pipeline's wheels, with every dependency.
 
 Two sets of wheels, both pinned in the catalog (the one copy of each pin): the native runtime's
 (`platforms.yaml` `native_triton`: nvidia-pytriton, numpy; their other dependencies resolved by pip) and the
-pipeline uploader's (`pipeline.yaml` `uploader.packages`: google-cloud-storage, boto3 and the closed list of
-their dependencies, downloaded with `--no-deps --require-hashes` against the catalog's sha256). Every pinned
+pipeline's (`pipeline.yaml` `uploader.packages`: google-cloud-storage, boto3; `worker.packages`: the bucket
+worker's google-cloud-pubsub and grpcio; with the closed list of their dependencies, downloaded with `--no-deps --require-hashes` against the catalog's sha256). Every pinned
 wheel is checked against the catalog's sha256 once downloaded.
 `pip download` from PyPI for the hosts' interpreter (Debian bookworm: CPython 3.11, glibc 2.36), for both
 architectures (x86_64 servers, aarch64 Jetsons), whatever the machine building it runs. The artifact server serves it two ways:
@@ -48,14 +48,15 @@ def triton_pins() -> list[PinnedWheel]:
     return list(catalog().platforms.native_triton.packages)
 
 
-def uploader_pins() -> list[PinnedWheel]:
-    """The pipeline uploader's closed list of pinned wheels (catalog pipeline.yaml `uploader.packages`)."""
-    return list(catalog().pipeline.uploader.packages)
+def pipeline_pins() -> list[PinnedWheel]:
+    """The pipeline's closed list of pinned wheels: the uploader's, then the bucket worker's (catalog
+    pipeline.yaml `uploader.packages`, `worker.packages`)."""
+    return [*catalog().pipeline.uploader.packages, *catalog().pipeline.worker.packages]
 
 
 def requirements() -> tuple[str, ...]:
-    """`name==version` of every pinned wheel the wheelhouse carries (Triton's first, then the uploader's)."""
-    return tuple(f"{p.name}=={p.version}" for p in [*triton_pins(), *uploader_pins()])
+    """`name==version` of every pinned wheel the wheelhouse carries (Triton's first, then the pipeline's)."""
+    return tuple(f"{p.name}=={p.version}" for p in [*triton_pins(), *pipeline_pins()])
 
 
 def _hashed_requirements(pins: list[PinnedWheel]) -> str:
@@ -76,16 +77,16 @@ def download(dest: Path) -> list[Path]:
     """pip download the pinned wheels (and the Triton wheels' dependencies) for the hosts into `dest`.
 
     Done on the machine for every architecture (an emulated host's CA store may not know the machine's proxy).
-    The uploader's list is closed and hashed: `--no-deps --require-hashes`, exactly as the hosts install it.
+    The pipeline's list is closed and hashed: `--no-deps --require-hashes`, exactly as the hosts install it.
     """
     triton = [f"{p.name}=={p.version}" for p in triton_pins()]
     with tempfile.TemporaryDirectory(prefix="cnctl-wheelhouse-") as tmp:
-        uploader = Path(tmp) / "uploader.txt"
-        uploader.write_text(_hashed_requirements(uploader_pins()))
+        pipeline = Path(tmp) / "pipeline.txt"
+        pipeline.write_text(_hashed_requirements(pipeline_pins()))
         for arch in PLATFORMS:
             _pip_download(arch, dest, triton)
-            if uploader_pins():
-                _pip_download(arch, dest, ["--no-deps", "--require-hashes", "-r", str(uploader)])
+            if pipeline_pins():
+                _pip_download(arch, dest, ["--no-deps", "--require-hashes", "-r", str(pipeline)])
     verify(dest)
     return sorted(dest.glob("*.whl"))
 
@@ -101,7 +102,7 @@ def verify(wheelhouse: Path) -> None:
     for wheel in wheelhouse.glob("*.whl"):
         by_key.setdefault(_wheel_name_version(wheel), []).append(wheel)
     problems = []
-    for pin in [*triton_pins(), *uploader_pins()]:
+    for pin in [*triton_pins(), *pipeline_pins()]:
         files = by_key.get((normalize(pin.name), pin.version), [])
         for wheel in files:
             if hashlib.sha256(wheel.read_bytes()).hexdigest() not in pin.sha256:
@@ -161,7 +162,7 @@ INDEX_FORMAT = "3"
 
 def triton_recipe_inputs() -> list:
     """What the Triton wheels (nvidia-pytriton, numpy and their dependencies) depend on: the registry's images
-    are built from them alone, so an uploader pin does not rebuild them. ("2": the index format when the
+    are built from them alone, so a pipeline pin does not rebuild them. ("2": the index format when the
     wheelhouse held only these, kept so that this digest, and the cached images, did not change.)"""
     return [repr(tuple(f"{p.name}=={p.version}" for p in triton_pins())), PYTHON_VERSION, ABI, repr(PLATFORMS), "2"]
 
@@ -169,5 +170,5 @@ def triton_recipe_inputs() -> list:
 def recipe_inputs() -> list:
     """The whole wheelhouse's recipe: every pin with its hashes (a re-pin of the same version to other files
     rebuilds it too), the hosts' interpreter and platforms, the index format."""
-    return [_hashed_requirements([*triton_pins(), *uploader_pins()]), PYTHON_VERSION, ABI, repr(PLATFORMS),
+    return [_hashed_requirements([*triton_pins(), *pipeline_pins()]), PYTHON_VERSION, ABI, repr(PLATFORMS),
             INDEX_FORMAT]
