@@ -25,11 +25,11 @@ import yaml
 
 import cnctl.catalog as catalog_module
 from cnctl.catalog import catalog
-from cnctl.config import stack_path
 from cnctl.paths import REPO_ROOT
 from cnctl.plan import Plan, plan_stack
 from cnctl.plan.diff import PlanDiff, diff_plans, render_markdown
 from cnctl.plan.replace import schema_change_is_additive
+from tests.unit.stack_variants import stack_variant
 
 INSTANCE = "gcp:compute/instance:Instance"
 TABLE = "gcp:bigquery/table:Table"
@@ -46,17 +46,6 @@ def dev() -> Plan:
 @pytest.fixture(scope="module")
 def prod() -> Plan:
     return plan_stack("prod")
-
-
-def variant(tmp_path: Path, base: str, change: Change) -> str:
-    """A copy of stacks/Pulumi.<base>.yaml (same environment name), its `config:` changed by `change`."""
-    document = yaml.safe_load(stack_path(base).read_text())
-    change(document["config"])
-    folder = tmp_path / "variant"
-    folder.mkdir(exist_ok=True)
-    path = folder / f"Pulumi.{base}.yaml"
-    path.write_text(yaml.safe_dump(document))
-    return str(path)
 
 
 def diff(base: Plan, head: Plan) -> PlanDiff:
@@ -100,7 +89,7 @@ def test_allow_replace_lifts_protect_of_that_vm_only(tmp_path: Path, prod: Plan)
     def change(config: dict[str, Any]) -> None:
         config["circularnet:compute"]["placement"][1]["allowReplace"] = True
 
-    head = plan_stack(variant(tmp_path, "prod", change))
+    head = plan_stack(stack_variant(tmp_path, change, base="prod"))
     result = diff(prod, head)
     vm = f"{INSTANCE} cn-prod-gpu-1"
     assert list(result.changed) == [vm] and not result.replaced  # that VM only, and in place
@@ -126,7 +115,7 @@ def test_allow_replace_lifts_protect_of_that_vm_only(tmp_path: Path, prod: Plan)
 def test_a_change_that_replaces_prod_vms_is_flagged_and_refused(
     tmp_path: Path, prod: Plan, name: str, change: Change, forced_by: list[str], renamed: bool
 ) -> None:
-    head = plan_stack(variant(tmp_path, "prod", change))
+    head = plan_stack(stack_variant(tmp_path, change, base="prod"))
     result = diff(prod, head)
     vms = [f"{INSTANCE} cn-prod-gpu-0", f"{INSTANCE} cn-prod-gpu-1"]
     assert sorted(result.replaced) == vms and all(result.replaced[vm] == forced_by for vm in vms)
@@ -147,7 +136,7 @@ def test_in_place_changes_are_not_replacements(tmp_path: Path, prod: Plan) -> No
         config["circularnet:gcp"]["labels"]["team"] = "vision"
         config["circularnet:model"]["version"] = 2  # the startup script's stack record changes
 
-    result = diff(prod, plan_stack(variant(tmp_path, "prod", change)))
+    result = diff(prod, plan_stack(stack_variant(tmp_path, change, base="prod")))
     assert f"{INSTANCE} cn-prod-gpu-0" in result.changed
     assert result.replaced == {} and result.destructive == [] and result.refused() == []
 
@@ -159,7 +148,7 @@ def test_moving_one_vm_after_a_stock_out_touches_that_vm_only(tmp_path: Path, pr
     def change(config: dict[str, Any]) -> None:
         config["circularnet:compute"]["placement"][1]["zone"] = "europe-west4-c"
 
-    result = diff(prod, plan_stack(variant(tmp_path, "prod", change)))
+    result = diff(prod, plan_stack(stack_variant(tmp_path, change, base="prod")))
     vm = f"{INSTANCE} cn-prod-gpu-1"
     assert list(result.changed) == [vm] and not result.added and not result.removed
     assert [(c.path, c.before, c.after) for c in result.changed[vm]] == [("zone", "europe-west4-b", "europe-west4-c")]
@@ -171,7 +160,7 @@ def test_reordering_gcp_zones_touches_no_placed_vm(tmp_path: Path, prod: Plan) -
     def change(config: dict[str, Any]) -> None:
         config["circularnet:gcp"]["zones"] = ["europe-west4-c", "europe-west4-b", "europe-west4-a"]
 
-    head = plan_stack(variant(tmp_path, "prod", change))
+    head = plan_stack(stack_variant(tmp_path, change, base="prod"))
     result = diff(prod, head)
     assert result.empty, result.changed
     assert head.outputs["vms"][0]["fallbackZones"] == ["europe-west4-c", "europe-west4-b"]  # outputs only
@@ -237,7 +226,7 @@ def test_switching_generation_keeps_the_old_table(tmp_path: Path, prod: Plan) ->
         config["circularnet:model"]["key"] = "CircularNet_model_v2"
         config["circularnet:inference"]["images"] = {"server": "nvcr.io/nvidia/tritonserver:25.05-py3"}
 
-    head = plan_stack(variant(tmp_path, "prod", change))
+    head = plan_stack(stack_variant(tmp_path, change, base="prod"))
     result = diff(prod, head)
     assert not [key for key in (*result.removed, *result.changed) if key.startswith(TABLE)]
     assert result.destructive == [] and result.refused() == []
@@ -264,7 +253,7 @@ def test_a3_gets_gvnic_and_cmek_disks(tmp_path: Path) -> None:
         )
         config["circularnet:analytics"]["kmsKeyName"] = key
 
-    plan = plan_stack(variant(tmp_path, "prod", change))
+    plan = plan_stack(stack_variant(tmp_path, change, base="prod"))
     vm = resource(plan, INSTANCE, "cn-prod-gpu-0")["inputs"]
     assert vm["networkInterfaces"][0]["nicType"] == "GVNIC"
     assert vm["bootDisk"]["kmsKeySelfLink"] == key
@@ -300,7 +289,7 @@ def test_plan_diff_refuses_a_prod_replacement_unless_allowed(tmp_path: Path, pro
 
     base, head = tmp_path / "base.json", tmp_path / "head.json"
     base.write_text(prod.render_json())
-    head.write_text(plan_stack(variant(tmp_path, "prod", change)).render_json())
+    head.write_text(plan_stack(stack_variant(tmp_path, change, base="prod")).render_json())
     cnctl = str(REPO_ROOT / ".venv/bin/cnctl")
 
     def run(*extra: str) -> subprocess.CompletedProcess[str]:
@@ -374,7 +363,7 @@ def test_plan_with_a_base_flags_and_refuses_like_plan_diff(tmp_path: Path, prod:
 
     base = tmp_path / "base.json"
     base.write_text(prod.render_json())
-    stack = variant(tmp_path, "prod", change)
+    stack = stack_variant(tmp_path, change, base="prod")
     command = [str(REPO_ROOT / ".venv/bin/cnctl"), "plan", "--stack", stack, "--base", str(base), "--json"]
     refused = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from cnctl.catalog import catalog
-from cnctl.config import load_stack, stack_path
+from cnctl.config import load_stack
 from cnctl.plan import Plan, plan_stack
 from cnctl.plan.mocks import project_number
+from tests.unit.stack_variants import stack_variant
 
 PROJECT = "my-circularnet-dev"
 NUMBER = project_number(PROJECT)
@@ -59,14 +59,6 @@ def one(plan: Plan, token: str) -> dict[str, Any]:
     found = of_type(plan, token)
     assert len(found) == 1, f"expected one {token}, found {sorted(found)}"
     return next(iter(found.values()))
-
-
-def variant(tmp_path: Path, change: Any, base: str = "dev-group") -> str:
-    document = yaml.safe_load(stack_path(base).read_text())
-    change(document["config"])
-    path = tmp_path / f"Pulumi.{base}.yaml"
-    path.write_text(yaml.safe_dump(document))
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +114,7 @@ def test_the_template_has_no_external_ip_and_its_own_account_and_labels(plan: Pl
 
 def test_a_standard_cmek_worker_restarts_and_encrypts_its_disk(tmp_path: Path) -> None:
     key = "projects/my-circularnet-dev/locations/us-central1/keyRings/r/cryptoKeys/disks"
-    plan = plan_stack(variant(tmp_path, lambda c: c["circularnet:compute"].update(spot=False, kmsKeyName=key)))
+    plan = plan_stack(stack_variant(tmp_path, base="dev-group", change=lambda c: c["circularnet:compute"].update(spot=False, kmsKeyName=key)))
     template = one(plan, TEMPLATE)
     assert template["disks"][0]["diskEncryptionKey"] == {"kmsKeySelfLink": key}
     assert template["scheduling"] == {"onHostMaintenance": "TERMINATE", "provisioningModel": "STANDARD",
@@ -156,7 +148,7 @@ def test_autohealing_on_tritons_readiness_with_an_initial_delay(plan: Plan) -> N
 
 
 def test_the_health_port_is_tritons_http_port_from_the_stack(tmp_path: Path) -> None:
-    plan = plan_stack(variant(tmp_path, lambda c: c["circularnet:inference"].update(ports={"http": 9000})))
+    plan = plan_stack(stack_variant(tmp_path, base="dev-group", change=lambda c: c["circularnet:inference"].update(ports={"http": 9000})))
     assert one(plan, HEALTH)["httpHealthCheck"]["port"] == 9000
     assert of_type(plan, FIREWALL)["cn-dev-group-allow-health-checks"]["allows"] == [{"protocol": "tcp", "ports": ["9000"]}]
     assert one(plan, GROUP)["namedPorts"] == [{"name": "triton-http", "port": 9000}]
@@ -174,7 +166,7 @@ def test_rolling_updates_never_drop_below_the_serving_minimum(plan: Plan) -> Non
 
 
 def test_one_zone_surges_by_one(tmp_path: Path) -> None:
-    plan = plan_stack(variant(tmp_path, lambda c: c["circularnet:gcp"].update(zones=["us-central1-f"])))
+    plan = plan_stack(stack_variant(tmp_path, base="dev-group", change=lambda c: c["circularnet:gcp"].update(zones=["us-central1-f"])))
     group = one(plan, GROUP)
     assert group["distributionPolicyZones"] == ["us-central1-f"] and group["updatePolicy"]["maxSurgeFixed"] == 1
 
@@ -214,7 +206,7 @@ def test_sizes_follow_the_stack(tmp_path: Path) -> None:
         config["circularnet:compute"]["group"].update(min=2, max=6, imagesPerWorker=10, maxDeliveryAttempts=9,
                                                        ackDeadlineSeconds=300, initialDelaySeconds=900)
 
-    plan = plan_stack(variant(tmp_path, change))
+    plan = plan_stack(stack_variant(tmp_path, base="dev-group", change=change))
     policy = one(plan, SCALER)["autoscalingPolicy"]
     assert (policy["minReplicas"], policy["maxReplicas"], policy["metrics"][0]["singleInstanceAssignment"]) == (2, 6, 10)
     work = of_type(plan, SUBSCRIPTION)["cn-dev-group-images-work"]
@@ -247,7 +239,7 @@ def test_the_work_subscription_dead_letters_and_waits_for_long_inference(plan: P
 
 
 def test_a_message_lives_no_longer_than_its_image(tmp_path: Path) -> None:
-    plan = plan_stack(variant(tmp_path, lambda c: c["circularnet:storage"].update(imageRetentionDays=2)))
+    plan = plan_stack(stack_variant(tmp_path, base="dev-group", change=lambda c: c["circularnet:storage"].update(imageRetentionDays=2)))
     assert of_type(plan, SUBSCRIPTION)["cn-dev-group-images-work"]["messageRetentionDuration"] == "172800s"
 
 

@@ -7,17 +7,15 @@ program's inputs (run on the mock engine through the offline plan).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from cnctl.catalog import catalog
-from cnctl.config import stack_path
 from cnctl.plan import Plan, plan_stack
 from cnctl.plan.mocks import project_number
+from tests.unit.stack_variants import stack_variant
 
 AGENT_NUMBER = project_number("my-circularnet-dev")  # the mock's project number
 
@@ -45,15 +43,6 @@ def one(plan: Plan, token: str) -> dict[str, Any]:
 
 def subnet_id(plan: Plan) -> str:
     return f"projects/{plan.outputs['project']}/regions/{plan.outputs['region']}/subnetworks/cn-{plan.stack}-subnet"
-
-
-def variant(tmp_path: Path, name: str, change: Callable[[dict[str, Any]], None], base: str = "dev") -> str:
-    """Write stacks/Pulumi.<base>.yaml, changed by `change(config)`, as <tmp>/Pulumi.<name>.yaml."""
-    document = yaml.safe_load(stack_path(base).read_text())
-    change(document["config"])
-    path = tmp_path / f"Pulumi.{name}.yaml"
-    path.write_text(yaml.safe_dump(document))
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +118,7 @@ def test_without_placement_vms_spread_over_gcp_zones(tmp_path: Path) -> None:
         del config["circularnet:compute"]["placement"]
         config["circularnet:compute"]["instances"] = 4
 
-    plan = plan_stack(variant(tmp_path, "prod", change, base="prod"))
+    plan = plan_stack(stack_variant(tmp_path, change, base="prod"))
     zones = [vm["zone"] for _, vm in sorted(of_type(plan, INSTANCE).items())]
     assert zones == ["europe-west4-a", "europe-west4-b", "europe-west4-c", "europe-west4-a"]
     assert plan.outputs["vms"][1]["fallbackZones"] == ["europe-west4-c", "europe-west4-a"]
@@ -183,7 +172,7 @@ def test_secure_boot_on_and_os_login_off_follow_the_stack(tmp_path: Path) -> Non
     def change(config: dict[str, Any]) -> None:
         config["circularnet:security"] = {"secureBoot": "off", "osLogin": False, "blockProjectSshKeys": False}
 
-    plan = plan_stack(variant(tmp_path, "dev", change))
+    plan = plan_stack(stack_variant(tmp_path, change))
     vm = of_type(plan, INSTANCE)["cn-dev-gpu-0"]
     assert vm["shieldedInstanceConfig"]["enableSecureBoot"] is False
     assert vm["metadata"]["enable-oslogin"] == "FALSE"
@@ -191,7 +180,7 @@ def test_secure_boot_on_and_os_login_off_follow_the_stack(tmp_path: Path) -> Non
 
 
 def test_no_compute_section_means_no_vms(tmp_path: Path) -> None:
-    plan = plan_stack(variant(tmp_path, "dev", lambda c: c.pop("circularnet:compute")))
+    plan = plan_stack(stack_variant(tmp_path, lambda c: c.pop("circularnet:compute")))
     assert of_type(plan, INSTANCE) == {}
     assert plan.outputs["vms"] == []
     assert of_type(plan, BUCKET)  # the rest of the cloud layer stays
@@ -202,7 +191,7 @@ def test_no_gcp_section_means_no_cloud_layer(tmp_path: Path) -> None:
         del config["circularnet:gcp"], config["circularnet:compute"]
         config["circularnet:storage"]["endpoint"] = "https://s3.plant.local:9000"  # where the data goes instead
 
-    plan = plan_stack(variant(tmp_path, "onprem", change))
+    plan = plan_stack(stack_variant(tmp_path, change, name="onprem"))
     assert plan.resources == () and plan.outputs == {} and plan.violations == ()
 
 
@@ -299,7 +288,7 @@ def test_detr_model_switches_the_table_schema(tmp_path: Path) -> None:
         config["circularnet:model"]["key"] = "CircularNet_model_v2"
         config["circularnet:inference"]["images"] = {"server": "nvcr.io/nvidia/tritonserver:25.05-py3"}
 
-    plan = plan_stack(variant(tmp_path, "dev", change))
+    plan = plan_stack(stack_variant(tmp_path, change))
     assert plan.outputs["tableId"] == "detections_detr"
     table = of_type(plan, "gcp:bigquery/table:Table")["cn-dev-table-detections_detr"]
     names = [f["name"] for f in json.loads(table["schema"])]

@@ -12,16 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from cnctl.catalog import catalog
 from cnctl.cli.main import app
-from cnctl.config import load_stack, stack_path
+from cnctl.config import load_stack
 from cnctl.config.errors import StackConfigError
 from cnctl.config.schema import Analytics
 from cnctl.plan import Plan, plan_stack
 from cnctl.plan.mocks import project_number
+from tests.unit.stack_variants import stack_variant
 
 TRANSFER = "gcp:bigquery/dataTransferConfig:DataTransferConfig"
 TABLE = "gcp:bigquery/table:Table"
@@ -30,14 +30,6 @@ LOAD = "cn-dev-load@my-circularnet-dev.iam.gserviceaccount.com"
 
 def of_type(plan: Plan, token: str) -> dict[str, dict[str, Any]]:
     return {r.name: dict(r.inputs) for r in plan.resources if r.type == token}
-
-
-def variant(tmp_path: Path, name: str, change: Any, base: str = "dev") -> str:
-    document = yaml.safe_load(stack_path(base).read_text())
-    change(document["config"])
-    path = tmp_path / f"Pulumi.{name}.yaml"
-    path.write_text(yaml.safe_dump(document))
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -136,10 +128,10 @@ def test_only_the_transfer_writes_bigquery(dev: Plan) -> None:
 
 
 def test_the_schedule_follows_the_stack(tmp_path: Path) -> None:
-    plan = plan_stack(variant(tmp_path, "dev", lambda c: c["circularnet:analytics"].update(loadEveryMinutes=60)))
+    plan = plan_stack(stack_variant(tmp_path, lambda c: c["circularnet:analytics"].update(loadEveryMinutes=60)))
     assert {t["schedule"] for t in of_type(plan, TRANSFER).values()} == {"every 60 minutes"}
     with pytest.raises(StackConfigError, match="analytics.loadEveryMinutes"):
-        load_stack(variant(tmp_path, "fast", lambda c: c["circularnet:analytics"].update(loadEveryMinutes=5)))
+        load_stack(stack_variant(tmp_path, lambda c: c["circularnet:analytics"].update(loadEveryMinutes=5), name="fast"))
 
 
 # --- the on-premise stack ----------------------------------------------------------------------------
@@ -184,5 +176,5 @@ def test_storage_must_match_the_cloud_layer(tmp_path: Path, change: Any, path: s
         change(config)
 
     with pytest.raises(StackConfigError) as raised:
-        load_stack(variant(tmp_path, "onprem", edit, base="onprem"))
+        load_stack(stack_variant(tmp_path, edit, base="onprem"))
     assert path in str(raised.value)

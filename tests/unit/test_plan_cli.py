@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from cnctl.cli.main import app
-from cnctl.config import stack_path
 from cnctl.paths import REPO_ROOT
+from tests.unit.stack_variants import stack_variant
 
 ROOT = REPO_ROOT
 DOC = ROOT / "docs" / "cloud.md"
@@ -25,15 +24,6 @@ CNCTL = Path(sys.executable).parent / "cnctl"
 
 def cnctl(*args: str) -> Any:
     return CliRunner().invoke(app, list(args))
-
-
-def variant(tmp_path: Path, name: str, change: Callable[[dict[str, Any]], None]) -> Path:
-    """The dev stack, changed by `change(config)`, as <tmp>/Pulumi.<name>.yaml."""
-    document = yaml.safe_load(stack_path("dev").read_text())
-    change(document["config"])
-    path = tmp_path / f"Pulumi.{name}.yaml"
-    path.write_text(yaml.safe_dump(document))
-    return path
 
 
 def l4_on_n1(config: dict[str, Any]) -> None:
@@ -99,14 +89,14 @@ def test_json_buckets_dataset_table_and_ssh(dev_json: dict[str, Any]) -> None:
 
 
 def test_l4_on_n1_exits_2_naming_the_field(tmp_path: Path) -> None:
-    result = cnctl("plan", "--stack", str(variant(tmp_path, "l4n1", l4_on_n1)), "--json")
+    result = cnctl("plan", "--stack", stack_variant(tmp_path, l4_on_n1, name="l4n1"), "--json")
     assert result.exit_code == 2
     assert "compute.gpu.type" in result.stderr and "Traceback" not in result.output
     assert result.stdout == ""
 
 
 def test_open_inference_port_exits_1_naming_rule_and_resource(tmp_path: Path) -> None:
-    result = cnctl("plan", "--stack", str(variant(tmp_path, "open", open_inference)), "--json")
+    result = cnctl("plan", "--stack", stack_variant(tmp_path, open_inference, name="open"), "--json")
     assert result.exit_code == 1
     assert json.loads(result.stdout)["violations"] == [
         {
@@ -171,9 +161,9 @@ def test_doc_dev_outputs_example(dev_json: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(("name", "change", "code"), [("l4n1", l4_on_n1, 2), ("open", open_inference, 1)])
 def test_doc_exit_code_examples(tmp_path: Path, name: str, change: Callable[[dict[str, Any]], None], code: int) -> None:
-    transcript = example(f"exit-{code}").replace("/tmp/", f"{tmp_path}/")
+    transcript = example(f"exit-{code}").replace("/tmp/", f"{tmp_path}/variant/")
     command, *printed, echo, shown_code = transcript.strip().splitlines()
-    assert command == f"$ cnctl plan --stack {tmp_path}/Pulumi.{name}.yaml" and echo == "$ echo $?"
-    result = cnctl("plan", "--stack", str(variant(tmp_path, name, change)))
+    assert command == f"$ cnctl plan --stack {tmp_path}/variant/Pulumi.{name}.yaml" and echo == "$ echo $?"
+    result = cnctl("plan", "--stack", stack_variant(tmp_path, change, name=name))
     assert (result.exit_code, int(shown_code)) == (code, code)
     assert words("\n".join(printed)) in words(result.stderr)

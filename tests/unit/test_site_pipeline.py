@@ -79,22 +79,27 @@ def _metadata(wheel: Path) -> list[str]:
         return Parser().parsestr(zf.read(name).decode()).get_all("Requires-Dist") or []
 
 
-def test_uploader_pins_are_closed(site_content):
-    """pip install --no-deps --require-hashes of the list installs everything the list needs, on every host."""
-    pins = uploader_pins()
+def unpinned_requirements(pins: dict[str, tuple[str, set[str]]], wheels: Path, arch: str) -> list[str]:
+    """What the wheels of `pins` ({name: (version, hashes)}) in the wheelhouse `wheels` require, for `arch`, on
+    any host environment, that the pins do not satisfy: empty when the list is closed."""
     problems = []
     for name, (version, _) in sorted(pins.items()):
-        wheel = wheelhouse.wheel_for(site_content.wheelhouse_dir, f"{name.replace('-', '_')}-{version}", "amd64")
+        wheel = wheelhouse.wheel_for(wheels, f"{name.replace('-', '_')}-{version}", arch)
         for line in _metadata(wheel):
             req = Requirement(line)
-            wanted = [env for env in _environments() if req.marker is None or req.marker.evaluate(env)]
-            if not wanted:
+            if not [env for env in _environments() if req.marker is None or req.marker.evaluate(env)]:
                 continue
             dep = str(canonicalize_name(req.name))
             if dep not in pins:
                 problems.append(f"{name} {version} needs {line!r}: not pinned")
             elif not req.specifier.contains(pins[dep][0], prereleases=True):
                 problems.append(f"{name} {version} needs {line!r}: pinned {pins[dep][0]}")
+    return problems
+
+
+def test_uploader_pins_are_closed(site_content):
+    """pip install --no-deps --require-hashes of the list installs everything the list needs, on every host."""
+    problems = unpinned_requirements(uploader_pins(), site_content.wheelhouse_dir, "amd64")
     assert not problems, "\n".join(problems)
 
 

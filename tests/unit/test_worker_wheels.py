@@ -11,12 +11,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from cnctl.catalog import catalog
-from cnctl.sandbox.site import wheelhouse
-from tests.unit.test_site_pipeline import _environments, _metadata
+from tests.unit.test_site_pipeline import unpinned_requirements
 
 
 def _pins(section: str) -> dict[str, tuple[str, list[str]]]:
@@ -38,17 +36,5 @@ def test_worker_pins_are_well_formed_and_apart_from_the_uploaders() -> None:
 @pytest.mark.parametrize("arch", ["amd64", "arm64"])
 def test_worker_and_uploader_pins_together_are_closed(site_content, arch: str) -> None:
     worker, uploader = _pins("worker"), _pins("uploader")
-    pins = {**uploader, **worker}
-    problems = []
-    for name, (version, _) in sorted(pins.items()):
-        stem = f"{name.replace('-', '_')}-{version}"
-        for line in _metadata(wheelhouse.wheel_for(site_content.wheelhouse_dir, stem, arch)):
-            req = Requirement(line)
-            if not [env for env in _environments() if req.marker is None or req.marker.evaluate(env)]:
-                continue
-            dep = str(canonicalize_name(req.name))
-            if dep not in pins:
-                problems.append(f"{name} {version} needs {line!r}: not pinned")
-            elif not req.specifier.contains(pins[dep][0], prereleases=True):
-                problems.append(f"{name} {version} needs {line!r}: pinned {pins[dep][0]}")
+    problems = unpinned_requirements({**uploader, **worker}, site_content.wheelhouse_dir, arch)
     assert not problems, "\n".join(problems)
