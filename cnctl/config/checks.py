@@ -11,6 +11,7 @@ import ipaddress
 from collections.abc import Callable, Iterator
 
 from cnctl.catalog import Catalog, catalog
+from cnctl.config.bundle_checks import RULES as BUNDLE_RULES
 from cnctl.config.errors import Problem
 from cnctl.config.gcp_checks import RULES as GCP_RULES
 from cnctl.config.group_checks import RULES as GROUP_RULES
@@ -309,6 +310,7 @@ RULES: tuple[Rule, ...] = (
     *GCP_RULES,
     *GROUP_RULES,
     *PIPELINE_RULES,
+    *BUNDLE_RULES,
 )
 
 

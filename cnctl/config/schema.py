@@ -7,6 +7,7 @@ check the syntax of single values; rules that relate several fields or the catal
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 import urllib.parse
@@ -35,6 +36,11 @@ _HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _IMAGE = re.compile(r"^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+:[A-Za-z0-9._-]+$")
 # A Pub/Sub subscription: its id (3-255 chars, a letter first), or its full path in another project.
 _SUBSCRIPTION = re.compile(r"^(projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/subscriptions/)?[A-Za-z][A-Za-z0-9._~+%-]{2,254}$")
+# An allowed_signers principal (ssh-keygen(1) ALLOWED SIGNERS): no wildcard, comma, quote or space, which that
+# file would read as patterns or separators.
+_SIGNER_IDENTITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9@._+-]{0,127}$")
+_SSH_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+                  "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com", "ssh-rsa")
 _KMS_KEY = re.compile(r"^projects/[a-z0-9-]+/locations/[a-z0-9-]+/keyRings/[A-Za-z0-9_-]+/cryptoKeys/[A-Za-z0-9_-]+$")
 
 
@@ -131,6 +137,23 @@ def _controller_path(value: str) -> str:
     return value
 
 
+def _ssh_public_key(value: str) -> str:
+    """One OpenSSH public key line `<type> <base64> [comment]` (what `ssh-keygen -y -f KEY` prints), whose
+    base64 blob really is a key of that type: a truncated or pasted-wrong key fails here, not at verification."""
+    parts = value.strip().split(None, 2)
+    if len(parts) < 2 or parts[0] not in _SSH_KEY_TYPES:
+        raise ValueError(f"{value[:40]!r} is not an OpenSSH public key line '<type> <base64> [comment]' "
+                         f"(types: {', '.join(_SSH_KEY_TYPES)}); paste the output of `ssh-keygen -y -f <key>`")
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except ValueError:
+        raise ValueError(f"the {parts[0]} key's base64 is damaged; paste `ssh-keygen -y -f <key>` again") from None
+    name = parts[0].encode()
+    if blob[:4] != len(name).to_bytes(4, "big") or blob[4 : 4 + len(name)] != name:
+        raise ValueError(f"the base64 is not a {parts[0]} key; paste `ssh-keygen -y -f <key>` again")
+    return value.strip()
+
+
 def _cidr(value: str) -> str:
     try:
         ipaddress.ip_network(value, strict=True)
@@ -181,6 +204,10 @@ SubscriptionName = Annotated[
 ]
 RtspUrl = Annotated[str, AfterValidator(_rtsp_url)]
 ControllerPath = Annotated[str, AfterValidator(_controller_path)]
+SignerIdentity = Annotated[
+    str, AfterValidator(_matches(_SIGNER_IDENTITY, "signer identity (letters, digits and @ . _ + -, e.g. release@plant)"))
+]
+SshPublicKey = Annotated[str, AfterValidator(_ssh_public_key)]
 
 
 class Section(BaseModel):
@@ -527,6 +554,30 @@ class Sandbox(Section):
     )
 
 
+# --- pull mode ----------------------------------------------------------------------------------
+
+
+class BundleSigner(Section):
+    """A key allowed to sign the stack's bundles: one line of the allowed_signers file hosts verify against."""
+
+    identity: SignerIdentity
+    public_key: SshPublicKey
+
+
+class Bundle(Section):
+    """Pull mode's signed bundle (cnctl/bundle, docs/pull-mode.md): who may sign it, and with which key this
+    machine signs. Absent: the stack publishes no bundle (`cnctl bundle` says so)."""
+
+    signers: list[BundleSigner] = Field(
+        min_length=1, description="the public keys a host accepts a bundle from (identity + `ssh-keygen -y` line)"
+    )
+    signing_key: ControllerPath | None = Field(
+        None,
+        description="on the machine that publishes: the OpenSSH private key that signs (0600, never in the repo); "
+        "its public key must be one of `signers`. None: give `cnctl bundle build|publish --key`",
+    )
+
+
 # --- the environment -------------------------------------------------------------------------
 
 
@@ -547,6 +598,7 @@ class StackConfig(Section):
     mirrors: Mirrors = Field(default_factory=Mirrors)
     container: Container = Field(default_factory=Container)
     sandbox: Sandbox | None = None
+    bundle: Bundle | None = None
 
     @property
     def is_prod(self) -> bool:
