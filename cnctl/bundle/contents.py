@@ -1,0 +1,79 @@
+"""What goes into a bundle: the one list. Paths are relative to the repository root and keep their place in
+the bundle, so an unpacked bundle is a tree in which `deploy.py` runs as it does here (cnctl/paths.py finds
+templates/ and stacks/ beside the cnctl package).
+
+Why each entry:
+- `deploy.py`, `deploy/*.py`: the host layers, pyinfra's entry point and its packaged deploys.
+- `templates/`: every file the layers render (one copy for both engines).
+- `cnctl/catalog/*.yaml` and `cnctl/catalog/__init__.py`: the platform matrix and model catalog (data).
+- The cnctl modules the host side imports, transitively: the stack is read through the same schema
+  (cnctl/config) and each host's cn_* variables come from cnctl/hostvars.py. `deploy/__init__.py` takes the
+  layer list from cnctl.engines.target, which imports the engines package and cnctl.sandbox.instance (and
+  cnctl/inventory.py, the sandbox's inventory lazily): those modules come along only because of that import
+  chain. tests/unit/test_bundle_archive.py walks the imports of deploy.py and deploy/*.py and fails when this
+  list misses one.
+- The stack file itself, as `stacks/Pulumi.<env>.yaml` (added by archive.build, not listed here).
+
+Never in a bundle: `__pycache__`, `*.pyc`, anything outside these entries (keys, credentials, tests, roles/).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cnctl.errors import UsageProblem
+
+# (directory or file, glob): a file is listed with glob None; directories are walked with their glob.
+ENTRIES: tuple[tuple[str, str | None], ...] = (
+    ("deploy.py", None),
+    ("deploy", "*.py"),
+    ("templates", "**/*"),
+    ("cnctl/catalog", "*.yaml"),
+    ("cnctl/__init__.py", None),
+    ("cnctl/errors.py", None),
+    ("cnctl/paths.py", None),
+    ("cnctl/hostvars.py", None),
+    ("cnctl/inventory.py", None),
+    ("cnctl/catalog/__init__.py", None),
+    ("cnctl/config", "*.py"),
+    ("cnctl/engines", "*.py"),
+    # imported through cnctl.engines.target (deploy/__init__.py's layer list) and cnctl/inventory.py
+    ("cnctl/sandbox/__init__.py", None),
+    ("cnctl/sandbox/errors.py", None),
+    ("cnctl/sandbox/flavours.py", None),
+    ("cnctl/sandbox/instance.py", None),
+    ("cnctl/sandbox/inventory.py", None),
+    ("cnctl/sandbox/layout.py", None),
+    ("cnctl/sandbox/state.py", None),
+    ("cnctl/sandbox/system.py", None),
+)
+SKIPPED_PARTS = ("__pycache__",)
+SKIPPED_SUFFIXES = (".pyc", ".pyo")
+
+
+def files(root: Path) -> list[str]:
+    """Every path the entries name under `root`, sorted, POSIX-style. A missing entry or a symlink is refused:
+    a bundle holds regular files only, and a tree without them is not the one the list was written for."""
+    found: set[str] = set()
+    for entry, pattern in ENTRIES:
+        path = root / entry
+        if pattern is None:
+            candidates = [path]
+        elif path.is_dir():
+            candidates = sorted(path.glob(pattern))
+        else:
+            raise UsageProblem(f"{entry}/ is missing from {root}: the bundle needs it (cnctl/bundle/contents.py)")
+        for candidate in candidates:
+            relative = candidate.relative_to(root)
+            if candidate.is_dir() and not candidate.is_symlink():
+                continue
+            if any(part in SKIPPED_PARTS for part in relative.parts) or candidate.suffix in SKIPPED_SUFFIXES:
+                continue
+            if candidate.is_symlink():
+                raise UsageProblem(f"{relative.as_posix()} is a symlink: a bundle holds regular files only; "
+                                   "replace it with the file")
+            if not candidate.is_file():
+                raise UsageProblem(f"{relative.as_posix()} is missing from {root}: the bundle needs it "
+                                   "(cnctl/bundle/contents.py)")
+            found.add(relative.as_posix())
+    return sorted(found)
