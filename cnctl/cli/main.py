@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cnctl.cli import cloud, deploy, infer, inventory, model, plan, sandbox, stack, status
+from cnctl.cli import bundle, cloud, deploy, infer, inventory, model, plan, sandbox, stack, status
 
 app = typer.Typer(
     name="cnctl",
@@ -23,6 +23,7 @@ app.command("status")(status.status)
 app.command("infer")(infer.infer)
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(model.app, name="model")
+app.add_typer(bundle.app, name="bundle")
 
 if __name__ == "__main__":
     app()
