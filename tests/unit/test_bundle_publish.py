@@ -18,7 +18,7 @@ from cnctl.bundle.signing import verify
 from cnctl.config import load_stack
 from cnctl.errors import UsageProblem
 from tests.unit.bundle_helpers import bundle_stack, keypair
-from tests.unit.test_uploader import KINDS, Store, endpoints  # noqa: F401 - the emulators' fixture
+from tests.unit.test_uploader import KINDS, Store, endpoints  # the emulators' fixture
 
 __all__ = ["endpoints"]
 
@@ -30,7 +30,7 @@ def _s3_default_keys(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(params=KINDS)
-def site(request: pytest.FixtureRequest, endpoints: dict[str, str], tmp_path: Path) -> tuple[str, Store, str, Path]:  # noqa: F811
+def site(request: pytest.FixtureRequest, endpoints: dict[str, str], tmp_path: Path) -> tuple[str, Store, str, Path]:
     """(stack path, the test's store, the models bucket, the signing key) of a fresh bucket of one kind."""
     kind = request.param
     bucket = f"cn-models-{uuid.uuid4().hex[:10]}"
