@@ -17,6 +17,7 @@ from cnctl.catalog import catalog
 from cnctl.config import load_stack
 from cnctl.plan import Plan, plan_stack
 from cnctl.plan.mocks import project_number
+from tests.unit.plan_queries import of_type, one
 from tests.unit.stack_variants import stack_variant
 
 PROJECT = "my-circularnet-dev"
@@ -49,18 +50,6 @@ SCOPES = {
     "gcp:pubsub/topicIAMMember:TopicIAMMember": "topic",
     "gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember": "subscription",
 }
-
-
-def of_type(plan: Plan, token: str) -> dict[str, dict[str, Any]]:
-    return {r.name: dict(r.inputs) for r in plan.resources if r.type == token}
-
-
-def one(plan: Plan, token: str) -> dict[str, Any]:
-    found = of_type(plan, token)
-    assert len(found) == 1, f"expected one {token}, found {sorted(found)}"
-    return next(iter(found.values()))
-
-
 @pytest.fixture(scope="module")
 def plan() -> Plan:
     return plan_stack("dev-group")

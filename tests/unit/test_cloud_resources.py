@@ -15,6 +15,7 @@ import pytest
 from cnctl.catalog import catalog
 from cnctl.plan import Plan, plan_stack
 from cnctl.plan.mocks import project_number
+from tests.unit.plan_queries import of_type, one
 from tests.unit.stack_variants import stack_variant
 
 AGENT_NUMBER = project_number("my-circularnet-dev")  # the mock's project number
@@ -29,18 +30,6 @@ IAM_TYPES = {
     "gcp:projects/iAMMember:IAMMember": "project",
     "gcp:bigquery/iamMember:IamMember": "tableId",
 }
-
-
-def of_type(plan: Plan, token: str) -> dict[str, dict[str, Any]]:
-    return {r.name: dict(r.inputs) for r in plan.resources if r.type == token}
-
-
-def one(plan: Plan, token: str) -> dict[str, Any]:
-    found = of_type(plan, token)
-    assert len(found) == 1, f"expected one {token}, found {sorted(found)}"
-    return next(iter(found.values()))
-
-
 def subnet_id(plan: Plan) -> str:
     return f"projects/{plan.outputs['project']}/regions/{plan.outputs['region']}/subnetworks/cn-{plan.stack}-subnet"
 

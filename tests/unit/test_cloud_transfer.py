@@ -21,16 +21,12 @@ from cnctl.config.errors import StackConfigError
 from cnctl.config.schema import Analytics
 from cnctl.plan import Plan, plan_stack
 from cnctl.plan.mocks import project_number
+from tests.unit.plan_queries import of_type
 from tests.unit.stack_variants import stack_variant
 
 TRANSFER = "gcp:bigquery/dataTransferConfig:DataTransferConfig"
 TABLE = "gcp:bigquery/table:Table"
 LOAD = "cn-dev-load@my-circularnet-dev.iam.gserviceaccount.com"
-
-
-def of_type(plan: Plan, token: str) -> dict[str, dict[str, Any]]:
-    return {r.name: dict(r.inputs) for r in plan.resources if r.type == token}
-
 
 @pytest.fixture(scope="module")
 def dev() -> Plan:
