@@ -74,15 +74,18 @@ if __name__ == "__main__" and sys.path and os.path.realpath(sys.path[0]) == os.p
 
 
 def _sibling(name: str) -> Any:
-    """pipeline_run.py beside this file (one copy of the batch code), imported by path, not through sys.path."""
+    """A script beside this file (pipeline_run.py: the batch code; uploader.py: the bucket client), imported by
+    path, not through sys.path."""
     spec = importlib.util.spec_from_file_location(f"_cnctl_{name}", Path(__file__).with_name(f"{name}.py"))
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # registered first, as `import` does: dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
 
 pipeline_run = _sibling("pipeline_run")
+uploader = _sibling("uploader")
 
 EXIT = {"ok": 0, "failed": 1, "usage": 2}
 STATE_FILE = "worker.json"
@@ -145,7 +148,7 @@ def load_settings(path: Path) -> dict[str, Any]:
                         "worker.max_lease_seconds >= lease_extension_seconds and worker.batch_seconds > 0 must be numbers")
     if problems:
         raise UsageError(f"{path}: " + "; ".join(problems))
-    return {**pipeline_run.DEFAULTS, **data, "worker": merged}
+    return {**pipeline_run.DEFAULTS, **data, "worker": merged, "config": str(path)}
 
 
 # --- state ----------------------------------------------------------------------------------------------------
@@ -456,27 +459,19 @@ def _first_line(exc: BaseException | None) -> str:
 
 
 def clients(settings: dict[str, Any]) -> tuple[Any, Any]:
-    """(storage client, subscriber): an emulator's anonymous access at storage.endpoint (the Pub/Sub emulator
-    through PUBSUB_EMULATOR_HOST, as the library reads it), else the credentials file, else the host's identity."""
+    """(storage client, subscriber): the uploader's GCS client for the same settings file (one copy of the
+    emulator / credentials file / host identity choice and of the 0600 rule), and a subscriber with the same
+    credentials (the Pub/Sub emulator through PUBSUB_EMULATOR_HOST, as the library reads it)."""
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
-    from google.cloud import pubsub_v1, storage
+    from google.cloud import pubsub_v1
 
-    store = settings["storage"]
-    key = store.get("credentials")
-    if key:
-        mode = os.stat(key).st_mode
-        if mode & 0o077:
-            raise UsageError(f"storage credentials {key} have mode {mode & 0o777:04o}: make them 0600 and owned by "
-                             f"the service's user (chmod 600 {key}), then restart")
-    if store.get("endpoint"):
-        from google.auth.credentials import AnonymousCredentials
-
-        storage_client = storage.Client(project=store.get("project") or "cnctl", credentials=AnonymousCredentials(),
-                                        client_options={"api_endpoint": store["endpoint"]})
-    elif key:
-        storage_client = storage.Client.from_service_account_json(key, project=store.get("project"))
-    else:
-        storage_client = storage.Client(project=store.get("project"))
+    store = uploader.load_settings(Path(settings["config"]))
+    try:
+        uploader.read_credentials(store.credentials)
+        storage_client = uploader.GcsStore(store, None).client()
+    except (uploader.UsageError, uploader.StoreError) as exc:
+        raise UsageError(str(exc)) from None
+    key = str(store.credentials) if store.credentials else None
     subscriber = (pubsub_v1.SubscriberClient.from_service_account_file(key) if key and not os.environ.get(
         "PUBSUB_EMULATOR_HOST") else pubsub_v1.SubscriberClient())
     return storage_client, subscriber
