@@ -78,6 +78,11 @@ URL and the stack's `mirrors` section replaces its base for air-gapped plants (N
 | cn_storage_results_bucket | all | where results go (`storage.buckets.results`) |
 | cn_storage_images_bucket | all | where frames go when uploaded (`storage.buckets.images`) |
 | cn_storage_credentials_file | all | the uploader's credentials on the deploying machine (`storage.credentialsFile`), None: the host's identity |
+| cn_storage_models_bucket | all | the models bucket (`storage.buckets.models`): pull-mode hosts read their bundles from it |
+| cn_bundle_signers | all | [{identity, public_key}] a pull-mode host accepts bundles from (`bundle.signers`), [] without a bundle section |
+| cn_pull_interval | all | seconds between a pull-mode host's looks for a new bundle (`bundle.pollSeconds`), None without a bundle section |
+| cn_deploy_mode | all | `push` (configured over SSH) or `pull` (configures itself from the signed bundle): the fleet entry's `mode` |
+| cn_pull_channel | all | the bundle channel a pull-mode host follows (`canary` or `stable`, the entry's `channel`), None for push hosts |
 | cn_camera | all | edge: {source, device, url, replay_url, replay_sha256, replay_loop, prefix, spool, fps, spool_budget_mib} (fleet entry `camera`); None elsewhere |
 | cn_jetpack | jetson | JetPack release of the fleet entry (`6.2`) |
 | cn_l4t | jetson | L4T release it implies (`36.4.3`): must equal /etc/nv_tegra_release |
@@ -194,6 +199,10 @@ def host_vars(cfg: StackConfig, group: Group, entry: Entry, cat: Catalog | None 
     own = entry.inference_runtime if isinstance(entry, EdgeDevice | Server) else None
     common["cn_inference_runtime"] = own or cfg.inference.runtime
     common["cn_pipeline_input"] = cfg.pipeline_input(entry if isinstance(entry, EdgeDevice | Server) else None)
+    mode = entry.mode if isinstance(entry, EdgeDevice | Server) else "push"
+    common["cn_deploy_mode"] = mode
+    common["cn_pull_channel"] = ((entry.channel if isinstance(entry, EdgeDevice | Server) else None) or "stable"
+                                 if mode == "pull" else None)
     if group == "edge" and isinstance(entry, EdgeDevice):
         return {**common, **_jetson_vars(cfg, entry, cat), "cn_camera": _camera(entry)}
     if group == "servers" and isinstance(entry, Server):
@@ -317,6 +326,10 @@ def _pipeline_vars(cfg: StackConfig, cat: Catalog) -> dict[str, Any]:
         "cn_storage_results_bucket": buckets.results,
         "cn_storage_images_bucket": buckets.images,
         "cn_storage_credentials_file": cfg.storage.credentials_file,
+        "cn_storage_models_bucket": buckets.models,
+        "cn_bundle_signers": [] if cfg.bundle is None
+        else [{"identity": s.identity, "public_key": s.public_key} for s in cfg.bundle.signers],
+        "cn_pull_interval": cfg.bundle.poll_seconds if cfg.bundle is not None else None,
     }
 
 

@@ -8,6 +8,8 @@ of its type; these rules relate the signers to each other. GOOD / BAD:
 |---------------------------|---------------------------------------------------|----------------------------------------------------------|
 | signer_identities_unique  | release@plant, ops@plant                          | release@plant twice (bundle.signers[1].identity)         |
 | signer_keys_distinct      | one key per identity                              | the same key under two identities (bundle.signers[1].publicKey) |
+| pull_hosts_have_a_bundle  | `mode: pull` in a stack with bundle.signers       | `mode: pull` and no bundle section (fleets.edge[0].mode)  |
+| channel_only_when_pulling | `channel: canary` beside `mode: pull`             | `channel: canary` on a push host (fleets.servers[0].channel) |
 
 Why they matter: `ssh-keygen -Y verify -I <identity>` checks the signature against the keys of that
 identity, and `find-principals` names every identity of the signing key; a key under two names makes the
@@ -17,6 +19,7 @@ identity a bundle reports meaningless, and a name listed twice hides which key w
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from cnctl.catalog import Catalog
 from cnctl.config.errors import Problem
@@ -48,4 +51,30 @@ def signer_keys_distinct(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
         seen.setdefault(blob, i)
 
 
-RULES: tuple[Rule, ...] = (signer_identities_unique, signer_keys_distinct)
+def _entries(cfg: StackConfig) -> Iterator[tuple[str, Any]]:
+    for group in ("edge", "servers"):
+        for i, entry in enumerate(getattr(cfg.fleets, group)):
+            yield f"fleets.{group}[{i}]", entry
+
+
+def pull_hosts_have_a_bundle(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
+    """A pull-mode host verifies every bundle against the stack's signers: without them it has nothing to trust."""
+    if cfg.bundle is not None:
+        return
+    for where, entry in _entries(cfg):
+        if entry.mode == "pull":
+            yield Problem(f"{where}.mode", "pull",
+                          "needs the stack's bundle section (bundle.signers: the keys its bundles are signed with); "
+                          "add it, or set mode: push")
+
+
+def channel_only_when_pulling(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
+    """A channel on a push host would be ignored: say so rather than let the reader believe it follows one."""
+    for where, entry in _entries(cfg):
+        if entry.channel is not None and entry.mode != "pull":
+            yield Problem(f"{where}.channel", entry.channel,
+                          "only a pull-mode host follows a bundle channel: add mode: pull, or remove channel")
+
+
+RULES: tuple[Rule, ...] = (signer_identities_unique, signer_keys_distinct, pull_hosts_have_a_bundle,
+                           channel_only_when_pulling)

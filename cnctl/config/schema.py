@@ -451,6 +451,15 @@ class Host(Section):
     pipeline_input: Literal["spool", "bucket"] | None = Field(
         None, description="a server's frame source, overriding pipeline.input (edge devices read their camera)"
     )
+    mode: Literal["push", "pull"] = Field(
+        "push",
+        description="push: configured over SSH by `cnctl deploy`; pull: configures itself from the stack's signed "
+        "bundle (a systemd timer runs the host layers with pyinfra's @local connector), no inbound SSH needed "
+        "after the first deploy (docs/pull-mode.md)",
+    )
+    channel: Literal["canary", "stable"] | None = Field(
+        None, description="the bundle channel a pull-mode host follows (default stable; canary hosts get a bundle first)"
+    )
 
 
 class EdgeDevice(Host):
@@ -575,6 +584,10 @@ class Bundle(Section):
         None,
         description="on the machine that publishes: the OpenSSH private key that signs (0600, never in the repo); "
         "its public key must be one of `signers`. None: give `cnctl bundle build|publish --key`",
+    )
+    poll_seconds: int = Field(
+        300, ge=30, le=86400,
+        description="how often a pull-mode host looks for a new bundle on its channel (its timer's period, seconds)",
     )
 
 
