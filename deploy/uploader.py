@@ -331,6 +331,18 @@ class GcsStore:
         md5 = base64.b64decode(blob.md5_hash) if blob.md5_hash else None
         return Remote(int(blob.size or 0), md5)
 
+    def read(self, bucket: str, key: str) -> bytes | None:
+        """The object's bytes, None when there is none (pull mode's agent and `cnctl bundle` read with it)."""
+        try:
+            blob = self.client().bucket(bucket).get_blob(key, timeout=self.timeout, retry=None)
+            return None if blob is None else bytes(blob.download_as_bytes(timeout=self.timeout, retry=None))
+        except self.api.NotFound:
+            return None  # deleted between the look-up and the download
+        except (self.api.Forbidden, self.api.Unauthorized):
+            raise Unreadable(f"{self.label} does not let this identity read gs://{bucket}/{key}") from None
+        except Exception as exc:  # noqa: BLE001
+            raise self.failure(exc, bucket, midway=False) from None
+
     def create(self, bucket: str, key: str, body: Path | bytes, md5: bytes, conditional: bool) -> bool:
         """Store the object; False when a create-only write found it there already."""
         blob = self.client().bucket(bucket).blob(key)
@@ -422,6 +434,20 @@ class S3Store:
         etag = str(head.get("ETag", "")).strip('"')
         md5 = bytes.fromhex(etag) if len(etag) == 32 and all(c in "0123456789abcdef" for c in etag.lower()) else None
         return Remote(int(head.get("ContentLength", 0)), md5)
+
+    def read(self, bucket: str, key: str) -> bytes | None:
+        """The object's bytes, None when there is none (pull mode's agent and `cnctl bundle` read with it)."""
+        try:
+            return bytes(self.client.get_object(Bucket=bucket, Key=key)["Body"].read())
+        except self.errors.ClientError as exc:
+            code, status = self._code(exc)
+            if status == 404 or code in ("404", "NoSuchKey", "NotFound"):
+                return None
+            if status == 403:
+                raise Unreadable(f"{self.label} does not let this identity read s3://{bucket}/{key}") from None
+            raise self.failure(exc, bucket, midway=False) from None
+        except Exception as exc:  # noqa: BLE001
+            raise self.failure(exc, bucket, midway=False) from None
 
     def digest(self, bucket: str, key: str) -> bytes:
         """The stored object's MD5, read back (stores whose ETag is not one)."""

@@ -177,16 +177,10 @@ class Store:
 
     def read(self, key: str) -> bytes | None:
         try:
-            if self.kind == "gcs":
-                blob = self.store.client().bucket(self.bucket).get_blob(key, timeout=self.store.timeout, retry=None)
-                return None if blob is None else bytes(blob.download_as_bytes(timeout=self.store.timeout, retry=None))
-            if self.store.stat(self.bucket, key) is None:
-                return None
-            return bytes(self.store.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+            body: bytes | None = self.store.read(self.bucket, key)
+            return body
         except (self.uploader.StoreError, self.uploader.Unreadable) as exc:
             raise self._problem(exc) from None
-        except Exception as exc:  # noqa: BLE001 - the client libraries raise many types; failure() names them
-            raise self._problem(self.store.failure(exc, self.bucket, midway=False)) from None
 
 
 def _same(remote: tuple[int, bytes | None], body: bytes) -> bool:
