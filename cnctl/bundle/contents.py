@@ -5,6 +5,8 @@ templates/ and stacks/ beside the cnctl package).
 Why each entry:
 - `deploy.py`, `deploy/*.py`: the host layers, pyinfra's entry point and its packaged deploys.
 - `templates/`: every file the layers render (one copy for both engines).
+- `roles/*/defaults/main.yml`, `roles/*/vars/main.yml`: the layers' settings (paths, users, probes), which
+  pyinfra reads from the roles as Ansible does (deploy/steps.py role_data); the roles' tasks do not travel.
 - `cnctl/catalog/*.yaml` and `cnctl/catalog/__init__.py`: the platform matrix and model catalog (data).
 - The cnctl modules the host side imports, transitively: the stack is read through the same schema
   (cnctl/config) and each host's cn_* variables come from cnctl/hostvars.py. `deploy/__init__.py` takes the
@@ -14,7 +16,7 @@ Why each entry:
   list misses one.
 - The stack file itself, as `stacks/Pulumi.<env>.yaml` (added by archive.build, not listed here).
 
-Never in a bundle: `__pycache__`, `*.pyc`, anything outside these entries (keys, credentials, tests, roles/).
+Never in a bundle: `__pycache__`, `*.pyc`, anything outside these entries (keys, credentials, tests, the roles' tasks).
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ ENTRIES: tuple[tuple[str, str | None], ...] = (
     ("deploy.py", None),
     ("deploy", "*.py"),
     ("templates", "**/*"),
+    # the layers' settings, one copy for both engines (deploy/steps.py role_data): the roles' tasks stay home
+    ("roles", "*/defaults/main.yml"),
+    ("roles", "*/vars/main.yml"),
     ("cnctl/catalog", "*.yaml"),
     ("cnctl/__init__.py", None),
     ("cnctl/errors.py", None),
@@ -46,16 +51,33 @@ ENTRIES: tuple[tuple[str, str | None], ...] = (
     ("cnctl/sandbox/layout.py", None),
     ("cnctl/sandbox/state.py", None),
     ("cnctl/sandbox/system.py", None),
+    # pull mode's own: the agent the pull layer installs from the tree it runs in, and @local's inventory
+    ("cnctl/bundle", "*.py"),
+    ("hosts/pull.py", None),
+)
+# What the pull layer installs on a pull-mode host as its agent (/opt/circularnet/pull/agent): the agent, what
+# it imports (the schema its config's signers are checked with, the archive checks) and the uploader, whose
+# store client it reads the bucket with. A subset of ENTRIES, copied from the tree the deploy runs in: the
+# repository on a push, the verified bundle on a pull, so each bundle installs the agent that checks the next.
+AGENT_ENTRIES: tuple[tuple[str, str | None], ...] = (
+    ("cnctl/__init__.py", None),
+    ("cnctl/errors.py", None),
+    ("cnctl/paths.py", None),
+    ("cnctl/catalog/__init__.py", None),
+    ("cnctl/catalog", "*.yaml"),
+    ("cnctl/config", "*.py"),
+    ("cnctl/bundle", "*.py"),
+    ("deploy/uploader.py", None),
 )
 SKIPPED_PARTS = ("__pycache__",)
 SKIPPED_SUFFIXES = (".pyc", ".pyo")
 
 
-def files(root: Path) -> list[str]:
-    """Every path the entries name under `root`, sorted, POSIX-style. A missing entry or a symlink is refused:
+def files(root: Path, entries: tuple[tuple[str, str | None], ...] = ENTRIES) -> list[str]:
+    """Every path `entries` name under `root`, sorted, POSIX-style. A missing entry or a symlink is refused:
     a bundle holds regular files only, and a tree without them is not the one the list was written for."""
     found: set[str] = set()
-    for entry, pattern in ENTRIES:
+    for entry, pattern in entries:
         path = root / entry
         if pattern is None:
             candidates = [path]
