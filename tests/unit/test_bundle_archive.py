@@ -27,6 +27,7 @@ from cnctl.config import StackConfigError, load_stack
 from cnctl.config.schema import BundleSigner
 from cnctl.paths import REPO_ROOT
 from tests.unit.bundle_helpers import bundle_stack, keypair
+from tests.unit.stack_variants import stack_variant
 
 STACK_FILE = REPO_ROOT / "stacks" / "Pulumi.local.yaml"
 
@@ -96,15 +97,15 @@ def test_the_manifest_lists_exactly_the_bundle_list_with_hashes_sizes_and_modes(
     assert manifest["format"] == 1 and manifest["stack"] == "local" and manifest["namespace"] == namespace("local")
     assert manifest["version"] == version_of(manifest) and len(manifest["version"]) == 16
     assert manifest["createdFrom"] is None or len(manifest["createdFrom"]) == 40
-    assert not any(p.endswith(".pyc") or "__pycache__" in p or p.startswith(("tests/", "roles/")) for p in paths)
+    assert not any(p.endswith(".pyc") or "__pycache__" in p or p.startswith("tests/") for p in paths)
+    roles = [p for p in paths if p.startswith("roles/")]  # the layers' settings travel, the roles' tasks do not
+    assert roles and all(p.endswith(("/defaults/main.yml", "/vars/main.yml")) for p in roles), roles
     assert "deploy.py" in paths and "cnctl/catalog/platforms.yaml" in paths and "cnctl/config/schema.py" in paths
 
 
-def test_the_bundle_holds_every_module_the_host_side_imports() -> None:
-    """Walk the imports of deploy.py and deploy/*.py (cnctl and deploy only): each file reached must be listed."""
-    listed = set(contents.files(REPO_ROOT))
-    todo = [REPO_ROOT / "deploy.py", *sorted((REPO_ROOT / "deploy").glob("*.py"))]
-    seen: set[Path] = set()
+def imported(roots: list[Path]) -> set[Path]:
+    """`roots` and every file of cnctl/ and deploy/ their imports reach, transitively."""
+    todo, seen = list(roots), set()
     while todo:
         path = todo.pop()
         if path in seen:
@@ -123,6 +124,19 @@ def test_the_bundle_holds_every_module_the_host_side_imports() -> None:
                     for candidate in (base / "__init__.py", base.with_suffix(".py")):
                         if candidate.is_file():
                             todo.append(candidate)
+    return seen
+
+
+@pytest.mark.parametrize(("entries", "roots"), [
+    # the bundle: pyinfra's entry point, the layers and pull mode's inventory
+    (contents.ENTRIES, ["deploy.py", *sorted(p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "deploy").glob("*.py")),
+                        "hosts/pull.py"]),
+    # the agent the pull layer installs: itself and the uploader it loads by path
+    (contents.AGENT_ENTRIES, ["cnctl/bundle/agent.py", "deploy/uploader.py"]),
+], ids=["bundle", "agent"])
+def test_the_bundle_and_the_agent_hold_every_module_they_import(entries: Any, roots: list[str]) -> None:
+    listed = set(contents.files(REPO_ROOT, entries))
+    seen = imported([REPO_ROOT / root for root in roots])
     missing = sorted(p.relative_to(REPO_ROOT).as_posix() for p in seen if p.relative_to(REPO_ROOT).as_posix() not in listed)
     assert missing == [], f"add to cnctl/bundle/contents.py: {missing}"
 
@@ -281,11 +295,37 @@ def test_the_bundle_section_is_typed_and_its_rules_name_the_field(tmp_path: Path
         "bundle.signers": {"signers": []},
         "bundle.signingKey": {"signers": [{"identity": "a", "publicKey": keys["signer"][1]}], "signingKey": "key"},
     }
-    from tests.unit.stack_variants import stack_variant
-
     for n, (field, section) in enumerate(bad.items()):
         (tmp_path / str(n)).mkdir()
         path = stack_variant(tmp_path / str(n), lambda c, s=section: c.__setitem__("circularnet:bundle", s), base="local")
         with pytest.raises(StackConfigError) as caught:
             load_stack(path)
         assert [p.path for p in caught.value.problems] == [field], (field, caught.value.render())
+
+
+@pytest.mark.parametrize(("change", "field", "says"), [
+    (lambda c: c["circularnet:fleets"]["edge"][0].update(mode="pull"), "fleets.edge[0].mode", "needs the stack's bundle"),
+    (lambda c: c["circularnet:fleets"]["servers"][0].update(channel="canary"), "fleets.servers[0].channel",
+     "only a pull-mode host follows a bundle channel"),
+    (lambda c: c["circularnet:fleets"]["servers"][0].update(mode="pulled"), "fleets.servers[0].mode", "push"),
+    (lambda c: c["circularnet:fleets"]["edge"][1].update(mode="pull", channel="beta"), "fleets.edge[1].channel",
+     "canary"),
+])
+def test_a_pull_host_needs_signers_and_a_channel_needs_a_pull_host(tmp_path: Path, change: Any, field: str,
+                                                                   says: str) -> None:
+    with pytest.raises(StackConfigError) as caught:
+        load_stack(stack_variant(tmp_path, change, base="local"))
+    problems = caught.value.problems
+    assert [p.path for p in problems] == [field] and says in str(problems[0]), caught.value.render()
+
+
+def test_a_pull_host_with_signers_is_valid_and_polls_as_the_stack_says(tmp_path: Path,
+                                                                         keys: dict[str, tuple[Path, str]]) -> None:
+    def change(config: dict[str, Any]) -> None:
+        config["circularnet:bundle"] = {"signers": [{"identity": "a", "publicKey": keys["signer"][1]}],
+                                        "pollSeconds": 60}
+        config["circularnet:fleets"]["edge"][0].update(mode="pull", channel="canary")
+
+    cfg = load_stack(stack_variant(tmp_path, change, base="local"))
+    assert (cfg.fleets.edge[0].mode, cfg.fleets.edge[0].channel, cfg.fleets.servers[0].mode) == ("pull", "canary", "push")
+    assert cfg.bundle is not None and cfg.bundle.poll_seconds == 60
