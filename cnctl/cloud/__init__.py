@@ -16,7 +16,7 @@ from cnctl.cloud.analytics import Analytics
 from cnctl.cloud.base import Naming
 from cnctl.cloud.compute import GpuVms
 from cnctl.cloud.group import GpuWorkerGroup
-from cnctl.cloud.identity import GROUP_WORKER, INFERENCE_VM, Identity
+from cnctl.cloud.identity import EDGE_PULLER, EDGE_UPLOADER, GROUP_WORKER, INFERENCE_VM, Identity
 from cnctl.cloud.looker import looker_studio_url
 from cnctl.cloud.network import Network
 from cnctl.cloud.queue import WorkQueue
@@ -90,8 +90,10 @@ def build(cfg: StackConfig) -> CloudLayer | None:
         opts=on_gcp,
         requires=apis,
     )
+    pulling = any(entry.mode == "pull" for entry in (*cfg.fleets.edge, *cfg.fleets.servers))
     identity = Identity(
-        names, gcp.project, storage.buckets, GROUP_WORKER if group is not None else INFERENCE_VM, opts=on_gcp, requires=apis
+        names, gcp.project, storage.buckets, GROUP_WORKER if group is not None else INFERENCE_VM,
+        edge_grants=EDGE_PULLER if pulling else EDGE_UPLOADER, opts=on_gcp, requires=apis
     )
     # Devices and VMs only add objects to the results bucket; this transfer loads them into BigQuery.
     transfer = DetectionsTransfer(

@@ -29,6 +29,9 @@ class Grants:
 
     buckets: Mapping[BucketRole, tuple[str, ...]] = field(default_factory=dict)
     project: tuple[str, ...] = ()
+    # Reads the stack's pull-mode bundles: objectViewer on the models bucket under an IAM condition that
+    # admits only objects below bundles/<environment>/ (not the model archives beside them).
+    bundles: bool = False
 
 
 # objectCreator creates objects and nothing else: it cannot read, list, overwrite or delete them. The
@@ -63,6 +66,9 @@ GROUP_WORKER = Grants(
 
 # An edge device (or on-site server) only adds: new frames and results.
 EDGE_UPLOADER = Grants(buckets={"images": (CREATE_ONLY,), "results": (CREATE_ONLY,)})
+# ...and, when the stack has pull-mode hosts, reads its bundles (their agents download them with these
+# credentials; their reports are results). Never writes them: operators publish with their own identity.
+EDGE_PULLER = Grants(buckets=EDGE_UPLOADER.buckets, bundles=True)
 
 
 class Identity(Component):
@@ -80,21 +86,23 @@ class Identity(Component):
         project: str,
         buckets: Mapping[BucketRole, storage.Bucket],
         vm_grants: Grants = INFERENCE_VM,
+        edge_grants: Grants = EDGE_UPLOADER,
         opts: pulumi.ResourceOptions | None = None,
         requires: Sequence[pulumi.Resource] = (),
     ) -> None:
         super().__init__("Identity", names("identity"), opts, requires)
         self._project = project
         self._buckets = buckets
-        env = names.environment
+        env = self._env = names.environment
         self.inference = self._account(
             names("vm"), f"CircularNet inference VM ({env})", "Attached to the GPU inference VMs.", vm_grants
         )
         self.uploader = self._account(
             names("edge"),
             f"CircularNet edge uploader ({env})",
-            "Edge devices and on-site servers upload frames and results (create only).",
-            EDGE_UPLOADER,
+            "Edge devices and on-site servers upload frames and results (create only)"
+            + ("; pull-mode hosts read their bundles." if edge_grants.bundles else "."),
+            edge_grants,
         )
         self.register_outputs({"inference": self.inference.email, "uploader": self.uploader.email})
 
@@ -112,6 +120,22 @@ class Identity(Component):
                     storage.BucketIAMMemberArgs(bucket=self._buckets[role_of].name, role=role, member=member),
                     opts=self.child(),
                 )
+        if grants.bundles:
+            bucket = self._buckets["models"].name
+            storage.BucketIAMMember(
+                grant_name(account_id, READ_ONLY, "bundles"),
+                storage.BucketIAMMemberArgs(
+                    bucket=bucket, role=READ_ONLY, member=member,
+                    condition=storage.BucketIAMMemberConditionArgs(
+                        title="bundles only",
+                        description="pull-mode hosts read their stack's signed bundles, not the model archives",
+                        expression=pulumi.Output.concat(
+                            'resource.name.startsWith("projects/_/buckets/', bucket,
+                            f'/objects/bundles/{self._env}/")'),
+                    ),
+                ),
+                opts=self.child(),
+            )
         for role in grants.project:
             projects.IAMMember(
                 grant_name(account_id, role, "project"),

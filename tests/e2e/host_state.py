@@ -6,6 +6,7 @@ test_rollout)."""
 from __future__ import annotations
 
 import json
+import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -149,3 +150,21 @@ def feed_frames(host: sandbox.FreshHost, prefix: str, start: int, count: int) ->
     result = host.ssh(f"sudo -u circularnet-pipeline python3 - {SITE} {prefix} {start} {count}", input=FEED, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     return [f"{prefix}_20261129_{12000000 + i:08d}" for i in range(start, start + count)]
+
+
+def init_pid(host: sandbox.FreshHost) -> str:
+    """The PID (on this machine) of the host's systemd: below its supervisor and systemd-nspawn."""
+    pids = [str(host.state.pid)]
+    for _ in range(4):  # supervisor -> systemd-nspawn -> the host's PID 1
+        children = [c for p in pids for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        init = [c for c in children if Path(f"/proc/{c}/comm").read_text().strip() == "systemd"]
+        if init:
+            return init[0]
+        pids = children
+    raise AssertionError(f"no systemd below PID {host.state.pid}")
+
+
+def inside(host: sandbox.FreshHost, command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`command` (sh) as root in the host's namespaces, without SSH: for hosts whose SSH the test closed."""
+    argv = ["nsenter", "-t", init_pid(host), "-m", "-u", "-i", "-n", "-p", "--", "sh", "-c", command]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)

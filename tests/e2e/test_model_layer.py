@@ -35,7 +35,17 @@ from cnctl.sandbox.instance import Instance
 from cnctl.sandbox.inventory import write_ansible_inventory
 from cnctl.sandbox.state import FleetState, save
 from tests.e2e.fleet_helpers import BIN, REPO, SESSION_NET
-from tests.e2e.host_state import MODEL, MODEL_FILES, SITE, STAGING, marker, requests_from, site_sha256, staging_entries
+from tests.e2e.host_state import (
+    MODEL,
+    MODEL_FILES,
+    SITE,
+    STAGING,
+    init_pid,
+    marker,
+    requests_from,
+    site_sha256,
+    staging_entries,
+)
 from tests.e2e.triton_client import infer, infer_loop
 
 pytestmark = pytest.mark.fleet
@@ -190,18 +200,6 @@ def served_version(host: sandbox.FreshHost) -> int:
     result = host.ssh(f"sudo cat {MODEL}/.cnctl-served.json")
     assert result.returncode == 0, result.stderr
     return int(json.loads(result.stdout)["version"])
-
-
-def init_pid(host: sandbox.FreshHost) -> str:
-    """The PID (on this machine) of the host's systemd: below its supervisor and systemd-nspawn."""
-    pids = [str(host.state.pid)]
-    for _ in range(4):  # supervisor -> systemd-nspawn -> the host's PID 1
-        children = [c for p in pids for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
-        init = [c for c in children if Path(f"/proc/{c}/comm").read_text().strip() == "systemd"]
-        if init:
-            return init[0]
-        pids = children
-    raise AssertionError(f"no systemd below PID {host.state.pid}")
 
 
 def deploy_killed_in_the_switch(env: dict[str, str], stack: str, host: sandbox.FreshHost, logs: Path) -> None:

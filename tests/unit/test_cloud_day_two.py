@@ -29,6 +29,7 @@ from cnctl.paths import REPO_ROOT
 from cnctl.plan import Plan, plan_stack
 from cnctl.plan.diff import PlanDiff, diff_plans, render_markdown
 from cnctl.plan.replace import schema_change_is_additive
+from tests.unit.bundle_helpers import keypair
 from tests.unit.stack_variants import stack_variant
 
 INSTANCE = "gcp:compute/instance:Instance"
@@ -278,6 +279,29 @@ def test_uploader_can_only_create_objects(dev: Plan) -> None:
     ]
     # The insert-only custom role of the streaming design is gone with it.
     assert not [r for r in dev.resources if r.type == "gcp:projects/iAMCustomRole:IAMCustomRole"]
+
+
+def test_with_pull_hosts_the_uploader_also_reads_the_stacks_bundles_and_nothing_else(tmp_path: Path) -> None:
+    """A pull-mode device downloads its bundles with the uploader's credentials: objectViewer on the models bucket,
+    under a condition that admits bundles/<env>/ only (not the model archives); still nothing it could write there."""
+    _, signer = keypair(tmp_path / "keys")
+
+    def change(config: dict[str, Any]) -> None:
+        config["circularnet:bundle"] = {"signers": [{"identity": "release@plant", "publicKey": signer}]}
+        config["circularnet:fleets"]["edge"][0]["mode"] = "pull"
+
+    plan = plan_stack(stack_variant(tmp_path, change))
+    edge = "serviceAccount:cn-dev-edge@my-circularnet-dev.iam.gserviceaccount.com"
+    grants = [r["inputs"] for r in plan.to_json()["resources"] if "IAM" in r["type"].upper() and r["inputs"].get("member") == edge]
+    assert sorted((g["role"], g["bucket"]) for g in grants) == [
+        ("roles/storage.objectCreator", "my-circularnet-dev-images"),
+        ("roles/storage.objectCreator", "my-circularnet-dev-results"),
+        ("roles/storage.objectViewer", "my-circularnet-dev-models"),
+    ]
+    viewer = next(g for g in grants if g["role"] == "roles/storage.objectViewer")
+    assert viewer["condition"]["expression"] == (
+        'resource.name.startsWith("projects/_/buckets/my-circularnet-dev-models/objects/bundles/dev/")')
+    assert not plan.violations, plan.violations
 
 
 # --- the override, through the console script --------------------------------------------------------
