@@ -439,39 +439,49 @@ def for_pyinfra_module(groups: Sequence[Group]) -> dict[str, list[tuple[str, dic
 # --- pull mode: this machine, as its fleet entry ---------------------------------------------------
 
 PULL_HOST_ENV = "CNCTL_PULL_HOST"
+PULL_GROUP_ENV = "CNCTL_PULL_GROUP"
 PULL_CREDENTIALS_ENV = "CNCTL_PULL_CREDENTIALS"
 
 
-def pull_host(cfg: StackConfig, name: str, credentials: str | None = None) -> InventoryHost:
+def pull_entry(cfg: StackConfig, name: str, group: Group) -> EdgeDevice | Server:
+    """The fleet entry `name` of `group`; in a sandbox stack, a host the sandbox generated beyond the listed ones
+    (`cnctl sandbox up --servers 6`) stands for the group's first entry under its own name, as in a push."""
+    entries: Sequence[EdgeDevice | Server] = cfg.fleets.edge if group == "edge" else cfg.fleets.servers
+    found = next((e for e in entries if e.name == name), None)
+    if found is None and cfg.sandbox is not None and entries and name.startswith(("sandbox-edge-", "sandbox-server-")):
+        found = entries[0].model_copy(update={"name": name})
+    if found is None:
+        raise InventoryProblem(f"host {name} is not in fleets.{group} of stack {cfg.environment}: the bundle was built "
+                               "for another fleet, or the host was removed from it")
+    if found.mode != "pull":
+        raise InventoryProblem(f"host {name} is `mode: {found.mode}` in stack {cfg.environment}: only a pull-mode host "
+                               "applies a bundle to itself; set mode: pull in its fleet entry")
+    return found
+
+
+def pull_host(cfg: StackConfig, name: str, group: Group, credentials: str | None = None) -> InventoryHost:
     """The fleet entry `name` of `cfg` as pyinfra's `@local` host: its cn_* variables as a push would give them,
     except the uploader's credentials, which are the file already on this host (`credentials`, the pipeline
     layer's copy): a bundle never carries them, and the layer then finds them in place."""
-    for group in FLEET_GROUPS:
-        entries: Sequence[EdgeDevice | Server] = cfg.fleets.edge if group == "edge" else cfg.fleets.servers
-        for entry in entries:
-            if entry.name != name:
-                continue
-            if entry.mode != "pull":
-                raise InventoryProblem(f"host {name} is `mode: {entry.mode}` in stack {cfg.environment}: only a "
-                                       "pull-mode host applies a bundle to itself; set mode: pull in its fleet entry")
-            data = host_vars(cfg, group, entry)
-            if data["cn_storage_credentials_file"] is not None:
-                data["cn_storage_credentials_file"] = credentials
-            return InventoryHost("@local", group, Ssh(address="localhost", user="root"), data)
-    raise InventoryProblem(f"host {name} is not in the fleets of stack {cfg.environment}: the bundle was built for "
-                           "another fleet, or the host was removed from it")
+    if group not in FLEET_GROUPS:
+        raise InventoryProblem(f"group {group!r}: a pull-mode host is one of {', '.join(FLEET_GROUPS)}")
+    data = host_vars(cfg, group, pull_entry(cfg, name, group))
+    if data["cn_storage_credentials_file"] is not None:
+        data["cn_storage_credentials_file"] = credentials
+    return InventoryHost("@local", group, Ssh(address="localhost", user="root"), data)
 
 
 def for_pull_module(environ: Mapping[str, str] | None = None) -> dict[str, list[tuple[str, dict[str, Any]]]]:
-    """What hosts/pull.py hands pyinfra: `{group: [("@local", host data)]}` for the host CNCTL_PULL_HOST names
-    in the stack file CNCTL_STACK names (both set by pull mode's agent). Bad input exits 2 in one line."""
+    """What hosts/pull.py hands pyinfra: `{group: [("@local", host data)]}` for the host CNCTL_PULL_HOST names in
+    group CNCTL_PULL_GROUP of the stack file CNCTL_STACK names (all set by pull mode's agent). Bad input exits 2
+    in one line."""
     environ = os.environ if environ is None else environ
-    stack, name = environ.get(STACK_ENV), environ.get(PULL_HOST_ENV)
-    if not stack or not name:
-        _exit(f"{STACK_ENV} (the bundle's stack file) and {PULL_HOST_ENV} (this host's fleet name) must be set: "
-              "hosts/pull.py is run by pull mode's agent (python -m cnctl.bundle.agent)")
+    stack, name, group = environ.get(STACK_ENV), environ.get(PULL_HOST_ENV), environ.get(PULL_GROUP_ENV)
+    if not stack or not name or not group:
+        _exit(f"{STACK_ENV} (the bundle's stack file), {PULL_HOST_ENV} (this host's fleet name) and {PULL_GROUP_ENV} "
+              "(edge or servers) must be set: hosts/pull.py is run by pull mode's agent (python -m cnctl.bundle.agent)")
     try:
-        host = pull_host(load_stack(stack), name, environ.get(PULL_CREDENTIALS_ENV) or None)
+        host = pull_host(load_stack(stack), name, group, environ.get(PULL_CREDENTIALS_ENV) or None)  # type: ignore[arg-type]
     except StackConfigError as exc:
         _exit(f"stack {stack}: {exc.source}: " + "; ".join(str(p) for p in exc.problems))
     except UsageProblem as exc:

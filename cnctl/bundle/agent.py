@@ -17,7 +17,7 @@ bundle.pollSeconds. One run:
    deploy, never taken from the bundle being checked) in the stack's namespace, then every file must match the
    manifest. Unpacked as `<state>/bundles/<version>`; nothing of a refused bundle is kept.
 5. Apply it: `pyinfra -y hosts/pull.py deploy.py` in the unpacked tree, `@local`, with this host's fleet entry
-   (CNCTL_STACK, CNCTL_PULL_HOST, CNCTL_PULL_CREDENTIALS). The same host layers a push applies.
+   (CNCTL_STACK, CNCTL_PULL_HOST, CNCTL_PULL_GROUP, CNCTL_PULL_CREDENTIALS). The same host layers a push applies.
 6. Record the outcome in `<state>/applied.json` (the current version and the history the rollback check reads);
    keep the newest KEEP_BUNDLES unpacked bundles.
 7. Report: `<state>/report.json`, and, when the outcome or version changed or an hour passed, a create-only
@@ -314,7 +314,8 @@ class Agent:
     def apply(self, tree: Path) -> subprocess.CompletedProcess[str]:
         """pyinfra @local over the unpacked tree: the host layers, as its fleet entry asks."""
         env = {**os.environ, "CNCTL_STACK": str(tree / "stacks" / f"Pulumi.{self.cfg.stack}.yaml"),
-               "CNCTL_PULL_HOST": self.cfg.host, "CNCTL_PULL_CREDENTIALS": str(self.cfg.credentials or ""),
+               "CNCTL_PULL_HOST": self.cfg.host, "CNCTL_PULL_GROUP": self.cfg.group,
+               "CNCTL_PULL_CREDENTIALS": str(self.cfg.credentials or ""),
                "PATH": f"{self.cfg.pyinfra.parent}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
                "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
         env.pop("CNCTL_LAYERS", None)

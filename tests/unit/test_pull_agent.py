@@ -336,7 +336,8 @@ def test_a_second_run_while_one_applies_stops_without_touching_anything(gcs_site
 
 
 def test_the_pull_inventory_is_local_with_the_hosts_variables_and_its_on_host_credentials(gcs_site: Site) -> None:
-    env = {"CNCTL_STACK": gcs_site.stack, "CNCTL_PULL_HOST": HOST, "CNCTL_PULL_CREDENTIALS": "/etc/cn/creds.json"}
+    env = {"CNCTL_STACK": gcs_site.stack, "CNCTL_PULL_HOST": HOST, "CNCTL_PULL_GROUP": "servers",
+           "CNCTL_PULL_CREDENTIALS": "/etc/cn/creds.json"}
     groups = for_pull_module(env)
     assert groups["edge"] == [] and [name for name, _ in groups["servers"]] == ["@local"]
     data = groups["servers"][0][1]
@@ -344,14 +345,24 @@ def test_the_pull_inventory_is_local_with_the_hosts_variables_and_its_on_host_cr
     assert data["cn_storage_credentials_file"] is None  # the stack names none: the host's identity stays
 
 
-@pytest.mark.parametrize(("with_stack", "host", "named"), [
-    (False, HOST, "CNCTL_STACK (the bundle's stack file) and CNCTL_PULL_HOST"),
-    (True, "belt-9-orin", "host belt-9-orin is not in the fleets of stack local"),
-    (True, "belt-1-orin", "host belt-1-orin is `mode: push`"),
+def test_a_host_the_sandbox_generated_pulls_as_its_groups_first_entry(gcs_site: Site) -> None:
+    env = {"CNCTL_STACK": gcs_site.stack, "CNCTL_PULL_HOST": "sandbox-server-3", "CNCTL_PULL_GROUP": "servers"}
+    data = for_pull_module(env)["servers"][0][1]
+    assert data["cn_host"] == "sandbox-server-3" and data["cn_deploy_mode"] == "pull"
+
+
+@pytest.mark.parametrize(("with_stack", "host", "group", "named"), [
+    (False, HOST, "servers", "CNCTL_STACK (the bundle's stack file), CNCTL_PULL_HOST"),
+    (True, "belt-9-orin", "edge", "host belt-9-orin is not in fleets.edge of stack local"),
+    (True, HOST, "edge", f"host {HOST} is not in fleets.edge of stack local"),
+    (True, "belt-1-orin", "edge", "host belt-1-orin is `mode: push`"),
+    (True, HOST, "cloud", "group 'cloud': a pull-mode host is one of edge, servers"),
 ])
-def test_the_pull_inventory_exits_2_naming_the_host(gcs_site: Site, with_stack: bool, host: str, named: str) -> None:
+def test_the_pull_inventory_exits_2_naming_the_host(gcs_site: Site, with_stack: bool, host: str, group: str,
+                                                     named: str) -> None:
     environ = {key: value for key, value in os.environ.items() if key != "CNCTL_STACK"}
-    environ.update(CNCTL_PULL_HOST=host, PYTHONPATH=os.getcwd(), **({"CNCTL_STACK": gcs_site.stack} if with_stack else {}))
+    environ.update(CNCTL_PULL_HOST=host, CNCTL_PULL_GROUP=group, PYTHONPATH=os.getcwd(),
+                   **({"CNCTL_STACK": gcs_site.stack} if with_stack else {}))
     done = subprocess.run([sys.executable, "-c", "import hosts.pull"], env=environ, capture_output=True, text=True,
                           timeout=60, check=False)
     assert done.returncode == 2 and named in done.stderr and "Traceback" not in done.stderr, done.stderr
