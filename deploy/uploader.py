@@ -343,6 +343,20 @@ class GcsStore:
         except Exception as exc:  # noqa: BLE001
             raise self.failure(exc, bucket, midway=False) from None
 
+    def newest(self, bucket: str, prefix: str) -> tuple[str, bytes] | None:
+        """The last name under `prefix` in name order and its bytes, None when there is none (`cnctl status`
+        reads pull mode's reports with it: their names are UTC times, so the last name is the newest)."""
+        try:
+            names = [b.name for b in self.client().list_blobs(bucket, prefix=prefix, timeout=self.timeout, retry=None)]
+        except (self.api.Forbidden, self.api.Unauthorized):
+            raise Unreadable(f"{self.label} does not let this identity list gs://{bucket}/{prefix}") from None
+        except Exception as exc:  # noqa: BLE001 - a missing bucket is NotFound here: failure() names it
+            raise self.failure(exc, bucket, midway=False) from None
+        if not names:
+            return None
+        body = self.read(bucket, max(names))
+        return None if body is None else (max(names), body)
+
     def create(self, bucket: str, key: str, body: Path | bytes, md5: bytes, conditional: bool) -> bool:
         """Store the object; False when a create-only write found it there already."""
         blob = self.client().bucket(bucket).blob(key)
@@ -448,6 +462,25 @@ class S3Store:
             raise self.failure(exc, bucket, midway=False) from None
         except Exception as exc:  # noqa: BLE001
             raise self.failure(exc, bucket, midway=False) from None
+
+    def newest(self, bucket: str, prefix: str) -> tuple[str, bytes] | None:
+        """The last name under `prefix` in name order and its bytes, None when there is none (`cnctl status`
+        reads pull mode's reports with it: their names are UTC times, so the last name is the newest)."""
+        names: list[str] = []
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                names += [str(item["Key"]) for item in page.get("Contents") or []]
+        except self.errors.ClientError as exc:
+            _, status = self._code(exc)
+            if status == 403:
+                raise Unreadable(f"{self.label} does not let this identity list s3://{bucket}/{prefix}") from None
+            raise self.failure(exc, bucket, midway=False) from None
+        except Exception as exc:  # noqa: BLE001
+            raise self.failure(exc, bucket, midway=False) from None
+        if not names:
+            return None
+        body = self.read(bucket, max(names))
+        return None if body is None else (max(names), body)
 
     def digest(self, bucket: str, key: str) -> bytes:
         """The stored object's MD5, read back (stores whose ETag is not one)."""
