@@ -14,24 +14,21 @@ Channels: `canary` (what `publish` moves by default) and `stable` (`promote`, or
 `promote` reads the version's archive and signature back from the bucket and verifies them against the stack's
 signers before moving `stable`, so stable never points at something a host would refuse.
 
-The store clients are the uploader's (deploy/uploader.py: google-cloud-storage, boto3; create-only writes,
-its errors in one line with the fix), with the publishing machine's own identity: Application Default
-Credentials for GCS (anonymous for an emulator at storage.endpoint), boto3's default chain for S3. The
-devices' upload credentials (storage.credentialsFile) are never used: devices must not be able to write
-bundles.
+The store is cnctl.store.Store (the uploader's clients, create-only writes, its errors in one line with the fix),
+with the publishing machine's own identity: Application Default Credentials for GCS (anonymous for an emulator
+at storage.endpoint), boto3's default chain for S3. The devices' upload credentials (storage.credentialsFile)
+are never used: devices must not be able to write bundles.
 """
 
 from __future__ import annotations
 
 import datetime
 import hashlib
-import importlib
 import json
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cnctl.bundle import ARCHIVE, CHANNELS, MANIFEST, SIGNATURE, BundleRefused, namespace, prefix
 from cnctl.bundle.archive import Bundle, build, unpack
@@ -40,6 +37,7 @@ from cnctl.config import StackConfig, load_stack, stack_path
 from cnctl.config.schema import Bundle as BundleSection
 from cnctl.errors import UsageProblem
 from cnctl.paths import REPO_ROOT
+from cnctl.store import Store
 
 Say = Callable[[str], None]
 POINTER_FORMAT = 1
@@ -127,60 +125,7 @@ def write_files(signed: Signed, output: Path) -> list[Path]:
     return [output / name for name in files]
 
 
-# --- the store --------------------------------------------------------------------------------------------
-
-
-class Store:
-    """The stack's models bucket through the uploader's store client (create-only writes, one-line errors)."""
-
-    def __init__(self, cfg: StackConfig) -> None:
-        # Only publish and promote need a store (and its client library). Imported by name: deploy/ is the host
-        # side's code, type-checked by its own tests, not part of `mypy cnctl`'s closure.
-        uploader: Any = importlib.import_module("deploy.uploader")
-        self.uploader = uploader
-        self.kind = cfg.storage.kind
-        self.bucket = cfg.storage.buckets.models
-        scheme = "gs" if self.kind == "gcs" else "s3"
-        self.url = f"{scheme}://{self.bucket}"
-        settings = uploader.Settings(
-            host="cnctl", queue=Path("/nonexistent"), state=Path("/nonexistent"), kind=self.kind,
-            endpoint=cfg.storage.endpoint, project=cfg.gcp.project if cfg.gcp is not None else None,
-            buckets={"models": self.bucket}, credentials=None, budget_bytes=1, retry_min=1, retry_max=1, poll=1)
-        try:
-            self.store: Any = uploader.make_store(settings, None)
-        except ImportError as exc:
-            raise UsageProblem(f"storage.kind {self.kind} needs {exc.name} on this machine (uv sync)") from None
-
-    def _problem(self, exc: Exception) -> UsageProblem:
-        text = str(exc)
-        if self.kind == "s3" and "no credentials" in text:  # the uploader's hint names the devices' credentials
-            text = (f"{text.split(': no credentials')[0]}: no credentials on this machine: set AWS_ACCESS_KEY_ID and "
-                    "AWS_SECRET_ACCESS_KEY or an AWS profile (boto3's default chain); the devices' "
-                    "storage.credentialsFile is never used to publish")
-        return UsageProblem(f"storage.buckets.models ({self.url}): {text}")
-
-    def stat(self, key: str) -> tuple[int, bytes | None] | None:
-        try:
-            remote = self.store.stat(self.bucket, key)
-        except (self.uploader.StoreError, self.uploader.Unreadable) as exc:
-            raise self._problem(exc) from None
-        return None if remote is None else (remote.size, remote.md5)
-
-    def create(self, key: str, body: bytes, conditional: bool) -> bool:
-        md5 = hashlib.md5(body, usedforsecurity=False).digest()
-        try:
-            return bool(self.store.create(self.bucket, key, body, md5, conditional))
-        except self.uploader.Unsupported:
-            return bool(self.store.create(self.bucket, key, body, md5, False))  # the look-up before it stands
-        except self.uploader.StoreError as exc:
-            raise self._problem(exc) from None
-
-    def read(self, key: str) -> bytes | None:
-        try:
-            body: bytes | None = self.store.read(self.bucket, key)
-            return body
-        except (self.uploader.StoreError, self.uploader.Unreadable) as exc:
-            raise self._problem(exc) from None
+# --- the objects (the store is cnctl/store.py, shared with `cnctl status`) ----------------------------------
 
 
 def _same(remote: tuple[int, bytes | None], body: bytes) -> bool:
