@@ -10,21 +10,33 @@ where the login user may: Docker's socket is root's), reached the way the engine
 through their IAP ProxyCommand). When the script cannot run (missing, crashed), the last report the timer
 wrote (/var/lib/circularnet/health.json) is shown instead, and the host counts as unhealthy: its state now
 is unknown. A host that does not answer within the timeout is unreachable, hence unhealthy too.
+
+A pull-mode host (its fleet entry's `mode: pull`, host variable cn_deploy_mode) is not asked over SSH: its SSH
+may be closed. Its status is its agent's newest report in the stack's results bucket,
+`pull-reports/<stack>/<host>/<UTC time>.json` (cnctl/bundle/agent.py `Agent.report`), read with this machine's
+own identity (cnctl.store). Source `bucket`; healthy only when that report's outcome is `applied` or
+`up-to-date` (`waiting` is not: such a host has applied no bundle) and it is at most STALE_HEARTBEATS hourly
+heartbeats plus the stack's bundle.pollSeconds old (a host that stopped reporting is not healthy). `reachable`
+then means: heard from within that bound. No report, an unreadable bucket, a report of another host: a problem
+naming the bucket and the fix.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from cnctl.config import load_stack
+from cnctl.bundle.agent import REPORT_HEARTBEAT_S, REPORTS_PREFIX
+from cnctl.config import StackConfig, load_stack
 from cnctl.errors import UsageProblem
 from cnctl.hostvars import Group
 from cnctl.inventory import FLEET_GROUPS, InventoryHost, stack_hosts
 from cnctl.remote import RemoteOutcome, run_on_hosts
+from cnctl.store import Store
 
 # Where the verify layer puts its script and the timer its report (roles/verify/defaults/main.yml).
 SCRIPT = "/usr/local/lib/circularnet/health_report.py"
@@ -34,7 +46,12 @@ _SAVED = "--- cnctl status: the last report written ---"
 _MISSING = "the verify layer has not run here; run the deploy"
 
 Runner = Callable[[Sequence[InventoryHost], str, float], Mapping[str, RemoteOutcome]]
-Source = Literal["fresh", "saved", "none"]
+Source = Literal["fresh", "saved", "none", "bucket"]
+# A pull host's newest report may be this old: the agent reports every state change and, unchanged, once an hour
+# at its first run after the hour (REPORT_HEARTBEAT_S + bundle.pollSeconds apart); one missed heartbeat is allowed.
+STALE_HEARTBEATS = 2
+DEFAULT_POLL_S = 300  # bundle.pollSeconds' default, for a host variable that lacks it
+HEALTHY_OUTCOMES = ("applied", "up-to-date")
 
 
 class StatusProblem(UsageProblem):
@@ -44,7 +61,9 @@ class StatusProblem(UsageProblem):
 @dataclass(frozen=True)
 class HostStatus:
     """One host: could it be reached, is it healthy, its report (None when there is none) and its problems.
-    `source` says whether the report was made now (`fresh`) or is the last one the timer wrote (`saved`)."""
+    `source` says whether the report was made now (`fresh`), is the last one the timer wrote (`saved`), or is a
+    pull-mode host's newest pull report from the results bucket (`bucket`; `origin` is then that object's URL,
+    or the prefix searched when there is none)."""
 
     name: str
     group: str
@@ -53,6 +72,7 @@ class HostStatus:
     problems: tuple[str, ...]
     source: Source = "none"
     report: dict[str, Any] | None = None
+    origin: str | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +148,12 @@ def hosts_of(stack: str, limit: str | None = None, environ: Mapping[str, str] | 
              inst: Any = None) -> tuple[str, list[InventoryHost]]:
     """(the stack's name, the hosts `cnctl status` asks): its fleets' hosts, and its cloud VMs when it has some
     and `limit` names no fleet host or group; only those `limit` names (a host or a group)."""
+    cfg, hosts = _chosen(stack, limit, environ, inst)
+    return cfg.environment, hosts
+
+
+def _chosen(stack: str, limit: str | None, environ: Mapping[str, str] | None,
+            inst: Any) -> tuple[StackConfig, list[InventoryHost]]:
     cfg = load_stack(stack)
     groups: list[Group] = list(FLEET_GROUPS)
     fleet_names = {e.name for e in cfg.fleets.edge} | {s.name for s in cfg.fleets.servers} | set(FLEET_GROUPS)
@@ -140,19 +166,121 @@ def hosts_of(stack: str, limit: str | None = None, environ: Mapping[str, str] | 
     if not chosen:
         known = ", ".join([h.name for h in hosts] + sorted({h.group for h in hosts}))
         raise StatusProblem(f"--limit {limit}: no such host or group in stack {cfg.environment}; known: {known}")
-    return cfg.environment, chosen
+    return cfg, chosen
+
+
+class ReportStore(Protocol):
+    """Where pull reports are read: cnctl.store.Store of the results bucket (a test may hand in another)."""
+
+    url: str
+
+    def newest(self, prefix: str) -> tuple[str, bytes] | None: ...
+
+
+def is_pull(host: InventoryHost) -> bool:
+    return host.vars.get("cn_deploy_mode") == "pull"
+
+
+def report_prefix(stack: str, host: str) -> str:
+    return f"{REPORTS_PREFIX}/{stack}/{host}/"
+
+
+def stale_after(host: InventoryHost) -> int:
+    """Seconds after which a pull host's newest report no longer counts as news from it."""
+    return STALE_HEARTBEATS * REPORT_HEARTBEAT_S + int(host.vars.get("cn_pull_interval") or DEFAULT_POLL_S)
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    if minutes < 120:
+        return f"{minutes} min" if minutes else f"{int(seconds)} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours < 48 else f"{hours // 24} days"
+
+
+def _reported_at(name: str, report: dict[str, Any]) -> datetime.datetime | None:
+    """When the agent wrote the report: the time in its object's name, else its `at`."""
+    for text, form in ((name.rsplit("/", 1)[-1].removesuffix(".json"), "%Y%m%dT%H%M%S%fZ"),
+                       (str(report.get("at") or ""), "%Y-%m-%dT%H:%M:%SZ")):
+        try:
+            return datetime.datetime.strptime(text, form).replace(tzinfo=datetime.UTC)
+        except ValueError:
+            continue
+    return None
+
+
+def pull_status(host: InventoryHost, stack: str, store: ReportStore | UsageProblem,
+                now: datetime.datetime | None = None) -> HostStatus:
+    """A pull-mode host's status from its newest pull report (see the module doc). `store` is the problem that
+    kept the results bucket from being opened, when it could not be."""
+    prefix = report_prefix(stack, host.name)
+
+    def status(healthy: bool, problems: list[str], reachable: bool = False, report: dict[str, Any] | None = None,
+               origin: str | None = None) -> HostStatus:
+        where = origin or (f"{store.url}/{prefix}" if not isinstance(store, UsageProblem) else None)
+        return HostStatus(host.name, host.group, reachable, healthy, tuple(problems), "bucket", report, where)
+
+    if isinstance(store, UsageProblem):
+        return status(False, [f"pull mode: its reports cannot be read: {store}"])
+    try:
+        found = store.newest(prefix)
+    except UsageProblem as exc:
+        return status(False, [f"pull mode: its reports cannot be read: {exc}"])
+    if found is None:
+        never = (f"pull mode: no report in {store.url}/{prefix}: its agent has never reported; deploy it once with "
+                 f"SSH open (`cnctl deploy --limit {host.name}`: the pull layer installs the agent), then check "
+                 "`systemctl status circularnet-pull.service` on it")
+        return status(False, [never])
+    name, body = found
+    origin = f"{store.url}/{name}"
+    try:
+        report = json.loads(body)
+    except ValueError:
+        report = None
+    if not isinstance(report, dict) or report.get("host") not in (None, host.name) or "outcome" not in report:
+        foreign = (f"pull mode: {origin} is not a pull report of {host.name}: only its agent writes under {prefix}; "
+                   "find out which identity wrote it")
+        return status(False, [foreign], origin=origin)
+    problems: list[str] = []
+    outcome = str(report.get("outcome"))
+    if outcome not in HEALTHY_OUTCOMES:
+        problems.append(f"pull agent {outcome}: {report.get('message') or 'no message'}")
+    at = _reported_at(name, report)
+    age = ((now or datetime.datetime.now(datetime.UTC)) - at).total_seconds() if at is not None else None
+    bound = stale_after(host)
+    fresh = age is not None and age <= bound
+    if age is None:
+        problems.append(f"pull mode: {origin} says no time it was written; the agent's report format has changed?")
+    elif not fresh:
+        problems.append(f"pull mode: its newest report is {_duration(age)} old (of {at:%Y-%m-%d %H:%M} UTC), over "
+                        f"{_duration(bound)} ({STALE_HEARTBEATS} hourly heartbeats + bundle.pollSeconds): its agent "
+                        f"has stopped reporting; check `systemctl status circularnet-pull.timer` on it and that it "
+                        f"reaches {store.url}")
+    return status(not problems, problems, fresh, report, origin)
 
 
 def collect_from(stack: str, hosts: Sequence[InventoryHost], run: Runner | None = None,
-                 timeout: float = TIMEOUT_S) -> FleetStatus:
-    """Every host's status, asked at once (each bounded by `timeout` seconds), in fleet order."""
-    outcomes = (run or run_on_hosts)(hosts, remote_command(), timeout)
-    return FleetStatus(stack, tuple(host_status(h, outcomes[h.name]) for h in hosts))
+                 timeout: float = TIMEOUT_S, reports: Callable[[], ReportStore] | None = None,
+                 now: datetime.datetime | None = None) -> FleetStatus:
+    """Every host's status, in fleet order: the push hosts asked at once over SSH (each bounded by `timeout`
+    seconds), the pull hosts from their newest report in the store `reports()` opens (only when there is one)."""
+    push = [h for h in hosts if not is_pull(h)]
+    outcomes = (run or run_on_hosts)(push, remote_command(), timeout) if push else {}
+    store: ReportStore | UsageProblem = UsageProblem("no results bucket given to read pull reports from")
+    if len(push) < len(hosts) and reports is not None:
+        try:
+            store = reports()
+        except UsageProblem as exc:
+            store = exc
+    return FleetStatus(stack, tuple(pull_status(h, stack, store, now) if is_pull(h) else host_status(h, outcomes[h.name])
+                                    for h in hosts))
 
 
 def collect(stack: str, limit: str | None = None, *, run: Runner | None = None, timeout: float = TIMEOUT_S,
-            environ: Mapping[str, str] | None = None, inst: Any = None) -> FleetStatus:
+            environ: Mapping[str, str] | None = None, inst: Any = None,
+            now: datetime.datetime | None = None) -> FleetStatus:
     """The health of `stack`'s hosts (or the one host or group `limit` names). Bad input (unknown stack or
-    host, a sandbox that is not up, missing cloud outputs) raises a UsageProblem saying what to fix."""
-    name, hosts = hosts_of(stack, limit, environ, inst)
-    return collect_from(name, hosts, run, timeout)
+    host, a sandbox that is not up, missing cloud outputs) raises a UsageProblem saying what to fix; a results
+    bucket that cannot be read is a problem of each pull host, not an error."""
+    cfg, hosts = _chosen(stack, limit, environ, inst)
+    return collect_from(cfg.environment, hosts, run, timeout, lambda: Store(cfg, "results"), now)

@@ -29,7 +29,9 @@ def status(
     """Show the fleet's health: each host's platform, model served, Triton readiness, free disk, last deploy.
 
     Each host runs its health report now, over SSH (the verify layer's script; its last saved report when the
-    script cannot run). Exit 0 when every host is healthy, 1 when any is unhealthy or unreachable (named on
+    script cannot run). A pull-mode host is not asked over SSH: its status is its agent's newest report in the
+    results bucket, read with this machine's identity (source `bucket`; healthy when it applied or is up to date
+    and reported recently). Exit 0 when every host is healthy, 1 when any is unhealthy or unreachable (named on
     stderr), 2 for bad input (unknown stack or host, a sandbox that is not up). `cnctl sandbox status` is the
     sandbox's own health (its processes and site services), not the fleet's.
     """
@@ -39,7 +41,7 @@ def status(
         out.print_json(json.dumps(fleet.to_json()))
     else:
         out.print(table(fleet))
-        for line in problem_lines(fleet):
+        for line in [*pull_lines(fleet), *problem_lines(fleet)]:
             out.print(line, soft_wrap=True)  # whole lines: they are grepped, and each ends with its fix
     if not fleet.healthy:
         err.print(f"[bold red]not healthy:[/] {escape(', '.join(_why(h) for h in fleet.hosts if not h.healthy))}")
@@ -47,22 +49,48 @@ def status(
 
 
 def _why(host: HostStatus) -> str:
+    if host.source == "bucket":
+        return f"{host.name} ({'no recent pull report' if not host.reachable else 'unhealthy'})"
     return f"{host.name} ({'unreachable' if not host.reachable else 'unhealthy'})"
 
 
 def table(fleet: FleetStatus) -> Table:
     """One row per host: host, group, platform, model@version, Triton ready, free disk, last deploy, problems
-    (how many, and the first one shortened; problem_lines() gives them whole)."""
+    (how many, and the first one shortened; problem_lines() gives them whole). A pull-mode host's row comes from
+    its pull report in the bucket (group `<group> · pull`, last deploy the bundle version it runs; pull_lines()
+    names the object): it says what the agent did, not the verify layer's health, so the other cells are `-`."""
     table = Table(title=f"status · stack {fleet.stack} · {sum(h.healthy for h in fleet.hosts)}/{len(fleet.hosts)} healthy")
     for column in ("host", "group", "platform", "model", "triton", "pipeline", "free disk", "last deploy (UTC)"):
         table.add_column(column, no_wrap=True)
     table.add_column("problems", no_wrap=True, overflow="ellipsis", max_width=40)
     for h in fleet.hosts:
-        report = h.report or {}
         first = f"[red]{len(h.problems)}: {escape(h.problems[0])}[/]" if h.problems else "[green]none[/]"
+        if h.source == "bucket":
+            current = str((h.report or {}).get("current") or "no bundle")  # 16 hex digits: as wide as a date
+            table.add_row(escape(h.name), f"{h.group} · pull", "-", "-", "-", "-", "-", escape(current), first)
+            continue
+        report = h.report or {}
         table.add_row(escape(h.name), h.group, escape(_platform(report)), escape(_model(report)), _triton(h, report),
                       escape(_pipeline(report)), _disk(report), escape(_deployed(report)), first)
     return table
+
+
+def pull_lines(fleet: FleetStatus) -> list[Text]:
+    """`<host>: pull report <url>: <outcome>, bundle <current> (channel <c>), of <time>` for every pull-mode host
+    with a report: where its status came from and the version it runs."""
+    lines = []
+    for h in fleet.hosts:
+        if h.source != "bucket" or h.report is None:
+            continue
+        r = h.report
+        lines.append(Text.assemble((h.name, "bold"), f": pull report {h.origin}: {r.get('outcome')}, "
+                                   f"{_bundle(r)} (channel {r.get('channel') or '?'}), of {r.get('at') or '?'}"))
+    return lines
+
+
+def _bundle(report: dict[str, Any] | None) -> str:
+    current = (report or {}).get("current")
+    return f"bundle {current}" if current else "no bundle applied"
 
 
 def problem_lines(fleet: FleetStatus) -> list[Text]:

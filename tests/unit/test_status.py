@@ -163,4 +163,4 @@ def test_the_fleets_json_lists_every_host_with_its_report() -> None:
     data = json.loads(json.dumps(fleet.to_json()))
     assert data == {"stack": "x", "healthy": True, "unhealthy": [], "hosts": [
         {"name": "gpu-server-1", "group": "servers", "reachable": True, "healthy": True, "problems": [],
-         "source": "fresh", "report": GOOD}]}
+         "source": "fresh", "report": GOOD, "origin": None}]}

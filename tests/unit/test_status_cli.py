@@ -65,7 +65,8 @@ def test_json_gives_every_hosts_report_and_keeps_the_exit_code(remote: FakeRemot
     by_name = {h["name"]: h for h in data["hosts"]}
     assert by_name["plant-a-belt-1"]["report"] == GOOD and by_name["plant-a-belt-1"]["healthy"] is True
     assert by_name["plant-a-belt-2"]["problems"] == BAD["problems"]
-    assert set(by_name["plant-a-belt-2"]) == {"name", "group", "reachable", "healthy", "problems", "source", "report"}
+    assert set(by_name["plant-a-belt-2"]) == {"name", "group", "reachable", "healthy", "problems", "source", "report",
+                                           "origin"}
 
 
 @pytest.mark.parametrize(("args", "message"), [
