@@ -71,6 +71,7 @@ URL and the stack's `mirrors` section replaces its base for air-gapped plants (N
 | cn_pipeline_max_messages | all | images one bucket worker holds at once (`pipeline.maxMessages`: Pub/Sub flow control) |
 | cn_worker_wheels | all | [{name, version, sha256}] the bucket worker adds to the venv (google-cloud-pubsub, grpc, ...): bucket input only |
 | cn_uploader_wheels | all | [{name, version, sha256}] of the uploader (google-cloud-storage, boto3, every dependency) |
+| cn_agent_wheels | all | [{name, version, sha256}] the pull agent adds to its venv beside the uploader's (pyinfra, pydantic, PyYAML, every dependency): pull-mode hosts only |
 | cn_pipeline_pythons | all | host Pythons (X.Y) the uploader's pinned wheels support |
 | cn_storage_kind | all | `gcs` or `s3` (`storage.kind`) |
 | cn_storage_endpoint | all | an emulator or on-site S3 URL (`storage.endpoint`), None: the provider's own |
@@ -170,6 +171,7 @@ def stack_vars(cfg: StackConfig, cat: Catalog | None = None) -> dict[str, Any]:
         "cn_python_index_url": mirrors.python_index or PYPI_SIMPLE,
         "cn_triton_wheels": [w.model_dump() for w in native.packages],
         "cn_triton_pythons": list(native.pythons),
+        "cn_agent_wheels": [w.model_dump() for w in cat.pipeline.agent.packages],
         "cn_docker_source": engine,
         "cn_docker_packages": list(docker.packages if engine == "docker-ce" else cat.platforms.container.docker_io.packages),
         "cn_docker_pins": _docker_pins(engine, cat),

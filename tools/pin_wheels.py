@@ -3,13 +3,18 @@
     .venv/bin/python tools/pin_wheels.py            # resolve the newest versions, rewrite both sets' `packages`
     .venv/bin/python tools/pin_wheels.py --check    # resolve again, exit 1 if the catalog differs (no write)
 
-A maintainer's tool (network: PyPI only), not part of any deploy. Two sets, both installed into the pipeline's
-venv with `pip install --no-deps --require-hashes`:
+A maintainer's tool (network: PyPI only), not part of any deploy. Three sets, each installed with
+`pip install --no-deps --require-hashes`:
 
 - `uploader` (every host): TOP_LEVEL["uploader"], closed on its own;
 - `worker` (only hosts whose input is the images bucket: deploy/bucket_worker.py): TOP_LEVEL["worker"] with
   the uploader's pins as constraints, minus the uploader's pins, so that the uploader plus the worker is closed
-  and an edge device never installs grpc.
+  and an edge device never installs grpc;
+- `agent` (pull-mode hosts: the pull layer's venv, /opt/circularnet/pull/venv, which runs cnctl.bundle.agent
+  and `pyinfra @local deploy.py`): pyinfra, pydantic and PyYAML at exactly the versions uv.lock locks (the
+  deploy code is written and tested against those), with the uploader's pins as constraints and minus them,
+  like `worker`, so that the uploader plus the agent is closed (the agent reads the bucket with the uploader's
+  store clients). The worker's pins are not constraints: the two sets never share a venv.
 
 Each set is one `uv pip compile` for the oldest Python of its `pythons` on x86_64, re-resolved with those
 versions as constraints for every other (Python, architecture) pair, which must need nothing outside it. For
@@ -26,17 +31,22 @@ import re
 import subprocess
 import sys
 import tempfile
+import tomllib
 import urllib.request
 from pathlib import Path
 
 import yaml
 from packaging import tags
-from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.version import Version
 
 REPO = Path(__file__).resolve().parents[1]
 CATALOG = REPO / "cnctl" / "catalog" / "pipeline.yaml"
 UV = REPO / ".venv" / "bin" / "uv"
-TOP_LEVEL = {"uploader": ("google-cloud-storage", "boto3"), "worker": ("google-cloud-pubsub",)}
+LOCK = REPO / "uv.lock"
+TOP_LEVEL = {"uploader": ("google-cloud-storage", "boto3"), "worker": ("google-cloud-pubsub",),
+             "agent": ("pyinfra", "pydantic", "PyYAML")}
+SECTIONS = ("uploader", "worker", "agent")
 ARCHES = ("x86_64", "aarch64")
 SIMPLE = "https://pypi.org/simple/{}/"
 # The block this tool owns in each set: from this line to the next top-level key (or the end of the file).
@@ -76,21 +86,43 @@ def compile_for(python: str, arch: str, constraints: Path | None, top: tuple[str
 
 
 def resolve(pythons: list[str], top: tuple[str, ...], held: dict[str, str] | None = None) -> dict[str, str]:
-    """The closed pins of `top`, every version in `held` kept (they are another set's pins, same venv)."""
+    """The closed pins of `top`, every version in `held` kept (they are another set's pins, same venv).
+
+    One version per package for every (Python, architecture): when the first pair's resolve picks a version
+    another pair has no wheel for (gevent's newest lacks aarch64 wheels for 3.10), that pair's own choice
+    caps it and the first pair resolves again under the cap."""
+    caps: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         constraints = Path(tmp) / "constraints.txt"
-        if held:
-            constraints.write_text("".join(f"{n}=={v}\n" for n, v in held.items()))
-        base = compile_for(pythons[0], ARCHES[0], constraints if held else None, top)
-        constraints.write_text("".join(f"{n}=={v}\n" for n, v in {**base, **(held or {})}.items()))
-        for python in pythons:
-            for arch in ARCHES:
-                other = compile_for(python, arch, constraints, top)
-                extra = {n: v for n, v in other.items() if base.get(n) != v}
-                if extra:
-                    raise SystemExit(f"Python {python} on {arch} needs more than Python {pythons[0]} on "
-                                     f"{ARCHES[0]}: {extra}")
-    return base
+        for _ in range(10):
+            fixed = {**caps, **(held or {})}
+            constraints.write_text("".join(f"{n}=={v}\n" for n, v in fixed.items()))
+            base = compile_for(pythons[0], ARCHES[0], constraints if fixed else None, top)
+            constraints.write_text("".join(f"{n}=={v}\n" for n, v in {**base, **(held or {})}.items()))
+            capped = False
+            for python in pythons:
+                for arch in ARCHES:
+                    try:
+                        other = compile_for(python, arch, constraints, top)
+                    except subprocess.CalledProcessError:
+                        constraints.write_text("".join(f"{n}=={v}\n" for n, v in fixed.items()))
+                        own = compile_for(python, arch, constraints if fixed else None, top)
+                        lower = {n: v for n, v in own.items()
+                                 if n in base and Version(v) < Version(base[n]) and n not in caps}
+                        if not lower:
+                            raise
+                        caps.update(lower)
+                        capped = True
+                        break
+                    extra = {n: v for n, v in other.items() if base.get(n) != v}
+                    if extra:
+                        raise SystemExit(f"Python {python} on {arch} needs more than Python {pythons[0]} on "
+                                         f"{ARCHES[0]}: {extra}")
+                if capped:
+                    break
+            if not capped:
+                return base
+    raise SystemExit(f"no one set of versions of {', '.join(top)} fits every Python and architecture")
 
 
 def wheel_files(name: str, version: str, pythons: list[str]) -> list[tuple[str, str]]:
@@ -104,7 +136,10 @@ def wheel_files(name: str, version: str, pythons: list[str]) -> list[tuple[str, 
     for f in files:
         if not f["filename"].endswith(".whl") or f.get("yanked"):
             continue
-        _, ver, _, wheel_tags = parse_wheel_filename(f["filename"])
+        try:
+            _, ver, _, wheel_tags = parse_wheel_filename(f["filename"])
+        except InvalidWheelFilename:  # an old release's name no installer accepts (pydantic 0.18: py36+)
+            continue
         if str(ver) != version:
             continue
         hits = {key for key, tagset in wanted.items() if wheel_tags & tagset}
@@ -148,30 +183,45 @@ def pins_of(block: str) -> dict[str, str]:
     return {str(canonicalize_name(p["name"])): p["version"] for p in yaml.safe_load("x:\n" + block)["x"]["packages"]}
 
 
+def locked(names: tuple[str, ...]) -> tuple[str, ...]:
+    """`name==version` of each of `names` as uv.lock locks it (the versions the repository is tested with)."""
+    packages = {str(canonicalize_name(p["name"])): p["version"] for p in tomllib.loads(LOCK.read_text())["package"]}
+    missing = [n for n in names if str(canonicalize_name(n)) not in packages]
+    if missing:
+        raise SystemExit(f"{LOCK.name} locks no {', '.join(missing)}")
+    return tuple(f"{n}=={packages[str(canonicalize_name(n))]}" for n in names)
+
+
+def top_level(section: str) -> tuple[str, ...]:
+    """What a set resolves from: the agent's at uv.lock's exact versions, the others at their newest."""
+    return locked(TOP_LEVEL[section]) if section == "agent" else TOP_LEVEL[section]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if the catalog is not what a resolve gives")
-    parser.add_argument("--only", choices=("uploader", "worker"),
-                        help="re-pin one set (worker: the uploader's pins stay as they are)")
+    parser.add_argument("--only", choices=SECTIONS,
+                        help="re-pin one set (worker, agent: the uploader's pins stay as they are)")
     args = parser.parse_args(argv)
     text = CATALOG.read_text()
     data = yaml.safe_load(text)
-    new, held = text, None
-    for section in ("uploader", "worker"):
+    new, uploader = text, None
+    for section in SECTIONS:
         if args.only and section != args.only:
             if section == "uploader":
-                held = {str(canonicalize_name(p["name"])): p["version"] for p in data["uploader"]["packages"]}
+                uploader = {str(canonicalize_name(p["name"])): p["version"] for p in data["uploader"]["packages"]}
             continue
         pythons = data[section]["pythons"]
-        pins = resolve(pythons, TOP_LEVEL[section], held)
-        if held is not None:  # the worker set: only what the uploader's pins lack
-            pins = {n: v for n, v in pins.items() if n not in held}
+        pins = resolve(pythons, top_level(section), uploader)
+        if uploader is not None:  # the worker's and the agent's sets: only what the uploader's pins lack
+            pins = {n: v for n, v in pins.items() if n not in uploader}
         block = render(pins, pythons)
         new = replace_packages(new, section, block)
-        held = {**(held or {}), **pins_of(block)}
+        if section == "uploader":
+            uploader = pins_of(block)
     if args.check:
         if new != text:
-            print(f"{CATALOG.relative_to(REPO)}: uploader or worker packages differ from a fresh resolve",
+            print(f"{CATALOG.relative_to(REPO)}: a set's packages differ from a fresh resolve",
                   file=sys.stderr)
             return 1
         return 0

@@ -257,6 +257,9 @@ class PipelineCatalog(_Data):
     uploader: Uploader = Field(default_factory=lambda: Uploader(pythons=[], packages=[]))
     # The bucket worker's wheels (google-cloud-pubsub) beyond the uploader's: only hosts with bucket input.
     worker: Uploader = Field(default_factory=lambda: Uploader(pythons=[], packages=[]))
+    # The pull agent's wheels (pyinfra, pydantic, PyYAML at uv.lock's versions) beyond the uploader's: the pull
+    # layer's venv on pull-mode hosts. Defaults to none so that a revision from before pull mode still loads.
+    agent: Uploader = Field(default_factory=lambda: Uploader(pythons=[], packages=[]))
 
 
 # --- Google Cloud facts ----------------------------------------------------------------------

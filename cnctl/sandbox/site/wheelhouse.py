@@ -3,8 +3,9 @@
 Two sets of wheels, both pinned in the catalog (the one copy of each pin): the native runtime's
 (`platforms.yaml` `native_triton`: nvidia-pytriton, numpy; their other dependencies resolved by pip) and the
 pipeline's (`pipeline.yaml` `uploader.packages`: google-cloud-storage, boto3; `worker.packages`: the bucket
-worker's google-cloud-pubsub and grpcio; with the closed list of their dependencies, downloaded with `--no-deps --require-hashes` against the catalog's sha256). Every pinned
-wheel is checked against the catalog's sha256 once downloaded.
+worker's google-cloud-pubsub and grpcio; `agent.packages`: the pull agent's pyinfra, pydantic and PyYAML; with the
+closed list of their dependencies, downloaded with `--no-deps --require-hashes` against the catalog's sha256).
+Every pinned wheel is checked against the catalog's sha256 once downloaded.
 `pip download` from PyPI for the hosts' interpreter (Debian bookworm: CPython 3.11, glibc 2.36), for both
 architectures (x86_64 servers, aarch64 Jetsons), whatever the machine building it runs. The artifact server serves it two ways:
   * PEP 503 simple index:  pip install --index-url <artifacts_url>wheelhouse/simple/ nvidia-pytriton
@@ -49,9 +50,11 @@ def triton_pins() -> list[PinnedWheel]:
 
 
 def pipeline_pins() -> list[PinnedWheel]:
-    """The pipeline's closed list of pinned wheels: the uploader's, then the bucket worker's (catalog
-    pipeline.yaml `uploader.packages`, `worker.packages`)."""
-    return [*catalog().pipeline.uploader.packages, *catalog().pipeline.worker.packages]
+    """Every pinned wheel of the catalog's pipeline.yaml the hosts install from the site's index: the uploader's,
+    the bucket worker's and the pull agent's (`uploader.packages`, `worker.packages`, `agent.packages`; the
+    latter two each closed together with the uploader's, with no package in common)."""
+    pipeline = catalog().pipeline
+    return [*pipeline.uploader.packages, *pipeline.worker.packages, *pipeline.agent.packages]
 
 
 def requirements() -> tuple[str, ...]:
