@@ -1,8 +1,8 @@
 """pyinfra entry point: apply the host layers to each host by its platform.
 
-    pyinfra hosts/edge.py deploy.py         # Jetson edge devices: platform -> jetson -> container -> model -> inference -> pipeline -> verify
-    pyinfra hosts/servers.py deploy.py      # GPU servers:         platform -> nvidia -> container -> model -> inference -> pipeline -> verify
-    pyinfra hosts/cloud.py deploy.py        # cloud GPU VMs:       platform -> nvidia (the image's) -> container -> model -> inference -> pipeline -> verify
+    pyinfra hosts/edge.py deploy.py         # Jetson edge devices: platform -> jetson -> container -> model -> inference -> pipeline -> verify -> pull
+    pyinfra hosts/servers.py deploy.py      # GPU servers:         platform -> nvidia -> container -> model -> inference -> pipeline -> verify -> pull
+    pyinfra hosts/cloud.py deploy.py        # cloud GPU VMs:       platform -> nvidia (the image's) -> container -> model -> inference -> pipeline -> verify -> pull
 
 Each host's variables are its cn_* host data (cnctl.hostvars, the same names Ansible gets). The platform
 check reads the host before any operation is added for it: a refused host gets one failing operation
@@ -25,6 +25,7 @@ from deploy.jetson import jetson
 from deploy.model import model
 from deploy.nvidia import nvidia
 from deploy.pipeline import pipeline
+from deploy.pull import pull
 from deploy.steps import refused
 from deploy.verify import verify
 
@@ -54,3 +55,5 @@ else:
         pipeline(_sudo=True)
     if "verify" in chosen:
         verify(_sudo=True)
+    if "pull" in chosen:
+        pull(_sudo=True)

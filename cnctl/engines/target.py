@@ -30,8 +30,9 @@ from cnctl.sandbox.instance import Instance
 
 REPO = REPO_ROOT
 # The host layers in the order deploy.py and playbooks/site.yml apply them (the roles' tags are these names;
-# platform always applies).
-HOST_LAYERS = ("platform", "jetson", "nvidia", "container", "model", "inference", "pipeline", "verify")
+# platform always applies). `pull` is last: it installs (pull hosts) or removes (push hosts) the agent that
+# applies the stack's signed bundle, once the host is otherwise configured and healthy.
+HOST_LAYERS = ("platform", "jetson", "nvidia", "container", "model", "inference", "pipeline", "verify", "pull")
 PYINFRA_INVENTORY = HOSTS_DIR / "fleet.py"
 
 

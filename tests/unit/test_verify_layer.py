@@ -215,15 +215,16 @@ def test_the_roles_filters_are_the_deploys_functions() -> None:
 # --- wiring -------------------------------------------------------------------------------------------------
 
 
-def test_verify_is_the_last_layer_of_both_engines() -> None:
+def test_verify_is_the_last_configuring_layer_of_both_engines() -> None:
+    """Only the pull layer follows it: it installs or removes the agent, once the host is configured and healthy."""
     deploy_py = (REPO / "deploy.py").read_text()
     calls = re.findall(r"^\s+(\w+)\(_sudo=True\)", deploy_py, re.MULTILINE)
-    assert calls and calls[-1] == "verify", calls
+    assert calls[-2:] == ["verify", "pull"], calls
     from deploy import LAYERS  # the one list CNCTL_LAYERS, `cnctl deploy --layers` and the tags follow
 
-    assert LAYERS[-1] == "verify", LAYERS
+    assert LAYERS[-2:] == ("verify", "pull"), LAYERS
     for play in yaml.safe_load((REPO / "playbooks" / "site.yml").read_text()):
         roles = [r["role"] if isinstance(r, dict) else r for r in play["roles"]]
-        assert roles[-1] == "verify", (play["name"], roles)
-        last = play["roles"][-1]
-        assert isinstance(last, dict) and "verify" in last.get("tags", []), last
+        assert roles[-2:] == ["verify", "pull"], (play["name"], roles)
+        verify_role = play["roles"][-2]
+        assert isinstance(verify_role, dict) and "verify" in verify_role.get("tags", []), verify_role
