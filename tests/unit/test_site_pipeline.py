@@ -115,13 +115,17 @@ def test_wheelhouse_recipe_follows_the_pins(monkeypatch):
     assert names[:2] == [p.name for p in catalog().platforms.native_triton.packages]  # the catalog's, one copy
 
 
-def test_wheelhouse_serves_the_uploader_wheels_for_both_architectures(site_content, artifact_server, tmp_path):
-    """What a host does: pip in hash mode, no dependencies, from the site's PEP 503 index, per architecture."""
+@pytest.mark.parametrize("sections", [("uploader",), ("uploader", "agent")], ids=["uploader", "pull-agent"])
+def test_wheelhouse_serves_the_pinned_wheels_for_both_architectures(site_content, artifact_server, tmp_path, sections):
+    """What a host does: pip in hash mode, no dependencies, from the site's PEP 503 index, per architecture: the
+    uploader's venv, and a pull host's agent venv (the uploader's wheels and the agent's)."""
     wheelhouse.verify(site_content.wheelhouse_dir)  # every pinned file, both architectures, the catalog's sha256
     base, _ = artifact_server
+    pins = {str(canonicalize_name(p.name)): (p.version, set(p.sha256))
+            for section in sections for p in getattr(catalog().pipeline, section).packages}
     reqs = tmp_path / "requirements.txt"
     reqs.write_text("".join(f"{name}=={version}" + "".join(f" --hash=sha256:{h}" for h in sorted(hashes)) + "\n"
-                            for name, (version, hashes) in uploader_pins().items()))
+                            for name, (version, hashes) in pins.items()))
     for arch, machine in wheelhouse.WHEEL_ARCH.items():
         dest = tmp_path / arch
         cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--require-hashes", "-r", str(reqs),
@@ -132,7 +136,7 @@ def test_wheelhouse_serves_the_uploader_wheels_for_both_architectures(site_conte
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
         assert res.returncode == 0, res.stderr[-2000:]
         got = sorted(dest.glob("*.whl"))
-        assert len(got) == len(uploader_pins())
+        assert len(got) == len(pins)
         assert all(machine in w.name or w.name.endswith("-none-any.whl") for w in got)
 
 
