@@ -14,10 +14,10 @@ reads must not depend on a device's key. Every store error becomes a UsageProble
 from __future__ import annotations
 
 import hashlib
-import importlib
 from pathlib import Path
 from typing import Any, Literal
 
+from cnctl import hostscripts
 from cnctl.config import StackConfig
 from cnctl.errors import UsageProblem
 
@@ -28,9 +28,9 @@ class Store:
     """The bucket `storage.buckets.<role>` of the stack, through the uploader's store client."""
 
     def __init__(self, cfg: StackConfig, role: Role = "models") -> None:
-        # Only the commands that touch a bucket need a client (and its library). Imported by name: deploy/ is the
-        # host side's code, type-checked by its own tests, not part of `mypy cnctl`'s closure.
-        uploader: Any = importlib.import_module("deploy.uploader")
+        # Only the commands that touch a bucket need a client (and its library). Loaded by path (cnctl/hostscripts.py):
+        # deploy/ is the host side's code, type-checked by its own tests, not part of `mypy cnctl`'s closure.
+        uploader: Any = hostscripts.load("uploader")
         self.uploader = uploader
         self.kind = cfg.storage.kind
         self.role: Role = role

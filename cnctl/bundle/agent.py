@@ -37,7 +37,6 @@ import argparse
 import datetime
 import fcntl
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -48,11 +47,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cnctl import hostscripts
 from cnctl.bundle import ARCHIVE, CHANNELS, SIGNATURE, BundleRefused, prefix
 from cnctl.bundle.archive import unpack
 from cnctl.config.schema import BundleSigner
 from cnctl.errors import EXIT_BAD_INPUT, UsageProblem
-from cnctl.paths import REPO_ROOT
 
 CONFIG_FORMAT = 1
 KEEP_BUNDLES = 3
@@ -136,24 +135,11 @@ class StoreUnreachable(Exception):
     """The bucket could not be read or written (no network, no permission): the run stops, nothing changed."""
 
 
-def _uploader() -> Any:
-    """deploy/uploader.py of this tree (the agent's, or the repository's), loaded by path: its store clients
-    and credentials rule are the ones the host's uploader uses, and deploy/__init__ is not part of the agent."""
-    name = "_cnctl_agent_uploader"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "deploy" / "uploader.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # before it runs, as import does (its dataclasses look themselves up)
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 class Store:
     """The bundles bucket (read) and the reports bucket (create-only), with the host's upload identity."""
 
     def __init__(self, cfg: Config) -> None:
-        self.uploader = up = _uploader()
+        self.uploader = up = hostscripts.load("uploader")
         settings = up.Settings(
             host=cfg.host, queue=Path("/nonexistent"), state=Path("/nonexistent"), kind=cfg.kind,
             endpoint=cfg.endpoint, project=cfg.project, buckets={"models": cfg.bundles, "results": cfg.reports},

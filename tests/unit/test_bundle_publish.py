@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -107,3 +110,16 @@ def test_the_pointer_moves_to_a_new_version_and_old_versions_stay(site: tuple[st
     assert f"bundles/local/{first.bundle.version}/bundle.tar.gz" in objects
     assert f"bundles/local/{second.bundle.version}/bundle.tar.gz" in objects
     assert json.loads(objects["bundles/local/channels/canary.json"])["version"] == second.bundle.version
+
+
+def test_the_console_script_publishes_from_any_directory(site: tuple[str, Store, str, Path], tmp_path: Path) -> None:
+    """`cnctl bundle publish` as users run it: the installed console script, from outside the repository (its
+    store client is deploy/uploader.py, which is not importable from there by name)."""
+    stack, store, bucket, _ = site
+    cnctl = Path(sys.executable).with_name("cnctl")
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run([str(cnctl), "bundle", "publish", "--stack", stack], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "bundles/local/channels/canary.json" in store.objects(bucket)
