@@ -174,7 +174,7 @@ def test_the_service_runs_the_agent_as_root_once_per_start_with_the_hardening_it
 
 def test_the_timer_runs_it_a_minute_after_boot_then_every_interval_after_each_run() -> None:
     text = _render("systemd/circularnet-pull.timer.j2", unit=_units(cn_pull_interval=600))
-    for line in ("OnBootSec=60", "OnUnitInactiveSec=600", "RandomizedDelaySec=120", "Persistent=true",
+    for line in ("OnBootSec=60", "OnUnitInactiveSec=600", "RandomizedDelaySec=120",
                  "Unit=circularnet-pull.service", "WantedBy=timers.target"):
         assert f"\n{line}\n" in text, line
 
