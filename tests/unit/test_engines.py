@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 import yaml
-from pyinfra.api.util import get_template
 from typer.testing import CliRunner
 
 from cnctl.cli.main import app
@@ -31,6 +30,7 @@ from cnctl.sandbox.flavours import nv_tegra_release
 from cnctl.sandbox.instance import Instance
 from cnctl.sandbox.layout import HostSpec
 from cnctl.sandbox.state import FleetState, HostState, save
+from tests.unit.render_parity import by_ansible, by_pyinfra
 
 REPO = REPO_ROOT
 BIN = Path(sys.executable).parent
@@ -86,29 +86,8 @@ RENDERINGS = [
 ]
 
 
-def _ansible_render(tmp_path: Path) -> list[bytes]:
-    """Each of RENDERINGS through Ansible's template module (one ansible-playbook run on localhost)."""
-    tasks = [
-        {"name": f"render {i}", "ansible.builtin.template": {"src": str(REPO / "templates" / src), "dest": str(tmp_path / f"{i}.out"),
-                                                             "mode": "0644"}, "vars": variables}
-        for i, (src, variables) in enumerate(RENDERINGS)
-    ]
-    playbook = tmp_path / "render.yml"
-    playbook.write_text(yaml.safe_dump([{"hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": tasks}]))
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "ANSIBLE_HOME": str(tmp_path / "home"),
-           "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_NOCOLOR": "1"}
-    result = subprocess.run(
-        [str(BIN / "ansible-playbook"), "-i", "localhost,", str(playbook), "-e", f"ansible_python_interpreter={sys.executable}"],
-        check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return [(tmp_path / f"{i}.out").read_bytes() for i in range(len(RENDERINGS))]
-
-
 def test_pyinfra_and_ansible_render_every_shared_template_to_the_same_bytes(tmp_path: Path) -> None:
-    by_ansible = _ansible_render(tmp_path)
-    by_pyinfra = [get_template(str(REPO / "templates" / src)).render(**variables).encode() for src, variables in RENDERINGS]
-    assert by_pyinfra == by_ansible
+    assert by_pyinfra(RENDERINGS) == by_ansible(RENDERINGS, tmp_path)
 
 
 # --- engine reports -> per-host results --------------------------------------------------------

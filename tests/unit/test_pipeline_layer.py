@@ -5,7 +5,6 @@ every script reads, the refusals as data, role inputs stopped by argument_specs 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -14,12 +13,12 @@ from typing import Any
 
 import pytest
 import yaml
-from pyinfra.api.util import get_template
 
 from cnctl.config import load_stack
 from cnctl.hostvars import host_vars
 from deploy import bucket_worker, checks, pipeline, pipeline_run
 from deploy.steps import role_data
+from tests.unit.render_parity import by_ansible, by_pyinfra, render
 from tests.unit.test_layers_roles import assert_bad_inputs_named
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,24 +80,8 @@ RENDERINGS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-def _render(src: str, **variables: Any) -> str:
-    return get_template(str(TEMPLATES / src)).render(**variables)
-
-
 def test_pyinfra_and_ansible_render_the_layers_templates_to_the_same_bytes(tmp_path: Path) -> None:
-    tasks = [{"name": f"render {i}", "ansible.builtin.template": {"src": str(TEMPLATES / src), "dest": str(tmp_path / f"{i}.out"),
-                                                                  "mode": "0644"}, "vars": variables}
-             for i, (src, variables) in enumerate(RENDERINGS)]
-    (tmp_path / "render.yml").write_text(yaml.safe_dump([{"hosts": "localhost", "connection": "local",
-                                                           "gather_facts": False, "tasks": tasks}]))
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "ANSIBLE_HOME": str(tmp_path / "home"),
-           "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_NOCOLOR": "1"}
-    result = subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", str(tmp_path / "render.yml"),
-                             "-e", f"ansible_python_interpreter={sys.executable}"],
-                            check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, result.stdout + result.stderr
-    by_ansible = [(tmp_path / f"{i}.out").read_text() for i in range(len(RENDERINGS))]
-    assert [_render(src, **variables) for src, variables in RENDERINGS] == by_ansible
+    assert by_pyinfra(RENDERINGS) == by_ansible(RENDERINGS, tmp_path)
 
 
 def test_both_engines_render_the_same_templates() -> None:
@@ -111,7 +94,7 @@ def test_both_engines_render_the_same_templates() -> None:
 
 
 def test_the_settings_are_what_each_script_reads(tmp_path: Path) -> None:
-    settings = json.loads(_render("pipeline/pipeline.json.j2", pipeline_config=pipeline.settings(
+    settings = json.loads(render("pipeline/pipeline.json.j2", pipeline_config=pipeline.settings(
         _wants(cn_camera=_camera("replay")), role_data("pipeline"), "0.0.0.0")))
     assert set(pipeline_run.REQUIRED) <= set(settings)
     assert settings["triton_url"] == "http://127.0.0.1:8000"  # Triton bound to every address: reached on loopback
@@ -130,7 +113,7 @@ def test_the_settings_are_what_each_script_reads(tmp_path: Path) -> None:
 
 def test_bucket_input_gives_the_worker_its_settings_wheels_and_unit_in_place_of_the_timer(tmp_path: Path) -> None:
     data = role_data("pipeline")
-    config = json.loads(_render("pipeline/pipeline.json.j2", pipeline_config=pipeline.settings(
+    config = json.loads(render("pipeline/pipeline.json.j2", pipeline_config=pipeline.settings(
         _bucket_wants(), data, "127.0.0.1")))
     assert config["input"] == "bucket"
     assert config["worker"] == {"subscription": SUBSCRIPTION, "max_messages": 64, "max_lease_seconds": 1800,
@@ -157,7 +140,7 @@ def _write_units(tmp_path: Path, camera: dict[str, Any] | None) -> list[Path]:
         if camera is None and "capture" in src:
             continue
         path = tmp_path / Path(src).name.removesuffix(".j2")
-        path.write_text(_render(src, **variables).replace("/usr/bin/python3", sys.executable))
+        path.write_text(render(src, **variables).replace("/usr/bin/python3", sys.executable))
         written.append(path)
     return written
 
@@ -186,7 +169,7 @@ def test_the_units_verify_silently_and_are_hardened(tmp_path: Path, source: str)
 
 
 def test_the_pipeline_reaches_triton_only(tmp_path: Path) -> None:
-    text = _render("systemd/circularnet-pipeline.service.j2", unit=_unit_vars(None, "10.20.0.5"))
+    text = render("systemd/circularnet-pipeline.service.j2", unit=_unit_vars(None, "10.20.0.5"))
     assert "IPAddressDeny=any\nIPAddressAllow=localhost 10.20.0.5\n" in text
 
 

@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 import yaml
-from pyinfra.api.util import get_template
 
 from cnctl.bundle import contents
 from cnctl.config import load_stack
 from cnctl.hostvars import host_vars
 from deploy import pull
 from deploy.steps import role_data
+from tests.unit.render_parity import by_ansible, by_pyinfra, render
 from tests.unit.test_layers_roles import assert_bad_inputs_named
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,28 +67,8 @@ RENDERINGS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-def _render(src: str, **variables: Any) -> str:
-    return get_template(str(TEMPLATES / src)).render(**variables)
-
-
-def _ansible_env(tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "ANSIBLE_HOME": str(tmp_path / "home"),
-            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_NOCOLOR": "1"}
-
-
 def test_pyinfra_and_ansible_render_the_layers_templates_to_the_same_bytes(tmp_path: Path) -> None:
-    tasks = [{"name": f"render {i}", "ansible.builtin.template": {"src": str(TEMPLATES / src), "dest": str(tmp_path / f"{i}.out"),
-                                                                  "mode": "0644"}, "vars": variables}
-             for i, (src, variables) in enumerate(RENDERINGS)]
-    (tmp_path / "render.yml").write_text(yaml.safe_dump([{"hosts": "localhost", "connection": "local",
-                                                           "gather_facts": False, "tasks": tasks}]))
-    result = subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", str(tmp_path / "render.yml"),
-                             "-e", f"ansible_python_interpreter={sys.executable}"],
-                            check=False, cwd=tmp_path, env=_ansible_env(tmp_path), capture_output=True, text=True,
-                            timeout=180)
-    assert result.returncode == 0, result.stdout + result.stderr
-    by_ansible = [(tmp_path / f"{i}.out").read_bytes() for i in range(len(RENDERINGS))]
-    assert [_render(src, **variables).encode() for src, variables in RENDERINGS] == by_ansible
+    assert by_pyinfra(RENDERINGS) == by_ansible(RENDERINGS, tmp_path)
 
 
 def test_both_engines_render_the_same_templates() -> None:
@@ -102,7 +82,7 @@ def test_both_engines_render_the_same_templates() -> None:
 
 def test_the_agents_settings_have_exactly_their_keys_sorted_indented_with_a_final_newline() -> None:
     wants, data = _wants(), role_data("pull")
-    text = _render("pull/agent.json.j2", agent_config=_config())
+    text = render("pull/agent.json.j2", agent_config=_config())
     config = json.loads(text)
     assert text == json.dumps(config, sort_keys=True, indent=2) + "\n"
     assert config == {
@@ -118,7 +98,7 @@ def test_the_agents_settings_have_exactly_their_keys_sorted_indented_with_a_fina
         "agent": "/opt/circularnet/pull/agent",
     }
     assert (data["pull_state"], data["pull_agent_dir"]) == (config["state"], config["agent"])  # the role's, one copy
-    with_key = json.loads(_render("pull/agent.json.j2", agent_config=_config(cn_storage_credentials_file="/k/gcs.json")))
+    with_key = json.loads(render("pull/agent.json.j2", agent_config=_config(cn_storage_credentials_file="/k/gcs.json")))
     assert with_key["credentials"] == CREDENTIALS == "/etc/circularnet/pipeline/credentials.json"  # the host's copy
 
 
@@ -138,8 +118,8 @@ def _write_units(tmp_path: Path, **overrides: Any) -> tuple[Path, Path]:
                  "state": str(tmp_path)}
     (tmp_path / "agent.json").write_text("{}")
     service, timer = tmp_path / "circularnet-pull.service", tmp_path / "circularnet-pull.timer"
-    service.write_text(_render("systemd/circularnet-pull.service.j2", unit=variables))
-    timer.write_text(_render("systemd/circularnet-pull.timer.j2", unit=variables))
+    service.write_text(render("systemd/circularnet-pull.service.j2", unit=variables))
+    timer.write_text(render("systemd/circularnet-pull.timer.j2", unit=variables))
     return service, timer
 
 
@@ -152,7 +132,7 @@ def test_the_units_verify_silently(tmp_path: Path) -> None:
 
 
 def test_the_service_runs_the_agent_as_root_once_per_start_with_the_hardening_it_can_keep() -> None:
-    text = _render("systemd/circularnet-pull.service.j2", unit=_units())
+    text = render("systemd/circularnet-pull.service.j2", unit=_units())
     source = (TEMPLATES / "systemd" / "circularnet-pull.service.j2").read_text()
     for line in ("Type=oneshot", "User=root",
                  ("ExecStart=/opt/circularnet/pull/venv/bin/python -m cnctl.bundle.agent "
@@ -173,7 +153,7 @@ def test_the_service_runs_the_agent_as_root_once_per_start_with_the_hardening_it
 
 
 def test_the_timer_runs_it_a_minute_after_boot_then_every_interval_after_each_run() -> None:
-    text = _render("systemd/circularnet-pull.timer.j2", unit=_units(cn_pull_interval=600))
+    text = render("systemd/circularnet-pull.timer.j2", unit=_units(cn_pull_interval=600))
     for line in ("OnBootSec=60", "OnUnitInactiveSec=600", "RandomizedDelaySec=120",
                  "Unit=circularnet-pull.service", "WantedBy=timers.target"):
         assert f"\n{line}\n" in text, line

@@ -5,7 +5,6 @@ stopped by argument_specs naming them, the read-only check as data, and the wiri
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -14,12 +13,12 @@ from typing import Any
 
 import pytest
 import yaml
-from pyinfra.api.util import get_template
 
 from cnctl.config import load_stack
 from cnctl.hostvars import host_vars
 from deploy import verify
 from deploy.steps import role_data
+from tests.unit.render_parity import by_ansible, by_pyinfra, render
 from tests.unit.test_layers_roles import assert_bad_inputs_named
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,42 +60,22 @@ RENDERINGS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-def _render(src: str, **variables: Any) -> str:
-    return get_template(str(TEMPLATES / src)).render(**variables)
-
-
-def _ansible_env(tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "ANSIBLE_HOME": str(tmp_path / "home"),
-            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_NOCOLOR": "1"}
-
-
 def test_pyinfra_and_ansible_render_the_layers_templates_to_the_same_bytes(tmp_path: Path) -> None:
-    tasks = [{"name": f"render {i}", "ansible.builtin.template": {"src": str(TEMPLATES / src), "dest": str(tmp_path / f"{i}.out"),
-                                                                  "mode": "0644"}, "vars": variables}
-             for i, (src, variables) in enumerate(RENDERINGS)]
-    (tmp_path / "render.yml").write_text(yaml.safe_dump([{"hosts": "localhost", "connection": "local",
-                                                           "gather_facts": False, "tasks": tasks}]))
-    result = subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", str(tmp_path / "render.yml"),
-                             "-e", f"ansible_python_interpreter={sys.executable}"],
-                            check=False, cwd=tmp_path, env=_ansible_env(tmp_path), capture_output=True, text=True,
-                            timeout=180)
-    assert result.returncode == 0, result.stdout + result.stderr
-    by_ansible = [(tmp_path / f"{i}.out").read_text() for i in range(len(RENDERINGS))]
-    by_pyinfra = [_render(src, **variables) for src, variables in RENDERINGS]
-    assert by_pyinfra == by_ansible
-    for text, (src, _) in zip(by_pyinfra, RENDERINGS):
+    rendered = by_pyinfra(RENDERINGS)
+    assert rendered == by_ansible(RENDERINGS, tmp_path)
+    for text, (src, _) in zip(rendered, RENDERINGS, strict=True):
         if src.endswith(".json.j2"):
             json.loads(text)
 
 
 def test_the_records_and_settings_are_json_with_what_the_builders_give() -> None:
     wants, data = _wants(), role_data("verify")
-    record = json.loads(_render("verify/deploy.json.j2", deploy_record=verify.record(wants)))
+    record = json.loads(render("verify/deploy.json.j2", deploy_record=verify.record(wants)))
     assert record == {"host": wants["cn_host"], "stack": "local", "runtime": wants["cn_inference_runtime"],
                       "image": wants["cn_triton_image"] if wants["cn_inference_runtime"] == "container" else None,
                       "model": {"name": "circularnet", "version": wants["cn_model_version"], "action": "pinned"}}
     assert not re.search(r"\d{4}-\d\d-\d\d|\d{10}", json.dumps(record))  # no time: a second deploy rewrites nothing
-    settings = json.loads(_render("verify/health-report.json.j2", health_settings=verify.settings(wants, data)))
+    settings = json.loads(render("verify/health-report.json.j2", health_settings=verify.settings(wants, data)))
     from deploy.health_report import DEFAULTS
     assert set(settings) == set(DEFAULTS)
     assert settings["http_port"] == wants["cn_inference_http_port"]
@@ -118,9 +97,9 @@ def _units(tmp_path: Path, **overrides: Any) -> tuple[Path, Path]:
     """The rendered service and timer in tmp_path (the service's ExecStart names a python3 that exists here)."""
     variables = {**_unit_vars(), **overrides}
     service = tmp_path / "circularnet-health.service"
-    service.write_text(_render("systemd/circularnet-health.service.j2", **variables))
+    service.write_text(render("systemd/circularnet-health.service.j2", **variables))
     timer = tmp_path / "circularnet-health.timer"
-    timer.write_text(_render("systemd/circularnet-health.timer.j2", **variables))
+    timer.write_text(render("systemd/circularnet-health.timer.j2", **variables))
     return service, timer
 
 

@@ -1,0 +1,49 @@
+"""Both engines render a shared template to the same bytes: the one harness the layers' parity tests use.
+
+pyinfra renders through its own template loader (`pyinfra.api.util.get_template`); Ansible through its template
+module, all of a test's renderings in one ansible-playbook run on localhost (its own Jinja2 environment,
+trim_blocks on).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pyinfra.api.util import get_template
+
+from cnctl.paths import TEMPLATES_DIR
+
+BIN = Path(sys.executable).parent
+Renderings = Sequence[tuple[str, dict[str, Any]]]
+
+
+def render(src: str, **variables: Any) -> str:
+    """templates/<src> as pyinfra renders it."""
+    return str(get_template(str(TEMPLATES_DIR / src)).render(**variables))
+
+
+def by_pyinfra(renderings: Renderings) -> list[bytes]:
+    return [render(src, **variables).encode() for src, variables in renderings]
+
+
+def by_ansible(renderings: Renderings, tmp_path: Path) -> list[bytes]:
+    """Each (template, variables) through Ansible's template module."""
+    tasks = [{"name": f"render {i}", "ansible.builtin.template": {"src": str(TEMPLATES_DIR / src),
+                                                                  "dest": str(tmp_path / f"{i}.out"), "mode": "0644"},
+              "vars": variables} for i, (src, variables) in enumerate(renderings)]
+    playbook = tmp_path / "render.yml"
+    playbook.write_text(yaml.safe_dump([{"hosts": "localhost", "connection": "local", "gather_facts": False,
+                                         "tasks": tasks}]))
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "ANSIBLE_HOME": str(tmp_path / "home"),
+           "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_NOCOLOR": "1"}
+    result = subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", str(playbook),
+                             "-e", f"ansible_python_interpreter={sys.executable}"],
+                            check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return [(tmp_path / f"{i}.out").read_bytes() for i in range(len(renderings))]
