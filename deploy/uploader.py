@@ -433,16 +433,21 @@ class S3Store:
         return str(response.get("Error", {}).get("Code", "")), int(
             response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
 
+    def _absent(self, exc: BaseException, bucket: str, key: str) -> None:
+        """Returns when a ClientError says the object is not there; raises Unreadable (403) or the failure."""
+        code, status = self._code(exc)
+        if status == 404 or code in ("404", "NoSuchKey", "NotFound"):
+            return
+        if status == 403:
+            raise Unreadable(f"{self.label} does not let this identity read s3://{bucket}/{key}") from None
+        raise self.failure(exc, bucket, midway=False) from None
+
     def stat(self, bucket: str, key: str) -> Remote | None:
         try:
             head = self.client.head_object(Bucket=bucket, Key=key)
         except self.errors.ClientError as exc:
-            code, status = self._code(exc)
-            if status == 404 or code in ("404", "NoSuchKey", "NotFound"):
-                return None
-            if status == 403:
-                raise Unreadable(f"{self.label} does not let this identity read s3://{bucket}/{key}") from None
-            raise self.failure(exc, bucket, midway=False) from None
+            self._absent(exc, bucket, key)
+            return None
         except Exception as exc:  # noqa: BLE001
             raise self.failure(exc, bucket, midway=False) from None
         etag = str(head.get("ETag", "")).strip('"')
@@ -454,12 +459,8 @@ class S3Store:
         try:
             return bytes(self.client.get_object(Bucket=bucket, Key=key)["Body"].read())
         except self.errors.ClientError as exc:
-            code, status = self._code(exc)
-            if status == 404 or code in ("404", "NoSuchKey", "NotFound"):
-                return None
-            if status == 403:
-                raise Unreadable(f"{self.label} does not let this identity read s3://{bucket}/{key}") from None
-            raise self.failure(exc, bucket, midway=False) from None
+            self._absent(exc, bucket, key)
+            return None
         except Exception as exc:  # noqa: BLE001
             raise self.failure(exc, bucket, midway=False) from None
 
