@@ -82,8 +82,8 @@ URL and the stack's `mirrors` section replaces its base for air-gapped plants (N
 | cn_storage_models_bucket | all | the models bucket (`storage.buckets.models`): pull-mode hosts read their bundles from it |
 | cn_bundle_signers | all | [{identity, public_key}] a pull-mode host accepts bundles from (`bundle.signers`), [] without a bundle section |
 | cn_pull_interval | all | seconds between a pull-mode host's looks for a new bundle (`bundle.pollSeconds`), None without a bundle section |
-| cn_deploy_mode | all | `push` (configured over SSH) or `pull` (configures itself from the signed bundle): the fleet entry's `mode` |
-| cn_pull_channel | all | the bundle channel a pull-mode host follows (`canary` or `stable`, the entry's `channel`), None for push hosts |
+| cn_deploy_mode | all | `push` (configured over SSH) or `pull` (configures itself from the signed bundle): the fleet entry's `mode`; a cloud VM of `compute.mode: group` with a `bundle` section: `pull` |
+| cn_pull_channel | all | the bundle channel a pull-mode host follows (`canary` or `stable`, the entry's `channel`; a group VM: `stable`), None for push hosts |
 | cn_camera | all | edge: {source, device, url, replay_url, replay_sha256, replay_loop, prefix, spool, fps, spool_budget_mib} (fleet entry `camera`); None elsewhere |
 | cn_jetpack | jetson | JetPack release of the fleet entry (`6.2`) |
 | cn_l4t | jetson | L4T release it implies (`36.4.3`): must equal /etc/nv_tegra_release |
@@ -192,6 +192,14 @@ def stack_vars(cfg: StackConfig, cat: Catalog | None = None) -> dict[str, Any]:
     }
 
 
+def pulls_from_startup(cfg: StackConfig) -> bool:
+    """Do the stack's cloud VMs configure themselves (pull mode)? Those of an autoscaled group (`compute.mode:
+    group`) do when the stack has a `bundle` section: their startup script applies the stable channel's bundle
+    at boot, then the pull layer's timer keeps them converging. A group has no canaries (every VM of it runs the
+    same version), so they follow `stable`. Fixed VMs (`compute.mode: vms`) are configured by push."""
+    return cfg.compute is not None and cfg.compute.mode == "group" and cfg.bundle is not None
+
+
 def host_vars(cfg: StackConfig, group: Group, entry: Entry, cat: Catalog | None = None) -> dict[str, Any]:
     """Every variable of one host: the stack's common ones, then its platform's (see the module table)."""
     cat = cat or catalog()
@@ -201,7 +209,7 @@ def host_vars(cfg: StackConfig, group: Group, entry: Entry, cat: Catalog | None 
     own = entry.inference_runtime if isinstance(entry, EdgeDevice | Server) else None
     common["cn_inference_runtime"] = own or cfg.inference.runtime
     common["cn_pipeline_input"] = cfg.pipeline_input(entry if isinstance(entry, EdgeDevice | Server) else None)
-    mode = entry.mode if isinstance(entry, EdgeDevice | Server) else "push"
+    mode = entry.mode if isinstance(entry, EdgeDevice | Server) else "pull" if pulls_from_startup(cfg) else "push"
     common["cn_deploy_mode"] = mode
     common["cn_pull_channel"] = ((entry.channel if isinstance(entry, EdgeDevice | Server) else None) or "stable"
                                  if mode == "pull" else None)

@@ -39,7 +39,7 @@ import yaml
 from cnctl.config import StackConfig, StackConfigError, load_stack
 from cnctl.config.schema import EdgeDevice, Server
 from cnctl.errors import EXIT_BAD_INPUT, UsageProblem
-from cnctl.hostvars import GROUPS, CloudVm, Group, host_vars
+from cnctl.hostvars import GROUPS, CloudVm, Group, host_vars, pulls_from_startup
 from cnctl.paths import REPO_ROOT
 
 STACK_ENV = "CNCTL_STACK"
@@ -441,6 +441,8 @@ def for_pyinfra_module(groups: Sequence[Group]) -> dict[str, list[tuple[str, dic
 PULL_HOST_ENV = "CNCTL_PULL_HOST"
 PULL_GROUP_ENV = "CNCTL_PULL_GROUP"
 PULL_CREDENTIALS_ENV = "CNCTL_PULL_CREDENTIALS"
+PULL_ZONE_ENV = "CNCTL_PULL_ZONE"
+PULL_GROUPS: tuple[Group, ...] = (*FLEET_GROUPS, "cloud")
 
 
 def pull_entry(cfg: StackConfig, name: str, group: Group) -> EdgeDevice | Server:
@@ -459,13 +461,38 @@ def pull_entry(cfg: StackConfig, name: str, group: Group) -> EdgeDevice | Server
     return found
 
 
-def pull_host(cfg: StackConfig, name: str, group: Group, credentials: str | None = None) -> InventoryHost:
+def pull_vm(cfg: StackConfig, name: str, zone: str | None) -> CloudVm:
+    """A VM of the stack's autoscaled worker group as what it knows about itself: its name (the group names its
+    VMs; they are in no fleet and no stack output), its zone (the metadata server's, which the startup script puts
+    in the agent's config and the agent passes as CNCTL_PULL_ZONE) and the stack's project (the group's VMs are in
+    it). Only a stack whose group VMs configure themselves (`compute.mode: group` and a `bundle` section) has any."""
+    if cfg.gcp is None or cfg.compute is None or not pulls_from_startup(cfg):
+        shape = ("no `gcp`/`compute` section" if cfg.gcp is None or cfg.compute is None
+                 else f"compute.mode {cfg.compute.mode}" if cfg.compute.mode != "group" else "no `bundle` section")
+        raise InventoryProblem(f"group 'cloud': a pull-mode host is one of {', '.join(FLEET_GROUPS)}, or a VM of the "
+                               "worker group of a `compute.mode: group` stack with a `bundle` section; host "
+                               f"{name}'s stack {cfg.environment} has {shape} (fixed VMs are configured by push)")
+    _checked(name, _VM_NAME, f"host {name} of group cloud: its name", "a VM name")
+    _checked(zone, _ZONE, f"host {name} of group cloud: its zone ({PULL_ZONE_ENV})", "a GCP zone like us-central1-a")
+    assert zone is not None
+    if zone not in cfg.gcp.zones:
+        raise InventoryProblem(f"host {name} of group cloud: zone {zone} is not one of stack {cfg.environment}'s "
+                               f"gcp.zones ({', '.join(cfg.gcp.zones)}): the bundle was built for another stack")
+    return CloudVm(name=name, zone=zone, project=cfg.gcp.project, internal_ip="", ssh_user="root")
+
+
+def pull_host(cfg: StackConfig, name: str, group: Group, credentials: str | None = None,
+              zone: str | None = None) -> InventoryHost:
     """The fleet entry `name` of `cfg` as pyinfra's `@local` host: its cn_* variables as a push would give them,
     except the uploader's credentials, which are the file already on this host (`credentials`, the pipeline
-    layer's copy): a bundle never carries them, and the layer then finds them in place."""
-    if group not in FLEET_GROUPS:
-        raise InventoryProblem(f"group {group!r}: a pull-mode host is one of {', '.join(FLEET_GROUPS)}")
-    data = host_vars(cfg, group, pull_entry(cfg, name, group))
+    layer's copy): a bundle never carries them, and the layer then finds them in place. In group `cloud`, the
+    worker group's VM `name` in `zone` (`pull_vm`)."""
+    if group == "cloud":
+        data = host_vars(cfg, group, pull_vm(cfg, name, zone))
+    elif group in FLEET_GROUPS:
+        data = host_vars(cfg, group, pull_entry(cfg, name, group))
+    else:
+        raise InventoryProblem(f"group {group!r}: a pull-mode host is one of {', '.join(PULL_GROUPS)}")
     if data["cn_storage_credentials_file"] is not None:
         data["cn_storage_credentials_file"] = credentials
     return InventoryHost("@local", group, Ssh(address="localhost", user="root"), data)
@@ -473,20 +500,21 @@ def pull_host(cfg: StackConfig, name: str, group: Group, credentials: str | None
 
 def for_pull_module(environ: Mapping[str, str] | None = None) -> dict[str, list[tuple[str, dict[str, Any]]]]:
     """What hosts/pull.py hands pyinfra: `{group: [("@local", host data)]}` for the host CNCTL_PULL_HOST names in
-    group CNCTL_PULL_GROUP of the stack file CNCTL_STACK names (all set by pull mode's agent). Bad input exits 2
-    in one line."""
+    group CNCTL_PULL_GROUP of the stack file CNCTL_STACK names (all set by pull mode's agent; a `cloud` host's
+    zone in CNCTL_PULL_ZONE). Bad input exits 2 in one line."""
     environ = os.environ if environ is None else environ
     stack, name, group = environ.get(STACK_ENV), environ.get(PULL_HOST_ENV), environ.get(PULL_GROUP_ENV)
     if not stack or not name or not group:
         _exit(f"{STACK_ENV} (the bundle's stack file), {PULL_HOST_ENV} (this host's fleet name) and {PULL_GROUP_ENV} "
-              "(edge or servers) must be set: hosts/pull.py is run by pull mode's agent (python -m cnctl.bundle.agent)")
+              "(edge, servers or cloud) must be set: hosts/pull.py is run by pull mode's agent (python -m cnctl.bundle.agent)")
     try:
-        host = pull_host(load_stack(stack), name, group, environ.get(PULL_CREDENTIALS_ENV) or None)  # type: ignore[arg-type]
+        host = pull_host(load_stack(stack), name, group, environ.get(PULL_CREDENTIALS_ENV) or None,  # type: ignore[arg-type]
+                         environ.get(PULL_ZONE_ENV) or None)
     except StackConfigError as exc:
         _exit(f"stack {stack}: {exc.source}: " + "; ".join(str(p) for p in exc.problems))
     except UsageProblem as exc:
         _exit(f"stack {stack}: {exc}")
-    groups: dict[str, list[tuple[str, dict[str, Any]]]] = {g: [] for g in FLEET_GROUPS}
+    groups: dict[str, list[tuple[str, dict[str, Any]]]] = {g: [] for g in PULL_GROUPS}
     groups[host.group].append((host.name, dict(host.vars)))
     return groups
 

@@ -99,7 +99,7 @@ def extras_under(found: list[str], root: str, paths: list[str]) -> list[str]:
 def agent_config(wants: dict[str, Any], data: dict[str, Any], credentials: str) -> dict[str, Any]:
     """/etc/circularnet/pull/agent.json for this host: what cnctl.bundle.agent reads. `credentials` is the
     pipeline layer's credentials file on the host (roles/pipeline pipeline_credentials), named only when the
-    stack gives the host one."""
+    stack gives the host one. A VM of the worker group (group cloud) also names its zone."""
     venv = data["pull_venv"]
     return {
         "format": CONFIG_FORMAT,
@@ -116,6 +116,8 @@ def agent_config(wants: dict[str, Any], data: dict[str, Any], credentials: str) 
         "pyinfra": f"{venv}/bin/pyinfra",
         "python": f"{venv}/bin/python",
         "agent": data["pull_agent_dir"],
+        # a VM of the worker group is in no fleet: the agent hands hosts/pull.py its zone (CNCTL_PULL_ZONE)
+        **({"zone": wants["cn_gcp_zone"]} if wants["cn_group"] == "cloud" else {}),
     }
 
 

@@ -11,3 +11,4 @@ from cnctl.inventory import for_pull_module
 _groups = for_pull_module()
 edge = _groups["edge"]
 servers = _groups["servers"]
+cloud = _groups["cloud"]  # a VM of the autoscaled worker group (compute.mode: group)

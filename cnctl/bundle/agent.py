@@ -17,7 +17,8 @@ bundle.pollSeconds. One run:
    deploy, never taken from the bundle being checked) in the stack's namespace, then every file must match the
    manifest. Unpacked as `<state>/bundles/<version>`; nothing of a refused bundle is kept.
 5. Apply it: `pyinfra -y hosts/pull.py deploy.py` in the unpacked tree, `@local`, with this host's fleet entry
-   (CNCTL_STACK, CNCTL_PULL_HOST, CNCTL_PULL_GROUP, CNCTL_PULL_CREDENTIALS). The same host layers a push applies.
+   (CNCTL_STACK, CNCTL_PULL_HOST, CNCTL_PULL_GROUP, CNCTL_PULL_CREDENTIALS, and CNCTL_PULL_ZONE for a VM of the
+   worker group). The same host layers a push applies.
 6. Record the outcome in `<state>/applied.json` (the current version and the history the rollback check reads);
    keep the newest KEEP_BUNDLES unpacked bundles.
 7. Report: `<state>/report.json`, and, when the outcome or version changed or an hour passed, a create-only
@@ -85,6 +86,7 @@ class Config:
     signers: tuple[BundleSigner, ...]
     state: Path
     pyinfra: Path
+    zone: str | None = None  # a VM of the worker group (group cloud): its zone, for hosts/pull.py (CNCTL_PULL_ZONE)
 
 
 def load_config(path: Path) -> Config:
@@ -106,6 +108,8 @@ def load_config(path: Path) -> Config:
     if data["channel"] not in CHANNELS:
         raise UsageProblem(f"{path}: channel {data['channel']!r} is not one of {', '.join(CHANNELS)}: set the fleet "
                            "entry's channel and deploy again")
+    if data["group"] == "cloud" and not data.get("zone"):
+        raise UsageProblem(f"{path}: zone missing: a VM of the worker group (group cloud) names its zone")
     if store["kind"] not in ("gcs", "s3"):
         raise UsageProblem(f"{path}: store.kind {store['kind']!r} is not gcs or s3")
     try:
@@ -121,6 +125,7 @@ def load_config(path: Path) -> Config:
         bundles=str(store["bundles"]), reports=str(store["reports"]),
         credentials=Path(data["credentials"]) if data.get("credentials") else None,
         signers=signers, state=Path(data["state"]), pyinfra=Path(data["pyinfra"]),
+        zone=str(data["zone"]) if data.get("zone") else None,
     )
 
 
@@ -301,7 +306,7 @@ class Agent:
         """pyinfra @local over the unpacked tree: the host layers, as its fleet entry asks."""
         env = {**os.environ, "CNCTL_STACK": str(tree / "stacks" / f"Pulumi.{self.cfg.stack}.yaml"),
                "CNCTL_PULL_HOST": self.cfg.host, "CNCTL_PULL_GROUP": self.cfg.group,
-               "CNCTL_PULL_CREDENTIALS": str(self.cfg.credentials or ""),
+               "CNCTL_PULL_CREDENTIALS": str(self.cfg.credentials or ""), "CNCTL_PULL_ZONE": self.cfg.zone or "",
                "PATH": f"{self.cfg.pyinfra.parent}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
                "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
         env.pop("CNCTL_LAYERS", None)

@@ -366,3 +366,67 @@ def test_the_pull_inventory_exits_2_naming_the_host(gcs_site: Site, with_stack: 
     done = subprocess.run([sys.executable, "-c", "import hosts.pull"], env=environ, capture_output=True, text=True,
                           timeout=60, check=False)
     assert done.returncode == 2 and named in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+# --- hosts/pull.py: a VM of the autoscaled worker group (compute.mode: group) ---------------------------------------
+
+GROUP_VM, GROUP_ZONE = "cn-dev-group-worker-x1z9", "us-central1-b"
+
+
+def _group_stack(tmp_path: Path, bundle: bool = True, mode: str = "group") -> str:
+    """stacks/Pulumi.dev-group.yaml with a `bundle` section (or none), in compute mode `mode`."""
+    _, public = keypair(tmp_path / "keys")
+
+    def change(config: dict[str, Any]) -> None:
+        if bundle:
+            config["circularnet:bundle"] = {"signers": [{"identity": "release@plant", "publicKey": public}]}
+        if mode != "group":
+            config["circularnet:compute"] = {**config["circularnet:compute"], "mode": mode}
+            config["circularnet:compute"].pop("group")
+
+    return stack_variant(tmp_path, change, base="dev-group")
+
+
+def test_a_group_vm_pulls_as_itself_in_group_cloud_with_its_zone_and_the_stacks_project(tmp_path: Path) -> None:
+    env = {"CNCTL_STACK": _group_stack(tmp_path), "CNCTL_PULL_HOST": GROUP_VM, "CNCTL_PULL_GROUP": "cloud",
+           "CNCTL_PULL_ZONE": GROUP_ZONE}
+    groups = for_pull_module(env)
+    assert groups["edge"] == [] and groups["servers"] == [] and [name for name, _ in groups["cloud"]] == ["@local"]
+    data = groups["cloud"][0][1]
+    assert (data["cn_host"], data["cn_group"], data["cn_site"], data["cn_gcp_zone"]) == (GROUP_VM, "cloud",
+                                                                                         GROUP_ZONE, GROUP_ZONE)
+    assert (data["cn_deploy_mode"], data["cn_pull_channel"], data["cn_gcp_project"]) == ("pull", "stable",
+                                                                                        "my-circularnet-dev")
+    assert data["cn_platform"] == "server" and data["cn_driver_source"] == "image"
+
+
+@pytest.mark.parametrize(("shape", "host", "zone", "named"), [
+    ("no bundle", GROUP_VM, GROUP_ZONE, "stack dev-group has no `bundle` section"),
+    ("fixed vms", GROUP_VM, GROUP_ZONE, "stack dev-group has compute.mode vms"),
+    ("group", GROUP_VM, "", "its zone (CNCTL_PULL_ZONE): None is not a GCP zone"),
+    ("group", GROUP_VM, "europe-west4-a", "zone europe-west4-a is not one of stack dev-group's gcp.zones"),
+    ("group", "Worker_1", GROUP_ZONE, "host Worker_1 of group cloud: its name: 'Worker_1' is not a VM name"),
+])
+def test_the_pull_inventory_refuses_a_cloud_host_that_is_not_a_group_vm_of_a_bundle_stack(
+        tmp_path: Path, shape: str, host: str, zone: str, named: str) -> None:
+    stack = _group_stack(tmp_path, bundle=shape != "no bundle", mode="vms" if shape == "fixed vms" else "group")
+    environ = {key: value for key, value in os.environ.items() if not key.startswith("CNCTL_")}
+    environ.update(CNCTL_STACK=stack, CNCTL_PULL_HOST=host, CNCTL_PULL_GROUP="cloud", CNCTL_PULL_ZONE=zone,
+                   PYTHONPATH=os.getcwd())
+    done = subprocess.run([sys.executable, "-c", "import hosts.pull"], env=environ, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 2 and named in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_group_vms_agent_config_names_its_zone_and_the_agent_passes_it_to_the_inventory(tmp_path: Path) -> None:
+    config = tmp_path / "agent.json"
+    data = {"format": 1, "stack": "dev-group", "host": GROUP_VM, "group": "cloud", "channel": "stable",
+            "store": {"kind": "gcs", "endpoint": None, "project": "my-circularnet-dev",
+                      "bundles": "b", "reports": "r"},
+            "credentials": None, "signers": [{"identity": "release@plant", "public_key": keypair(tmp_path)[1]}],
+            "state": str(tmp_path / "state"), "pyinfra": "/nonexistent/pyinfra"}
+    config.write_text(json.dumps(data))
+    with pytest.raises(pull.UsageProblem, match="zone missing: a VM of the worker group"):
+        pull.load_config(config)
+    config.write_text(json.dumps({**data, "zone": GROUP_ZONE}))
+    assert pull.load_config(config).zone == GROUP_ZONE
