@@ -133,7 +133,8 @@ def build(cfg: StackConfig) -> CloudLayer | None:
             # Triton's HTTP port, as the stack (inference.ports) sets it for every host
             health_port=cfg.inference.ports.http,
             service_account_email=identity.inference.email,
-            startup_script=render_startup_script(cfg),
+            # with a `bundle` section, the workers apply the stack's bundle at boot (pull mode)
+            startup_script=render_startup_script(cfg, workers=True),
             subscription=queue.subscription.name,
             opts=on_gcp,
             requires=apis,

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import sys
 from typing import Any
 
 import jinja2
 
+from cnctl.bundle import namespace, prefix
+from cnctl.bundle.signing import allowed_signers
 from cnctl.catalog import catalog
 from cnctl.config.loader import ROOT
 from cnctl.config.schema import StackConfig
+from cnctl.hostvars import CloudVm, host_vars, pulls_from_startup
+from cnctl.paths import REPO_ROOT
 
 TEMPLATES = ROOT / "templates"
 STARTUP_TEMPLATE = "gce-startup.sh.j2"
@@ -22,6 +28,13 @@ STACK_DIR = "/etc/circularnet"
 # takes a few minutes; 60 tries 10 s apart bound the wait at ten minutes.
 NVIDIA_ATTEMPTS = 60
 NVIDIA_WAIT_SECONDS = 10
+
+# A worker group's VM fills its own name and zone into the agent's config at boot (they are known only there).
+VM_NAME_PLACEHOLDER = "@CNCTL_VM_NAME@"
+VM_ZONE_PLACEHOLDER = "@CNCTL_VM_ZONE@"
+GCS_API = "https://storage.googleapis.com"
+METADATA = "http://metadata.google.internal"
+PULL_CHANNEL = "stable"  # a group has no canaries: every VM of it runs the same version (cnctl.hostvars)
 
 
 def stack_record(cfg: StackConfig) -> dict[str, Any]:
@@ -48,20 +61,81 @@ def stack_record(cfg: StackConfig) -> dict[str, Any]:
     }
 
 
-def render_startup_script(cfg: StackConfig) -> str:
-    """The bootstrap for the stack's GPU VMs (all VMs of a stack get the same one)."""
-    env = jinja2.Environment(
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,  # a shell script, not HTML
     )
+
+
+def _pull_layer() -> tuple[Any, Any, Any]:
+    """deploy/pull.py (its `wheels` and `agent_config`), deploy/steps.py's `role_data` and deploy/inference.py's
+    `pip_index_args`: the pull layer's own builders, so the startup script installs what the layer installs. The
+    repository root goes on sys.path as for roles/pull's filters (the `cnctl` console script runs from anywhere)."""
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    # by name at run time: deploy/ is the host side, which `mypy cnctl` does not check
+    pull, steps, inference = (importlib.import_module(f"deploy.{name}") for name in ("pull", "steps", "inference"))
+    return pull, steps.role_data, inference.pip_index_args
+
+
+def pull_bootstrap(cfg: StackConfig) -> dict[str, Any] | None:
+    """What a worker group's VM needs to apply the stack's bundle at boot (templates/gce-startup.sh.j2's pull
+    section), None for a stack whose cloud VMs are configured by push (`cnctl.hostvars.pulls_from_startup`).
+
+    Every value is the pull layer's: its paths (roles/pull defaults), its wheels and requirements template, its
+    agent config builder (rendered through templates/pull/agent.json.j2 with the VM's name and zone left as
+    placeholders the script fills in), and the stack's signers as `cnctl.bundle.signing.allowed_signers` writes
+    them."""
+    if not pulls_from_startup(cfg):
+        return None
+    assert cfg.gcp is not None and cfg.bundle is not None
+    if cfg.storage.kind != "gcs":  # the stack checks refuse this in a stack with a `gcp` section
+        raise ValueError(f"stack {cfg.environment}: a worker group's VMs read bundles from Cloud Storage only")
+    layer, role_data, pip_index_args = _pull_layer()
+    data = role_data("pull")
+    vm = CloudVm(name=VM_NAME_PLACEHOLDER, zone=VM_ZONE_PLACEHOLDER, project=cfg.gcp.project, internal_ip="",
+                 ssh_user="root")
+    wants = host_vars(cfg, "cloud", vm)
+    assert wants["cn_deploy_mode"] == "pull" and wants["cn_pull_channel"] == PULL_CHANNEL
+    env = _environment()
+    config = layer.agent_config(wants, data, role_data("pipeline")["pipeline_credentials"])
+    return {
+        "stack": cfg.environment,
+        "bucket": cfg.storage.buckets.models,
+        "channel": PULL_CHANNEL,
+        "prefix": prefix(cfg.environment),
+        "namespace": namespace(cfg.environment),
+        "gcs_api": (cfg.storage.endpoint or GCS_API).rstrip("/"),
+        "metadata": METADATA,
+        "allowed_signers": allowed_signers(cfg.bundle.signers, namespace(cfg.environment)),
+        "requirements": env.get_template("triton/requirements.txt.j2").render(wheels=layer.wheels(wants)),
+        "pip_args": pip_index_args(wants["cn_python_index_url"]),
+        "agent_config": env.get_template("pull/agent.json.j2").render(agent_config=config),
+        "name_placeholder": VM_NAME_PLACEHOLDER,
+        "zone_placeholder": VM_ZONE_PLACEHOLDER,
+        "apt_packages": " ".join(data["pull_apt_packages"]),
+        "venv": data["pull_venv"],
+        "requirements_path": data["pull_requirements"],
+        "config": data["pull_config"],
+        "state": data["pull_state"],
+        "timer": f"/etc/systemd/system/{data['pull_unit']}.timer",
+    }
+
+
+def render_startup_script(cfg: StackConfig, workers: bool = False) -> str:
+    """The bootstrap for the stack's GPU VMs (all fixed VMs of a stack get the same one). `workers`: the script of
+    the worker group's template, which also applies the stack's bundle when the stack has a `bundle` section
+    (`pull_bootstrap`); otherwise it is the fixed VMs' script, byte for byte."""
     record = json.dumps(stack_record(cfg), indent=2, sort_keys=True)
-    return env.get_template(STARTUP_TEMPLATE).render(
+    return _environment().get_template(STARTUP_TEMPLATE).render(
         environment=cfg.environment,
         stack_dir=STACK_DIR,
         stack_json=record,
         os_login="TRUE" if cfg.security.os_login else "FALSE",
         nvidia_attempts=NVIDIA_ATTEMPTS,
         nvidia_wait_seconds=NVIDIA_WAIT_SECONDS,
+        pull=pull_bootstrap(cfg) if workers else None,
     )
