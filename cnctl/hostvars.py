@@ -218,6 +218,10 @@ def host_vars(cfg: StackConfig, group: Group, entry: Entry, cat: Catalog | None 
     if group == "servers" and isinstance(entry, Server):
         return {**common, **_server_vars(cfg, entry, cat)}
     if group == "cloud" and isinstance(entry, CloudVm):
+        if mode == "pull":
+            # A worker configures itself from a fresh boot: nothing pushed a device key to it, and it uploads and
+            # reads its bundles as the VM's own service account (cnctl/cloud/identity.py GROUP_WORKER).
+            common["cn_storage_credentials_file"] = None
         return {**common, **_cloud_vars(cfg, entry, cat)}
     raise TypeError(f"host {entry.name}: a {type(entry).__name__} is not an entry of group {group!r}")
 

@@ -47,9 +47,9 @@ TOOLS: dict[str, str] = {
 # Packages needed for files they install rather than a command: the Triton python-backend stub links against
 # libpython (unit tests run a real CPU Triton on the machine), python3-venv bootstraps the virtualenv, and the
 # bucket worker's tests run Google's Pub/Sub emulator (a Java program outside PATH: the Cloud SDK's package, and
-# a JRE for it).
+# a JRE for it); the GCE startup scripts' tests lint them with shellcheck.
 LIBRARIES: tuple[str, ...] = ("libpython3.11", "python3-venv", "ca-certificates", "binfmt-support",
-                              "google-cloud-cli-pubsub-emulator", "openjdk-17-jre-headless")
+                              "google-cloud-cli-pubsub-emulator", "openjdk-17-jre-headless", "shellcheck")
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
 QEMU_ARM64 = "qemu-aarch64"
 QEMU_FORMAT = Path("/usr/share/binfmts") / QEMU_ARM64  # what qemu-user-static registers

@@ -78,6 +78,19 @@ def test_a_group_vm_of_a_stack_with_a_bundle_pulls_the_stable_channel(tmp_path: 
     assert data["cn_bundle_signers"] == [{"identity": "release@plant", "public_key": public}]
 
 
+def test_a_group_vm_uploads_and_reads_as_its_service_account_even_when_devices_have_a_key(tmp_path: Path) -> None:
+    """storage.credentialsFile is the devices' key on the deploying machine: a worker booting from its template
+    never got it, so its agent and uploader use the VM's own identity (else the agent would stop at a missing file)."""
+    _, public = keypair(tmp_path / "keys")
+    key = tmp_path / "devices.json"
+    key.write_text("{}")
+    key.chmod(0o600)
+    cfg = load_stack(group_stack(tmp_path, public, storage={"credentialsFile": str(key)}))
+    assert cfg.storage.credentials_file is not None
+    assert host_vars(cfg, "cloud", _vm(cfg))["cn_storage_credentials_file"] is None
+    assert '"credentials": null' in render_startup_script(cfg, workers=True)
+
+
 def test_fixed_vms_and_a_group_without_a_bundle_stay_push(tmp_path: Path) -> None:
     _, public = keypair(tmp_path / "keys")
     for cfg in (load_stack(group_stack(tmp_path, public, mode="vms")), load_stack("dev-group"),
@@ -110,11 +123,13 @@ def test_the_group_script_carries_the_signers_the_hashes_and_the_store(tmp_path:
     assert "gcloud" not in script.split("pull bootstrap: a worker group")[1]  # curl and the metadata server only
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
-def test_the_group_script_passes_shellcheck(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [True, False], ids=["group template", "fixed VMs"])
+def test_the_startup_scripts_pass_shellcheck(tmp_path: Path, workers: bool) -> None:
+    if shutil.which("shellcheck") is None:  # a system package of the one list: missing is a failure, never a skip
+        pytest.fail("shellcheck is missing: `sudo python3 cnctl/sandbox/prereqs.py ensure` installs it", pytrace=False)
     _, public = keypair(tmp_path / "keys")
     script = tmp_path / "startup.sh"
-    script.write_text(render_startup_script(load_stack(group_stack(tmp_path, public)), workers=True))
+    script.write_text(render_startup_script(load_stack(group_stack(tmp_path, public)), workers=workers))
     done = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout
 
