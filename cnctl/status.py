@@ -245,6 +245,9 @@ def pull_status(host: InventoryHost, stack: str, store: ReportStore | UsageProbl
     outcome = str(report.get("outcome"))
     if outcome not in HEALTHY_OUTCOMES:
         problems.append(f"pull agent {outcome}: {report.get('message') or 'no message'}")
+    health = report.get("health")
+    if isinstance(health, dict) and health.get("healthy") is False:  # the verify layer's report, carried along
+        problems += [f"health report: {p}" for p in health.get("problems") or ["unhealthy (no problem named)"]]
     at = _reported_at(name, report)
     age = ((now or datetime.datetime.now(datetime.UTC)) - at).total_seconds() if at is not None else None
     bound = stale_after(host)

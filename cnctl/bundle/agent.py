@@ -21,7 +21,8 @@ bundle.pollSeconds. One run:
    worker group). The same host layers a push applies.
 6. Record the outcome in `<state>/applied.json` (the current version and the history the rollback check reads);
    keep the newest KEEP_BUNDLES unpacked bundles.
-7. Report: `<state>/report.json`, and, when the outcome or version changed or an hour passed, a create-only
+7. Report: `<state>/report.json` (with the verify layer's last health report), and, when the outcome, the version
+   or the host's health changed or an hour passed, a create-only
    object `pull-reports/<stack>/<host>/<UTC time>.json` in the reports bucket (the identity that uploads
    results may create objects, never overwrite or delete), which `cnctl status` reads.
 
@@ -60,6 +61,7 @@ HISTORY = 50
 APPLY_TIMEOUT_S = 3000  # below the unit's TimeoutStartSec (3600): the agent records a timeout, systemd never kills it
 REPORT_HEARTBEAT_S = 3600
 REPORTS_PREFIX = "pull-reports"
+VERIFY_DEFAULTS = "roles/verify/defaults/main.yml"  # in a bundle: where the host's health report is written
 
 
 def say(message: str) -> None:
@@ -377,13 +379,28 @@ class Agent:
 
     # Reports.
 
+    def health(self, current: str | None) -> dict[str, Any] | None:
+        """The verify layer's last health report on this host (what `cnctl status` shows of a pushed host), found
+        where the applied bundle's verify role says it is; None before a bundle was applied or the report exists."""
+        if current is None:
+            return None
+        try:
+            import yaml  # the agent's venv has it (the agent wheels); only read once a bundle was applied
+
+            defaults = yaml.safe_load((self.bundles / current / VERIFY_DEFAULTS).read_text())
+            report = json.loads(Path(defaults["verify_report"]).read_text())
+        except (OSError, ValueError, KeyError, TypeError, ImportError):
+            return None
+        return report if isinstance(report, dict) else None
+
     def report(self, outcome: Outcome) -> None:
         """<state>/report.json always; the bucket when something changed or an hour passed (a heartbeat)."""
         moment = _now()
         applied = Applied.load(self.applied_path)
         body = {"format": 1, "stack": self.cfg.stack, "host": self.cfg.host, "channel": self.cfg.channel,
                 "outcome": outcome.outcome, "version": outcome.version, "current": applied.current,
-                "message": outcome.message, "seconds": outcome.seconds, "at": _stamp(moment)}
+                "message": outcome.message, "seconds": outcome.seconds, "at": _stamp(moment),
+                "health": self.health(applied.current)}
         local = self.cfg.state / "report.json"
         _write_atomic(local, json.dumps(body, indent=2, sort_keys=True) + "\n")
         sent = _read_json(self.cfg.state / "report-sent.json")
@@ -403,7 +420,9 @@ def _gist(report: dict[str, Any]) -> tuple[Any, ...]:
     """What a report says that the bucket must hear at once: the version applied, and what is wrong if anything
     (`applied` then `up-to-date` is one healthy state; the heartbeat says it again every hour)."""
     healthy = report.get("outcome") in ("applied", "up-to-date")
-    return (report.get("current"), healthy, None if healthy else (report.get("outcome"), report.get("message")))
+    health = report.get("health") if isinstance(report.get("health"), dict) else {}
+    return (report.get("current"), healthy, None if healthy else (report.get("outcome"), report.get("message")),
+            health.get("healthy"), tuple(health.get("problems") or ()))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -58,7 +58,8 @@ def table(fleet: FleetStatus) -> Table:
     """One row per host: host, group, platform, model@version, Triton ready, free disk, last deploy, problems
     (how many, and the first one shortened; problem_lines() gives them whole). A pull-mode host's row comes from
     its pull report in the bucket (group `<group> · pull`, last deploy the bundle version it runs; pull_lines()
-    names the object): it says what the agent did, not the verify layer's health, so the other cells are `-`."""
+    names the object): what the agent did, and the verify layer's health report it sent along (its cells are `-`
+    when it sent none: before a bundle was applied, or a host without the verify layer's report)."""
     table = Table(title=f"status · stack {fleet.stack} · {sum(h.healthy for h in fleet.hosts)}/{len(fleet.hosts)} healthy")
     for column in ("host", "group", "platform", "model", "triton", "pipeline", "free disk", "last deploy (UTC)"):
         table.add_column(column, no_wrap=True)
@@ -67,7 +68,12 @@ def table(fleet: FleetStatus) -> Table:
         first = f"[red]{len(h.problems)}: {escape(h.problems[0])}[/]" if h.problems else "[green]none[/]"
         if h.source == "bucket":
             current = str((h.report or {}).get("current") or "no bundle")  # 16 hex digits: as wide as a date
-            table.add_row(escape(h.name), f"{h.group} · pull", "-", "-", "-", "-", "-", escape(current), first)
+            health = (h.report or {}).get("health")
+            if isinstance(health, dict):  # the verify layer's report the agent sent along
+                table.add_row(escape(h.name), f"{h.group} · pull", escape(_platform(health)), escape(_model(health)),
+                              _triton(h, health), escape(_pipeline(health)), _disk(health), escape(current), first)
+            else:
+                table.add_row(escape(h.name), f"{h.group} · pull", "-", "-", "-", "-", "-", escape(current), first)
             continue
         report = h.report or {}
         table.add_row(escape(h.name), h.group, escape(_platform(report)), escape(_model(report)), _triton(h, report),

@@ -148,6 +148,24 @@ def test_a_published_bundle_is_applied_once_then_the_host_is_up_to_date(site: Si
     assert reports[0]["host"] == HOST and reports[0]["current"] == version and reports[0]["channel"] == "canary"
 
 
+def test_the_report_carries_the_verify_layers_health_and_a_change_of_it_is_sent_at_once(gcs_site: Site) -> None:
+    config = gcs_site.config()
+    version = gcs_site.publish()
+    outcome, one = run(config)
+    assert gcs_site.reports()[-1]["health"] is None  # the bundle's verify role names a report this machine lacks
+    health = gcs_site.tmp / "health.json"
+    health.write_text(json.dumps({"healthy": True, "problems": []}))
+    (one.applied[0] / "roles" / "verify" / "defaults" / "main.yml").write_text(f"verify_report: {health}\n")
+    run(config)
+    assert len(gcs_site.reports()) == 2 and gcs_site.reports()[-1]["health"] == {"healthy": True, "problems": []}
+    run(config)
+    assert len(gcs_site.reports()) == 2  # nothing changed: not sent again within the hour
+    health.write_text(json.dumps({"healthy": False, "problems": ["Triton is down"]}))
+    run(config)
+    assert gcs_site.reports()[-1]["health"]["problems"] == ["Triton is down"]
+    assert gcs_site.reports()[-1]["current"] == version and outcome.outcome == "applied"
+
+
 def test_a_new_bundle_on_the_channel_is_applied_by_the_next_run(gcs_site: Site) -> None:
     config = gcs_site.config()
     first = gcs_site.publish()

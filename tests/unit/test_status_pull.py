@@ -71,8 +71,9 @@ class Site:
         self.scheme = "gs" if kind == "gcs" else "s3"
 
     def report(self, host: str, outcome: str, message: str, version: str | None = VERSION,
-               at: datetime.datetime | None = None) -> None:
-        """What the host's agent sends after a run with `outcome` (at `at`, else now), through Agent.report."""
+               at: datetime.datetime | None = None, health: dict[str, Any] | None = None) -> None:
+        """What the host's agent sends after a run with `outcome` (at `at`, else now), through Agent.report; with
+        `health`, the verify layer's report it finds where the applied bundle's verify role says."""
         cfg = pull.Config(stack="onprem", host=host, group="servers", channel="canary", kind=self.kind,
                           endpoint=self.endpoint, project=None, bundles="unused", reports=self.results,
                           credentials=None, signers=(BundleSigner(identity="release@plant", public_key=self.public),),
@@ -80,6 +81,12 @@ class Site:
         agent = pull.Agent(cfg)
         if outcome == "applied":
             agent._remember(pull.Applied.load(agent.applied_path), pull.Outcome(outcome, version, message))
+        if health is not None and version is not None:
+            written = self.tmp / host / "health.json"
+            written.write_text(json.dumps(health))
+            defaults = cfg.state / "bundles" / version / pull.VERIFY_DEFAULTS
+            defaults.parent.mkdir(parents=True, exist_ok=True)
+            defaults.write_text(f"verify_report: {written}\n")
         with pytest.MonkeyPatch.context() as clock:
             if at is not None:
                 clock.setattr(pull, "_now", lambda: at)
@@ -235,3 +242,18 @@ def test_the_cli_shows_where_a_pull_hosts_status_came_from_and_its_version(site:
     assert canary["origin"].startswith(f"{site.scheme}://{site.results}/pull-reports/onprem/{CANARY}/")
     assert by_name[PUSH]["source"] == "fresh" and by_name[PUSH]["origin"] is None
     assert data["unhealthy"] == [STABLE]
+
+
+def test_the_verify_layers_health_travels_with_the_pull_report_and_counts(gcs_site: Site,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pull host's agent sends the verify layer's last report along: the table fills the host's cells from it,
+    and an unhealthy one makes the host unhealthy with its problems, though the agent applied its bundle."""
+    monkeypatch.setattr(status, "run_on_hosts", FakeRemote())
+    gcs_site.report(CANARY, "applied", "applied", health=GOOD)
+    gcs_site.report(STABLE, "applied", "applied", health={**GOOD, "healthy": False, "problems": ["Triton is down"]})
+    hosts, _ = gcs_site.collect()
+    assert hosts[CANARY].healthy and hosts[CANARY].report["health"] == GOOD  # type: ignore[index]
+    assert not hosts[STABLE].healthy and hosts[STABLE].problems == ("health report: Triton is down",)
+    [row] = [line for line in run("status", "--stack", gcs_site.stack).stdout.splitlines() if f"│ {CANARY}" in line]
+    assert "servers · pull" in row and "circularnet@2" in row and "40.0 GiB (40%)" in row
+
