@@ -417,10 +417,12 @@ class Agent:
 
 
 def _gist(report: dict[str, Any]) -> tuple[Any, ...]:
-    """What a report says that the bucket must hear at once: the version applied, and what is wrong if anything
-    (`applied` then `up-to-date` is one healthy state; the heartbeat says it again every hour)."""
+    """What a report says that the bucket must hear at once: the version applied, what is wrong if anything, and
+    the host's health verdict and problems (`applied` then `up-to-date` is one healthy state; the heartbeat says it
+    again every hour)."""
     healthy = report.get("outcome") in ("applied", "up-to-date")
-    health = report.get("health") if isinstance(report.get("health"), dict) else {}
+    carried = report.get("health")
+    health: dict[str, Any] = carried if isinstance(carried, dict) else {}
     return (report.get("current"), healthy, None if healthy else (report.get("outcome"), report.get("message")),
             health.get("healthy"), tuple(health.get("problems") or ()))
 
