@@ -12,7 +12,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from cnctl.sandbox import fleet as sandbox
 from cnctl.sandbox import network, prereqs, procs
 from cnctl.sandbox.instance import Instance
 from cnctl.sandbox.progress import Quiet
+from tests.unit.http_server import http_server
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -168,15 +168,8 @@ def serving(address: str, body: bytes) -> Iterator[str]:
         def log_message(self, *_args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer((address, 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://{address}:{server.server_address[1]}/signing-key.asc"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with http_server(Handler, address) as base:
+        yield f"{base}/signing-key.asc"
 
 
 _ANSIBLE_TASK = re.compile(r"^TASK \[(?P<task>.+?)\] \*")

@@ -22,7 +22,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +35,7 @@ from cnctl.cloud.startup import render_startup_script
 from cnctl.config import StackConfig, load_stack
 from cnctl.hostvars import CloudVm, host_vars
 from tests.unit.bundle_helpers import keypair
+from tests.unit.http_server import http_server
 from tests.unit.stack_variants import stack_variant
 from tests.unit.test_uploader import Store, endpoints  # the emulators' fixture
 
@@ -170,14 +170,8 @@ class Metadata(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def metadata() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metadata)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(Metadata) as base:
+        yield base
 
 
 RECORDER = '''#!{python}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from cnctl.cli.model import app
 from cnctl.config import load_stack
 from cnctl.config.loader import STACKS_DIR
 from cnctl.model.fetch import FetchError, fetch
+from tests.unit.http_server import http_server
 
 ARCHIVE = b"PK\x03\x04 stand-in archive " * 4096
 
@@ -38,14 +38,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_port}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with http_server(_Handler) as base:
+        yield base
 
 
 def _stack_with_url(tmp_path: Path, url: str) -> Path:
