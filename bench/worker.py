@@ -17,16 +17,14 @@ package) and the site content in the cache (built on first use, as the tests bui
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -36,64 +34,16 @@ sys.path.insert(0, str(ROOT))
 
 from cnctl.config import load_stack
 from cnctl.hostvars import host_vars
-from cnctl.sandbox.site import build_site_content, emulators, triton
+from cnctl.sandbox.site import build_site_content
 from deploy.steps import role_data
-from tests.unit.conftest import free_port
-from tests.unit.test_bucket_worker import EMULATOR, SCRIPT, Site
-from tests.unit.test_uploader import _wait_until_serving
+from tests.unit.test_bucket_worker import EMULATOR, SCRIPT, Site, gcs_emulator, pubsub_emulator
+from tests.unit.test_site_triton import load, triton_server
 
 TIMEOUT_S = 1800
 
 
 def say(message: str) -> None:
     print(f"[bench/worker] {message}", file=sys.stderr, flush=True)
-
-
-def start(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(argv, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-                            env={**os.environ, **(env or {})}, start_new_session=True)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """The process group, by its PID: SIGTERM, then SIGKILL."""
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, seconds: float = 90) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{what} did not listen within {seconds:.0f} s") from None
-            time.sleep(0.2)
-
-
-def load_model(base: str, log: Path, seconds: float = 120) -> None:
-    """Ask Triton (explicit model control) to load the stand-in model; retried while its HTTP side starts."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            request = urllib.request.Request(f"{base}/v2/repository/models/circularnet/load", data=b"", method="POST")
-            urllib.request.urlopen(request, timeout=60).close()
-            return
-        except OSError as exc:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"Triton did not load the stand-in model ({exc}):\n{log.read_text()[-2000:]}") from None
-            time.sleep(1)
 
 
 def frames(footage: Path) -> list[bytes]:
@@ -121,73 +71,59 @@ def main(argv: list[str] | None = None) -> int:
     assert content.client is not None and content.footage is not None
     shots = frames(content.footage.path)
     rows_out: list[dict[str, Any]] = []
-    procs: list[subprocess.Popen[bytes]] = []
-    with tempfile.TemporaryDirectory(prefix="cnctl-bench-worker-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="cnctl-bench-worker-") as tmp, contextlib.ExitStack() as running:
         work = Path(tmp)
-        try:
-            say("Triton (CPU) with the stand-in model, the Pub/Sub and GCS emulators")
-            install = triton.unpack(content.wheelhouse_dir, work / "triton")
-            repo = work / "repo"
-            repo.mkdir()
-            with zipfile.ZipFile(content.model_archive) as zf:
-                zf.extractall(repo)
-            triton_port, pubsub_port, gcs_port = free_port(), free_port(), free_port()
-            procs.append(start(install.command(repo, triton_port, exit_timeout=1), work / "triton.log", install.env))
-            procs.append(start([str(EMULATOR), "--host=127.0.0.1", f"--port={pubsub_port}"], work / "pubsub.log"))
-            (work / "gcs").mkdir()
-            procs.append(start(emulators.gcs_argv("127.0.0.1", gcs_port), work / "gcs.log", emulators.gcs_env(work / "gcs")))
-            wait_port(pubsub_port, procs[1], "the Pub/Sub emulator")
-            gcs = f"http://127.0.0.1:{gcs_port}"
-            _wait_until_serving(f"{gcs}/storage/v1/b?project=cnctl-sandbox", procs[2])
-            wait_port(triton_port, procs[0], "tritonserver")
-            load_model(f"http://127.0.0.1:{triton_port}", work / "triton.log")
-
-            (work / "site").mkdir()
-            site = Site(work / "site", f"127.0.0.1:{pubsub_port}", gcs)
-            client = work / "client"
-            with zipfile.ZipFile(io.BytesIO(content.client.path.read_bytes())) as zf:
-                zf.extractall(client)
-            settings = site.settings(
-                "worker", triton_url=f"http://127.0.0.1:{triton_port}", batch_frames=int(wants["cn_pipeline_batch_frames"]),
-                client={"python": sys.executable, "dir": str(client), "entry": wants["cn_pipeline_client_entry"],
-                        "flags": list(wants["cn_pipeline_flags"])},
-                worker={"subscription": site.subscription, "max_messages": max_messages,
-                        "max_lease_seconds": defaults["pipeline_worker_max_lease_seconds"],
-                        "lease_extension_seconds": defaults["pipeline_worker_lease_extension_seconds"],
-                        "batch_seconds": defaults["pipeline_worker_batch_seconds"]})
-            worker = subprocess.Popen([sys.executable, str(SCRIPT), "run", "--config", str(settings)],
-                                      env={**os.environ, "PUBSUB_EMULATOR_HOST": site.pubsub},
-                                      stdout=subprocess.DEVNULL, stderr=open(work / "worker.log", "wb"),  # noqa: SIM115
-                                      start_new_session=True)
-            procs.append(worker)
-            sent = 0
-            for count in counts:
-                say(f"{count} images: stored, then their notifications published at once")
-                names = [f"frames/bench/{sent + i:06d}.jpg" for i in range(count)]
-                for i, name in enumerate(names):
-                    site.storage.bucket(site.bucket).blob(name).upload_from_string(shots[i % len(shots)],
-                                                                                   content_type="image/jpeg")
-                before = site.state("worker")
-                acked0, batches0, rows0 = (int(before.get(k, 0)) for k in ("acked", "batches", "rows"))
-                started = time.monotonic()
-                for name in names:
-                    site.notify(name, site.generation(name))
-                while int(site.state("worker").get("acked", 0)) - acked0 < count:
-                    if worker.poll() is not None:
-                        raise RuntimeError(f"the worker exited:\n{(work / 'worker.log').read_text()[-2000:]}")
-                    if time.monotonic() - started > TIMEOUT_S:
-                        raise RuntimeError(f"{count} images not acknowledged within {TIMEOUT_S} s")
-                    time.sleep(0.2)
-                seconds = time.monotonic() - started
-                state = site.state("worker")
-                rows_out.append({"images": count, "seconds": round(seconds, 1), "images_per_s": round(count / seconds, 2),
-                                 "batches": int(state["batches"]) - batches0, "rows": int(state["rows"]) - rows0,
-                                 "acked": int(state["acked"]) - acked0, "nacked": int(state.get("nacked", 0))})
-                sent += count
-            site.subscriber.close()
-        finally:
-            for proc in reversed(procs):
-                stop(proc)
+        say("Triton (CPU) with the stand-in model, the Pub/Sub and GCS emulators")
+        (work / "triton").mkdir()
+        triton_url, _, _ = running.enter_context(triton_server(content, work / "triton"))
+        status, body = load(triton_url)
+        if status != 200:
+            raise RuntimeError(f"Triton did not load the stand-in model: {status} {body[:500]!r}")
+        pubsub = running.enter_context(pubsub_emulator())
+        gcs = running.enter_context(gcs_emulator(work / "gcs"))
+        (work / "site").mkdir()
+        site = Site(work / "site", pubsub, gcs)
+        running.callback(site.close)  # the worker's process group, by its PID, and the subscriber
+        client = work / "client"
+        with zipfile.ZipFile(io.BytesIO(content.client.path.read_bytes())) as zf:
+            zf.extractall(client)
+        settings = site.settings(
+            "worker", triton_url=triton_url, batch_frames=int(wants["cn_pipeline_batch_frames"]),
+            client={"python": sys.executable, "dir": str(client), "entry": wants["cn_pipeline_client_entry"],
+                    "flags": list(wants["cn_pipeline_flags"])},
+            worker={"subscription": site.subscription, "max_messages": max_messages,
+                    "max_lease_seconds": defaults["pipeline_worker_max_lease_seconds"],
+                    "lease_extension_seconds": defaults["pipeline_worker_lease_extension_seconds"],
+                    "batch_seconds": defaults["pipeline_worker_batch_seconds"]})
+        worker = subprocess.Popen([sys.executable, str(SCRIPT), "run", "--config", str(settings)],
+                                  env={**os.environ, "PUBSUB_EMULATOR_HOST": site.pubsub},
+                                  stdout=subprocess.DEVNULL, stderr=open(work / "worker.log", "wb"),  # noqa: SIM115
+                                  start_new_session=True)
+        site.procs.append(worker)  # stopped with its group by site.close
+        sent = 0
+        for count in counts:
+            say(f"{count} images: stored, then their notifications published at once")
+            names = [f"frames/bench/{sent + i:06d}.jpg" for i in range(count)]
+            for i, name in enumerate(names):
+                site.storage.bucket(site.bucket).blob(name).upload_from_string(shots[i % len(shots)],
+                                                                               content_type="image/jpeg")
+            before = site.state("worker")
+            acked0, batches0, rows0 = (int(before.get(k, 0)) for k in ("acked", "batches", "rows"))
+            started = time.monotonic()
+            for name in names:
+                site.notify(name, site.generation(name))
+            while int(site.state("worker").get("acked", 0)) - acked0 < count:
+                if worker.poll() is not None:
+                    raise RuntimeError(f"the worker exited:\n{(work / 'worker.log').read_text()[-2000:]}")
+                if time.monotonic() - started > TIMEOUT_S:
+                    raise RuntimeError(f"{count} images not acknowledged within {TIMEOUT_S} s")
+                time.sleep(0.2)
+            seconds = time.monotonic() - started
+            state = site.state("worker")
+            rows_out.append({"images": count, "seconds": round(seconds, 1), "images_per_s": round(count / seconds, 2),
+                             "batches": int(state["batches"]) - batches0, "rows": int(state["rows"]) - rows0,
+                             "acked": int(state["acked"]) - acked0, "nacked": int(state.get("nacked", 0))})
+            sent += count
     if args.json:
         print(json.dumps({"max_messages": max_messages, "runs": rows_out}, indent=2))
         return 0

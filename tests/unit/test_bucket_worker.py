@@ -12,6 +12,7 @@ settings exit 2 with one clear line. Under CI=true a missing emulator fails the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -58,12 +59,9 @@ with open(os.path.join(a.output_directory, "detections.ndjson"), "w") as out:
 '''
 
 
-@pytest.fixture(scope="module")
-def pubsub() -> Iterator[str]:
-    """Google's Pub/Sub emulator on a free loopback port (host:port); stopped by its PID."""
-    if not EMULATOR.exists():
-        message = f"{EMULATOR} is missing: `python3 cnctl/sandbox/prereqs.py ensure` installs google-cloud-cli-pubsub-emulator"
-        pytest.fail(message, pytrace=False)  # a missing system package fails with its fix, as the fleet's tools do
+@contextlib.contextmanager
+def pubsub_emulator() -> Iterator[str]:
+    """Google's Pub/Sub emulator on a free loopback port (host:port) while the block runs; stopped by its PID."""
     port = free_port()
     proc = subprocess.Popen([str(EMULATOR), "--host=127.0.0.1", f"--port={port}"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
@@ -90,8 +88,24 @@ def pubsub() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
+def pubsub() -> Iterator[str]:
+    """The emulator for this module's tests; a missing one fails with its fix, as the fleet's tools do."""
+    if not EMULATOR.exists():
+        message = f"{EMULATOR} is missing: `python3 cnctl/sandbox/prereqs.py ensure` installs google-cloud-cli-pubsub-emulator"
+        pytest.fail(message, pytrace=False)
+    with pubsub_emulator() as address:
+        yield address
+
+
+@pytest.fixture(scope="module")
 def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    data = tmp_path_factory.mktemp("gcs")
+    with gcs_emulator(tmp_path_factory.mktemp("gcs")) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def gcs_emulator(data: Path) -> Iterator[str]:
+    """The GCS emulator the uploader's tests use, on a free loopback port while the block runs -> its URL."""
     port = free_port()
     proc = subprocess.Popen(emulators.gcs_argv("127.0.0.1", port), env={**os.environ, **emulators.gcs_env(data)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

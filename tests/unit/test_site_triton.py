@@ -8,6 +8,7 @@ is killed by that group id; nothing outlives the test module.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -71,7 +73,14 @@ def install_archive(archive: Path, repo: Path) -> None:
 
 @pytest.fixture(scope="module")
 def server(site_content, tmp_path_factory):
-    work = tmp_path_factory.mktemp("triton")
+    with triton_server(site_content, tmp_path_factory.mktemp("triton")) as served:
+        yield served
+
+
+@contextlib.contextmanager
+def triton_server(site_content, work: Path) -> Iterator[tuple[str, Path, Path]]:
+    """A real CPU tritonserver from the site's wheelhouse serving the stand-in model's repository (explicit model
+    control: nothing loaded yet) while the block runs -> (base URL, repository, work dir); its group stopped after."""
     install = triton.unpack(site_content.wheelhouse_dir, work / "triton")
     repo = work / "repo"
     repo.mkdir()
