@@ -1,9 +1,10 @@
 """Pin the pipeline's wheels: resolve, then write every file's sha256 into cnctl/catalog/pipeline.yaml.
 
-    .venv/bin/python tools/pin_wheels.py            # resolve the newest versions, rewrite both sets' `packages`
+    .venv/bin/python tools/pin_wheels.py            # resolve the newest versions, rewrite every set's `packages`
+    .venv/bin/python tools/pin_wheels.py --only client_tf   # one set; the uploader's pins stay as they are
     .venv/bin/python tools/pin_wheels.py --check    # resolve again, exit 1 if the catalog differs (no write)
 
-A maintainer's tool (network: PyPI only), not part of any deploy. Three sets, each installed with
+A maintainer's tool (network: PyPI only), not part of any deploy. Four sets, each installed with
 `pip install --no-deps --require-hashes`:
 
 - `uploader` (every host): TOP_LEVEL["uploader"], closed on its own;
@@ -14,7 +15,11 @@ A maintainer's tool (network: PyPI only), not part of any deploy. Three sets, ea
   and `pyinfra @local deploy.py`): pyinfra, pydantic and PyYAML at exactly the versions uv.lock locks (the
   deploy code is written and tested against those), with the uploader's pins as constraints and minus them,
   like `worker`, so that the uploader plus the agent is closed (the agent reads the bucket with the uploader's
-  store clients). The worker's pins are not constraints: the two sets never share a venv.
+  store clients). The worker's pins are not constraints: the two sets never share a venv;
+- `client_tf` (hosts whose client is upstream's TF-generation client: the pipeline venv, beside the uploader's):
+  CLIENT_TF, what that client and the official.* modules it imports need (TensorFlow, OpenCV headless, ...), with
+  the uploader's pins as constraints and minus them, like `worker`; OMIT names what it needs but PyPI has no
+  usable wheel of (trackpy), left out of the resolve and the pins.
 
 Each set is one `uv pip compile` for the oldest Python of its `pythons` on x86_64, re-resolved with those
 versions as constraints for every other (Python, architecture) pair, which must need nothing outside it. For
@@ -44,9 +49,52 @@ REPO = Path(__file__).resolve().parents[1]
 CATALOG = REPO / "cnctl" / "catalog" / "pipeline.yaml"
 UV = REPO / ".venv" / "bin" / "uv"
 LOCK = REPO / "uv.lock"
+# What upstream's TF-generation client (tensorflow/models official/projects/waste_identification_ml/
+# Triton_TF_Cloud_Deployment/client, with model_inference/color_and_property_extractor.py) imports, and what the
+# official.* modules it imports from the same source tree import in turn (mask_bbox_saver's
+# official.vision.utils.object_detection.visualization_utils runs official/vision/__init__.py, which imports
+# official.vision.configs and .tasks: official.core, official.modeling, the vision evaluators and models).
+# Upstream's install line, minus what this toolkit replaces: no google-cloud-bigquery or pandas-gbq (the adapter
+# writes big_query_ops' rows as NDJSON; no device writes BigQuery), opencv-python-headless (headless servers and
+# Jetsons, no GUI libraries), tritonclient's grpc extra only (triton_server_inference uses tritonclient.grpc),
+# and no tf-models-official: `official` is the pinned source archive on sys.path, and that package's own
+# dependencies (tensorflow-text among them) have no aarch64 wheels. webcolors stays at 1.13: the colour
+# extractor uses its 1.13 API (webcolors.CSS3_HEX_TO_NAMES), which later releases dropped.
+CLIENT_TF = (
+    "tensorflow",  # utils, visualization_utils, official.* throughout
+    "tf-keras",  # utils (`import tensorflow as tf, tf_keras`), official.core and official.modeling
+    "absl-py",  # inference_pipeline's flags, official.*'s logging
+    "opencv-python-headless",  # cv2: utils, mask_bbox_saver, triton_server_inference, official.vision.ops.mask_ops
+    "natsort",  # utils.files_paths
+    "numpy",
+    "pandas",  # feature_extraction, object_tracking, mask_bbox_saver, color_and_property_extractor
+    "scikit-image",  # skimage: feature_extraction, color_and_property_extractor
+    "scikit-learn",  # sklearn: color_and_property_extractor (KMeans, BallTree)
+    "webcolors==1.13",  # color_and_property_extractor
+    "ffmpeg-python",  # ffmpeg: ffmpeg_ops
+    "Pillow",  # PIL: ffmpeg_ops, visualization_utils, official.vision.evaluation.coco_utils
+    "tritonclient[grpc]",  # triton_server_inference
+    "matplotlib",  # visualization_utils
+    "six",  # visualization_utils, preprocess_ops, official.modeling.hyperparams
+    "gin-config",  # gin: official.core (actions, base_trainer, train_utils)
+    "PyYAML",  # yaml: official.modeling.hyperparams
+    "tensorflow-datasets",  # official.core.input_reader imports it unconditionally
+    "pycocotools",  # official.vision.evaluation.coco_evaluator, coco_utils (via official.vision.tasks)
+    "immutabledict",  # official.vision.modeling.backbones.vit_specs
+    "scipy",  # official.nlp.modeling.layers.mixing (via the vision backbones' nn_blocks)
+)
+# What a set's closure names but PyPI has no usable wheel of, with why: dropped from every requirement of the
+# resolve (an override whose marker is never true) and never pinned, so the set is closed except for these; the
+# catalog's comment on the set names them, and the closure test allows exactly these.
+OMIT = {"client_tf": {
+    "trackpy": "object_tracking's `import trackpy`: its only wheel is 0.3.3, which fails to import on Python 3.10+ "
+               "(`from collections import Iterable`); 0.4 to 0.7 are sdists only",
+    "promise": "tensorflow-datasets declares it, no Python 3 wheel; `import tensorflow_datasets` (all "
+               "official.core.input_reader does) works without it, only TFDS downloads use it",
+}}
 TOP_LEVEL = {"uploader": ("google-cloud-storage", "boto3"), "worker": ("google-cloud-pubsub",),
-             "agent": ("pyinfra", "pydantic", "PyYAML")}
-SECTIONS = ("uploader", "worker", "agent")
+             "agent": ("pyinfra", "pydantic", "PyYAML"), "client_tf": CLIENT_TF}
+SECTIONS = ("uploader", "worker", "agent", "client_tf")
 ARCHES = ("x86_64", "aarch64")
 SIMPLE = "https://pypi.org/simple/{}/"
 # The block this tool owns in each set: from this line to the next top-level key (or the end of the file).
@@ -65,8 +113,9 @@ def supported(python: str, arch: str) -> set[tags.Tag]:
     return {*tags.cpython_tags(version, platforms=plats), *tags.compatible_tags(version, platforms=plats)}
 
 
-def compile_for(python: str, arch: str, constraints: Path | None, top: tuple[str, ...]) -> dict[str, str]:
-    """{canonical name: version} that uv resolves for `top` on this Python and architecture."""
+def compile_for(python: str, arch: str, constraints: Path | None, top: tuple[str, ...],
+                omit: tuple[str, ...] = ()) -> dict[str, str]:
+    """{canonical name: version} that uv resolves for `top` on this Python and architecture, without `omit`."""
     with tempfile.TemporaryDirectory() as tmp:
         req = Path(tmp) / "in.txt"
         req.write_text("\n".join(top) + "\n")
@@ -75,6 +124,10 @@ def compile_for(python: str, arch: str, constraints: Path | None, top: tuple[str
                "--no-header", "--no-annotate", "--quiet"]
         if constraints:
             cmd += ["--constraint", str(constraints)]
+        if omit:  # an override's marker that no environment meets removes the package from every requirement
+            overrides = Path(tmp) / "overrides.txt"
+            overrides.write_text("".join(f"{name}; python_version < '0'\n" for name in omit))
+            cmd += ["--override", str(overrides)]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     pins = {}
     for line in out.splitlines():
@@ -85,8 +138,10 @@ def compile_for(python: str, arch: str, constraints: Path | None, top: tuple[str
     return pins
 
 
-def resolve(pythons: list[str], top: tuple[str, ...], held: dict[str, str] | None = None) -> dict[str, str]:
-    """The closed pins of `top`, every version in `held` kept (they are another set's pins, same venv).
+def resolve(pythons: list[str], top: tuple[str, ...], held: dict[str, str] | None = None,
+            omit: tuple[str, ...] = ()) -> dict[str, str]:
+    """The closed pins of `top`, every version in `held` kept (they are another set's pins, same venv), none of
+    `omit` (OMIT: no usable wheel).
 
     One version per package for every (Python, architecture): when the first pair's resolve picks a version
     another pair has no wheel for (gevent's newest lacks aarch64 wheels for 3.10), that pair's own choice
@@ -97,16 +152,16 @@ def resolve(pythons: list[str], top: tuple[str, ...], held: dict[str, str] | Non
         for _ in range(10):
             fixed = {**caps, **(held or {})}
             constraints.write_text("".join(f"{n}=={v}\n" for n, v in fixed.items()))
-            base = compile_for(pythons[0], ARCHES[0], constraints if fixed else None, top)
+            base = compile_for(pythons[0], ARCHES[0], constraints if fixed else None, top, omit)
             constraints.write_text("".join(f"{n}=={v}\n" for n, v in {**base, **(held or {})}.items()))
             capped = False
             for python in pythons:
                 for arch in ARCHES:
                     try:
-                        other = compile_for(python, arch, constraints, top)
+                        other = compile_for(python, arch, constraints, top, omit)
                     except subprocess.CalledProcessError:
                         constraints.write_text("".join(f"{n}=={v}\n" for n, v in fixed.items()))
-                        own = compile_for(python, arch, constraints if fixed else None, top)
+                        own = compile_for(python, arch, constraints if fixed else None, top, omit)
                         lower = {n: v for n, v in own.items()
                                  if n in base and Version(v) < Version(base[n]) and n not in caps}
                         if not lower:
@@ -201,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if the catalog is not what a resolve gives")
     parser.add_argument("--only", choices=SECTIONS,
-                        help="re-pin one set (worker, agent: the uploader's pins stay as they are)")
+                        help="re-pin one set (worker, agent, client_tf: the uploader's pins stay as they are)")
     args = parser.parse_args(argv)
     text = CATALOG.read_text()
     data = yaml.safe_load(text)
@@ -212,8 +267,8 @@ def main(argv: list[str] | None = None) -> int:
                 uploader = {str(canonicalize_name(p["name"])): p["version"] for p in data["uploader"]["packages"]}
             continue
         pythons = data[section]["pythons"]
-        pins = resolve(pythons, top_level(section), uploader)
-        if uploader is not None:  # the worker's and the agent's sets: only what the uploader's pins lack
+        pins = resolve(pythons, top_level(section), uploader, tuple(OMIT.get(section, ())))
+        if uploader is not None:  # the worker's, the agent's and the client's sets: what the uploader's pins lack
             pins = {n: v for n, v in pins.items() if n not in uploader}
         block = render(pins, pythons)
         new = replace_packages(new, section, block)
