@@ -60,6 +60,8 @@ URL and the stack's `mirrors` section replaces its base for air-gapped plants (N
 | cn_pipeline_client_sha256 | all | its pinned sha256 (`pipeline.clientSha256`, else the catalog's); None: the pipeline layer refuses |
 | cn_pipeline_client_entry | all | the client's script inside the archive (`inference_pipeline.py`) |
 | cn_pipeline_client_wheels | all | [{name, version, sha256}] the client needs in the venv; None: not pinned yet (the layer refuses) |
+| cn_pipeline_client_contract | all | how the runner talks to the client: `ndjson` (it writes the rows) or `upstream` (upstream's client through deploy/client_adapter.py) |
+| cn_pipeline_columns | all | [{name, type}] the detections table's columns for the generation (catalog `generations.<g>.bigquery_schema`) |
 | cn_pipeline_generation | all | the model's client generation (`tf`, `detr`): the flags and the detections table |
 | cn_pipeline_flags | all | the client's flags, `--flag=value`, rendered for the generation from `pipeline` |
 | cn_pipeline_interval | all | seconds between the end of one pipeline run and the next (`pipeline.intervalSeconds`) |
@@ -321,8 +323,11 @@ def _pipeline_vars(cfg: StackConfig, cat: Catalog) -> dict[str, Any]:
         "cn_pipeline_client_url": cfg.pipeline.client_url or (client.url if client else None),
         "cn_pipeline_client_sha256": cfg.pipeline.client_sha256 or (client.sha256 if client else None),
         "cn_pipeline_client_entry": client.entry if client else None,
-        "cn_pipeline_client_wheels": None if client is None or client.requirements is None
-        else [w.model_dump() for w in client.requirements],
+        "cn_pipeline_client_wheels": None if (wheels := cat.pipeline.client_wheels(key)) is None
+        else [w.model_dump() for w in wheels],
+        "cn_pipeline_client_contract": client.contract if client else "ndjson",
+        "cn_pipeline_columns": [{"name": f.name, "type": f.type}
+                                for f in cat.models.generations[model.generation].bigquery_schema],
         "cn_pipeline_generation": model.generation,
         "cn_pipeline_flags": pipeline_flags(cfg, cat),
         "cn_pipeline_interval": cfg.pipeline.interval_seconds,

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 CATALOG_DIR = Path(__file__).parent
 
@@ -170,6 +170,10 @@ class PinnedWheel(_Data):
     version: str
     triton: str | None = None
     sha256: list[str]
+    # A source archive, not a wheel: for a pure-Python package PyPI has no usable wheel of (trackpy). Its hash
+    # pins the sdist; the host builds it after the wheels, with the set's own pinned setuptools and wheel
+    # (`--no-build-isolation`), so no unpinned build tool is ever fetched.
+    sdist: bool = False
 
 
 class NativeTriton(_Data):
@@ -239,9 +243,16 @@ class Client(_Data):
     generation: str
     url: str | None
     sha256: str | None
+    # The client's script, relative to the unpacked archive or to its one top-level directory (GitHub's
+    # archives put everything under `<repo>-<commit>/`).
     entry: str = Field(pattern=r"^[A-Za-z0-9_./-]{1,200}$")
-    # Names of `uploader`-style pinned wheels the client needs; None: not pinned yet (the layer refuses it).
-    requirements: list[PinnedWheel] | None
+    # The wheels the client needs beside the uploader's: a list, or the name of a pinned set of this catalog
+    # (`client_tf`, written by tools/pin_wheels.py); None, or a set still empty: not pinned (the layer refuses).
+    requirements: list[PinnedWheel] | str | None
+    # How the runner talks to it. `ndjson`: the client writes `<out>/detections.ndjson` itself (the stand-in,
+    # any client written for this toolkit). `upstream`: upstream's client, which reads and writes gs:// with
+    # gsutil and appends to BigQuery, run through deploy/client_adapter.py (local batch in, NDJSON rows out).
+    contract: Literal["ndjson", "upstream"] = "ndjson"
     standin: bool
 
 
@@ -252,6 +263,10 @@ class Uploader(_Data):
     packages: list[PinnedWheel]
 
 
+# The pinned sets a client's `requirements` may name (each a field of PipelineCatalog).
+CLIENT_WHEEL_SETS = ("client_tf",)
+
+
 class PipelineCatalog(_Data):
     clients: dict[str, Client] = Field(default_factory=dict)
     uploader: Uploader = Field(default_factory=lambda: Uploader(pythons=[], packages=[]))
@@ -260,6 +275,25 @@ class PipelineCatalog(_Data):
     # The pull agent's wheels (pyinfra, pydantic, PyYAML at uv.lock's versions) beyond the uploader's: the pull
     # layer's venv on pull-mode hosts. Defaults to none so that a revision from before pull mode still loads.
     agent: Uploader = Field(default_factory=lambda: Uploader(pythons=[], packages=[]))
+    # The TF generation's upstream client's wheels beyond the uploader's (TensorFlow, OpenCV, trackpy, ...).
+    client_tf: Uploader = Field(default_factory=lambda: Uploader(pythons=[], packages=[]))
+
+    @model_validator(mode="after")
+    def _named_sets_exist(self) -> PipelineCatalog:
+        for key, client in self.clients.items():
+            if isinstance(client.requirements, str) and client.requirements not in CLIENT_WHEEL_SETS:
+                raise ValueError(f"clients.{key}.requirements names {client.requirements!r}, not one of the "
+                                 f"clients' pinned sets ({', '.join(CLIENT_WHEEL_SETS)})")
+        return self
+
+    def client_wheels(self, key: str) -> list[PinnedWheel] | None:
+        """The pinned wheels client `key` needs beside the uploader's; None while they are not pinned."""
+        client = self.clients.get(key)
+        if client is None or client.requirements is None:
+            return None
+        if isinstance(client.requirements, str):
+            return list(getattr(self, client.requirements).packages) or None
+        return list(client.requirements)
 
 
 # --- Google Cloud facts ----------------------------------------------------------------------
