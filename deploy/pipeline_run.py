@@ -12,7 +12,8 @@ as the pipeline's unprivileged user, with the host's python3. Standard library o
 2. then, while the spool holds frames, up to `batch_frames` of them (oldest first: upstream's names sort in
    capture order) are moved into `<work>/<batch>/frames/`, where `<batch>` is `<first>--<last>` frame stem;
 3. the client runs over the batch: `<client.python> <client.dir>/<client.entry> <client.flags>
-   --input_directory=<batch>/frames --output_directory=<batch>/out`, Triton's URL in CIRCULARNET_TRITON_URL;
+   --input_directory=<batch>/frames --output_directory=<batch>/out`, Triton's URL in CIRCULARNET_TRITON_URL
+   (contract `ndjson`), or upstream's client through client_adapter.py (contract `upstream`);
 4. its `<out>/detections.ndjson` is checked (one JSON object a line) and renamed into the upload queue as
    `<queue>/results/detections/<generation>/<host>/<YYYYMMDD>/<batch>.ndjson`, the frames into
    `<queue>/images/frames/<host>/<YYYYMMDD>/` when `upload_images` (else deleted); then the batch is gone.
@@ -135,9 +136,26 @@ def pending(settings: Settings) -> list[Path]:
         return []
 
 
+def entry_path(client: dict[str, Any]) -> Path:
+    """The client's script: `entry` in the unpacked archive, or under its one top-level directory (GitHub's
+    archives hold `<repo>-<commit>/`)."""
+    root = Path(client["dir"])
+    if not (root / client["entry"]).exists():
+        tops = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+        if len(tops) == 1 and (tops[0] / client["entry"]).exists():
+            return tops[0] / client["entry"]
+    return root / client["entry"]
+
+
 def client_argv(settings: Settings, batch: Path) -> list[str]:
+    """The client's command line for one batch: itself (`ndjson`), or through the adapter (`upstream`)."""
     client = settings["client"]
-    return [client["python"], str(Path(client["dir"]) / client["entry"]), *client["flags"],
+    if client.get("contract", "ndjson") == "upstream":
+        adapter = Path(__file__).resolve().with_name("client_adapter.py")
+        return [client["python"], str(adapter), "run", f"--entry={entry_path(client)}", f"--batch={batch}",
+                f"--source={settings['host']}", f"--columns={json.dumps(client['columns'])}",
+                f"--triton-grpc={settings.get('triton_grpc') or '127.0.0.1:8001'}", "--", *client["flags"]]
+    return [client["python"], str(entry_path(client)), *client["flags"],
             f"--input_directory={batch / 'frames'}", f"--output_directory={batch / 'out'}"]
 
 
