@@ -56,10 +56,12 @@ def pip_index_args(index_url: str) -> str:
     return f"--no-deps --require-hashes --no-cache-dir --disable-pip-version-check --index-url {index_url}{trusted}"
 
 
-def pip_install_command(venv: str, requirements: str, index_url: str) -> str:
+def pip_install_command(venv: str, requirements: str, index_url: str, build: bool = False) -> str:
     """The pinned wheels into the venv: one command for both engines (Ansible's pip module would need the
-    `packaging` library in the host's own Python)."""
-    return f"{venv}/bin/pip install --quiet {pip_index_args(index_url)} --requirement {requirements}"
+    `packaging` library in the host's own Python). `build`: the file pins source archives, built with the
+    venv's own pinned setuptools and wheel (no isolated build environment, so no unpinned build tool)."""
+    isolation = " --no-build-isolation" if build else ""
+    return f"{venv}/bin/pip install --quiet {pip_index_args(index_url)}{isolation} --requirement {requirements}"
 
 
 def unit_variables(wants: dict[str, Any], data: dict[str, Any], address: str, python: str | None) -> dict[str, Any]:

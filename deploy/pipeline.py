@@ -35,13 +35,13 @@ from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import apt, files, server, systemd
 
 from cnctl.paths import TEMPLATES_DIR
-from deploy import bucket_worker, capture, checks, pipeline_run, uploader
+from deploy import bucket_worker, capture, checks, client_adapter, pipeline_run, uploader
 from deploy.facts import HostPython, InterfaceAddress, VenvPackages
 from deploy.inference import pip_install_command
 from deploy.steps import after_change, index_refreshed, refused, role_data, template, wishes
 
 SCRIPTS = {"capture.py": capture.__file__, "pipeline_run.py": pipeline_run.__file__, "uploader.py": uploader.__file__,
-           "bucket_worker.py": bucket_worker.__file__}
+           "bucket_worker.py": bucket_worker.__file__, "client_adapter.py": client_adapter.__file__}
 FETCH_TIMEOUT_DEFAULT = 600
 
 
@@ -76,6 +76,26 @@ def wheels(wants: dict[str, Any]) -> list[dict[str, Any]]:
     return [*wants["cn_uploader_wheels"], *worker, *(wants.get("cn_pipeline_client_wheels") or [])]
 
 
+def prebuilt(wants: dict[str, Any]) -> list[dict[str, Any]]:
+    """The venv's wheels (the requirements file): every pin but the source archives."""
+    return [w for w in wheels(wants) if not w.get("sdist")]
+
+
+def sources(wants: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pinned source archives (pure-Python packages PyPI has no usable wheel of: trackpy), built after."""
+    return [w for w in wheels(wants) if w.get("sdist")]
+
+
+def install_command(venv: str, data: dict[str, Any], wants: dict[str, Any]) -> str:
+    """The venv's pins installed: the wheels, then (when the client pins any) the source archives, built with
+    the setuptools and wheel the first step installed."""
+    first = pip_install_command(venv, data["pipeline_requirements"], wants["cn_python_index_url"])
+    if not sources(wants):
+        return first
+    then = pip_install_command(venv, data["pipeline_sources_requirements"], wants["cn_python_index_url"], build=True)
+    return f"{first} && {then}"
+
+
 def apt_packages(camera: dict[str, Any] | None) -> list[str]:
     """python3-venv for the venv; ffmpeg where a live camera (v4l2, rtsp) is read through it."""
     return ["python3-venv"] + (["ffmpeg"] if camera and camera["source"] in ("v4l2", "rtsp") else [])
@@ -89,10 +109,19 @@ def units(data: dict[str, Any], camera: dict[str, Any] | None, pipeline_input: s
     return ([f"{data['pipeline_capture_unit']}.service"] if camera else []) + [runner, f"{data['pipeline_upload_unit']}.service"]
 
 
+def triton_reach(address: str) -> str:
+    """Where a client on the host reaches Triton: its bind address (loopback when it binds every one)."""
+    return "127.0.0.1" if address in ("0.0.0.0", "::") else address
+
+
 def triton_url(wants: dict[str, Any], address: str) -> str:
-    """Triton's HTTP endpoint as the client reaches it: its bind address (loopback when it binds every one)."""
-    reach = "127.0.0.1" if address in ("0.0.0.0", "::") else address
-    return f"http://{reach}:{wants['cn_inference_http_port']}"
+    """Triton's HTTP endpoint as the client reaches it."""
+    return f"http://{triton_reach(address)}:{wants['cn_inference_http_port']}"
+
+
+def triton_grpc(wants: dict[str, Any], address: str) -> str:
+    """Triton's gRPC endpoint (host:port) as the client reaches it: upstream's client speaks gRPC."""
+    return f"{triton_reach(address)}:{wants['cn_inference_grpc_port']}"
 
 
 def settings(wants: dict[str, Any], data: dict[str, Any], address: str) -> dict[str, Any]:
@@ -118,8 +147,10 @@ def settings(wants: dict[str, Any], data: dict[str, Any], address: str) -> dict[
             "prefix": camera["prefix"],
             "spool_budget_mib": camera["spool_budget_mib"]},
         "client": {"python": f"{data['pipeline_venv']}/bin/python", "dir": client_dir(data, wants),
-                   "entry": wants["cn_pipeline_client_entry"], "flags": list(wants["cn_pipeline_flags"])},
+                   "entry": wants["cn_pipeline_client_entry"], "flags": list(wants["cn_pipeline_flags"]),
+                   "contract": wants["cn_pipeline_client_contract"], "columns": wants["cn_pipeline_columns"]},
         "triton_url": triton_url(wants, address),
+        "triton_grpc": triton_grpc(wants, address),
         "batch_frames": wants["cn_pipeline_batch_frames"],
         "upload_images": wants["cn_pipeline_upload_images"],
         "max_attempts": data["pipeline_max_attempts"],
@@ -217,12 +248,12 @@ def archive_unpacked(archive: str, dest: str):
 
 
 @operation(is_idempotent=True)
-def wheels_installed(venv: str, requirements: str, index_url: str, wanted: list[dict[str, Any]]):
-    """Ensure the venv holds each pinned wheel at its version (pip checks every file against its sha256)."""
+def wheels_installed(venv: str, install: str, wanted: list[dict[str, Any]]):
+    """Ensure the venv holds each pin at its version (pip checks every file against its sha256)."""
     if host.get_fact(File, path=f"{venv}/bin/pip") is None:
         yield f"python3 -m venv {shlex.quote(venv)}"
     if checks.missing_wheels(host.get_fact(VenvPackages, venv=venv), wanted):
-        yield pip_install_command(venv, requirements, index_url)
+        yield install
 
 
 def _directory(name: str, path: str, mode: str, user: str = "root", group: str = "root") -> Any:
@@ -291,10 +322,12 @@ def pipeline() -> None:
                                        sha256=camera["replay_sha256"], dest=replay, timeout=data["pipeline_fetch_timeout"]))
 
     requirements = template("Pipeline: the pinned wheels, with their sha256 (requirements)", "triton/requirements.txt.j2",
-                            data["pipeline_requirements"], wheels=wheels(wants))
-    venv = wheels_installed(name="Pipeline: the venv holds the uploader's and the client's wheels (hashes required)",
-                            venv=data["pipeline_venv"], requirements=data["pipeline_requirements"],
-                            index_url=wants["cn_python_index_url"], wanted=wheels(wants))
+                            data["pipeline_requirements"], wheels=prebuilt(wants))
+    built = template("Pipeline: the pinned source archives, with their sha256 (requirements)",
+                     "triton/requirements.txt.j2", data["pipeline_sources_requirements"], wheels=sources(wants))
+    venv = wheels_installed(name="Pipeline: the venv holds the uploader's and the client's pins (hashes required)",
+                            venv=data["pipeline_venv"], install=install_command(data["pipeline_venv"], data, wants),
+                            wanted=wheels(wants))
 
     _directory("Pipeline: credentials directory", data["pipeline_credentials"].rsplit("/", 1)[0], "750", "root", user)
     source = wants.get("cn_storage_credentials_file")
@@ -332,7 +365,7 @@ def pipeline() -> None:
         worker = files.file(name="Pipeline: no bucket worker unit (input: spool)", path=worker_path, present=False)
     after_change(name="Pipeline: systemd reloaded after a unit change",
                  changed=[*units, run_service, run_timer, upload, worker], commands=["systemctl daemon-reload"])
-    common = [config_file, credentials, venv, requirements, *scripts]
+    common = [config_file, credentials, venv, requirements, built, *scripts]
     if camera:
         _running("Pipeline: capture", f"{data['pipeline_capture_unit']}.service", [units[0], *fetched, *common])
     if bucket:

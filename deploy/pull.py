@@ -39,6 +39,7 @@ from pyinfra.operations import apt, files, systemd
 from cnctl.bundle import contents
 from cnctl.paths import REPO_ROOT
 from deploy import pipeline
+from deploy.inference import pip_install_command
 from deploy.steps import after_change, index_refreshed, refused, role_data, template, wishes
 
 CONFIG_FORMAT = 1
@@ -231,7 +232,7 @@ def pull() -> None:
                             data["pull_requirements"], wheels=wheels(wants))
     pipeline.wheels_installed(
         name="Pull: the venv holds the uploader's and the agent's wheels (hashes required)", venv=venv,
-        requirements=data["pull_requirements"], index_url=wants["cn_python_index_url"], wanted=wheels(wants))
+        install=pip_install_command(venv, data["pull_requirements"], wants["cn_python_index_url"]), wanted=wheels(wants))
 
     paths = agent_files()
     _directory("Pull: the agent tree", agent_dir)

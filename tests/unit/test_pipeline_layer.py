@@ -62,6 +62,15 @@ def _unit_vars(camera: dict[str, Any] | None, address: str = "127.0.0.1") -> dic
     return pipeline.unit_variables(_wants(cn_camera=camera), role_data("pipeline"), address)
 
 
+def _upstream_wants(**overrides: Any) -> dict[str, Any]:
+    """A server running upstream's TF client (catalog `clients.tf`), its wheels the catalog's client_tf set."""
+    local = load_stack("local")
+    cfg = local.model_copy(update={"pipeline": local.pipeline.model_copy(update={"client": "tf"})})
+    wants = host_vars(cfg, "servers", cfg.fleets.servers[0])
+    return {**wants, "cn_pipeline_client_url": "http://site/models-0123abc.zip", "cn_pipeline_client_sha256": "d" * 64,
+            **overrides}
+
+
 # (template, variables): every template of the layer, with the values real hosts give
 RENDERINGS: list[tuple[str, dict[str, Any]]] = [
     *((src, {"unit": _unit_vars(_camera("v4l2"))}) for src in UNITS),
@@ -77,6 +86,9 @@ RENDERINGS: list[tuple[str, dict[str, Any]]] = [
     ("systemd/circularnet-worker.service.j2", {"unit": pipeline.unit_variables(_bucket_wants(), role_data("pipeline"),
                                                                                "10.20.0.5")}),
     ("triton/requirements.txt.j2", {"wheels": [{"name": "boto3", "version": "1.35.0", "sha256": ["a" * 64, "b" * 64]}]}),
+    ("triton/requirements.txt.j2", {"wheels": []}),  # sources.txt of a client that pins no source archive
+    ("pipeline/pipeline.json.j2", {"pipeline_config": pipeline.settings(_upstream_wants(), role_data("pipeline"),
+                                                                          "10.20.0.5")}),
 ]
 
 
@@ -128,6 +140,37 @@ def test_bucket_input_gives_the_worker_its_settings_wheels_and_unit_in_place_of_
     assert pipeline.units(data, None, "bucket") == ["circularnet-worker.service", "circularnet-upload.service"]
     assert pipeline.units(data, None, "spool") == ["circularnet-pipeline.timer", "circularnet-upload.service"]
     assert "bucket_worker.py" in pipeline.SCRIPTS
+
+
+def test_upstream_tf_client_runs_through_the_adapter_with_the_tables_columns_and_triton_grpc() -> None:
+    wants = _upstream_wants()
+    assert wants["cn_pipeline_client_contract"] == "upstream" and wants["cn_pipeline_client_wheels"]
+    assert checks.pipeline_problem(GOOD, wants) == ""  # pinned archive + pinned wheels: no longer refused
+    settings = pipeline.settings(wants, role_data("pipeline"), "10.20.0.5")
+    client = settings["client"]
+    assert client["contract"] == "upstream" and client["entry"].endswith("/client/inference_pipeline.py")
+    assert [c["name"] for c in client["columns"]][:3] == ["particle", "source_name", "image_name"]
+    assert settings["triton_grpc"] == "10.20.0.5:8001"  # a private bind: upstream's localhost:8001 re-pointed
+    assert "client_adapter.py" in pipeline.SCRIPTS
+
+
+SDIST = {"name": "trackpy", "version": "0.7", "sha256": ["7" * 64], "sdist": True}
+BUILD_TOOLS = [{"name": "setuptools", "version": "80.9.0", "sha256": ["5" * 64]},
+               {"name": "wheel", "version": "0.45.1", "sha256": ["6" * 64]}]
+
+
+def test_a_pinned_source_archive_is_built_after_the_wheels_with_the_venvs_own_build_tools() -> None:
+    data, venv = role_data("pipeline"), "/opt/circularnet/pipeline/venv"
+    wants = _wants("servers", cn_pipeline_client_wheels=[*BUILD_TOOLS, SDIST])
+    assert SDIST not in pipeline.prebuilt(wants) and pipeline.sources(wants) == [SDIST]
+    assert BUILD_TOOLS[0] in pipeline.prebuilt(wants)
+    first, then = pipeline.install_command(venv, data, wants).split(" && ")
+    assert first.endswith(f"--requirement {data['pipeline_requirements']}") and "--no-build-isolation" not in first
+    assert then.endswith(f"--no-build-isolation --requirement {data['pipeline_sources_requirements']}")
+    assert "--require-hashes" in then and "--no-deps" in then  # the sdist's hash checked, nothing resolved
+    assert " && " not in pipeline.install_command(venv, data, _wants("servers"))  # no source archive: one step
+    rendered = render("triton/requirements.txt.j2", wheels=pipeline.sources(wants))
+    assert f"trackpy==0.7 \\\n    --hash=sha256:{'7' * 64}" in rendered
 
 
 # --- the units: systemd-analyze on this machine ---------------------------------------------------------------
