@@ -18,32 +18,51 @@ A maintainer's tool (network: PyPI only), not part of any deploy. Four sets, eac
   store clients). The worker's pins are not constraints: the two sets never share a venv;
 - `client_tf` (hosts whose client is upstream's TF-generation client: the pipeline venv, beside the uploader's):
   CLIENT_TF, what that client and the official.* modules it imports need (TensorFlow, OpenCV headless, ...), with
-  the uploader's pins as constraints and minus them, like `worker`; OMIT names what it needs but PyPI has no
-  usable wheel of (trackpy), left out of the resolve and the pins.
+  the uploader's pins as constraints and minus them, like `worker`; OMIT names what it needs but does not use
+  (promise), left out of the resolve and the pins; SOURCES what it needs but PyPI has no usable wheel of
+  (trackpy), pinned by its sdist instead (below).
 
 Each set is one `uv pip compile` for the oldest Python of its `pythons` on x86_64, re-resolved with those
 versions as constraints for every other (Python, architecture) pair, which must need nothing outside it. For
 each pinned version, every wheel PyPI has that a CPython of `pythons` on manylinux x86_64 or aarch64 accepts
 (pure-Python wheels included) is listed by sha256 (PyPI's simple JSON API), with its tags as a comment; a
-package lacking a wheel for one of those platforms is an error (the hosts never build from source).
+package lacking a wheel for one of those platforms is an error (the hosts never build from source, but for
+SOURCES).
+
+SOURCES: a pure-Python package a set needs whose wheels PyPI lacks or are broken is pinned by the sha256 of its
+newest release's sdist (`sdist: true`). The set is resolved without it but with its run-time requirements (its
+sdist's PKG-INFO Requires-Dist) and with setuptools and wheel, so that what it imports and what builds it are
+pinned wheels of the same set: the hosts install every wheel first, then the sdists with
+`pip install --no-deps --require-hashes --no-build-isolation`, which builds with those and fetches nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import json
 import re
 import subprocess
 import sys
+import tarfile
 import tempfile
 import tomllib
 import urllib.request
+from email.parser import Parser
 from pathlib import Path
 
 import yaml
 from packaging import tags
-from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
-from packaging.version import Version
+from packaging.requirements import Requirement
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from packaging.version import InvalidVersion, Version
 
 REPO = Path(__file__).resolve().parents[1]
 CATALOG = REPO / "cnctl" / "catalog" / "pipeline.yaml"
@@ -83,15 +102,26 @@ CLIENT_TF = (
     "immutabledict",  # official.vision.modeling.backbones.vit_specs
     "scipy",  # official.nlp.modeling.layers.mixing (via the vision backbones' nn_blocks)
 )
-# What a set's closure names but PyPI has no usable wheel of, with why: dropped from every requirement of the
-# resolve (an override whose marker is never true) and never pinned, so the set is closed except for these; the
-# catalog's comment on the set names them, and the closure test allows exactly these.
+# What a set's closure names but the set does not use and PyPI has no usable wheel of, with why: dropped from
+# every requirement of the resolve (an override whose marker is never true) and never pinned, so the set is
+# closed except for these; the catalog's comment on the set names them, and the closure test allows exactly these.
 OMIT = {"client_tf": {
-    "trackpy": "object_tracking's `import trackpy`: its only wheel is 0.3.3, which fails to import on Python 3.10+ "
-               "(`from collections import Iterable`); 0.4 to 0.7 are sdists only",
     "promise": "tensorflow-datasets declares it, no Python 3 wheel; `import tensorflow_datasets` (all "
                "official.core.input_reader does) works without it, only TFDS downloads use it",
 }}
+# What a set needs but PyPI has no usable wheel of, with why: pure-Python packages pinned by their newest sdist
+# and built on the host from the set's own pinned setuptools and wheel (`--no-build-isolation`: nothing unpinned
+# is fetched). Left out of the resolve like OMIT (their wheels are what is broken); their run-time requirements
+# and BUILD_TOOLS join the set's top level instead, so both are pinned wheels of the same set.
+SOURCES = {"client_tf": {
+    "trackpy": "object_tracking's `import trackpy`: its only wheel is 0.3.3, which fails to import on Python 3.10+ "
+               "(`from collections import Iterable`); 0.4 to 0.7 are sdists only (setup.py, pure Python)",
+}}
+# What builds SOURCES on the host. setuptools 70.1 is the first with its own bdist_wheel; `wheel` is pinned too,
+# since pip's legacy setup.py path and older setuptools import it.
+BUILD_TOOLS = ("setuptools>=70.1", "wheel")
+# A pinned sdist: (version, file name, sha256, its run-time requirements).
+Sdist = tuple[str, str, str, tuple[str, ...]]
 TOP_LEVEL = {"uploader": ("google-cloud-storage", "boto3"), "worker": ("google-cloud-pubsub",),
              "agent": ("pyinfra", "pydantic", "PyYAML"), "client_tf": CLIENT_TF}
 SECTIONS = ("uploader", "worker", "agent", "client_tf")
@@ -213,9 +243,63 @@ def _tags_comment(filename: str) -> str:
     return f"{python}-{abi}-{plats.split('.')[0]}"
 
 
-def render(pins: dict[str, str], pythons: list[str]) -> str:
+def sdist_file(name: str) -> tuple[str, str, str, str]:
+    """(version, file name, url, sha256) of the newest final release of `name` that has a `.tar.gz` sdist."""
+    req = urllib.request.Request(SIMPLE.format(name), headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        files = json.load(resp)["files"]
+    found = []
+    for f in files:
+        if not f["filename"].endswith(".tar.gz") or f.get("yanked"):
+            continue
+        try:
+            _, ver = parse_sdist_filename(f["filename"])
+        except (InvalidSdistFilename, InvalidVersion):  # trackpy-unknown.tar.gz: an upload without a version
+            continue
+        if not ver.is_prerelease:
+            found.append((ver, f))
+    if not found:
+        raise SystemExit(f"{name}: PyPI has no sdist of a final release")
+    ver, f = max(found, key=lambda vf: vf[0])
+    return str(ver), f["filename"], f["url"], f["hashes"]["sha256"]
+
+
+def sdist_requires(url: str, sha256: str) -> tuple[str, ...]:
+    """The run-time requirements (Requires-Dist, no extras) in the PKG-INFO of the sdist at `url`: what the
+    package imports, which the set must pin as wheels since the sdist is installed with --no-deps."""
+    with urllib.request.urlopen(url, timeout=60) as resp:
+        data = resp.read()
+    if hashlib.sha256(data).hexdigest() != sha256:  # read the requirements of the very file that is pinned
+        raise SystemExit(f"{url}: not the sha256 PyPI's index gives ({sha256})")
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        member = next(m for m in tar.getmembers() if m.name.count("/") == 1 and m.name.endswith("/PKG-INFO"))
+        pkg_info = tar.extractfile(member).read().decode()  # type: ignore[union-attr]
+    requires = tuple(line for line in Parser().parsestr(pkg_info).get_all("Requires-Dist") or ()
+                     if "extra" not in str(Requirement(line).marker or ""))
+    if not requires:  # older setuptools left Requires-Dist out of PKG-INFO: read setup.py's install_requires
+        raise SystemExit(f"{url}: no Requires-Dist in PKG-INFO; add its run-time requirements by hand")
+    return requires
+
+
+def sources(section: str) -> dict[str, Sdist]:
+    """{name: (version, file name, sha256, run-time requirements)} of each of the set's SOURCES, newest sdist."""
+    found = {}
+    for name in SOURCES.get(section, {}):
+        version, filename, url, sha = sdist_file(name)
+        found[str(canonicalize_name(name))] = (version, filename, sha, sdist_requires(url, sha))
+    return found
+
+
+def render(pins: dict[str, str], pythons: list[str], sdists: dict[str, Sdist] | None = None) -> str:
+    """The `packages:` block: each wheel's sha256 with its tags, each of `sdists` with `sdist: true`."""
     lines = [MARKER]
-    for name in sorted(pins):
+    sdists = sdists or {}
+    for name in sorted({*pins, *sdists}):
+        if name in sdists:
+            version, _, sha, _ = sdists[name]
+            lines += [f"    - name: {name}", f'      version: "{version}"', "      sdist: true", "      sha256:",
+                      f"        - {sha}  # sdist"]
+            continue
         lines += [f"    - name: {name}", f'      version: "{pins[name]}"', "      sha256:"]
         lines += [f"        - {sha}  # {_tags_comment(fn)}" for fn, sha in wheel_files(name, pins[name], pythons)]
     return "\n".join(lines) + "\n"
@@ -247,9 +331,13 @@ def locked(names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(f"{n}=={packages[str(canonicalize_name(n))]}" for n in names)
 
 
-def top_level(section: str) -> tuple[str, ...]:
-    """What a set resolves from: the agent's at uv.lock's exact versions, the others at their newest."""
-    return locked(TOP_LEVEL[section]) if section == "agent" else TOP_LEVEL[section]
+def top_level(section: str, sdists: dict[str, Sdist] | None = None) -> tuple[str, ...]:
+    """What a set resolves from: the agent's at uv.lock's exact versions, the others at their newest; with
+    SOURCES, what those sdists require at run time and what builds them (BUILD_TOOLS), as wheels of the set."""
+    top = locked(TOP_LEVEL[section]) if section == "agent" else TOP_LEVEL[section]
+    if sdists:
+        top += tuple(req for _, _, _, requires in sdists.values() for req in requires) + BUILD_TOOLS
+    return top
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,10 +355,18 @@ def main(argv: list[str] | None = None) -> int:
                 uploader = {str(canonicalize_name(p["name"])): p["version"] for p in data["uploader"]["packages"]}
             continue
         pythons = data[section]["pythons"]
-        pins = resolve(pythons, top_level(section), uploader, tuple(OMIT.get(section, ())))
+        sdists = sources(section)
+        pins = resolve(pythons, top_level(section, sdists), uploader,
+                       tuple(OMIT.get(section, ())) + tuple(SOURCES.get(section, ())))
         if uploader is not None:  # the worker's, the agent's and the client's sets: what the uploader's pins lack
             pins = {n: v for n, v in pins.items() if n not in uploader}
-        block = render(pins, pythons)
+        # The build tools must be in this set itself, not only the uploader's: the hosts build SOURCES right
+        # after this set's wheels, and the uploader's pins are free to drop them.
+        missing = [t for t in BUILD_TOOLS if str(canonicalize_name(Requirement(t).name)) not in pins] if sdists else []
+        if missing:
+            raise SystemExit(f"{section}: the uploader's pins hold {missing}; the sdists' build tools must be "
+                             "this set's own")
+        block = render(pins, pythons, sdists)
         new = replace_packages(new, section, block)
         if section == "uploader":
             uploader = pins_of(block)

@@ -1,7 +1,10 @@
 """The TF-generation client's pinned wheels (catalog pipeline.yaml `client_tf`): together with the uploader's they
 are a closed list, so `pip install --no-deps --require-hashes` of both gives upstream's client and the official.*
 modules it imports everything they import, on every host Python and architecture, except what tools/pin_wheels.py
-OMIT names (PyPI has no usable wheel of it).
+OMIT names (unused, no usable wheel). What SOURCES names (trackpy: PyPI has no usable wheel of it) is pinned by
+its sdist (`sdist: true`) and counts as pinned: its PKG-INFO's requirements must be pinned wheels of the set, and
+so must setuptools and wheel, which build it on the host (`--no-build-isolation`); one test really builds it so,
+offline, from the catalog's hashes.
 
 Unlike the worker's and the agent's sets these wheels are not in the site's wheelhouse (TensorFlow alone is about
 600 MB a file), so the closure is judged from each pinned file's METADATA read off PyPI with HTTP Range requests
@@ -11,12 +14,17 @@ against serves no PEP 658 metadata files), per architecture; the rest is judged 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
+from pathlib import Path
 
 import pytest
 import yaml
@@ -24,17 +32,27 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.tags import parse_tag
 from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.version import Version
 
 from cnctl.catalog import CATALOG_DIR, catalog
 from tests.unit.test_site_pipeline import _metadata, unmet_requirements
-from tools.pin_wheels import ARCHES, OMIT, SIMPLE, supported
+from tools.pin_wheels import ARCHES, BUILD_TOOLS, OMIT, SIMPLE, SOURCES, sdist_requires, supported
 
 Pins = dict[str, tuple[str, list[str]]]
+SETS = ("uploader", "worker", "agent", "client_tf")
+# Where the build test keeps the files it fetches from PyPI: the cache the site content is built into (outside
+# the repository), so a warm run is offline.
+CACHE = Path(os.environ.get("CNCTL_CACHE", "/var/cache/cnctl")) / "client_tf-sources"
 
 
 def _pins(section: str) -> Pins:
     return {str(canonicalize_name(p.name)): (p.version, list(p.sha256))
             for p in getattr(catalog().pipeline, section).packages}
+
+
+def _sdists(section: str) -> set[str]:
+    """The packages of `section` pinned by their source archive (`sdist: true`)."""
+    return {str(canonicalize_name(p.name)) for p in getattr(catalog().pipeline, section).packages if p.sdist}
 
 
 def test_client_pins_are_well_formed_and_apart_from_the_uploaders() -> None:
@@ -55,6 +73,23 @@ def test_client_pins_are_well_formed_and_apart_from_the_uploaders() -> None:
     assert not {"opencv-python", "tf-models-official", "tensorflow-text", "google-cloud-bigquery",
                 "pandas-gbq"} & set(pins)
     assert not set(OMIT["client_tf"]) & set(pins)
+    assert _sdists("client_tf") == set(SOURCES["client_tf"]) == {"trackpy"}  # object_tracking imports it
+
+
+def test_every_sdist_has_one_hash_and_its_build_tools_as_wheels_of_the_same_set() -> None:
+    """A host builds each sdist right after its set's wheels with --no-build-isolation: the set itself must carry
+    setuptools (>= 70.1: its own bdist_wheel) and wheel as wheels, or pip would build with whatever the venv has."""
+    for section in SETS:
+        packages, sdists = getattr(catalog().pipeline, section).packages, _sdists(section)
+        assert sdists == set(SOURCES.get(section, {})), section  # the catalog is what tools/pin_wheels.py writes
+        for p in packages:
+            if p.sdist:
+                assert len(p.sha256) == 1 and re.fullmatch(r"[0-9a-f]{64}", p.sha256[0]), p.name
+        if sdists:
+            wheels = {str(canonicalize_name(p.name)): p.version for p in packages if not p.sdist}
+            for tool in map(Requirement, BUILD_TOOLS):
+                assert tool.name in wheels and tool.specifier.contains(wheels[tool.name]), f"{section}: {tool}"
+            assert Version(wheels["setuptools"]) >= Version("70.1")
 
 
 def _comment_tags() -> dict[str, list[str]]:
@@ -77,6 +112,9 @@ def test_every_client_package_has_a_wheel_for_every_python_and_architecture() ->
     assert set(comments) == set(_pins("client_tf"))
     for name, found in comments.items():
         assert len(found) == len(_pins("client_tf")[name][1])
+        if name in _sdists("client_tf"):  # built on the host: one source archive for every Python and architecture
+            assert found == ["sdist"], name
+            continue
         tags = {tag for comment in found for tag in parse_tag(comment)}
         for python in pythons:
             for arch in ARCHES:
@@ -131,6 +169,11 @@ class _RemoteFile(io.RawIOBase):
 
 
 @cache
+def _sdist_requires(url: str, sha256: str) -> tuple[str, ...]:
+    return sdist_requires(url, sha256)
+
+
+@cache
 def _requires_dist(url: str) -> tuple[str, ...]:
     """Requires-Dist of the wheel at `url` (its .dist-info/METADATA, read where it lies in the zip)."""
     return tuple(_metadata(io.BufferedReader(_RemoteFile(url), buffer_size=1 << 18)))  # type: ignore[arg-type]
@@ -146,6 +189,9 @@ def _wheel_requirements(pins: Pins, arch: str) -> dict[tuple[str, str], list[str
         lines: list[str] = []
         for f in _files(name):
             if f["hashes"].get("sha256") not in hashes:
+                continue
+            if not f["filename"].endswith(".whl"):  # a pinned sdist: its PKG-INFO (same on every architecture)
+                lines += [line for line in _sdist_requires(f["url"], f["hashes"]["sha256"]) if line not in lines]
                 continue
             wheel_tags = parse_wheel_filename(f["filename"])[3]
             if not any(wheel_tags & supported(python, arch) for python in pythons):
@@ -164,6 +210,11 @@ def test_client_and_uploader_pins_together_are_closed(arch: str) -> None:
     problems = unmet_requirements({n: (v, set(h)) for n, (v, h) in pins.items()},
                                   lambda name, version: requires[(name, version)], missing_ok=OMIT["client_tf"])
     assert not problems, "\n".join(problems)
+    # trackpy counts as pinned (its sdist) and what its PKG-INFO requires is pinned too (numpy, scipy, pandas,
+    # PyYAML, matplotlib, looseversion): the check above read them.
+    trackpy = requires[("trackpy", pins["trackpy"][0])]
+    assert {str(canonicalize_name(Requirement(line).name)) for line in trackpy} >= {
+        "numpy", "scipy", "pandas", "pyyaml", "matplotlib", "looseversion"}
     # The client asks for tritonclient's grpc extra, whose requirements the check above (no extra) skips.
     env = {key: str(value) for key, value in default_environment().items()}
     env.update(python_version="3.10", platform_machine=arch, sys_platform="linux", platform_system="Linux",
@@ -177,8 +228,9 @@ def test_client_and_uploader_pins_together_are_closed(arch: str) -> None:
             assert dep in pins and req.specifier.contains(pins[dep][0], prereleases=True), str(req)
 
 
-def test_omitted_packages_are_still_wanted_and_still_without_a_usable_wheel() -> None:
-    """OMIT is not stale: tensorflow-datasets still declares promise, and trackpy's only wheel is still 0.3.3."""
+def test_omitted_and_source_packages_are_still_wanted_and_still_without_a_usable_wheel() -> None:
+    """OMIT and SOURCES are not stale: tensorflow-datasets still declares promise, and trackpy's only wheel is
+    still 0.3.3 (a usable wheel would replace its sdist); the pinned sdist is the file PyPI has for its version."""
     tfds = _pins("client_tf")["tensorflow-datasets"]
     tfds_file = next(f for f in _files("tensorflow-datasets") if f["hashes"].get("sha256") in tfds[1])
     assert any(Requirement(line).name == "promise" for line in _requires_dist(tfds_file["url"]))
@@ -188,6 +240,9 @@ def test_omitted_packages_are_still_wanted_and_still_without_a_usable_wheel() ->
     trackpy_wheels = {str(parse_wheel_filename(f["filename"])[1])
                       for f in _files("trackpy") if f["filename"].endswith(".whl")}
     assert trackpy_wheels <= {"0.3.3"}, f"trackpy has new wheels {trackpy_wheels}: pin it (tools/pin_wheels.py)"
+    version, hashes = _pins("client_tf")["trackpy"]
+    assert [f["filename"] for f in _files("trackpy") if f["hashes"].get("sha256") in hashes] == [
+        f"trackpy-{version}.tar.gz"]
 
 
 def test_the_catalog_names_the_omitted_packages() -> None:
@@ -195,3 +250,52 @@ def test_the_catalog_names_the_omitted_packages() -> None:
     comment = text[:text.index("\nclient_tf:\n")].rsplit("\n\n", 1)[-1]
     assert all(name in comment for name in OMIT["client_tf"])
     assert yaml.safe_load(text)["client_tf"]["pythons"] == ["3.10", "3.11"]
+
+
+# --- the sdist builds offline from the set's own build tools ---------------------------------------------------
+
+
+def _fetched(name: str, sha256: str) -> Path:
+    """The PyPI file of `name` with this sha256, fetched once into CACHE (checked: the hash is the catalog's).
+    Not `pip download`: for an sdist it prepares metadata in an isolated build, fetching unpinned setuptools."""
+    f = next(f for f in _files(name) if f["hashes"].get("sha256") == sha256)
+    path = CACHE / f["filename"]
+    if not path.exists() or hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+        with urllib.request.urlopen(f["url"], timeout=120) as resp:
+            data = resp.read()
+        assert hashlib.sha256(data).hexdigest() == sha256, f["url"]
+        CACHE.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_bytes(data)
+        partial.replace(path)
+    return path
+
+
+def test_trackpy_sdist_builds_offline_from_the_sets_pinned_setuptools_and_wheel(tmp_path: Path) -> None:
+    """The hosts' two phases in a fresh venv: the build tools' wheels with `pip install --no-deps
+    --require-hashes`, then the sdist with `--no-build-isolation` too, both with --no-index from the catalog's
+    hashes. trackpy's own imports (numpy, ...) are not installed, so the proof is its dist-info."""
+    pins, sdists = _pins("client_tf"), _sdists("client_tf")
+    tools = [str(canonicalize_name(Requirement(t).name)) for t in BUILD_TOOLS]
+    for name in [*tools, *sorted(sdists)]:
+        for sha in pins[name][1]:
+            _fetched(name, sha)
+    wheels, sources = tmp_path / "wheels.txt", tmp_path / "sources.txt"
+    wheels.write_text("".join(f"{n}=={pins[n][0]} --hash=sha256:{pins[n][1][0]}\n" for n in tools))
+    sources.write_text("".join(f"{n}=={pins[n][0]} --hash=sha256:{pins[n][1][0]}\n" for n in sorted(sdists)))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    # --isolated: no pip.conf or PIP_* variable can add an index; --no-cache-dir: the sdist is really built
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--isolated", "--disable-pip-version-check",
+           "--no-cache-dir", "--no-index", "--find-links", str(CACHE), "--no-deps", "--require-hashes"]
+    outputs = []
+    for extra in (["-r", str(wheels)], ["--no-build-isolation", "-r", str(sources)]):
+        res = subprocess.run(pip + extra, capture_output=True, text=True, timeout=300, check=False)
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+        outputs.append(res.stdout + res.stderr)
+    assert "Building wheel for trackpy" in outputs[1]
+    assert not [out for out in outputs if "Looking in indexes" in out or "Downloading" in out]  # no index reached
+    site = next((venv / "lib").glob("python3.*/site-packages"))
+    assert (site / f"trackpy-{pins['trackpy'][0]}.dist-info").is_dir()
+    for name in tools:  # the build used the set's versions, not the venv's bundled setuptools
+        assert [d.name for d in site.glob(f"{name}-*.dist-info")] == [f"{name}-{pins[name][0]}.dist-info"]
