@@ -55,6 +55,7 @@ from pathlib import Path
 import yaml
 from packaging import tags
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import (
     InvalidSdistFilename,
     InvalidWheelFilename,
@@ -105,10 +106,7 @@ CLIENT_TF = (
 # What a set's closure names but the set does not use and PyPI has no usable wheel of, with why: dropped from
 # every requirement of the resolve (an override whose marker is never true) and never pinned, so the set is
 # closed except for these; the catalog's comment on the set names them, and the closure test allows exactly these.
-OMIT = {"client_tf": {
-    "promise": "tensorflow-datasets declares it, no Python 3 wheel; `import tensorflow_datasets` (all "
-               "official.core.input_reader does) works without it, only TFDS downloads use it",
-}}
+OMIT: dict[str, dict[str, str]] = {}
 # What a set needs but PyPI has no usable wheel of, with why: pure-Python packages pinned by their newest sdist
 # and built on the host from the set's own pinned setuptools and wheel (`--no-build-isolation`: nothing unpinned
 # is fetched). Left out of the resolve like OMIT (their wheels are what is broken); their run-time requirements
@@ -116,7 +114,15 @@ OMIT = {"client_tf": {
 SOURCES = {"client_tf": {
     "trackpy": "object_tracking's `import trackpy`: its only wheel is 0.3.3, which fails to import on Python 3.10+ "
                "(`from collections import Iterable`); 0.4 to 0.7 are sdists only (setup.py, pure Python)",
+    "promise": "tensorflow-datasets declares it and its extractor imports it (`import tensorflow_datasets`, which "
+               "official.core.input_reader does, logs the ImportError without it); its only wheel is Python 2's",
 }}
+# Upper bounds a set takes for another set's sake. The uploader's pins are every other set's constraints (one
+# venv): tensorflow-metadata (client_tf, through tensorflow-datasets) accepts protobuf <= 6.32 on Python 3.10,
+# the Jetsons' (JetPack 6, Ubuntu 22.04), so the uploader's protobuf may not be newer.
+# A package's declared range can be wider than what works: tritonclient 2.73's generated code (gencode 6.33.5)
+# refuses an older protobuf runtime at import; 2.71 imports under 6.32 (checked in a venv of these pins).
+CAPS = {"uploader": ("protobuf<=6.32",), "client_tf": ("tritonclient<2.73",)}
 # What builds SOURCES on the host. setuptools 70.1 is the first with its own bdist_wheel; `wheel` is pinned too,
 # since pip's legacy setup.py path and older setuptools import it.
 BUILD_TOOLS = ("setuptools>=70.1", "wheel")
@@ -199,7 +205,8 @@ def resolve(pythons: list[str], top: tuple[str, ...], held: dict[str, str] | Non
                         caps.update(lower)
                         capped = True
                         break
-                    extra = {n: v for n, v in other.items() if base.get(n) != v}
+                    # a marker may pull in, on one Python only, a package another set pins (the held ones)
+                    extra = {n: v for n, v in other.items() if base.get(n) != v and (held or {}).get(n) != v}
                     if extra:
                         raise SystemExit(f"Python {python} on {arch} needs more than Python {pythons[0]} on "
                                          f"{ARCHES[0]}: {extra}")
@@ -227,7 +234,10 @@ def wheel_files(name: str, version: str, pythons: list[str]) -> list[tuple[str, 
             continue
         if str(ver) != version:
             continue
-        hits = {key for key, tagset in wanted.items() if wheel_tags & tagset}
+        # A wheel whose tags fit may still refuse the Python (tensorflow-metadata 0.5.0: py2.py3, but <3): pip
+        # honours Requires-Python, so must the pins.
+        accepts = SpecifierSet(f.get("requires-python") or "")
+        hits = {key for key, tagset in wanted.items() if wheel_tags & tagset and accepts.contains(f"{key[0]}.0")}
         if hits:
             covered |= hits
             picked.append((f["filename"], f["hashes"]["sha256"]))
@@ -274,10 +284,17 @@ def sdist_requires(url: str, sha256: str) -> tuple[str, ...]:
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
         member = next(m for m in tar.getmembers() if m.name.count("/") == 1 and m.name.endswith("/PKG-INFO"))
         pkg_info = tar.extractfile(member).read().decode()  # type: ignore[union-attr]
+        # Older setuptools left Requires-Dist out of PKG-INFO but wrote install_requires to egg-info's
+        # requires.txt: its lines before the first [section] are the unconditional ones (promise 2.3: six).
+        egg = next((m for m in tar.getmembers() if m.name.count("/") == 2 and m.name.endswith(".egg-info/requires.txt")),
+                   None)
+        egg_requires = tar.extractfile(egg).read().decode() if egg else ""  # type: ignore[union-attr]
     requires = tuple(line for line in Parser().parsestr(pkg_info).get_all("Requires-Dist") or ()
                      if "extra" not in str(Requirement(line).marker or ""))
-    if not requires:  # older setuptools left Requires-Dist out of PKG-INFO: read setup.py's install_requires
-        raise SystemExit(f"{url}: no Requires-Dist in PKG-INFO; add its run-time requirements by hand")
+    if not requires:
+        requires = tuple(line.strip() for line in egg_requires.split("\n[")[0].splitlines() if line.strip())
+    if not requires:
+        raise SystemExit(f"{url}: neither PKG-INFO nor egg-info names its requirements; add them by hand")
     return requires
 
 
@@ -332,9 +349,10 @@ def locked(names: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def top_level(section: str, sdists: dict[str, Sdist] | None = None) -> tuple[str, ...]:
-    """What a set resolves from: the agent's at uv.lock's exact versions, the others at their newest; with
-    SOURCES, what those sdists require at run time and what builds them (BUILD_TOOLS), as wheels of the set."""
-    top = locked(TOP_LEVEL[section]) if section == "agent" else TOP_LEVEL[section]
+    """What a set resolves from: the agent's at uv.lock's exact versions, the others at their newest (under
+    CAPS); with SOURCES, what those sdists require at run time and what builds them (BUILD_TOOLS), as wheels of
+    the set."""
+    top = (locked(TOP_LEVEL[section]) if section == "agent" else TOP_LEVEL[section]) + CAPS.get(section, ())
     if sdists:
         top += tuple(req for _, _, _, requires in sdists.values() for req in requires) + BUILD_TOOLS
     return top

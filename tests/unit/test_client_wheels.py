@@ -22,6 +22,7 @@ import re
 import subprocess
 import sys
 import urllib.request
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
@@ -72,8 +73,9 @@ def test_client_pins_are_well_formed_and_apart_from_the_uploaders() -> None:
     # ... and what this toolkit replaces or leaves out: no GUI OpenCV, no BigQuery, no tf-models-official tree.
     assert not {"opencv-python", "tf-models-official", "tensorflow-text", "google-cloud-bigquery",
                 "pandas-gbq"} & set(pins)
-    assert not set(OMIT["client_tf"]) & set(pins)
-    assert _sdists("client_tf") == set(SOURCES["client_tf"]) == {"trackpy"}  # object_tracking imports it
+    assert not set(OMIT.get("client_tf", {})) & set(pins)
+    # object_tracking imports trackpy; tensorflow_datasets' extractor imports promise
+    assert _sdists("client_tf") == set(SOURCES["client_tf"]) == {"trackpy", "promise"}
 
 
 def test_every_sdist_has_one_hash_and_its_build_tools_as_wheels_of_the_same_set() -> None:
@@ -174,9 +176,27 @@ def _sdist_requires(url: str, sha256: str) -> tuple[str, ...]:
 
 
 @cache
-def _requires_dist(url: str) -> tuple[str, ...]:
-    """Requires-Dist of the wheel at `url` (its .dist-info/METADATA, read where it lies in the zip)."""
-    return tuple(_metadata(io.BufferedReader(_RemoteFile(url), buffer_size=1 << 18)))  # type: ignore[arg-type]
+def _requires_dist(url: str, sha256: str) -> tuple[str, ...]:
+    """Requires-Dist of the wheel at `url` (its .dist-info/METADATA, read where it lies in the zip), kept in
+    CACHE by the file's sha256 (a pinned file never changes). A read the CDN cut or mixed up (BadZipFile, a
+    range answered wrong) is tried again, three times at most."""
+    kept = CACHE / "metadata" / f"{sha256}.json"
+    if kept.exists():
+        return tuple(json.loads(kept.read_text()))
+    problem: Exception | None = None
+    for _ in range(3):
+        try:
+            lines = tuple(_metadata(io.BufferedReader(_RemoteFile(url), buffer_size=1 << 18)))  # type: ignore[arg-type]
+            break
+        except (zipfile.BadZipFile, AssertionError, OSError) as exc:
+            problem = exc
+    else:
+        raise AssertionError(f"{url}: METADATA not read in 3 tries: {problem!r}")
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    partial = kept.with_name(kept.name + f".{os.getpid()}.partial")
+    partial.write_text(json.dumps(lines))
+    partial.replace(kept)
+    return lines
 
 
 def _wheel_requirements(pins: Pins, arch: str) -> dict[tuple[str, str], list[str]]:
@@ -196,7 +216,7 @@ def _wheel_requirements(pins: Pins, arch: str) -> dict[tuple[str, str], list[str
             wheel_tags = parse_wheel_filename(f["filename"])[3]
             if not any(wheel_tags & supported(python, arch) for python in pythons):
                 continue
-            lines += [line for line in _requires_dist(f["url"]) if line not in lines]
+            lines += [line for line in _requires_dist(f["url"], f["hashes"]["sha256"]) if line not in lines]
         return (name, version), lines
 
     with ThreadPoolExecutor(max_workers=16) as pool:
@@ -208,7 +228,7 @@ def test_client_and_uploader_pins_together_are_closed(arch: str) -> None:
     pins = {**_pins("uploader"), **_pins("client_tf")}
     requires = _wheel_requirements(pins, arch)
     problems = unmet_requirements({n: (v, set(h)) for n, (v, h) in pins.items()},
-                                  lambda name, version: requires[(name, version)], missing_ok=OMIT["client_tf"])
+                                  lambda name, version: requires[(name, version)], missing_ok=OMIT.get("client_tf", {}))
     assert not problems, "\n".join(problems)
     # trackpy counts as pinned (its sdist) and what its PKG-INFO requires is pinned too (numpy, scipy, pandas,
     # PyYAML, matplotlib, looseversion): the check above read them.
@@ -228,27 +248,30 @@ def test_client_and_uploader_pins_together_are_closed(arch: str) -> None:
             assert dep in pins and req.specifier.contains(pins[dep][0], prereleases=True), str(req)
 
 
-def test_omitted_and_source_packages_are_still_wanted_and_still_without_a_usable_wheel() -> None:
-    """OMIT and SOURCES are not stale: tensorflow-datasets still declares promise, and trackpy's only wheel is
-    still 0.3.3 (a usable wheel would replace its sdist); the pinned sdist is the file PyPI has for its version."""
+def test_source_packages_are_still_wanted_and_still_without_a_usable_wheel() -> None:
+    """SOURCES are not stale: tensorflow-datasets still declares promise, which has no Python 3 wheel, and
+    trackpy's only wheel is still 0.3.3 (a usable wheel would replace its sdist); each pinned sdist is the file
+    PyPI has for its version."""
     tfds = _pins("client_tf")["tensorflow-datasets"]
     tfds_file = next(f for f in _files("tensorflow-datasets") if f["hashes"].get("sha256") in tfds[1])
-    assert any(Requirement(line).name == "promise" for line in _requires_dist(tfds_file["url"]))
+    declared = _requires_dist(tfds_file["url"], tfds_file["hashes"]["sha256"])
+    assert any(Requirement(line).name == "promise" for line in declared)
     pythons = catalog().pipeline.client_tf.pythons
     assert not [f["filename"] for f in _files("promise") if f["filename"].endswith(".whl")
                 and parse_wheel_filename(f["filename"])[3] & supported(pythons[0], ARCHES[0])]  # 2.1's is py2 only
     trackpy_wheels = {str(parse_wheel_filename(f["filename"])[1])
                       for f in _files("trackpy") if f["filename"].endswith(".whl")}
     assert trackpy_wheels <= {"0.3.3"}, f"trackpy has new wheels {trackpy_wheels}: pin it (tools/pin_wheels.py)"
-    version, hashes = _pins("client_tf")["trackpy"]
-    assert [f["filename"] for f in _files("trackpy") if f["hashes"].get("sha256") in hashes] == [
-        f"trackpy-{version}.tar.gz"]
+    for name in SOURCES["client_tf"]:
+        version, hashes = _pins("client_tf")[name]
+        assert [f["filename"] for f in _files(name) if f["hashes"].get("sha256") in hashes] == [
+            f"{name}-{version}.tar.gz"]
 
 
-def test_the_catalog_names_the_omitted_packages() -> None:
+def test_the_catalog_names_the_packages_pinned_by_source() -> None:
     text = (CATALOG_DIR / "pipeline.yaml").read_text()
     comment = text[:text.index("\nclient_tf:\n")].rsplit("\n\n", 1)[-1]
-    assert all(name in comment for name in OMIT["client_tf"])
+    assert all(name in comment for name in [*OMIT.get("client_tf", {}), *SOURCES["client_tf"]])
     assert yaml.safe_load(text)["client_tf"]["pythons"] == ["3.10", "3.11"]
 
 
