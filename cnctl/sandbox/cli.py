@@ -1,4 +1,6 @@
-"""`cnctl sandbox up|status|down`: the virtual fleet of Jetson devices and GPU servers on this machine."""
+"""What `cnctl sandbox up|status|down` do and print: the virtual fleet of Jetson devices and GPU servers on this
+machine. cnctl/cli/sandbox.py declares the commands and loads this module only when one of them runs: the
+sandbox is test infrastructure, a consumer of the product, never loaded by the product's other commands."""
 
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from cnctl.cli.errors import err, user_errors
-from cnctl.config import load_stack
+from cnctl.config import StackConfig, load_stack
+from cnctl.fleet import FLEET_FILE_ENV, file_of
 from cnctl.sandbox import fleet, prereqs
 from cnctl.sandbox.errors import SandboxFailure
 from cnctl.sandbox.instance import Instance
@@ -23,13 +26,6 @@ from cnctl.sandbox.progress import Detail, Progress
 # Not a terminal (make, CI logs): wide enough that the status tables do not fold.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
 EXIT_FAILED = 1
-
-app = typer.Typer(
-    help="The sandbox fleet: virtual Jetson devices and GPU servers (systemd-nspawn hosts reached over SSH) "
-    "and their site services, on this machine. Needs root.",
-    no_args_is_help=True,
-)
-
 
 class RichProgress(Progress):
     """Spinner with the latest detail line while a step runs; a check mark and its duration after."""
@@ -49,6 +45,18 @@ class RichProgress(Progress):
         self.console.print(f"[green]✓[/] {escape(title)} [dim]({time.monotonic() - started:.1f} s)[/]")
 
 
+def _unread_by_the_stack(cfg: StackConfig, inst: Instance) -> str | None:
+    """What to do when the stack would not read this sandbox's fleet file (another instance, or no fleets.file)."""
+    named = file_of(cfg)
+    if named is None:
+        return (f"stack {cfg.environment} names no fleets.file: add `file: {inst.fleet_file}` under its fleets "
+                "to deploy to this sandbox")
+    if named[0] != inst.fleet_file:
+        return (f"stack {cfg.environment} reads {named[0]} ({named[1]}): for this sandbox, "
+                f"export {FLEET_FILE_ENV}={inst.fleet_file}")
+    return None
+
+
 @contextlib.contextmanager
 def _failures() -> Iterator[None]:
     """A sandbox operation that failed on the machine: its message, exit 1, no traceback."""
@@ -62,28 +70,23 @@ def _failures() -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
-@app.command()
-def up(
-    stack: str = typer.Option("local", "--stack", "-s", help="the stack that describes the fleet (stacks/Pulumi.<name>.yaml)"),
-    edge: int | None = typer.Option(None, "--edge", min=0, max=8, help="edge hosts to boot (default: the stack's)"),
-    servers: int | None = typer.Option(None, "--servers", min=0, max=8, help="servers to boot (default: the stack's)"),
-) -> None:
-    """Boot the stack's sandbox fleet and its site services (idempotent; cleans leftovers of a crashed run)."""
+def up(stack: str, edge: int | None, servers: int | None) -> None:
+    """Boot the stack's sandbox fleet and its site services; say what to run next."""
     with user_errors(), _failures():
         prereqs.require("start the sandbox")
         cfg = load_stack(stack)
         inst = Instance.from_env()
         state = fleet.up(inst, cfg, stack=cfg.environment, edge=edge, servers=servers, progress=RichProgress(out))
-    out.print(f"[green]sandbox up[/]: {len(state.hosts)} hosts on {state.subnet}; next: "
-              "[bold]pyinfra -y hosts/edge.py deploy.py[/] and [bold]hosts/servers.py[/]  (status: cnctl sandbox status)")
+    out.print(f"[green]sandbox up[/]: {len(state.hosts)} hosts on {state.subnet}; fleet file {escape(str(inst.fleet_file))}")
+    unread = _unread_by_the_stack(cfg, inst)
+    if unread:
+        out.print(f"  [yellow]{escape(unread)}[/]")
+    out.print("next: [bold]pyinfra -y hosts/fleet.py deploy.py[/] (or [bold]cnctl deploy[/])  "
+              "(status: cnctl sandbox status)")
 
 
-@app.command()
-def status(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
-    """Show the hosts (process, SSH, systemd state), the site services and the inventory paths.
-
-    Exit 0 when the sandbox is up and every host answers, 1 otherwise.
-    """
+def status(as_json: bool) -> None:
+    """Show the hosts, the site services and the inventory paths; exit 1 unless every host answers."""
     with user_errors(), _failures():
         prereqs.require("read the sandbox's state")
         report = fleet.status(Instance.from_env())
@@ -95,9 +98,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
         raise typer.Exit(EXIT_FAILED)
 
 
-@app.command()
 def down() -> None:
-    """Stop every host and site service and remove their mounts, namespaces and state (idempotent)."""
+    """Stop every host and site service and remove what they made."""
     with user_errors(), _failures():
         prereqs.require("stop the sandbox")
         removed = fleet.down(Instance.from_env(), progress=RichProgress(out))
@@ -132,6 +134,7 @@ def _render(report: fleet.FleetStatus) -> None:
         for name, svc in report.site.items():
             site.add_row(name, svc.url, "[green]yes[/]" if svc.answering else "[red]no[/]")
         out.print(site)
+    out.print(f"fleet file: {report.inventories.get('fleet')}")
     out.print(f"pyinfra inventory: {report.inventories.get('pyinfra')}")
     out.print(f"Ansible inventory: {report.inventories.get('ansible')}")
     out.print(f"state: {report.state_file}")
