@@ -415,8 +415,7 @@ def test_make_demo_targets_are_wired(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "cnctl sandbox up --stack local" in result.stdout
     assert "cnctl/sandbox/prereqs.py ensure" in result.stdout
-    assert re.search(r"\.venv/bin/pyinfra -y hosts/edge\.py deploy\.py", result.stdout)
-    assert re.search(r"\.venv/bin/pyinfra -y hosts/servers\.py deploy\.py", result.stdout)
+    assert re.search(r"\.venv/bin/pyinfra -y hosts/fleet\.py deploy\.py", result.stdout)
     assert "cnctl infer --stack local" in result.stdout and "cnctl status --stack local" in result.stdout
-    assert result.stdout.index("hosts/servers.py deploy.py") < result.stdout.index("cnctl infer")
+    assert result.stdout.index("hosts/fleet.py deploy.py") < result.stdout.index("cnctl infer")
     assert "cnctl sandbox down" in result.stdout
