@@ -1,14 +1,23 @@
 """`cnctl sandbox up|status|down`: the virtual fleet of Jetson devices and GPU servers on this machine.
 
-Only the commands are declared here: each loads the sandbox (cnctl/sandbox/cli.py) when it runs. The sandbox is
-test infrastructure, a consumer of the product: no other command loads it. It hands the product the fleet it
-booted as data, a fleet file (docs/fleet-files.md), which hosts/*.py, `cnctl deploy`, `status` and `infer` read
-like any other.
+Only the commands and their exit codes are here: each loads the sandbox (cnctl/sandbox/commands.py) when it
+runs. The sandbox is test infrastructure, a consumer of the product: no other command loads it, and it imports
+nothing of the CLI. It hands the product the fleet it booted as data, a fleet file (docs/fleet-files.md), which
+hosts/*.py, `cnctl deploy`, `status` and `infer` read like any other.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from types import ModuleType
+
 import typer
+from rich.markup import escape
+
+from cnctl.cli.errors import err, user_errors
+
+EXIT_FAILED = 1
 
 app = typer.Typer(
     help="The sandbox fleet: virtual Jetson devices and GPU servers (systemd-nspawn hosts reached over SSH) "
@@ -24,9 +33,8 @@ def up(
     servers: int | None = typer.Option(None, "--servers", min=0, max=8, help="servers to boot (default: the stack's)"),
 ) -> None:
     """Boot the stack's sandbox fleet and its site services (idempotent; cleans leftovers of a crashed run)."""
-    from cnctl.sandbox import cli
-
-    cli.up(stack, edge, servers)
+    with _sandbox() as sandbox:
+        sandbox.up(stack, edge, servers)
 
 
 @app.command()
@@ -35,14 +43,32 @@ def status(as_json: bool = typer.Option(False, "--json", help="machine-readable 
 
     Exit 0 when the sandbox is up and every host answers, 1 otherwise.
     """
-    from cnctl.sandbox import cli
-
-    cli.status(as_json)
+    with _sandbox() as sandbox:
+        healthy = sandbox.status(as_json)
+    if not healthy:
+        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command()
 def down() -> None:
     """Stop every host and site service and remove their mounts, namespaces and state (idempotent)."""
-    from cnctl.sandbox import cli
+    with _sandbox() as sandbox:
+        sandbox.down()
 
-    cli.down()
+
+@contextlib.contextmanager
+def _sandbox() -> Iterator[ModuleType]:
+    """The sandbox's commands, loaded now; bad input exits 2, a failure on the machine 1, Ctrl-C 130: one
+    message, no traceback."""
+    from cnctl.sandbox import commands
+    from cnctl.sandbox.errors import SandboxFailure
+
+    with user_errors():
+        try:
+            yield commands
+        except SandboxFailure as exc:
+            err.print(f"[bold red]failed:[/] {escape(str(exc))}")
+            raise typer.Exit(EXIT_FAILED) from None
+        except KeyboardInterrupt:
+            err.print("[bold red]interrupted[/] (what had started was removed; `cnctl sandbox down` cleans any rest)")
+            raise typer.Exit(130) from None

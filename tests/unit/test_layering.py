@@ -9,6 +9,7 @@ module at once. Only tests, bench and `cnctl sandbox` (when it runs) load the sa
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -97,4 +98,32 @@ def test_the_harness_sees_a_sandbox_module_when_one_is_loaded(environment: dict[
             "CliRunner().invoke(app, ['sandbox', 'status'])")
     run = subprocess.run([sys.executable, "-c", HARNESS.format(sandbox=SANDBOX), code], cwd=REPO_ROOT,
                          env=environment, capture_output=True, text=True, timeout=300, check=False)
-    assert "'cnctl.sandbox.cli'" in run.stdout.splitlines()[-1], run.stdout + run.stderr
+    assert "'cnctl.sandbox.commands'" in run.stdout.splitlines()[-1], run.stdout + run.stderr
+
+
+def _imported_names(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.update({node.module, *(f"{node.module}.{alias.name}" for alias in node.names)})
+    return names
+
+
+def test_only_the_sandbox_command_names_the_sandbox_and_the_sandbox_names_no_command() -> None:
+    """Read from the code, lazy imports too: of the product, only cnctl/cli/sandbox.py imports cnctl.sandbox
+    (inside its commands), and nothing in cnctl/sandbox imports cnctl.cli, so the CLI and the sandbox form no
+    loop: the sandbox stands above everything it uses."""
+    product = [p for p in [*(REPO_ROOT / "cnctl").rglob("*.py"), *(REPO_ROOT / "deploy").rglob("*.py"),
+                           *(REPO_ROOT / "hosts").glob("*.py"), *(REPO_ROOT / "roles").rglob("*.py"),
+                           REPO_ROOT / "deploy.py", REPO_ROOT / "__main__.py"]
+               if p.relative_to(REPO_ROOT).parts[:2] != ("cnctl", "sandbox")]
+    naming = sorted(p.relative_to(REPO_ROOT).as_posix() for p in product
+                    if any(n == SANDBOX or n.startswith(SANDBOX + ".") for n in _imported_names(p)))
+    assert naming == ["cnctl/cli/sandbox.py"]
+    door = ast.parse((REPO_ROOT / "cnctl" / "cli" / "sandbox.py").read_text(encoding="utf-8"))
+    assert not any(isinstance(node, ast.ImportFrom) and (node.module or "").startswith(SANDBOX) for node in door.body)
+    sandbox = sorted(p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "cnctl" / "sandbox").rglob("*.py")
+                     if any(n == "cnctl.cli" or n.startswith("cnctl.cli.") for n in _imported_names(p)))
+    assert sandbox == []

@@ -1,6 +1,7 @@
 """What `cnctl sandbox up|status|down` do and print: the virtual fleet of Jetson devices and GPU servers on this
-machine. cnctl/cli/sandbox.py declares the commands and loads this module only when one of them runs: the
-sandbox is test infrastructure, a consumer of the product, never loaded by the product's other commands."""
+machine. cnctl/cli/sandbox.py declares the commands, turns errors into exit codes, and loads this module only
+when one of them runs: the sandbox is test infrastructure, a consumer of the product, never loaded by the
+product's other commands, and it imports nothing of the CLI."""
 
 from __future__ import annotations
 
@@ -10,22 +11,19 @@ import sys
 import time
 from collections.abc import Iterator
 
-import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cnctl.cli.errors import err, user_errors
 from cnctl.config import StackConfig, load_stack
 from cnctl.fleet import FLEET_FILE_ENV, file_of
 from cnctl.sandbox import fleet, prereqs
-from cnctl.sandbox.errors import SandboxFailure
 from cnctl.sandbox.instance import Instance
 from cnctl.sandbox.progress import Detail, Progress
 
 # Not a terminal (make, CI logs): wide enough that the status tables do not fold.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
-EXIT_FAILED = 1
+
 
 class RichProgress(Progress):
     """Spinner with the latest detail line while a step runs; a check mark and its duration after."""
@@ -57,26 +55,12 @@ def _unread_by_the_stack(cfg: StackConfig, inst: Instance) -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def _failures() -> Iterator[None]:
-    """A sandbox operation that failed on the machine: its message, exit 1, no traceback."""
-    try:
-        yield
-    except SandboxFailure as exc:
-        err.print(f"[bold red]failed:[/] {escape(str(exc))}")
-        raise typer.Exit(EXIT_FAILED) from None
-    except KeyboardInterrupt:
-        err.print("[bold red]interrupted[/] (what had started was removed; `cnctl sandbox down` cleans any rest)")
-        raise typer.Exit(130) from None
-
-
 def up(stack: str, edge: int | None, servers: int | None) -> None:
     """Boot the stack's sandbox fleet and its site services; say what to run next."""
-    with user_errors(), _failures():
-        prereqs.require("start the sandbox")
-        cfg = load_stack(stack)
-        inst = Instance.from_env()
-        state = fleet.up(inst, cfg, stack=cfg.environment, edge=edge, servers=servers, progress=RichProgress(out))
+    prereqs.require("start the sandbox")
+    cfg = load_stack(stack)
+    inst = Instance.from_env()
+    state = fleet.up(inst, cfg, stack=cfg.environment, edge=edge, servers=servers, progress=RichProgress(out))
     out.print(f"[green]sandbox up[/]: {len(state.hosts)} hosts on {state.subnet}; fleet file {escape(str(inst.fleet_file))}")
     unread = _unread_by_the_stack(cfg, inst)
     if unread:
@@ -85,24 +69,21 @@ def up(stack: str, edge: int | None, servers: int | None) -> None:
               "(status: cnctl sandbox status)")
 
 
-def status(as_json: bool) -> None:
-    """Show the hosts, the site services and the inventory paths; exit 1 unless every host answers."""
-    with user_errors(), _failures():
-        prereqs.require("read the sandbox's state")
-        report = fleet.status(Instance.from_env())
+def status(as_json: bool) -> bool:
+    """Show the hosts, the site services and the inventory paths; whether every host answers."""
+    prereqs.require("read the sandbox's state")
+    report = fleet.status(Instance.from_env())
     if as_json:
         out.print_json(json.dumps(report.to_json()))
     else:
         _render(report)
-    if not report.healthy:
-        raise typer.Exit(EXIT_FAILED)
+    return report.healthy
 
 
 def down() -> None:
     """Stop every host and site service and remove what they made."""
-    with user_errors(), _failures():
-        prereqs.require("stop the sandbox")
-        removed = fleet.down(Instance.from_env(), progress=RichProgress(out))
+    prereqs.require("stop the sandbox")
+    removed = fleet.down(Instance.from_env(), progress=RichProgress(out))
     out.print(f"[green]sandbox down[/]: removed {removed.summary()}" if not removed.empty
               else "[green]sandbox down[/]: nothing was running")
 
