@@ -75,8 +75,8 @@ def for_stack(cfg: StackConfig, *, limit: str | None = None, stack: str | None =
         env[FLEET_FILE_ENV] = str(named[0].resolve())
     hosts = fleet_hosts(cfg, FLEET_GROUPS)  # a missing fleet file says who writes it
     if not hosts:
-        where = f"fleet file {named[0]}" if named else "fleets.edge and fleets.servers"
-        raise TargetProblem(f"stack {cfg.environment}: {where} list no host to deploy to")
+        where = f"its fleet file {named[0]} lists" if named else "fleets.edge and fleets.servers list"
+        raise TargetProblem(f"stack {cfg.environment}: {where} no host to deploy to")
     return Target(
         stack=cfg.environment,
         pyinfra_inventory=PYINFRA_INVENTORY,
