@@ -33,9 +33,9 @@ from cnctl.config import StackConfig
 from cnctl.engines import DeployResult, EngineFailure, Target
 from cnctl.errors import UsageProblem
 from cnctl.inventory import FLEET_GROUPS, InventoryHost, fleet_hosts
-from cnctl.sandbox.instance import Instance
+from cnctl.layers import ROLLOUT
 
-LAYERS = ("model", "inference", "verify")
+LAYERS = ROLLOUT  # cnctl/layers.py: the model, Triton serving it, the health report
 ACTION = "cn_model_action"
 PINNED, PREVIOUS = "pinned", "previous"
 SERVE_SCRIPT = "/usr/local/lib/circularnet/model_serve.py"
@@ -227,9 +227,8 @@ def _json_object(line: str) -> dict[str, Any] | None:
 
 
 def inventory_hosts(cfg: StackConfig) -> list[InventoryHost]:
-    """The stack's fleet hosts with their SSH settings (the running sandbox's for a stack with a sandbox)."""
-    inst = Instance.from_env() if cfg.sandbox is not None else None
-    return fleet_hosts(cfg, FLEET_GROUPS, inst)
+    """The stack's fleet hosts with their SSH settings (from its fleet file, for a stack that has one)."""
+    return fleet_hosts(cfg, FLEET_GROUPS)
 
 
 def remote_health(hosts: Sequence[InventoryHost], run: Callable[..., Mapping[str, Any]] | None = None) -> Health:

@@ -478,6 +478,13 @@ class Server(Host):
 class Fleets(Section):
     edge: list[EdgeDevice] = Field(default_factory=list)
     servers: list[Server] = Field(default_factory=list)
+    file: ControllerPath | None = Field(
+        None,
+        description="a fleet file (JSON) that another tool writes: the edge devices and servers it lists are this "
+        "stack's, each with the settings of its entry here of the same name (else of its group's first entry), "
+        "reached as the file says (address, SSH user, port, key, known_hosts). The local stack's is the one "
+        "`cnctl sandbox up` writes; CNCTL_FLEET_FILE names another copy for one run (docs/fleet-files.md)",
+    )
 
 
 # --- mirrors -----------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from cnctl.inventory import InventoryHost, Ssh
 from cnctl.paths import REPO_ROOT
 from cnctl.sandbox.flavours import nv_tegra_release
 from cnctl.sandbox.instance import Instance
+from cnctl.sandbox.inventory import publish
 from cnctl.sandbox.layout import HostSpec
 from cnctl.sandbox.state import FleetState, HostState, save
 from tests.unit.render_parity import by_ansible, by_pyinfra
@@ -129,8 +130,8 @@ def test_ansible_runs_with_host_key_checking_on_and_everything_in_its_temp_dir(t
 
 
 def test_the_pyinfra_command_line() -> None:
-    target = Target("local", REPO / "hosts" / "sandbox.py", Path("/x/inventory.yml"), ("a",), limit="a")
-    assert pyinfra.command(target, dry=True)[1:] == ["--json", "--dry", "--diff", "--limit", "a", str(REPO / "hosts" / "sandbox.py"), "deploy.py"]
+    target = Target("local", REPO / "hosts" / "fleet.py", Path("/x/inventory.yml"), ("a",), limit="a")
+    assert pyinfra.command(target, dry=True)[1:] == ["--json", "--dry", "--diff", "--limit", "a", str(REPO / "hosts" / "fleet.py"), "deploy.py"]
     assert pyinfra.command(target, dry=False)[1:4] == ["--json", "-y", "--limit"]
 
 
@@ -138,14 +139,15 @@ def test_the_pyinfra_command_line() -> None:
 
 
 def _deploy(args: list[str], monkeypatch: pytest.MonkeyPatch, state: Path) -> tuple[int, str]:
-    monkeypatch.setenv("CNCTL_STATE", str(state))
+    monkeypatch.setenv("CNCTL_FLEET_FILE", str(state / "fleet.json"))
     outcome = CliRunner().invoke(app, ["deploy", *args])
     assert "Traceback" not in outcome.output
     return outcome.exit_code, " ".join(outcome.output.split())
 
 
 def _fake_sandbox(state_dir: Path) -> None:
-    """A state file of a sandbox that is up (nothing runs: enough for the checks before any engine)."""
+    """What a sandbox that is up leaves: its state and fleet file (nothing runs: enough for the checks before
+    any engine)."""
     key = state_dir / "id_ed25519"
     state_dir.mkdir(parents=True)
     key.write_text("not a key\n")
@@ -154,14 +156,16 @@ def _fake_sandbox(state_dir: Path) -> None:
                        site_address="172.31.9.2", site_netns="cnut-site", uplink="cnut-up", images={"amd64": "/i"}, ssh_key=str(key),
                        known_hosts=str(state_dir / "known_hosts"), phase="up", hosts=hosts,
                        inventories={"ansible": str(state_dir / "inventory.yml")})
-    save(Instance(prefix="cnut", state_dir=state_dir), state)
+    inst = Instance(prefix="cnut", state_dir=state_dir)
+    save(inst, state)
+    publish(inst, state)
 
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--engine", "chef"], "--engine chef: unknown engine; known: pyinfra, ansible"),
     (["--stack", "EMPTY"], "stack prod: fleets.edge and fleets.servers list no host to deploy to"),
     (["--stack", "EMPTY", "--engine", "ansible"], "stack prod: fleets.edge and fleets.servers list no host to deploy to"),
-    (["--stack", "local"], "the sandbox is not up (no "),
+    (["--stack", "local"], "no fleet file "),
 ])
 def test_deploy_exits_2_when_there_is_nothing_to_reach(args: list[str], message: str, monkeypatch: pytest.MonkeyPatch,
                                                        tmp_path: Path) -> None:
@@ -173,8 +177,8 @@ def test_deploy_exits_2_when_there_is_nothing_to_reach(args: list[str], message:
     code, output = _deploy(args, monkeypatch, tmp_path / "no-sandbox")
     assert code == 2, output
     assert message in output
-    if "not up" in message:
-        assert "run `cnctl sandbox up` or `make demo`" in output
+    if "fleet file" in message:
+        assert "the sandbox is not up; run `cnctl sandbox up` or `make demo`" in output
 
 
 def test_deploy_exits_2_for_a_host_the_sandbox_does_not_have(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -30,9 +30,6 @@ from cnctl.inventory import (
     stack_outputs,
 )
 from cnctl.paths import REPO_ROOT
-from cnctl.sandbox.instance import Instance
-from cnctl.sandbox.layout import HostSpec
-from cnctl.sandbox.state import FleetState, HostState, save
 
 BIN = Path(sys.executable).parent
 OUTPUTS = Path(__file__).parent / "samples" / "dev-outputs.json"  # `pulumi stack output --json -s dev`, recorded
@@ -43,7 +40,7 @@ IAP = "gcloud compute start-iap-tunnel {vm} 22 --listen-on-stdin --project=my-ci
 def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Generated ssh_configs and inventories go to a cache of the test's own."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    for name in ("CNCTL_STACK", "CNCTL_OUTPUTS", "CNCTL_SSH_USER"):
+    for name in ("CNCTL_STACK", "CNCTL_OUTPUTS", "CNCTL_SSH_USER", "CNCTL_FLEET_FILE"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -125,53 +122,12 @@ def _pyinfra_debug_inventory(inventory: str, env: dict[str, str]) -> dict[str, d
     return hosts
 
 
-def _sandbox_state(state_dir: Path, stack: str = "local") -> Instance:
-    """A state file of a sandbox that is up: the local stack's first Jetson plus a generated server."""
-    key = state_dir / "id_ed25519"
-    state_dir.mkdir(parents=True)
-    key.write_text("not a key\n")
-    hosts = [
-        HostState(HostSpec("belt-1-orin", "edge", "jetson", "172.31.9.11", site="sandbox", jetpack="6.0", l4t="36.3.0"), "n", "/m"),
-        HostState(HostSpec("server-9", "servers", "server", "172.31.9.29", driver_branch="570", generated=True), "n", "/m"),
-    ]
-    state = FleetState(prefix="cnut", state_dir=str(state_dir), stack=stack, subnet="172.31.9.0/24", machine_address="172.31.9.1",
-                       site_address="172.31.9.2", site_netns="cnut-site", uplink="cnut-up", images={"amd64": "/i"}, ssh_key=str(key),
-                       known_hosts=str(state_dir / "known_hosts"), phase="up", hosts=hosts,
-                       site={"apt_url": "http://172.31.9.2:8080/apt/", "apt_keyring": "/k.gpg"})
-    inst = Instance(prefix="cnut", state_dir=state_dir)
-    save(inst, state)
-    return inst
-
-
-def test_the_local_stack_reaches_the_running_sandbox_with_its_key_and_strict_checking(tmp_path: Path) -> None:
-    inst = _sandbox_state(tmp_path / "state")
-    hosts = fleet_hosts(load_stack("local"), inst=inst)
-    assert [(h.name, h.group, h.ssh.address) for h in hosts] == [
-        ("belt-1-orin", "edge", "172.31.9.11"), ("server-9", "servers", "172.31.9.29")]
-    groups = pyinfra_groups(hosts)
-    edge = groups["edge"][0][1]
-    assert edge["ssh_key"] == str(tmp_path / "state" / "id_ed25519")
-    assert edge["ssh_known_hosts_file"] == str(tmp_path / "state" / "known_hosts")
-    assert edge["ssh_strict_host_key_checking"] == "yes" and edge["ssh_allow_agent"] is False
-    assert edge["cn_stack"] == "local" and edge["cn_jetpack"] == "6.0" and edge["sandbox_site"]["apt_url"].startswith("http://")
-    # a host the sandbox generated beyond the stack's list gets the variables of its own platform
-    assert groups["servers"][0][1]["cn_driver_branch"] == "570"
-    args = ansible_inventory(hosts)["all"]["children"]["edge"]["hosts"]["belt-1-orin"]["ansible_ssh_common_args"]
-    assert "StrictHostKeyChecking=yes" in args and f"UserKnownHostsFile={tmp_path / 'state' / 'known_hosts'}" in args
-
-
-def test_a_sandbox_of_another_stack_is_refused(tmp_path: Path) -> None:
-    inst = _sandbox_state(tmp_path / "state", stack="other")
-    with pytest.raises(InventoryProblem, match="started from stack 'other', not 'local'"):
-        fleet_hosts(load_stack("local"), inst=inst)
-
-
 @pytest.mark.parametrize(
     ("module", "env", "message"),
     [
         ("hosts/edge.py", {"CNCTL_STACK": "staging"}, "stack staging: stacks/Pulumi.staging.yaml: stack: 'staging' has no file"),
-        ("hosts/servers.py", {"CNCTL_STACK": "local"}, "stack local: the sandbox is not up"),
-        ("hosts/sandbox.py", {}, "run `cnctl sandbox up` or `make demo`"),
+        ("hosts/servers.py", {"CNCTL_STACK": "local"}, "stack local: no fleet file "),
+        ("hosts/fleet.py", {}, "the sandbox is not up; run `cnctl sandbox up` or `make demo`"),
         ("hosts/cloud.py", {"CNCTL_STACK": "dev", "CNCTL_OUTPUTS": "/nonexistent/outputs.json"}, "CNCTL_OUTPUTS=/nonexistent"),
         ("hosts/cloud.py", {"CNCTL_STACK": "local"}, "stack local has no cloud GPU VMs"),
     ],
@@ -180,7 +136,7 @@ def test_an_inventory_module_says_what_is_wrong_in_one_line_and_exits_2(
     module: str, env: dict[str, str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("CNCTL_STATE", str(tmp_path / "none"))
+    monkeypatch.setenv("CNCTL_FLEET_FILE", str(tmp_path / "none" / "fleet.json"))
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(sys, "argv", ["pyinfra", module, "deploy.py"])

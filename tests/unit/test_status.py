@@ -152,7 +152,7 @@ def test_an_unknown_limit_is_bad_input_naming_the_known_hosts(dev_outputs: None)
 
 
 def test_the_local_stack_without_a_sandbox_up_is_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CNCTL_STATE", str(tmp_path / "none"))
+    monkeypatch.setenv("CNCTL_FLEET_FILE", str(tmp_path / "none" / "fleet.json"))
     with pytest.raises(UsageProblem, match="the sandbox is not up"):
         collect("local", run=FakeRemote())
 
