@@ -31,12 +31,11 @@ PLACEHOLDERS = ("...", "…")
 
 def documented_commands(text: str) -> Iterator[str]:
     """The `cnctl ...` command lines of a page: from shell lines of its code blocks and its inline code."""
-    for block in FENCE.findall(text):
-        for line in block.splitlines():
-            for command in SEPARATOR.split(line.split(" #", 1)[0].strip()):
-                if CNCTL_COMMAND.match(command):
-                    yield command
-    yield from INLINE.findall(text)
+    lines = [line.split(" #", 1)[0].strip() for block in FENCE.findall(text) for line in block.splitlines()]
+    for line in [*lines, *INLINE.findall(text)]:
+        for command in SEPARATOR.split(line):
+            if CNCTL_COMMAND.match(command):
+                yield command
 
 
 def words_of(command: str) -> list[str]:
