@@ -70,23 +70,23 @@ def parse_ip(value: str, *, zone_ok: bool = False) -> IP:
     """An IP address literal, refused when Python's `ipaddress` would read more into it than an address.
 
     `ipaddress` accepts an IPv6 zone id of any text but `%` and `/` (`::1%$(reboot)`); here a zone id is
-    allowed only where `zone_ok`, only on a link-local address, and only of interface-name characters. An
+    allowed only where `zone_ok`, only on a link-local IPv6 address, and only of interface-name characters. An
     IPv4-mapped IPv6 address (`::ffff:10.50.1.21`) is the IPv4 host in disguise: written as IPv4 instead.
     Raises ValueError with the rule and the fix.
     """
-    address = ipaddress.ip_address(value)  # ValueError: not an address at all
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            raise ValueError(f"is an IPv4-mapped IPv6 address; write the IPv4 form {address.ipv4_mapped}")
-        zone = address.scope_id
-        if zone is not None:
-            if not zone_ok:
-                raise ValueError("has a zone id (%...); write the address without it")
-            if not _ZONE_ID.fullmatch(zone):
-                raise ValueError("has a zone id that is not an interface name (1-15 of letters, digits, _ . -, like eth0)")
-            if ipaddress.IPv6Address(value.partition("%")[0]) not in LINK_LOCAL_V6:
-                raise ValueError("has a zone id, which only a link-local address (fe80::/10) takes; drop the %...")
-    return address
+    text, pct, zone = value.partition("%")
+    address = ipaddress.ip_address(text)  # ValueError: not an address at all
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        raise ValueError(f"is an IPv4-mapped IPv6 address; write the IPv4 form {address.ipv4_mapped}")
+    if not pct:
+        return address
+    if not zone_ok:
+        raise ValueError("has a zone id (%...); write the address without it")
+    if not _ZONE_ID.fullmatch(zone):
+        raise ValueError("has a zone id that is not an interface name (1-15 of letters, digits, _ . -, like eth0)")
+    if not isinstance(address, ipaddress.IPv6Address) or address not in LINK_LOCAL_V6:
+        raise ValueError("has a zone id, which only a link-local address (fe80::/10) takes; drop the %...")
+    return ipaddress.ip_address(value)
 
 
 def is_dns_name(value: str) -> bool:
@@ -111,8 +111,9 @@ def canonical_host(value: str) -> str:
 
 
 def _is_ip(value: str) -> bool:
+    """Is `value` an IP address, but for what may follow a `%` (parse_ip judges that)?"""
     try:
-        ipaddress.ip_address(value)
+        ipaddress.ip_address(value.partition("%")[0])
     except ValueError:
         return False
     return True
