@@ -83,7 +83,8 @@ def parse_ip(value: str, *, zone_ok: bool = False) -> IP:
     if not zone_ok:
         raise ValueError("has a zone id (%...); write the address without it")
     if not _ZONE_ID.fullmatch(zone):
-        raise ValueError("has a zone id that is not an interface name (1-15 of letters, digits, _ . -, like eth0)")
+        raise ValueError("has a zone id that is not an interface name (1-15 of letters, digits, _ . -); write the "
+                         "interface the address is reached through, like fe80::1%eth0")
     if not isinstance(address, ipaddress.IPv6Address) or address not in LINK_LOCAL_V6:
         raise ValueError("has a zone id, which only a link-local address (fe80::/10) takes; drop the %...")
     return ipaddress.ip_address(value)
