@@ -3,7 +3,7 @@
 A stack is written by people and by CI from pull requests, so every value here is parsed, never trusted:
 an address is an address (no zone id but an interface's name, no IPv4-mapped form), a URL is an RFC 3986 URL
 with no credentials or template syntax, an SSH key is a key, a name has an explicit character set. No string
-anywhere holds a control character (`one_line`, applied to every field by `schema.Section`). Rules that relate
+anywhere holds a control character (`control_characters_in`, applied to every field by `schema.Section`). Rules that relate
 several fields, or a value and the catalog, live in `checks.py`. docs/stack-values.md lists the kinds.
 """
 
