@@ -181,7 +181,7 @@ HOSTILE = "10.0.0.1; reboot"
     ([{"name": "x", "group": "edge", "address": "10.0.0.1"}, {"name": "x", "group": "edge", "address": "10.0.0.2"}], {},
      "hosts[1].name: 'x' is listed twice (also hosts[0])"),
     ([], {"ssh": {"key": "id_ed25519"}}, "ssh.key: 'id_ed25519' is not an absolute path"),
-    ([], {"stack": "Local\n"}, "stack: 'Local\\n' String should match pattern"),
+    ([], {"stack": "Local\n"}, "stack: 'Local\\n' holds the control character U+000A"),
 ])
 def test_every_bad_value_is_named_at_its_place_escaped(tmp_path: Path, hosts: list[dict[str, Any]], top: dict[str, Any],
                                                       expected: str) -> None:
