@@ -57,6 +57,7 @@ def settings(wants: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         "repository": data["verify_model_repository"],
         "model_name": wants["cn_model_name"],
         "bind_address": wants["cn_inference_bind_address"],
+        "bind_interface": wants.get("cn_inference_bind_interface") or "",
         "http_port": wants["cn_inference_http_port"],
         "triton_unit": data["verify_triton_unit"],
         "min_free_percent": data["verify_min_free_percent"],
