@@ -33,7 +33,7 @@ class _Dumper(yaml.SafeDumper):
 STR_TAG = "tag:yaml.org,2002:str"
 
 
-def reads_as_text(dumper: yaml.BaseResolver, value: str) -> bool:
+def reads_as_text(dumper: yaml.resolver.BaseResolver, value: str) -> bool:
     """Would `value`, written plain, read back as a string? Ansible (2.19) resolves an `!unsafe` scalar as if it
     were plain, quotes or not: `!unsafe '540'` reads as the number 540, `!unsafe 'yes'` as True."""
     return dumper.resolve(yaml.ScalarNode, value, (True, False)) == STR_TAG

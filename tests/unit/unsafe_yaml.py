@@ -15,7 +15,12 @@ class _Loader(yaml.SafeLoader):
     pass
 
 
-_Loader.add_constructor(UNSAFE_TAG, lambda loader, node: Unsafe(loader.construct_scalar(node)))
+def _construct_unsafe(loader: yaml.SafeLoader, node: yaml.Node) -> Unsafe:
+    assert isinstance(node, yaml.ScalarNode), node  # cnctl tags strings only
+    return Unsafe(loader.construct_scalar(node))
+
+
+_Loader.add_constructor(UNSAFE_TAG, _construct_unsafe)
 
 
 def unsafe_load(text: str) -> Any:
