@@ -179,6 +179,6 @@ def inference() -> None:
     systemd.service(name="Inference: Triton enabled and running", service=data["inference_unit"], running=True,
                     enabled=True)
     after_change(name="Inference: Triton restarted after a change under it", changed=[unit, *runtime] if ran_before else [],
-                 commands=[f"systemctl restart {data['inference_unit']}"])
+                 commands=[shlex.join(["systemctl", "restart", data["inference_unit"]])])
     model_served(name="Inference: Triton serves the wanted model version (switched through the repository API)",
                  helper=helper, options=options(wants, data, address), previous=wants.get("cn_model_action") == "previous")

@@ -250,7 +250,7 @@ def _running(name: str, unit: str, changed: list[Any]) -> None:
     ran = host.get_fact(SystemdStatus, user_mode=False, machine=None, user_name=None, services=[unit]).get(unit, False)
     systemd.service(name=f"{name} enabled and running", service=unit, running=True, enabled=True)
     after_change(name=f"{name} restarted after a change under it", changed=changed if ran else [],
-                 commands=[f"systemctl restart {unit}"])
+                 commands=[shlex.join(["systemctl", "restart", unit])])
 
 
 def role_settings() -> dict[str, Any]:

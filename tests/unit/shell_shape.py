@@ -5,6 +5,10 @@
                       value went in quoted
     commands(script)  each simple command's words after quote removal, in order: a value must be one of them,
                       whole
+    words(script)     every word of `script` (commands, `for` lists, ...) after quote removal, in order
+
+bashlex reads a quote that starts inside a word (`--config='$(id)'`) as if it were not there; builders quote the
+whole word (`'--config=$(id)'`), which bash reads the same way.
 """
 
 from __future__ import annotations
@@ -56,6 +60,19 @@ def commands(script: str) -> list[list[str]]:
     class Visitor(ast.nodevisitor):
         def visitcommand(self, node: ast.node, parts: list[ast.node]) -> None:
             found.append([_unquoted(script[part.pos[0]:part.pos[1]]) for part in parts if part.kind == "word"])
+
+    for tree in bashlex.parse(script):
+        Visitor().visit(tree)
+    return found
+
+
+def words(script: str) -> list[str]:
+    """Every word of `script`, wherever it stands (quotes removed), in order."""
+    found: list[str] = []
+
+    class Visitor(ast.nodevisitor):
+        def visitword(self, node: ast.node, word: str) -> None:
+            found.append(_unquoted(script[node.pos[0]:node.pos[1]]))
 
     for tree in bashlex.parse(script):
         Visitor().visit(tree)
