@@ -40,6 +40,7 @@ ENTRIES: tuple[tuple[str, str | None], ...] = (
     ("cnctl/hostscripts.py", None),
     ("cnctl/hostvars.py", None),
     ("cnctl/inventory.py", None),
+    ("cnctl/ansible_yaml.py", None),  # cnctl/inventory.py writes the Ansible inventory with it
     ("cnctl/catalog/__init__.py", None),
     ("cnctl/config", "*.py"),
     ("cnctl/engines", "*.py"),
