@@ -42,6 +42,7 @@ ENTRIES: tuple[tuple[str, str | None], ...] = (
     ("cnctl/inventory.py", None),
     ("cnctl/fleet.py", None),
     ("cnctl/layers.py", None),
+    ("cnctl/ansible_yaml.py", None),  # cnctl/inventory.py writes the Ansible inventory with it
     ("cnctl/catalog/__init__.py", None),
     ("cnctl/config", "*.py"),
     # pull mode's own: the agent the pull layer installs from the tree it runs in, and @local's inventory

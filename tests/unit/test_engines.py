@@ -32,6 +32,7 @@ from cnctl.sandbox.inventory import publish
 from cnctl.sandbox.layout import HostSpec
 from cnctl.sandbox.state import FleetState, HostState, save
 from tests.unit.render_parity import by_ansible, by_pyinfra
+from tests.unit.unsafe_yaml import plain_strings, unsafe_load
 
 REPO = REPO_ROOT
 BIN = Path(sys.executable).parent
@@ -55,7 +56,7 @@ TRITON_UNIT = {
     "triton_libs": "/opt/circularnet/triton/lib/python3.11/site-packages/nvidia_pytriton.libs",
     "model_repository": "/opt/circularnet/models", "model_name": "circularnet", "bind_address": "127.0.0.1",
     "http_port": 8000, "grpc_port": 8001, "metrics_port": 8002, "helper": "/usr/local/lib/circularnet/model_serve.py",
-    "container_name": "circularnet-triton", "start_timeout": 180, "start_limit": 210, "shm_size": "256m",
+    "url": "http://127.0.0.1:8000", "container_name": "circularnet-triton", "start_timeout": 180, "start_limit": 210, "shm_size": "256m",
 }
 
 RENDERINGS = [
@@ -229,16 +230,37 @@ def test_a_deploy_target_gives_the_same_command_line_as_before() -> None:
     target = Target("local", REPO / "hosts" / "fleet.py", Path("/x/inventory.yml"), ("a",), limit="a")
     assert pyinfra.command(target, dry=False)[1:] == ["--json", "-y", "--limit", "a", str(REPO / "hosts" / "fleet.py"), "deploy.py"]
     args = ansible.runner_args(target, Path("/w"), dry=False)
-    assert (args["limit"], args["tags"], args["extravars"], args["cmdline"]) == ("a", None, {}, None)
+    assert (args["limit"], args["tags"], args["cmdline"]) == ("a", None, None) and ansible.extravars(target) == {}
 
 
 def test_ansible_gets_the_batch_as_its_limit_the_layers_as_tags_and_overrides_over_the_stack_values(tmp_path: Path) -> None:
     args = ansible.runner_args(_batch_target(), tmp_path, dry=True)
     assert args["limit"] == "a,b"
     assert args["tags"] == "model,inference,verify"
-    assert args["extravars"]["cn_model_action"] == "previous"  # the stack's "pinned" loses to the run's override
-    assert args["extravars"]["cn_stack"] == "local" and args["extravars"]["s"] == "1"
     assert args["cmdline"] == "--check --diff"
+    # The extra vars: a file in the run's env/ (ansible-runner passes it as -e @file), never a dict, which it would
+    # write as JSON on the command line, where no value can be marked as data.
+    assert "extravars" not in args
+    written = ansible.write_extravars(_batch_target(), tmp_path)
+    assert written == tmp_path / "env" / "extravars"
+    extra = unsafe_load(written.read_text())
+    assert extra["cn_model_action"] == "previous"  # the stack's "pinned" loses to the run's override
+    assert extra["cn_stack"] == "local" and extra["s"] == "1" and extra["n"] == 1 and extra["flag"] is True
+    assert extra["nothing"] is None and plain_strings(written.read_text()) == []
+
+
+def test_ansible_runner_passes_the_extra_vars_file_to_ansible_playbook(tmp_path: Path) -> None:
+    """ansible-runner's own command line for the run: `-e @<workdir>/env/extravars` and no JSON extra vars."""
+    from ansible_runner.config.runner import RunnerConfig
+
+    target = _batch_target()
+    ansible.write_extravars(target, tmp_path)
+    args = ansible.runner_args(target, tmp_path, dry=False)
+    config = RunnerConfig(**{k: v for k, v in args.items() if k not in ("quiet",)})
+    config.prepare()
+    argv = config.command
+    e_values = [argv[i + 1] for i, arg in enumerate(argv) if arg == "-e"]
+    assert e_values == [f"@{tmp_path / 'env' / 'extravars'}"], argv
 
 
 def test_a_comma_limit_selects_hosts_in_the_fleets_order_and_names_an_unknown_part() -> None:
