@@ -43,7 +43,10 @@ MODEL = "model"
 REBOOT = frozenset({"driver branch", "JetPack"})
 # What a revision must hold for its hosts to be previewed (the last three for its host files).
 REVISION_PATHS = ("stacks", "cnctl/catalog", "templates", "roles", "playbooks")
-_TEMPLATE_REF = re.compile(r"_templates_dir \}\}/([\w./-]+\.j2)")
+# A role task's template source: `{{ <role>_templates_dir }}/<path>`, where `{{ item }}` stands for each item of
+# the task's loop (`systemd/circularnet-health.{{ item }}.j2` over [service, timer]).
+_TEMPLATE_REF = re.compile(r"_templates_dir \}\}/((?:[\w./-]|\{\{ item \}\})+\.j2)")
+_ITEM = "{{ item }}"
 
 Pins = dict[tuple[str, str], dict[str, str]]
 
@@ -157,14 +160,41 @@ def group_templates(directory: Path) -> dict[str, dict[str, bytes]]:
     out: dict[str, dict[str, bytes]] = {}
     for play in yaml.safe_load(site.read_text(encoding="utf-8")) or []:
         roles = [r["role"] if isinstance(r, dict) else str(r) for r in play.get("roles", [])]
-        used = {ref for role in roles for task in sorted((directory / "roles" / role / "tasks").glob("*.yml"))
-                for ref in _TEMPLATE_REF.findall(task.read_text(encoding="utf-8"))}
+        used = {ref for role in roles for ref in role_templates(directory / "roles" / role)}
         for group in str(play.get("hosts", "")).split(":"):
             files = out.setdefault(group, {})
             for ref in used:
                 template = directory / "templates" / ref
                 files[ref] = template.read_bytes() if template.is_file() else b""
     return out
+
+
+def role_templates(role: Path) -> set[str]:
+    """The paths under templates/ that a role's tasks render (tasks/*.yml), a looped task's once per item."""
+    found: set[str] = set()
+    for tasks in sorted((role / "tasks").glob("*.yml")):
+        found.update(_task_templates(yaml.safe_load(tasks.read_text(encoding="utf-8"))))
+    return found
+
+
+def _task_templates(node: Any) -> Iterator[str]:
+    """The template sources in a task list, its blocks included: a task holding a module whose `src` is under
+    the role's templates directory gives that path, `{{ item }}` replaced by each of the task's loop items."""
+    if isinstance(node, list):
+        for child in node:
+            yield from _task_templates(child)
+        return
+    if not isinstance(node, dict):
+        return
+    for value in node.values():
+        src = value.get("src") if isinstance(value, dict) else None
+        ref = _TEMPLATE_REF.search(src) if isinstance(src, str) else None
+        if ref is None:
+            yield from _task_templates(value)
+        elif _ITEM not in ref[1]:
+            yield ref[1]
+        else:
+            yield from (ref[1].replace(_ITEM, item) for item in node.get("loop") or [] if isinstance(item, str))
 
 
 def preview(base: Revision, head: Revision) -> HostPreview:
