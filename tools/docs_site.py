@@ -1,8 +1,8 @@
-"""MkDocs hooks (mkdocs.yml `hooks:`): the site carries three files that live outside docs/.
+"""MkDocs hooks (mkdocs.yml `hooks:`): the site carries four files that live outside docs/.
 
-README.md is the site's home page, bench/README.md and CHANGELOG.md are pages of it. Every page keeps its
-links as they work when the files are read in the repository (on GitHub, in an editor): `docs/stack.md` in
-the README, `../bench/README.md` in a docs page. Here each relative link is resolved against the file's place
+README.md is the site's home page; bench/README.md, CHANGELOG.md and CONTRIBUTING.md are pages of it. Every
+page keeps its links as they work when the files are read in the repository (on GitHub, in an editor):
+`docs/stack.md` in the README, `../bench/README.md` in a docs page. Here each relative link is resolved against the file's place
 in the repository and pointed at the page that carries its target. A link to anything else is left as
 written, so `mkdocs build --strict` reports it as broken.
 """
@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = "docs"
 
 # repository path -> the site page that carries it
-CARRIED = {"README.md": "index.md", "bench/README.md": "bench.md", "CHANGELOG.md": "changelog.md"}
+CARRIED = {"README.md": "index.md", "bench/README.md": "bench.md", "CHANGELOG.md": "changelog.md",
+           "CONTRIBUTING.md": "contributing.md"}
 
 LINK = re.compile(r"(\]\()([^)\s#]*)(#[^)\s]*)?(?=[)\s])")
 

@@ -1,7 +1,7 @@
 """Every `cnctl` command the documentation shows exists, with the options it is shown with.
 
-The pages are read as a user reads them: code blocks and inline code in README.md, docs/*.md, bench/README.md
-and CHANGELOG.md. Each command is walked through the CLI's own command tree (typer's, built on its own copy
+The pages are read as a user reads them: code blocks and inline code in README.md, docs/*.md, bench/README.md,
+CHANGELOG.md and CONTRIBUTING.md. Each command is walked through the CLI's own command tree (typer's, built on its own copy
 of click: groups have `commands`, commands `params`), so a renamed command or option, or one a page invents,
 fails here instead of on a user's terminal.
 """
@@ -19,7 +19,8 @@ import typer
 from cnctl.cli.main import app
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = [ROOT / "README.md", ROOT / "bench" / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [ROOT / "README.md", ROOT / "bench" / "README.md", ROOT / "CHANGELOG.md", ROOT / "CONTRIBUTING.md",
+         *sorted((ROOT / "docs").glob("*.md"))]
 
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.DOTALL | re.MULTILINE)
 INLINE = re.compile(r"`((?:\S*/)?cnctl [^`]+)`")

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SITE_SOURCES = ("mkdocs.yml", "README.md", "CHANGELOG.md", "bench/README.md", "tools/docs_site.py", "docs")
+SITE_SOURCES = ("mkdocs.yml", "README.md", "CHANGELOG.md", "CONTRIBUTING.md", "bench/README.md", "tools/docs_site.py", "docs")
 
 
 def build(config: Path, site: Path) -> subprocess.CompletedProcess[str]:
@@ -39,7 +39,7 @@ def test_the_site_builds_strictly_with_the_readme_as_its_home(tmp_path: Path) ->
     home = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
     assert "Two commands on a fresh machine" in home and "make test" in home
     assert 'href="stack/"' in home  # the README's docs/stack.md, pointed at the site's page
-    for page in [*(ROOT / "docs").glob("*.md"), Path("bench.md"), Path("changelog.md")]:
+    for page in [*(ROOT / "docs").glob("*.md"), Path("bench.md"), Path("changelog.md"), Path("contributing.md")]:
         assert (tmp_path / "site" / page.stem / "index.html").is_file(), f"{page.name} was not built"
 
 
