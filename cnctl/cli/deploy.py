@@ -12,6 +12,7 @@ from rich.table import Table
 
 from cnctl import engines
 from cnctl.cli.errors import err, user_errors
+from cnctl.cli.options import stack_option
 from cnctl.config import load_stack
 from cnctl.engines import DeployResult, EngineFailure
 from cnctl.errors import UsageProblem
@@ -23,7 +24,7 @@ EXIT_FAILED = 1
 
 
 def deploy(
-    stack: str = typer.Option("local", "--stack", "-s", help="stack name (stacks/Pulumi.<name>.yaml) or a path"),
+    stack: str = stack_option(),
     engine: str = typer.Option("pyinfra", "--engine", "-e", help=f"configuration engine: {' or '.join(engines.ENGINES)}"),
     dry: bool = typer.Option(False, "--dry", help="change nothing; show what would change (pyinfra --dry --diff, "
                              "ansible --check --diff)"),

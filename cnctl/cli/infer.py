@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cnctl.cli.errors import err, user_errors
+from cnctl.cli.options import stack_option
 from cnctl.config import load_stack
 from cnctl.engines.target import TargetProblem
 from cnctl.rollout import HostHealth, inventory_hosts, remote_health
@@ -20,7 +21,7 @@ EXIT_FAILED = 1
 
 
 def infer(
-    stack: str = typer.Option("local", "--stack", "-s", help="stack name (stacks/Pulumi.<name>.yaml) or a path"),
+    stack: str = stack_option(),
     limit: str | None = typer.Option(None, "--limit", help="only this host (or group: edge, servers)"),
     as_json: bool = typer.Option(False, "--json", help="each host's answer as JSON"),
 ) -> None:

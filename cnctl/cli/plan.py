@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cnctl.cli.errors import EXIT_VIOLATIONS, UsageProblem, err, report_violations, say_error, user_errors
+from cnctl.cli.options import stack_option
 
 if TYPE_CHECKING:
     from cnctl.plan import Plan
@@ -24,7 +25,7 @@ out = Console(highlight=False)
 
 
 def plan(
-    stack: str = typer.Option("dev", "--stack", "-s", help="stack name (stacks/Pulumi.<name>.yaml) or a path"),
+    stack: str = stack_option(),
     json_: bool = typer.Option(False, "--json", help="print the plan as JSON (resources, violations, outputs)"),
     base: Path | None = typer.Option(
         None, "--base", help="the plan this one replaces (`cnctl plan --json`, e.g. of main): flag what it replaces"

@@ -14,6 +14,7 @@ from rich.text import Text
 
 from cnctl import status as fleet_status
 from cnctl.cli.errors import err, user_errors
+from cnctl.cli.options import stack_option
 from cnctl.status import FleetStatus, HostStatus
 
 # Not a terminal (make, CI logs): wide enough that the table does not fold.
@@ -22,7 +23,7 @@ EXIT_UNHEALTHY = 1
 
 
 def status(
-    stack: str = typer.Option("local", "--stack", "-s", help="stack name (stacks/Pulumi.<name>.yaml) or a path"),
+    stack: str = stack_option(),
     as_json: bool = typer.Option(False, "--json", help="every host's report as JSON"),
     limit: str | None = typer.Option(None, "--limit", help="only this host (or group: edge, servers, cloud)"),
 ) -> None:
