@@ -8,12 +8,10 @@ published with other bytes): one line naming the field or file and the fix, noth
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from cnctl.bundle import ARCHIVE, CHANNELS, DEFAULT_CHANNEL, BundleRefused
@@ -22,9 +20,10 @@ from cnctl.bundle.archive import unpack
 from cnctl.cli.errors import UsageProblem, say_error, user_errors
 from cnctl.cli.options import STACK_HELP, stack_option
 from cnctl.config import load_stack
+from cnctl.console import console
 
 app = typer.Typer(help="Pull mode's signed bundle: build, verify, publish, promote.", no_args_is_help=True)
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+out = console()
 EXIT_REFUSED = 1
 
 KEY_HELP = "the OpenSSH private key that signs (default: bundle.signingKey of the stack)"

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -15,12 +13,12 @@ from cnctl import engines
 from cnctl.cli.errors import err, user_errors
 from cnctl.cli.options import stack_option
 from cnctl.config import load_stack
+from cnctl.console import console
 from cnctl.engines import DeployResult, EngineFailure
 from cnctl.errors import UsageProblem
 from cnctl.layers import LAYERS, UnknownLayers, chosen
 
-# Not a terminal (make, CI logs): wide enough that the table does not fold.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
+out = console()
 EXIT_FAILED = 1
 
 
@@ -69,7 +67,7 @@ def summary(result: DeployResult, stack: str) -> Table:
     mode = "dry run" if result.dry else "run"
     table = Table(title=Text(f"deploy · stack {stack} · {result.engine} {mode} · {result.seconds:.1f} s"))
     for column in ("host", "engine", "ok", "would change" if result.dry else "changed", "failed"):
-        table.add_column(column, no_wrap=True, justify="left" if column in ("host", "engine") else "right")
+        table.add_column(column, overflow="fold", justify="left" if column in ("host", "engine") else "right")
     reasons = any(h.reason for h in result.hosts if h.failed)
     if reasons:
         table.add_column("reason", overflow="fold")

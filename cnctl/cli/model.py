@@ -4,10 +4,8 @@ serves (rollout, rollback: cnctl/rollout.py walks the fleet batch by batch behin
 from __future__ import annotations
 
 import shutil
-import sys
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from cnctl import engines
@@ -15,13 +13,14 @@ from cnctl import rollout as walks
 from cnctl.cli.errors import UsageProblem, say_error, user_errors
 from cnctl.cli.options import stack_option
 from cnctl.config import load_stack, stack_path
+from cnctl.console import console
 from cnctl.engines import Target
 from cnctl.inventory import InventoryHost
 from cnctl.model.fetch import FetchError
 from cnctl.model.pin import archive_url, download, write_pin
 
 app = typer.Typer(help="The stack's model: pin its checksum, roll it out to the fleet, roll it back.", no_args_is_help=True)
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+out = console()
 EXIT_FAILED = 1
 
 CANARY_HELP = "hosts that go first, alone (the first of the fleet, in the stack's order); 0: none"

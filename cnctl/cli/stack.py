@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from rich.console import Console
-
 from cnctl.cli.errors import user_errors
 from cnctl.cli.options import stack_option
 from cnctl.config import load_stack
+from cnctl.console import console
 
-out = Console(highlight=False)
+out = console()
 
 
 def validate(stack: str = stack_option()) -> None:
