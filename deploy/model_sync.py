@@ -31,6 +31,7 @@ the run fails); the exit code is EXIT[reason].
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import http.client
 import json
@@ -55,6 +56,7 @@ VERSION_CONFIG = ".cnctl-config.pbtxt"  # the version's config (the archive's ow
 SERVED = ".cnctl-served.json"  # which version Triton serves and served before (model_serve.py writes it)
 TEMP_PREFIXES = (".cnctl-unpack-", ".cnctl-old-")
 CHUNK = 1 << 16
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full filesystem or quota: not a cut download, never retried
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 # Where a bare model lands inside its version directory (Triton's default_model_filename per platform).
@@ -187,20 +189,40 @@ def _fetch(args: argparse.Namespace, dest: Path, have: int, validator: str | Non
         length = response.headers.get("Content-Length")
         expected = int(length) if length and length.isdigit() else None
         got = 0
-        with open(dest, "ab" if resumed else "wb") as out:
-            while True:
-                try:
-                    chunk = response.read(CHUNK)
-                except http.client.IncompleteRead as exc:
-                    out.write(exc.partial)
-                    return validator, False
-                except (OSError, http.client.HTTPException):  # reset or silent mid-body: resume what arrived
-                    return validator, False
-                if not chunk:
-                    break
-                out.write(chunk)
-                got += len(chunk)
+        try:
+            with open(dest, "ab" if resumed else "wb") as out:
+                while True:
+                    try:
+                        chunk = response.read(CHUNK)
+                    except http.client.IncompleteRead as exc:
+                        out.write(exc.partial)
+                        return validator, False
+                    except (OSError, http.client.HTTPException):  # reset or silent mid-body: resume what arrived
+                        return validator, False
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    got += len(chunk)
+        except OSError as exc:  # writing: the disk's failure, not the download's
+            if exc.errno in NO_SPACE:  # waiting does not free a disk: never retried, says what it needs
+                needed = None if expected is None else (have if resumed else 0) + expected
+                raise Failure("disk", disk_full(args.url, dest, needed)) from None
+            raise
     return validator, expected is None or got >= expected
+
+
+def disk_full(url: str, dest: Path, needed: int | None) -> str:
+    """What a download that filled the disk says: the directory, the archive's size and the space free there
+    once the partial download is removed (it is: nothing of it can be used)."""
+    dest.unlink(missing_ok=True)
+    free = shutil.disk_usage(dest.parent).free
+    size = f"{_mib(needed)}" if needed is not None else "more than was free"
+    return (f"{url}: no space left on device in {dest.parent}: the archive needs {size}, {_mib(free)} free there; "
+            "free space on that filesystem and deploy again")
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):.1f} MiB"
 
 
 def sha256_of(path: Path) -> str:

@@ -8,25 +8,24 @@ published with other bytes): one line naming the field or file and the fix, noth
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from cnctl.bundle import ARCHIVE, CHANNELS, DEFAULT_CHANNEL, BundleRefused
 from cnctl.bundle import publish as publishing
 from cnctl.bundle.archive import unpack
 from cnctl.cli.errors import UsageProblem, say_error, user_errors
+from cnctl.cli.options import STACK_HELP, stack_option
 from cnctl.config import load_stack
+from cnctl.console import console
 
 app = typer.Typer(help="Pull mode's signed bundle: build, verify, publish, promote.", no_args_is_help=True)
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+out = console()
 EXIT_REFUSED = 1
 
-STACK_HELP = "stack name (stacks/Pulumi.<name>.yaml) or a path"
 KEY_HELP = "the OpenSSH private key that signs (default: bundle.signingKey of the stack)"
 CHANNEL_HELP = f"the channel to point at the new version: {' or '.join(CHANNELS)}"
 
@@ -42,7 +41,7 @@ def bundle() -> None:
 
 @app.command()
 def build(
-    stack: str = typer.Option("local", "--stack", "-s", help=STACK_HELP),
+    stack: str = stack_option(),
     output: Path = typer.Option(Path("build/bundle"), "--output", "-o", help="directory for the archive, its "
                                 "signature and manifest.json (in <output>/<stack>/<version>/)"),
     key: str | None = typer.Option(None, "--key", help=KEY_HELP),
@@ -61,7 +60,7 @@ def build(
 @app.command()
 def verify(
     archive: Path = typer.Argument(..., help="the bundle.tar.gz to verify"),
-    stack: str = typer.Option("local", "--stack", "-s", help=STACK_HELP + "; its bundle.signers verify"),
+    stack: str = stack_option(STACK_HELP + "; its bundle.signers verify"),
     signature: Path | None = typer.Option(None, "--signature", help="default: <archive>.sig"),
     into: Path | None = typer.Option(None, "--into", help="unpack into this new directory once verified "
                                      "(default: unpack into a scratch directory and remove it)"),
@@ -92,7 +91,7 @@ def verify(
 
 @app.command()
 def publish(
-    stack: str = typer.Option("local", "--stack", "-s", help=STACK_HELP),
+    stack: str = stack_option(),
     channel: str = typer.Option(DEFAULT_CHANNEL, "--channel", help=CHANNEL_HELP),
     key: str | None = typer.Option(None, "--key", help=KEY_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help="build, sign and verify; say what would be uploaded, "
@@ -106,7 +105,7 @@ def publish(
 
 @app.command()
 def promote(
-    stack: str = typer.Option("local", "--stack", "-s", help=STACK_HELP),
+    stack: str = stack_option(),
     version: str | None = typer.Option(None, "--version", help="default: the version canary points at"),
     dry_run: bool = typer.Option(False, "--dry-run", help="verify, say what would move, write nothing"),
 ) -> None:

@@ -14,11 +14,12 @@ import subprocess
 import typer
 
 from cnctl.cli.errors import EXIT_VIOLATIONS, UsageProblem, err, report_violations, user_errors
+from cnctl.cli.options import stack_option
 from cnctl.config.loader import ROOT, environment_of, stack_path
 
 
 def preview(
-    stack: str = typer.Option("dev", "--stack", "-s", help="stack name (stacks/Pulumi.<name>.yaml)"),
+    stack: str = stack_option("stack name (stacks/Pulumi.<name>.yaml)"),
     extra: list[str] | None = typer.Argument(None, help="further `pulumi preview` arguments, after --"),
 ) -> None:
     """Check the stack offline, then `pulumi preview -s <stack>` (needs the Pulumi CLI and credentials)."""
@@ -26,7 +27,7 @@ def preview(
 
 
 def up(
-    stack: str = typer.Option("dev", "--stack", "-s", help="stack name (stacks/Pulumi.<name>.yaml)"),
+    stack: str = stack_option("stack name (stacks/Pulumi.<name>.yaml)"),
     extra: list[str] | None = typer.Argument(None, help="further `pulumi up` arguments, after -- (e.g. --yes)"),
 ) -> None:
     """Check the stack offline, then `pulumi up -s <stack>` (needs the Pulumi CLI and credentials)."""

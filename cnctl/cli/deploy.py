@@ -2,28 +2,28 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from cnctl import engines
 from cnctl.cli.errors import err, user_errors
+from cnctl.cli.options import stack_option
 from cnctl.config import load_stack
+from cnctl.console import console
 from cnctl.engines import DeployResult, EngineFailure
 from cnctl.errors import UsageProblem
 from cnctl.layers import LAYERS, UnknownLayers, chosen
 
-# Not a terminal (make, CI logs): wide enough that the table does not fold.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
+out = console()
 EXIT_FAILED = 1
 
 
 def deploy(
-    stack: str = typer.Option("local", "--stack", "-s", help="stack name (stacks/Pulumi.<name>.yaml) or a path"),
+    stack: str = stack_option(),
     engine: str = typer.Option("pyinfra", "--engine", "-e", help=f"configuration engine: {' or '.join(engines.ENGINES)}"),
     dry: bool = typer.Option(False, "--dry", help="change nothing; show what would change (pyinfra --dry --diff, "
                              "ansible --check --diff)"),
@@ -48,7 +48,7 @@ def deploy(
         raise typer.Exit(EXIT_FAILED) from None
     out.print(summary(result, target.stack))
     if not result.ok:
-        err.print(f"[bold red]failed[/] on {', '.join(result.failed_hosts) or 'no host'} "
+        err.print(f"[bold red]failed[/] on {escape(', '.join(result.failed_hosts)) or 'no host'} "
                   f"({result.engine} exited {result.returncode})")
         raise typer.Exit(EXIT_FAILED)
 
@@ -62,15 +62,20 @@ def chosen_layers(text: str) -> tuple[str, ...]:
 
 
 def summary(result: DeployResult, stack: str) -> Table:
-    """One row per host: host, engine, ok, changed (or would change), failed."""
+    """One row per host: host, engine, ok, changed (or would change), failed and, when a host failed, why (as
+    the engine said it). Every cell is shown as text, never read as markup."""
     mode = "dry run" if result.dry else "run"
-    table = Table(title=f"deploy · stack {stack} · {result.engine} {mode} · {result.seconds:.1f} s")
+    table = Table(title=Text(f"deploy · stack {stack} · {result.engine} {mode} · {result.seconds:.1f} s"))
     for column in ("host", "engine", "ok", "would change" if result.dry else "changed", "failed"):
-        table.add_column(column, no_wrap=True, justify="left" if column in ("host", "engine") else "right")
+        table.add_column(column, overflow="fold", justify="left" if column in ("host", "engine") else "right")
+    reasons = any(h.reason for h in result.hosts if h.failed)
+    if reasons:
+        table.add_column("reason", overflow="fold")
     for h in result.hosts:
-        table.add_row(
-            h.host, result.engine, "-" if h.ok is None else str(h.ok),
-            f"[yellow]{h.changed}[/]" if h.changed else "0",
-            f"[bold red]{h.failed}[/]" if h.failed else "0",
-        )
+        row: list[Text | str] = [
+            Text(h.host), result.engine, "-" if h.ok is None else str(h.ok),
+            Text(str(h.changed), style="yellow" if h.changed else ""),
+            Text(str(h.failed), style="bold red" if h.failed else ""),
+        ]
+        table.add_row(*row, *([Text(h.reason if h.failed else "")] if reasons else []))
     return table

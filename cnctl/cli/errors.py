@@ -7,17 +7,17 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
 from rich.text import Text
 
 from cnctl.config import StackConfigError
 from cnctl.config.errors import printable
+from cnctl.console import console
 from cnctl.errors import EXIT_BAD_INPUT, EXIT_VIOLATIONS, UsageProblem
 
 if TYPE_CHECKING:
     from cnctl.plan import Violation
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)  # one problem per line, never wrapped
+err = console(stderr=True)  # one problem per line, never wrapped
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_VIOLATIONS", "UsageProblem", "err", "report_violations", "say_error", "user_errors"]
 

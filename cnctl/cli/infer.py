@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from cnctl.cli.errors import err, user_errors
+from cnctl.cli.options import stack_option
 from cnctl.config import load_stack
+from cnctl.console import console
 from cnctl.engines.target import TargetProblem
 from cnctl.rollout import HostHealth, inventory_hosts, remote_health
 
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+out = console()
 EXIT_FAILED = 1
 
 
 def infer(
-    stack: str = typer.Option("local", "--stack", "-s", help="stack name (stacks/Pulumi.<name>.yaml) or a path"),
+    stack: str = stack_option(),
     limit: str | None = typer.Option(None, "--limit", help="only this host (or group: edge, servers)"),
     as_json: bool = typer.Option(False, "--json", help="each host's answer as JSON"),
 ) -> None:
@@ -61,7 +61,7 @@ def table(answers: dict[str, HostHealth], groups: dict[str, str], stack: str) ->
     """One row per host: the request went in, this came out."""
     grid = Table(title=f"inference · stack {stack} · one test card per host")
     for column in ("host", "group", "served", "answered by", "detections", "outputs", "ms"):
-        grid.add_column(column, no_wrap=True, justify="right" if column in ("detections", "ms") else "left")
+        grid.add_column(column, overflow="fold", justify="right" if column in ("detections", "ms") else "left")
     for name, answer in answers.items():
         probe = answer.probe
         if not answered(answer):

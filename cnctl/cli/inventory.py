@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from cnctl.cli.errors import user_errors
+from cnctl.cli.options import stack_option
 from cnctl.errors import UsageProblem
 from cnctl.hostvars import GROUPS, Group
 from cnctl.inventory import (
@@ -28,7 +29,7 @@ ENGINES = ("pyinfra", "ansible")
 
 
 def inventory(
-    stack: str = typer.Option("local", "--stack", "-s", help="stack name (stacks/Pulumi.<name>.yaml) or a path"),
+    stack: str = stack_option(),
     engine: str = typer.Option("ansible", "--engine", "-e", help="inventory format: pyinfra (a Python module) or ansible (YAML)"),
     group: list[str] = typer.Option(
         list(FLEET_GROUPS), "--group", "-g",

@@ -4,26 +4,25 @@ serves (rollout, rollback: cnctl/rollout.py walks the fleet batch by batch behin
 from __future__ import annotations
 
 import shutil
-import sys
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from cnctl import engines
 from cnctl import rollout as walks
 from cnctl.cli.errors import UsageProblem, say_error, user_errors
+from cnctl.cli.options import stack_option
 from cnctl.config import load_stack, stack_path
+from cnctl.console import console
 from cnctl.engines import Target
 from cnctl.inventory import InventoryHost
 from cnctl.model.fetch import FetchError
 from cnctl.model.pin import archive_url, download, write_pin
 
 app = typer.Typer(help="The stack's model: pin its checksum, roll it out to the fleet, roll it back.", no_args_is_help=True)
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+out = console()
 EXIT_FAILED = 1
 
-STACK_HELP = "stack name (stacks/Pulumi.<name>.yaml) or a path"
 CANARY_HELP = "hosts that go first, alone (the first of the fleet, in the stack's order); 0: none"
 BATCH_HELP = "the rest in batches of this share of them, rounded up (at least one host): 1% to 100%"
 LIMIT_HELP = "only these hosts (comma list of host or group names)"
@@ -38,7 +37,7 @@ def model() -> None:
 
 @app.command()
 def pin(
-    stack: str = typer.Option("dev", "--stack", "-s", help="stack name (stacks/Pulumi.<name>.yaml) or a path"),
+    stack: str = stack_option(),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the sha256, do not write the stack file"),
 ) -> None:
     """Download the stack's model archive once and write its sha256 into the stack file.
@@ -78,7 +77,7 @@ def _walk(target: Target, engine: str, hosts: list[InventoryHost], verbose: bool
 
 @app.command()
 def rollout(
-    stack: str = typer.Option("local", "--stack", "-s", help=STACK_HELP),
+    stack: str = stack_option(),
     canary: int = typer.Option(1, "--canary", help=CANARY_HELP),
     batch: str = typer.Option("50%", "--batch", help=BATCH_HELP),
     limit: str | None = typer.Option(None, "--limit", help=LIMIT_HELP),
@@ -109,7 +108,7 @@ def rollout(
 
 @app.command()
 def rollback(
-    stack: str = typer.Option("local", "--stack", "-s", help=STACK_HELP),
+    stack: str = stack_option(),
     limit: str | None = typer.Option(None, "--limit", help=LIMIT_HELP),
     canary: int = typer.Option(1, "--canary", help=CANARY_HELP),
     batch: str = typer.Option("50%", "--batch", help=BATCH_HELP),

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from cnctl.cli.errors import EXIT_VIOLATIONS, UsageProblem, err, report_violations, say_error, user_errors
+from cnctl.cli.options import stack_option
+from cnctl.console import console
 
 if TYPE_CHECKING:
     from cnctl.plan import Plan
@@ -20,11 +21,11 @@ if TYPE_CHECKING:
     from cnctl.plan.guardrails import Violation
     from cnctl.plan.hostdiff import HostPreview
 
-out = Console(highlight=False)
+out = console()
 
 
 def plan(
-    stack: str = typer.Option("dev", "--stack", "-s", help="stack name (stacks/Pulumi.<name>.yaml) or a path"),
+    stack: str = stack_option(),
     json_: bool = typer.Option(False, "--json", help="print the plan as JSON (resources, violations, outputs)"),
     base: Path | None = typer.Option(
         None, "--base", help="the plan this one replaces (`cnctl plan --json`, e.g. of main): flag what it replaces"
@@ -84,15 +85,15 @@ def _show(result: Plan) -> None:
         out.print(result.without_cloud, markup=False)
         return
     resources = Table(title=f"cloud resources of stack {result.stack} ({len(result.resources)})", title_justify="left")
-    resources.add_column("resource", no_wrap=True)
+    resources.add_column("resource", overflow="fold")
     resources.add_column("key properties", overflow="fold")
     for r in result.resources:
         resources.add_row(f"{r.name}\n[dim]{_short_type(r.type)}[/]", _describe(r.type, r.inputs))
     out.print(resources)
 
     verdicts = Table(title="guardrails", title_justify="left")
-    verdicts.add_column("rule", no_wrap=True)
-    verdicts.add_column("verdict", no_wrap=True)
+    verdicts.add_column("rule", overflow="fold")
+    verdicts.add_column("verdict", overflow="fold")
     verdicts.add_column("checks", overflow="fold")
     for rule, failed in result.verdicts():
         verdict = "[green]pass[/]" if not failed else f"[bold red]FAIL[/] ({', '.join(v.resource for v in failed)})"
@@ -100,7 +101,7 @@ def _show(result: Plan) -> None:
     out.print(verdicts)
 
     outputs = Table(title="stack outputs", title_justify="left")
-    outputs.add_column("output", no_wrap=True)
+    outputs.add_column("output", overflow="fold")
     outputs.add_column("value", overflow="fold")
     for key, value in result.outputs.items():
         outputs.add_row(key, value if isinstance(value, str) else json.dumps(value))

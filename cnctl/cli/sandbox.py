@@ -16,6 +16,7 @@ import typer
 from rich.markup import escape
 
 from cnctl.cli.errors import err, user_errors
+from cnctl.cli.options import stack_option
 
 EXIT_FAILED = 1
 
@@ -28,7 +29,7 @@ app = typer.Typer(
 
 @app.command()
 def up(
-    stack: str = typer.Option("local", "--stack", "-s", help="the stack that describes the fleet (stacks/Pulumi.<name>.yaml)"),
+    stack: str = stack_option("the stack that describes the fleet (stacks/Pulumi.<name>.yaml)"),
     edge: int | None = typer.Option(None, "--edge", min=0, max=8, help="edge hosts to boot (default: the stack's)"),
     servers: int | None = typer.Option(None, "--servers", min=0, max=8, help="servers to boot (default: the stack's)"),
 ) -> None:

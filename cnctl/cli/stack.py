@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import typer
-from rich.console import Console
-
 from cnctl.cli.errors import user_errors
+from cnctl.cli.options import stack_option
 from cnctl.config import load_stack
+from cnctl.console import console
 
-out = Console(highlight=False)
+out = console()
 
 
-def validate(stack: str = typer.Option("dev", "--stack", "-s", help="stack name (stacks/Pulumi.<name>.yaml) or a path")) -> None:
+def validate(stack: str = stack_option()) -> None:
     """Validate a stack file: every problem is named by its field path; exit 2 if any."""
     with user_errors():
         cfg = load_stack(stack)

@@ -3,26 +3,25 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from cnctl import status as fleet_status
 from cnctl.cli.errors import err, user_errors
+from cnctl.cli.options import stack_option
+from cnctl.console import console
 from cnctl.status import FleetStatus, HostStatus
 
-# Not a terminal (make, CI logs): wide enough that the table does not fold.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 180)
+out = console()
 EXIT_UNHEALTHY = 1
 
 
 def status(
-    stack: str = typer.Option("local", "--stack", "-s", help="stack name (stacks/Pulumi.<name>.yaml) or a path"),
+    stack: str = stack_option(),
     as_json: bool = typer.Option(False, "--json", help="every host's report as JSON"),
     limit: str | None = typer.Option(None, "--limit", help="only this host (or group: edge, servers, cloud)"),
 ) -> None:
@@ -56,14 +55,14 @@ def _why(host: HostStatus) -> str:
 
 def table(fleet: FleetStatus) -> Table:
     """One row per host: host, group, platform, model@version, Triton ready, free disk, last deploy, problems
-    (how many, and the first one shortened; problem_lines() gives them whole). A pull-mode host's row comes from
+    (how many, and the first one, folded; problem_lines() gives each on one line). A pull-mode host's row comes from
     its pull report in the bucket (group `<group> · pull`, last deploy the bundle version it runs; pull_lines()
     names the object): what the agent did, and the verify layer's health report it sent along (its cells are `-`
     when it sent none: before a bundle was applied, or a host without the verify layer's report)."""
     table = Table(title=f"status · stack {fleet.stack} · {sum(h.healthy for h in fleet.hosts)}/{len(fleet.hosts)} healthy")
     for column in ("host", "group", "platform", "model", "triton", "pipeline", "free disk", "last deploy (UTC)"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("problems", no_wrap=True, overflow="ellipsis", max_width=40)
+        table.add_column(column, overflow="fold")
+    table.add_column("problems", overflow="fold")
     for h in fleet.hosts:
         first = f"[red]{len(h.problems)}: {escape(h.problems[0])}[/]" if h.problems else "[green]none[/]"
         if h.source == "bucket":

@@ -37,6 +37,11 @@ _HOST_LINE = re.compile(r"^\s*\[(?P<host>[^\]]+)\]\s+(?:nested\s+)?(?P<text>.*?)
 # A host's lines that close an operation (or say nothing about a failure): the output kept before them is dropped.
 _ROUTINE = re.compile(r"^(Success|No changes|Skipped|Connected|Ready: |Loaded fact|Error \(ignored)")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# One operation's outcome on a host (not inside a nested operation): "[host] Success" (commands ran: changed),
+# "[host] No changes", "[host] Error: executed N commands"; "Error (ignored)" is not a failure.
+_OUTCOME = re.compile(r"^\s*\[(?P<host>[^\]]+)\]\s+(?P<outcome>Success|No changes|Error(?=:|\s*$))")
+# pyinfra's own error, which ends a run early: "--> pyinfra error: No hosts remaining!", "--> Operation error ...".
+_ENGINE_ERROR = re.compile(r"^--> (?P<text>.*\berror\b.*?)\s*$", re.IGNORECASE)
 REASON_LINES = 6
 
 
@@ -77,6 +82,8 @@ def run(target: Target, *, dry: bool = False, echo: bool = True) -> DeployResult
     try:
         report = json.loads(stdout)
     except ValueError:
+        if returncode:  # pyinfra writes no report when every host failed or it stopped on an error of its own
+            return DeployResult(NAME, dry, log_hosts(log, target.hosts, dry=dry, returncode=returncode), returncode, seconds)
         tail = "".join(log).strip()[-2000:]
         raise EngineFailure(f"pyinfra exited {returncode} without a JSON report" + (f":\n{tail}" if tail else ""),
                             failure_reasons(log)) from None
@@ -148,6 +155,29 @@ def _reason(lines: list[str], error: str) -> str:
             return str(data["message"]).strip().splitlines()[0]
     kept = list(dict.fromkeys(line for line in lines if line.strip(" ;")))
     return "; ".join(kept[-REASON_LINES:]) or error
+
+
+def log_hosts(log: list[str], hosts: tuple[str, ...], *, dry: bool, returncode: int) -> list[HostResult]:
+    """Per-host results read from pyinfra's log, for a run that failed without a JSON report: every operation's
+    outcome counted as the report counts it. Every host failed the run: one that failed no operation (it could
+    not connect, or pyinfra stopped before it finished) has its last words in the log, else pyinfra's own error,
+    as its reason."""
+    counts = {h: {"ok": 0, "changed": 0, "failed": 0} for h in hosts}
+    for raw in log:
+        if match := _OUTCOME.match(_ANSI.sub("", raw)):
+            keys = {"Success": ("ok", "changed"), "No changes": ("ok",), "Error": ("failed",)}[match["outcome"]]
+            for key in keys:
+                counts.setdefault(match["host"], {"ok": 0, "changed": 0, "failed": 0})[key] += 1
+    reasons = failure_reasons(log)
+    stopped = engine_error(log) or f"pyinfra exited {returncode} before this host finished"
+    return [HostResult(h, None if dry else c["ok"], c["changed"], max(c["failed"], 1), reasons.get(h) or stopped)
+            for h, c in counts.items()]
+
+
+def engine_error(log: list[str]) -> str:
+    """pyinfra's own last error line ("pyinfra error: No hosts remaining!"), "" when it printed none."""
+    found = [m["text"] for raw in log if (m := _ENGINE_ERROR.match(_ANSI.sub("", raw).strip()))]
+    return found[-1] if found else ""
 
 
 def with_reasons(hosts: list[HostResult], reasons: dict[str, str]) -> list[HostResult]:

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 class EngineFailure(RuntimeError):
     """The engine could not run or gave no readable result (not: a host failed). The message says why;
-    `reasons` holds what its log said about each host that failed, where it said anything (pyinfra writes
-    no report at all when every host failed)."""
+    `reasons` holds what its log said about each host that failed, where it said anything. (A pyinfra run
+    that failed without a report is not one: its result is read from its log.)"""
 
     def __init__(self, message: str, reasons: dict[str, str] | None = None) -> None:
         super().__init__(message)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import os
+import shutil
 import tempfile
 import urllib.error
 import urllib.request
@@ -15,10 +17,19 @@ from typing import Any, BinaryIO
 
 CHUNK = 1 << 20
 TIMEOUT_S = 60
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full filesystem or quota: the disk's failure, not the download's
 
 
 class FetchError(Exception):
     """The archive could not be fetched or did not match its pin. The message says which and why."""
+
+
+class _NoSpace(Exception):
+    """Writing the archive filled the disk after `written` bytes of `total` (None: the server did not say)."""
+
+    def __init__(self, written: int, total: int | None) -> None:
+        super().__init__(written, total)
+        self.written, self.total = written, total
 
 
 @dataclass(frozen=True)
@@ -46,10 +57,25 @@ def fetch(url: str, dest: Path, *, expected_sha256: str | None = None, progress:
         if expected_sha256 is not None and digest != expected_sha256:
             raise FetchError(f"{url}: sha256 is {digest}, the stack pins {expected_sha256}; nothing was replaced")
         os.replace(staging, dest)
+    except _NoSpace as full:
+        Path(staging).unlink(missing_ok=True)
+        raise FetchError(no_space(url, dest.parent, full)) from None
     except BaseException:
         Path(staging).unlink(missing_ok=True)
         raise
     return Fetched(dest, digest, size)
+
+
+def no_space(url: str, directory: Path, full: _NoSpace) -> str:
+    """The directory, the archive's size and the space free there (the partial download removed)."""
+    needed = _mib(full.total) if full.total is not None else f"more than {_mib(full.written)}"
+    free = _mib(shutil.disk_usage(directory).free)
+    return (f"{url}: no space left on device in {directory}: the archive needs {needed}, {free} free there; "
+            "free space on that filesystem and try again")
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):.1f} MiB"
 
 
 def _stream(url: str, out: BinaryIO, progress: Progress | None) -> tuple[str, int]:
@@ -84,13 +110,20 @@ def _copy(url: str, source: Any, out: BinaryIO, total: int | None, progress: Pro
     """Copy `source` into `out` chunk by chunk, hashing as it goes; a broken connection is a cut download."""
     digest = hashlib.sha256()
     size = 0
-    try:
-        while chunk := source.read(CHUNK):
-            digest.update(chunk)
+    while True:
+        try:
+            chunk = source.read(CHUNK)
+        except (OSError, http.client.HTTPException) as exc:
+            raise FetchError(f"{url}: download cut after {size} bytes ({exc})") from None
+        if not chunk:
+            return digest.hexdigest(), size
+        digest.update(chunk)
+        try:
             out.write(chunk)
-            size += len(chunk)
-            if progress:
-                progress(size, total)
-    except (OSError, http.client.HTTPException) as exc:
-        raise FetchError(f"{url}: download cut after {size} bytes ({exc})") from None
-    return digest.hexdigest(), size
+        except OSError as exc:
+            if exc.errno in NO_SPACE:
+                raise _NoSpace(size, total) from None
+            raise
+        size += len(chunk)
+        if progress:
+            progress(size, total)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 import time
 from collections.abc import Iterator
 
@@ -16,13 +15,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from cnctl.config import StackConfig, load_stack
+from cnctl.console import console
 from cnctl.fleet import FLEET_FILE_ENV, file_of
 from cnctl.sandbox import fleet, prereqs
 from cnctl.sandbox.instance import Instance
 from cnctl.sandbox.progress import Detail, Progress
 
-# Not a terminal (make, CI logs): wide enough that the status tables do not fold.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
+out = console()
 
 
 class RichProgress(Progress):
@@ -97,7 +96,7 @@ def _render(report: fleet.FleetStatus) -> None:
         return
     table = Table(title=f"sandbox {report.prefix} · stack {report.stack} · {report.subnet}")
     for column in ("host", "flavour", "platform", "arch", "address", "state", "ssh", "systemd"):
-        table.add_column(column, no_wrap=True)
+        table.add_column(column, overflow="fold")
     for h in report.hosts:
         platform = f"JP {h.jetpack} · L4T {h.l4t}" if h.flavour == "jetson" else f"driver {h.driver_branch}"
         table.add_row(
@@ -109,9 +108,9 @@ def _render(report: fleet.FleetStatus) -> None:
     out.print(table)
     if report.site:
         site = Table(title=f"site services on {report.site_address}")
-        site.add_column("service")
-        site.add_column("url")
-        site.add_column("answering")
+        site.add_column("service", overflow="fold")
+        site.add_column("url", overflow="fold")
+        site.add_column("answering", overflow="fold")
         for name, svc in report.site.items():
             site.add_row(name, svc.url, "[green]yes[/]" if svc.answering else "[red]no[/]")
         out.print(site)

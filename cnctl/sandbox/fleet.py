@@ -28,9 +28,10 @@ from cnctl.sandbox.remote import ssh
 from cnctl.sandbox.state import PYINFRA_INVENTORY, FleetState, HostState, load, save
 from cnctl.sandbox.system import locked
 
-# How long `down` lets hosts halt before SIGKILL: a native host halts in ~2 s; an emulated one takes much longer,
-# and nothing on a sandbox disk needs a clean shutdown (the disk is thrown away).
-DOWN_TIMEOUT_S = 3.0
+# How long `down` lets hosts halt before SIGKILL. A native host halts in ~2 s; an emulated (arm64) one, or any
+# host on a loaded machine, takes far longer, and systemd's own stop timeout is 90 s. The wait polls: a host
+# that halts at once is not waited for.
+DOWN_TIMEOUT_S = 30.0
 
 
 # --- up --------------------------------------------------------------------------------------
@@ -283,13 +284,22 @@ def down(inst: Instance, *, progress: Progress | None = None, timeout: float = D
     with locked(inst.lock_path, directory=True):
         state = load(inst)
         if state is not None:
+            names = {h.pid: h.name for h in state.hosts if h.pid}
             with progress.step(f"stop {len(state.hosts)} hosts"):
-                _, killed = host.stop([h.pid for h in state.hosts if h.pid], inst.hosts_dir, timeout)
+                _, killed = host.stop(list(names), inst.hosts_dir, timeout, halting(progress, names, timeout))
             if killed:
-                progress.note(f"{len(killed)} hosts did not halt within {timeout:.0f} s and were killed")
+                progress.note(f"did not halt within {timeout:.0f} s, killed: {', '.join(names[p] for p in killed)}")
         with progress.step("remove site services, mounts, namespaces and state"):
-            removed = cleanup.clean(inst, timeout=timeout)
+            removed = cleanup.clean(inst)
     return removed
+
+
+def halting(progress: Progress, names: dict[int, str], timeout: float) -> procs.Waiting:
+    """What `down` says while it waits for hosts to halt: which, and how long of how long."""
+    def say(pids: list[int], waited: float) -> None:
+        progress.note(f"waiting for {', '.join(names.get(p, str(p)) for p in pids)} to halt "
+                      f"({waited:.0f} s of {timeout:.0f} s)")
+    return say
 
 
 # --- fresh hosts (tests that need a clean disk) ---------------------------------------------
@@ -332,6 +342,6 @@ def remove_fresh_host(inst: Instance, hs: HostState, timeout: float = DOWN_TIMEO
     """Ensure a fresh host is stopped, its disk unmounted and removed, its namespace gone."""
     if hs.pid:
         host.stop([hs.pid], inst.hosts_dir, timeout)
-    cleanup.end_processes_in([hs.netns], timeout)
+    cleanup.end_processes_in([hs.netns])
     host.unmount_disk(inst, hs.name)
     network.detach_host(inst, hs.name)

@@ -227,14 +227,16 @@ def wait_for_ssh(inst: Instance, targets: dict[str, tuple[str, int]], timeout: f
     return answered
 
 
-def stop(pids: list[int], merged_root: Path, timeout: float = STOP_TIMEOUT_S) -> tuple[list[int], list[int]]:
-    """Ensure the hosts' supervisors are gone: SIGTERM (systemd halts the container), then SIGKILL.
+def stop(pids: list[int], merged_root: Path, timeout: float = STOP_TIMEOUT_S,
+         waiting: procs.Waiting | None = None) -> tuple[list[int], list[int]]:
+    """Ensure the hosts' supervisors are gone: SIGTERM (systemd halts the container), a wait of up to `timeout`
+    that ends as soon as they are gone (`waiting` hears which still run), then SIGKILL.
 
     Only PIDs that really are systemd-nspawn supervisors booting below `merged_root` are signalled, so a
     recycled PID is never hit.
     """
     ours = [pid for pid in pids if procs.alive(pid) and procs.boots_under(pid, merged_root)]
-    return procs.terminate(ours, timeout, signal.SIGTERM)
+    return procs.terminate(ours, timeout, signal.SIGTERM, waiting)
 
 
 def unmount_disk(inst: Instance, name: str) -> None:

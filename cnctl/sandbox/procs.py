@@ -84,18 +84,37 @@ def until(done: Callable[[], bool], timeout: float, interval: float = 0.05) -> b
     return True
 
 
-def wait_gone(targets: Iterable[int], timeout: float) -> list[int]:
-    """Wait (bounded) until every pid has exited; return those still running."""
+Waiting = Callable[[list[int], float], None]  # (the pids still running, seconds waited so far)
+WAITING_EVERY_S = 5.0
+
+
+def wait_gone(targets: Iterable[int], timeout: float, waiting: Waiting | None = None) -> list[int]:
+    """Wait (bounded) until every pid has exited; return those still running. Polls, so it returns as soon as
+    they are gone; every WAITING_EVERY_S seconds of waiting, `waiting` is told which still run."""
+    every = WAITING_EVERY_S
     remaining = [p for p in targets if alive(p)]
-    until(lambda: not any(alive(p) for p in remaining), timeout)
+    started = told = time.monotonic()
+
+    def gone() -> bool:
+        nonlocal told
+        running = [p for p in remaining if alive(p)]
+        now = time.monotonic()
+        if running and waiting is not None and now - told >= every:
+            told = now
+            waiting(running, now - started)
+        return not running
+
+    until(gone, timeout)
     return [p for p in remaining if alive(p)]
 
 
-def terminate(targets: Iterable[int], timeout: float, signum: int = signal.SIGTERM) -> tuple[list[int], list[int]]:
-    """Ensure the pids are gone: `signum`, a bounded wait, then SIGKILL. Returns (stopped, killed)."""
+def terminate(targets: Iterable[int], timeout: float, signum: int = signal.SIGTERM,
+              waiting: Waiting | None = None) -> tuple[list[int], list[int]]:
+    """Ensure the pids are gone: `signum`, a bounded wait (`waiting` hears which still run), then SIGKILL.
+    Returns (stopped, killed)."""
     targets = [p for p in targets if alive(p)]
     signal_all(targets, signum)
-    stubborn = wait_gone(targets, timeout)
+    stubborn = wait_gone(targets, timeout, waiting)
     if stubborn:
         signal_all(stubborn, signal.SIGKILL)
         wait_gone(stubborn, 5)

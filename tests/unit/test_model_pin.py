@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.server
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Self
 
 import pytest
 from typer.testing import CliRunner
@@ -13,6 +16,7 @@ from typer.testing import CliRunner
 from cnctl.cli.model import app
 from cnctl.config import load_stack
 from cnctl.config.loader import STACKS_DIR
+from cnctl.model import fetch as fetch_module
 from cnctl.model.fetch import FetchError, fetch
 from tests.unit.http_server import http_server
 
@@ -104,3 +108,36 @@ def test_fetch_keeps_the_old_file_on_a_bad_checksum_or_a_cut(tmp_path: Path, ser
     assert [p.name for p in tmp_path.iterdir()] == ["model.zip"], "no staging file left behind"
     good = fetch(f"{server}/model.zip", dest, expected_sha256=hashlib.sha256(ARCHIVE).hexdigest())
     assert dest.read_bytes() == ARCHIVE and good.size == len(ARCHIVE)
+
+
+def test_a_full_disk_names_the_directory_and_the_space_needed_and_free(tmp_path: Path, server: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that fills the disk is not a cut download: the message names where, how much is needed and free."""
+    real_fdopen = os.fdopen
+
+    class Full:
+        def __init__(self, real: Any) -> None:
+            self.real = real
+
+        def write(self, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __enter__(self) -> Self:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.real.close()
+
+    def fdopen(fd: int, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        handle = real_fdopen(fd, mode, *args, **kwargs)
+        return Full(handle) if mode == "wb" else handle
+
+    monkeypatch.setattr(fetch_module.os, "fdopen", fdopen)
+    dest = tmp_path / "model.zip"
+    with pytest.raises(FetchError) as info:
+        fetch(f"{server}/model.zip", dest)
+    message = str(info.value)
+    assert message.startswith(f"{server}/model.zip: no space left on device in {tmp_path}: the archive needs "
+                              f"{len(ARCHIVE) / (1 << 20):.1f} MiB, ")
+    assert message.endswith(" MiB free there; free space on that filesystem and try again") and "cut" not in message
+    assert list(tmp_path.iterdir()) == [], "no staging file left behind"

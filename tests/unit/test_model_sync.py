@@ -4,6 +4,7 @@ the installed version and its config untouched, archives without a config, keep-
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -14,7 +15,7 @@ import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
@@ -231,3 +232,47 @@ def test_a_zip_member_outside_the_archive_is_refused(site: Site, host: Path) -> 
     code, out = run(host, "sync", url, sha)
     assert (code, out["reason"]) == (model_sync.EXIT["archive"], "archive")
     assert "points outside the archive" in out["message"]
+
+
+class FullDisk:
+    """A file whose filesystem fills after `room` bytes: a write past it raises ENOSPC, as the kernel does."""
+
+    def __init__(self, real: Any, room: int) -> None:
+        self.real, self.room = real, room
+
+    def write(self, data: bytes) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return int(self.real.write(data))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.real.close()
+
+
+def test_a_full_disk_is_named_with_the_space_needed_and_free_and_not_retried(
+        site: Site, host: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    data = triton_archive(1)
+    url, sha = site.publish("m1.zip", data)
+    real_open = open
+
+    def filling_open(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        handle = real_open(path, mode, *args, **kwargs)
+        return FullDisk(handle, 100_000) if mode in ("wb", "ab") and Path(path).parent.name == "staging" else handle
+
+    monkeypatch.setattr(model_sync, "open", filling_open, raising=False)
+    argv = ["sync", "--url", url, "--sha256", sha, "--name", "circularnet", "--version", "1",
+            "--repository", str(host / "models"), "--staging", str(host / "staging"),
+            "--default-config", str(host / "etc" / "config.pbtxt"), "--attempts", "5", "--timeout", "10"]
+    code = model_sync.main(argv)
+    out = json.loads(capsys.readouterr().out)
+    assert (code, out["reason"]) == (model_sync.EXIT["disk"], "disk"), out
+    needed = f"{len(data) / (1 << 20):.1f} MiB"
+    assert out["message"].startswith(f"{url}: no space left on device in {host / 'staging'}: the archive needs {needed}, ")
+    assert out["message"].endswith(" MiB free there; free space on that filesystem and deploy again")
+    assert "download cut" not in out["message"]
+    assert len(site.requests()) == 1  # not retried: waiting does not free a disk
+    assert list((host / "staging").iterdir()) == [] and not (host / "models" / "circularnet" / "1").exists()
