@@ -1,5 +1,6 @@
 # The two commands a fresh machine needs are `make demo` (the main job on the local sandbox stack)
-# and `make test`. Everything else here is what they are made of.
+# and `make test`; `make check` is the fast tier a change is checked with first (docs/testing.md).
+# Everything else here is what they are made of.
 
 PYTHON  ?= python3
 VENV    ?= .venv
@@ -8,7 +9,7 @@ STACK   ?= dev
 # Built artifacts (sandbox image, stand-in packages, wheelhouse) live outside the repo.
 export CNCTL_CACHE ?= /var/cache/cnctl
 
-.PHONY: setup venv plan test typecheck bench clean
+.PHONY: setup venv plan check check-lint check-rest test typecheck bench clean
 
 # System packages (one list: cnctl/sandbox/prereqs.py) and arm64 emulation; as root it installs what is
 # missing, otherwise it says what to run. Standard library only: it runs before the virtualenv exists.
@@ -28,8 +29,25 @@ venv: $(BIN)/cnctl
 plan: venv  ## the offline plan of a stack (STACK=dev): resources and guardrail verdicts, no credentials
 	$(BIN)/cnctl plan --stack $(STACK)
 
-typecheck: venv
-	$(BIN)/mypy cnctl
+typecheck: venv  ## mypy over every package and script (pyproject.toml [tool.mypy] files) and deploy.py
+	$(BIN)/pytest -q tests/unit/test_typecheck.py
+
+# The fast tier, `pytest -m check` (tests/conftest.py): no root, no sandbox, no emulator, no network; a few
+# minutes on 2 cores. Two pytest processes side by side, each printing its output when it ends: the linters'
+# tests (mypy, ansible-lint, ruff, yamllint, zizmor, actionlint run as tests, so `make test` runs them too) and
+# the rest of the tier.
+LINT_TESTS := tests/unit/test_typecheck.py tests/unit/test_ansible_lint.py tests/unit/test_lint.py \
+              tests/unit/test_workflows.py
+PYTEST     := PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest
+
+check: venv  ## the fast tier: lint, types, schema, plan, templates, facts and operations as data
+	@$(MAKE) --no-print-directory -j2 --output-sync=target check-lint check-rest
+
+check-lint:
+	$(PYTEST) -q -m check $(LINT_TESTS)
+
+check-rest:
+	$(PYTEST) -q -m check --durations=15 $(addprefix --ignore=,$(LINT_TESTS)) tests
 
 test: setup venv  ## the whole test suite (unit, mock engine, type check, sandbox fleet)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest --durations=30 tests

@@ -13,6 +13,7 @@ so a running demo is left alone. Targets: 6 hosts up from cache <= 5 s, `down` <
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -109,10 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_stack(str(bench_stack(Path(tmp))))
         try:
-            for label, sizes in (("local fleet, 3 hosts", {}), ("6 hosts", {"edge": 3, "servers": 3})):
+            for label, edge, servers in (("local fleet, 3 hosts", None, None), ("6 hosts", 3, 3)):
                 ups, downs = [], []
                 for _ in range(max(1, args.runs)):
-                    ups.append(timed(lambda sizes=sizes: fleet.up(inst, cfg, progress=Quiet(), **sizes)))
+                    ups.append(timed(functools.partial(fleet.up, inst, cfg, progress=Quiet(), edge=edge, servers=servers)))
                     downs.append(timed(lambda: fleet.down(inst, progress=Quiet())))
                 results[f"up, {label} from cache (median of {len(ups)})"] = statistics.median(ups)
                 results[f"down, {label} (median of {len(downs)})"] = statistics.median(downs)

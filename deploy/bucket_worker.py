@@ -284,7 +284,7 @@ class Worker:
         needs no result (skipped, gone) or the download failed (nack)."""
         attrs = dict(message.attributes)
         self.state.count("received", last_delivery_attempt=message.delivery_attempt)
-        bucket, name = attrs.get("bucketId"), attrs.get("objectId", "")
+        bucket, name = attrs.get("bucketId", ""), attrs.get("objectId", "")
         frame = name.rsplit("/", 1)[-1]
         why = self.skip_reason(attrs, frame)
         if why:

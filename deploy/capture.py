@@ -55,8 +55,9 @@ import sys
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 EXIT = {"ok": 0, "failed": 1, "settings": 2, "source": 3}
 
@@ -411,7 +412,7 @@ class State:
     def __init__(self, directory: Path, source: str) -> None:
         self.path = directory / STATE_FILE
         old = self._read(self.path)
-        self.data = {
+        self.data: dict[str, Any] = {  # the JSON record as written
             "updated": None, "source": source,
             "captured": _count(old.get("captured")), "dropped": _count(old.get("dropped")),
             "last_frame": old.get("last_frame") if isinstance(old.get("last_frame"), str) else None,
@@ -586,7 +587,7 @@ class Capture:
 
     # sources: each yields frames until done() or raises SourceError
 
-    def replay(self) -> Iterator[bytes]:
+    def replay(self) -> Generator[bytes, None, None]:
         """The archive's frames at fps: looped forever (replay_loop), else once, then idle until stopped (also
         across restarts: the state names the archive played)."""
         archive = str(self.settings.replay_archive)
@@ -615,7 +616,7 @@ class Capture:
         except (OSError, zipfile.BadZipFile, KeyError) as exc:
             raise SourceError(f"replay archive {archive}: {getattr(exc, 'strerror', None) or exc}") from None
 
-    def camera(self) -> Iterator[bytes]:
+    def camera(self) -> Generator[bytes, None, None]:
         binary = find_ffmpeg(self.ffmpeg)
         if binary is None:
             raise SourceError(f"ffmpeg ({self.ffmpeg}) is not installed or not on PATH")

@@ -254,7 +254,7 @@ class DockerRuntimes(FactBase):
         if not isinstance(info, dict):
             return None
         errors = [str(e) for e in info.get("ServerErrors") or []] + errors
-        runtimes = info.get("Runtimes") if isinstance(info.get("Runtimes"), dict) else {}
+        runtimes = info["Runtimes"] if isinstance(info.get("Runtimes"), dict) else {}
         return {
             "running": not errors and bool(info.get("ServerVersion")),
             "server_version": info.get("ServerVersion") or None,

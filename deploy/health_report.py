@@ -202,7 +202,7 @@ def observe_pipeline(path: str, timeout: float) -> Observation | None:
     found = read_json(path)
     if found.get("error") == "missing":
         return None
-    settings = found.get("content") if isinstance(found.get("content"), dict) else {"error": found.get("error", "not JSON")}
+    settings = found["content"] if isinstance(found.get("content"), dict) else {"error": found.get("error", "not JSON")}
     state = Path(str(settings.get("state") or "/nonexistent"))
 
     def content(name: str) -> dict[str, Any]:

@@ -265,10 +265,10 @@ def run(settings: Settings) -> int:
         write_state(state_file, state)
     if ok:
         for _ in range(int(settings["max_batches"])):
-            batch = claim(settings)
-            if batch is None:
+            claimed = claim(settings)
+            if claimed is None:
                 break
-            if not process(settings, batch, state):
+            if not process(settings, claimed, state):
                 ok = False
                 break
             write_state(state_file, state)

@@ -169,7 +169,7 @@ def load_settings(path: Path) -> Settings:
         raise UsageError(f"{path}: " + "; ".join(problems))
     credentials = storage.get("credentials")
     return Settings(host=str(data.get("host") or os.uname().nodename), queue=Path(data["queue"]),
-                    state=Path(data["state"]), kind=kind, endpoint=storage.get("endpoint") or None,
+                    state=Path(data["state"]), kind=str(kind), endpoint=storage.get("endpoint") or None,
                     project=storage.get("project") or None, buckets={r: buckets[r] for r in ROLES},
                     credentials=Path(credentials) if credentials else None, budget_bytes=int(budget * MIB),
                     retry_min=retry_min, retry_max=retry_max, poll=poll)

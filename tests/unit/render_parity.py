@@ -41,7 +41,8 @@ def by_ansible(renderings: Renderings, tmp_path: Path) -> list[bytes]:
     playbook.write_text(yaml.safe_dump([{"hosts": "localhost", "connection": "local", "gather_facts": False,
                                          "tasks": tasks}]))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "ANSIBLE_HOME": str(tmp_path / "home"),
-           "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_NOCOLOR": "1"}
+           "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_REMOTE_TMP": str(tmp_path / "remote"),  # not in ~
+           "ANSIBLE_NOCOLOR": "1"}
     result = subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", str(playbook),
                              "-e", f"ansible_python_interpreter={sys.executable}"],
                             check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)

@@ -190,7 +190,7 @@ class Site:
     def pending(self, subscription: str | None = None, seconds: float = 1) -> list[Any]:
         """Messages a fresh pull gets now (acknowledged here, so each test reads its own once)."""
         sub = subscription or self.subscription
-        deadline, got = time.monotonic() + seconds, []
+        deadline, got = time.monotonic() + seconds, list[Any]()
         while time.monotonic() < deadline and not got:
             found = self.subscriber.pull(request={"subscription": sub, "max_messages": 10, "return_immediately": True},
                                          timeout=5).received_messages
@@ -431,7 +431,7 @@ def test_the_health_report_judges_a_bucket_input_host_by_its_worker() -> None:
 
     now = time.time()
     active = {"rc": 0, "stdout": "active\n", "stderr": ""}
-    seen = {"settings": {"input": "bucket", "work": "/w", "storage": {"buckets": {"results": "r"}}}, "capture": None,
+    seen: dict[str, Any] = {"settings": {"input": "bucket", "work": "/w", "storage": {"buckets": {"results": "r"}}}, "capture": None,
             "pipeline": {}, "upload": {"queue_files": 0},
             "worker": {"updated": now, "started": now - 4000, "last_ok": now - 3600, "batches": 7, "rows": 70,
                        "images": 12, "skipped": 1, "acked": 13, "nacked": 2, "failed_batches": 1,

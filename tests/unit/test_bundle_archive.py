@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import functools
 import gzip
 import hashlib
 import io
@@ -294,10 +295,14 @@ def test_pack_is_the_archive_of_its_manifest(built: Bundle) -> None:
 # --- the stack's bundle section ------------------------------------------------------------------------
 
 
+def _set_bundle(section: dict[str, Any], config: dict[str, Any]) -> None:
+    config["circularnet:bundle"] = section
+
+
 def test_the_bundle_section_is_typed_and_its_rules_name_the_field(tmp_path: Path, keys: dict[str, tuple[Path, str]]) -> None:
     cfg = load_stack(bundle_stack(tmp_path, keys["signer"][1], keys["signer"][0]))
     assert cfg.bundle is not None and cfg.bundle.signers[0].identity == "release@plant"
-    bad = {
+    bad: dict[str, dict[str, Any]] = {
         "bundle.signers[0].publicKey": {"signers": [{"identity": "a", "publicKey": "ssh-ed25519 AAAA"}]},
         "bundle.signers[0].identity": {"signers": [{"identity": "ops*", "publicKey": keys["signer"][1]}]},
         "bundle.signers[1].identity": {"signers": [{"identity": "a", "publicKey": keys["signer"][1]},
@@ -309,7 +314,7 @@ def test_the_bundle_section_is_typed_and_its_rules_name_the_field(tmp_path: Path
     }
     for n, (field, section) in enumerate(bad.items()):
         (tmp_path / str(n)).mkdir()
-        path = stack_variant(tmp_path / str(n), lambda c, s=section: c.__setitem__("circularnet:bundle", s), base="local")
+        path = stack_variant(tmp_path / str(n), functools.partial(_set_bundle, section), base="local")
         with pytest.raises(StackConfigError) as caught:
             load_stack(path)
         assert [p.path for p in caught.value.problems] == [field], (field, caught.value.render())

@@ -59,7 +59,7 @@ TRITON_UNIT = {
     "url": "http://127.0.0.1:8000", "container_name": "circularnet-triton", "start_timeout": 180, "start_limit": 210, "shm_size": "256m",
 }
 
-RENDERINGS = [
+RENDERINGS: list[tuple[str, dict[str, Any]]] = [
     ("apt/source.list.j2", SOURCES),
     # the host layers' files (tests/unit/test_layers_templates.py checks every template is listed here)
     ("apt/preferences.j2", {"description": "NVIDIA driver and CUDA toolkit", "pins": [

@@ -250,7 +250,7 @@ def test_one_probe_round_trip_parses_to_what_each_fact_gives_alone(tmp_path: Pat
     for name, output in tools.items():
         (bin_dir / name).write_text(f"#!/bin/sh\nprintf '%s\\n' '{output}'\n")
         (bin_dir / name).chmod(0o755)
-    probes = {"gpus": ["NvidiaGpus"], "mode": ["NvpmodelMode"], "installed": ["DpkgVersions", {"packages": ["dpkg"]}],
+    probes: dict[str, list[Any]] = {"gpus": ["NvidiaGpus"], "mode": ["NvpmodelMode"], "installed": ["DpkgVersions", {"packages": ["dpkg"]}],
               "docker": ["DockerRuntimes"], "modules": ["LoadedModules"]}
     out = subprocess.run(["/bin/sh", "-c", probe.script(probes)], capture_output=True, text=True, check=True,
                          env={"PATH": f"{bin_dir}:/usr/bin:/bin"}).stdout

@@ -1,5 +1,5 @@
 """The repository is lint-clean: ruff (pyproject.toml [tool.ruff]) over every Python file, yamllint (.yamllint)
-over every YAML file. Both run in `make test`; a finding fails with the tool's own file:line report."""
+over every YAML file. Both run in `make check` and `make test`; a finding fails with the tool's own file:line report."""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ pulumi_policy's own ResourceValidationArgs / StackValidationArgs built from the 
 
 from __future__ import annotations
 
+import functools
 import runpy
 from typing import Any
 
@@ -13,7 +14,9 @@ import pytest
 import yaml
 from pulumi_policy import (
     EnforcementLevel,
+    PolicyCustomTimeouts,
     PolicyResource,
+    PolicyResourceOptions,
     ResourceValidationArgs,
     ResourceValidationPolicy,
     StackValidationArgs,
@@ -27,6 +30,8 @@ from tests.unit.guardrail_table import ALSO_GOOD, BAD, GOOD, GOOD_DEV
 
 PACK = ROOT / "policy"
 Stack = list[tuple[str, str, dict[str, Any]]]
+# what the engine gives a resource registered without options
+NO_OPTIONS = PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [])
 
 
 def _urn(type_: str, name: str) -> str:
@@ -46,13 +51,25 @@ def pack_verdicts(pack: dict[str, Any], stack: Stack) -> set[tuple[str, str]]:
     for policy in pack["policies"]():
         if isinstance(policy, ResourceValidationPolicy):
             for type_, name, inputs in stack:
-                args = ResourceValidationArgs(type_, inputs, _urn(type_, name), name, None, None, {}, {})
-                policy.validate(args, lambda message, urn=None, name=name, p=policy.name: found.add((p, name)))
+                args = ResourceValidationArgs(type_, inputs, _urn(type_, name), name, NO_OPTIONS, None, {}, {})
+                policy.validate(args, functools.partial(_resource_violation, found, policy.name, name))
         else:
             assert isinstance(policy, StackValidationPolicy)
-            resources = [PolicyResource(t, i, _urn(t, n), n, None, None, None, [], {}) for t, n, i in stack]
-            policy.validate(StackValidationArgs(resources), lambda message, urn=None, p=policy.name: found.add((p, by_urn[urn])))
+            resources = [PolicyResource(t, i, _urn(t, n), n, NO_OPTIONS, None, None, [], {}) for t, n, i in stack]
+            policy.validate(StackValidationArgs(resources), functools.partial(_stack_violation, found, policy.name, by_urn))
     return found
+
+
+def _resource_violation(found: set[tuple[str, str]], policy: str, name: str, message: str, urn: str | None = None) -> None:
+    """A resource policy's report: the violation is the validated resource's."""
+    found.add((policy, name))
+
+
+def _stack_violation(found: set[tuple[str, str]], policy: str, by_urn: dict[str, str], message: str,
+                     urn: str | None = None) -> None:
+    """A stack policy's report: the violation is the resource of the URN it names."""
+    assert urn is not None, f"{policy} reported a stack violation without naming the resource"
+    found.add((policy, by_urn[urn]))
 
 
 def plan_verdicts(stack: Stack) -> set[tuple[str, str]]:

@@ -36,7 +36,7 @@ def executables_run_by(root: Path) -> dict[str, str]:
             continue  # these run on the hosts, not on the machine
         tree = ast.parse(path.read_text(), str(path))
         for node in ast.walk(tree):
-            candidates: list[ast.AST] = []
+            candidates: list[ast.expr] = []
             if isinstance(node, ast.Call):
                 name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
                 if name in RUNNERS and node.args:

@@ -133,6 +133,7 @@ class FakeFleet:
             host = self.hosts[name]
             status = {"result": "ok", "live": True, "served": host.served, "ready": host.ready,
                       "loaded": [host.served], "history": host.history, "message": ""}
+            probe: dict[str, Any]
             if name in self.bad_probe and host.served == self.version:
                 probe = {"result": "failed", "message": "[StatusCode.INTERNAL] model stub crashed"}
             else:
@@ -158,7 +159,7 @@ def served(fleet: FakeFleet) -> dict[str, int | None]:
 
 
 def test_a_rollout_converges_batch_after_batch_limited_to_each_batch_with_the_rollout_layers() -> None:
-    fleet, lines = fleet_of(6), []
+    fleet, lines = fleet_of(6), list[str]()
     batches = walks.plan_batches(tuple(fleet.hosts), 1, 50)
     report = walks.run_rollout(walk_of(fleet, lines), batches, 2, "local")
     assert report.ok, walks.summary(report)
@@ -171,7 +172,7 @@ def test_a_rollout_converges_batch_after_batch_limited_to_each_batch_with_the_ro
 
 
 def test_a_failed_canary_stops_the_rollout_and_rolls_back_only_the_canary() -> None:
-    fleet, lines = fleet_of(3), []
+    fleet, lines = fleet_of(3), list[str]()
     fleet.bad_probe = {"h1"}
     report = walks.run_rollout(walk_of(fleet, lines), walks.plan_batches(tuple(fleet.hosts), 1, 50), 2, "local")
     assert not report.ok
@@ -187,7 +188,7 @@ def test_a_failed_canary_stops_the_rollout_and_rolls_back_only_the_canary() -> N
 
 
 def test_a_failed_second_batch_rolls_back_that_batch_only_and_says_how_to_take_back_the_first() -> None:
-    fleet, lines = fleet_of(6), []
+    fleet, lines = fleet_of(6), list[str]()
     fleet.bad_probe = {"h3"}
     report = walks.run_rollout(walk_of(fleet, lines), walks.plan_batches(tuple(fleet.hosts), 1, 50), 2, "local")
     assert not report.ok and report.failed is not None and report.failed.batch.number == 2
@@ -205,7 +206,7 @@ def test_a_failed_second_batch_rolls_back_that_batch_only_and_says_how_to_take_b
 def test_a_host_whose_load_was_refused_keeps_the_old_version_and_gets_no_rollback_run() -> None:
     """The engine failed the host and Triton kept serving 1: the gate names both reasons, the rollback
     only re-checks version 1 (an engine run with `previous` would take it to what it served before 1)."""
-    fleet, lines = fleet_of(3), []
+    fleet, lines = fleet_of(3), list[str]()
     fleet.refuse_load = {"h1"}
     report = walks.run_rollout(walk_of(fleet, lines), walks.plan_batches(tuple(fleet.hosts), 1, 50), 2, "local")
     assert served(fleet) == {"h1": 1, "h2": 1, "h3": 1}
@@ -218,7 +219,7 @@ def test_a_host_whose_load_was_refused_keeps_the_old_version_and_gets_no_rollbac
 
 
 def test_an_engine_that_gives_no_result_fails_every_host_of_the_batch_with_what_its_log_said() -> None:
-    fleet, lines = fleet_of(4), []
+    fleet, lines = fleet_of(4), list[str]()
     fleet.engine_down = True
     report = walks.run_rollout(walk_of(fleet, lines), walks.plan_batches(tuple(fleet.hosts), 2, 50), 2, "local")
     assert report.failed is not None
@@ -230,7 +231,7 @@ def test_an_engine_that_gives_no_result_fails_every_host_of_the_batch_with_what_
 
 
 def test_the_gate_reads_a_failing_host_again_and_a_passing_one_never() -> None:
-    fleet, lines = fleet_of(2), []
+    fleet, lines = fleet_of(2), list[str]()
     slept: list[float] = []
     fleet.bad_probe = {"h2"}
     walk = walk_of(fleet, lines)
@@ -243,7 +244,7 @@ def test_the_gate_reads_a_failing_host_again_and_a_passing_one_never() -> None:
 
 
 def test_a_rollback_takes_hosts_on_the_pinned_version_back_and_leaves_the_others() -> None:
-    fleet, lines = fleet_of(4), []
+    fleet, lines = fleet_of(4), list[str]()
     for name in ("h1", "h2", "h3"):
         fleet.hosts[name].served, fleet.hosts[name].history = 2, [1, 0]
     selection = walks.select_rollback(fleet.health(tuple(fleet.hosts)), 2)

@@ -23,12 +23,11 @@ import re
 import subprocess
 import sys
 import zipfile
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from email.parser import Parser
 from pathlib import Path
 
 import pytest
-from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from PIL import Image
@@ -63,14 +62,13 @@ def test_uploader_pins_are_well_formed():
 
 
 def _environments() -> list[dict[str, str]]:
-    envs = []
+    """The hosts' marker environments; Marker.evaluate() takes the rest of one from this interpreter's."""
+    envs: list[dict[str, str]] = []
     for python in catalog().pipeline.uploader.pythons:
         for machine in ("x86_64", "aarch64"):
-            env = dict(default_environment())
-            env.update(python_version=python, python_full_version=f"{python}.0", platform_machine=machine,
-                       sys_platform="linux", platform_system="Linux", os_name="posix", implementation_name="cpython",
-                       platform_python_implementation="CPython", extra="")
-            envs.append(env)
+            envs.append({"python_version": python, "python_full_version": f"{python}.0", "platform_machine": machine,
+                         "sys_platform": "linux", "platform_system": "Linux", "os_name": "posix",
+                         "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""})
     return envs
 
 
@@ -80,14 +78,14 @@ def _metadata(wheel: Path) -> list[str]:
         return Parser().parsestr(zf.read(name).decode()).get_all("Requires-Dist") or []
 
 
-def unpinned_requirements(pins: dict[str, tuple[str, set[str]]], wheels: Path, arch: str) -> list[str]:
+def unpinned_requirements(pins: Mapping[str, tuple[str, Collection[str]]], wheels: Path, arch: str) -> list[str]:
     """What the wheels of `pins` ({name: (version, hashes)}) in the wheelhouse `wheels` require, for `arch`, on
     any host environment, that the pins do not satisfy: empty when the list is closed."""
     return unmet_requirements(
         pins, lambda name, version: _metadata(wheelhouse.wheel_for(wheels, f"{name.replace('-', '_')}-{version}", arch)))
 
 
-def unmet_requirements(pins: dict[str, tuple[str, set[str]]], requires: Callable[[str, str], list[str]],
+def unmet_requirements(pins: Mapping[str, tuple[str, Collection[str]]], requires: Callable[[str, str], list[str]],
                        missing_ok: Collection[str] = ()) -> list[str]:
     """What `requires(name, version)` (a wheel's Requires-Dist lines) says each of `pins` needs, on any host
     environment, that the pins do not satisfy, except packages of `missing_ok`: empty when the list is closed.

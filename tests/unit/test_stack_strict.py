@@ -83,6 +83,11 @@ def with_sandbox(config: dict[str, Any]) -> None:
     config["circularnet:sandbox"] = {"subnet": "172.31.250.0/24"}
 
 
+def with_sandbox_standin(config: dict[str, Any]) -> None:
+    with_sandbox(config)
+    config["circularnet:model"].update(key="sandbox_standin")
+
+
 MARKUP = "[bold red]x[/]"
 CASES = [
     # 1. errors never crash and never lie: values are text, files that are no stack are one line
@@ -147,7 +152,7 @@ CASES = [
          script=False),
     Case("ssh-on-triton-port", edited(edge(sshPort=8002)), "fleets.edge[0].sshPort: 8002", "metrics", script=False),
     Case("sandbox-outside-local", edited(with_sandbox), "sandbox:", "only the local stack"),
-    Case("standin-outside-local", edited(lambda c: (with_sandbox(c), c["circularnet:model"].update(key="sandbox_standin"))),
+    Case("standin-outside-local", edited(with_sandbox_standin),
          "model.key: 'sandbox_standin'", "only the local stack", script=False),
     Case("unquoted-version", replaced('jetpack: "6.0"', "jetpack: 6.2"), "fleets.edge[0].jetpack: 6.2", 'quote it: "6.2"'),
     Case("unquoted-branch", edited(add_server(address="10.50.1.30", driverBranch=570)),

@@ -45,7 +45,7 @@ def _wait_until_serving(url: str, proc: subprocess.Popen, seconds: float = 30) -
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return

@@ -34,7 +34,7 @@ def _ran(stdout: str, rc: int = 0, stderr: str = "") -> dict[str, Any]:
 SERVE_OK = {"result": "ok", "live": True, "served": 2, "ready": True, "loaded": [2], "history": [1], "message": ""}
 PLATFORM = {"dpkg_architecture": "amd64", "host": "gpu-server-1", "l4t": None, "platform": "server",
             "os": {"codename": "bookworm", "id": "debian", "version": "12"}, "os_substitution": None}
-RECORD = {"host": "gpu-server-1", "stack": "local", "runtime": "container", "image": "nvcr.io/nvidia/tritonserver:24.08-py3",
+RECORD: dict[str, Any] = {"host": "gpu-server-1", "stack": "local", "runtime": "container", "image": "nvcr.io/nvidia/tritonserver:24.08-py3",
           "model": {"name": "circularnet", "version": 2, "action": "pinned"}}
 # What a converged, healthy server gives: every command's real output shape.
 HEALTHY: dict[str, Any] = {
