@@ -16,7 +16,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-import bashlex  # type: ignore[import-untyped]
+import bashlex
 from bashlex import ast
 
 _TEXT = {"word": ("word",), "heredoc": ("value",)}  # attributes that are a word's text, not structure

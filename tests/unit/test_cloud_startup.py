@@ -58,7 +58,7 @@ def script_values(script: str) -> dict[str, Any]:
             continue
         name, value = match[1], first
         if name.endswith("_b64"):
-            name, value = name.removesuffix("_b64"), base64.b64decode(value, validate=True).decode()
+            name, value = name.removesuffix("_b64"), base64.b64decode(value or "", validate=True).decode()
         values[name] = value
     return values
 

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from cnctl.cli.main import app
 from cnctl.config import StackConfigError, load_stack
+from cnctl.config.schema import Server
 from cnctl.fleet import FLEET_FILE_ENV, FleetFileProblem, members
 from cnctl.inventory import InventoryProblem, ansible_inventory, fleet_hosts, pull_entry, pyinfra_groups
 from cnctl.paths import REPO_ROOT
@@ -117,7 +118,7 @@ def test_a_pull_host_the_stack_does_not_list_stands_for_its_groups_first_entry()
     first = cfg.fleets.servers[0]
     found = pull_entry(cfg.model_copy(update={"fleets": cfg.fleets.model_copy(update={
         "servers": [first.model_copy(update={"mode": "pull"})]})}), "sandbox-server-3", "servers")
-    assert found.name == "sandbox-server-3" and found.driver_branch == first.driver_branch
+    assert isinstance(found, Server) and found.name == "sandbox-server-3" and found.driver_branch == first.driver_branch
     with pytest.raises(InventoryProblem, match="host 'Bad;name': not a host name"):
         pull_entry(cfg, "Bad;name", "servers")
     with pytest.raises(InventoryProblem, match="is not in fleets.servers"):

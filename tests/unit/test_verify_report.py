@@ -209,7 +209,7 @@ def test_the_observation_asks_model_serve_on_the_interface_it_could_not_resolve(
     """Without an address for the interface, model_serve.py gets the interface (it says why in its own words)."""
     calls: list[list[str]] = []
     monkeypatch.setattr(health_report.triton_endpoint, "interface_ipv4", lambda name: None)
-    monkeypatch.setattr(health_report, "run", lambda argv, timeout: calls.append(argv) or None)
+    monkeypatch.setattr(health_report, "run", lambda argv, timeout: calls.append(argv))
     serve = tmp_path / "model_serve.py"
     serve.write_text("")
     seen = health_report.observe({**DEFAULTS, "model_serve": str(serve), "bind_interface": "ens4; reboot",
