@@ -32,37 +32,26 @@ def by_pyinfra(renderings: Renderings) -> list[bytes]:
     return [render(src, **variables).encode() for src, variables in renderings]
 
 
-class _Unsafe(str):
-    """A string Ansible takes as data (`!unsafe`): never evaluated as a template."""
+class Unsafe(str):
+    """A variable's string that Ansible takes as data (`!unsafe`), never as a template: how a stack value must
+    reach the roles (issue 20: the inventory and the extra vars carry it unsafe)."""
 
 
-class _UnsafeDumper(yaml.SafeDumper):
+class _Dumper(yaml.SafeDumper):
     pass
 
 
-_UnsafeDumper.add_representer(_Unsafe, lambda dumper, value: dumper.represent_scalar("!unsafe", str(value)))
+_Dumper.add_representer(Unsafe, lambda dumper, value: dumper.represent_scalar("!unsafe", str(value), style="'"))
 
 
-def _unsafe(value: Any) -> Any:
-    if isinstance(value, str):
-        return _Unsafe(value)
-    if isinstance(value, dict):
-        return {k: _unsafe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_unsafe(v) for v in value]
-    return value
-
-
-def by_ansible(renderings: Renderings, tmp_path: Path, *, unsafe: bool = False) -> list[bytes]:
-    """Each (template, variables) through Ansible's template module. `unsafe`: every string variable reaches
-    the template as data (`!unsafe`), as a stack value must reach the roles (issue 20: the inventory and the
-    extra vars carry it unsafe, and a filter's result is never a template), so Jinja never evaluates it."""
+def by_ansible(renderings: Renderings, tmp_path: Path) -> list[bytes]:
+    """Each (template, variables) through Ansible's template module (an `Unsafe` string as `!unsafe` data)."""
     tasks = [{"name": f"render {i}", "ansible.builtin.template": {"src": str(TEMPLATES_DIR / src),
                                                                   "dest": str(tmp_path / f"{i}.out"), "mode": "0644"},
-              "vars": _unsafe(variables) if unsafe else variables} for i, (src, variables) in enumerate(renderings)]
+              "vars": variables} for i, (src, variables) in enumerate(renderings)]
     playbook = tmp_path / "render.yml"
     playbook.write_text(yaml.dump([{"hosts": "localhost", "connection": "local", "gather_facts": False,
-                                    "tasks": tasks}], Dumper=_UnsafeDumper))
+                                    "tasks": tasks}], Dumper=_Dumper))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "ANSIBLE_HOME": str(tmp_path / "home"),
            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_NOCOLOR": "1"}
     result = subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", str(playbook),

@@ -37,6 +37,7 @@ LAYERS = ("platform", "jetson", "nvidia", "container", "model", "inference", "pi
 PYINFRA_OPERATIONS = ("files", "apt", "systemd", "server", "python")
 # files.template's own arguments: everything else it is given is a template variable.
 TEMPLATE_ARGS = {"name", "src", "dest", "user", "group", "mode", "create_remote_dir", "jinja_env_kwargs", "_sudo"}
+MISSING = "__pyinfra_missing_command__"  # what pyinfra's guard echoes where the fact's command is absent
 
 
 class Refused(Exception):
@@ -129,10 +130,18 @@ class _FakeHost:
         kwargs = {k: v for k, v in kwargs.items() if not k.startswith("_")}
         self._recording.facts.append((fact.__name__, kwargs))
         if fact.__module__.startswith("deploy"):  # pyinfra's own facts quote their arguments themselves
-            self._recording.commands.append((_where(fact), str(fact().command(**kwargs))))
+            self._recording.commands.append((_where(fact), _fact_command(fact, kwargs)))
         if fact.__name__ not in self._facts:
             raise KeyError(f"tests/unit/sink_recorder.py: no canned value for fact {fact.__name__}; add one to _facts")
         return self._facts[fact.__name__]
+
+
+def _fact_command(fact: type[FactBase], kwargs: dict[str, Any]) -> str:
+    """The shell text pyinfra runs for a fact (pyinfra.api.facts: guarded by its `requires_command`)."""
+    command, required = _text(fact().command(**kwargs)), fact().requires_command(**kwargs)
+    if not required:
+        return command
+    return f"if command -v {_text(required)} >/dev/null 2>&1; then ( {command} ); else echo '{MISSING}'; fi"
 
 
 @functools.cache

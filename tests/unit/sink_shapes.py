@@ -75,15 +75,20 @@ def _unit_segments(word: str, exec_line: bool) -> tuple[str, ...]:
     return _merged(kinds)
 
 
-def _unit_words(value: str) -> list[str]:
-    """An Exec value split as systemd splits it (quotes and C escapes); an unbalanced quote is its own word."""
+def _unit_words(value: str) -> list[str] | None:
+    """An Exec value split as systemd splits it (quotes and C escapes); None for an unbalanced quote."""
     try:
         lexer = shlex.shlex(value, posix=True, punctuation_chars=False)
         lexer.whitespace_split = True
         lexer.commenters = ""
         return list(lexer)
     except ValueError:
-        return ["<unbalanced quote>", value]
+        return None
+
+
+def _words_shape(value: str, exec_line: bool) -> Any:
+    words = _unit_words(value)
+    return "unbalanced quote" if words is None else tuple(_unit_segments(w, exec_line) for w in words)
 
 
 def unit_shape(text: str) -> Shape:
@@ -104,10 +109,9 @@ def unit_shape(text: str) -> Shape:
         exec_line = bool(_EXEC_KEY.match(key))
         if exec_line:
             prefix = re.match(r"^[-@:+!|]*", value).group()  # type: ignore[union-attr]
-            words = _unit_words(value[len(prefix):])
-            shape.append((section, key, prefix, tuple(_unit_segments(w, True) for w in words)))
+            shape.append((section, key, prefix, _words_shape(value[len(prefix):], True)))
         elif key == "Environment":
-            shape.append((section, key, tuple(_unit_segments(w, False) for w in _unit_words(value))))
+            shape.append((section, key, _words_shape(value, False)))
         else:
             shape.append((section, key, _unit_segments(value, False)))
     return tuple(shape)
@@ -393,11 +397,11 @@ def json_shape(text: str) -> Shape:
         return ("not JSON", str(exc).split(":")[0])
 
 
-class _UnsafeLoader(yaml.SafeLoader):
+class _UnsafeLoader(yaml.CSafeLoader):
     """YAML as Ansible reads an inventory: `!unsafe` is a string that Jinja never evaluates."""
 
 
-def _unsafe(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+def _unsafe(loader: yaml.CSafeLoader, node: yaml.Node) -> Any:
     return loader.construct_scalar(node)  # type: ignore[arg-type]
 
 

@@ -436,13 +436,20 @@ def _commands_of(builder: str) -> Callable[[Scene], dict[str, Output]]:
 
 
 def _probe_scripts(sc: Scene) -> dict[str, Output]:
-    """The roles read the same facts in one round trip (deploy/probe.py `script`, their `cnctl_probe_script`)."""
-    from deploy import probe
+    """The roles read the same facts in one round trip (deploy/probe.py `script`, their `cnctl_probe_script`): the
+    facts the layers read, with the same arguments, and the pipeline role's units (roles/pipeline `active`)."""
+    from deploy import pipeline, probe
+    from deploy.steps import role_data
 
     out: dict[str, Output] = {}
-    for label, rec in sc.recordings.items():
+    for host in sc.hosts:
+        rec = sc.recordings.get(host.label)
+        if rec is None:
+            continue
         probes = {f"p{i}": [name, kwargs] for i, (name, kwargs) in enumerate(rec.facts) if name in probe.FACTS}
-        out[label] = probe.script(probes)
+        units = pipeline.units(role_data("pipeline"), host.vars.get("cn_camera"), host.vars.get("cn_pipeline_input"))
+        probes["active"] = ["UnitsActive", {"units": units}]
+        out[host.label] = probe.script(probes)
     return out
 
 
@@ -615,7 +622,10 @@ HOST_COMMANDS: dict[str, tuple[str, ...]] = {
     "deploy/verify.py:healthy": ("deploy/steps.py:fail",),
     "deploy/facts.py:OsIdentity": ("deploy/facts.py:OsIdentity.command",),
     "deploy/facts.py:NvidiaGpus": ("deploy/facts.py:NvidiaGpus.command", "deploy/facts.py:NvidiaGpus.requires_command"),
-    "deploy/facts.py:NvccRelease": ("deploy/facts.py:NvccRelease.command", "deploy/facts.py:NvccRelease.requires_command"),
+    "deploy/facts.py:NvccRelease": ("deploy/facts.py:NvccRelease.command",),
+    "deploy/facts.py:TegraRelease": ("deploy/facts.py:TegraRelease.command",),
+    "deploy/probe.py:SecureBoot": ("deploy/probe.py:SecureBoot.command",),
+    "deploy/probe.py:LoadedModules": ("deploy/probe.py:LoadedModules.command",),
     "deploy/facts.py:AptHolds": ("deploy/facts.py:AptHolds.command", "deploy/facts.py:AptHolds.requires_command"),
     "deploy/facts.py:DpkgVersions": ("deploy/facts.py:DpkgVersions.command",
                                      "deploy/facts.py:DpkgVersions.requires_command"),
@@ -650,7 +660,7 @@ def _sinks() -> list[Sink]:
                    (builder, *extra), _commands_of(builder)) for builder, extra in HOST_COMMANDS.items()]
     sinks += [
         Sink("host command deploy/probe.py:script (the roles' facts in one round trip)", HOST, "shell",
-             ("deploy/probe.py:script", "deploy/probe.py:LoadedModules.command"), _probe_scripts),
+             ("deploy/probe.py:script", "deploy/facts.py:UnitsActive.command"), _probe_scripts),
         Sink("ffmpeg command line (deploy/capture.py, no shell)", "each edge device with a v4l2 or rtsp camera, as the "
              "pipeline's user", "argv", ("deploy/capture.py:ffmpeg_argv",), _capture_argv),
         Sink("client command line (deploy/pipeline_run.py, no shell)", "each host's pipeline run, as the pipeline's user",
