@@ -70,6 +70,8 @@ PAYLOADS = [
     "%n", "%%", "$HOME", "${HOME}", "$$", "\\", "\\\n", "{{ 7*7 }}", "{% if true %}x{% endif %}", "{#", " ", "\t",
     "#", "*", "?", "[a]", "~", "{a,b}", "<", ">", "&", "(", ")", "\u2028", "\u2029", "\u0085", "\u00a0", " -o x",
     "\nExecStartPre=+/bin/sh -c id\n", "=", ":", "@", ",", "/..", "]", "[",
+    # no whitespace: what a URL, a name or an address may still hold (an IPv6 zone id holds anything but % and /)
+    "$(id)", "${IFS}id", "{{7*7}}", "%$(id)", "%`id`", "%{{7*7}}", "%;id", "%'", '%"', "%\n", "%\\", "%%n",
     *(f"\n{t}\nid\n" for t in TERMINATORS),
 ]
 HOSTILE_CHARS = "\n\r\x00\x1b'\"`$;&|<>(){}[]*?~#%\\ \t\u2028\u2029\u0085=:@,"
@@ -126,7 +128,8 @@ AT_ONCE_RUNS: Counter[str] = Counter()
 
 # --- one field at a time -----------------------------------------------------------------------------------------
 
-REACHED = [t for t in sinks.traces() if any(s for r in t.reach.values() for s in r if not sinks.BY_NAME[s].slow)]
+REACHED = {t.field.path: t for t in sinks.traces()
+           if any(s for r in t.reach.values() for s in r if not sinks.BY_NAME[s].slow)}
 
 
 def _where(t: sinks.Trace, name: str) -> tuple[sinks.Loc, str]:
@@ -134,13 +137,16 @@ def _where(t: sinks.Trace, name: str) -> tuple[sinks.Loc, str]:
     return loc, str(sinks.value_at(sinks.raw_sections(name)[1], loc))
 
 
-def _first_difference(got: Any, want: Any) -> str:
+def _first_difference(got: Any, want: Any, where: str = "") -> str:
+    """Where two shapes first differ (the innermost element), in words."""
     if isinstance(got, tuple) and isinstance(want, tuple):
         for i, (a, b) in enumerate(zip(got, want, strict=False)):
             if a != b:
-                return f"element {i}: {a!r} where the unchanged stack has {b!r}"
-        return f"{len(got)} elements where the unchanged stack has {len(want)}"
-    return f"{got!r} where the unchanged stack has {want!r}"
+                return _first_difference(a, b, f"{where}[{i}]")
+        if len(got) != len(want):
+            extra = got[len(want):] if len(got) > len(want) else want[len(got):]
+            return f"at {where or 'top'}: {len(got)} elements where the unchanged stack has {len(want)} ({extra[:3]!r})"
+    return f"at {where or 'top'}: {got!r} where the unchanged stack has {want!r}"
 
 
 def _excerpt(output: sinks.Output, value: str) -> str:
@@ -188,10 +194,11 @@ def attack(t: sinks.Trace, name: str, cfg: StackConfig, value: str, how: str) ->
     assert not errors, f"{t.field.path} = {value!r} ({how}, stack {name}): bash -n: {errors[:3]}"
 
 
-@pytest.mark.parametrize("t", REACHED, ids=[t.field.path for t in REACHED])
+@pytest.mark.parametrize("path", REACHED)
 @PER_FIELD
 @given(data=st.data())
-def test_a_hostile_value_the_stack_accepts_changes_no_structure(t: sinks.Trace, data: st.DataObject) -> None:
+def test_a_hostile_value_the_stack_accepts_changes_no_structure(path: str, data: st.DataObject) -> None:
+    t = REACHED[path]
     name = data.draw(st.sampled_from(sorted(n for n in t.reach if n in t.places)), label="stack")
     loc, value = _where(t, name)
     for candidate in data.draw(st.lists(mutated(value), min_size=CANDIDATES, max_size=CANDIDATES), label="values"):
@@ -206,15 +213,41 @@ def test_a_hostile_value_the_stack_accepts_changes_no_structure(t: sinks.Trace, 
     FIELDS[t.field.path]["rejected"] += 1
 
 
-@pytest.mark.parametrize("t", REACHED, ids=[t.field.path for t in REACHED])
+@pytest.mark.parametrize("path", REACHED)
 @PER_FIELD
 @given(data=st.data())
-def test_a_hostile_value_past_the_schema_changes_no_structure(t: sinks.Trace, data: st.DataObject) -> None:
+def test_a_hostile_value_past_the_schema_changes_no_structure(path: str, data: st.DataObject) -> None:
+    t = REACHED[path]
     name = data.draw(st.sampled_from(sorted(n for n in t.reach if n in t.places)), label="stack")
     loc, value = _where(t, name)
     hostile = data.draw(st.one_of(mutated(value, tail=True), mutated(value)), label="value")
     FIELDS[t.field.path]["bypassed"] += 1
     attack(t, name, sinks.bypassing(sinks.base(name), loc, hostile), hostile, "past the schema")
+
+
+# --- the issue's four paths, as it found them --------------------------------------------------------------------
+
+KEY = sinks.CLOUD["bundle"]["signers"][0]["publicKey"]
+ISSUE_PATHS = [  # (field, stack, value): each must be refused by the schema, or reach its sinks as data
+    ("inference.bindAddress", "site", "fd00:50::7%$(id)"),  # the rollout's health command (a zone id: no / in it)
+    ("inference.bindAddress", "site", "fd00:50::7%\nExecStartPre=+sh -c id"),  # the Triton unit
+    ("fleets.servers[].address", "site", "fd00:60::10%{{ 7*7 }}"),  # the Ansible controller
+    ("fleets.edge[].camera.url", "cloud", "rtsp://10.50.1.40:554/{{ 7*7 }}"),
+    ("bundle.signers[].publicKey", "cloud-group", f"{KEY}\nCNCTL_ALLOWED_SIGNERS\ntouch /tmp/cnctl-hostile"),  # boot
+]
+
+
+@pytest.mark.parametrize(("path", "name", "value"), ISSUE_PATHS, ids=[f"{p}={v!r}" for p, _, v in ISSUE_PATHS])
+def test_the_issues_values_are_refused_or_stay_data(path: str, name: str, value: str) -> None:
+    t = sinks.traces()[[f.path for f in sinks.string_fields()].index(path)]
+    try:
+        cfg = sinks.with_field(name, t.places[name], value)
+    except StackConfigError:
+        return  # the schema refuses it: the path is closed where it starts
+    attack(t, name, cfg, value, "accepted by the schema")
+    if sinks.ANSIBLE_INVENTORY in t.reach[name]:
+        inventory = sinks.BY_NAME[sinks.ANSIBLE_INVENTORY].render(sinks.scene(cfg))
+        _inventory_literally(name, next(iter(inventory.values()), None), {path: value})
 
 
 # --- every field at once: the slow sinks, and Ansible ------------------------------------------------------------
@@ -265,9 +298,9 @@ def _as_data(value: Any, values: dict[str, str]) -> Any:
     return value
 
 
-def _diff(mine: bytes, theirs: bytes) -> str:
+def _diff(mine: bytes, theirs: bytes, names: tuple[str, str] = ("pyinfra", "Ansible")) -> str:
     at = next((i for i, (a, b) in enumerate(zip(mine, theirs, strict=False)) if a != b), min(len(mine), len(theirs)))
-    return f"pyinfra {mine[max(0, at - 60): at + 60]!r}, Ansible {theirs[max(0, at - 60): at + 60]!r}"
+    return f"{names[0]} {mine[max(0, at - 60): at + 60]!r}, {names[1]} {theirs[max(0, at - 60): at + 60]!r}"
 
 
 def _shown(values: dict[str, str]) -> str:
@@ -326,7 +359,8 @@ def _compare_literally(where: str, expected: dict[str, Any], names: list[str], g
     for key, value in zip(names, got, strict=True):
         if key in expected:
             mine, theirs = json.dumps(expected[key], sort_keys=True), json.dumps(value, sort_keys=True)
-            assert theirs == mine, f"{where}: Ansible evaluated {key}: {_diff(mine.encode(), theirs.encode())}"
+            assert theirs == mine, (f"{where}: Ansible evaluated {key}: "
+                                    f"{_diff(mine.encode(), theirs.encode(), ('cnctl wrote', 'Ansible read'))}")
 
 
 @AT_ONCE
@@ -353,7 +387,12 @@ def test_every_field_hostile_at_once_changes_no_sink_and_ansible_reads_the_inven
                 scripts.append(str(output))
     assert not (errors := bash_syntax_errors(scripts)), f"stack {name}: bash -n: {errors[:3]}; {_shown(values)}"
     _count_at_once(name, values, list(outputs))
-    text = next(iter(outputs[sinks.ANSIBLE_INVENTORY].values()), None)
+    _inventory_literally(name, next(iter(outputs[sinks.ANSIBLE_INVENTORY].values()), None), values)
+
+
+def _inventory_literally(name: str, text: sinks.Output | None, values: dict[str, str]) -> None:
+    """`ansible-inventory --list` shows every variable of the inventory `text` as cnctl wrote it, and Ansible reading
+    each (a template does) gets the same value: nothing in it is evaluated."""
     if text is None:
         return
     written = load_yaml(str(text))["all"]

@@ -169,7 +169,8 @@ def test_every_sink_is_rendered_and_every_registered_builder_runs() -> None:
            if Path(file).resolve().is_relative_to(REPO_ROOT)}
     fast = {b for s in sinks.SINKS if not s.slow for b in s.builders if not b.startswith("templates/")}
     slow_only = {b for s in sinks.SINKS if s.slow for b in s.builders} - fast  # called by name in sinks.py
-    assert fast - ran - slow_only == set(), "registered builders the sinks never run: their sink renders other code"
+    idle = {b for b in fast - slow_only if b not in ran and not any(r.startswith(f"{b}.") for r in ran)}  # a class: its methods
+    assert idle == set(), "registered builders the sinks never run: their sink renders other code"
 
 
 def test_every_string_field_has_a_value_in_a_base() -> None:
