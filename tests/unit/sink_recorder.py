@@ -130,7 +130,7 @@ class _FakeHost:
         kwargs = {k: v for k, v in kwargs.items() if not k.startswith("_")}
         self._recording.facts.append((fact.__name__, kwargs))
         if fact.__module__.startswith("deploy"):  # pyinfra's own facts quote their arguments themselves
-            self._recording.commands.append((_where(fact), _fact_command(fact, kwargs)))
+            self._recording.commands.append((_where(fact), _fact_command(fact, kwargs)))  # type: ignore[arg-type]
         if fact.__name__ not in self._facts:
             raise KeyError(f"tests/unit/sink_recorder.py: no canned value for fact {fact.__name__}; add one to _facts")
         return self._facts[fact.__name__]

@@ -199,9 +199,9 @@ class _Bash:
 
     def _bodies(self) -> list[Any]:
         """The here-documents started on the line that just ended: each body up to its delimiter line."""
-        out = []
+        out: list[Any] = []
         for delimiter, quoted, strip in self.heredocs:
-            lines = []
+            lines: list[str] = []
             while True:
                 if self.i >= len(self.s):
                     out.append(("heredoc-unterminated", delimiter))
@@ -361,7 +361,7 @@ def bash_syntax_errors(scripts: Sequence[str]) -> list[str]:
 def bashlex_shape(text: str) -> Shape:
     """bashlex's command structure (the kinds of its nodes in order), or None where bashlex cannot parse the text
     (it lacks `<<'EOF'`, `[[`, arrays and arithmetic, which the startup script has: `shell_shape` covers those)."""
-    import bashlex
+    import bashlex  # type: ignore[import-untyped]
 
     try:
         parts = bashlex.parse(text)
@@ -369,7 +369,7 @@ def bashlex_shape(text: str) -> Shape:
         return None
     kinds: list[Any] = []
 
-    class Visitor(bashlex.ast.nodevisitor):  # type: ignore[misc, name-defined]
+    class Visitor(bashlex.ast.nodevisitor):
         def visitnode(self, node: Any) -> None:
             kinds.append(node.kind)
 

@@ -24,6 +24,7 @@ CNCTL_HOSTILE_ANSIBLE_EXAMPLES (default 2); derandomized under CI=true.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -107,6 +108,7 @@ def summary(request: pytest.FixtureRequest) -> Iterator[None]:
     reached = [t for t in sinks.traces() if t.sinks]
     examples = sum(c["accepted"] + c["rejected"] + c["bypassed"] for c in FIELDS.values())
     line = (f"hostile values: {len(reached)} fields x {len({s for t in reached for s in t.sinks})} sinks "
+            f"(of {len(sinks.string_fields())} string fields, {len(sinks.SINKS)} sinks registered) "
             f"({sum(len(t.sinks) for t in reached)} field-sink pairs); {examples} examples "
             f"({sum(c['accepted'] for c in FIELDS.values())} accepted by the schema, "
             f"{sum(c['rejected'] for c in FIELDS.values())} refused by it, "
@@ -120,8 +122,11 @@ def summary(request: pytest.FixtureRequest) -> Iterator[None]:
         cache.set("cnctl/hostile-values", {"summary": line, "pairs": pairs,
                                            "fields": {f: dict(c) for f, c in sorted(FIELDS.items())}})
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")  # a teardown's output is captured
     if reporter is not None:
-        reporter.write_line(line)
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            reporter.ensure_newline()
+            reporter.write_line(line)
 
 
 AT_ONCE_RUNS: Counter[str] = Counter()
@@ -443,9 +448,12 @@ def test_every_field_hostile_at_once_ansible_takes_the_extra_vars_literally(data
 def test_every_field_hostile_at_once_ansible_renders_every_template_to_pyinfras_bytes(data: st.DataObject) -> None:
     name, cfg, values = _at_once(data)
     sc = sinks.scene(cfg)
+    reached = {s.removeprefix("templates/") for t in sinks.traces() for s in t.reach.get(name, {})}
     by_src: dict[str, tuple[int, dict[str, Any]]] = {}  # per template, the rendering holding the most hostile values
     for rec in sc.recordings.values():
         for r in rec.templates:
+            if r.src not in reached:
+                continue
             text = json.dumps(r.variables, default=str)
             held = sum(json.dumps(v)[1:-1] in text for v in values.values())
             if held >= by_src.get(r.src, (-1, {}))[0]:
