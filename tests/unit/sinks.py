@@ -14,11 +14,13 @@ tools/sink_map.py writes docs/sinks.md from `trace()`.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import copy
 import functools
 import json
 import re
+import shutil
 import tempfile
 import types
 from collections.abc import Callable, Iterator, Mapping
@@ -455,7 +457,10 @@ def _probe_scripts(sc: Scene) -> dict[str, Output]:
 
 @functools.cache
 def _scratch() -> Path:
-    return Path(tempfile.mkdtemp(prefix="cnctl-sinks-"))
+    """A directory for the files the sinks' readers need (pipeline settings, ansible-runner's), gone at exit."""
+    path = Path(tempfile.mkdtemp(prefix="cnctl-sinks-"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 def _settings_files(sc: Scene) -> Iterator[tuple[str, Path]]:
