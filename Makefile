@@ -49,8 +49,7 @@ clean:
 
 demo: setup venv  ## boot the sandbox fleet, converge it with pyinfra as a real fleet, one inference per host, the fleet's status
 	$(BIN)/cnctl sandbox up --stack local
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pyinfra -y hosts/edge.py deploy.py
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pyinfra -y hosts/servers.py deploy.py
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pyinfra -y hosts/fleet.py deploy.py
 	$(BIN)/cnctl infer --stack local
 	$(BIN)/cnctl status --stack local
 

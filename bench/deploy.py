@@ -179,8 +179,7 @@ def deploy(env: dict[str, str], stack: Path, engine: str, logs: Path,
 def measure(inst: Instance, stack: Path, engine: str, size: int, noop_runs: int, logs: Path) -> Measure:
     """One fresh fleet of `size` amd64 servers: up, the first run, `noop_runs` no-op runs, down."""
     cfg = load_stack(str(stack))
-    env = {**os.environ, "CNCTL_SANDBOX_PREFIX": inst.prefix, "CNCTL_STATE": str(inst.state_dir),
-           "CNCTL_CACHE": str(inst.cache), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {**os.environ, **inst.environment(), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     result = Measure(engine, size)
     label = f"{engine}-{size}"
     try:

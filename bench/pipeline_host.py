@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="cnctl-bench-pipeline-") as tmp:
         stack = Path(tmp) / "Pulumi.local.yaml"
         stack.write_text((ROOT / "stacks" / "Pulumi.local.yaml").read_text().replace("172.31.254.", NET))
-        env = {**os.environ, "CNCTL_SANDBOX_PREFIX": PREFIX, "CNCTL_STATE": STATE, "CNCTL_CACHE": str(inst.cache),
+        env = {**os.environ, **inst.environment(),  # the sandbox's fleet file: what cnctl and pyinfra read
                "XDG_CACHE_HOME": str(Path(tmp) / "cache"), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
         try:
             say("up: one fresh amd64 server")

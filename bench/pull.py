@@ -119,7 +119,7 @@ def converged(state: FleetState, version: str, started: float) -> dict[str, floa
 
 def measure(inst: Instance, hosts: int, work: Path) -> dict[str, Any]:
     stack = pull_stack(work)
-    env = {**os.environ, "CNCTL_SANDBOX_PREFIX": PREFIX, "CNCTL_STATE": STATE, "CNCTL_CACHE": str(inst.cache),
+    env = {**os.environ, **inst.environment(),  # the sandbox's fleet file: what cnctl and pyinfra read
            "XDG_CACHE_HOME": str(work / "cache"), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     say(f"up: {hosts} fresh amd64 server(s) on {NET}0/24")
     state = fleet.up(inst, load_stack(str(stack)), stack="local", edge=0, servers=hosts, progress=Quiet())

@@ -203,8 +203,7 @@ def measure(inst: Instance, size: int, net: str, logs: Path) -> Measure:
     work.mkdir()
     v1, v2 = bench_stacks(work, net)
     cfg = load_stack(str(v1))
-    env = {**os.environ, "CNCTL_SANDBOX_PREFIX": inst.prefix, "CNCTL_STATE": str(inst.state_dir),
-           "CNCTL_CACHE": str(inst.cache), "XDG_CACHE_HOME": str(work / "cache"),
+    env = {**os.environ, **inst.environment(), "XDG_CACHE_HOME": str(work / "cache"),
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     try:
         say(f"{label}: up, {size} fresh amd64 server(s) on {net}0/24")

@@ -1,5 +1,6 @@
 """deploy/'s host scripts that the controller side also runs in this process (the uploader's store clients for
-`cnctl bundle`, `cnctl status` and pull mode's agent), loaded by path.
+`cnctl bundle`, `cnctl status` and pull mode's agent; the Triton endpoint builder for the rollout's gate), loaded
+by path.
 
 `import deploy.uploader` would work only where the repository is on sys.path (not from the `cnctl` console
 script) and would run deploy/__init__.py, which takes the layer list from the engines: the agent's tree has

@@ -8,8 +8,9 @@ reach them, rendered for pyinfra (hosts/*.py, or a generated module) and for Ans
 Every host carries `hostvars.host_vars()` (the `cn_*` variables), identical in both engines; only the
 connection keys differ by engine. Where the SSH settings come from:
 
-- a stack with a `sandbox` section (the local stack): the running sandbox (its key, its known_hosts with strict
-  checking, each host's address), read-only from `cnctl.sandbox.inventory.current_state()`;
+- a stack with a fleet file (`fleets.file`, or the file CNCTL_FLEET_FILE names; the local stack's is the one
+  `cnctl sandbox up` writes): the hosts it lists, reached as it says (address, user, port, key, known_hosts,
+  host key checking), each with the settings of its fleet entry (cnctl/fleet.py, docs/fleet-files.md);
 - any other stack: the fleet entry (address, sshPort, sshUser) and the user's own SSH setup (agent, config);
 - cloud VMs: the Pulumi stack outputs (`pulumi stack output --json -s <env>`, or the JSON file CNCTL_OUTPUTS
   names), reached through an IAP tunnel because they have no public IP: each host's ProxyCommand is
@@ -34,8 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-import yaml
+from pydantic import ValidationError
 
+from cnctl import fleet
+from cnctl.ansible_yaml import comment_line, unsafe_dump
 from cnctl.config import StackConfig, StackConfigError, load_stack
 from cnctl.config.schema import EdgeDevice, Server
 from cnctl.errors import EXIT_BAD_INPUT, UsageProblem
@@ -95,57 +98,19 @@ def chosen_stack(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
 # --- fleets ------------------------------------------------------------------------------------
 
 
-def fleet_hosts(cfg: StackConfig, groups: Sequence[Group] = FLEET_GROUPS, inst: Any = None) -> list[InventoryHost]:
-    """The hosts of the stack's fleets in `groups`: the running sandbox's for a stack with a sandbox section."""
-    if cfg.sandbox is not None:
-        return _sandbox_hosts(cfg, groups, inst) if groups else []
-    hosts: list[InventoryHost] = []
-    for group in groups:
-        entries: Sequence[EdgeDevice | Server] = cfg.fleets.edge if group == "edge" else cfg.fleets.servers
-        for entry in entries:
-            ssh = Ssh(address=entry.address, user=entry.ssh_user, port=entry.ssh_port)
-            hosts.append(InventoryHost(entry.name, group, ssh, host_vars(cfg, group, entry)))
-    return hosts
+def fleet_hosts(cfg: StackConfig, groups: Sequence[Group] = FLEET_GROUPS,
+                environ: Mapping[str, str] | None = None) -> list[InventoryHost]:
+    """The hosts of the stack's fleets in `groups`: its entries, or the hosts of its fleet file (cnctl/fleet.py)."""
+    if not groups:
+        return []
+    return [InventoryHost(m.entry.name, m.group, _ssh(m), host_vars(cfg, m.group, m.entry))
+            for m in fleet.members(cfg, environ) if m.group in groups]
 
 
-def _sandbox_hosts(cfg: StackConfig, groups: Sequence[Group], inst: Any) -> list[InventoryHost]:
-    """The hosts the sandbox booted from `cfg` (also those it generated beyond the stack's list), with the
-    sandbox's own key and known_hosts under strict checking."""
-    from cnctl.sandbox.inventory import current_state, host_data  # the sandbox is only needed for its stack
-
-    state = current_state(inst)  # SandboxNotUp: "run `cnctl sandbox up` or `make demo`"
-    if state.stack != cfg.environment:
-        raise InventoryProblem(
-            f"the sandbox that is up was started from stack {state.stack!r}, not {cfg.environment!r}: "
-            f"`cnctl sandbox up --stack {cfg.environment}` first"
-        )
-    if not os.access(state.ssh_key, os.R_OK):
-        raise InventoryProblem(f"cannot read the sandbox's SSH key {state.ssh_key}: run as root (sudo)")
-    listed: dict[str, EdgeDevice | Server] = {e.name: e for e in cfg.fleets.edge}
-    listed.update((s.name, s) for s in cfg.fleets.servers)
-    hosts: list[InventoryHost] = []
-    for host in state.hosts:
-        spec = host.spec
-        if spec.group not in groups:
-            continue
-        first = next((e for e in (cfg.fleets.edge if spec.group == "edge" else cfg.fleets.servers)), None)
-        entry = listed.get(spec.name) or _entry_of_generated(spec, first)
-        ssh = Ssh(address=host.address, user=spec.ssh_user, key=state.ssh_key, known_hosts=state.known_hosts,
-                  strict_host_key_checking="yes")
-        # The sandbox's own keys (flavour, sandbox_site) stay beside cn_* for tests and status; no layer reads them.
-        hosts.append(InventoryHost(spec.name, spec.group, ssh, {**host_data(state, host), **host_vars(cfg, spec.group, entry)}))
-    return hosts
-
-
-def _entry_of_generated(spec: Any, first: EdgeDevice | Server | None) -> EdgeDevice | Server:
-    """The fleet entry a generated sandbox host stands for: the group's first listed host's settings (its
-    runtime, reboot policy, power mode...) under the generated host's own name, address and platform release."""
-    own = {"name": spec.name, "address": spec.address, "ssh_user": spec.ssh_user, "site": spec.site}
-    if spec.group == "edge":
-        own["jetpack"] = spec.jetpack
-        return first.model_copy(update=own) if isinstance(first, EdgeDevice) else EdgeDevice(**own)
-    own["driver_branch"] = spec.driver_branch
-    return first.model_copy(update=own) if isinstance(first, Server) else Server(**own)
+def _ssh(member: fleet.Member) -> Ssh:
+    entry = member.entry
+    return Ssh(address=entry.address, user=entry.ssh_user, port=entry.ssh_port, key=member.key,
+               known_hosts=member.known_hosts, strict_host_key_checking=member.strict_host_key_checking)
 
 
 # --- cloud VMs from the stack outputs ----------------------------------------------------------
@@ -280,14 +245,14 @@ def cloud_hosts(cfg: StackConfig, vms: Sequence[CloudVm]) -> list[InventoryHost]
 # --- one call for the CLI, the engines and hosts/*.py -------------------------------------------
 
 
-def stack_hosts(stack: str, groups: Sequence[Group], environ: Mapping[str, str] | None = None,
-                inst: Any = None) -> tuple[StackConfig, list[InventoryHost]]:
+def stack_hosts(stack: str, groups: Sequence[Group],
+                environ: Mapping[str, str] | None = None) -> tuple[StackConfig, list[InventoryHost]]:
     """Load `stack` and give the hosts of `groups` (cloud ones from its outputs)."""
     cfg = load_stack(stack)
     unknown = [g for g in groups if g not in GROUPS]
     if unknown:
         raise InventoryProblem(f"unknown group {unknown[0]!r}; groups: {', '.join(GROUPS)}")
-    hosts = fleet_hosts(cfg, [g for g in groups if g != "cloud"], inst)
+    hosts = fleet_hosts(cfg, [g for g in groups if g != "cloud"], environ)
     if "cloud" in groups:
         if cfg.gcp is None or cfg.compute is None:
             raise InventoryProblem(f"stack {cfg.environment} has no cloud GPU VMs (no `gcp`/`compute` section)")
@@ -364,11 +329,16 @@ def pyinfra_groups(hosts: Sequence[InventoryHost], ssh_config: Path | None = Non
 
 
 def pyinfra_module_text(stack: str, groups: Mapping[str, list[tuple[str, dict[str, Any]]]]) -> str:
-    """A pyinfra inventory module holding `groups` as literals (what `cnctl inventory --engine pyinfra` writes)."""
-    lines = [f'"""pyinfra inventory of stack {stack}, generated by `cnctl inventory --stack {stack} --engine pyinfra`.',
-             "", "Regenerate it after the stack (or its outputs) change; hosts/edge.py etc. read the stack directly.",
-             '"""', ""]
+    """A pyinfra inventory module holding `groups` as literals (what `cnctl inventory --engine pyinfra` writes).
+    Every value is data: the stack's name only in comments (escaped), each group a Python literal (`pprint` writes
+    strings as `repr` does), group names checked to be identifiers."""
+    header = (f"pyinfra inventory of stack {stack}, generated by `cnctl inventory --stack {shlex.quote(stack)} "
+              "--engine pyinfra`.")
+    lines = [comment_line(header).rstrip("\n"),
+             "# Regenerate it after the stack (or its outputs) change; hosts/edge.py etc. read the stack directly.", ""]
     for group, members in groups.items():
+        if not group.isidentifier():
+            raise ValueError(f"group {group!r} is not a Python name")
         lines.append(f"{group} = {pprint.pformat(members, width=110, sort_dicts=True)}")
         lines.append("")
     return "\n".join(lines)
@@ -385,17 +355,17 @@ def ansible_vars(host: InventoryHost) -> dict[str, Any]:
         data["ansible_port"] = ssh.port
     if ssh.key:
         data["ansible_ssh_private_key_file"] = ssh.key
-    args = []
+    options = []
     if ssh.known_hosts:
-        args += [f"-o UserKnownHostsFile={ssh.known_hosts}", "-o GlobalKnownHostsFile=/dev/null"]
+        options += [f"UserKnownHostsFile={ssh.known_hosts}", "GlobalKnownHostsFile=/dev/null"]
     if ssh.strict_host_key_checking:
-        args.append(f"-o StrictHostKeyChecking={ssh.strict_host_key_checking}")
+        options.append(f"StrictHostKeyChecking={ssh.strict_host_key_checking}")
     if ssh.key:
-        args.append("-o IdentitiesOnly=yes")
+        options.append("IdentitiesOnly=yes")
     if ssh.proxy_command:
-        args.append(f'-o ProxyCommand="{ssh.proxy_command}"')
-    if args:
-        data["ansible_ssh_common_args"] = " ".join(args)
+        options.append(f"ProxyCommand={ssh.proxy_command}")
+    if options:  # Ansible splits it as a shell would (shlex): each option one word, whatever it holds
+        data["ansible_ssh_common_args"] = shlex.join(part for option in options for part in ("-o", option))
     return {**data, **host.vars}
 
 
@@ -414,8 +384,11 @@ def ansible_inventory(hosts: Sequence[InventoryHost]) -> dict[str, Any]:
 
 
 def ansible_inventory_text(stack: str, hosts: Sequence[InventoryHost]) -> str:
-    header = f"# Ansible inventory of stack {stack}, generated by `cnctl inventory --stack {stack} --engine ansible`.\n"
-    return header + yaml.safe_dump(ansible_inventory(hosts), sort_keys=False, default_flow_style=False)
+    """The inventory as YAML with every string value tagged `!unsafe` (cnctl.ansible_yaml): Ansible takes the
+    stack's values literally, never as templates."""
+    header = comment_line(f"Ansible inventory of stack {stack}, generated by "
+                          f"`cnctl inventory --stack {shlex.quote(stack)} --engine ansible`.")
+    return header + unsafe_dump(ansible_inventory(hosts))
 
 
 # --- hosts/*.py --------------------------------------------------------------------------------
@@ -423,7 +396,7 @@ def ansible_inventory_text(stack: str, hosts: Sequence[InventoryHost]) -> str:
 
 def for_pyinfra_module(groups: Sequence[Group]) -> dict[str, list[tuple[str, dict[str, Any]]]]:
     """What hosts/<group>.py hands pyinfra: the chosen stack's hosts of `groups`. Bad input (an invalid
-    stack, a sandbox that is not up, missing outputs) prints one line and exits 2: no traceback."""
+    stack, a missing fleet file, missing outputs) prints one line and exits 2: no traceback."""
     stack = chosen_stack()
     try:
         cfg, hosts = stack_hosts(stack, groups)
@@ -446,19 +419,34 @@ PULL_GROUPS: tuple[Group, ...] = (*FLEET_GROUPS, "cloud")
 
 
 def pull_entry(cfg: StackConfig, name: str, group: Group) -> EdgeDevice | Server:
-    """The fleet entry `name` of `group`; in a sandbox stack, a host the sandbox generated beyond the listed ones
-    (`cnctl sandbox up --servers 6`) stands for the group's first entry under its own name, as in a push."""
+    """The fleet entry `name` of `group`. In a stack whose fleet comes from a fleet file (`fleets.file`), a host the
+    file lists beyond the stack's entries (`cnctl sandbox up --servers 6`) stands for the group's first entry under
+    its own name, as in a push (cnctl/fleet.py); the bundle carries the stack, not the file."""
     entries: Sequence[EdgeDevice | Server] = cfg.fleets.edge if group == "edge" else cfg.fleets.servers
     found = next((e for e in entries if e.name == name), None)
-    if found is None and cfg.sandbox is not None and entries and name.startswith(("sandbox-edge-", "sandbox-server-")):
-        found = entries[0].model_copy(update={"name": name})
+    entry = f"its fleet entry {name}"
+    elsewhere = [g for g, listed in (("edge", cfg.fleets.edge), ("servers", cfg.fleets.servers))
+                 if g != group and any(e.name == name for e in listed)]
+    if found is None and elsewhere:
+        raise InventoryProblem(f"host {name} is in fleets.{elsewhere[0]} of stack {cfg.environment}, not fleets.{group}: "
+                               f"give its group ({PULL_GROUP_ENV}={elsewhere[0]})")
+    if found is None and cfg.fleets.file is not None and entries:
+        found, entry = _renamed(entries[0], name), f"fleets.{group}[0] ({entries[0].name}), which it stands for"
     if found is None:
         raise InventoryProblem(f"host {name} is not in fleets.{group} of stack {cfg.environment}: the bundle was built "
                                "for another fleet, or the host was removed from it")
     if found.mode != "pull":
         raise InventoryProblem(f"host {name} is `mode: {found.mode}` in stack {cfg.environment}: only a pull-mode host "
-                               "applies a bundle to itself; set mode: pull in its fleet entry")
+                               f"applies a bundle to itself; set mode: pull in {entry}")
     return found
+
+
+def _renamed(entry: EdgeDevice | Server, name: str) -> EdgeDevice | Server:
+    """`entry` under the name `name`, which passes the schema's host name rule like any entry's."""
+    try:
+        return type(entry).model_validate({**entry.model_dump(by_alias=True), "name": name})
+    except ValidationError:
+        raise InventoryProblem(f"host {name!r}: not a host name (a-z 0-9 -, at most 63); check {PULL_HOST_ENV}") from None
 
 
 def pull_vm(cfg: StackConfig, name: str, zone: str | None) -> CloudVm:

@@ -5,7 +5,7 @@ model rollout share.
     outcomes["gpu-server-1"].reachable, .rc, .stdout, .stderr
 
 Hosts are cnctl.inventory's `InventoryHost`s, reached exactly as the engines reach them: the same user,
-port, key, known_hosts and strict checking (the local stack's from the running sandbox) and, for cloud VMs,
+port, key, known_hosts and strict checking (from the fleet file, for a stack that has one) and, for cloud VMs,
 the same IAP ProxyCommand. The OpenSSH client runs in batch mode (a missing key or an unknown host key
 fails instead of prompting), and a host that does not answer within `timeout` is killed with its proxy
 (its own process group) and reported unreachable: one dead host never holds up the others.

@@ -29,13 +29,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from cnctl import hostscripts
 from cnctl.config import StackConfig
 from cnctl.engines import DeployResult, EngineFailure, Target
 from cnctl.errors import UsageProblem
 from cnctl.inventory import FLEET_GROUPS, InventoryHost, fleet_hosts
-from cnctl.sandbox.instance import Instance
+from cnctl.layers import ROLLOUT
 
-LAYERS = ("model", "inference", "verify")
+LAYERS = ROLLOUT  # cnctl/layers.py: the model, Triton serving it, the health report
 ACTION = "cn_model_action"
 PINNED, PREVIOUS = "pinned", "previous"
 SERVE_SCRIPT = "/usr/local/lib/circularnet/model_serve.py"
@@ -170,25 +171,36 @@ def judge(health: HostHealth, expected: int | None) -> Verdict:
                    f"version {expected} READY, inference answered" + (f" in {ms:.0f} ms" if isinstance(ms, int | float) else ""))
 
 
+def serve_where(host: InventoryHost) -> list[str]:
+    """model_serve.py's words for where `host`'s Triton listens: `--interface NAME --port N` when it binds a named
+    interface (the script looks that address up on the host: nothing is computed in a shell), else `--url` as
+    deploy/triton_endpoint.py builds it (IPv6 in brackets, loopback for every address). UsageProblem naming the
+    host for a bind address that is no address."""
+    data = host.vars
+    port = int(data.get("cn_inference_http_port") or 8000)
+    if data.get("cn_inference_bind_interface"):
+        return ["--interface", str(data["cn_inference_bind_interface"]), "--port", str(port)]
+    try:
+        return ["--url", hostscripts.load("triton_endpoint").http_url(str(data.get("cn_inference_bind_address") or ""), port)]
+    except ValueError as exc:
+        raise UsageProblem(f"host {host.name}: cn_inference_bind_address: {exc}; fix inference.bindAddress") from None
+
+
 def health_command(host: InventoryHost) -> str:
     """The shell command that prints what `model_serve.py status` and `probe` say about `host`'s Triton, each
-    after a MARK line (read-only: status reads the record and Triton, probe sends one inference)."""
-    data = host.vars
-    name = str(data.get("cn_model_name") or "circularnet")
-    port = int(data.get("cn_inference_http_port") or 8000)
-    address = str(data.get("cn_inference_bind_address") or "127.0.0.1")
-    if address in ("0.0.0.0", "::", ""):
-        address = "127.0.0.1"
-    url_host = f"[{address}]" if ":" in address else shlex.quote(address)
-    if data.get("cn_inference_bind_interface"):  # Triton binds that interface's address: ask the host for it
-        iface = shlex.quote(str(data["cn_inference_bind_interface"]))
-        url_host = f"$(ip -4 -o addr show dev {iface} | awk '{{print $4}}' | cut -d/ -f1 | head -n1)"
-    url = f"http://{url_host}:{port}"
-    serve = f"sudo -n python3 {SERVE_SCRIPT}"
-    status = f"{serve} status --url {url} --repository {MODEL_REPOSITORY} --name {shlex.quote(name)}"
-    probe = f"{serve} probe --url {url} --name {shlex.quote(name)} --timeout {PROBE_TIMEOUT_S}"
+    after a MARK line (read-only: status reads the record and Triton, probe sends one inference). Each command is
+    an argv list joined with shlex: a value is always one word, whatever it holds."""
+    name = str(host.vars.get("cn_model_name") or "circularnet")
+    serve = ["sudo", "-n", "python3", SERVE_SCRIPT]
+    where = serve_where(host)
+    status = shlex.join([*serve, "status", *where, "--repository", MODEL_REPOSITORY, "--name", name])
+    probe = shlex.join([*serve, "probe", *where, "--name", name, "--timeout", str(PROBE_TIMEOUT_S)])
+
+    def mark(part: str) -> str:
+        return shlex.join(["echo", f"{MARK}{part}"])
+
     # Each output follows its marker line; stderr too, for the reason when no JSON comes (a missing script, sudo).
-    return f"echo {MARK}status; {status} 2>&1; echo {MARK}probe; {probe} 2>&1; echo {MARK}end"
+    return f"{mark('status')}; {status} 2>&1; {mark('probe')}; {probe} 2>&1; {mark('end')}"
 
 
 def parse_health(host: str, reachable: bool, stdout: str, stderr: str) -> HostHealth:
@@ -227,9 +239,8 @@ def _json_object(line: str) -> dict[str, Any] | None:
 
 
 def inventory_hosts(cfg: StackConfig) -> list[InventoryHost]:
-    """The stack's fleet hosts with their SSH settings (the running sandbox's for a stack with a sandbox)."""
-    inst = Instance.from_env() if cfg.sandbox is not None else None
-    return fleet_hosts(cfg, FLEET_GROUPS, inst)
+    """The stack's fleet hosts with their SSH settings (from its fleet file, for a stack that has one)."""
+    return fleet_hosts(cfg, FLEET_GROUPS)
 
 
 def remote_health(hosts: Sequence[InventoryHost], run: Callable[..., Mapping[str, Any]] | None = None) -> Health:

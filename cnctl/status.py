@@ -6,7 +6,7 @@
 
 Each host runs its health report fresh and read-only (`health_report.py --read-only`, through `sudo -n`
 where the login user may: Docker's socket is root's), reached the way the engines reach it
-(cnctl.inventory: the running sandbox's key for the local stack, the fleet entry's address, cloud VMs
+(cnctl.inventory: the fleet file's key and address for a stack that has one, the fleet entry's address, cloud VMs
 through their IAP ProxyCommand). When the script cannot run (missing, crashed), the last report the timer
 wrote (/var/lib/circularnet/health.json) is shown instead, and the host counts as unhealthy: its state now
 is unknown. A host that does not answer within the timeout is unreachable, hence unhealthy too.
@@ -144,22 +144,21 @@ def host_status(host: InventoryHost, outcome: RemoteOutcome) -> HostStatus:
     return status(False, [problem if why.endswith(_MISSING) else f"{problem}; no earlier report in {LAST_REPORT}"])
 
 
-def hosts_of(stack: str, limit: str | None = None, environ: Mapping[str, str] | None = None,
-             inst: Any = None) -> tuple[str, list[InventoryHost]]:
+def hosts_of(stack: str, limit: str | None = None,
+             environ: Mapping[str, str] | None = None) -> tuple[str, list[InventoryHost]]:
     """(the stack's name, the hosts `cnctl status` asks): its fleets' hosts, and its cloud VMs when it has some
     and `limit` names no fleet host or group; only those `limit` names (a host or a group)."""
-    cfg, hosts = _chosen(stack, limit, environ, inst)
+    cfg, hosts = _chosen(stack, limit, environ)
     return cfg.environment, hosts
 
 
-def _chosen(stack: str, limit: str | None, environ: Mapping[str, str] | None,
-            inst: Any) -> tuple[StackConfig, list[InventoryHost]]:
+def _chosen(stack: str, limit: str | None, environ: Mapping[str, str] | None) -> tuple[StackConfig, list[InventoryHost]]:
     cfg = load_stack(stack)
     groups: list[Group] = list(FLEET_GROUPS)
     fleet_names = {e.name for e in cfg.fleets.edge} | {s.name for s in cfg.fleets.servers} | set(FLEET_GROUPS)
     if cfg.gcp is not None and cfg.compute is not None and (limit is None or limit not in fleet_names):
         groups.append("cloud")  # their inventory needs the stack outputs: asked only when they may be meant
-    _, hosts = stack_hosts(stack, groups, environ, inst)
+    _, hosts = stack_hosts(stack, groups, environ)
     if not hosts:
         raise StatusProblem(f"stack {cfg.environment}: its fleets list no host and it has no cloud VM")
     chosen = [h for h in hosts if limit is None or limit in (h.name, h.group)]
@@ -280,10 +279,10 @@ def collect_from(stack: str, hosts: Sequence[InventoryHost], run: Runner | None 
 
 
 def collect(stack: str, limit: str | None = None, *, run: Runner | None = None, timeout: float = TIMEOUT_S,
-            environ: Mapping[str, str] | None = None, inst: Any = None,
+            environ: Mapping[str, str] | None = None,
             now: datetime.datetime | None = None) -> FleetStatus:
     """The health of `stack`'s hosts (or the one host or group `limit` names). Bad input (unknown stack or
-    host, a sandbox that is not up, missing cloud outputs) raises a UsageProblem saying what to fix; a results
+    host, a missing fleet file, missing cloud outputs) raises a UsageProblem saying what to fix; a results
     bucket that cannot be read is a problem of each pull host, not an error."""
-    cfg, hosts = _chosen(stack, limit, environ, inst)
+    cfg, hosts = _chosen(stack, limit, environ)
     return collect_from(cfg.environment, hosts, run, timeout, lambda: Store(cfg, "results"), now)

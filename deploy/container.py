@@ -55,7 +55,7 @@ def configure_command(base: str, target: str, set_default: bool) -> str:
     new = f"{target}.cnctl-new"
     flag = " --set-as-default" if set_default else ""
     return (f"install -m 644 -o root -g root {shlex.quote(base)} {shlex.quote(new)} && "
-            f"nvidia-ctk runtime configure --runtime=docker --config={shlex.quote(new)}{flag} && "
+            f"nvidia-ctk runtime configure --runtime=docker {shlex.quote(f'--config={new}')}{flag} && "
             f"mv -f {shlex.quote(new)} {shlex.quote(target)}")
 
 

@@ -21,7 +21,7 @@ from pyinfra.api import FactBase
 from pyinfra.facts.deb import DebArch
 from pyinfra.facts.server import KernelModules
 
-from deploy import scripts
+from deploy import scripts, triton_endpoint
 
 __all__ = [
     "AptHolds",
@@ -317,11 +317,7 @@ class InterfaceAddress(FactBase):
         return f"ip -4 -o addr show dev {shlex.quote(interface)} 2>/dev/null || true"
 
     def process(self, output: list[str]) -> str | None:
-        for line in output:
-            match = re.search(r"\binet (\d{1,3}(?:\.\d{1,3}){3})/", line)
-            if match:
-                return match[1]
-        return None
+        return triton_endpoint.parse_ipv4(output)  # the one parser: the host scripts read `ip` as this fact does
 
 
 class TritonServing(ScriptReport):

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import ipaddress
 import json
 import os
 import re
@@ -45,6 +44,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+if __package__:  # deploy.health_report: the controller's layers and the tests
+    from deploy import triton_endpoint
+else:  # run as a script: its directory heads sys.path (on a host, the inference layer ships the file there)
+    import triton_endpoint  # type: ignore[import-not-found, no-redef]
+
 SCHEMA = 1
 EXIT = {"healthy": 0, "unhealthy": 1, "usage": 2}
 
@@ -57,6 +61,7 @@ DEFAULTS: dict[str, Any] = {
     "repository": "/opt/circularnet/models",
     "model_name": "circularnet",
     "bind_address": "127.0.0.1",
+    "bind_interface": "",  # a named interface whose IPv4 address Triton binds instead (inference.bindInterface)
     "http_port": 8000,
     "triton_unit": "circularnet-triton.service",
     "min_free_percent": 10,
@@ -102,19 +107,19 @@ def settings(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     for key, value in DEFAULTS.items():
         if not isinstance(found[key], type(value)) or isinstance(found[key], bool):
             raise TypeError(f"{key} = {found[key]!r} is not a {type(value).__name__}")
+    try:
+        triton_endpoint.reach(found["bind_address"])
+    except ValueError as exc:
+        raise TypeError(f"bind_address: {exc}") from None
     return found, problems
 
 
-def triton_url(bind_address: str, port: int) -> str:
-    """Where this host reaches its own Triton: the bind address, or loopback when Triton binds every one."""
-    address = bind_address.strip() or "0.0.0.0"
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return f"http://{address}:{port}"  # a name
-    if ip.is_unspecified:
-        ip = ipaddress.ip_address("::1" if ip.version == 6 else "127.0.0.1")
-    return f"http://[{ip}]:{port}" if ip.version == 6 else f"http://{ip}:{port}"
+def triton_url(cfg: dict[str, Any], interface_address: str | None) -> str | None:
+    """Where this host reaches its own Triton (triton_endpoint.py): the bind interface's IPv4 address when the
+    settings name an interface (None when it has none), else the bind address (loopback when it is every one)."""
+    if cfg["bind_interface"]:
+        return triton_endpoint.http_url(interface_address, cfg["http_port"]) if interface_address else None
+    return triton_endpoint.http_url(cfg["bind_address"], cfg["http_port"])
 
 
 # --- observing the host (the only part that touches it) ----------------------------------------
@@ -167,10 +172,13 @@ def triton_metadata(url: str, timeout: float) -> Observation | None:
 def observe(cfg: dict[str, Any]) -> Observation:
     """Everything the report is judged from: files read, commands run, Triton asked. Changes nothing."""
     timeout = float(cfg["timeout"])
-    url = triton_url(cfg["bind_address"], cfg["http_port"])
+    interface = cfg["bind_interface"]
+    address = triton_endpoint.interface_ipv4(interface) if interface else None
+    url = triton_url(cfg, address)
+    where = ["--url", url] if url else ["--interface", interface, "--port", str(cfg["http_port"])]
     serve = None
     if Path(cfg["model_serve"]).is_file():
-        serve = run([sys.executable, cfg["model_serve"], "status", "--url", url, "--repository", cfg["repository"],
+        serve = run([sys.executable, cfg["model_serve"], "status", *where, "--repository", cfg["repository"],
                      "--name", cfg["model_name"]], timeout * 3)
     return {
         "hostname": socket.gethostname(),
@@ -181,7 +189,8 @@ def observe(cfg: dict[str, Any]) -> Observation:
         "nvidia_smi": run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], timeout),
         "docker_version": run(["docker", "version", "--format", "{{.Server.Version}}"], timeout),
         "triton_unit": run(["systemctl", "is-active", cfg["triton_unit"]], timeout),
-        "triton_metadata": triton_metadata(url, timeout),
+        "interface_address": address,
+        "triton_metadata": triton_metadata(url, timeout) if url else None,
         "model_serve": serve,
         "disks": [disk(cfg["repository"]), disk("/")],
         "pipeline": observe_pipeline(cfg["pipeline_settings"], timeout),
@@ -285,7 +294,7 @@ def disk_problems(disks: list[Observation], cfg: dict[str, Any]) -> list[str]:
 def judge(seen: Observation, cfg: dict[str, Any], config_problems: Sequence[str] = ()) -> dict[str, Any]:
     """The report of these observations: what was found, and every problem with its fix."""
     problems = list(config_problems)
-    url = triton_url(cfg["bind_address"], cfg["http_port"])
+    url = triton_url(cfg, seen.get("interface_address"))
     unit = cfg["triton_unit"]
     journal = f"see `journalctl -u {unit.removesuffix('.service')}`"
 
@@ -324,7 +333,11 @@ def judge(seen: Observation, cfg: dict[str, Any], config_problems: Sequence[str]
         tail = (seen["model_serve"]["stderr"].strip().splitlines() or ["no output"])[-1]
         problems.append(f"`model_serve.py status` printed no report (exit {seen['model_serve']['rc']}: {tail}): run the "
                         "deploy (its inference layer)")
-    if not live:
+    if url is None:
+        problems.append(f"interface {cfg['bind_interface']} (inference.bindInterface) has no IPv4 address here, so "
+                        "Triton cannot bind it: name an interface this host has, or bind an address "
+                        "(inference.bindAddress)")
+    elif not live:
         state = f" ({unit} is {unit_state})" if unit_state and unit_state != "active" else ""
         problems.append(f"Triton not answering on {url.removeprefix('http://')}{state}: {journal}")
     elif status is not None and served is None:

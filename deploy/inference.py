@@ -20,6 +20,7 @@ roles/inference is the same layer for Ansible.
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,15 +30,22 @@ from pyinfra.facts.files import File
 from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import apt, files, systemd
 
-from deploy import checks, model_serve, scripts
+from deploy import checks, model_serve, scripts, triton_endpoint
 from deploy.facts import DockerImage, HostPython, InterfaceAddress, TritonServing, VenvPackages
 from deploy.steps import after_change, index_refreshed, refused, role_data, template, wishes
 
 
 def options(wants: dict[str, Any], data: dict[str, Any], address: str) -> dict[str, Any]:
     """model_serve.py's options for this host (model_serve.OPTIONS)."""
-    return {"url": f"http://{address}:{wants['cn_inference_http_port']}", "repository": data["inference_model_repository"],
-            "name": wants["cn_model_name"], "version": wants["cn_model_version"]}
+    return {"url": triton_endpoint.http_url(address, wants["cn_inference_http_port"]),
+            "repository": data["inference_model_repository"], "name": wants["cn_model_name"],
+            "version": wants["cn_model_version"]}
+
+
+def endpoint_path(helper: str) -> str:
+    """Where deploy/triton_endpoint.py goes: beside model_serve.py (`helper`), which loads it from there, as the
+    verify layer's health_report.py does."""
+    return f"{helper.rsplit('/', 1)[0]}/triton_endpoint.py"
 
 
 def site_packages(venv: str, python: str) -> str:
@@ -49,19 +57,22 @@ def triton_server(venv: str, python: str) -> str:
     return f"{site_packages(venv, python)}/pytriton/tritonserver"
 
 
-def pip_index_args(index_url: str) -> str:
-    """pip's options for the pinned wheels: hashes required, no dependency resolution, the stack's index only
-    (a plain-http site index must be named trusted; the hashes are what makes it safe)."""
-    trusted = f" --trusted-host {urlsplit(index_url).hostname}" if index_url.startswith("http://") else ""
-    return f"--no-deps --require-hashes --no-cache-dir --disable-pip-version-check --index-url {index_url}{trusted}"
+def pip_index_args(index_url: str) -> list[str]:
+    """pip's options for the pinned wheels, as words: hashes required, no dependency resolution, the stack's index
+    only (a plain-http site index must be named trusted; the hashes are what makes it safe)."""
+    trusted = ["--trusted-host", str(urlsplit(index_url).hostname)] if index_url.startswith("http://") else []
+    return ["--no-deps", "--require-hashes", "--no-cache-dir", "--disable-pip-version-check", "--index-url", index_url,
+            *trusted]
 
 
 def pip_install_command(venv: str, requirements: str, index_url: str, build: bool = False) -> str:
     """The pinned wheels into the venv: one command for both engines (Ansible's pip module would need the
-    `packaging` library in the host's own Python). `build`: the file pins source archives, built with the
-    venv's own pinned setuptools and wheel (no isolated build environment, so no unpinned build tool)."""
-    isolation = " --no-build-isolation" if build else ""
-    return f"{venv}/bin/pip install --quiet {pip_index_args(index_url)}{isolation} --requirement {requirements}"
+    `packaging` library in the host's own Python), every word quoted. `build`: the file pins source archives,
+    built with the venv's own pinned setuptools and wheel (no isolated build environment, so no unpinned build
+    tool)."""
+    isolation = ["--no-build-isolation"] if build else []
+    return shlex.join([f"{venv}/bin/pip", "install", "--quiet", *pip_index_args(index_url), *isolation,
+                       "--requirement", requirements])
 
 
 def unit_variables(wants: dict[str, Any], data: dict[str, Any], address: str, python: str | None) -> dict[str, Any]:
@@ -72,6 +83,7 @@ def unit_variables(wants: dict[str, Any], data: dict[str, Any], address: str, py
         "triton_libs": f"{site_packages(data['inference_venv'], python or '3')}/nvidia_pytriton.libs",
         "model_repository": data["inference_model_repository"],
         "model_name": wants["cn_model_name"], "bind_address": address, "http_port": wants["cn_inference_http_port"],
+        "url": triton_endpoint.http_url(address, wants["cn_inference_http_port"]),  # where ExecStartPost reaches it
         "grpc_port": wants["cn_inference_grpc_port"], "metrics_port": wants["cn_inference_metrics_port"],
         "helper": data["inference_helper"], "container_name": data["inference_container_name"],
         "start_timeout": int(data["inference_start_timeout"]), "start_limit": int(data["inference_start_timeout"]) + 30,
@@ -83,14 +95,14 @@ def unit_variables(wants: dict[str, Any], data: dict[str, Any], address: str, py
 def image_pulled(image: str, docker: str, timeout: int):
     """Ensure the Docker engine holds `image` (pulled once; a tag is not pulled again while present)."""
     if host.get_fact(DockerImage, image=image) is None:
-        yield f"timeout {int(timeout)} {docker} pull --quiet {image}"
+        yield shlex.join(["timeout", str(int(timeout)), docker, "pull", "--quiet", image])
 
 
 @operation(is_idempotent=True)
 def venv_created(venv: str):
     """Ensure `venv` is a Python venv of the host's python3 (with pip, from python3-venv's ensurepip)."""
     if host.get_fact(File, path=f"{venv}/bin/pip") is None:
-        yield f"python3 -m venv {venv}"
+        yield shlex.join(["python3", "-m", "venv", venv])
 
 
 @operation(is_idempotent=True)
@@ -148,6 +160,8 @@ def inference() -> None:
                     user="root", group="root")
     files.put(name="Inference: the layer's script (deploy/model_serve.py)", src=model_serve.__file__, dest=helper,
                        mode="755", user="root", group="root")
+    files.put(name="Inference: the Triton endpoint builder the scripts load (deploy/triton_endpoint.py)",
+              src=triton_endpoint.__file__, dest=endpoint_path(helper), mode="644", user="root", group="root")
     if wants["cn_inference_runtime"] == "native":
         runtime = native_runtime(wants, data, str(python))
     else:
@@ -165,6 +179,6 @@ def inference() -> None:
     systemd.service(name="Inference: Triton enabled and running", service=data["inference_unit"], running=True,
                     enabled=True)
     after_change(name="Inference: Triton restarted after a change under it", changed=[unit, *runtime] if ran_before else [],
-                 commands=[f"systemctl restart {data['inference_unit']}"])
+                 commands=[shlex.join(["systemctl", "restart", data["inference_unit"]])])
     model_served(name="Inference: Triton serves the wanted model version (switched through the repository API)",
                  helper=helper, options=options(wants, data, address), previous=wants.get("cn_model_action") == "previous")

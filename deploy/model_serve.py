@@ -10,6 +10,10 @@ API (KServe v2 and its repository extension) on the address the unit binds.
     model_serve.py status      --url URL --repository DIR --name N
     model_serve.py probe       --url URL --name N [--timeout S]
 
+Instead of `--url`, `--interface NAME --port N`: Triton binds that interface's IPv4 address, which the script
+looks up itself (`ip -4 -o addr show dev NAME`, through triton_endpoint.py beside it), so that no caller has to
+compute it in a shell.
+
 Files (in `<repository>/<name>/`, beside the versions model_sync.py installs):
 - `.cnctl-served.json` {"version", "history"}: the version proven to serve, and the versions served before
   it (newest first). Written only after Triton reported the version READY: it is the truth a restart and a
@@ -48,6 +52,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+if __package__:  # deploy.model_serve: the controller's layers and the tests
+    from deploy import triton_endpoint
+else:  # run as a script: its directory heads sys.path (on a host, the inference layer ships the file beside it)
+    import triton_endpoint  # type: ignore[import-not-found, no-redef]
 
 EXIT = {"ok": 0, "usage": 2, "pending": 3, "missing": 4, "triton": 5, "load": 6, "probe": 7, "disk": 8}
 
@@ -373,7 +382,10 @@ def probe(args: argparse.Namespace) -> dict:
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="model_serve.py", description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=("check", "serve", "load", "status", "probe"))
-    parser.add_argument("--url", required=True, help="Triton's HTTP endpoint, e.g. http://127.0.0.1:8000")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--url", help="Triton's HTTP endpoint, e.g. http://127.0.0.1:8000")
+    where.add_argument("--interface", help="the interface whose IPv4 address Triton binds (with --port)")
+    parser.add_argument("--port", type=int, help="Triton's HTTP port on --interface")
     parser.add_argument("--name", required=True)
     parser.add_argument("--repository")
     parser.add_argument("--version", type=int)
@@ -383,6 +395,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     problems = []
     if not _NAME.match(args.name):
         problems.append(f"--name {args.name!r} is not a Triton model name")
+    if args.interface is not None:
+        args.url = interface_url(args.interface, args.port)
     if not args.url.startswith(("http://", "https://")):
         problems.append(f"--url {args.url!r} is not an http(s) URL")
     if args.mode != "probe" and not args.repository:
@@ -392,6 +406,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if problems:
         raise Failure("usage", "; ".join(problems))
     return args
+
+
+def interface_url(interface: str, port: int | None) -> str:
+    """Triton's URL on the IPv4 address of `interface` (Failure "usage" without --port; "triton" without an address)."""
+    if port is None or not 0 < port < 65536:
+        raise Failure("usage", f"--interface {interface!r} needs --port (Triton's HTTP port, 1-65535)")
+    address = triton_endpoint.interface_ipv4(interface)
+    if address is None:
+        raise Failure("triton", f"interface {interface!r} has no IPv4 address here, so Triton cannot be bound to it; "
+                                "check `ip -4 addr show` and inference.bindInterface")
+    return triton_endpoint.http_url(address, port)
 
 
 # The options an engine passes to check/serve (deploy/inference.py `options`), in the order the script takes them

@@ -35,7 +35,7 @@ from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import apt, files, server, systemd
 
 from cnctl.paths import TEMPLATES_DIR
-from deploy import bucket_worker, capture, checks, client_adapter, pipeline_run, uploader
+from deploy import bucket_worker, capture, checks, client_adapter, pipeline_run, triton_endpoint, uploader
 from deploy.facts import HostPython, InterfaceAddress, VenvPackages
 from deploy.inference import pip_install_command
 from deploy.steps import after_change, index_refreshed, refused, role_data, template, wishes
@@ -109,21 +109,6 @@ def units(data: dict[str, Any], camera: dict[str, Any] | None, pipeline_input: s
     return ([f"{data['pipeline_capture_unit']}.service"] if camera else []) + [runner, f"{data['pipeline_upload_unit']}.service"]
 
 
-def triton_reach(address: str) -> str:
-    """Where a client on the host reaches Triton: its bind address (loopback when it binds every one)."""
-    return "127.0.0.1" if address in ("0.0.0.0", "::") else address
-
-
-def triton_url(wants: dict[str, Any], address: str) -> str:
-    """Triton's HTTP endpoint as the client reaches it."""
-    return f"http://{triton_reach(address)}:{wants['cn_inference_http_port']}"
-
-
-def triton_grpc(wants: dict[str, Any], address: str) -> str:
-    """Triton's gRPC endpoint (host:port) as the client reaches it: upstream's client speaks gRPC."""
-    return f"{triton_reach(address)}:{wants['cn_inference_grpc_port']}"
-
-
 def settings(wants: dict[str, Any], data: dict[str, Any], address: str) -> dict[str, Any]:
     """/etc/circularnet/pipeline.json for this host: what capture.py, pipeline_run.py and uploader.py read."""
     camera, root = wants.get("cn_camera"), data["pipeline_data"]
@@ -149,8 +134,8 @@ def settings(wants: dict[str, Any], data: dict[str, Any], address: str) -> dict[
         "client": {"python": f"{data['pipeline_venv']}/bin/python", "dir": client_dir(data, wants),
                    "entry": wants["cn_pipeline_client_entry"], "flags": list(wants["cn_pipeline_flags"]),
                    "contract": wants["cn_pipeline_client_contract"], "columns": wants["cn_pipeline_columns"]},
-        "triton_url": triton_url(wants, address),
-        "triton_grpc": triton_grpc(wants, address),
+        "triton_url": triton_endpoint.http_url(address, wants["cn_inference_http_port"]),
+        "triton_grpc": triton_endpoint.grpc_target(address, wants["cn_inference_grpc_port"]),  # upstream's client
         "batch_frames": wants["cn_pipeline_batch_frames"],
         "upload_images": wants["cn_pipeline_upload_images"],
         "max_attempts": data["pipeline_max_attempts"],
@@ -265,7 +250,7 @@ def _running(name: str, unit: str, changed: list[Any]) -> None:
     ran = host.get_fact(SystemdStatus, user_mode=False, machine=None, user_name=None, services=[unit]).get(unit, False)
     systemd.service(name=f"{name} enabled and running", service=unit, running=True, enabled=True)
     after_change(name=f"{name} restarted after a change under it", changed=changed if ran else [],
-                 commands=[f"systemctl restart {unit}"])
+                 commands=[shlex.join(["systemctl", "restart", unit])])
 
 
 def role_settings() -> dict[str, Any]:

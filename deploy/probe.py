@@ -48,7 +48,7 @@ class NvidiaCtkDaemonJson(FactBase):
 
     def command(self, base: str, target: str, set_default: bool) -> str:
         flag = " --set-as-default" if set_default else ""
-        return (f"want=$(nvidia-ctk runtime configure --runtime=docker --config={shlex.quote(base)} --dry-run{flag} "
+        return (f"want=$(nvidia-ctk runtime configure --runtime=docker {shlex.quote(f'--config={base}')} --dry-run{flag} "
                 f"2>/dev/null) && have=$(cat {shlex.quote(target)} 2>/dev/null) && [ -n \"$want\" ] "
                 "&& [ \"$want\" = \"$have\" ] && echo same || echo differs")
 

@@ -261,5 +261,5 @@ def pull() -> None:
     systemd.service(name="Pull: the agent's timer enabled and started", service=f"{unit}.timer", running=True,
                     enabled=True)
     after_change(name="Pull: the agent's timer restarted after its unit changed", changed=[timer] if ran else [],
-                 commands=[f"systemctl restart {unit}.timer"])
+                 commands=[shlex.join(["systemctl", "restart", f"{unit}.timer"])])
     # A change of the venv, the agent or its settings needs no restart: the timer's next run of the agent uses it.

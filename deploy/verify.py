@@ -57,6 +57,7 @@ def settings(wants: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         "repository": data["verify_model_repository"],
         "model_name": wants["cn_model_name"],
         "bind_address": wants["cn_inference_bind_address"],
+        "bind_interface": wants.get("cn_inference_bind_interface") or "",
         "http_port": wants["cn_inference_http_port"],
         "triton_unit": data["verify_triton_unit"],
         "min_free_percent": data["verify_min_free_percent"],
@@ -150,7 +151,7 @@ def verify() -> None:
     timer = template("Verify: the report's timer unit", "systemd/circularnet-health.timer.j2",
                      f"/etc/systemd/system/{unit}.timer", **unit_vars)
     after_change(name="Verify: systemd reloaded and the timer restarted (a unit changed)", changed=[service, timer],
-                 commands=["systemctl daemon-reload", f"systemctl restart {unit}.timer"])
+                 commands=["systemctl daemon-reload", shlex.join(["systemctl", "restart", f"{unit}.timer"])])
     systemd.service(name="Verify: the report's timer enabled and started", service=f"{unit}.timer",
                     running=True, enabled=True)
     healthy(name="Verify: the host is healthy (the report, read-only)", helper=helper, config=config)

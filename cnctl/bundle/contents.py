@@ -9,11 +9,11 @@ Why each entry:
   pyinfra reads from the roles as Ansible does (deploy/steps.py role_data); the roles' tasks do not travel.
 - `cnctl/catalog/*.yaml` and `cnctl/catalog/__init__.py`: the platform matrix and model catalog (data).
 - The cnctl modules the host side imports, transitively: the stack is read through the same schema
-  (cnctl/config) and each host's cn_* variables come from cnctl/hostvars.py. `deploy/__init__.py` takes the
-  layer list from cnctl.engines.target, which imports the engines package and cnctl.sandbox.instance (and
-  cnctl/inventory.py, the sandbox's inventory lazily): those modules come along only because of that import
-  chain. tests/unit/test_bundle_archive.py walks the imports of deploy.py and deploy/*.py and fails when this
-  list misses one.
+  (cnctl/config), each host's cn_* variables come from cnctl/hostvars.py, pull mode's inventory (hosts/pull.py)
+  from cnctl/inventory.py (with cnctl/fleet.py), and the layer list from cnctl/layers.py (data). Nothing of the
+  sandbox, the engines or the CLI: a production bundle never stands on test infrastructure.
+  tests/unit/test_bundle_archive.py walks the imports of deploy.py, deploy/*.py and hosts/pull.py and fails
+  when this list misses one, and fails when a cnctl/sandbox file is in a built bundle.
 - The stack file itself, as `stacks/Pulumi.<env>.yaml` (added by archive.build, not listed here).
 
 Never in a bundle: `__pycache__`, `*.pyc`, anything outside these entries (keys, credentials, tests, the roles' tasks).
@@ -40,18 +40,11 @@ ENTRIES: tuple[tuple[str, str | None], ...] = (
     ("cnctl/hostscripts.py", None),
     ("cnctl/hostvars.py", None),
     ("cnctl/inventory.py", None),
+    ("cnctl/fleet.py", None),
+    ("cnctl/layers.py", None),
+    ("cnctl/ansible_yaml.py", None),  # cnctl/inventory.py writes the Ansible inventory with it
     ("cnctl/catalog/__init__.py", None),
     ("cnctl/config", "*.py"),
-    ("cnctl/engines", "*.py"),
-    # imported through cnctl.engines.target (deploy/__init__.py's layer list) and cnctl/inventory.py
-    ("cnctl/sandbox/__init__.py", None),
-    ("cnctl/sandbox/errors.py", None),
-    ("cnctl/sandbox/flavours.py", None),
-    ("cnctl/sandbox/instance.py", None),
-    ("cnctl/sandbox/inventory.py", None),
-    ("cnctl/sandbox/layout.py", None),
-    ("cnctl/sandbox/state.py", None),
-    ("cnctl/sandbox/system.py", None),
     # pull mode's own: the agent the pull layer installs from the tree it runs in, and @local's inventory
     ("cnctl/bundle", "*.py"),
     ("hosts/pull.py", None),

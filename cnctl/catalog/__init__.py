@@ -341,6 +341,18 @@ class Replacement(_Data):
     schema_input: str | None = None  # a BigQuery schema input: replaced only by a non-additive change
 
 
+class StorageLocation(_Data):
+    """A Cloud Storage multi-region or predefined dual-region: the regions it spans (dual) and its KMS location."""
+
+    kms: str
+    regions: list[str] = []
+
+
+class StorageLocations(_Data):
+    multi_regions: dict[str, StorageLocation]
+    dual_regions: dict[str, StorageLocation]
+
+
 class GcpFacts(_Data):
     iap_ssh_range: str
     machine_families: dict[str, MachineFamily]
@@ -359,6 +371,25 @@ class GcpFacts(_Data):
     health_check_ranges: list[str] = Field(default_factory=list)
     # APIs enabled only for a stack in compute.mode group (the images queue)
     group_services: list[str] = Field(default_factory=list)
+    # Cloud Storage's multi- and dual-regions (its regions are `regions`, upper-case). None: a revision from
+    # before the list (plan-diff's base tree), which checks no bucket location.
+    storage_locations: StorageLocations | None = None
+
+    def bucket_locations(self) -> list[str]:
+        """Every Cloud Storage location, as Cloud Storage writes them: regions, dual-regions, multi-regions."""
+        if self.storage_locations is None:
+            return []
+        places = self.storage_locations
+        return [region.upper() for region in self.regions] + [*places.dual_regions, *places.multi_regions]
+
+    def kms_location(self, bucket_location: str) -> str:
+        """Where a CMEK key for buckets in `bucket_location` lives: `EUROPE-WEST4` -> `europe-west4`, `EU` ->
+        `europe`, `NAM4` -> `nam4` (a location the catalog does not list: its lower-case name)."""
+        upper = bucket_location.upper()
+        places = self.storage_locations
+        if places is not None and (found := places.multi_regions.get(upper) or places.dual_regions.get(upper)):
+            return found.kms
+        return bucket_location.lower()
 
     def zones(self, region: str) -> list[str]:
         """`us-central1` -> [`us-central1-a`, ...]; empty for a region that does not exist."""

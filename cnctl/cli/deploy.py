@@ -14,8 +14,8 @@ from cnctl import engines
 from cnctl.cli.errors import err, user_errors
 from cnctl.config import load_stack
 from cnctl.engines import DeployResult, EngineFailure
-from cnctl.engines.target import HOST_LAYERS as LAYERS
 from cnctl.errors import UsageProblem
+from cnctl.layers import LAYERS, UnknownLayers, chosen
 
 # Not a terminal (make, CI logs): wide enough that the table does not fold.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
@@ -55,12 +55,10 @@ def deploy(
 
 def chosen_layers(text: str) -> tuple[str, ...]:
     """The layers `--layers` names, in the order they apply; an unknown one is bad input naming the choices."""
-    names = {name.strip() for name in text.split(",") if name.strip()}
-    unknown = sorted(names - set(LAYERS))
-    if unknown or not names:
-        raise UsageProblem(f"--layers {text!r}: {', '.join(unknown) or 'no layer'} is not a host layer; "
-                           f"choose from {', '.join(LAYERS)}")
-    return tuple(name for name in LAYERS if name in names | {"platform"})
+    try:
+        return chosen(text)
+    except UnknownLayers as exc:
+        raise UsageProblem(f"--layers {text!r}: {exc}") from None
 
 
 def summary(result: DeployResult, stack: str) -> Table:

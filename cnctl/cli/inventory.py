@@ -39,7 +39,7 @@ def inventory(
     """Print or write the inventory of the stack's hosts with their cn_* variables, the same for both engines.
 
     Cloud VMs are reached through IAP (an SSH ProxyCommand); for pyinfra that is an ssh_config written
-    beside --output (or into ~/.cache/cnctl/ssh/). Exit 2 for bad input (invalid stack, sandbox not up,
+    beside --output (or into ~/.cache/cnctl/ssh/). Exit 2 for bad input (invalid stack, missing fleet file,
     missing stack outputs).
     """
     with user_errors():

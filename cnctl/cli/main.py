@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import tomllib
+from importlib.metadata import PackageNotFoundError, version
+
 import typer
 
 from cnctl.cli import bundle, cloud, deploy, infer, inventory, model, plan, sandbox, stack, status
+from cnctl.paths import REPO_ROOT
 
 app = typer.Typer(
     name="cnctl",
@@ -12,6 +16,34 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+PYPROJECT = REPO_ROOT / "pyproject.toml"
+
+
+def cnctl_version() -> str:
+    """The installed package's version; from a checkout never installed, the one its pyproject.toml declares."""
+    try:
+        return version("cnctl")
+    except PackageNotFoundError:
+        return str(tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]["version"])
+
+
+def print_version(wanted: bool) -> None:
+    """`cnctl --version`: print it and stop before any command runs."""
+    if wanted:
+        typer.echo(f"cnctl {cnctl_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    _version: bool = typer.Option(
+        False, "--version", callback=print_version, is_eager=True, help="Print cnctl's version and exit."
+    ),
+) -> None:
+    """The options that come before any command."""
+
+
 app.command("plan")(plan.plan)
 app.command("plan-diff")(plan.plan_diff)
 app.command("validate")(stack.validate)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import importlib
 import json
+import shlex
 import sys
+from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 
@@ -29,7 +33,8 @@ STACK_DIR = "/etc/circularnet"
 NVIDIA_ATTEMPTS = 60
 NVIDIA_WAIT_SECONDS = 10
 
-# A worker group's VM fills its own name and zone into the agent's config at boot (they are known only there).
+# A worker group's VM fills its own name and zone into the agent's config at boot (they are known only there;
+# the script's sed takes them as patterns: letters, digits, `_` and `@` only).
 VM_NAME_PLACEHOLDER = "@CNCTL_VM_NAME@"
 VM_ZONE_PLACEHOLDER = "@CNCTL_VM_ZONE@"
 GCS_API = "https://storage.googleapis.com"
@@ -70,6 +75,47 @@ def _environment() -> jinja2.Environment:
     )
 
 
+class ShellText(str):
+    """Text that may stand in a shell script as it is: quoted words (shlex.quote) or base64."""
+
+
+def sh(value: str | int) -> ShellText:
+    """`value` as one shell word, whatever it holds."""
+    return ShellText(shlex.quote(str(value)))
+
+
+def sh_words(values: Sequence[str]) -> ShellText:
+    """`values` as shell words, one each (inside `( )`: a bash array)."""
+    return ShellText(" ".join(shlex.quote(str(v)) for v in values))
+
+
+def b64(text: str) -> ShellText:
+    """`text` (a file) as base64: one word of [A-Za-z0-9+/=], which `base64 -d` turns back into the same bytes."""
+    return ShellText(base64.b64encode(text.encode()).decode("ascii"))
+
+
+def shell_only(value: object) -> object:
+    """Every `{{ }}` of the script: a ShellText or a number, else TypeError naming it (a value left unquoted)."""
+    if isinstance(value, ShellText) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise TypeError(f"{STARTUP_TEMPLATE} puts {value!r} into the script as it is: pass it through | sh, | sh_words "
+                    "or | b64")
+
+
+def _script_environment() -> jinja2.Environment:
+    """The startup script's Jinja: every value goes in through `sh`, `sh_words` or `b64` (or is a number)."""
+    env = _environment()
+    env.filters.update(sh=sh, sh_words=sh_words, b64=b64)
+    env.finalize = shell_only
+    return env
+
+
+def object_path(*parts: str) -> str:
+    """A Cloud Storage object name (`/`-joined `parts`) as the JSON API takes it in a URL path: every byte but
+    unreserved ones percent-encoded, `/` too."""
+    return quote("/".join(parts), safe="")
+
+
 def _pull_layer() -> tuple[Any, Any, Any]:
     """deploy/pull.py (its `wheels` and `agent_config`), deploy/steps.py's `role_data` and deploy/inference.py's
     `pip_index_args`: the pull layer's own builders, so the startup script installs what the layer installs. The
@@ -102,11 +148,16 @@ def pull_bootstrap(cfg: StackConfig) -> dict[str, Any] | None:
     assert wants["cn_deploy_mode"] == "pull" and wants["cn_pull_channel"] == PULL_CHANNEL
     env = _environment()
     config = layer.agent_config(wants, data, role_data("pipeline")["pipeline_credentials"])
+    bucket, objects = cfg.storage.buckets.models, prefix(cfg.environment)
     return {
         "stack": cfg.environment,
-        "bucket": cfg.storage.buckets.models,
+        "bucket": bucket,
+        "bucket_path": object_path(bucket),
         "channel": PULL_CHANNEL,
-        "prefix": prefix(cfg.environment),
+        "channel_json": json.dumps(PULL_CHANNEL),  # as pull.json carries it
+        "prefix": objects,
+        "pointer_object": object_path(objects, "channels", f"{PULL_CHANNEL}.json"),
+        "versions_object": object_path(objects, ""),
         "namespace": namespace(cfg.environment),
         "gcs_api": (cfg.storage.endpoint or GCS_API).rstrip("/"),
         "metadata": METADATA,
@@ -116,7 +167,7 @@ def pull_bootstrap(cfg: StackConfig) -> dict[str, Any] | None:
         "agent_config": env.get_template("pull/agent.json.j2").render(agent_config=config),
         "name_placeholder": VM_NAME_PLACEHOLDER,
         "zone_placeholder": VM_ZONE_PLACEHOLDER,
-        "apt_packages": " ".join(data["pull_apt_packages"]),
+        "apt_packages": list(data["pull_apt_packages"]),
         "venv": data["pull_venv"],
         "requirements_path": data["pull_requirements"],
         "config": data["pull_config"],
@@ -125,17 +176,26 @@ def pull_bootstrap(cfg: StackConfig) -> dict[str, Any] | None:
     }
 
 
+def template_values(cfg: StackConfig, workers: bool = False) -> dict[str, Any]:
+    """What templates/gce-startup.sh.j2 is rendered with (see `render_startup_script`)."""
+    return {
+        "environment": cfg.environment,
+        "stack_dir": STACK_DIR,
+        "stack_json": json.dumps(stack_record(cfg), indent=2, sort_keys=True) + "\n",
+        "os_login": "TRUE" if cfg.security.os_login else "FALSE",
+        "nvidia_attempts": NVIDIA_ATTEMPTS,
+        "nvidia_wait_seconds": NVIDIA_WAIT_SECONDS,
+        "pull": pull_bootstrap(cfg) if workers else None,
+    }
+
+
+def render_script(values: Mapping[str, Any]) -> str:
+    """templates/gce-startup.sh.j2 with `values`, every one of them quoted or base64 (`shell_only`)."""
+    return _script_environment().get_template(STARTUP_TEMPLATE).render(**values)
+
+
 def render_startup_script(cfg: StackConfig, workers: bool = False) -> str:
     """The bootstrap for the stack's GPU VMs (all fixed VMs of a stack get the same one). `workers`: the script of
     the worker group's template, which also applies the stack's bundle when the stack has a `bundle` section
     (`pull_bootstrap`); otherwise it is the fixed VMs' script, byte for byte."""
-    record = json.dumps(stack_record(cfg), indent=2, sort_keys=True)
-    return _environment().get_template(STARTUP_TEMPLATE).render(
-        environment=cfg.environment,
-        stack_dir=STACK_DIR,
-        stack_json=record,
-        os_login="TRUE" if cfg.security.os_login else "FALSE",
-        nvidia_attempts=NVIDIA_ATTEMPTS,
-        nvidia_wait_seconds=NVIDIA_WAIT_SECONDS,
-        pull=pull_bootstrap(cfg) if workers else None,
-    )
+    return render_script(template_values(cfg, workers))

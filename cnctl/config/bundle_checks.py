@@ -24,6 +24,7 @@ from typing import Any
 from cnctl.catalog import Catalog
 from cnctl.config.errors import Problem
 from cnctl.config.schema import StackConfig
+from cnctl.config.values import repeated
 
 Rule = Callable[[StackConfig, Catalog], Iterator[Problem]]
 
@@ -31,12 +32,9 @@ Rule = Callable[[StackConfig, Catalog], Iterator[Problem]]
 def signer_identities_unique(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
     if cfg.bundle is None:
         return
-    seen: dict[str, int] = {}
-    for i, signer in enumerate(cfg.bundle.signers):
-        if signer.identity in seen:
-            yield Problem(f"bundle.signers[{i}].identity", signer.identity,
-                          f"is listed twice (first at bundle.signers[{seen[signer.identity]}]); give each key its own identity")
-        seen.setdefault(signer.identity, i)
+    identities = ((f"bundle.signers[{i}].identity", signer.identity) for i, signer in enumerate(cfg.bundle.signers))
+    for path, identity, first, _ in repeated(identities):  # compared as values.canonical_host: case-blind
+        yield Problem(path, identity, f"is listed twice (first at {first.removesuffix('.identity')}); give each key its own identity")
 
 
 def signer_keys_distinct(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:

@@ -17,6 +17,7 @@ from cnctl.config.gcp_checks import RULES as GCP_RULES
 from cnctl.config.group_checks import RULES as GROUP_RULES
 from cnctl.config.pipeline_checks import RULES as PIPELINE_RULES
 from cnctl.config.schema import Host, StackConfig
+from cnctl.config.values import repeated
 
 Rule = Callable[[StackConfig, Catalog], Iterator[Problem]]
 
@@ -24,6 +25,7 @@ LOCAL = "local"  # the one stack that may hold a sandbox section and stand-ins
 MAX_LABELS = 64
 CNCTL_LABELS = ("environment", "managed-by")  # set on every resource by cnctl.cloud
 SSH_PORT = 22  # sshd on the GPU VMs
+PRIVATE_V6 = ipaddress.ip_network("fc00::/7")  # unique local addresses (RFC 4193)
 
 
 def region_exists(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
@@ -44,11 +46,8 @@ def zones_in_region(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
             yield Problem(f"gcp.zones[{i}]", zone, f"is not in region {cfg.gcp.region}; use {cfg.gcp.region}-a, -b, ...")
         elif known and zone not in known:
             yield Problem(f"gcp.zones[{i}]", zone, f"does not exist; the zones of {cfg.gcp.region}: {', '.join(known)}")
-    seen: set[str] = set()
-    for i, zone in enumerate(cfg.gcp.zones):
-        if zone in seen:
-            yield Problem(f"gcp.zones[{i}]", zone, "is listed twice")
-        seen.add(zone)
+    for path, zone, _, _ in repeated((f"gcp.zones[{i}]", zone) for i, zone in enumerate(cfg.gcp.zones)):
+        yield Problem(path, zone, "is listed twice")
 
 
 def compute_needs_gcp(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
@@ -136,22 +135,15 @@ def _unroutable(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
 
 
 def host_names_unique(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
-    seen: dict[str, str] = {}
-    for path, host in _hosts(cfg):
-        if host.name in seen:
-            yield Problem(f"{path}.name", host.name, f"is already used by {seen[host.name]}")
-        else:
-            seen[host.name] = path
+    for path, name, first, _ in repeated((f"{path}.name", host.name) for path, host in _hosts(cfg)):
+        yield Problem(path, name, f"is already used by {first.removesuffix('.name')}")
 
 
 def buckets_distinct(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
     buckets = cfg.storage.buckets
-    seen: dict[str, str] = {}
-    for role in ("images", "results", "models"):
-        name = getattr(buckets, role)
-        if name in seen:
-            yield Problem(f"storage.buckets.{role}", name, f"is the same bucket as storage.buckets.{seen[name]}")
-        seen.setdefault(name, role)
+    roles = ((f"storage.buckets.{role}", getattr(buckets, role)) for role in ("images", "results", "models"))
+    for path, name, first, _ in repeated(roles):
+        yield Problem(path, name, f"is the same bucket as {first}")
 
 
 def subnet_private(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
@@ -181,19 +173,22 @@ def sources_routable(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
 
 
 def host_addresses_usable(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
-    """Each fleet host has its own address, and one a deploy can reach (never loopback or multicast)."""
-    seen: dict[str, str] = {}
-    for path, host in _hosts(cfg):
-        key = host.address.lower().rstrip(".")
-        if key in seen:
-            yield Problem(f"{path}.address", host.address, f"is already the address of {seen[key]}; each host has its own")
-        seen.setdefault(key, path)
+    """Each fleet host has its own address, however written (`10.50.1.21` and `::ffff:10.50.1.21`, or DNS names
+    differing in case or a trailing dot, are one host), and one a deploy can reach: never loopback, multicast or
+    0.0.0.0, and link-local only as IPv6 with the interface it is reached through (fe80::1%eth0)."""
+    addresses = [(f"{path}.address", host.address) for path, host in _hosts(cfg)]
+    for path, address, first, written in repeated(addresses):
+        spelled = "" if address == written else f" (written {written!r} there)"
+        yield Problem(path, address, f"is already the address of {first.removesuffix('.address')}{spelled}; each host has its own")
+    for path, written in addresses:
         try:
-            address = ipaddress.ip_address(host.address)
+            ip = ipaddress.ip_address(written)
         except ValueError:
             continue
-        if address.is_loopback or address.is_unspecified or address.is_multicast or address.is_link_local:
-            yield Problem(f"{path}.address", host.address, "is not a host on the network (loopback, link-local, multicast or 0.0.0.0)")
+        zoned = isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None
+        if ip.is_loopback or ip.is_unspecified or ip.is_multicast or (ip.is_link_local and not zoned):
+            yield Problem(path, written, "is not a host on the network (loopback, multicast, 0.0.0.0, or link-local without "
+                          "the interface it is reached through, like fe80::1%eth0)")
 
 
 def ports_distinct(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
@@ -256,6 +251,63 @@ def inference_reachable_where_allowed(cfg: StackConfig, cat: Catalog) -> Iterato
         )
 
 
+def _private(address: ipaddress.IPv4Address | ipaddress.IPv6Address, cat: Catalog) -> bool:
+    """A private address: in the private IPv4 ranges of the catalog (RFC 1918, 100.64.0.0/10), or an IPv6 ULA."""
+    if isinstance(address, ipaddress.IPv6Address):
+        return address in PRIVATE_V6
+    return any(address in ipaddress.ip_network(r) for r in cat.gcp.subnet_ranges)
+
+
+def bind_address_private(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
+    """Triton listens on loopback or a private address; every interface (0.0.0.0, ::) only by explicit opt-in.
+
+    Triton's HTTP API loads and unloads models without authentication: a public or link-local bind address
+    exposes it, and 0.0.0.0 exposes it on every interface of every host (a plant's uplink too), so that needs
+    `inference.bindAllInterfaces: true`, which means exactly that and nothing else.
+    """
+    inference = cfg.inference
+    address = ipaddress.ip_address(inference.bind_address)
+    if address.is_unspecified and not inference.bind_all_interfaces:
+        yield Problem("inference.bindAddress", inference.bind_address,
+                      "listens on every interface of every host; bind 127.0.0.1, a private address, or the private "
+                      "interface (inference.bindInterface), or opt in with inference.bindAllInterfaces: true")
+    elif not address.is_unspecified and inference.bind_all_interfaces:
+        yield Problem("inference.bindAllInterfaces", True, f"is only for bindAddress 0.0.0.0 or ::, and bindAddress is "
+                      f"{inference.bind_address}; remove bindAllInterfaces or set bindAddress: 0.0.0.0")
+    elif not address.is_unspecified and not address.is_loopback and not _private(address, cat):
+        yield Problem("inference.bindAddress", inference.bind_address,
+                      "is neither loopback nor a private address (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7); "
+                      "bind 127.0.0.1, a private address of the hosts, or inference.bindInterface")
+
+
+def all_interfaces_need_an_allow_list(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
+    """bindAllInterfaces binds every interface, so nothing else may narrow it: not bindInterface (which would
+    bind one), and on GPU VMs the firewall's allow-list must name who Triton is for (for Google's health checks
+    alone, bindInterface: ens4 is the narrower choice)."""
+    if not cfg.inference.bind_all_interfaces:
+        return
+    if cfg.inference.bind_interface is not None:
+        yield Problem("inference.bindInterface", cfg.inference.bind_interface,
+                      "binds one interface, and inference.bindAllInterfaces says every one; keep one of them")
+    if cfg.compute is not None and not cfg.network.inference_allowed_cidrs:
+        yield Problem("network.inferenceAllowedCidrs", None,
+                      "must list the clients allowed to reach Triton when inference.bindAllInterfaces opens every "
+                      "interface of the GPU VMs; for health checks alone, bind inference.bindInterface: ens4 instead")
+
+
+def storage_location_exists(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
+    """storage.location is a Cloud Storage location of the catalog: a region, dual-region or multi-region."""
+    location, known = cfg.storage.location, cat.gcp.bucket_locations()
+    if location is None or not known or location.upper() in known:
+        return
+    close = difflib.get_close_matches(location.upper(), known, n=3)
+    places = cat.gcp.storage_locations
+    assert places is not None  # known is empty without them
+    listed = f"multi-regions {', '.join(places.multi_regions)}; dual-regions {', '.join(places.dual_regions)}; or a region"
+    hint = f"did you mean {' or '.join(close)}?" if close else f"use one of the {listed} like US-CENTRAL1"
+    yield Problem("storage.location", location, f"is not a Cloud Storage location (catalog/gcp.yaml); {hint}")
+
+
 def labels_not_reserved(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
     """cnctl sets `environment` and `managed-by` on every resource; a stack must not claim them."""
     if cfg.gcp is None:
@@ -305,6 +357,9 @@ RULES: tuple[Rule, ...] = (
     site_apt_has_key,
     inference_image_serves_model,
     inference_reachable_where_allowed,
+    bind_address_private,
+    all_interfaces_need_an_allow_list,
+    storage_location_exists,
     labels_not_reserved,
     storage_matches_the_cloud_layer,
     *GCP_RULES,

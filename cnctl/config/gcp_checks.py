@@ -22,10 +22,6 @@ from cnctl.config.schema import StackConfig
 
 Rule = Callable[[StackConfig, Catalog], Iterator[Problem]]
 
-# Cloud Storage and BigQuery multi-regions, and the KMS location a key for them lives in.
-_MULTI_REGIONS = {"US": "us", "EU": "eu", "ASIA": "asia"}
-
-
 def machine_family(machine_type: str) -> str:
     """`g2-standard-8` -> `g2`: the family every per-family fact in catalog/gcp.yaml is keyed by."""
     return machine_type.split("-", 1)[0]
@@ -92,19 +88,14 @@ def kms_keys_where_data_is(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
     region = cfg.gcp.region
     bucket_location = cfg.bucket_location or region
     wanted = [
-        ("storage.kmsKeyName", cfg.storage.kms_key_name, _kms_location_for(bucket_location), f"the buckets' location {bucket_location}"),
+        ("storage.kmsKeyName", cfg.storage.kms_key_name, cat.gcp.kms_location(bucket_location),
+         f"the buckets' location {bucket_location}"),
         ("analytics.kmsKeyName", cfg.analytics.kms_key_name, region, f"the dataset's location {region}"),
         ("compute.kmsKeyName", cfg.compute.kms_key_name if cfg.compute else None, region, f"the disks' region {region}"),
     ]
     for path, key, location, where in wanted:
         if key is not None and kms_location(key) != location:
             yield Problem(path, key, f"is in {kms_location(key)}; a key for {where} must be in location {location}")
-
-
-def _kms_location_for(bucket_location: str) -> str:
-    """The KMS location of a key for a bucket: `EUROPE-WEST4` -> `europe-west4`, `US` -> `us`."""
-    upper = bucket_location.upper()
-    return _MULTI_REGIONS.get(upper, bucket_location.lower())
 
 
 RULES: tuple[Rule, ...] = (

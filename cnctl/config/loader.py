@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import functools
 import typing
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from cnctl.catalog import Catalog
 from cnctl.config.checks import check
 from cnctl.config.errors import Problem, StackConfigError
-from cnctl.config.schema import SECTIONS, StackConfig
+from cnctl.config.schema import CONTROL_CHARACTER, SECTIONS, StackConfig
 from cnctl.paths import REPO_ROOT
 
 NAMESPACE = "circularnet"
@@ -191,13 +192,29 @@ class _StackYamlLoader(yaml.SafeLoader):
 
 
 def from_pulumi_config() -> StackConfig:
-    """The stack the Pulumi engine is running, read through `pulumi.Config` (same schema, same checks)."""
+    """The stack the Pulumi engine is running, read through `pulumi.Config` (same schema, same checks).
+
+    A bad stack raises a StackConfigError that is also a `pulumi.RunError`: the language host prints a RunError's
+    message alone, so `pulumi up` reports the problems one per line, escaped, like cnctl does, with no traceback
+    and before any resource is declared.
+    """
     import pulumi
 
     config = pulumi.Config(NAMESPACE)
     raw = {section: value for section in SECTIONS if (value := config.get_object(section)) is not None}
     stack = pulumi.get_stack()
-    return parse(raw, environment=stack, source=f"stacks/Pulumi.{stack}.yaml")
+    try:
+        return parse(raw, environment=stack, source=f"stacks/Pulumi.{stack}.yaml")
+    except StackConfigError as exc:
+        raise _program_error_type()(exc.source, exc.problems) from None
+
+
+@functools.cache
+def _program_error_type() -> type[StackConfigError]:
+    """StackConfigError as the Pulumi program raises it (built on first use: importing pulumi takes a second)."""
+    import pulumi
+
+    return type("StackConfigRunError", (StackConfigError, pulumi.RunError), {"__module__": __name__})
 
 
 def parse(
@@ -232,6 +249,8 @@ def _problem(err: Any) -> Problem:
         return Problem(_path(loc), None, "is required")
     message = err["msg"].removeprefix("Value error, ")
     value = err.get("input")
+    if kind == CONTROL_CHARACTER:  # the string that holds it, at its own path below the field (item, key)
+        return Problem(_path(loc + tuple(err["ctx"]["at"])), err["ctx"]["text"], message)
     if kind == "string_type" and isinstance(value, (int, float, bool, datetime.date)):
         # YAML reads `jetpack: 6.2` as a number (and `6.10` as 6.1, `no` as false): only quotes keep the text.
         example = f': "{value}"' if type(value) in (int, float) else " as the text you meant"

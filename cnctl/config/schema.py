@@ -7,215 +7,87 @@ check the syntax of single values; rules that relate several fields or the catal
 
 from __future__ import annotations
 
-import base64
-import ipaddress
-import re
-import urllib.parse
-from typing import Annotated, Literal
+import typing
+from functools import cache
+from typing import Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
-# --- value syntax ----------------------------------------------------------------------------
+from cnctl.config.values import (
+    ONE_LINE_RULE,
+    ArchiveUrl,
+    BigQueryId,
+    BucketName,
+    CatalogKey,
+    Cidr,
+    ControllerPath,
+    DevicePath,
+    Directory,
+    DriverBranch,
+    EndpointUrl,
+    GpuType,
+    HostAddress,
+    HostName,
+    ImageFamily,
+    ImageRef,
+    IpAddress,
+    JetPackVersion,
+    KmsKeyName,
+    Labels,
+    MachineType,
+    MirrorUrl,
+    Port,
+    ProjectId,
+    Region,
+    RtspUrl,
+    Sha256,
+    SignerIdentity,
+    SshPublicKey,
+    StorageLocation,
+    SubscriptionName,
+    Zone,
+    control_characters_in,
+    describe_character,
+)
 
-_PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
-_REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
-_ZONE = re.compile(r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")
-_BUCKET_CHARS = re.compile(r"^[a-z0-9._-]+$")
-# "close misspellings such as g00gle" are refused too: read digits as the letters they imitate
-_DIGIT_LOOKALIKES = str.maketrans("013", "ole")
-_DNS_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-_TEMPLATE = re.compile(r"\{\{|\}\}|\{%|\$\{")
-_SAFE_PATH = re.compile(r"^[A-Za-z0-9/._-]+$")
-_BQ_ID = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_DEVICE = re.compile(r"^/dev/[A-Za-z0-9/_-]+$")
-_LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-_LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
-_HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_IMAGE = re.compile(r"^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+:[A-Za-z0-9._-]+$")
-# A Pub/Sub subscription: its id (3-255 chars, a letter first), or its full path in another project.
-_SUBSCRIPTION = re.compile(r"^(projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/subscriptions/)?[A-Za-z][A-Za-z0-9._~+%-]{2,254}$")
-# An allowed_signers principal (ssh-keygen(1) ALLOWED SIGNERS): no wildcard, comma, quote or space, which that
-# file would read as patterns or separators.
-_SIGNER_IDENTITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9@._+-]{0,127}$")
-_SSH_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
-                  "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com", "ssh-rsa")
-_KMS_KEY = re.compile(r"^projects/[a-z0-9-]+/locations/[a-z0-9-]+/keyRings/[A-Za-z0-9_-]+/cryptoKeys/[A-Za-z0-9_-]+$")
-
-
-def _matches(pattern: re.Pattern[str], what: str):
-    def check(value: str) -> str:
-        if not pattern.fullmatch(value):
-            raise ValueError(f"{value!r} is not a valid {what}")
-        return value
-
-    return check
-
-
-def _bucket_name(value: str) -> str:
-    """Cloud Storage's naming rules (cloud.google.com/storage/docs/buckets#naming), all of them."""
-    dotted = "." in value
-    if not _BUCKET_CHARS.fullmatch(value) or not value[0].isalnum() or not value[-1].isalnum():
-        raise ValueError(f"{value!r} is not a valid bucket name (a-z 0-9 . _ -, starting and ending with a letter or digit)")
-    if not 3 <= len(value) <= (222 if dotted else 63):
-        raise ValueError(f"{value!r} is not a valid bucket name: 3-63 characters (222 with dots), not {len(value)}")
-    if dotted and any(not 1 <= len(part) <= 63 or part[0] == "-" or part[-1] == "-" for part in value.split(".")):
-        raise ValueError(f"{value!r} is not a valid bucket name: each dot-separated part is 1-63 characters, no - at its ends")
-    look_alike = value.translate(_DIGIT_LOOKALIKES)
-    if look_alike.startswith("goog") or "google" in look_alike:
-        raise ValueError(f"{value!r} is not allowed: bucket names may not start with 'goog' or contain 'google' (or look-alikes)")
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return value
-    raise ValueError(f"{value!r} is not allowed: a bucket name may not be an IP address")
+# The error type of a string holding a control character; its context says where below the field (`at`: list
+# indices, mapping keys) and which string, so the loader names the exact path and shows the value escaped.
+CONTROL_CHARACTER = "control_character"
 
 
-def _url(*schemes: str):
-    """A URL with one of `schemes`, a host, and no credentials or template syntax in it."""
-
-    def check(value: str) -> str:
-        parts = urllib.parse.urlsplit(value)
-        if parts.scheme not in schemes or not parts.netloc:
-            raise ValueError(f"{value!r} is not a URL like {schemes[0]}://host/path (schemes: {', '.join(schemes)})")
-        if parts.username or parts.password:
-            raise ValueError(f"{value!r} carries credentials; keep them out of the stack file")
-        if _TEMPLATE.search(value) or any(ch.isspace() for ch in value):
-            raise ValueError(f"{value!r} is not a URL: no spaces or template syntax")
-        host = parts.hostname or ""
-        if parts.scheme in ("http", "https") and not _is_address_or_dns(host):
-            raise ValueError(f"{value!r} has no valid host ({host!r})")
-        try:
-            parts.port  # noqa: B018 - raises on a port that is not a number in 0-65535
-        except ValueError:
-            raise ValueError(f"{value!r} has an invalid port") from None
-        return value
-
-    return check
+def _holds_model(annotation: Any) -> bool:
+    """Does a field of this type take a model (or models in a list/mapping)? Those check their own strings."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return any(_holds_model(arg) for arg in typing.get_args(annotation))
 
 
-def _is_address_or_dns(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        labels = value.rstrip(".").split(".")
-        # an all-digit last label is a mistyped IP address (999.1.1.1), never a DNS name
-        return len(value) <= 253 and all(_DNS_LABEL.fullmatch(label) for label in labels) and not labels[-1].isdigit()
-    return True
-
-
-def _host_address(value: str) -> str:
-    if not _is_address_or_dns(value):
-        raise ValueError(f"{value!r} is not an IP address or DNS name (letters, digits, - and dots; no templates)")
-    return value
-
-
-def _directory(value: str) -> str:
-    """An absolute path a deploy can quote nowhere and still be safe: no shell metacharacters, no `..`."""
-    if not value.startswith("/") or not _SAFE_PATH.fullmatch(value) or ".." in value.split("/"):
-        raise ValueError(f"{value!r} is not an absolute directory of letters, digits, / . _ - (no .. or shell characters)")
-    return value
-
-
-def _rtsp_url(value: str) -> str:
-    """rtsp:// or rtsps:// with a host; never credentials (a stack is committed: they go in the camera itself
-    or a site proxy)."""
-    parts = urllib.parse.urlsplit(value)
-    if parts.scheme not in ("rtsp", "rtsps") or not parts.hostname:
-        raise ValueError(f"{value!r} is not an rtsp:// or rtsps:// URL with a host")
-    if parts.username or parts.password:
-        raise ValueError("holds credentials (user:password@): a stack file is committed; give the camera a "
-                         "credential-free stream URL on the plant network or a site RTSP proxy")
-    return value
-
-
-def _controller_path(value: str) -> str:
-    """A file on the deploying machine: absolute or ~/..., never inside a committed directory by accident."""
-    if not value.startswith(("/", "~/")) or not _SAFE_PATH.fullmatch(value.lstrip("~")):
-        raise ValueError(f"{value!r} is not an absolute path or ~/path of letters, digits, / . _ - on the deploying machine")
-    return value
-
-
-def _ssh_public_key(value: str) -> str:
-    """One OpenSSH public key line `<type> <base64> [comment]` (what `ssh-keygen -y -f KEY` prints), whose
-    base64 blob really is a key of that type: a truncated or pasted-wrong key fails here, not at verification."""
-    parts = value.strip().split(None, 2)
-    if len(parts) < 2 or parts[0] not in _SSH_KEY_TYPES:
-        raise ValueError(f"{value[:40]!r} is not an OpenSSH public key line '<type> <base64> [comment]' "
-                         f"(types: {', '.join(_SSH_KEY_TYPES)}); paste the output of `ssh-keygen -y -f <key>`")
-    try:
-        blob = base64.b64decode(parts[1], validate=True)
-    except ValueError:
-        raise ValueError(f"the {parts[0]} key's base64 is damaged; paste `ssh-keygen -y -f <key>` again") from None
-    name = parts[0].encode()
-    if blob[:4] != len(name).to_bytes(4, "big") or blob[4 : 4 + len(name)] != name:
-        raise ValueError(f"the base64 is not a {parts[0]} key; paste `ssh-keygen -y -f <key>` again")
-    return value.strip()
-
-
-def _cidr(value: str) -> str:
-    try:
-        ipaddress.ip_network(value, strict=True)
-    except ValueError as exc:
-        raise ValueError(f"{value!r} is not a CIDR block like 10.20.0.0/24 ({exc})") from None
-    return value
-
-
-def _ip(value: str) -> str:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not an IP address") from None
-    return value
-
-
-def _labels(value: dict[str, str]) -> dict[str, str]:
-    for key, val in value.items():
-        if not _LABEL_KEY.fullmatch(key):
-            raise ValueError(f"label key {key!r} must be lowercase letters, digits, _ or -, starting with a letter")
-        if not _LABEL_VALUE.fullmatch(val):
-            raise ValueError(f"label value {val!r} (key {key!r}) must be lowercase letters, digits, _ or -")
-    return value
-
-
-ProjectId = Annotated[str, AfterValidator(_matches(_PROJECT_ID, "GCP project id (6-30 of a-z 0-9 -)"))]
-Region = Annotated[str, AfterValidator(_matches(_REGION, "GCP region like us-central1"))]
-Zone = Annotated[str, AfterValidator(_matches(_ZONE, "GCP zone like us-central1-a"))]
-BucketName = Annotated[str, AfterValidator(_bucket_name)]
-BigQueryId = Annotated[str, AfterValidator(_matches(_BQ_ID, "BigQuery id (letters, digits and _)"))]
-Sha256 = Annotated[str, AfterValidator(_matches(_SHA256, "sha256 (64 lowercase hex digits)"))]
-Cidr = Annotated[str, AfterValidator(_cidr)]
-IpAddress = Annotated[str, AfterValidator(_ip)]
-Labels = Annotated[dict[str, str], AfterValidator(_labels)]
-HostName = Annotated[str, AfterValidator(_matches(_HOST_NAME, "host name (a-z 0-9 -, at most 63)"))]
-ImageRef = Annotated[str, AfterValidator(_matches(_IMAGE, "container image reference registry/repo:tag"))]
-Port = Annotated[int, Field(ge=1, le=65535)]
-KmsKeyName = Annotated[
-    str, AfterValidator(_matches(_KMS_KEY, "Cloud KMS key (projects/P/locations/L/keyRings/R/cryptoKeys/K)"))
-]
-EndpointUrl = Annotated[str, AfterValidator(_url("https", "http"))]
-ArchiveUrl = Annotated[str, AfterValidator(_url("https", "http", "gs"))]
-HostAddress = Annotated[str, AfterValidator(_host_address)]
-Directory = Annotated[str, AfterValidator(_directory)]
-DevicePath = Annotated[str, AfterValidator(_matches(_DEVICE, "device path like /dev/video0"))]
-SubscriptionName = Annotated[
-    str, AfterValidator(_matches(_SUBSCRIPTION, "Pub/Sub subscription id, or projects/P/subscriptions/S"))
-]
-RtspUrl = Annotated[str, AfterValidator(_rtsp_url)]
-ControllerPath = Annotated[str, AfterValidator(_controller_path)]
-SignerIdentity = Annotated[
-    str, AfterValidator(_matches(_SIGNER_IDENTITY, "signer identity (letters, digits and @ . _ + -, e.g. release@plant)"))
-]
-SshPublicKey = Annotated[str, AfterValidator(_ssh_public_key)]
+@cache
+def _field_holds_model(model: type[BaseModel], name: str) -> bool:
+    return _holds_model(model.model_fields[name].annotation)
 
 
 class Section(BaseModel):
-    """A block of the stack file: camelCase keys, unknown keys are errors (they are typos)."""
+    """A block of the stack file: camelCase keys, unknown keys are errors (they are typos), and no string in it
+    (values, list items, mapping keys) holds a control character: the one rule every field obeys, new ones
+    included, before its own type's rules. No field of the stack is free text that never reaches a sink."""
 
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _one_line_of_text(cls, value: Any, info: ValidationInfo) -> Any:
+        nested = info.field_name is not None and _field_holds_model(cls, info.field_name)
+        for where, text, char in control_characters_in(value, into_containers=not nested):
+            raise PydanticCustomError(
+                CONTROL_CHARACTER, "holds the control character {char}; {rule}",
+                {"char": describe_character(char), "rule": ONE_LINE_RULE, "at": where, "text": text},
+            )
+        return value
 
 
 # --- cloud -----------------------------------------------------------------------------------
@@ -246,7 +118,10 @@ class Buckets(Section):
 class Storage(Section):
     kind: Literal["gcs", "s3"] = "gcs"
     endpoint: EndpointUrl | None = Field(None, description="emulator or on-site S3 URL; None means the provider's own")
-    location: str | None = Field(None, description="bucket location; default: the stack's region (gcp.region)")
+    location: StorageLocation | None = Field(
+        None, description="the buckets' Cloud Storage location (a region, dual-region or multi-region of catalog/gcp.yaml); "
+        "default: the stack's region (gcp.region)"
+    )
     buckets: Buckets
     image_retention_days: int = Field(30, ge=1, le=3650)
     kms_key_name: KmsKeyName | None = None
@@ -277,7 +152,7 @@ class Analytics(Section):
 
 
 class GpuSpec(Section):
-    type: str = "nvidia-tesla-t4"
+    type: GpuType = "nvidia-tesla-t4"
     count: int = Field(1, ge=1, le=16)
 
 
@@ -316,9 +191,9 @@ class WorkerGroup(Section):
 
 
 class Compute(Section):
-    machine_type: str = "n1-standard-8"
+    machine_type: MachineType = "n1-standard-8"
     gpu: GpuSpec = Field(default_factory=GpuSpec)
-    image_family: str = "common-cu124-ubuntu-2204-nvidia-550"
+    image_family: ImageFamily = "common-cu124-ubuntu-2204-nvidia-550"
     disk_size_gb: int = Field(300, ge=50, le=65536)
     disk_type: Literal["pd-balanced", "pd-ssd", "pd-standard", "hyperdisk-balanced"] = "pd-balanced"
     spot: bool = False
@@ -347,7 +222,7 @@ class Compute(Section):
 
 
 class Model(Section):
-    key: str
+    key: CatalogKey = Field(description="the model's key in the model catalog (catalog/models.yaml)")
     version: int = Field(1, ge=1)
     url: ArchiveUrl | None = Field(None, description="mirror of the archive; default: the catalog's upstream URL")
     sha256: Sha256 | None = None
@@ -365,7 +240,17 @@ class Inference(Section):
     images: dict[Literal["server", "jetson"], ImageRef] = Field(
         default_factory=dict, description="override the platform matrix's Triton image per platform"
     )
-    bind_address: IpAddress = "127.0.0.1"
+    bind_address: IpAddress = Field(
+        "127.0.0.1",
+        description="the one address Triton listens on: loopback, or a private address of the host (RFC 1918, "
+        "100.64.0.0/10, fc00::/7); 0.0.0.0 or :: (every interface) only with bindAllInterfaces",
+    )
+    bind_all_interfaces: bool = Field(
+        False,
+        description="the explicit opt-in for bindAddress 0.0.0.0 or ::: Triton (whose HTTP API loads and unloads "
+        "models, unauthenticated) then answers on every interface of every host, so the network around each host "
+        "must be its allow-list; a stack with GPU VMs must list their clients in network.inferenceAllowedCidrs",
+    )
     bind_interface: str | None = Field(
         None,
         pattern=r"^[a-z][a-z0-9.-]{0,14}$",
@@ -383,7 +268,7 @@ class Pipeline(Section):
     memory: int = Field(20, ge=0)
     tracking_visualization: bool = False
     cropped_objects: bool = False
-    client: str | None = Field(
+    client: CatalogKey | None = Field(
         None, description="the client's catalog key (catalog/pipeline.yaml `clients`); default: the model generation's"
     )
     client_url: ArchiveUrl | None = Field(None, description="mirror of the client archive; default: the catalog's URL")
@@ -463,7 +348,7 @@ class Host(Section):
 
 
 class EdgeDevice(Host):
-    jetpack: str = "6.0"
+    jetpack: JetPackVersion = "6.0"
     camera: Camera = Field(default_factory=Camera)
     nvpmodel: int | None = Field(
         None, ge=0, le=15, description="nvpmodel power mode id (board-specific: 0 is MAXN on AGX Orin); None keeps the board's"
@@ -472,19 +357,22 @@ class EdgeDevice(Host):
 
 
 class Server(Host):
-    driver_branch: str = "550"
+    driver_branch: DriverBranch = "550"
 
 
 class Fleets(Section):
     edge: list[EdgeDevice] = Field(default_factory=list)
     servers: list[Server] = Field(default_factory=list)
+    file: ControllerPath | None = Field(
+        None,
+        description="a fleet file (JSON) that another tool writes: the edge devices and servers it lists are this "
+        "stack's, each with the settings of its entry here of the same name (else of its group's first entry), "
+        "reached as the file says (address, SSH user, port, key, known_hosts). The local stack's is the one "
+        "`cnctl sandbox up` writes; CNCTL_FLEET_FILE names another copy for one run (docs/fleet-files.md)",
+    )
 
 
 # --- mirrors -----------------------------------------------------------------------------------
-
-_MIRROR_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~%/+-]*)?$")
-MirrorUrl = Annotated[str, AfterValidator(_matches(_MIRROR_URL, "mirror URL like https://mirror.plant.local/nvidia"))]
-
 
 class Mirrors(Section):
     """Site mirrors for air-gapped plants: each replaces the base URL of one upstream source of the

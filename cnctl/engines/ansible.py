@@ -8,7 +8,10 @@ into the repository or $HOME, and the SSH masters are closed before it is remove
 `--check --diff`.
 
 A target's overrides are extra vars on top of the stack's (they beat inventory host vars); its layers are
-the tags the play runs (every role is tagged with its layer's name; platform always runs).
+the tags the play runs (every role is tagged with its layer's name; platform always runs). The extra vars go
+in the run's `env/extravars` file (ansible-runner passes it as `-e @file`), every string tagged `!unsafe` as in
+the inventory (cnctl.ansible_yaml): given as a dict, ansible-runner would write them as JSON on the command line,
+which cannot mark them, and Ansible would evaluate any `{{ }}` a stack value holds.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from cnctl.ansible_yaml import unsafe_dump
 from cnctl.engines.result import DeployResult, EngineFailure, HostResult
 from cnctl.engines.target import REPO, Target
 
@@ -47,14 +51,27 @@ def envvars(workdir: Path) -> dict[str, str]:
     }
 
 
+def extravars(target: Target) -> dict[str, Any]:
+    """The run's extra vars: the stack's shared values, the run's overrides winning over them."""
+    return {**target.extravars, **target.overrides}
+
+
+def write_extravars(target: Target, workdir: Path) -> Path:
+    """`workdir/env/extravars`, where ansible-runner finds the extra vars: YAML, every string `!unsafe`."""
+    path = workdir / "env" / "extravars"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(unsafe_dump(extravars(target)), encoding="utf-8")
+    return path
+
+
 def runner_args(target: Target, workdir: Path, *, dry: bool) -> dict[str, Any]:
-    """The arguments of `ansible_runner.run` for `target` in `workdir` (without the event handler)."""
+    """The arguments of `ansible_runner.run` for `target` in `workdir` (without the event handler); the extra
+    vars are the file `write_extravars` writes there, never a dict (which would go as JSON, templates live)."""
     return {
         "private_data_dir": str(workdir),
         "playbook": str(PLAYBOOK),
         "inventory": str(target.ansible_inventory),
         "limit": ",".join(target.limits) or None,
-        "extravars": {**target.extravars, **target.overrides},  # a run's overrides win over the stack's values
         "tags": ",".join(target.layers) if target.layers is not None else None,
         "cmdline": "--check --diff" if dry else None,
         "envvars": {**target.env, **envvars(workdir)},
@@ -77,6 +94,7 @@ def run(target: Target, *, dry: bool = False, echo: bool = True) -> DeployResult
     with tempfile.TemporaryDirectory(prefix="cnctl-ansible-") as tmp:
         workdir = Path(tmp).resolve()
         started = time.monotonic()
+        write_extravars(target, workdir)
         runner = ansible_runner.run(**runner_args(target, workdir, dry=dry), event_handler=on_event)
         seconds = time.monotonic() - started
         _close_ssh_masters(workdir / "cp")

@@ -1,8 +1,8 @@
 """What a deploy is aimed at: a stack's fleet, as inventories both engines read, and the hosts in scope.
 
-Any stack with hosts in `fleets` can be deployed: the inventories come from cnctl.inventory (the local
-stack's hosts from the running sandbox). pyinfra reads hosts/fleet.py, which serves the stack named by
-CNCTL_STACK; Ansible reads a YAML inventory written for the run. Cloud VMs are reached with
+Any stack with hosts in `fleets` (or in its fleet file) can be deployed: the inventories come from
+cnctl.inventory. pyinfra reads hosts/fleet.py, which serves the stack named by CNCTL_STACK (and the fleet file
+CNCTL_FLEET_FILE names, when the run was given one); Ansible reads a YAML inventory written for the run. Cloud VMs are reached with
 `pyinfra hosts/cloud.py deploy.py` (their inventory needs the Pulumi stack outputs).
 """
 
@@ -15,6 +15,7 @@ from typing import Any
 
 from cnctl.config import StackConfig
 from cnctl.errors import UsageProblem
+from cnctl.fleet import FLEET_FILE_ENV, file_of
 from cnctl.hostvars import stack_vars
 from cnctl.inventory import (
     FLEET_GROUPS,
@@ -26,13 +27,8 @@ from cnctl.inventory import (
     write_private,
 )
 from cnctl.paths import HOSTS_DIR, REPO_ROOT
-from cnctl.sandbox.instance import Instance
 
 REPO = REPO_ROOT
-# The host layers in the order deploy.py and playbooks/site.yml apply them (the roles' tags are these names;
-# platform always applies). `pull` is last: it installs (pull hosts) or removes (push hosts) the agent that
-# applies the stack's signed bundle, once the host is otherwise configured and healthy.
-HOST_LAYERS = ("platform", "jetson", "nvidia", "container", "model", "inference", "pipeline", "verify", "pull")
 PYINFRA_INVENTORY = HOSTS_DIR / "fleet.py"
 
 
@@ -47,7 +43,7 @@ class Target:
     `pyinfra_inventory` is a pyinfra inventory module, `ansible_inventory` an Ansible inventory file; both
     name the same hosts with the same host data. `hosts` are the names in scope after `limit` (a host or
     group name, passed on to the engine as its own limit). `env` is what the inventories read from the
-    environment (which stack, which sandbox). `extravars` are the stack values every host shares
+    environment (which stack, which fleet file). `extravars` are the stack values every host shares
     (`hostvars.stack_vars`); per-host values are host data in the inventories, for both engines alike.
     """
 
@@ -67,19 +63,20 @@ class Target:
         return limit_parts(self.limit)
 
 
-def for_stack(cfg: StackConfig, *, limit: str | None = None, inst: Instance | None = None,
-              stack: str | None = None) -> Target:
+def for_stack(cfg: StackConfig, *, limit: str | None = None, stack: str | None = None) -> Target:
     """The target of `cfg`'s fleet, or TargetProblem saying what is missing. `stack` is how `cfg` was named
-    (a stack name or a file path): the pyinfra inventory module loads it again from that."""
+    (a stack name or a file path): the pyinfra inventory module loads it again from that, and reads the
+    same fleet file as here."""
     if stack and Path(stack).suffix in (".yaml", ".yml"):
         stack = str(Path(stack).resolve())  # the engine runs in the repository, maybe not where we are
     env = {STACK_ENV: stack or cfg.environment}
-    if cfg.sandbox is not None:
-        inst = inst or Instance.from_env()
-        env.update(CNCTL_SANDBOX_PREFIX=inst.prefix, CNCTL_STATE=str(inst.state_dir), CNCTL_CACHE=str(inst.cache))
-    hosts = fleet_hosts(cfg, FLEET_GROUPS, inst)  # SandboxNotUp: "run `cnctl sandbox up` or `make demo`"
+    named = file_of(cfg)
+    if named is not None:
+        env[FLEET_FILE_ENV] = str(named[0].resolve())
+    hosts = fleet_hosts(cfg, FLEET_GROUPS)  # a missing fleet file says who writes it
     if not hosts:
-        raise TargetProblem(f"stack {cfg.environment}: fleets.edge and fleets.servers list no host to deploy to")
+        where = f"its fleet file {named[0]} lists" if named else "fleets.edge and fleets.servers list"
+        raise TargetProblem(f"stack {cfg.environment}: {where} no host to deploy to")
     return Target(
         stack=cfg.environment,
         pyinfra_inventory=PYINFRA_INVENTORY,
@@ -93,7 +90,7 @@ def for_stack(cfg: StackConfig, *, limit: str | None = None, inst: Instance | No
 
 def write_ansible_inventory(stack: str, hosts: list[InventoryHost]) -> Path:
     """Ensure the user's cache holds the Ansible inventory of `hosts` for this run. The file is named by its
-    content: two runs at once (two sandboxes of one stack, or a pyinfra run beside an Ansible one) never
+    content: two runs at once (two fleet files of one stack, or a pyinfra run beside an Ansible one) never
     overwrite each other's inventory; the same fleet reuses one file."""
     text = ansible_inventory_text(stack, hosts)
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 
 INSTALL_HINT = (
-    "the Pulumi CLI is not installed: see README 'Real use' (and docs/cloud.md) — "
+    "the Pulumi CLI is not installed: see docs/cloud.md, 'Real use' — "
     "curl -fsSL https://get.pulumi.com | sh, then gcloud auth application-default login, "
     "pulumi login (e.g. gs://<state-bucket> or file://~/.pulumi-state) and pulumi stack init <env>. "
     "Without it, `cnctl plan` shows everything offline."

@@ -21,7 +21,7 @@ from cnctl.config.schema import StackConfig
 from cnctl.sandbox import cleanup, host, image, keys, network, procs
 from cnctl.sandbox.errors import SandboxFailure, SandboxProblem
 from cnctl.sandbox.instance import Instance
-from cnctl.sandbox.inventory import write_ansible_inventory
+from cnctl.sandbox.inventory import publish
 from cnctl.sandbox.layout import HostSpec, Layout, layout_from_stack
 from cnctl.sandbox.progress import Progress
 from cnctl.sandbox.remote import ssh
@@ -46,6 +46,7 @@ def up(inst: Instance, cfg: StackConfig, *, stack: str = "local", edge: int | No
         if current is not None and _healthy(inst, current):
             if _same_hosts(current.layout, layout):
                 progress.note(f"the sandbox is already up ({len(current.hosts)} hosts); nothing to do")
+                publish(inst, current)  # its fleet file again, should it have been removed
                 return current
             raise SandboxProblem(
                 f"the sandbox is up with other hosts ({', '.join(h.name for h in current.hosts)}); "
@@ -90,7 +91,7 @@ def _bring_up(inst: Instance, cfg: StackConfig, layout: Layout, stack: str, prog
         site_netns=inst.site_netns, uplink=inst.uplink, images={a: str(p) for a, p in rootfs.items()}, ssh_key=str(key),
         known_hosts=str(inst.ssh_dir / "known_hosts"),
         hosts=[HostState(spec, inst.host_netns(spec.name), str(host.merged_dir(inst, spec.name))) for spec in layout.hosts],
-        inventories={"pyinfra": str(PYINFRA_INVENTORY), "ansible": str(inst.ansible_inventory)},
+        inventories={"fleet": str(inst.fleet_file), "pyinfra": str(PYINFRA_INVENTORY), "ansible": str(inst.ansible_inventory)},
     )
     save(inst, state)  # from here on a crash leaves a record of what was meant to exist
 
@@ -124,7 +125,7 @@ def _bring_up(inst: Instance, cfg: StackConfig, layout: Layout, stack: str, prog
     keys.write_known_hosts(Path(state.known_hosts), [(h.address, h.host_key or "") for h in state.hosts])
     state.phase = "up"
     state.timings = timings
-    write_ansible_inventory(inst.ansible_inventory, state)
+    publish(inst, state)  # the fleet file the product reads, last: it exists only for a fleet that is up
     save(inst, state)
     return state
 

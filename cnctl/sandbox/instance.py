@@ -15,8 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from cnctl.fleet import FLEET_FILE_ENV
 from cnctl.sandbox.errors import SandboxProblem
 
+PREFIX_ENV = "CNCTL_SANDBOX_PREFIX"
+STATE_ENV = "CNCTL_STATE"
+CACHE_ENV = "CNCTL_CACHE"
 DEFAULT_PREFIX = "cnsb"
 DEFAULT_STATE = Path("/run/cnctl/sandbox")
 DEFAULT_CACHE = Path("/var/cache/cnctl")
@@ -46,10 +50,16 @@ class Instance:
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Instance:
         """The instance the environment names: CNCTL_SANDBOX_PREFIX, CNCTL_STATE, CNCTL_CACHE."""
         return cls(
-            prefix=env.get("CNCTL_SANDBOX_PREFIX") or DEFAULT_PREFIX,
-            state_dir=Path(env.get("CNCTL_STATE") or DEFAULT_STATE),
-            cache=Path(env.get("CNCTL_CACHE") or DEFAULT_CACHE),
+            prefix=env.get(PREFIX_ENV) or DEFAULT_PREFIX,
+            state_dir=Path(env.get(STATE_ENV) or DEFAULT_STATE),
+            cache=Path(env.get(CACHE_ENV) or DEFAULT_CACHE),
         )
+
+    def environment(self) -> dict[str, str]:
+        """The variables under which `cnctl sandbox ...` acts on this sandbox and the product's commands
+        (`cnctl deploy`, `pyinfra hosts/fleet.py`, `status`, `infer`) reach its fleet, through its fleet file."""
+        return {PREFIX_ENV: self.prefix, STATE_ENV: str(self.state_dir), CACHE_ENV: str(self.cache),
+                FLEET_FILE_ENV: str(self.fleet_file)}
 
     # --- names on the machine ----------------------------------------------------------------
 
@@ -95,6 +105,12 @@ class Instance:
     @property
     def ansible_inventory(self) -> Path:
         return self.state_dir / "inventory.yml"
+
+    @property
+    def fleet_file(self) -> Path:
+        """The fleet file `up` writes: the product reads the fleet from it (the local stack's fleets.file names
+        the default instance's; CNCTL_FLEET_FILE another's)."""
+        return self.state_dir / "fleet.json"
 
     @property
     def lock_path(self) -> Path:

@@ -1,38 +1,61 @@
-"""Inventories generated from the sandbox state: pyinfra's (hosts/sandbox.py reads it at run time) and
-Ansible's (a YAML file written into the state dir at `up`). Both say the same: groups `edge` and
-`servers`, the deploy user, our key, our known_hosts with strict checking, and each host's platform."""
+"""What the sandbox hands over once its hosts are up, written into its state dir at `up`:
+
+- the fleet file (`fleet.json`, cnctl/fleet.py's format): the hosts it booted, their addresses, the login user,
+  its key and known_hosts under strict checking, each host's platform. The product reads the local stack's fleet
+  from it (the stack's `fleets.file`, or CNCTL_FLEET_FILE) like any fleet another tool provisioned: hosts/*.py,
+  `cnctl deploy`, `status`, `infer` and rollouts know nothing of the sandbox.
+- an Ansible inventory (`inventory.yml`) for ad-hoc commands (`ansible -i <state>/inventory.yml all -m ping`):
+  the same hosts with the sandbox's own facts (flavour, platform, site services), no cn_* variables (those come
+  from `cnctl inventory`).
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from cnctl.sandbox.errors import SandboxProblem
+from cnctl.ansible_yaml import unsafe_dump
+from cnctl.fleet import FORMAT
 from cnctl.sandbox.instance import Instance
-from cnctl.sandbox.state import FleetState, HostState, load
+from cnctl.sandbox.state import FleetState, HostState
 from cnctl.sandbox.system import write_file
 
 GROUPS = ("edge", "servers")
 
 
-class SandboxNotUp(SandboxProblem):
-    """The state file is missing: nothing to inventory."""
+def publish(inst: Instance, state: FleetState) -> None:
+    """Write the fleet file and the Ansible inventory of a sandbox that is up."""
+    write_fleet_file(inst.fleet_file, state)
+    write_ansible_inventory(inst.ansible_inventory, state)
 
 
-def current_state(inst: Instance | None = None) -> FleetState:
-    """The state of a sandbox that is up, or SandboxNotUp saying how to start one."""
-    inst = inst or Instance.from_env()
-    state = load(inst)
-    if state is None or state.phase != "up":
-        why = f"no {inst.state_file}" if state is None else "its last `up` did not finish"
-        raise SandboxNotUp(f"the sandbox is not up ({why}): run `cnctl sandbox up` or `make demo`")
-    return state
+def fleet_document(state: FleetState) -> dict[str, Any]:
+    """The fleet file of `state`: every host it booted (listed in the stack or generated beyond it)."""
+    return {
+        "format": FORMAT,
+        "stack": state.stack,
+        "writtenBy": f"cnctl sandbox up (sandbox {state.prefix}, {state.state_dir})",
+        "ssh": {"key": state.ssh_key, "knownHosts": state.known_hosts, "strictHostKeyChecking": "yes"},
+        "hosts": [_listed(host) for host in state.hosts],
+    }
+
+
+def _listed(host: HostState) -> dict[str, Any]:
+    spec = host.spec
+    platform = {"jetpack": spec.jetpack} if spec.flavour == "jetson" else {"driverBranch": spec.driver_branch}
+    return {"name": spec.name, "group": spec.group, "address": spec.address, "sshUser": spec.ssh_user,
+            "site": spec.site, **platform}
+
+
+def write_fleet_file(path: Path, state: FleetState) -> Path:
+    """Ensure `path` holds the fleet file of `state`."""
+    write_file(path, json.dumps(fleet_document(state), indent=2) + "\n", mode=0o644)
+    return path
 
 
 def host_data(state: FleetState, host: HostState) -> dict[str, Any]:
-    """What an inventory says about one host (engine-neutral keys; each engine adds its connection keys)."""
+    """What the Ansible inventory says about one host beside its connection keys."""
     spec = host.spec
     data: dict[str, Any] = {
         "flavour": spec.flavour,
@@ -46,25 +69,6 @@ def host_data(state: FleetState, host: HostState) -> dict[str, Any]:
     else:
         data.update(driver_branch=spec.driver_branch)
     return data
-
-
-def pyinfra_groups(inst: Instance | None = None) -> dict[str, list[tuple[str, dict[str, Any]]]]:
-    """`{group: [(host name, host data)]}` for a pyinfra inventory module."""
-    state = current_state(inst)
-    groups: dict[str, list[tuple[str, dict[str, Any]]]] = {g: [] for g in GROUPS}
-    for host in state.hosts:
-        data = {
-            "ssh_hostname": host.address,
-            "ssh_user": host.spec.ssh_user,
-            "ssh_key": state.ssh_key,
-            "ssh_known_hosts_file": state.known_hosts,
-            "ssh_strict_host_key_checking": "yes",
-            "ssh_allow_agent": False,
-            "ssh_look_for_keys": False,
-            **host_data(state, host),
-        }
-        groups[host.spec.group].append((host.name, data))
-    return groups
 
 
 def ansible_inventory(state: FleetState) -> dict[str, Any]:
@@ -96,6 +100,6 @@ def ansible_inventory(state: FleetState) -> dict[str, Any]:
 def write_ansible_inventory(path: Path, state: FleetState) -> Path:
     """Ensure `path` holds the Ansible inventory of `state`."""
     text = "# Generated by `cnctl sandbox up` from the sandbox state; rewritten at every up.\n"
-    text += yaml.safe_dump(ansible_inventory(state), sort_keys=False, default_flow_style=False)
+    text += unsafe_dump(ansible_inventory(state))  # the stack's names and sites as data, never templates
     write_file(path, text, mode=0o644)
     return path

@@ -5,10 +5,11 @@
   so a `make demo` sandbox on the same machine is left alone. Its hosts are the local stack's.
 - `boot_fresh` / `fresh_host`: a host on a fresh overlay disk of the image, on the fleet's site network,
   torn down after the test; for tests that change a host or need a clean one.
-- `fleet_env`: the environment that points `cnctl` / `pyinfra hosts/sandbox.py` at the session fleet.
+- `fleet_env`: the environment that points `cnctl` / `pyinfra hosts/fleet.py` at the session fleet (its
+  fleet file, CNCTL_FLEET_FILE).
 - `sandbox_stack(subnet)`: a copy of stacks/Pulumi.local.yaml moved to another /24, for extra sandboxes.
 - `view(hosts, extra=())`: the environment in which the stack's inventories are exactly `hosts` (fresh ones
-  too); the stack file is the module's `session_stack` fixture.
+  too): a fleet file of their own; the stack file is the module's `session_stack` fixture.
 
 Prerequisites: root, and the tools of `cnctl.sandbox.prereqs`. Under CI=true a missing prerequisite is a
 failure; elsewhere only a non-root run skips (with the reason).
@@ -26,7 +27,7 @@ from cnctl.config import StackConfig, load_stack
 from cnctl.sandbox import fleet as sandbox
 from cnctl.sandbox.flavours import l4t_for
 from cnctl.sandbox.instance import Instance
-from cnctl.sandbox.inventory import write_ansible_inventory
+from cnctl.sandbox.inventory import publish
 from cnctl.sandbox.layout import HostSpec
 from cnctl.sandbox.progress import Quiet
 from cnctl.sandbox.state import FleetState, HostState, save
@@ -119,19 +120,19 @@ def fresh_host(boot_fresh: Callable[..., sandbox.FreshHost]) -> sandbox.FreshHos
 def view(fleet: FleetState, fleet_instance: Instance, fleet_env: dict[str, str], session_stack: Path,
          tmp_path_factory: pytest.TempPathFactory) -> Callable[..., dict[str, str]]:
     """`view(hosts, extra=())` -> the environment in which the session stack's inventories are exactly `hosts`
-    (and `extra` host states, e.g. one that does not answer): a state directory and user cache of their own.
-    `session_stack` is the module's: the local stack on the session's subnet, as that module needs it."""
+    (and `extra` host states, e.g. one that does not answer): a state directory (with its fleet file) and user
+    cache of their own. `session_stack` is the module's: the local stack on the session's subnet."""
 
     def make(hosts: Sequence[sandbox.FreshHost], extra: Sequence[HostState] = ()) -> dict[str, str]:
         directory = tmp_path_factory.mktemp("view")
         known = directory / "known_hosts"
         known.write_text("".join(Path(h.fleet.known_hosts).read_text() for h in hosts))
-        state_dir = directory / "state"
-        state = replace(fleet, state_dir=str(state_dir), known_hosts=str(known), hosts=[h.state for h in hosts] + list(extra),
-                        inventories={**fleet.inventories, "ansible": str(state_dir / "inventory.yml")})
-        save(Instance(prefix=fleet_instance.prefix, state_dir=state_dir, cache=fleet_instance.cache), state)
-        write_ansible_inventory(state_dir / "inventory.yml", state)
-        return {**fleet_env, "CNCTL_STATE": str(state_dir), "CNCTL_STACK": str(session_stack),
+        inst = Instance(prefix=fleet_instance.prefix, state_dir=directory / "state", cache=fleet_instance.cache)
+        state = replace(fleet, state_dir=str(inst.state_dir), known_hosts=str(known), hosts=[h.state for h in hosts] + list(extra),
+                        inventories={**fleet.inventories, "fleet": str(inst.fleet_file), "ansible": str(inst.ansible_inventory)})
+        save(inst, state)
+        publish(inst, state)
+        return {**fleet_env, **inst.environment(), "CNCTL_STACK": str(session_stack),
                 "XDG_CACHE_HOME": str(directory / "cache")}
 
     return make

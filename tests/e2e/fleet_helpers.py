@@ -66,12 +66,11 @@ def write_stack(directory: Path, net: str) -> Path:
 
 
 def env_for(inst: Instance) -> dict[str, str]:
-    """The environment that makes `cnctl sandbox ...` and hosts/sandbox.py use `inst`."""
+    """The environment that makes `cnctl sandbox ...` act on `inst` and the product (hosts/*.py, `cnctl deploy`,
+    `status`, `infer`) read its fleet file (CNCTL_FLEET_FILE), as a user of that sandbox would set it."""
     return {
         **os.environ,
-        "CNCTL_SANDBOX_PREFIX": inst.prefix,
-        "CNCTL_STATE": str(inst.state_dir),
-        "CNCTL_CACHE": str(inst.cache),
+        **inst.environment(),
         "PATH": f"{BIN}:{os.environ.get('PATH', '')}:/usr/sbin:/sbin",
     }
 

@@ -271,6 +271,10 @@ def test_status_reports_every_host_running_with_ssh_and_systemd(fleet: FleetStat
     ]
     assert report["site"] and all(svc["answering"] for svc in report["site"].values())
     assert Path(report["inventories"]["ansible"]).is_file() and Path(report["inventories"]["pyinfra"]).is_file()
+    # the fleet file the product reads (CNCTL_FLEET_FILE in fleet_env): every host up, by name and address
+    fleet_file = json.loads(Path(report["inventories"]["fleet"]).read_text())
+    assert report["inventories"]["fleet"] == fleet_env["CNCTL_FLEET_FILE"] and fleet_file["stack"] == "local"
+    assert [(h["name"], h["address"]) for h in fleet_file["hosts"]] == [(h.name, h.address) for h in fleet.hosts]
 
 
 def test_up_refuses_a_subnet_the_machine_already_uses(fleet: FleetState, fleet_instance: Instance, sandbox_stack) -> None:
@@ -415,8 +419,7 @@ def test_make_demo_targets_are_wired(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "cnctl sandbox up --stack local" in result.stdout
     assert "cnctl/sandbox/prereqs.py ensure" in result.stdout
-    assert re.search(r"\.venv/bin/pyinfra -y hosts/edge\.py deploy\.py", result.stdout)
-    assert re.search(r"\.venv/bin/pyinfra -y hosts/servers\.py deploy\.py", result.stdout)
+    assert re.search(r"\.venv/bin/pyinfra -y hosts/fleet\.py deploy\.py", result.stdout)
     assert "cnctl infer --stack local" in result.stdout and "cnctl status --stack local" in result.stdout
-    assert result.stdout.index("hosts/servers.py deploy.py") < result.stdout.index("cnctl infer")
+    assert result.stdout.index("hosts/fleet.py deploy.py") < result.stdout.index("cnctl infer")
     assert "cnctl sandbox down" in result.stdout

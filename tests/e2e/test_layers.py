@@ -20,8 +20,8 @@ inference -> pipeline -> verify), through either engine.
   converges it.
 
 Fresh hosts are not in the session fleet's inventories: `view(hosts)` gives them a state directory of their
-own (state.json), which the stack's inventories (cnctl.inventory: hosts/edge.py, hosts/servers.py) read
-through CNCTL_STATE like any sandbox.
+own (state.json and the fleet file it hands over), which the stack's inventories (cnctl.inventory: hosts/fleet.py)
+read through CNCTL_FLEET_FILE like any fleet file.
 """
 
 from __future__ import annotations

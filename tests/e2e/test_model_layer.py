@@ -32,7 +32,7 @@ import yaml
 from cnctl.config import StackConfig, load_stack
 from cnctl.sandbox import fleet as sandbox
 from cnctl.sandbox.instance import Instance
-from cnctl.sandbox.inventory import write_ansible_inventory
+from cnctl.sandbox.inventory import publish
 from cnctl.sandbox.state import FleetState, save
 from tests.e2e.fleet_helpers import BIN, REPO, SESSION_NET
 from tests.e2e.host_state import (
@@ -75,13 +75,13 @@ def env_of(fleet: FleetState, fleet_instance: Instance, fleet_env: dict[str, str
         directory = tmp_path_factory.mktemp("view")
         known = directory / "known_hosts"
         known.write_text("".join(Path(h.fleet.known_hosts).read_text() for h in hosts))
-        state_dir = directory / "state"
-        view = replace(fleet, state_dir=str(state_dir), known_hosts=str(known), hosts=[h.state for h in hosts],
-                       inventories={**fleet.inventories, "ansible": str(state_dir / "inventory.yml")})
-        save(Instance(prefix=fleet_instance.prefix, state_dir=state_dir, cache=fleet_instance.cache), view)
-        write_ansible_inventory(state_dir / "inventory.yml", view)
+        inst = Instance(prefix=fleet_instance.prefix, state_dir=directory / "state", cache=fleet_instance.cache)
+        view = replace(fleet, state_dir=str(inst.state_dir), known_hosts=str(known), hosts=[h.state for h in hosts],
+                       inventories={**fleet.inventories, "fleet": str(inst.fleet_file), "ansible": str(inst.ansible_inventory)})
+        save(inst, view)
+        publish(inst, view)  # the fleet file the product reads: exactly these hosts
         # its own user cache too: cnctl writes the run's Ansible inventory there, per stack name
-        return {**fleet_env, "CNCTL_STATE": str(state_dir), "XDG_CACHE_HOME": str(directory / "cache")}
+        return {**fleet_env, **inst.environment(), "XDG_CACHE_HOME": str(directory / "cache")}
 
     return make
 

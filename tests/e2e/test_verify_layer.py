@@ -97,7 +97,7 @@ def verify_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[dict[str,
     """`verify_only(env, engine)`: one engine run of the verify layer alone (the platform layer always runs)."""
 
     def run(env: dict[str, str], engine: str) -> engines.DeployResult:
-        for key in ("CNCTL_STATE", "CNCTL_STACK", "CNCTL_SANDBOX_PREFIX", "CNCTL_CACHE", "XDG_CACHE_HOME", "PATH"):
+        for key in ("CNCTL_FLEET_FILE", "CNCTL_STACK", "CNCTL_CACHE", "XDG_CACHE_HOME", "PATH"):
             monkeypatch.setenv(key, env[key])
         target = engines.for_stack(load_stack(env["CNCTL_STACK"]), stack=env["CNCTL_STACK"])
         return engines.run(engine, replace(target, layers=("verify",)), echo=False)

@@ -141,6 +141,18 @@ def test_the_bundle_and_the_agent_hold_every_module_they_import(entries: Any, ro
     assert missing == [], f"add to cnctl/bundle/contents.py: {missing}"
 
 
+def test_no_sandbox_file_is_in_a_built_bundle_nor_reached_by_its_imports(built: Bundle) -> None:
+    """Production never stands on test infrastructure: a bundle (and the agent it installs) holds nothing of
+    cnctl/sandbox, and nothing the host side imports leads there."""
+    members = [m.name for m in _members(built.archive)]
+    assert [name for name in members if name.startswith(("cnctl/sandbox/", "tests/"))] == []
+    assert [path for path in contents.files(REPO_ROOT, contents.AGENT_ENTRIES) if path.startswith("cnctl/sandbox/")] == []
+    roots = [REPO_ROOT / "deploy.py", REPO_ROOT / "hosts" / "pull.py", REPO_ROOT / "cnctl" / "bundle" / "agent.py",
+             *sorted((REPO_ROOT / "deploy").glob("*.py"))]
+    reached = sorted(p.relative_to(REPO_ROOT).as_posix() for p in imported(roots))
+    assert [path for path in reached if path.startswith("cnctl/sandbox/")] == [], reached
+
+
 # --- signatures ----------------------------------------------------------------------------------------
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 
 import pytest
+from pydantic import TypeAdapter
 
 from cnctl.catalog import catalog
+from cnctl.config import values
 
 CAT = catalog()
 PLATFORMS = CAT.platforms
@@ -78,6 +80,37 @@ def test_image_families_name_their_driver_branch_and_cuda() -> None:
         assert image.driver_branch in known_branches
         branch = PLATFORMS.servers.driver(image.driver_branch)
         assert _v(image.cuda) <= _v(branch.max_cuda)
+
+
+def test_storage_locations_are_places_that_exist() -> None:
+    """Each dual-region spans two Compute Engine regions of the catalog; names are Cloud Storage's (upper-case),
+    KMS locations Cloud KMS's (lower-case); no multi- or dual-region shadows a region."""
+    places = CAT.gcp.storage_locations
+    assert places is not None and {"US", "EU", "ASIA"} <= set(places.multi_regions) and "NAM4" in places.dual_regions
+    regions = {region.upper() for region in CAT.gcp.regions}
+    for name, dual in places.dual_regions.items():
+        assert len(dual.regions) == 2 and set(dual.regions) <= set(CAT.gcp.regions), name
+    for name, place in {**places.multi_regions, **places.dual_regions}.items():
+        assert name == name.upper() and name not in regions and re.fullmatch(r"[a-z0-9-]+", place.kms), name
+    assert len(CAT.gcp.bucket_locations()) == len(set(CAT.gcp.bucket_locations()))
+
+
+def test_every_catalog_value_a_stack_can_name_fits_its_schema_type() -> None:
+    """A catalog entry whose name the stack schema's character set refuses could never be chosen."""
+    named = {
+        values.CatalogKey: [*MODELS.models, *CAT.pipeline.clients],
+        values.MachineType: [t for fam in CAT.gcp.machine_families.values() for t in fam.machine_types()],
+        values.GpuType: [gpu for fam in CAT.gcp.machine_families.values() for gpu in fam.gpus],
+        values.ImageFamily: list(CAT.gcp.images.families),
+        values.JetPackVersion: [rel.jetpack for rel in PLATFORMS.jetson.releases],
+        values.DriverBranch: [branch.branch for branch in PLATFORMS.servers.driver_branches],
+        values.Region: list(CAT.gcp.regions),
+        values.StorageLocation: CAT.gcp.bucket_locations(),
+    }
+    for kind, names in named.items():
+        adapter = TypeAdapter(kind)
+        for name in names:
+            adapter.validate_python(name)
 
 
 @pytest.mark.parametrize("key", sorted(MODELS.models))

@@ -19,6 +19,7 @@ from cnctl.plan import Plan, plan_stack
 from cnctl.plan.mocks import project_number
 from tests.unit.plan_queries import of_type, one
 from tests.unit.stack_variants import stack_variant
+from tests.unit.test_cloud_startup import script_values
 
 PROJECT = "my-circularnet-dev"
 NUMBER = project_number(PROJECT)
@@ -80,7 +81,7 @@ def test_the_template_is_the_vm_the_stack_would_create(plan: Plan, dev: Plan) ->
     }]
     metadata = dict(template["metadata"])
     script = metadata.pop("startup-script")
-    assert script.startswith("#!/bin/bash\n") and '"environment": "dev-group"' in script
+    assert script.startswith("#!/bin/bash\n") and '"environment": "dev-group"' in script_values(script)["stack_json"]
     vm_metadata = {k: v for k, v in vm["metadata"].items() if k != "startup-script"}
     assert metadata == vm_metadata == {"install-nvidia-driver": "True", "enable-oslogin": "TRUE", "block-project-ssh-keys": "TRUE"}
     # GPUs cannot live-migrate; a preempted Spot worker is deleted and recreated by the group

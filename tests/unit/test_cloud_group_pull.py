@@ -37,6 +37,7 @@ from cnctl.hostvars import CloudVm, host_vars
 from tests.unit.bundle_helpers import keypair
 from tests.unit.http_server import http_server
 from tests.unit.stack_variants import stack_variant
+from tests.unit.test_cloud_startup import script_values
 from tests.unit.test_uploader import Store, endpoints  # the emulators' fixture
 
 __all__ = ["endpoints"]
@@ -88,7 +89,7 @@ def test_a_group_vm_uploads_and_reads_as_its_service_account_even_when_devices_h
     cfg = load_stack(group_stack(tmp_path, public, storage={"credentialsFile": str(key)}))
     assert cfg.storage.credentials_file is not None
     assert host_vars(cfg, "cloud", _vm(cfg))["cn_storage_credentials_file"] is None
-    assert '"credentials": null' in render_startup_script(cfg, workers=True)
+    assert '"credentials": null' in script_values(render_startup_script(cfg, workers=True))["agent_config"]
 
 
 def test_fixed_vms_and_a_group_without_a_bundle_stay_push(tmp_path: Path) -> None:
@@ -108,18 +109,22 @@ def test_the_group_script_carries_the_signers_the_hashes_and_the_store(tmp_path:
     assert cfg.bundle is not None
     script = render_startup_script(cfg, workers=True)
     subprocess.run([BASH, "-n"], input=script, text=True, check=True)
-    assert allowed_signers(cfg.bundle.signers, "circularnet-bundle:dev-group") in script
-    assert 'release@plant namespaces="circularnet-bundle:dev-group" ' + public in script
+    values = script_values(script)  # the files travel as base64, each value as one shell word
+    assert values["allowed_signers"] == allowed_signers(cfg.bundle.signers, "circularnet-bundle:dev-group")
+    assert 'release@plant namespaces="circularnet-bundle:dev-group" ' + public in values["allowed_signers"]
     wants = host_vars(cfg, "cloud", _vm(cfg))
     for wheel in [*wants["cn_uploader_wheels"], *wants["cn_agent_wheels"]]:
-        assert f"{wheel['name']}=={wheel['version']}" in script
-        assert all(f"--hash=sha256:{digest}" in script for digest in wheel["sha256"])
-    assert "--no-deps --require-hashes" in script and "--index-url https://pypi.org/simple" in script
-    assert "/storage/v1/b/my-circularnet-dev-group-models/o/" in script and "https://storage.googleapis.com" in script
-    assert "bundles/dev-group/channels/stable.json" in script
-    assert '"host": "@CNCTL_VM_NAME@"' in script and '"zone": "@CNCTL_VM_ZONE@"' in script
-    assert '"channel": "stable"' in script and '"group": "cloud"' in script
-    assert "python3-venv" in script and "openssh-client" in script
+        assert f"{wheel['name']}=={wheel['version']}" in values["requirements"]
+        assert all(f"--hash=sha256:{digest}" in values["requirements"] for digest in wheel["sha256"])
+    assert values["pip_args"][:2] == ["--no-deps", "--require-hashes"]
+    assert values["pip_args"][-2:] == ["--index-url", "https://pypi.org/simple"]
+    assert (values["gcs_api"], values["bucket_path"]) == ("https://storage.googleapis.com", "my-circularnet-dev-group-models")
+    assert '/storage/v1/b/$bucket_path/o/$1?alt=media"' in script
+    assert values["pointer_object"] == "bundles%2Fdev-group%2Fchannels%2Fstable.json"
+    assert values["versions_object"] == "bundles%2Fdev-group%2F"
+    assert '"host": "@CNCTL_VM_NAME@"' in values["agent_config"] and '"zone": "@CNCTL_VM_ZONE@"' in values["agent_config"]
+    assert '"channel": "stable"' in values["agent_config"] and '"group": "cloud"' in values["agent_config"]
+    assert {"python3-venv", "openssh-client"} <= set(values["pull_apt_packages"])
     assert "gcloud" not in script.split("pull bootstrap: a worker group")[1]  # curl and the metadata server only
 
 

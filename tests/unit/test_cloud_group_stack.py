@@ -127,7 +127,8 @@ def test_bad_group_input_is_one_clear_line_and_exit_2(case: Case, tmp_path: Path
         group(maxDeliveryAttempts=100, ackDeadlineSeconds=600, initialDelaySeconds=3600, imagesPerWorker=1),
         lambda c: c["circularnet:gcp"].update(zones=["us-central1-f"]),  # one zone is a group too
         lambda c: c["circularnet:compute"].pop("group"),  # mode group with its defaults
-        lambda c: c["circularnet:inference"].update(bindAddress="0.0.0.0", bindInterface=None),
+        lambda c: (c["circularnet:inference"].update(bindAddress="0.0.0.0", bindAllInterfaces=True, bindInterface=None),
+                   c["circularnet:network"].update(inferenceAllowedCidrs=["10.40.0.0/16"])),  # every interface, opted in
     ],
     ids=["min-0", "fixed", "lowest", "highest", "one-zone", "defaults", "any-address"],
 )

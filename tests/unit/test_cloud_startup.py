@@ -3,18 +3,24 @@ records the stack, makes sure Python is there, waits a bounded time for the NVID
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import platform
+import re
+import shlex
 import shutil
 import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from jinja2 import nodes
 
 from cnctl.catalog import catalog
+from cnctl.cloud import startup
 from cnctl.cloud.startup import (
     NVIDIA_ATTEMPTS,
     NVIDIA_WAIT_SECONDS,
@@ -24,6 +30,8 @@ from cnctl.cloud.startup import (
     stack_record,
 )
 from cnctl.config import StackConfig, load_stack
+from tests.unit.bundle_helpers import keypair
+from tests.unit.stack_variants import stack_variant
 
 BASH = shutil.which("bash") or "/bin/bash"
 
@@ -31,6 +39,28 @@ BASH = shutil.which("bash") or "/bin/bash"
 @pytest.fixture(scope="module")
 def dev() -> StackConfig:
     return load_stack("dev")
+
+
+def script_values(script: str) -> dict[str, Any]:
+    """The values the script assigns at the start of a line (`name=word`, `name=(words)`; a quoted word may span
+    lines), as the shell reads them; `<name>_b64=...` decoded, under `<name>`. Assignments of expansions
+    (`name="$x..."`) are skipped."""
+    values: dict[str, Any] = {}
+    for match in re.finditer(r"^([a-z_][a-z0-9_]*)=(?=[^\"$\s])", script, re.MULTILINE):
+        lexer = shlex.shlex(script[match.end():], posix=True, punctuation_chars="()")
+        lexer.whitespace_split = True
+        first = lexer.get_token()
+        if first == "(":
+            words = []
+            while (word := lexer.get_token()) != ")":
+                words.append(word)
+            values[match[1]] = words
+            continue
+        name, value = match[1], first
+        if name.endswith("_b64"):
+            name, value = name.removesuffix("_b64"), base64.b64decode(value, validate=True).decode()
+        values[name] = value
+    return values
 
 
 def run(script: str, etc: Path, path: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -91,7 +121,8 @@ def test_mirror_url_wins_over_the_catalog() -> None:
 
 # --- the bootstrap: Python for the host layers, a bounded wait for the NVIDIA driver ------------------
 
-TOOLS = ("install", "mktemp", "cat", "chmod", "mv", "grep", "head", "cut", "tr", "sed", "paste", "sleep", "rm", "dirname")
+TOOLS = ("install", "mktemp", "cat", "chmod", "mv", "grep", "head", "cut", "tr", "sed", "paste", "sleep", "rm", "dirname",
+         "base64")
 
 
 def bin_dir(tmp_path: Path, scripts: dict[str, str], python: bool = True) -> str:
@@ -154,3 +185,133 @@ def test_present_python_is_recorded_and_apt_untouched(dev: StackConfig, tmp_path
     run(render_startup_script(dev), etc, path)
     assert not calls.exists() and bootstrap(etc)["python"] == platform.python_version()
     assert bootstrap(etc)["osLogin"] in ("on", "off")
+
+
+# --- every stack value is data in the script (issue 20) --------------------------------------------------------
+
+# Heredoc terminators the script used, `$(...)`, backticks, quotes, globs, a comment, newlines, a NUL-free control.
+HOSTILE = ("x'\"$(touch pwned)`touch pwned`\nCNCTL_ALLOWED_SIGNERS\nCNCTL_STACK_JSON\nCNCTL_AGENT_JSON\n; touch pwned #"
+           "\\ \t*?[a]{b,c}~!$HOME%%\x1b[0m")
+FILTERS = {"sh", "sh_words", "b64"}
+NUMBERS = {"nvidia_attempts", "nvidia_wait_seconds"}
+
+
+def test_every_value_of_the_template_goes_in_quoted_or_as_base64() -> None:
+    """Read from the template itself: each `{{ }}` is `| sh`, `| sh_words` or `| b64` of a value, or a number."""
+    env = startup._script_environment()
+    assert env.loader is not None
+    source = env.loader.get_source(env, startup.STARTUP_TEMPLATE)[0]
+    outputs = [expr for output in env.parse(source).find_all(nodes.Output) for expr in output.nodes
+               if not isinstance(expr, nodes.TemplateData)]
+    assert len(outputs) > 30
+    for expr in outputs:
+        ok = (isinstance(expr, nodes.Filter) and expr.name in FILTERS) or (isinstance(expr, nodes.Name) and expr.name in NUMBERS)
+        assert ok, f"line {expr.lineno}: a value goes into the script unquoted"
+
+
+@pytest.mark.parametrize("value", ["text", True, 1.5, None, ["a"]])
+def test_a_value_left_unquoted_is_refused_when_rendering(value: object) -> None:
+    env = startup._script_environment()
+    with pytest.raises(TypeError, match=r"pass it through \| sh, \| sh_words or \| b64"):
+        env.from_string("x={{ v }}").render(v=value)
+    assert env.from_string("x={{ v | sh }} n={{ n }}").render(v="a b", n=3) == "x='a b' n=3"
+
+
+def _group_values(tmp_path: Path) -> dict[str, Any]:
+    """The template values of the worker group's script of a dev-group stack with a `bundle` section."""
+    _, public = keypair(tmp_path / "keys")
+
+    def change(config: dict[str, Any]) -> None:
+        config["circularnet:bundle"] = {"signers": [{"identity": "release@plant", "publicKey": public}]}
+
+    return startup.template_values(load_stack(stack_variant(tmp_path, change, base="dev-group")), workers=True)
+
+
+def _each_string(values: Any, make: Any, path: str = "") -> Any:
+    """`values` with every string (and list of strings) replaced by make(path) (one per list item)."""
+    if isinstance(values, dict):
+        return {k: _each_string(v, make, f"{path}.{k}") for k, v in values.items()}
+    if isinstance(values, list):
+        return [make(f"{path}[{i}]") for i in range(len(values))]
+    return make(path) if isinstance(values, str) else values
+
+
+class Recorded:
+    """The texts the quoting filters put into a script, in order (a test's stand-in for startup.sh etc.)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.texts: list[str] = []
+        for name in FILTERS:
+            real = getattr(startup, name)
+            monkeypatch.setattr(startup, name, lambda value, real=real: self.keep(real(value)))
+
+    def keep(self, text: startup.ShellText) -> startup.ShellText:
+        self.texts.append(str(text))
+        return text
+
+
+def bash_structure(script: str, inserted: list[str]) -> str:
+    """`script` as bash's own parser reads it (`declare -f` prints a function holding it, normalized: comments
+    gone, one command a line), each inserted text masked where it stands. A value that left its word would be
+    reprinted otherwise, and not be found whole."""
+    printed = subprocess.run([BASH, "-c", f"cnctl_script() {{\n{script}\n}}\ndeclare -f cnctl_script"], capture_output=True,
+                             text=True, check=True, timeout=60).stdout
+    at = 0
+    for k, text in enumerate(inserted):
+        at = printed.index(text, at)  # ValueError: the value is not one word where the template put it
+        printed = f"{printed[:at]}@value{k}@{printed[at + len(text):]}"
+    return printed
+
+
+@pytest.mark.parametrize("workers", [True, False], ids=["group template", "fixed VMs"])
+def test_hostile_values_leave_the_scripts_structure_as_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             workers: bool) -> None:
+    """Every string value replaced by unique benign words, then by hostile text: bash parses both scripts to the
+    same commands and heredocs, `bash -n` and shellcheck pass, and each value reads back byte for byte."""
+    values = _group_values(tmp_path) if workers else startup.template_values(load_stack("dev"))
+    benign = _each_string(values, lambda path: "v" + path.replace(".", "_").replace("[", "_").rstrip("]"))
+    hostile = _each_string(values, lambda path: f"{HOSTILE}{path}")
+    structures = []
+    for case in (benign, hostile):
+        recorded = Recorded(monkeypatch)
+        script = startup.render_script(case)
+        subprocess.run([BASH, "-n"], input=script, text=True, check=True)
+        structures.append(bash_structure(script, recorded.texts))
+        monkeypatch.undo()
+    assert structures[0] == structures[1]
+    assert "CNCTL_ALLOWED_SIGNERS" not in structures[0] and "<<'" not in structures[0]  # no quoted heredoc left
+    if shutil.which("shellcheck") is None:
+        pytest.fail("shellcheck is missing: `sudo python3 cnctl/sandbox/prereqs.py ensure` installs it", pytrace=False)
+    (tmp_path / "hostile.sh").write_text(script)
+    # SC2016 notes `$(...)` inside single quotes "will not expand": what a quoted value must do; nothing else may fire.
+    done = subprocess.run(["shellcheck", "--exclude=SC2016", str(tmp_path / "hostile.sh")], capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0, done.stdout
+    read = script_values(script)
+    assert (read["environment"], read["stack_json"], read["os_login"]) == (
+        hostile["environment"], hostile["stack_json"], hostile["os_login"])
+    if workers:
+        pull = hostile["pull"]
+        for name, key in (("allowed_signers", "allowed_signers"), ("agent_config", "agent_config"),
+                          ("requirements", "requirements"), ("pull_stack", "stack"), ("namespace", "namespace"),
+                          ("pull_apt_packages", "apt_packages"), ("pip_args", "pip_args"), ("bucket_path", "bucket_path"),
+                          ("pointer_object", "pointer_object"), ("metadata_server", "metadata")):
+            assert read[name] == pull[key], name
+
+
+def test_hostile_values_reach_the_vm_byte_for_byte_and_nothing_runs(dev: StackConfig, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fixed VMs' script run with a stack record and a name holding shell and heredoc syntax: stack.json is
+    exactly the record, and nothing in it ran (run from tmp_path, where `touch pwned` would land)."""
+    monkeypatch.chdir(tmp_path)
+    values = {**startup.template_values(dev), "environment": HOSTILE, "stack_json": HOSTILE + "\n{}\nCNCTL_STACK_JSON\n"}
+    etc = tmp_path / "etc"
+    done = run(startup.render_script(values), etc, bin_dir(tmp_path, {"nvidia-smi": "exit 9\n"}))
+    assert (etc / "stack.json").read_bytes() == values["stack_json"].encode()
+    assert f"recorded stack {HOSTILE} in" in done.stdout and not (tmp_path / "pwned").exists()
+
+
+def test_object_names_are_url_encoded_whole() -> None:
+    assert startup.object_path("bundles/dev", "channels", "stable.json") == "bundles%2Fdev%2Fchannels%2Fstable.json"
+    assert startup.object_path("a b?#%", "") == "a%20b%3F%23%25%2F"
+    assert isinstance(startup.sh("x"), startup.ShellText)

@@ -28,9 +28,11 @@ from cnctl.inventory import InventoryHost, Ssh
 from cnctl.paths import REPO_ROOT
 from cnctl.sandbox.flavours import nv_tegra_release
 from cnctl.sandbox.instance import Instance
+from cnctl.sandbox.inventory import publish
 from cnctl.sandbox.layout import HostSpec
 from cnctl.sandbox.state import FleetState, HostState, save
 from tests.unit.render_parity import by_ansible, by_pyinfra
+from tests.unit.unsafe_yaml import plain_strings, unsafe_load
 
 REPO = REPO_ROOT
 BIN = Path(sys.executable).parent
@@ -54,7 +56,7 @@ TRITON_UNIT = {
     "triton_libs": "/opt/circularnet/triton/lib/python3.11/site-packages/nvidia_pytriton.libs",
     "model_repository": "/opt/circularnet/models", "model_name": "circularnet", "bind_address": "127.0.0.1",
     "http_port": 8000, "grpc_port": 8001, "metrics_port": 8002, "helper": "/usr/local/lib/circularnet/model_serve.py",
-    "container_name": "circularnet-triton", "start_timeout": 180, "start_limit": 210, "shm_size": "256m",
+    "url": "http://127.0.0.1:8000", "container_name": "circularnet-triton", "start_timeout": 180, "start_limit": 210, "shm_size": "256m",
 }
 
 RENDERINGS = [
@@ -129,8 +131,8 @@ def test_ansible_runs_with_host_key_checking_on_and_everything_in_its_temp_dir(t
 
 
 def test_the_pyinfra_command_line() -> None:
-    target = Target("local", REPO / "hosts" / "sandbox.py", Path("/x/inventory.yml"), ("a",), limit="a")
-    assert pyinfra.command(target, dry=True)[1:] == ["--json", "--dry", "--diff", "--limit", "a", str(REPO / "hosts" / "sandbox.py"), "deploy.py"]
+    target = Target("local", REPO / "hosts" / "fleet.py", Path("/x/inventory.yml"), ("a",), limit="a")
+    assert pyinfra.command(target, dry=True)[1:] == ["--json", "--dry", "--diff", "--limit", "a", str(REPO / "hosts" / "fleet.py"), "deploy.py"]
     assert pyinfra.command(target, dry=False)[1:4] == ["--json", "-y", "--limit"]
 
 
@@ -138,14 +140,15 @@ def test_the_pyinfra_command_line() -> None:
 
 
 def _deploy(args: list[str], monkeypatch: pytest.MonkeyPatch, state: Path) -> tuple[int, str]:
-    monkeypatch.setenv("CNCTL_STATE", str(state))
+    monkeypatch.setenv("CNCTL_FLEET_FILE", str(state / "fleet.json"))
     outcome = CliRunner().invoke(app, ["deploy", *args])
     assert "Traceback" not in outcome.output
     return outcome.exit_code, " ".join(outcome.output.split())
 
 
 def _fake_sandbox(state_dir: Path) -> None:
-    """A state file of a sandbox that is up (nothing runs: enough for the checks before any engine)."""
+    """What a sandbox that is up leaves: its state and fleet file (nothing runs: enough for the checks before
+    any engine)."""
     key = state_dir / "id_ed25519"
     state_dir.mkdir(parents=True)
     key.write_text("not a key\n")
@@ -154,14 +157,16 @@ def _fake_sandbox(state_dir: Path) -> None:
                        site_address="172.31.9.2", site_netns="cnut-site", uplink="cnut-up", images={"amd64": "/i"}, ssh_key=str(key),
                        known_hosts=str(state_dir / "known_hosts"), phase="up", hosts=hosts,
                        inventories={"ansible": str(state_dir / "inventory.yml")})
-    save(Instance(prefix="cnut", state_dir=state_dir), state)
+    inst = Instance(prefix="cnut", state_dir=state_dir)
+    save(inst, state)
+    publish(inst, state)
 
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--engine", "chef"], "--engine chef: unknown engine; known: pyinfra, ansible"),
     (["--stack", "EMPTY"], "stack prod: fleets.edge and fleets.servers list no host to deploy to"),
     (["--stack", "EMPTY", "--engine", "ansible"], "stack prod: fleets.edge and fleets.servers list no host to deploy to"),
-    (["--stack", "local"], "the sandbox is not up (no "),
+    (["--stack", "local"], "no fleet file "),
 ])
 def test_deploy_exits_2_when_there_is_nothing_to_reach(args: list[str], message: str, monkeypatch: pytest.MonkeyPatch,
                                                        tmp_path: Path) -> None:
@@ -173,8 +178,8 @@ def test_deploy_exits_2_when_there_is_nothing_to_reach(args: list[str], message:
     code, output = _deploy(args, monkeypatch, tmp_path / "no-sandbox")
     assert code == 2, output
     assert message in output
-    if "not up" in message:
-        assert "run `cnctl sandbox up` or `make demo`" in output
+    if "fleet file" in message:
+        assert "the sandbox is not up; run `cnctl sandbox up` or `make demo`" in output
 
 
 def test_deploy_exits_2_for_a_host_the_sandbox_does_not_have(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -225,16 +230,37 @@ def test_a_deploy_target_gives_the_same_command_line_as_before() -> None:
     target = Target("local", REPO / "hosts" / "fleet.py", Path("/x/inventory.yml"), ("a",), limit="a")
     assert pyinfra.command(target, dry=False)[1:] == ["--json", "-y", "--limit", "a", str(REPO / "hosts" / "fleet.py"), "deploy.py"]
     args = ansible.runner_args(target, Path("/w"), dry=False)
-    assert (args["limit"], args["tags"], args["extravars"], args["cmdline"]) == ("a", None, {}, None)
+    assert (args["limit"], args["tags"], args["cmdline"]) == ("a", None, None) and ansible.extravars(target) == {}
 
 
 def test_ansible_gets_the_batch_as_its_limit_the_layers_as_tags_and_overrides_over_the_stack_values(tmp_path: Path) -> None:
     args = ansible.runner_args(_batch_target(), tmp_path, dry=True)
     assert args["limit"] == "a,b"
     assert args["tags"] == "model,inference,verify"
-    assert args["extravars"]["cn_model_action"] == "previous"  # the stack's "pinned" loses to the run's override
-    assert args["extravars"]["cn_stack"] == "local" and args["extravars"]["s"] == "1"
     assert args["cmdline"] == "--check --diff"
+    # The extra vars: a file in the run's env/ (ansible-runner passes it as -e @file), never a dict, which it would
+    # write as JSON on the command line, where no value can be marked as data.
+    assert "extravars" not in args
+    written = ansible.write_extravars(_batch_target(), tmp_path)
+    assert written == tmp_path / "env" / "extravars"
+    extra = unsafe_load(written.read_text())
+    assert extra["cn_model_action"] == "previous"  # the stack's "pinned" loses to the run's override
+    assert extra["cn_stack"] == "local" and extra["s"] == "1" and extra["n"] == 1 and extra["flag"] is True
+    assert extra["nothing"] is None and plain_strings(written.read_text()) == []
+
+
+def test_ansible_runner_passes_the_extra_vars_file_to_ansible_playbook(tmp_path: Path) -> None:
+    """ansible-runner's own command line for the run: `-e @<workdir>/env/extravars` and no JSON extra vars."""
+    from ansible_runner.config.runner import RunnerConfig
+
+    target = _batch_target()
+    ansible.write_extravars(target, tmp_path)
+    args = ansible.runner_args(target, tmp_path, dry=False)
+    config = RunnerConfig(**{k: v for k, v in args.items() if k not in ("quiet",)})
+    config.prepare()
+    argv = config.command
+    e_values = [argv[i + 1] for i, arg in enumerate(argv) if arg == "-e"]
+    assert e_values == [f"@{tmp_path / 'env' / 'extravars'}"], argv
 
 
 def test_a_comma_limit_selects_hosts_in_the_fleets_order_and_names_an_unknown_part() -> None:

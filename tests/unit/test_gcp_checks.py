@@ -138,7 +138,7 @@ KEY = "projects/my-circularnet-prod/locations/{}/keyRings/circularnet/cryptoKeys
         (lambda s: s["storage"].update(kmsKeyName=KEY.format("us-central1")),
          f"storage.kmsKeyName: '{KEY.format('us-central1')}' is in us-central1; a key for the buckets' location EUROPE-WEST4 must be in location europe-west4"),
         (lambda s: s["storage"].update(location="EU"),
-         f"storage.kmsKeyName: '{KEY.format('europe-west4').replace('/data', '/storage')}' is in europe-west4; a key for the buckets' location EU must be in location eu"),
+         f"storage.kmsKeyName: '{KEY.format('europe-west4').replace('/data', '/storage')}' is in europe-west4; a key for the buckets' location EU must be in location europe"),
         (lambda s: s["analytics"].update(kmsKeyName=KEY.format("global")),
          f"analytics.kmsKeyName: '{KEY.format('global')}' is in global; a key for the dataset's location europe-west4 must be in location europe-west4"),
         (lambda s: s["compute"].update(kmsKeyName=KEY.format("europe-west1")),
@@ -152,7 +152,7 @@ def test_cmek_key_must_live_where_the_data_is(change: Callable[[Raw], None], exp
 
 def test_cmek_keys_in_place_are_accepted() -> None:
     def change(s: Raw) -> None:
-        s["storage"].update(location="EU", kmsKeyName=KEY.format("eu"))
+        s["storage"].update(location="EU", kmsKeyName=KEY.format("europe"))  # Cloud KMS names it europe
         s["analytics"]["kmsKeyName"] = KEY.format("europe-west4")
         s["compute"]["kmsKeyName"] = KEY.format("europe-west4")
 
@@ -172,7 +172,7 @@ def test_bucket_location_defaults_to_the_stack_region() -> None:
     sections["storage"].pop("location", None)
     assert parse(sections, environment="prod", source="x").bucket_location == "EUROPE-WEST4"
     sections["storage"]["location"] = "EU"
-    sections["storage"]["kmsKeyName"] = KEY.format("eu")
+    sections["storage"]["kmsKeyName"] = KEY.format("europe")
     assert parse(sections, environment="prod", source="x").bucket_location == "EU"
 
 

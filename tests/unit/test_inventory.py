@@ -4,9 +4,11 @@ pyinfra's `debug-inventory` and `ansible-inventory --list` read the inventories 
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import runpy
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -19,23 +21,27 @@ from typer.testing import CliRunner
 from cnctl.cli.main import app
 from cnctl.config import load_stack
 from cnctl.inventory import (
+    InventoryHost,
     InventoryProblem,
+    Ssh,
     ansible_inventory,
+    ansible_inventory_text,
+    ansible_vars,
     chosen_stack,
     cloud_hosts,
     cloud_vms,
     fleet_hosts,
     pyinfra_groups,
+    pyinfra_module_text,
     ssh_config_text,
     stack_outputs,
 )
 from cnctl.paths import REPO_ROOT
-from cnctl.sandbox.instance import Instance
-from cnctl.sandbox.layout import HostSpec
-from cnctl.sandbox.state import FleetState, HostState, save
+from tests.unit.unsafe_yaml import plain_strings, unsafe_load
 
 BIN = Path(sys.executable).parent
 OUTPUTS = Path(__file__).parent / "samples" / "dev-outputs.json"  # `pulumi stack output --json -s dev`, recorded
+UNSAFE_JSON = "__ansible_unsafe"  # how ansible-inventory --list shows an `!unsafe` string
 IAP = "gcloud compute start-iap-tunnel {vm} 22 --listen-on-stdin --project=my-circularnet-dev --zone={zone} --verbosity=warning"
 
 
@@ -43,7 +49,7 @@ IAP = "gcloud compute start-iap-tunnel {vm} 22 --listen-on-stdin --project=my-ci
 def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Generated ssh_configs and inventories go to a cache of the test's own."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    for name in ("CNCTL_STACK", "CNCTL_OUTPUTS", "CNCTL_SSH_USER"):
+    for name in ("CNCTL_STACK", "CNCTL_OUTPUTS", "CNCTL_SSH_USER", "CNCTL_FLEET_FILE"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -102,7 +108,7 @@ def test_both_engines_read_the_same_values_for_every_host(tmp_path: Path) -> Non
     assert CliRunner().invoke(app, ["inventory", "--stack", "prod", "--engine", "ansible", "--output", str(inv)]).exit_code == 0
     listed = json.loads(subprocess.run([str(BIN / "ansible-inventory"), "-i", str(inv), "--list"], env=env, check=True,
                                        capture_output=True, text=True, timeout=120).stdout)
-    ansible_vars = {name: _cn(hv) for name, hv in listed["_meta"]["hostvars"].items()}
+    ansible_vars = {name: _cn(literal(hv)) for name, hv in listed["_meta"]["hostvars"].items()}
     pyinfra_vars = _pyinfra_debug_inventory("hosts/fleet.py", env)
     cfg = load_stack("prod")
     assert set(pyinfra_vars) == set(ansible_vars) == {h.name for h in [*cfg.fleets.edge, *cfg.fleets.servers]}
@@ -110,6 +116,15 @@ def test_both_engines_read_the_same_values_for_every_host(tmp_path: Path) -> Non
         assert values == ansible_vars[name], name
         assert values["cn_host"] == name and values["cn_stack"] == "prod"
     assert set(listed["edge"]["hosts"]) == {e.name for e in cfg.fleets.edge}
+
+
+def literal(value: Any) -> Any:
+    """`ansible-inventory --list`'s JSON with each `{"__ansible_unsafe": text}` (an `!unsafe` string) as its text."""
+    if isinstance(value, dict):
+        return value[UNSAFE_JSON] if set(value) == {UNSAFE_JSON} else {k: literal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [literal(v) for v in value]
+    return value
 
 
 def _pyinfra_debug_inventory(inventory: str, env: dict[str, str]) -> dict[str, dict[str, Any]]:
@@ -125,53 +140,12 @@ def _pyinfra_debug_inventory(inventory: str, env: dict[str, str]) -> dict[str, d
     return hosts
 
 
-def _sandbox_state(state_dir: Path, stack: str = "local") -> Instance:
-    """A state file of a sandbox that is up: the local stack's first Jetson plus a generated server."""
-    key = state_dir / "id_ed25519"
-    state_dir.mkdir(parents=True)
-    key.write_text("not a key\n")
-    hosts = [
-        HostState(HostSpec("belt-1-orin", "edge", "jetson", "172.31.9.11", site="sandbox", jetpack="6.0", l4t="36.3.0"), "n", "/m"),
-        HostState(HostSpec("server-9", "servers", "server", "172.31.9.29", driver_branch="570", generated=True), "n", "/m"),
-    ]
-    state = FleetState(prefix="cnut", state_dir=str(state_dir), stack=stack, subnet="172.31.9.0/24", machine_address="172.31.9.1",
-                       site_address="172.31.9.2", site_netns="cnut-site", uplink="cnut-up", images={"amd64": "/i"}, ssh_key=str(key),
-                       known_hosts=str(state_dir / "known_hosts"), phase="up", hosts=hosts,
-                       site={"apt_url": "http://172.31.9.2:8080/apt/", "apt_keyring": "/k.gpg"})
-    inst = Instance(prefix="cnut", state_dir=state_dir)
-    save(inst, state)
-    return inst
-
-
-def test_the_local_stack_reaches_the_running_sandbox_with_its_key_and_strict_checking(tmp_path: Path) -> None:
-    inst = _sandbox_state(tmp_path / "state")
-    hosts = fleet_hosts(load_stack("local"), inst=inst)
-    assert [(h.name, h.group, h.ssh.address) for h in hosts] == [
-        ("belt-1-orin", "edge", "172.31.9.11"), ("server-9", "servers", "172.31.9.29")]
-    groups = pyinfra_groups(hosts)
-    edge = groups["edge"][0][1]
-    assert edge["ssh_key"] == str(tmp_path / "state" / "id_ed25519")
-    assert edge["ssh_known_hosts_file"] == str(tmp_path / "state" / "known_hosts")
-    assert edge["ssh_strict_host_key_checking"] == "yes" and edge["ssh_allow_agent"] is False
-    assert edge["cn_stack"] == "local" and edge["cn_jetpack"] == "6.0" and edge["sandbox_site"]["apt_url"].startswith("http://")
-    # a host the sandbox generated beyond the stack's list gets the variables of its own platform
-    assert groups["servers"][0][1]["cn_driver_branch"] == "570"
-    args = ansible_inventory(hosts)["all"]["children"]["edge"]["hosts"]["belt-1-orin"]["ansible_ssh_common_args"]
-    assert "StrictHostKeyChecking=yes" in args and f"UserKnownHostsFile={tmp_path / 'state' / 'known_hosts'}" in args
-
-
-def test_a_sandbox_of_another_stack_is_refused(tmp_path: Path) -> None:
-    inst = _sandbox_state(tmp_path / "state", stack="other")
-    with pytest.raises(InventoryProblem, match="started from stack 'other', not 'local'"):
-        fleet_hosts(load_stack("local"), inst=inst)
-
-
 @pytest.mark.parametrize(
     ("module", "env", "message"),
     [
         ("hosts/edge.py", {"CNCTL_STACK": "staging"}, "stack staging: stacks/Pulumi.staging.yaml: stack: 'staging' has no file"),
-        ("hosts/servers.py", {"CNCTL_STACK": "local"}, "stack local: the sandbox is not up"),
-        ("hosts/sandbox.py", {}, "run `cnctl sandbox up` or `make demo`"),
+        ("hosts/servers.py", {"CNCTL_STACK": "local"}, "stack local: no fleet file "),
+        ("hosts/fleet.py", {}, "the sandbox is not up; run `cnctl sandbox up` or `make demo`"),
         ("hosts/cloud.py", {"CNCTL_STACK": "dev", "CNCTL_OUTPUTS": "/nonexistent/outputs.json"}, "CNCTL_OUTPUTS=/nonexistent"),
         ("hosts/cloud.py", {"CNCTL_STACK": "local"}, "stack local has no cloud GPU VMs"),
     ],
@@ -180,7 +154,7 @@ def test_an_inventory_module_says_what_is_wrong_in_one_line_and_exits_2(
     module: str, env: dict[str, str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("CNCTL_STATE", str(tmp_path / "none"))
+    monkeypatch.setenv("CNCTL_FLEET_FILE", str(tmp_path / "none" / "fleet.json"))
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(sys, "argv", ["pyinfra", module, "deploy.py"])
@@ -226,7 +200,8 @@ def test_the_recorded_outputs_give_the_vms_their_users_and_iap_proxy_commands(mo
            f"{IAP.format(vm='cn-dev-gpu-0-81b5', zone='us-central1-a')}\n" in config
     vm = ansible_inventory(hosts)["all"]["children"]["cloud"]["hosts"]["cn-dev-gpu-1-81b5"]
     assert vm["ansible_user"] == "deploy_example_com"
-    assert vm["ansible_ssh_common_args"] == f'-o ProxyCommand="{IAP.format(vm="cn-dev-gpu-1-81b5", zone="us-central1-b")}"'
+    assert shlex.split(vm["ansible_ssh_common_args"]) == [  # Ansible splits it so
+        "-o", f"ProxyCommand={IAP.format(vm='cn-dev-gpu-1-81b5', zone='us-central1-b')}"]
 
 
 def test_hosts_cloud_py_as_pyinfra_loads_it(tmp_path: Path) -> None:
@@ -311,7 +286,8 @@ def test_cnctl_inventory_writes_a_pyinfra_module_with_the_same_hosts(tmp_path: P
 def test_cnctl_inventory_prints_ansible_yaml_by_default() -> None:
     result = CliRunner().invoke(app, ["inventory", "--stack", "prod"])
     assert result.exit_code == 0, result.output
-    inventory = yaml.safe_load(result.stdout)
+    inventory = unsafe_load(result.stdout)
+    assert plain_strings(result.stdout) == []  # every value is data to Ansible
     hosts = inventory["all"]["children"]["edge"]["hosts"]
     assert hosts["plant-a-belt-1"]["ansible_host"] == "10.40.1.21" and hosts["plant-a-belt-1"]["cn_jetpack"] == "6.2"
 
@@ -346,8 +322,123 @@ def test_a_real_stack_is_a_deploy_target_for_both_engines(tmp_path: Path, monkey
     assert target.env == {"CNCTL_STACK": str(REPO_ROOT / "stacks" / "Pulumi.prod.yaml")}
     assert for_stack(cfg).env == {"CNCTL_STACK": "prod"} and for_stack(cfg).hosts == tuple(h.name for h in fleet_hosts(cfg))
     assert target.extravars == stack_vars(cfg) and target.pyinfra_inventory == PYINFRA_INVENTORY
-    inventory = yaml.safe_load(target.ansible_inventory.read_text())
+    inventory = unsafe_load(target.ansible_inventory.read_text())
     assert target.ansible_inventory.is_relative_to(tmp_path / "cache") and target.ansible_inventory.stat().st_mode & 0o077 == 0
     hosts = inventory["all"]["children"]["servers"]["hosts"]
     assert {name: _cn(v) for name, v in hosts.items()} == {
         name: _cn(data) for name, data in pyinfra_groups(fleet_hosts(cfg))["servers"]}
+
+
+# --- every stack value is data to the engines (issue 20) -------------------------------------------------------
+
+# Values no schema should let through, and that must stay data even if one did: Jinja, a pipe lookup, shell.
+TEMPLATE = "{{ lookup('pipe', 'touch %s') }}"
+HOSTILE = ["{% if true %}x{% endif %}", "a\nb: c", "'\"$(touch /tmp/cnctl-x)`id`", "#{not a comment}", "- item", "null",
+           "\x1b[31mred"]
+
+
+def _hostile_host(pwned: Path, name: str = "h1", **ssh: Any) -> InventoryHost:
+    """A host whose variables, nested ones too, hold a template that would touch `pwned` if Ansible evaluated it."""
+    template = TEMPLATE % pwned
+    data = {"cn_camera": {"url": template, "prefix": HOSTILE}, "cn_model_name": template, "cn_inference_http_port": 8000,
+            "cn_reboot": False, "cn_nvpmodel": None, **{f"cn_hostile_{i}": value for i, value in enumerate(HOSTILE)}}
+    return InventoryHost(name, "edge", Ssh(**{"address": "fe80::1%eth0", "user": "cn", **ssh}), data)
+
+
+def test_every_string_of_the_ansible_inventory_is_unsafe_and_every_other_value_keeps_its_type(tmp_path: Path) -> None:
+    host = _hostile_host(tmp_path / "pwned", proxy_command="gcloud compute start-iap-tunnel vm 22", key="/k",
+                         known_hosts="/kh dir/known_hosts", strict_host_key_checking="yes")
+    text = ansible_inventory_text("local\n# injected: {{ 7*7 }}", [host])
+    assert plain_strings(text) == []
+    assert unsafe_load(text)["all"]["children"]["edge"]["hosts"]["h1"] == {**ansible_vars(host)}
+    assert text.splitlines()[0].startswith("# Ansible inventory of stack local\\n# injected")  # one comment line
+    listed = unsafe_load(text)["all"]["children"]["edge"]["hosts"]["h1"]
+    assert (listed["cn_inference_http_port"], listed["cn_reboot"], listed["cn_nvpmodel"]) == (8000, False, None)
+    assert shlex.split(listed["ansible_ssh_common_args"]) == [
+        "-o", "UserKnownHostsFile=/kh dir/known_hosts", "-o", "GlobalKnownHostsFile=/dev/null", "-o",
+        "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "-o", "ProxyCommand=gcloud compute start-iap-tunnel vm 22"]
+
+
+def _ansible_env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "ANSIBLE_HOME": str(tmp_path / "ansible"),
+            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "atmp"), "ANSIBLE_NOCOLOR": "1", "ANSIBLE_HOST_KEY_CHECKING": "False"}
+
+
+def test_ansible_inventory_lists_a_template_literally_and_runs_nothing(tmp_path: Path) -> None:
+    pwned = tmp_path / "pwned"
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(ansible_inventory_text("local", [_hostile_host(pwned)]))
+    listed = json.loads(subprocess.run([str(BIN / "ansible-inventory"), "-i", str(inventory), "--list"],
+                                       env=_ansible_env(tmp_path), check=True, capture_output=True, text=True,
+                                       timeout=120).stdout)
+    hostvars = listed["_meta"]["hostvars"]["h1"]
+    assert hostvars["cn_model_name"] == {UNSAFE_JSON: TEMPLATE % pwned}  # shown as it is, marked as data
+    assert literal(hostvars)["cn_camera"] == {"url": TEMPLATE % pwned, "prefix": HOSTILE}
+    assert literal(hostvars)["ansible_host"] == "fe80::1%eth0"
+    assert not pwned.exists()
+
+
+def test_a_role_variable_holding_a_template_renders_literally_from_the_inventory_and_the_extra_vars(tmp_path: Path) -> None:
+    """A local play (connection local) prints and writes the hostile values from both places cnctl gives Ansible
+    values: the inventory and the run's extra-vars file (cnctl/engines/ansible.py). They arrive byte for byte."""
+    from cnctl.engines import ansible as engine
+    from cnctl.engines.target import Target
+
+    pwned = tmp_path / "pwned"
+    host = _hostile_host(pwned)
+    host.vars.update(ansible_connection="local", ansible_python_interpreter=sys.executable)
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(ansible_inventory_text("local", [host]))
+    target = Target("local", Path("/fleet.py"), inventory, ("h1",), extravars={"cn_stack": TEMPLATE % (pwned.with_name("x1"))},
+                    overrides={"cn_model_action": TEMPLATE % (pwned.with_name("x2")), "cn_list": HOSTILE})
+    extra = engine.write_extravars(target, tmp_path / "run")
+    assert plain_strings(extra.read_text()) == []
+    out = tmp_path / "out"
+    play = [{"hosts": "all", "gather_facts": False, "tasks": [
+        {"ansible.builtin.debug": {"msg": "{{ cn_model_name }}"}},
+        {"ansible.builtin.copy": {"dest": str(out), "mode": "0600", "content": (
+            "{{ cn_model_name }}|{{ cn_camera.url }}|{{ cn_camera.prefix | to_json }}|{{ cn_stack }}|"
+            "{{ cn_model_action }}|{{ cn_list | to_json }}|{{ cn_hostile_0 }}")}}]}]
+    (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
+    done = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inventory), "-e", f"@{extra}", str(tmp_path / "play.yml")],
+                          env=_ansible_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert json.dumps(TEMPLATE % pwned)[1:-1] in done.stdout  # the debug message is the template, as written
+    assert out.read_text() == "|".join([TEMPLATE % pwned, TEMPLATE % pwned, json.dumps(HOSTILE), TEMPLATE % pwned.with_name("x1"),
+                                        TEMPLATE % pwned.with_name("x2"), json.dumps(HOSTILE), HOSTILE[0]])
+    assert not any(p.exists() for p in (pwned, pwned.with_name("x1"), pwned.with_name("x2")))
+
+
+def test_ansible_reaches_a_host_through_its_proxy_command_word_for_word(tmp_path: Path) -> None:
+    """The connection settings stay data too and still work: Ansible's ssh runs the ProxyCommand cnctl wrote, its
+    arguments arriving as written (spaces, quotes, `$(...)`), through an `!unsafe` ansible_ssh_common_args."""
+    record, pwned = tmp_path / "proxy-argv.json", tmp_path / "pwned"
+    proxy = tmp_path / "proxy"
+    proxy.write_text(f"#!{sys.executable}\nimport json, sys\nopen({str(record)!r}, 'w').write(json.dumps(sys.argv[1:]))\n"
+                     "sys.exit(1)\n")
+    proxy.chmod(0o755)
+    words = ["vm 1", "it's", f"$(touch {pwned})", "`id`", "{{ 7*7 }}"]
+    host = _hostile_host(pwned, address="10.255.0.1", proxy_command=shlex.join([str(proxy), *words]),
+                         known_hosts=str(tmp_path / "known hosts"), strict_host_key_checking="yes")
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(ansible_inventory_text("dev", [host]))
+    done = subprocess.run([str(BIN / "ansible"), "-i", str(inventory), "h1", "-m", "ansible.builtin.ping",
+                           "-e", "ansible_python_interpreter=/usr/bin/python3"], env=_ansible_env(tmp_path),
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert "UNREACHABLE" in done.stdout, done.stdout + done.stderr  # the proxy said no, after it ran
+    assert json.loads(record.read_text()) == words and not pwned.exists()
+
+
+def test_the_pyinfra_module_holds_only_literals_whatever_the_values(tmp_path: Path) -> None:
+    """`cnctl inventory --engine pyinfra` writes Python: the stack's name in a comment (escaped, one line), each group
+    a literal that `ast.literal_eval` reads back to the same data, nothing else in the module."""
+    host = _hostile_host(tmp_path / "pwned", name='x"""\nimport os')
+    host.vars["cn_quotes"] = "'''\"\"\"\\\n\r\x00"
+    groups = pyinfra_groups([host])
+    text = pyinfra_module_text('dev"""\nimport os; os.system("id")\n#', groups)
+    module = ast.parse(text)
+    assert all(isinstance(node, ast.Assign) for node in module.body), ast.dump(module)
+    found = {node.targets[0].id: ast.literal_eval(node.value) for node in module.body  # type: ignore[attr-defined]
+             if isinstance(node, ast.Assign)}
+    assert found == groups and found["edge"][0][0] == 'x"""\nimport os'
+    assert text.splitlines()[0].startswith('# pyinfra inventory of stack dev"""\\n')

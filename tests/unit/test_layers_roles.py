@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from cnctl.ansible_yaml import unsafe_dump
 from cnctl.config import load_stack
 from cnctl.hostvars import host_vars
 
@@ -56,7 +57,7 @@ def _validate(role: str, tmp_path: Path, hosts: dict[str, dict[str, Any]]) -> di
     inventory = {"all": {"hosts": {name: {**variables, "ansible_connection": "local",
                                           "ansible_python_interpreter": sys.executable}
                                    for name, variables in hosts.items()}}}
-    (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inventory))
+    (tmp_path / "inventory.yml").write_text(unsafe_dump(inventory))  # as cnctl writes it: every string `!unsafe`
     (tmp_path / "play.yml").write_text(yaml.safe_dump(
         [{"hosts": "all", "gather_facts": False, "roles": [{"role": role}]}]))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "ANSIBLE_HOME": str(tmp_path / "home"),

@@ -15,6 +15,7 @@ from pulumi.runtime import settings
 from pulumi.runtime.config import CONFIG
 
 from cnctl.config import StackConfigError, stack_path
+from cnctl.paths import REPO_ROOT
 from cnctl.plan import plan_stack, pulumi_cli_available, pulumi_cli_missing_message
 from cnctl.plan.engine import engine_config, project_name, run_program
 from cnctl.plan.mocks import ProgramCalledDataSource
@@ -95,5 +96,6 @@ def test_pulumi_cli_detection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 def test_pulumi_cli_missing_message_says_how_to_get_it() -> None:
     message = pulumi_cli_missing_message("pulumi preview -s dev")
     assert message.startswith("`pulumi preview -s dev` needs the Pulumi CLI")
-    for hint in ("README 'Real use'", "curl -fsSL https://get.pulumi.com | sh", "pulumi login", "cnctl plan"):
+    for hint in ("docs/cloud.md, 'Real use'", "curl -fsSL https://get.pulumi.com | sh", "pulumi login", "cnctl plan"):
         assert hint in message
+    assert "\n## Real use\n" in (REPO_ROOT / "docs" / "cloud.md").read_text()  # the section the hint sends users to

@@ -88,7 +88,7 @@ def test_the_pack_runs_in_the_project_virtualenv_and_is_documented() -> None:
     spec = yaml.safe_load((PACK / "PulumiPolicy.yaml").read_text())
     assert spec["runtime"]["name"] == "python"
     assert (PACK / spec["runtime"]["options"]["virtualenv"]).resolve() == (ROOT / ".venv").resolve()
-    assert "--policy-pack policy" in (ROOT / "README.md").read_text()
+    assert "--policy-pack policy" in (ROOT / "docs" / "cloud.md").read_text()  # Real use: how to run Pulumi with it
 
 
 def test_the_pack_file_starts_the_analyzer_only_when_pulumi_runs_it() -> None:

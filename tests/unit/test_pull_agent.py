@@ -371,8 +371,11 @@ def test_a_host_the_sandbox_generated_pulls_as_its_groups_first_entry(gcs_site: 
 
 @pytest.mark.parametrize(("with_stack", "host", "group", "named"), [
     (False, HOST, "servers", "CNCTL_STACK (the bundle's stack file), CNCTL_PULL_HOST"),
-    (True, "belt-9-orin", "edge", "host belt-9-orin is not in fleets.edge of stack local"),
-    (True, HOST, "edge", f"host {HOST} is not in fleets.edge of stack local"),
+    # the local stack's fleet comes from a fleet file: a host it does not list stands for its group's first entry
+    (True, "belt-9-orin", "edge", ("host belt-9-orin is `mode: push` in stack local: only a pull-mode host applies a "
+                                  "bundle to itself; set mode: pull in fleets.edge[0] (belt-1-orin), which it stands for")),
+    (True, "Belt;9", "edge", "host 'Belt;9': not a host name"),
+    (True, HOST, "edge", f"host {HOST} is in fleets.servers of stack local, not fleets.edge"),
     (True, "belt-1-orin", "edge", "host belt-1-orin is `mode: push`"),
     (True, HOST, "cloud", "group 'cloud': a pull-mode host is one of edge, servers"),
 ])

@@ -66,6 +66,13 @@ def test_the_ssh_command_line_carries_the_inventorys_connection_settings() -> No
     assert not {"-p", "-i", "IdentitiesOnly=yes"} & set(argv)  # the user's own SSH setup (agent, config) applies
 
 
+def test_the_remote_command_and_the_destination_are_single_words_after_the_options() -> None:
+    """ssh takes an argv (no local shell); `--` ends the options, so no user, address or command is read as one."""
+    command = "echo '$(id)'; touch x"
+    argv = ssh_argv(Ssh(address="-oProxyCommand=touch x", user="-x", port=22), command)
+    assert argv[-3:] == ["--", "-x@-oProxyCommand=touch x", command] and argv.count("--") == 1
+
+
 def test_every_host_answers_in_order_with_its_exit_code_and_output(fake_ssh: tuple[str, Path]) -> None:
     client, log = fake_ssh
     hosts = [host("b-host"), host("a-host"), host("c-host")]

@@ -25,6 +25,7 @@ from cnctl.errors import UsageProblem
 from cnctl.inventory import InventoryHost, Ssh
 from cnctl.remote import RemoteOutcome
 from cnctl.rollout import HostHealth
+from tests.unit.shell_shape import commands, shape
 
 HOSTS = ("h1", "h2", "h3", "h4", "h5", "h6")
 
@@ -327,6 +328,60 @@ def test_the_health_command_runs_in_a_shell_and_its_output_parses(tmp_path: Path
     assert health.status == {"mode": "status", "args": ["--url", "http://127.0.0.1:8123", "--repository",
                                                         "/opt/circularnet/models", "--name", "circularnet"]}
     assert health.probe["args"] == ["--url", "http://127.0.0.1:8123", "--name", "circularnet", "--timeout", "30"]
+
+
+# Values no schema should let through; the command must keep each one a single word all the same.
+HOSTILE = ["eth0; touch /tmp/cnctl-pwned", "$(touch /tmp/cnctl-pwned)", "`id`", "a'b\"c", "x\ny", "-rf", "*", "&&", "#"]
+
+
+def _gate_host(**data: Any) -> InventoryHost:
+    return InventoryHost("a", "servers", Ssh("10.0.0.1", "cn"), {"cn_model_name": "circularnet",
+                                                                  "cn_inference_http_port": 8000, **data})
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_the_health_command_keeps_every_value_one_word(value: str) -> None:
+    """Parsed as bash parses it, the command has the same structure as with benign values, and the value is one
+    whole argument of each model_serve.py command (model name, bind interface)."""
+    benign = walks.health_command(_gate_host(cn_inference_bind_interface="ens4"))
+    hostile = walks.health_command(_gate_host(cn_model_name=value, cn_inference_bind_interface=value))
+    assert shape(hostile) == shape(benign)
+    status, probe = commands(hostile)[1], commands(hostile)[3]
+    assert status[4:10] == ["status", "--interface", value, "--port", "8000", "--repository"] and status[-1] == value
+    assert probe[4:9] == ["probe", "--interface", value, "--port", "8000"] and probe[probe.index("--name") + 1] == value
+
+
+@pytest.mark.parametrize(("bind", "url"), [
+    ("127.0.0.1", "http://127.0.0.1:8000"), ("0.0.0.0", "http://127.0.0.1:8000"), ("", "http://127.0.0.1:8000"),
+    ("::", "http://[::1]:8000"), ("::1", "http://[::1]:8000"), ("fd00::5", "http://[fd00::5]:8000"),
+    ("fe80::1%eth0", "http://[fe80::1%eth0]:8000"), ("10.20.0.5", "http://10.20.0.5:8000"),
+])
+def test_the_health_command_reaches_triton_where_it_binds(bind: str, url: str) -> None:
+    command = walks.health_command(_gate_host(cn_inference_bind_address=bind))
+    assert shape(command) == shape(walks.health_command(_gate_host()))
+    assert commands(command)[1][5:7] == ["--url", url]
+
+
+@pytest.mark.parametrize("bind", ["::1%$(touch /tmp/cnctl-pwned)", "::1%eth0 x", "10.0.0.1; id", "a b"])
+def test_a_bind_address_that_is_no_address_stops_before_any_host_is_asked(bind: str) -> None:
+    with pytest.raises(UsageProblem, match="host a: cn_inference_bind_address: .* fix inference.bindAddress"):
+        walks.health_command(_gate_host(cn_inference_bind_address=bind))
+
+
+def test_a_bound_interface_is_looked_up_by_the_host_script_not_by_a_shell(tmp_path: Path) -> None:
+    """The interface's name reaches model_serve.py as one argument, run by a real shell: nothing in it runs."""
+    script, pwned = tmp_path / "model_serve.py", tmp_path / "pwned"
+    script.write_text("import json, sys\nprint(json.dumps({'mode': sys.argv[1], 'args': sys.argv[2:]}))\n")
+    sudo = tmp_path / "sudo"
+    sudo.write_text('#!/bin/sh\n[ "$1" = -n ] && shift\nexec "$@"\n')
+    sudo.chmod(0o755)
+    interface = f"ens4$(touch {pwned}); touch {pwned} `touch {pwned}`"
+    command = walks.health_command(_gate_host(cn_inference_bind_interface=interface)).replace(walks.SERVE_SCRIPT, str(script))
+    assert "$(ip" not in command and "awk" not in command
+    done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60, check=False,
+                          env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"})
+    health = walks.parse_health("a", True, done.stdout, done.stderr)
+    assert health.status["args"][:4] == ["--interface", interface, "--port", "8000"] and not pwned.exists()
 
 
 def test_the_health_command_asks_each_hosts_own_triton_and_one_fan_out_serves_hosts_alike() -> None:

@@ -17,7 +17,7 @@ from cnctl.sandbox import image
 from cnctl.sandbox.errors import SandboxProblem
 from cnctl.sandbox.flavours import nv_tegra_release
 from cnctl.sandbox.instance import Instance
-from cnctl.sandbox.inventory import ansible_inventory, pyinfra_groups
+from cnctl.sandbox.inventory import ansible_inventory, fleet_document, publish
 from cnctl.sandbox.layout import HostSpec, layout_from_stack
 from cnctl.sandbox.network import overlaps, subnet_problem
 from cnctl.sandbox.state import FleetState, HostState, save
@@ -184,15 +184,19 @@ def _state(tmp_path: Path) -> tuple[Instance, FleetState]:
     return inst, state
 
 
-def test_pyinfra_inventory_uses_our_key_and_strict_host_keys(tmp_path: Path) -> None:
-    inst, _ = _state(tmp_path)
-    groups = pyinfra_groups(inst)
-    assert [name for name, _ in groups["edge"]] == ["belt-1-orin"]
-    name, data = groups["servers"][0]
-    assert (name, data["ssh_hostname"], data["ssh_user"]) == ("gpu-server-1", "172.31.254.21", "circularnet")
-    assert data["ssh_strict_host_key_checking"] == "yes" and data["ssh_known_hosts_file"] == "/k/known_hosts"
-    assert data["flavour"] == "server" and data["driver_branch"] == "550"
-    assert groups["edge"][0][1]["l4t"] == "36.3.0"
+def test_the_fleet_file_names_our_key_strict_host_keys_and_each_hosts_platform(tmp_path: Path) -> None:
+    inst, state = _state(tmp_path)
+    publish(inst, state)
+    document = json.loads(inst.fleet_file.read_text())
+    assert document == fleet_document(state) and (document["format"], document["stack"]) == (1, "local")
+    assert document["ssh"] == {"key": "/k/id_ed25519", "knownHosts": "/k/known_hosts", "strictHostKeyChecking": "yes"}
+    assert document["hosts"] == [
+        {"name": "belt-1-orin", "group": "edge", "address": "172.31.254.11", "sshUser": "circularnet",
+         "site": "default", "jetpack": "6.0"},
+        {"name": "gpu-server-1", "group": "servers", "address": "172.31.254.21", "sshUser": "circularnet",
+         "site": "default", "driverBranch": "550"}]
+    assert inst.environment() == {"CNCTL_SANDBOX_PREFIX": "cnun", "CNCTL_STATE": str(inst.state_dir),
+                                  "CNCTL_CACHE": str(inst.cache), "CNCTL_FLEET_FILE": str(inst.state_dir / "fleet.json")}
 
 
 def test_ansible_inventory_keeps_host_key_checking_strict(tmp_path: Path) -> None:
@@ -207,9 +211,10 @@ def test_ansible_inventory_keeps_host_key_checking_strict(tmp_path: Path) -> Non
 def test_the_pyinfra_inventory_says_how_to_start_the_sandbox_when_it_is_not_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """hosts/sandbox.py exits 2 with the fix (pyinfra passes the exit status on: `pyinfra` then exits 2)."""
-    monkeypatch.setenv("CNCTL_STATE", str(tmp_path / "none"))
+    """hosts/fleet.py exits 2 with the fix (pyinfra passes the exit status on: `pyinfra` then exits 2)."""
+    monkeypatch.setenv("CNCTL_FLEET_FILE", str(tmp_path / "none" / "fleet.json"))
+    monkeypatch.delenv("CNCTL_STACK", raising=False)
     with pytest.raises(SystemExit) as raised:
-        runpy.run_path(str(REPO / "hosts" / "sandbox.py"))
+        runpy.run_path(str(REPO / "hosts" / "fleet.py"))
     assert raised.value.code == 2
     assert "run `cnctl sandbox up` or `make demo`" in capsys.readouterr().err

@@ -20,6 +20,7 @@ from cnctl.inventory import InventoryHost, Ssh
 from cnctl.remote import RemoteOutcome
 from cnctl.status import FleetStatus, HostStatus, collect, collect_from, host_status, remote_command
 from deploy.health_report import DEFAULTS, judge
+from tests.unit.shell_shape import shape
 from tests.unit.test_verify_report import HEALTHY, observed
 
 OUTPUTS = Path(__file__).parent / "samples" / "dev-outputs.json"
@@ -106,6 +107,20 @@ def test_the_remote_command_on_a_host_without_the_verify_layer(tmp_path: Path) -
     assert found.problems == (f"no {tmp_path / 'health_report.py'}: the verify layer has not run here; run the deploy",)
 
 
+def test_the_remote_command_keeps_its_paths_one_word_whatever_they_hold(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parsed as bash parses it, the command keeps its structure, and run by a shell it reaches the script in a
+    directory whose name is shell syntax, running none of it."""
+    monkeypatch.chdir(tmp_path)  # where the shell would touch the file
+    pwned = tmp_path / "pwned"
+    where = tmp_path / "a b;$(touch pwned)`touch pwned`'\"&&#"
+    where.mkdir()
+    assert shape(remote_command(str(where / "health_report.py"), str(where / "h.json"))) == shape(remote_command())
+    script = f"import json\nprint(json.dumps({BAD!r}))\n"
+    found = host_status(HOST, _remote(where, script, saved=GOOD))
+    assert (found.source, found.report) == ("fresh", BAD) and not pwned.exists()
+
+
 # --- which hosts, and the fan-out ---------------------------------------------------------------------------------
 
 
@@ -152,7 +167,7 @@ def test_an_unknown_limit_is_bad_input_naming_the_known_hosts(dev_outputs: None)
 
 
 def test_the_local_stack_without_a_sandbox_up_is_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CNCTL_STATE", str(tmp_path / "none"))
+    monkeypatch.setenv("CNCTL_FLEET_FILE", str(tmp_path / "none" / "fleet.json"))
     with pytest.raises(UsageProblem, match="the sandbox is not up"):
         collect("local", run=FakeRemote())
 

@@ -85,7 +85,7 @@ def test_bad_input_exits_2_with_the_fix_and_asks_no_host(remote: FakeRemote, arg
 
 def test_the_local_stack_without_its_sandbox_exits_2(remote: FakeRemote, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CNCTL_STATE", str(tmp_path / "none"))
+    monkeypatch.setenv("CNCTL_FLEET_FILE", str(tmp_path / "none" / "fleet.json"))
     result = run("status", "--stack", "local")
     assert result.exit_code == 2 and "the sandbox is not up" in result.stderr and "cnctl sandbox up" in result.stderr
     assert remote.calls == []

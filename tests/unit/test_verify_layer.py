@@ -55,7 +55,7 @@ RENDERINGS: list[tuple[str, dict[str, Any]]] = [
         "report": "/var/lib/circularnet/health.json", "platform_record": "/var/lib/circularnet/platform.json",
         "deploy_record": "/var/lib/circularnet/deploy.json", "model_serve": "/usr/local/lib/circularnet/model_serve.py",
         "repository": "/opt/circularnet/models", "model_name": "circularnet", "bind_address": "127.0.0.1",
-        "http_port": 8000, "triton_unit": "circularnet-triton.service", "min_free_percent": 10, "min_free_mib": 1024,
+        "bind_interface": "ens4", "http_port": 8000, "triton_unit": "circularnet-triton.service", "min_free_percent": 10, "min_free_mib": 1024,
         "timeout": 10, "pipeline_settings": "/etc/circularnet/pipeline.json", "pipeline_stale_seconds": 900}}),
 ]
 
@@ -79,6 +79,7 @@ def test_the_records_and_settings_are_json_with_what_the_builders_give() -> None
     from deploy.health_report import DEFAULTS
     assert set(settings) == set(DEFAULTS)
     assert settings["http_port"] == wants["cn_inference_http_port"]
+    assert settings["bind_interface"] == (wants["cn_inference_bind_interface"] or "")  # looked up on the host
 
 
 def test_both_engines_render_the_same_templates() -> None:
@@ -196,10 +197,7 @@ def test_the_roles_filters_are_the_deploys_functions() -> None:
 
 def test_verify_is_the_last_configuring_layer_of_both_engines() -> None:
     """Only the pull layer follows it: it installs or removes the agent, once the host is configured and healthy."""
-    deploy_py = (REPO / "deploy.py").read_text()
-    calls = re.findall(r"^\s+(\w+)\(_sudo=True\)", deploy_py, re.MULTILINE)
-    assert calls[-2:] == ["verify", "pull"], calls
-    from deploy import LAYERS  # the one list CNCTL_LAYERS, `cnctl deploy --layers` and the tags follow
+    from deploy import LAYERS  # cnctl/layers.py: deploy.py applies them in its order (test_deploy_layers)
 
     assert LAYERS[-2:] == ("verify", "pull"), LAYERS
     for play in yaml.safe_load((REPO / "playbooks" / "site.yml").read_text()):

@@ -191,7 +191,38 @@ def test_the_driver_version_is_nvidia_smis_first_row(lines: str, driver: str | N
     ("fd00::5", 8000, "http://[fd00::5]:8000"),
 ])
 def test_the_report_reaches_triton_where_it_binds(bind: str, port: int, url: str) -> None:
-    assert triton_url(bind, port) == url
+    cfg = {**DEFAULTS, "bind_address": bind, "http_port": port}
+    assert triton_url(cfg, None) == url and judge(HEALTHY, cfg)["triton"]["url"] == url
+
+
+def test_a_bound_interface_is_looked_up_on_the_host_and_one_without_an_address_is_the_problem() -> None:
+    cfg = {**DEFAULTS, "bind_interface": "ens4", "http_port": 8000}
+    report = judge(observed(interface_address="10.128.0.7"), cfg)
+    assert report["healthy"] and report["triton"]["url"] == "http://10.128.0.7:8000"
+    report = judge(observed(interface_address=None, triton_metadata=None, model_serve=_ran("", 5)), cfg)
+    assert report["triton"]["url"] is None
+    assert any(p.startswith("interface ens4 (inference.bindInterface) has no IPv4 address here") for p in report["problems"])
+
+
+def test_the_observation_asks_model_serve_on_the_interface_it_could_not_resolve(tmp_path: Path,
+                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without an address for the interface, model_serve.py gets the interface (it says why in its own words)."""
+    calls: list[list[str]] = []
+    monkeypatch.setattr(health_report.triton_endpoint, "interface_ipv4", lambda name: None)
+    monkeypatch.setattr(health_report, "run", lambda argv, timeout: calls.append(argv) or None)
+    serve = tmp_path / "model_serve.py"
+    serve.write_text("")
+    seen = health_report.observe({**DEFAULTS, "model_serve": str(serve), "bind_interface": "ens4; reboot",
+                                  "pipeline_settings": str(tmp_path / "none.json")})
+    assert seen["interface_address"] is None and seen["triton_metadata"] is None
+    assert calls[0][2:7] == ["status", "--interface", "ens4; reboot", "--port", "8000"]
+
+
+def test_a_bind_address_that_is_no_address_is_a_bad_setting(tmp_path: Path) -> None:
+    config = tmp_path / "health-report.json"
+    config.write_text(json.dumps({**DEFAULTS, "bind_address": "::1%$(touch x)"}))
+    done = _run("--config", str(config), "--read-only")
+    assert done.returncode == 2 and "bind_address: Triton's address '::1%$(touch x)'" in done.stderr
 
 
 def test_the_scripts_defaults_are_the_role_defaults() -> None:
@@ -295,8 +326,12 @@ def test_a_mistyped_setting_exits_2_naming_it(tmp_path: Path) -> None:
 
 
 def test_the_script_runs_on_the_oldest_python_it_supports() -> None:
-    """Hosts run it with their own python3 (Ubuntu 22.04, JetPack 6: 3.10); it must at least compile there."""
-    source = SCRIPT.read_text()
-    ast.parse(source, str(SCRIPT), feature_version=(3, 10))
-    imported = {line.split()[1].split(".")[0] for line in source.splitlines() if line.startswith(("import ", "from "))}
-    assert imported <= set(sys.stdlib_module_names), imported - set(sys.stdlib_module_names)
+    """Hosts run it with their own python3 (Ubuntu 22.04, JetPack 6: 3.10); it must at least compile there, and so
+    must triton_endpoint.py, which it loads from beside it (the `deploy` package only when imported as one)."""
+    for path in (SCRIPT, SCRIPT.with_name("triton_endpoint.py")):
+        tree = ast.parse(path.read_text(), str(path), feature_version=(3, 10))
+        imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                    for alias in node.names}
+        imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                     if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+        assert imported - set(sys.stdlib_module_names) <= {"deploy", "triton_endpoint"}, path
