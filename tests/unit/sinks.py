@@ -133,9 +133,11 @@ SITE: dict[str, Any] = {
                "servers": [{"name": "plant-c-gpu-1", "address": "fd00:60::10", "driverBranch": "550"}]},
     "mirrors": {"siteApt": "https://apt.plant.example/site", "siteAptKey": "https://apt.plant.example/site/key.asc"},
 }
-# The local stack's shape: a sandbox section (its Jetson hosts run a declared stand-in OS).
+# The local stack's shape: a sandbox section (its Jetson hosts run a declared stand-in OS), its fleet from the
+# fleet file `cnctl sandbox up` writes.
 LOCAL: dict[str, Any] = {
-    **{k: v for k, v in SITE.items() if k != "mirrors"},
+    **{k: v for k, v in SITE.items() if k not in ("mirrors", "fleets")},
+    "fleets": {**SITE["fleets"], "file": "/run/cnctl/sandbox/fleet.json"},
     "sandbox": {"subnet": "172.31.99.0/24", "jetsonOs": {"id": "debian", "version": "12", "codename": "bookworm"}},
 }
 BASES: dict[str, tuple[str, dict[str, Any]]] = {  # name -> (environment, the `circularnet:` sections)
@@ -344,9 +346,9 @@ class Scene:
 
     @functools.cached_property
     def inventory(self) -> list[tuple[str, InventoryHost]]:
-        """(label, host) of the inventories; none for the local stack, whose inventory is the running sandbox's
-        (cnctl.sandbox.inventory)."""
-        if self.cfg.sandbox is not None:
+        """(label, host) of the inventories; none for a stack whose fleet comes from a fleet file (the local stack's
+        is the running sandbox's): its hosts are what another tool wrote there (cnctl/fleet.py), not stack values."""
+        if self.cfg.fleets.file is not None:
             return []
         hosts = fleet_hosts(self.cfg) + cloud_hosts(self.cfg, self.vms)
         return [(h.label, i) for h, i in zip(self.hosts, hosts, strict=False)]
@@ -529,6 +531,7 @@ def extravars_command(sc: Scene) -> list[str]:
     with mock.patch("cnctl.engines.target.write_ansible_inventory", return_value=_scratch() / "inventory.yml"):
         target = for_stack(sc.cfg)
     workdir = _scratch() / "runner"
+    engine.write_extravars(target, workdir)  # env/extravars: ansible-runner passes it as `-e @file`
     args = {k: v for k, v in engine.runner_args(target, workdir, dry=False).items() if k != "quiet"}
     config = ansible_runner.RunnerConfig(**args)
     config.prepare()
@@ -540,10 +543,15 @@ def extravars_of(command: list[str]) -> list[str]:
     return [command[i + 1] for i, part in enumerate(command[:-1]) if part in ("-e", "--extra-vars")]
 
 
+def extravars_texts(command: list[str]) -> list[str]:
+    """What each `-e` of an ansible-playbook command line gives Ansible: a file's text (`@file`) or the value."""
+    return [Path(extra[1:]).read_text() if extra.startswith("@") else extra for extra in extravars_of(command)]
+
+
 def _extravars(sc: Scene) -> dict[str, Output]:
     if not sc.inventory or not (sc.cfg.fleets.edge or sc.cfg.fleets.servers):
         return {}  # `cnctl deploy` deploys fleets (cloud VMs through hosts/cloud.py, pyinfra)
-    return {f"controller/-e#{i}": value for i, value in enumerate(extravars_of(extravars_command(sc)))}
+    return {f"controller/-e#{i}": text for i, text in enumerate(extravars_texts(extravars_command(sc)))}
 
 
 def _health_commands(sc: Scene) -> dict[str, Output]:
@@ -609,7 +617,9 @@ HOST_COMMANDS: dict[str, tuple[str, ...]] = {
     "deploy/steps.py:refused": ("deploy/steps.py:fail",),
     "deploy/steps.py:verified": ("deploy/steps.py:fail",),
     "deploy/steps.py:key_installed": (),
-    "deploy/steps.py:after_change": (),
+    # the layers that give after_change its restart commands (shlex.join of a unit name)
+    "deploy/steps.py:after_change": ("deploy/inference.py:inference", "deploy/pipeline.py:_running", "deploy/pull.py:pull",
+                                     "deploy/verify.py:verify"),
     "deploy/steps.py:index_refreshed": (),
     "deploy/steps.py:held": (),
     "deploy/nvidia.py:driver_settled": (),
@@ -654,6 +664,9 @@ HOST_COMMANDS: dict[str, tuple[str, ...]] = {
 }
 
 
+# the startup script's renderer and the filters every value of it goes through (quoted words, base64)
+STARTUP_BUILDERS = ("cnctl/cloud/startup.py:render_startup_script", "cnctl/cloud/startup.py:render_script",
+                    "cnctl/cloud/startup.py:sh", "cnctl/cloud/startup.py:sh_words", "cnctl/cloud/startup.py:b64")
 ANSIBLE_INVENTORY = "Ansible inventory (cnctl inventory --engine ansible)"
 EXTRA_VARS = "Ansible extra vars (cnctl deploy --engine ansible, through ansible-runner)"
 
@@ -677,21 +690,22 @@ def _sinks() -> list[Sink]:
              ("cnctl/inventory.py:pyinfra_module_text",), _inventory_text("pyinfra"), slow=True),
         Sink("ssh_config of the cloud VMs (pyinfra's SSH client)", CONTROLLER, "lines",
              ("cnctl/inventory.py:ssh_config_text",), _inventory_text("ssh_config")),
-        Sink(EXTRA_VARS, CONTROLLER, "json",
-             ("cnctl/engines/ansible.py:runner_args", "cnctl/engines/target.py:for_stack"), _extravars, slow=True),
+        Sink(EXTRA_VARS, CONTROLLER, "yaml", ("cnctl/engines/ansible.py:runner_args", "cnctl/engines/ansible.py:write_extravars",
+                                              "cnctl/engines/target.py:for_stack"), _extravars, slow=True),
         Sink("IAP ProxyCommand (cnctl/inventory.py)", f"{CONTROLLER}, run by ssh through the user's shell", "shell",
              ("cnctl/inventory.py:iap_proxy_command",), _proxy_commands, argv=True, controller=True),
         Sink("rollout health command (cnctl model rollout/rollback)", "each fleet host over SSH, its login shell, sudo",
-             "shell", ("cnctl/rollout.py:health_command",), _health_commands, argv=True),
+             "shell", ("cnctl/rollout.py:health_command", "cnctl/rollout.py:health_command.<locals>.mark",
+                      "cnctl/rollout.py:serve_where"), _health_commands, argv=True),
         Sink("status command (cnctl status)", "each host over SSH, its login shell, sudo", "shell",
              ("cnctl/status.py:remote_command",), _status_command, argv=True),
         Sink("ssh command lines (cnctl/remote.py: status and rollout)", f"{CONTROLLER} (no shell), then the host's",
              "ssh-argv", ("cnctl/remote.py:ssh_argv",), _ssh_commands, controller=True),
         Sink("GCE startup script of the fixed GPU VMs", "each cloud VM at every boot, as root", "shell",
-             ("cnctl/cloud/startup.py:render_startup_script", f"templates/{STARTUP_TEMPLATE}"), _startup(False)),
+             (*STARTUP_BUILDERS, f"templates/{STARTUP_TEMPLATE}"), _startup(False)),
         Sink("GCE startup script of the worker group (pull bootstrap)", "each worker VM at every boot, as root", "shell",
-             ("cnctl/cloud/startup.py:render_startup_script", "cnctl/cloud/startup.py:pull_bootstrap",
-              f"templates/{STARTUP_TEMPLATE}"), _startup(True)),
+             (*STARTUP_BUILDERS, "cnctl/cloud/startup.py:pull_bootstrap", f"templates/{STARTUP_TEMPLATE}"),
+             _startup(True)),
     ]
     return sinks
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from cnctl.errors import UsageProblem
 from cnctl.inventory import InventoryHost, Ssh
 from cnctl.paths import REPO_ROOT, TEMPLATES_DIR
 from cnctl.rollout import health_command
@@ -207,15 +208,22 @@ def test_the_map_names_the_fields_of_the_issue() -> None:
 # --- the parsers see a changed structure, and only that ------------------------------------------------------------
 
 
-def _health(address: str) -> str:
-    return health_command(InventoryHost("a", "edge", Ssh("10.0.0.1", "u"), {"cn_inference_bind_address": address}))
+# The rollout's health command as the issue found it: the address spliced in unquoted (cnctl/rollout.py now
+# passes it as one shlex-quoted word, and refuses a zone id that is no interface name).
+SPLICED = "sudo -n python3 /usr/local/lib/circularnet/model_serve.py status --url http://[{}]:8000 --name circularnet"
 
 
 def test_the_shell_parser_sees_a_command_substitution_that_shlex_does_not() -> None:
     """The issue's first path: a zone id holding `$(...)`, unquoted in the rollout's health command."""
-    hostile, benign = _health("::1%$(id)"), _health("::1%abcd")
+    hostile, benign = SPLICED.format("::1%$(id)"), SPLICED.format("::1%abcd")
     assert sink_shapes.shell_words(hostile) == sink_shapes.shell_words(benign)
     assert sink_shapes.shell_shape(hostile) != sink_shapes.shell_shape(benign)
+
+
+def test_the_health_command_refuses_the_issues_zone_id() -> None:
+    host = InventoryHost("a", "edge", Ssh("10.0.0.1", "u"), {"cn_inference_bind_address": "::1%$(id)"})
+    with pytest.raises(UsageProblem, match="zone id"):
+        health_command(host)
 
 
 @pytest.mark.parametrize("value", ["a b", "a;b", "$(x)", "`x`", "a'b", 'a"b', "*", "{a,b}", "~x", "a\nb", "$HOME"])
