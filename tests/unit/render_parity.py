@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pyinfra.api.util import get_template
 
+from cnctl.ansible_yaml import dump
 from cnctl.paths import TEMPLATES_DIR
 
 BIN = Path(sys.executable).parent
@@ -32,26 +32,14 @@ def by_pyinfra(renderings: Renderings) -> list[bytes]:
     return [render(src, **variables).encode() for src, variables in renderings]
 
 
-class Unsafe(str):
-    """A variable's string that Ansible takes as data (`!unsafe`), never as a template: how a stack value must
-    reach the roles (issue 20: the inventory and the extra vars carry it unsafe)."""
-
-
-class _Dumper(yaml.SafeDumper):
-    pass
-
-
-_Dumper.add_representer(Unsafe, lambda dumper, value: dumper.represent_scalar("!unsafe", str(value), style="'"))
-
-
 def by_ansible(renderings: Renderings, tmp_path: Path) -> list[bytes]:
-    """Each (template, variables) through Ansible's template module (an `Unsafe` string as `!unsafe` data)."""
+    """Each (template, variables) through Ansible's template module (a cnctl.ansible_yaml `Unsafe` string as
+    `!unsafe` data, as the inventory and the extra vars carry stack values)."""
     tasks = [{"name": f"render {i}", "ansible.builtin.template": {"src": str(TEMPLATES_DIR / src),
                                                                   "dest": str(tmp_path / f"{i}.out"), "mode": "0644"},
               "vars": variables} for i, (src, variables) in enumerate(renderings)]
     playbook = tmp_path / "render.yml"
-    playbook.write_text(yaml.dump([{"hosts": "localhost", "connection": "local", "gather_facts": False,
-                                    "tasks": tasks}], Dumper=_Dumper))
+    playbook.write_text(dump([{"hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": tasks}]))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "ANSIBLE_HOME": str(tmp_path / "home"),
            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_NOCOLOR": "1"}
     result = subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", str(playbook),

@@ -5,7 +5,7 @@ layers write (templates/, through both engines), a command a host runs (the laye
 controller's SSH commands), the inventories and extra vars Ansible reads on the controller, the GCE startup
 scripts a VM runs as root at boot. Each `Sink` says where it lands, how it is rendered from a `StackConfig`
 through the code the product runs (cnctl/hostvars.py -> host variables -> builder or template), and which parser
-reads its structure (tests/unit/sink_shapes.py).
+reads its structure (tests/unit/sink_shapes.py, tests/unit/shell_shape.py for the shell).
 
 `BASES` are stacks that set every string field of the schema and reach every sink; `string_fields()` walks the
 schema; `Scene` is one stack rendered for all its hosts. tests/unit/test_hostile_values.py attacks the sinks,
@@ -50,7 +50,7 @@ from cnctl.inventory import (
     ssh_config_text,
 )
 from cnctl.paths import TEMPLATES_DIR
-from tests.unit import sink_shapes
+from tests.unit import shell_shape, sink_shapes
 from tests.unit.sink_recorder import Recording, recorder
 
 # --- the stacks the suite starts from ----------------------------------------------------------------------
@@ -721,12 +721,12 @@ def shape(sink: Sink, output: Output) -> Any:
         return sink_shapes.argv_shape(output)
     if sink.kind == "ssh-argv":
         assert isinstance(output, list)
-        proxy = [sink_shapes.shell_shape(a.removeprefix("ProxyCommand=")) for a in output if a.startswith("ProxyCommand=")]
-        return (len(output), sink_shapes.shell_shape(output[-1]), tuple(proxy))
+        proxy = [shell_shape.shape(a.removeprefix("ProxyCommand=")) for a in output if a.startswith("ProxyCommand=")]
+        return (len(output), shell_shape.shape(output[-1]), tuple(proxy))
     assert isinstance(output, str)
     found = sink_shapes.SHAPES[sink.kind](output)
-    if sink.argv:  # a command line the controller sends: shlex's and bashlex's views of it too
-        return (found, sink_shapes.shell_words(output), sink_shapes.bashlex_shape(output))
+    if sink.argv:  # a command line the controller sends: shlex's and bash's grammar's views of its words too
+        return (found, shell_shape.shlex_words(output), sink_shapes.command_lengths(output))
     return found
 
 

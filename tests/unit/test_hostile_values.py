@@ -41,11 +41,13 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from cnctl.ansible_yaml import Unsafe
 from cnctl.config import StackConfig, StackConfigError
 from cnctl.paths import TEMPLATES_DIR
 from tests.unit import sinks
-from tests.unit.render_parity import Unsafe, by_ansible
-from tests.unit.sink_shapes import bash_syntax_errors, load_yaml
+from tests.unit.render_parity import by_ansible
+from tests.unit.shell_shape import syntax_errors
+from tests.unit.sink_shapes import load_yaml
 
 CI = os.environ.get("CI") == "true"
 BIN = Path(sys.executable).parent
@@ -195,7 +197,7 @@ def attack(t: sinks.Trace, name: str, cfg: StackConfig, value: str, how: str) ->
             if sink.kind == "shell":
                 scripts.append((context, str(outputs[label])))
         PAIRS[(t.field.path, sink_name)]["checked"] += 1
-    errors = bash_syntax_errors([text for _, text in scripts])
+    errors = syntax_errors([text for _, text in scripts])
     assert not errors, f"{t.field.path} = {value!r} ({how}, stack {name}): bash -n: {errors[:3]}"
 
 
@@ -390,7 +392,7 @@ def test_every_field_hostile_at_once_changes_no_sink_and_ansible_reads_the_inven
                 f"{_first_difference(got, want[sink_name][label])}; values: {_shown(values)}")
             if sink.kind == "shell":
                 scripts.append(str(output))
-    assert not (errors := bash_syntax_errors(scripts)), f"stack {name}: bash -n: {errors[:3]}; {_shown(values)}"
+    assert not (errors := syntax_errors(scripts)), f"stack {name}: bash -n: {errors[:3]}; {_shown(values)}"
     _count_at_once(name, values, list(outputs))
     _inventory_literally(name, next(iter(outputs[sinks.ANSIBLE_INVENTORY].values()), None), values)
 

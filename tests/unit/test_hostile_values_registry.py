@@ -30,7 +30,7 @@ from cnctl.errors import UsageProblem
 from cnctl.inventory import InventoryHost, Ssh
 from cnctl.paths import REPO_ROOT, TEMPLATES_DIR
 from cnctl.rollout import health_command
-from tests.unit import sink_recorder, sink_shapes, sinks
+from tests.unit import shell_shape, sink_recorder, sink_shapes, sinks
 from tools import sink_map
 
 SCANNED = ("cnctl", "deploy", "hosts", "deploy.py", "roles")
@@ -216,8 +216,8 @@ SPLICED = "sudo -n python3 /usr/local/lib/circularnet/model_serve.py status --ur
 def test_the_shell_parser_sees_a_command_substitution_that_shlex_does_not() -> None:
     """The issue's first path: a zone id holding `$(...)`, unquoted in the rollout's health command."""
     hostile, benign = SPLICED.format("::1%$(id)"), SPLICED.format("::1%abcd")
-    assert sink_shapes.shell_words(hostile) == sink_shapes.shell_words(benign)
-    assert sink_shapes.shell_shape(hostile) != sink_shapes.shell_shape(benign)
+    assert shell_shape.shlex_words(hostile) == shell_shape.shlex_words(benign)
+    assert shell_shape.shape(hostile) != shell_shape.shape(benign)
 
 
 def test_the_health_command_refuses_the_issues_zone_id() -> None:
@@ -229,16 +229,16 @@ def test_the_health_command_refuses_the_issues_zone_id() -> None:
 @pytest.mark.parametrize("value", ["a b", "a;b", "$(x)", "`x`", "a'b", 'a"b', "*", "{a,b}", "~x", "a\nb", "$HOME"])
 def test_quoted_data_keeps_the_shell_structure_and_unquoted_data_does_not(value: str) -> None:
     line = "echo {} done"
-    assert sink_shapes.shell_shape(line.format(shlex.quote(value))) == sink_shapes.shell_shape(line.format("plain"))
-    assert sink_shapes.shell_shape(line.format(value)) != sink_shapes.shell_shape(line.format("plain"))
+    assert shell_shape.shape(line.format(shlex.quote(value))) == shell_shape.shape(line.format("plain"))
+    assert shell_shape.shape(line.format(value)) != shell_shape.shape(line.format("plain"))
 
 
 def test_a_heredoc_terminator_in_the_data_ends_the_heredoc() -> None:
     """The issue's fourth path: a signer's key comment closing `<<'CNCTL_ALLOWED_SIGNERS'`."""
     script = "cat >f <<'CNCTL_ALLOWED_SIGNERS'\n{}\nCNCTL_ALLOWED_SIGNERS\necho done\n"
-    benign = sink_shapes.shell_shape(script.format("release@plant ssh-ed25519 AAAA comment"))
-    assert sink_shapes.shell_shape(script.format("x $(id) `id` 'q'")) == benign  # a quoted heredoc is data
-    assert sink_shapes.shell_shape(script.format("x\nCNCTL_ALLOWED_SIGNERS\nid")) != benign
+    benign = shell_shape.shape(script.format("release@plant ssh-ed25519 AAAA comment"))
+    assert shell_shape.shape(script.format("x $(id) `id` 'q'")) == benign  # a quoted heredoc is data
+    assert shell_shape.shape(script.format("x\nCNCTL_ALLOWED_SIGNERS\nid")) != benign
 
 
 UNIT = "[Service]\nExecStart=/usr/bin/tritonserver --http-address={}\nDescription=Triton {}\n"
