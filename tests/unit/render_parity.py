@@ -35,6 +35,19 @@ def by_pyinfra(renderings: Renderings) -> list[bytes]:
 def by_ansible(renderings: Renderings, tmp_path: Path) -> list[bytes]:
     """Each (template, variables) through Ansible's template module (a cnctl.ansible_yaml `Unsafe` string as
     `!unsafe` data, as the inventory and the extra vars carry stack values)."""
+    result = _playbook(renderings, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return [(tmp_path / f"{i}.out").read_bytes() for i in range(len(renderings))]
+
+
+def refused_by_ansible(renderings: Renderings, tmp_path: Path) -> str:
+    """The output of an ansible-playbook run of `renderings` that must fail (a template refusing a value)."""
+    result = _playbook(renderings, tmp_path)
+    assert result.returncode != 0, f"Ansible rendered {[src for src, _ in renderings]}: {result.stdout[-1000:]}"
+    return result.stdout + result.stderr
+
+
+def _playbook(renderings: Renderings, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     tasks = [{"name": f"render {i}", "ansible.builtin.template": {"src": str(TEMPLATES_DIR / src),
                                                                   "dest": str(tmp_path / f"{i}.out"), "mode": "0644"},
               "vars": variables} for i, (src, variables) in enumerate(renderings)]
@@ -45,5 +58,4 @@ def by_ansible(renderings: Renderings, tmp_path: Path) -> list[bytes]:
     result = subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", str(playbook),
                              "-e", f"ansible_python_interpreter={sys.executable}"],
                             check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return [(tmp_path / f"{i}.out").read_bytes() for i in range(len(renderings))]
+    return result

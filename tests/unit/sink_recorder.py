@@ -10,7 +10,9 @@ reach a host:
   `files.template` call is a template with the variables the layer gives it;
 - this repository's operations (`@operation` in deploy/*.py) run their generator (`_inner`), and the commands
   they yield are recorded, as in a real run (`state.is_executing` is True);
-- a layer that refuses the host (`steps.refused`) ends its run there: `Recording.refused` says why.
+- a layer that refuses the host (`steps.refused`) ends its run there: `Recording.refused` says why; so does a
+  builder that stops it on a value it cannot use (a ValueError, e.g. deploy/triton_endpoint.py on an address that
+  is no address): the run stops before pyinfra executes anything.
 
 The recording is what both engines put on a host: the roles call the same builders through their filter
 plugins (roles/*/filter_plugins) and render the same templates with the same variables (the parity tests).
@@ -230,6 +232,8 @@ def recorder() -> Iterator[Callable[[str, dict[str, Any]], Recording]]:
                 getattr(modules[layer], layer)._inner()
         except Refused as exc:
             recording.refused = str(exc)
+        except ValueError as exc:  # a builder that checks its input stopped the layer (triton_endpoint.reach)
+            recording.refused = f"{type(exc).__name__}: {exc}"
         return recording
 
     try:

@@ -188,9 +188,11 @@ def lines_shape(text: str) -> Shape:
 
 
 def apt_source_shape(text: str) -> Shape:
-    """apt's one-line sources: type, option names, and how many fields follow (URI, suite, components)."""
+    """apt's one-line sources: type, option names, and how many fields follow (URI, suite, components). apt ends a
+    line at `#` (apt-pkg/sourcelist.cc strips comments anywhere in the line)."""
     shape: list[Any] = []
     for line in re.split(r"\r\n|\r|\n", text):
+        line = line.split("#", 1)[0]
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         kind, _, rest = line.strip().partition(" ")

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from unittest import mock
 
+import jinja2
 from pydantic import BaseModel, TypeAdapter
 from pyinfra.api.util import get_template
 
@@ -420,9 +421,24 @@ def render_template(src: str, variables: Mapping[str, Any]) -> str:
     return str(get_template(str(TEMPLATES_DIR / src)).render(**variables))
 
 
+class Refusal(str):
+    """An output refused from the value, naming it: a host program exits, a template stops rendering; nothing ran."""
+
+
+def rendered_or_refused(src: str, variables: Mapping[str, Any]) -> Output:
+    """templates/<src> rendered, or a Refusal where the template refuses a value (it looks up a key naming the
+    refusal, which fails under StrictUndefined: templates/apt/source.list.j2)."""
+    try:
+        return render_template(src, variables)
+    except jinja2.UndefinedError as exc:
+        if " refused" not in str(exc):
+            raise
+        return Refusal(f"templates/{src}: {exc}")
+
+
 def _templates_of(src: str) -> Callable[[Scene], dict[str, Output]]:
     def render(sc: Scene) -> dict[str, Output]:
-        return {f"{label}:{r.dest}": render_template(r.src, r.variables)
+        return {f"{label}:{r.dest}": rendered_or_refused(r.src, r.variables)
                 for label, rec in sc.recordings.items() for r in rec.templates if r.src == src}
 
     return render
@@ -473,10 +489,6 @@ def _settings_files(sc: Scene) -> Iterator[tuple[str, Path]]:
                 path = _scratch() / f"{label.replace('/', '_')}-pipeline.json"
                 path.write_text(render_template(r.src, r.variables))
                 yield label, path
-
-
-class Refusal(str):
-    """An output a host program refused to make from the value (it exits naming it): nothing ran."""
 
 
 def _capture_argv(sc: Scene) -> dict[str, Output]:

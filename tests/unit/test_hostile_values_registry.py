@@ -26,11 +26,13 @@ from typing import Any
 
 import pytest
 
+from cnctl.ansible_yaml import Unsafe
 from cnctl.errors import UsageProblem
 from cnctl.inventory import InventoryHost, Ssh
 from cnctl.paths import REPO_ROOT, TEMPLATES_DIR
 from cnctl.rollout import health_command
 from tests.unit import shell_shape, sink_recorder, sink_shapes, sinks
+from tests.unit.render_parity import refused_by_ansible
 from tools import sink_map
 
 SCANNED = ("cnctl", "deploy", "hosts", "deploy.py", "roles")
@@ -256,7 +258,22 @@ def test_the_unit_parser_reads_escaped_values_as_data() -> None:
         sink_shapes.unit_shape(UNIT.format("127.0.0.1", "x"))
 
 
-def test_the_apt_parser_sees_a_url_split_in_two() -> None:
+@pytest.mark.parametrize("uri", ["https://m/a b", "https://m/a\nb", "https://m/a#b", "https://m/a\u2028b"])
+def test_an_apt_source_field_that_is_not_one_word_is_refused_by_pyinfras_rendering(uri: str) -> None:
+    refused = sinks.rendered_or_refused("apt/source.list.j2", {"description": "d", "sources": [
+        {"uri": uri, "suite": "/", "signed_by": "/k.asc"}]})
+    assert isinstance(refused, sinks.Refusal) and repr(uri)[1:-1] in refused  # shown escaped
+
+
+def test_ansible_refuses_the_apt_source_field_pyinfra_refuses(tmp_path: Path) -> None:
+    """One template, two engines: Ansible's template module stops on the same value (no file is written)."""
+    output = refused_by_ansible([("apt/source.list.j2", {"description": "d", "sources": [
+        {"uri": Unsafe("https://m/a#b"), "suite": "/", "signed_by": "/k.asc"}]})], tmp_path)
+    assert "apt source field refused" in output and "https://m/a#b" in output
+    assert not (tmp_path / "0.out").exists()
+
+
+@pytest.mark.parametrize("uri", ["https://m/a b", "https://m/a#b", "https://m/a\nb"])
+def test_the_apt_parser_sees_a_url_split_in_two_or_cut_by_a_comment(uri: str) -> None:
     line = "deb [signed-by=/k.asc] {} r36.4 main\n"
-    assert sink_shapes.apt_source_shape(line.format("https://m/a b")) != \
-        sink_shapes.apt_source_shape(line.format("https://m/ab"))
+    assert sink_shapes.apt_source_shape(line.format(uri)) != sink_shapes.apt_source_shape(line.format("https://m/ab"))
