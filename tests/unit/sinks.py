@@ -566,10 +566,18 @@ def _extravars(sc: Scene) -> dict[str, Output]:
     return {f"controller/-e#{i}": text for i, text in enumerate(extravars_texts(extravars_command(sc)))}
 
 
+def _refused_or(build: Callable[[], Output]) -> Output:
+    """`build()`, or a Refusal where the controller's code refuses the value (exit 2, naming the field)."""
+    try:
+        return build()
+    except UsageProblem as exc:
+        return Refusal(f"{type(exc).__name__}: {exc}")
+
+
 def _health_commands(sc: Scene) -> dict[str, Output]:
     from cnctl.rollout import health_command
 
-    return {label: health_command(h) for label, h in sc.inventory if h.group != "cloud"}
+    return {label: _refused_or(lambda h=h: health_command(h)) for label, h in sc.inventory if h.group != "cloud"}
 
 
 def _ssh_commands(sc: Scene) -> dict[str, Output]:
@@ -581,7 +589,7 @@ def _ssh_commands(sc: Scene) -> dict[str, Output]:
     for label, h in sc.inventory:
         out[f"{label}:status"] = ssh_argv(h.ssh, remote_command())
         if h.group != "cloud":
-            out[f"{label}:rollout"] = ssh_argv(h.ssh, health_command(h))
+            out[f"{label}:rollout"] = _refused_or(lambda h=h: ssh_argv(h.ssh, health_command(h)))
     return out
 
 

@@ -379,6 +379,7 @@ def test_every_field_hostile_at_once_changes_no_sink_and_ansible_reads_the_inven
     sc = sinks.scene(cfg)
     want = sinks.benign(name, slow=True)
     outputs = sinks.render_all(sc)
+    _inventory_literally(name, next(iter(outputs[sinks.ANSIBLE_INVENTORY].values()), None), values)
     scripts = []
     for sink_name, by_label in outputs.items():
         sink = sinks.BY_NAME[sink_name]
@@ -396,7 +397,6 @@ def test_every_field_hostile_at_once_changes_no_sink_and_ansible_reads_the_inven
                 scripts.append(str(output))
     assert not (errors := syntax_errors(scripts)), f"stack {name}: bash -n: {errors[:3]}; {_shown(values)}"
     _count_at_once(name, values, list(outputs))
-    _inventory_literally(name, next(iter(outputs[sinks.ANSIBLE_INVENTORY].values()), None), values)
 
 
 def _inventory_literally(name: str, text: sinks.Output | None, values: dict[str, str]) -> None:
