@@ -59,9 +59,14 @@ def mark_unsafe(value: Any) -> Any:
     return value
 
 
+def dump(data: Any) -> str:
+    """`data` as block-style YAML, in its own key order, its Unsafe strings tagged `!unsafe` (other strings plain)."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+
+
 def unsafe_dump(data: Mapping[str, Any]) -> str:
     """`data` as block-style YAML, in its own key order, every string tagged `!unsafe`."""
-    return yaml.dump(mark_unsafe(data), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+    return dump(mark_unsafe(data))
 
 
 def comment_line(text: str) -> str:

@@ -11,11 +11,11 @@ import yaml
 from cnctl.ansible_yaml import UNSAFE_TAG, Unsafe
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(yaml.CSafeLoader):
     pass
 
 
-def _construct_unsafe(loader: yaml.SafeLoader, node: yaml.Node) -> Unsafe:
+def _construct_unsafe(loader: yaml.CSafeLoader, node: yaml.Node) -> Unsafe:
     assert isinstance(node, yaml.ScalarNode), node  # cnctl tags strings only
     return Unsafe(loader.construct_scalar(node))
 
@@ -44,8 +44,14 @@ def plain_strings(text: str) -> list[str]:
     """The paths of the string values of the YAML `text` that Ansible would template: not tagged `!unsafe`, and not
     a string that reads like a number, boolean, null or date (those are quoted plain: Ansible 2.19 would read
     `!unsafe '540'` as 540)."""
-    return [path for path, value in string_values(unsafe_load(text))
-            if not isinstance(value, Unsafe) and _Loader("").resolve(yaml.ScalarNode, value, (True, False)) == STR]
+    return plain_paths(unsafe_load(text))
+
+
+def plain_paths(value: Any) -> list[str]:
+    """`plain_strings` of a document `unsafe_load` read."""
+    resolver = yaml.resolver.Resolver()
+    return [path for path, item in string_values(value)
+            if not isinstance(item, Unsafe) and resolver.resolve(yaml.ScalarNode, item, (True, False)) == STR]
 
 
 STR = "tag:yaml.org,2002:str"
