@@ -577,7 +577,7 @@ def _refused_or(build: Callable[[], Output]) -> Output:
 def _health_commands(sc: Scene) -> dict[str, Output]:
     from cnctl.rollout import health_command
 
-    return {label: _refused_or(lambda h=h: health_command(h)) for label, h in sc.inventory if h.group != "cloud"}
+    return {label: _refused_or(functools.partial(health_command, h)) for label, h in sc.inventory if h.group != "cloud"}
 
 
 def _ssh_commands(sc: Scene) -> dict[str, Output]:
@@ -589,7 +589,7 @@ def _ssh_commands(sc: Scene) -> dict[str, Output]:
     for label, h in sc.inventory:
         out[f"{label}:status"] = ssh_argv(h.ssh, remote_command())
         if h.group != "cloud":
-            out[f"{label}:rollout"] = _refused_or(lambda h=h: ssh_argv(h.ssh, health_command(h)))
+            out[f"{label}:rollout"] = _refused_or(functools.partial(lambda host: ssh_argv(host.ssh, health_command(host)), h))
     return out
 
 
