@@ -40,6 +40,7 @@ ENTRIES: tuple[tuple[str, str | None], ...] = (
     ("cnctl/hostscripts.py", None),
     ("cnctl/hostvars.py", None),
     ("cnctl/inventory.py", None),
+    ("cnctl/unitescape.py", None),  # the unit filters deploy/steps.py renders templates/systemd with
     ("cnctl/catalog/__init__.py", None),
     ("cnctl/config", "*.py"),
     ("cnctl/engines", "*.py"),
