@@ -55,6 +55,7 @@ TRITON_UNIT = {
     "model_repository": "/opt/circularnet/models", "model_name": "circularnet", "bind_address": "127.0.0.1",
     "http_port": 8000, "grpc_port": 8001, "metrics_port": 8002, "helper": "/usr/local/lib/circularnet/model_serve.py",
     "container_name": "circularnet-triton", "start_timeout": 180, "start_limit": 210, "shm_size": "256m",
+    "container_user": "1000:1000",
 }
 
 RENDERINGS = [

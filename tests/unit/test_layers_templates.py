@@ -136,22 +136,3 @@ def test_the_triton_unit_verifies_silently_binds_one_address_and_loads_only_expl
     assert "Restart=on-failure" in unit.read_text()
     if runtime == "container":
         assert "/models:ro " in start and "--network host" in start and "--runtime nvidia" in start
-
-
-def _exposure(unit: Path) -> float:
-    result = subprocess.run(["systemd-analyze", "security", "--offline=true", str(unit)], capture_output=True, text=True,
-                            check=False, timeout=60)
-    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
-    assert match, result.stdout[-2000:] + result.stderr
-    return float(match[1])
-
-
-def test_the_native_triton_unit_is_hardened_to_an_exposure_of_at_most_3(tmp_path: Path) -> None:
-    unit, _ = _triton_unit(tmp_path, "native")
-    assert _exposure(unit) <= 3.0
-    loose = tmp_path / "loose" / unit.name
-    loose.parent.mkdir()
-    loose.write_text("\n".join(line for line in unit.read_text().splitlines()
-                               if not line.startswith(("DynamicUser", "Protect", "Private", "Restrict", "SystemCall",
-                                                       "Capability"))))
-    assert _exposure(loose) > 3.0  # the measure above can fail

@@ -308,3 +308,49 @@ def test_an_unescaped_hostile_value_would_change_the_argv(tmp_path: Path) -> Non
                     .render(**variables))
     post = command_lines(unit)["ExecStartPost"][0]
     assert post[1:4] == ["/x.py", "--url", "http://evil"]
+
+
+# --- the Triton container, as systemd runs `docker run` ------------------------------------------------------------
+
+
+def _docker_run(tmp_path: Path) -> tuple[list[str], list[str]]:
+    """(docker's options, the container's command) of the container unit's ExecStart, as systemd reads it."""
+    unit = tmp_path / "circularnet-triton.service"
+    unit.write_text(render("systemd/circularnet-triton.service.j2", **{**test_engines.TRITON_UNIT, "runtime": "container"}))
+    argv = command_lines(unit)["ExecStart"][0]
+    image = argv.index(test_engines.TRITON_UNIT["image"])
+    assert argv[:2] == ["/usr/bin/docker", "run"]
+    return argv[2:image], argv[image + 1:]
+
+
+def _options(options: list[str]) -> list[tuple[str, str | None]]:
+    """docker run's options as (flag, value) pairs (flags without a value: --rm, --read-only)."""
+    pairs, i = [], 0
+    while i < len(options):
+        flag = options[i]
+        if flag in ("--rm", "--read-only"):
+            pairs.append((flag, None))
+            i += 1
+        else:
+            pairs.append((flag, options[i + 1]))
+            i += 2
+    return pairs
+
+
+def test_the_triton_container_runs_confined(tmp_path: Path) -> None:
+    options, command = _docker_run(tmp_path)
+    pairs = _options(options)
+    assert sorted(pairs, key=str) == sorted([
+        ("--rm", None), ("--name", "circularnet-triton"), ("--network", "host"), ("--runtime", "nvidia"),
+        ("--env", "NVIDIA_VISIBLE_DEVICES=all"), ("--user", "1000:1000"), ("--cap-drop", "ALL"),
+        ("--security-opt", "no-new-privileges"), ("--read-only", None), ("--tmpfs", "/tmp:rw,nosuid,nodev,noexec"),
+        ("--shm-size", "256m"), ("--volume", "/opt/circularnet/models:/models:ro")], key=str)
+    assert command[0] == "tritonserver" and "--model-repository=/models" in command
+
+
+def test_the_container_user_is_the_roles_and_never_root() -> None:
+    from deploy.steps import role_data
+
+    user = role_data("inference")["inference_container_user"]
+    uid, _, gid = user.partition(":")
+    assert int(uid) > 0 and int(gid) > 0
