@@ -20,6 +20,7 @@ roles/inference is the same layer for Ansible.
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -52,8 +53,9 @@ def triton_server(venv: str, python: str) -> str:
 def pip_index_args(index_url: str) -> str:
     """pip's options for the pinned wheels: hashes required, no dependency resolution, the stack's index only
     (a plain-http site index must be named trusted; the hashes are what makes it safe)."""
-    trusted = f" --trusted-host {urlsplit(index_url).hostname}" if index_url.startswith("http://") else ""
-    return f"--no-deps --require-hashes --no-cache-dir --disable-pip-version-check --index-url {index_url}{trusted}"
+    trusted = f" --trusted-host {shlex.quote(str(urlsplit(index_url).hostname))}" if index_url.startswith("http://") else ""
+    return ("--no-deps --require-hashes --no-cache-dir --disable-pip-version-check "
+            f"--index-url {shlex.quote(index_url)}{trusted}")
 
 
 def pip_install_command(venv: str, requirements: str, index_url: str, build: bool = False) -> str:
@@ -61,7 +63,8 @@ def pip_install_command(venv: str, requirements: str, index_url: str, build: boo
     `packaging` library in the host's own Python). `build`: the file pins source archives, built with the
     venv's own pinned setuptools and wheel (no isolated build environment, so no unpinned build tool)."""
     isolation = " --no-build-isolation" if build else ""
-    return f"{venv}/bin/pip install --quiet {pip_index_args(index_url)}{isolation} --requirement {requirements}"
+    return (f"{shlex.quote(f'{venv}/bin/pip')} install --quiet {pip_index_args(index_url)}{isolation} "
+            f"--requirement {shlex.quote(requirements)}")
 
 
 def unit_variables(wants: dict[str, Any], data: dict[str, Any], address: str, python: str | None) -> dict[str, Any]:
@@ -83,14 +86,14 @@ def unit_variables(wants: dict[str, Any], data: dict[str, Any], address: str, py
 def image_pulled(image: str, docker: str, timeout: int):
     """Ensure the Docker engine holds `image` (pulled once; a tag is not pulled again while present)."""
     if host.get_fact(DockerImage, image=image) is None:
-        yield f"timeout {int(timeout)} {docker} pull --quiet {image}"
+        yield f"timeout {int(timeout)} {shlex.quote(docker)} pull --quiet {shlex.quote(image)}"
 
 
 @operation(is_idempotent=True)
 def venv_created(venv: str):
     """Ensure `venv` is a Python venv of the host's python3 (with pip, from python3-venv's ensurepip)."""
     if host.get_fact(File, path=f"{venv}/bin/pip") is None:
-        yield f"python3 -m venv {venv}"
+        yield f"python3 -m venv {shlex.quote(venv)}"
 
 
 @operation(is_idempotent=True)
