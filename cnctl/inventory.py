@@ -103,8 +103,14 @@ def fleet_hosts(cfg: StackConfig, groups: Sequence[Group] = FLEET_GROUPS,
     """The hosts of the stack's fleets in `groups`: its entries, or the hosts of its fleet file (cnctl/fleet.py)."""
     if not groups:
         return []
-    return [InventoryHost(m.entry.name, m.group, _ssh(m), host_vars(cfg, m.group, m.entry))
+    return [InventoryHost(_host_name(m.entry.name, m.group), m.group, _ssh(m), host_vars(cfg, m.group, m.entry))
             for m in fleet.members(cfg, environ) if m.group in groups]
+
+
+def _host_name(name: str, group: str) -> str:
+    """`name` as the inventories key a host by it, checked again here (a name is an inventory key and a label in
+    every engine's output: one past the schema must not reach them)."""
+    return _checked(name, _HOST_NAME, f"fleets.{group}", "a host name (a-z 0-9 -, at most 63)")
 
 
 def _ssh(member: fleet.Member) -> Ssh:
@@ -116,6 +122,7 @@ def _ssh(member: fleet.Member) -> Ssh:
 # --- cloud VMs from the stack outputs ----------------------------------------------------------
 
 _VM_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+_HOST_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _ZONE = re.compile(r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")
 _PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _POSIX_USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")

@@ -87,7 +87,7 @@ def unit_variables(wants: dict[str, Any], data: dict[str, Any], address: str, py
         "grpc_port": wants["cn_inference_grpc_port"], "metrics_port": wants["cn_inference_metrics_port"],
         "helper": data["inference_helper"], "container_name": data["inference_container_name"],
         "start_timeout": int(data["inference_start_timeout"]), "start_limit": int(data["inference_start_timeout"]) + 30,
-        "shm_size": data["inference_shm_size"],
+        "shm_size": data["inference_shm_size"], "container_user": data["inference_container_user"],
     }
 
 

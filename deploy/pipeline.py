@@ -175,7 +175,7 @@ def unit_variables(wants: dict[str, Any], data: dict[str, Any], address: str) ->
     camera = config["capture"]
     return {
         "user": data["pipeline_user"], "helper_dir": data["pipeline_helper_dir"], "settings": data["pipeline_settings"],
-        "python": f"{data['pipeline_venv']}/bin/python", "write_paths": " ".join(write_paths(data["pipeline_data"], config["spool"])),
+        "python": f"{data['pipeline_venv']}/bin/python", "write_paths": write_paths(data["pipeline_data"], config["spool"]),
         "source": camera["source"] if camera else None, "device": camera["device"] if camera else None,
         "triton_unit": "circularnet-triton.service", "bind_address": address,
         "interval": wants["cn_pipeline_interval"], "client_timeout": data["pipeline_client_timeout"],

@@ -14,12 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from jinja2 import Environment
+from jinja2.exceptions import TemplateRuntimeError
+from jinja2.ext import Extension
 from pyinfra import host, state
 from pyinfra.api import StringCommand, operation
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import File
 from pyinfra.operations import apt, files
 
+from cnctl import unitescape
 from cnctl.paths import REPO_ROOT, TEMPLATES_DIR
 from deploy import checks, probe
 from deploy.facts import AptHolds, DpkgVersions
@@ -77,10 +81,35 @@ def verified(check: Callable[[], str]):
         yield fail(f"{host.name}: {problem}")
 
 
+def _refusing(escape: Callable[..., str]) -> Callable[..., str]:
+    """`escape` failing as a template error (pyinfra reports it with the template's line, no traceback)."""
+    def escaped(value: object, **options: bool) -> str:
+        try:
+            return escape(value, **options)
+        except unitescape.UnitValueError as error:
+            raise TemplateRuntimeError(str(error)) from None
+    return escaped
+
+
+class UnitFilters(Extension):
+    """cnctl.unitescape's filters in pyinfra's Jinja environment, under the names the roles' filter plugin gives
+    them (roles/*/filter_plugins/cnctl_units.py): templates/systemd/*.j2 render the same in both engines."""
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        environment.filters.update({name: _refusing(escape) for name, escape in unitescape.FILTERS.items()})
+
+
+def jinja_env_kwargs() -> dict[str, Any]:
+    """What every rendering of templates/ passes to pyinfra's `get_template` (a new dict each time: pyinfra pops
+    `loader` from it). pyinfra caches a template by its file name, so every rendering must pass the same."""
+    return {"extensions": [UnitFilters]}
+
+
 def template(name: str, src: str, dest: str, mode: str = "644", **variables: Any) -> OperationMeta:
     """One file of templates/ on the host, root-owned (the roles' ansible.builtin.template tasks)."""
     return files.template(name=name, src=str(TEMPLATES_DIR / src), dest=dest, mode=mode, user="root", group="root",
-                          **variables)
+                          jinja_env_kwargs=jinja_env_kwargs(), **variables)
 
 
 # Fetched with the host's python3 (present wherever Ansible runs; minimal hosts lack curl and wget), as

@@ -43,6 +43,7 @@ ENTRIES: tuple[tuple[str, str | None], ...] = (
     ("cnctl/fleet.py", None),
     ("cnctl/layers.py", None),
     ("cnctl/ansible_yaml.py", None),  # cnctl/inventory.py writes the Ansible inventory with it
+    ("cnctl/unitescape.py", None),  # the unit filters deploy/steps.py renders templates/systemd with
     ("cnctl/catalog/__init__.py", None),
     ("cnctl/config", "*.py"),
     # pull mode's own: the agent the pull layer installs from the tree it runs in, and @local's inventory

@@ -236,6 +236,31 @@ def pipeline_delivers(host: sandbox.FreshHost, flavour: str) -> None:
         assert report["frames_captured"] == frames, report
 
 
+def triton_confined(host: sandbox.FreshHost) -> None:
+    """The container runtime's Triton as Docker runs it (`docker inspect`): every capability dropped, no new
+    privileges, a read-only root, a non-root user, only the model repository mounted, read-only, no published
+    port; and its unit, Docker's client, at an exposure of at most 3.0 as the host's own systemd measures it."""
+    name = host.state.name
+    found = host.ssh("sudo docker inspect circularnet-triton")
+    assert found.returncode == 0, (name, found.stderr)
+    container = json.loads(found.stdout)[0]
+    config, running = container["HostConfig"], container["Config"]
+    assert config["CapDrop"] == ["ALL"] and not config["CapAdd"], (name, config["CapDrop"], config["CapAdd"])
+    assert "no-new-privileges" in (config["SecurityOpt"] or []), (name, config["SecurityOpt"])
+    assert config["ReadonlyRootfs"] is True and config["Privileged"] is False, name
+    assert set(config["Tmpfs"] or {}) == {"/tmp"}, (name, config["Tmpfs"])
+    user = running["User"]
+    assert user and user.split(":")[0] not in ("", "0", "root"), (name, user)
+    uid = host.ssh("sudo stat -c %u /proc/$(sudo docker inspect -f '{{.State.Pid}}' circularnet-triton)")
+    assert uid.returncode == 0 and uid.stdout.strip() not in ("", "0"), (name, uid.stdout + uid.stderr)  # tritonserver
+    mounts = [(m["Type"], m["Destination"], m["RW"]) for m in container["Mounts"]]
+    assert mounts == [("bind", "/models", False)], (name, mounts)
+    assert not config["PortBindings"] and config["NetworkMode"] == "host", (name, config["PortBindings"])
+    exposure = host.ssh("sudo systemd-analyze security circularnet-triton.service --no-pager")
+    level = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", exposure.stdout)
+    assert level and float(level[1]) <= 3.0, (name, exposure.stdout[-3000:] + exposure.stderr)
+
+
 def converged(host: sandbox.FreshHost, flavour: str, fleet_instance: Instance, since: int) -> None:
     """A host's end state after its first run: holds, Docker's runtimes (containers start on the amd64 servers
     only: qemu-user cannot create namespaces), serving, healthy, frames delivered."""
@@ -246,6 +271,8 @@ def converged(host: sandbox.FreshHost, flavour: str, fleet_instance: Instance, s
     assert info.returncode == 0 and '"nvidia"' in info.stdout, info.stdout + info.stderr
     assert info.stdout.split()[-1] == ("nvidia" if flavour == "jetson" else "runc"), info.stdout
     serves_and_reports_healthy(host, flavour, fleet_instance, since)
+    if RUNTIME[flavour] == "container":
+        triton_confined(host)
     pipeline_delivers(host, flavour)
 
 

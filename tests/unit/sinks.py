@@ -32,7 +32,6 @@ from unittest import mock
 
 import jinja2
 from pydantic import BaseModel, TypeAdapter
-from pyinfra.api.util import get_template
 
 from cnctl.cloud.startup import render_startup_script
 from cnctl.config import StackConfig, StackConfigError, parse
@@ -51,7 +50,7 @@ from cnctl.inventory import (
     ssh_config_text,
 )
 from cnctl.paths import TEMPLATES_DIR
-from tests.unit import shell_shape, sink_shapes
+from tests.unit import render_parity, shell_shape, sink_shapes
 from tests.unit.sink_recorder import Recording, recorder
 
 # --- the stacks the suite starts from ----------------------------------------------------------------------
@@ -387,7 +386,9 @@ def scene(cfg: StackConfig, only: set[str] | None = None) -> Scene:
     group as its startup script does). NotRendered when the code path stops the stack before any host (a catalog
     lookup); a layer that refuses one host says so in its recording."""
     try:
-        return Scene(cfg, only)
+        sc = Scene(cfg, only)
+        sc.inventory  # noqa: B018 - the inventories check each host's name again: one they refuse stops the stack
+        return sc
     except (LookupError, ValueError, TypeError, StopIteration, UsageProblem) as exc:  # the code path said no
         raise NotRendered(f"{type(exc).__name__}: {exc}") from None
 
@@ -417,8 +418,8 @@ class Sink:
 
 
 def render_template(src: str, variables: Mapping[str, Any]) -> str:
-    """templates/<src> as pyinfra renders it (tests/unit/render_parity.render)."""
-    return str(get_template(str(TEMPLATES_DIR / src)).render(**variables))
+    """templates/<src> as pyinfra renders it, with the layers' environment (the unit filters)."""
+    return render_parity.render(src, **variables)
 
 
 class Refusal(str):
@@ -426,12 +427,17 @@ class Refusal(str):
 
 
 def rendered_or_refused(src: str, variables: Mapping[str, Any]) -> Output:
-    """templates/<src> rendered, or a Refusal where the template refuses a value (it looks up a key naming the
-    refusal, which fails under StrictUndefined: templates/apt/source.list.j2)."""
+    """templates/<src> rendered, or a Refusal where the template refuses a value: it looks up a key naming the
+    refusal, which fails under StrictUndefined (templates/apt/source.list.j2), or a unit filter refuses it
+    (cnctl/unitescape.py, raised as a template error: templates/systemd/*.j2)."""
     try:
         return render_template(src, variables)
     except jinja2.UndefinedError as exc:
         if " refused" not in str(exc):
+            raise
+        return Refusal(f"templates/{src}: {exc}")
+    except jinja2.TemplateRuntimeError as exc:
+        if not str(exc).startswith(("systemd command line", "systemd unit setting")):
             raise
         return Refusal(f"templates/{src}: {exc}")
 

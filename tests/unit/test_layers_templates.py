@@ -11,17 +11,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from pyinfra.api.util import get_template
 
+from tests.unit.render_parity import render
 from tests.unit.test_engines import RENDERINGS
 
 REPO = Path(__file__).resolve().parents[2]
-TEMPLATES = REPO / "templates"
 LAYERS = ("platform", "nvidia", "jetson", "container", "model", "inference")
-
-
-def _render(src: str, **variables: object) -> str:
-    return get_template(str(TEMPLATES / src)).render(**variables)
 
 
 def _pyinfra_templates() -> set[str]:
@@ -67,7 +62,7 @@ def test_apt_applies_every_pin_of_the_rendered_preferences(tmp_path: Path) -> No
     layers write them: apt must list both as pinned (stanzas run together would lose one)."""
     dpkg = _installed_version("dpkg")
     pins = tmp_path / "cnctl.pref"
-    pins.write_text(_render("apt/preferences.j2", description="test", pins=[
+    pins.write_text(render("apt/preferences.j2", description="test", pins=[
         {"packages": ["dpkg"], "version": dpkg.rsplit(".", 1)[0] + "*"},
         {"packages": ["apt"], "version": _installed_version("apt")}]))
     assert _pinned(pins) == {"dpkg", "apt"}
@@ -82,7 +77,7 @@ def test_pins_run_together_lose_one_so_the_test_above_can_fail(tmp_path: Path) -
 
 @pytest.mark.parametrize("mirrors", [[], ["https://mirror.plant.local", "http://10.0.0.5:5000"]])
 def test_docker_settings_are_json_with_rotation_data_root_and_mirrors(mirrors: list[str]) -> None:
-    settings = json.loads(_render("docker/daemon.json.j2", data_root="/srv/docker", log_max_size="50m", log_max_files=5,
+    settings = json.loads(render("docker/daemon.json.j2", data_root="/srv/docker", log_max_size="50m", log_max_files=5,
                                   registry_mirrors=mirrors))
     expected = {"data-root": "/srv/docker", "log-driver": "json-file", "log-opts": {"max-file": "5", "max-size": "50m"}}
     assert settings == ({**expected, "registry-mirrors": mirrors} if mirrors else expected)
@@ -94,7 +89,7 @@ def test_the_jetson_clocks_unit_verifies_silently(tmp_path: Path) -> None:
     tool.write_text("#!/bin/sh\n")
     tool.chmod(0o755)
     unit = tmp_path / "cnctl-jetson-clocks.service"
-    unit.write_text(_render("systemd/jetson-clocks.service.j2", jetson_clocks=str(tool)))
+    unit.write_text(render("systemd/jetson-clocks.service.j2", jetson_clocks=str(tool)))
     result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False,
                             timeout=60)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
@@ -108,7 +103,7 @@ def test_the_jetson_clocks_unit_verifies_silently(tmp_path: Path) -> None:
 
 
 def test_the_nouveau_blacklist_blocks_the_module_and_its_modesetting() -> None:
-    lines = [line for line in _render("modprobe/blacklist-nouveau.conf.j2").splitlines() if not line.startswith("#")]
+    lines = [line for line in render("modprobe/blacklist-nouveau.conf.j2").splitlines() if not line.startswith("#")]
     assert lines == ["blacklist nouveau", "options nouveau modeset=0"]
 
 
@@ -122,7 +117,7 @@ def _triton_unit(tmp_path: Path, runtime: str) -> tuple[Path, list[Path]]:
         exe.write_text("#!/bin/sh\n")
         exe.chmod(0o755)
     unit = tmp_path / "circularnet-triton.service"
-    unit.write_text(_render("systemd/circularnet-triton.service.j2",
+    unit.write_text(render("systemd/circularnet-triton.service.j2",
                             **{**TRITON_UNIT, "runtime": runtime, "docker": str(docker), "triton_server": str(server)}))
     needed = tmp_path / "docker.service"  # Requires= of the container unit
     needed.write_text(f"[Service]\nExecStart={docker}\n")
@@ -141,22 +136,3 @@ def test_the_triton_unit_verifies_silently_binds_one_address_and_loads_only_expl
     assert "Restart=on-failure" in unit.read_text()
     if runtime == "container":
         assert "/models:ro " in start and "--network host" in start and "--runtime nvidia" in start
-
-
-def _exposure(unit: Path) -> float:
-    result = subprocess.run(["systemd-analyze", "security", "--offline=true", str(unit)], capture_output=True, text=True,
-                            check=False, timeout=60)
-    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
-    assert match, result.stdout[-2000:] + result.stderr
-    return float(match[1])
-
-
-def test_the_native_triton_unit_is_hardened_to_an_exposure_of_at_most_3(tmp_path: Path) -> None:
-    unit, _ = _triton_unit(tmp_path, "native")
-    assert _exposure(unit) <= 3.0
-    loose = tmp_path / "loose" / unit.name
-    loose.parent.mkdir()
-    loose.write_text("\n".join(line for line in unit.read_text().splitlines()
-                               if not line.startswith(("DynamicUser", "Protect", "Private", "Restrict", "SystemCall",
-                                                       "Capability"))))
-    assert _exposure(loose) > 3.0  # the measure above can fail
