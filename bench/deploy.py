@@ -61,6 +61,7 @@ from cnctl.sandbox.instance import Instance
 from cnctl.sandbox.progress import Quiet
 from cnctl.sandbox.remote import ssh
 from cnctl.sandbox.state import FleetState
+from tests.e2e.fleet_helpers import deploy_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -160,14 +161,11 @@ def deploy(env: dict[str, str], stack: Path, engine: str, logs: Path,
                               cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=err,
                               timeout=DEPLOY_TIMEOUT_S)
     seconds = time.monotonic() - started
-    rows: dict[str, tuple[int, int]] = {}
     engine_s = 0.0
     for line in proc.stdout.splitlines():
         if (m := re.search(r"· ([0-9.]+) s$", line.strip())):
             engine_s = float(m[1])
-        cells = [c.strip() for c in line.strip("│ ").split("│")]
-        if len(cells) == 5 and cells[1] == engine:
-            rows[cells[0]] = (int(cells[3]), int(cells[4]))
+    rows = {host: (changed, failed) for host, (_, changed, failed) in deploy_rows(proc.stdout, (engine,)).items()}
     if proc.returncode != 0 or not rows or any(failed for _, failed in rows.values()):
         text = log.read_text(errors="replace")
         errors = "\n".join(line[:2000] for line in text.splitlines() if re.search(r"fatal:|\] Error|^\s*E: ", line))

@@ -187,3 +187,18 @@ def what_changed(log: str) -> list[str]:
         elif m := _ANSIBLE_CHANGED.match(line) or _PYINFRA_CHANGED.match(line):
             found.append(f"{m['host']}: {current}")
     return found
+
+
+DeployRow = tuple[int | None, int, int]
+
+
+def deploy_rows(out: str, engines: tuple[str, ...] = ("pyinfra", "ansible")) -> dict[str, DeployRow]:
+    """`cnctl deploy`'s per-host table read back: {host: (ok or None for '-', changed, failed)}. Its columns are
+    host, engine, ok, changed, failed and, when a host failed, its reason (cnctl/cli/deploy.py)."""
+    rows: dict[str, DeployRow] = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip("│ ").split("│")]
+        if len(cells) in (5, 6) and cells[1] in engines:
+            ok, changed, failed = cells[2:5]
+            rows[cells[0]] = (None if ok == "-" else int(ok), int(changed), int(failed))
+    return rows

@@ -48,6 +48,7 @@ from tests.e2e.fleet_helpers import (
     REPO,
     SESSION_NET,
     cut_ssh_sessions,
+    deploy_rows,
     host_processes,
     other_signing_key,
     serving,
@@ -140,13 +141,7 @@ def cnctl_deploy(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
 def finish(proc: subprocess.Popen[str]) -> tuple[int, dict[str, tuple[int | None, int, int]], str]:
     """(exit code, {host: (ok, changed, failed)} from the summary table, the engine's log)."""
     out, err = proc.communicate(timeout=DEPLOY_TIMEOUT_S)
-    rows = {}
-    for line in out.splitlines():
-        cells = [c.strip() for c in line.strip("│ ").split("│")]
-        if len(cells) == 5 and cells[1] in ("pyinfra", "ansible"):
-            ok, changed, failed = cells[2:]
-            rows[cells[0]] = (None if ok == "-" else int(ok), int(changed), int(failed))
-    return proc.returncode, rows, out + err
+    return proc.returncode, deploy_rows(out), out + err
 
 
 def run_all(runs: Sequence[tuple[dict[str, str], tuple[str, ...]]]) -> list[tuple[int, dict[str, tuple[int | None, int, int]], str]]:

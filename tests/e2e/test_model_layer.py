@@ -34,7 +34,7 @@ from cnctl.sandbox import fleet as sandbox
 from cnctl.sandbox.instance import Instance
 from cnctl.sandbox.inventory import publish
 from cnctl.sandbox.state import FleetState, save
-from tests.e2e.fleet_helpers import BIN, REPO, SESSION_NET
+from tests.e2e.fleet_helpers import BIN, REPO, SESSION_NET, deploy_rows
 from tests.e2e.host_state import (
     MODEL,
     MODEL_FILES,
@@ -97,11 +97,7 @@ def deploy(runs: Sequence[tuple[dict[str, str], str, str]], logs: Path,
     outcomes = []
     for proc in procs:
         out, err = proc.communicate(timeout=DEPLOY_TIMEOUT_S)
-        rows = {}
-        for line in out.splitlines():
-            cells = [c.strip() for c in line.strip("│ ").split("│")]
-            if len(cells) == 5 and cells[1] in ("pyinfra", "ansible"):
-                rows[cells[0]] = (int(cells[3]), int(cells[4]))
+        rows = {host: (changed, failed) for host, (_, changed, failed) in deploy_rows(out).items()}
         log = Path(tempfile.mkstemp(prefix="deploy-", suffix=".log", dir=logs)[1])
         log.write_text(out + err)  # the whole log, for a failure's post-mortem (assertions show its tail)
         outcomes.append((proc.returncode, rows, f"{out + err}\n{log}"))

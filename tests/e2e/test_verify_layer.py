@@ -25,7 +25,7 @@ from cnctl.config import StackConfig, load_stack
 from cnctl.sandbox import fleet as sandbox
 from cnctl.sandbox.layout import HostSpec
 from cnctl.sandbox.state import HostState
-from tests.e2e.fleet_helpers import BIN, REPO, SESSION_NET
+from tests.e2e.fleet_helpers import BIN, REPO, SESSION_NET, deploy_rows
 
 pytestmark = pytest.mark.fleet
 
@@ -60,11 +60,7 @@ def deploy(runs: Sequence[tuple[dict[str, str], str]], logs: Path) -> list[tuple
     outcomes = []
     for proc, (_, engine) in zip(procs, runs):
         out, err = proc.communicate(timeout=DEPLOY_TIMEOUT_S)
-        rows = {}
-        for line in out.splitlines():
-            cells = [c.strip() for c in line.strip("│ ").split("│")]
-            if len(cells) == 5 and cells[1] in ("pyinfra", "ansible"):
-                rows[cells[0]] = (int(cells[3]), int(cells[4]))
+        rows = {host: (changed, failed) for host, (_, changed, failed) in deploy_rows(out).items()}
         log = logs / f"deploy-{engine}-{time.monotonic_ns()}.log"
         log.write_text(out + err)  # the whole log, for a failure's post-mortem (assertions show its tail)
         outcomes.append((proc.returncode, rows, f"{out + err}\n{log}"))
