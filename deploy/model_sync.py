@@ -206,23 +206,26 @@ def _fetch(args: argparse.Namespace, dest: Path, have: int, validator: str | Non
         except OSError as exc:  # writing: the disk's failure, not the download's
             if exc.errno in NO_SPACE:  # waiting does not free a disk: never retried, says what it needs
                 needed = None if expected is None else (have if resumed else 0) + expected
-                raise Failure("disk", disk_full(args.url, dest, needed)) from None
+                raise Failure("disk", disk_full(args.url, dest, needed, exc.errno)) from None
             raise
     return validator, expected is None or got >= expected
 
 
-def disk_full(url: str, dest: Path, needed: int | None) -> str:
-    """What a download that filled the disk says: the directory, the archive's size and the space free there
-    once the partial download is removed (it is: nothing of it can be used)."""
+def disk_full(url: str, dest: Path, needed: int | None, error: int) -> str:
+    """What a download that filled the disk says: the system's words for `error` (ENOSPC, EDQUOT), the directory,
+    the archive's size and the space free there once the partial download is removed (it is: nothing of it can be
+    used), and whether the filesystem ran out of inodes rather than bytes."""
     dest.unlink(missing_ok=True)
-    free = shutil.disk_usage(dest.parent).free
-    size = f"{_mib(needed)}" if needed is not None else "more than was free"
-    return (f"{url}: no space left on device in {dest.parent}: the archive needs {size}, {_mib(free)} free there; "
-            "free space on that filesystem and deploy again")
+    fs = os.statvfs(dest.parent)
+    size = size_text(needed) if needed is not None else "more than was free"
+    inodes = ", no inode free" if fs.f_favail == 0 else ""
+    return (f"{url}: {os.strerror(error)} in {dest.parent}: the archive needs {size}, "
+            f"{size_text(fs.f_bavail * fs.f_frsize)} free there{inodes}; free space on that filesystem and deploy again")
 
 
-def _mib(size: int) -> str:
-    return f"{size / (1 << 20):.1f} MiB"
+def size_text(size: int) -> str:
+    """`size` bytes as a person reads them: KiB below a MiB, MiB above."""
+    return f"{size / (1 << 20):.1f} MiB" if size >= 1 << 20 else f"{size / 1024:.1f} KiB"
 
 
 def sha256_of(path: Path) -> str:

@@ -15,6 +15,7 @@ import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Self
 
 import pytest
@@ -270,9 +271,24 @@ def test_a_full_disk_is_named_with_the_space_needed_and_free_and_not_retried(
     code = model_sync.main(argv)
     out = json.loads(capsys.readouterr().out)
     assert (code, out["reason"]) == (model_sync.EXIT["disk"], "disk"), out
-    needed = f"{len(data) / (1 << 20):.1f} MiB"
-    assert out["message"].startswith(f"{url}: no space left on device in {host / 'staging'}: the archive needs {needed}, ")
-    assert out["message"].endswith(" MiB free there; free space on that filesystem and deploy again")
+    needed = model_sync.size_text(len(data))
+    assert out["message"].startswith(f"{url}: No space left on device in {host / 'staging'}: the archive needs {needed}, ")
+    assert out["message"].endswith(" free there; free space on that filesystem and deploy again")
     assert "download cut" not in out["message"]
     assert len(site.requests()) == 1  # not retried: waiting does not free a disk
     assert list((host / "staging").iterdir()) == [] and not (host / "models" / "circularnet" / "1").exists()
+
+
+
+def test_a_disk_out_of_inodes_or_quota_says_so_in_the_systems_words(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A staging filesystem with bytes but no inode left (what the e2e test mounts) is not a lack of bytes, and a
+    quota is named as one."""
+    real = os.statvfs(tmp_path)
+    statvfs = SimpleNamespace(f_frsize=real.f_frsize, f_bavail=real.f_bavail, f_favail=0)
+    monkeypatch.setattr(model_sync.os, "statvfs", lambda _: statvfs)
+    message = model_sync.disk_full("http://site/m.zip", tmp_path / "m.zip.part", 3000, errno.ENOSPC)
+    assert message.startswith(f"http://site/m.zip: No space left on device in {tmp_path}: the archive needs 2.9 KiB, ")
+    assert ", no inode free; " in message
+    statvfs.f_favail = 1000
+    quota = model_sync.disk_full("http://site/m.zip", tmp_path / "m.zip.part", None, errno.EDQUOT)
+    assert ": Disk quota exceeded in " in quota and "needs more than was free" in quota and "no inode free" not in quota
