@@ -27,6 +27,8 @@ Standard library only: the Ansible roles import this without pyinfra.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 EXEC_ESCAPES = {"\\": "\\\\", '"': '\\"', "'": "\\'", " ": "\\s", ";": "\\x3b", "%": "%%", "$": "$$"}
 VALUE_REFUSED = " \"'\\"
 VALUE_PREFIXES = "-+!|~"
@@ -74,3 +76,20 @@ def unit_value(value: object) -> str:
 
 
 FILTERS = {"cnctl_exec_arg": exec_arg, "cnctl_unit_value": unit_value}
+
+
+def filters(error: type[Exception]) -> dict[str, Callable[..., str]]:
+    """FILTERS as an engine registers them: a refusal raised as the engine's own `error` (Jinja's
+    TemplateRuntimeError for pyinfra, AnsibleFilterError for Ansible), its message the value shown escaped and the
+    rule, never a traceback."""
+
+    def refusing(escape: Callable[..., str]) -> Callable[..., str]:
+        def escaped(value: object, **options: bool) -> str:
+            try:
+                return escape(value, **options)
+            except UnitValueError as exc:
+                raise error(str(exc)) from None
+
+        return escaped
+
+    return {name: refusing(escape) for name, escape in FILTERS.items()}

@@ -81,23 +81,13 @@ def verified(check: Callable[[], str]):
         yield fail(f"{host.name}: {problem}")
 
 
-def _refusing(escape: Callable[..., str]) -> Callable[..., str]:
-    """`escape` failing as a template error (pyinfra reports it with the template's line, no traceback)."""
-    def escaped(value: object, **options: bool) -> str:
-        try:
-            return escape(value, **options)
-        except unitescape.UnitValueError as error:
-            raise TemplateRuntimeError(str(error)) from None
-    return escaped
-
-
 class UnitFilters(Extension):
     """cnctl.unitescape's filters in pyinfra's Jinja environment, under the names the roles' filter plugin gives
     them (roles/*/filter_plugins/cnctl_units.py): templates/systemd/*.j2 render the same in both engines."""
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
-        environment.filters.update({name: _refusing(escape) for name, escape in unitescape.FILTERS.items()})
+        environment.filters.update(unitescape.filters(TemplateRuntimeError))
 
 
 def jinja_env_kwargs() -> dict[str, Any]:

@@ -7,7 +7,6 @@ checkout with cnctl's venv."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from ansible.errors import AnsibleFilterError
@@ -19,18 +18,8 @@ if str(REPO) not in sys.path:
 from cnctl import unitescape  # after the path is set
 
 
-def _refusing(escape: Callable[..., str]) -> Callable[..., str]:
-    """`escape` failing the task with its message (the value shown escaped, the rule), not a traceback."""
-    def escaped(value: object, **options: bool) -> str:
-        try:
-            return escape(value, **options)
-        except unitescape.UnitValueError as error:
-            raise AnsibleFilterError(str(error)) from None
-    return escaped
-
-
 class FilterModule:
     """cnctl_exec_arg, cnctl_unit_value: see cnctl/unitescape.py."""
 
     def filters(self):
-        return {name: _refusing(escape) for name, escape in unitescape.FILTERS.items()}
+        return unitescape.filters(AnsibleFilterError)
