@@ -49,8 +49,22 @@ check-lint:
 check-rest:
 	$(PYTEST) -q -m check --durations=15 $(addprefix --ignore=,$(LINT_TESTS)) tests
 
+# The whole suite in two pytest processes side by side: the fleet tier (tests/e2e, one sandbox fleet, its tests
+# one after another; its output as it runs) and the unit tier (tests/unit, check + slow; its output when both
+# have ended). The fleet tier mostly waits on its hosts, so the unit tier runs in the time it leaves. Each part
+# prints its 30 slowest tests and its summary line; the target fails if either part does, and a failed part's
+# summary line is printed again last, so the closing line is a failing part's (docs/testing.md).
+test: SHELL := /bin/bash
 test: setup venv  ## the whole test suite (unit, mock engine, type check, sandbox fleet)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest --durations=30 tests
+	@set -o pipefail; unit_log=$$(mktemp); fleet_log=$$(mktemp); \
+	$(PYTEST) -m "not fleet" --durations=30 tests > "$$unit_log" 2>&1 & unit_pid=$$!; \
+	trap 'kill $$unit_pid 2>/dev/null; rm -f "$$unit_log" "$$fleet_log"' EXIT; \
+	$(PYTEST) -m fleet --durations=30 tests 2>&1 | tee "$$fleet_log"; fleet=$$?; \
+	wait $$unit_pid; unit=$$?; \
+	echo; echo "make test: the unit tier (tests/unit), run beside the fleet tier:"; cat "$$unit_log"; \
+	if [ $$fleet -ne 0 ]; then echo "make test: the fleet tier failed (exit $$fleet):"; tail -n 1 "$$fleet_log"; fi; \
+	if [ $$unit -ne 0 ]; then echo "make test: the unit tier failed (exit $$unit):"; tail -n 1 "$$unit_log"; fi; \
+	[ $$unit -eq 0 ] && [ $$fleet -eq 0 ]
 
 bench: venv  ## print the benchmark tables (the sandbox one needs root)
 	$(BIN)/python bench/plan.py
