@@ -18,7 +18,7 @@ always runs: `cnctl model rollout` uses it. playbooks/site.yml applies the same 
 import os
 import sys
 
-from pyinfra import host
+from pyinfra import host, state
 
 from cnctl.layers import LAYERS, UnknownLayers, chosen, for_platform
 from deploy import platform
@@ -30,6 +30,7 @@ from deploy.nvidia import nvidia
 from deploy.pipeline import pipeline
 from deploy.pull import pull
 from deploy.steps import refused
+from deploy.timing import install as time_layers
 from deploy.verify import verify
 
 # Each layer after platform by its name in cnctl/layers.py (the one list), in the order it gives.
@@ -50,6 +51,7 @@ except UnknownLayers as exc:
     print(f"CNCTL_LAYERS: {exc}", file=sys.stderr)
     raise SystemExit(2) from None
 
+time_layers(state)  # the run ends with seconds per layer and host (deploy/timing.py)
 refusal = platform.refusal()
 if refusal:
     refused(name="Platform: supported, and what its fleet entry says", message=refusal)
