@@ -110,7 +110,7 @@ NO_CREDENTIALS_DROPIN = "[Service]\nLoadCredential=\n"
 def recipe(mirror: str, arch: str = NATIVE_ARCH) -> dict[str, object]:
     """Everything that decides the image's content; its hash is the cache key."""
     return {
-        "builder": BUILDER,
+        "builder": build_command(Path("/target"), mirror, Path("/debs"), arch),  # its options are the recipe too
         "suite": SUITE,
         "variant": VARIANT,
         "arch": arch,
@@ -160,6 +160,7 @@ def ensure_image(cache: Path, progress: Progress, arch: str = NATIVE_ARCH) -> Pa
         try:
             with progress.step(f"build {arch} host image {key} ({BUILDER} {SUITE} from {mirror}{emulated})") as detail:
                 staging.mkdir(parents=True)
+                (cache.parent / "debs").mkdir(exist_ok=True)
                 _stream(build_command(staging / "rootfs", mirror, cache.parent / "debs", arch), mirror, detail)
                 _finish(staging / "rootfs", arch)
                 (staging / "recipe.json").write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
@@ -170,14 +171,20 @@ def ensure_image(cache: Path, progress: Progress, arch: str = NATIVE_ARCH) -> Pa
     return done / "rootfs"
 
 
+# debootstrap's merged /usr (directory symlinks, usr-is-merged): without it apt picks usrmerge, which pulls perl
+MERGED_USR_HOOKS = Path("/usr/share/mmdebstrap/hooks/merged-usr")
+
+
 def build_command(target: Path, mirror: str, debs: Path, arch: str) -> list[str]:
     """mmdebstrap of the recipe into `target`, reusing and refilling the deb cache `debs` (the manual's recipe:
-    sync the cache in before the download, out after the install; keep the essential debs for the sync-out)."""
-    debs.mkdir(parents=True, exist_ok=True)
+    sync the cache in before the download, out after the install; keep the essential debs for the sync-out).
+    dpkg skips its fsyncs while building (force-unsafe-io, gone from the image after): a cut build is thrown
+    away whole, never used."""
     archives = "/var/cache/apt/archives/"
     return [
         "mmdebstrap", "--mode=root", f"--arch={arch}", f"--variant={VARIANT}", f"--include={','.join(PACKAGES)}",
-        "--skip=essential/unlink", f'--setup-hook=mkdir -p "$1"{archives}',
+        f"--hook-dir={MERGED_USR_HOOKS}", "--dpkgopt=force-unsafe-io", "--skip=essential/unlink",
+        f'--setup-hook=mkdir -p "$1"{archives}',
         f"--setup-hook=sync-in {shlex.quote(str(debs))} {archives}",  # hook words are split like a shell's
         f"--customize-hook=sync-out {archives} {shlex.quote(str(debs))}",
         SUITE, str(target), mirror,
