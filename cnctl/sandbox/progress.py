@@ -46,9 +46,9 @@ class Progress:
 
 
 def heartbeat_line(title: str, elapsed: float, detail: str) -> str:
-    """`  … <title>: <elapsed> s [<end of the latest detail line>]`."""
+    """`  … <title without its parenthesis>: <elapsed> s [<end of the latest detail line>]`."""
     tail = f" [{detail[-DETAIL_CHARS:]}]" if detail else ""
-    return f"  … {title}: {elapsed:.0f} s{tail}"
+    return f"  … {title.split(' (', 1)[0]}: {elapsed:.0f} s{tail}"
 
 
 @contextlib.contextmanager

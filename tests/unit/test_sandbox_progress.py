@@ -35,8 +35,9 @@ def test_a_running_step_beats_with_elapsed_time_and_its_latest_detail_then_stops
 
 
 def test_a_heartbeat_shows_the_end_of_a_long_detail_line() -> None:
-    line = heartbeat_line("site content", 61.4, "x" * 200 + "Setting up systemd (252.39-1~deb12u1) ...")
-    assert line.startswith("  … site content: 61 s [")
+    line = heartbeat_line("build arm64 host image 5834 (mmdebstrap bookworm from http://deb.debian.org/debian)", 61.4,
+                          "x" * 200 + "Setting up systemd (252.39-1~deb12u1) ...")
+    assert line.startswith("  … build arm64 host image 5834: 61 s [")  # the title's parenthesis said at the start
     assert line.endswith("Setting up systemd (252.39-1~deb12u1) ...]")
     assert len(line) < 130
 
