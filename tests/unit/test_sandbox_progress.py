@@ -39,7 +39,7 @@ def test_a_heartbeat_shows_the_end_of_a_long_detail_line() -> None:
                           "x" * 200 + "Setting up systemd (252.39-1~deb12u1) ...")
     assert line.startswith("  … build arm64 host image 5834: 61 s [")  # the title's parenthesis said at the start
     assert line.endswith("Setting up systemd (252.39-1~deb12u1) ...]")
-    assert len(line) < 130
+    assert len(line) <= len("  … build arm64 host image 5834: 61 s []") + 90
 
 
 def test_quiet_prints_nothing(capsys) -> None:
