@@ -2,8 +2,8 @@
 
 pyinfra applies one operation at a time on every host at once, so a layer's time on a host is the sum of its
 operations' times there (start to success or error, retries included), and its time in the run ("wall") is
-the sum, over its operations, of the slowest host. An operation's layer is the title its name starts with
-("Inference: the venv" is in Inference). What the deploy file reads before the first operation runs (the
+the sum, over its operations, of the slowest host. An operation's layer is its deploy's name up to a colon
+("Jetson: JetPack, power mode, clocks | Jetson: nvpmodel" is in Jetson). What the deploy file reads before the first operation runs (the
 platform check's facts, connecting) is outside these figures. The table goes to stderr after pyinfra's own
 results, so `--json` output on stdout stays one JSON document.
 """
@@ -22,10 +22,11 @@ OTHER = "(other)"
 
 
 def layer_of(names: Iterable[str]) -> str:
-    """The layer an operation belongs to: the title before the first colon of its name."""
+    """The layer an operation belongs to: its layer deploy's name (pyinfra names an operation of a deploy
+    "<deploy> | <operation>"), else the title its own name starts with, up to the colon either way."""
     for name in sorted(names):
-        title, colon, _ = name.partition(":")
-        if colon and title.strip():
+        title, colon, _ = name.split(" | ", 1)[0].partition(":")
+        if (colon or " | " in name) and title.strip():
             return title.strip()
     return OTHER
 

@@ -36,7 +36,10 @@ def host(name: str) -> SimpleNamespace:
 
 
 def test_an_operation_belongs_to_the_layer_its_name_starts_with() -> None:
-    assert layer_of({"Inference: the venv"}) == "Inference"
+    assert layer_of({"Inference | Inference: the venv"}) == "Inference"
+    assert layer_of({"Jetson: JetPack, power mode, clocks | JetPack components: packages"}) == "Jetson"
+    assert layer_of({"NVIDIA driver and CUDA | NVIDIA: nouveau blacklisted"}) == "NVIDIA driver and CUDA"
+    assert layer_of({"Inference: the venv"}) == "Inference"  # an operation outside a deploy: its own title
     assert layer_of({"Pipeline: uploader enabled and running"}) == "Pipeline"
     assert layer_of({"a name without a title"}) == OTHER
 
@@ -81,10 +84,12 @@ def test_a_layer_a_host_never_ran_shows_a_dash_and_a_run_without_operations_prin
 def test_a_real_pyinfra_run_ends_with_the_table_on_stderr_and_keeps_its_json_on_stdout(tmp_path) -> None:
     deploy = tmp_path / "deploy_two_layers.py"
     deploy.write_text(
-        "from pyinfra import state\nfrom pyinfra.operations import server\nfrom deploy.timing import install\n"
+        "from pyinfra import state\nfrom pyinfra.api import deploy\nfrom pyinfra.operations import server\n"
+        "from deploy.timing import install\n"
         "install(state)\n"
         "server.shell(name='Model: a pause', commands=['sleep 0.3'])\n"
-        "server.shell(name='Verify: true', commands=['true'])\n"
+        "@deploy('Verify')\ndef verify():\n    server.shell(name='Verify: true', commands=['true'])\n"
+        "verify()\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run([str(REPO / ".venv" / "bin" / "pyinfra"), "--json", "-y", "@local", str(deploy)],
