@@ -79,11 +79,16 @@ clean:
 # --- the sandbox fleet (stacks/Pulumi.local.yaml): needs root; see docs/sandbox.md -----------------
 .PHONY: demo demo-down
 
+# Each step of the demo says when it starts and how long it took (a log of `make demo` shows where the time went).
+define demo_step
+@echo "demo: $(1) ..."; start=$$(date +%s); $(2) && echo "demo: $(1) took $$(( $$(date +%s) - start )) s"
+endef
+
 demo: setup venv  ## boot the sandbox fleet, converge it with pyinfra as a real fleet, one inference per host, the fleet's status
-	$(BIN)/cnctl sandbox up --stack local
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pyinfra -y hosts/fleet.py deploy.py
-	$(BIN)/cnctl infer --stack local
-	$(BIN)/cnctl status --stack local
+	$(call demo_step,sandbox up,$(BIN)/cnctl sandbox up --stack local)
+	$(call demo_step,deploy,PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pyinfra -y hosts/fleet.py deploy.py)
+	$(call demo_step,one inference per host,$(BIN)/cnctl infer --stack local)
+	$(call demo_step,fleet status,$(BIN)/cnctl status --stack local)
 
 demo-down: venv  ## stop the sandbox fleet and remove everything it made (idempotent)
 	$(BIN)/cnctl sandbox down

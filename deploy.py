@@ -18,7 +18,7 @@ always runs: `cnctl model rollout` uses it. playbooks/site.yml applies the same 
 import os
 import sys
 
-from pyinfra import host
+from pyinfra import host, state
 
 from cnctl.layers import LAYERS, UnknownLayers, chosen, for_platform
 from deploy import platform
@@ -30,18 +30,23 @@ from deploy.nvidia import nvidia
 from deploy.pipeline import pipeline
 from deploy.pull import pull
 from deploy.steps import refused
+from deploy.timing import install as time_layers
 from deploy.verify import verify
 
-# Each layer after platform by its name in cnctl/layers.py (the one list), in the order it gives.
+# Each layer after platform by its name in cnctl/layers.py (the one list), in the order it gives, each CALLED
+# FROM ITS OWN LINE: pyinfra identifies an operation by the line numbers of its call stack, not by file, so two
+# layers called from one shared line would give their operations on the same line of their own files one
+# identity, and a fleet mixing platforms (Jetsons and servers) would stop on "Cycle detected in operation
+# ordering DAG" (it did, for the Jetson layer's line 92 and the container layer's).
 APPLY = {
-    "jetson": jetson,
-    "nvidia": nvidia,
-    "container": container,
-    "model": model,
-    "inference": inference,
-    "pipeline": pipeline,
-    "verify": verify,
-    "pull": pull,
+    "jetson": lambda: jetson(_sudo=True),
+    "nvidia": lambda: nvidia(_sudo=True),
+    "container": lambda: container(_sudo=True),
+    "model": lambda: model(_sudo=True),
+    "inference": lambda: inference(_sudo=True),
+    "pipeline": lambda: pipeline(_sudo=True),
+    "verify": lambda: verify(_sudo=True),
+    "pull": lambda: pull(_sudo=True),
 }
 
 try:
@@ -50,6 +55,7 @@ except UnknownLayers as exc:
     print(f"CNCTL_LAYERS: {exc}", file=sys.stderr)
     raise SystemExit(2) from None
 
+time_layers(state)  # the run ends with seconds per layer and host (deploy/timing.py)
 refusal = platform.refusal()
 if refusal:
     refused(name="Platform: supported, and what its fleet entry says", message=refusal)
@@ -57,4 +63,4 @@ else:
     platform.platform(_sudo=True)
     for name in for_platform(host.data.get("cn_platform"), layers):
         if name in APPLY:  # platform, applied first above
-            APPLY[name](_sudo=True)
+            APPLY[name]()

@@ -4,8 +4,8 @@ site registry, and `down`. Needs root (like the sandbox itself).
 
     sudo .venv/bin/python bench/sandbox.py [--runs 3] [--skip-cold] [--skip-engine] [--json]
 
-Cold builds go into a throwaway cache under /var/tmp (debootstrap downloads every package again; the arm64
-one runs its second stage under qemu: minutes). Everything else uses the normal cache ($CNCTL_CACHE, default
+Cold builds go into a throwaway cache under /var/tmp (mmdebstrap downloads every package again; the arm64
+one runs dpkg under qemu: minutes). Everything else uses the normal cache ($CNCTL_CACHE, default
 /var/cache/cnctl) with its own sandbox (prefix `cnbn`, subnet 172.31.249.0/24, state under /run/cnctl/bench),
 so a running demo is left alone. Targets: 6 hosts up from cache <= 5 s, `down` <= 5 s.
 """

@@ -6,6 +6,6 @@ artifact server, bucket emulators; see `cnctl.sandbox.site`). The machine reache
 through one veth; nothing routes the sandbox subnet anywhere else.
 
 Modules, bottom up: `instance` (names and directories one sandbox owns), `layout` (the hosts a stack
-describes), `image` (the cached debootstrap image), `network`, `keys`, `host` (one booted host),
+describes), `image` (the cached mmdebstrap image), `network`, `keys`, `host` (one booted host),
 `cleanup` (leftovers of a crashed run), `inventory`, `fleet` (up / status / down).
 """

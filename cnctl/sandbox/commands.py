@@ -25,17 +25,22 @@ out = console()
 
 
 class RichProgress(Progress):
-    """Spinner with the latest detail line while a step runs; a check mark and its duration after."""
+    """On a terminal: a spinner with the latest detail line while a step runs, a check mark and its duration
+    after. To a file or pipe: Progress's plain lines (start, heartbeat with elapsed time, end)."""
 
     def __init__(self, console: Console) -> None:
-        super().__init__(console.print)
+        super().__init__(lambda message: console.print(message, markup=False, highlight=False))
         self.console = console
 
     def note(self, message: str) -> None:
-        self.console.print(f"  {escape(message)}")
+        super().note(f"  {message}")
 
     @contextlib.contextmanager
     def step(self, title: str) -> Iterator[Detail]:
+        if not self.console.is_terminal:
+            with super().step(title) as detail:
+                yield detail
+            return
         started = time.monotonic()
         with self.console.status(f"{escape(title)} …") as spinner:
             yield lambda line: spinner.update(f"{escape(title)} … [dim]{escape(line[-90:])}[/]")

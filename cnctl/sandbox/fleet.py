@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import threading
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
@@ -72,12 +73,11 @@ def _bring_up(inst: Instance, cfg: StackConfig, layout: Layout, stack: str, prog
     timings: dict[str, float] = {}
     mark = time.monotonic()
 
-    # Both architectures always: the site's Debian packages are resolved against each image.
-    rootfs = {arch: image.ensure_image(inst.image_cache, progress, arch) for arch in image.ARCHES}
+    site_api = _site_api()
+    rootfs = _images_beside_the_site(inst, site_api, progress)
     timings["image"] = _lap(mark)
     mark = time.monotonic()
 
-    site_api = _site_api()
     with progress.step("site content (signed apt repo, Debian's Docker packages, registry images, model)"):
         content = site_api.build_site_content(inst.cache, progress=progress.note, host_images=rootfs,
                                               mirror=image.debian_mirror())
@@ -129,6 +129,30 @@ def _bring_up(inst: Instance, cfg: StackConfig, layout: Layout, stack: str, prog
     publish(inst, state)  # the fleet file the product reads, last: it exists only for a fleet that is up
     save(inst, state)
     return state
+
+
+def _images_beside_the_site(inst: Instance, site_api: Any, progress: Progress) -> dict[str, Path]:
+    """Both host images (always both: the site's Debian packages are resolved against each), while the site
+    parts no image decides build beside them in a thread: downloads and native work next to the arm64
+    image's dpkg under qemu, where a cold `up` spent minutes doing one after the other. A failed image leaves
+    the thread to end with the process (every site part builds into a temporary directory first)."""
+    mirror = image.debian_mirror()
+    failed: list[BaseException] = []
+
+    def early() -> None:
+        try:
+            site_api.prefetch_site_content(inst.cache, progress=progress.note, mirror=mirror)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+            failed.append(exc)
+
+    beside = threading.Thread(target=early, name="site-prefetch", daemon=True)
+    beside.start()
+    rootfs = {arch: image.ensure_image(inst.image_cache, progress, arch) for arch in image.ARCHES}
+    with progress.step("site content that needs no host image (models, client, wheelhouse, registry images)"):
+        beside.join()
+    if failed:
+        raise failed[0]
+    return rootfs
 
 
 def _stack_drift(cfg: StackConfig, endpoints: Any, content: Any) -> list[str]:

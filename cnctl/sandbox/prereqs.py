@@ -21,12 +21,11 @@ from pathlib import Path
 # executable -> the Debian (bookworm) package that carries it. tests/unit/test_prereqs.py compares this with
 # the executables the sandbox code really runs, so a new tool cannot be used without being listed here.
 TOOLS: dict[str, str] = {
-    "debootstrap": "debootstrap",  # the host images (amd64 native, arm64 foreign + second stage)
+    "mmdebstrap": "mmdebstrap",  # the host images (amd64 native; arm64 with dpkg under qemu-user)
     "systemd-nspawn": "systemd-container",  # boots the hosts
     "ip": "iproute2",  # namespaces, veths, the site bridge
     "mount": "mount",
     "umount": "mount",
-    "chroot": "coreutils",  # the arm64 image's second stage
     "rm": "coreutils",
     "ssh": "openssh-client",
     "ssh-keygen": "openssh-client",
@@ -44,11 +43,12 @@ TOOLS: dict[str, str] = {
     "skopeo": "skopeo",  # pushes it to the site registry
     "openssl": "openssl",  # the site registry's TLS certificate
 }
-# Packages needed for files they install rather than a command: the Triton python-backend stub links against
+# Packages needed for files they install rather than a command: mmdebstrap runs arch-test before it builds a
+# foreign-architecture image (the arm64 Jetsons'); the Triton python-backend stub links against
 # libpython (unit tests run a real CPU Triton on the machine), python3-venv bootstraps the virtualenv, and the
 # bucket worker's tests run Google's Pub/Sub emulator (a Java program outside PATH: the Cloud SDK's package, and
 # a JRE for it); the GCE startup scripts' tests lint them with shellcheck.
-LIBRARIES: tuple[str, ...] = ("libpython3.11", "python3-venv", "ca-certificates", "binfmt-support",
+LIBRARIES: tuple[str, ...] = ("arch-test", "libpython3.11", "python3-venv", "ca-certificates", "binfmt-support",
                               "google-cloud-cli-pubsub-emulator", "openjdk-17-jre-headless", "shellcheck")
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
 QEMU_ARM64 = "qemu-aarch64"
@@ -125,7 +125,7 @@ def problems() -> list[str]:
 
 
 def ensure_sbin_on_path() -> None:
-    """Make the sbin tools (ip, debootstrap, mount) findable by subprocess even from a minimal PATH."""
+    """Make the sbin tools (ip, mount, useradd) findable by subprocess even from a minimal PATH."""
     parts = os.environ.get("PATH", "").split(":")
     os.environ["PATH"] = ":".join(p for p in [*parts, *(s for s in SBIN if s not in parts)] if p)
 

@@ -62,7 +62,11 @@ def test_deploy_py_applies_every_layer_by_its_name() -> None:
     assert isinstance(apply, ast.Dict)
     names = [key.value for key in apply.keys if isinstance(key, ast.Constant)]
     assert names == [name for name in layers.LAYERS if name != layers.ALWAYS]
-    assert all(isinstance(v, ast.Name) and v.id == k for k, v in zip(names, apply.values, strict=True))
+    calls = [v.body for v in apply.values if isinstance(v, ast.Lambda) and isinstance(v.body, ast.Call)]
+    assert [c.func.id for c in calls if isinstance(c.func, ast.Name)] == names
+    assert all([(k.arg, getattr(k.value, "value", None)) for k in c.keywords] == [("_sudo", True)] for c in calls)
+    # pyinfra tells operations apart by the line numbers of their call stack: one call line per layer
+    assert len({c.lineno for c in calls}) == len(names)
 
 
 @pytest.mark.parametrize(("platform", "expected"), [

@@ -54,7 +54,7 @@ def executables_run_by(root: Path) -> dict[str, str]:
 
 def test_every_executable_the_sandbox_runs_is_in_the_one_list() -> None:
     run = executables_run_by(SANDBOX)
-    assert {"systemd-nspawn", "ip", "debootstrap", "docker-registry", "umoci", "skopeo"} <= set(run), run
+    assert {"systemd-nspawn", "ip", "mmdebstrap", "docker-registry", "umoci", "skopeo"} <= set(run), run
     unlisted = {tool: where for tool, where in run.items() if tool not in prereqs.TOOLS}
     assert not unlisted, f"add these to cnctl/sandbox/prereqs.py TOOLS (with their Debian package): {unlisted}"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import runpy
+import shlex
 from pathlib import Path
 
 import jinja2
@@ -151,8 +152,23 @@ def test_the_image_cache_key_follows_the_recipe(monkeypatch: pytest.MonkeyPatch)
     key = image.recipe_hash(image.recipe("http://m/debian"))
     assert key == image.recipe_hash(image.recipe("http://m/debian"))
     assert key != image.recipe_hash(image.recipe("http://other/debian"))
+    monkeypatch.setattr(image, "MERGED_USR_HOOKS", Path("/elsewhere"))  # how it is built is the recipe too
+    built_otherwise = image.recipe_hash(image.recipe("http://m/debian"))
+    assert key != built_otherwise
     monkeypatch.setattr(image, "PACKAGES", (*image.PACKAGES, "curl"))
-    assert key != image.recipe_hash(image.recipe("http://m/debian"))
+    assert built_otherwise != image.recipe_hash(image.recipe("http://m/debian"))
+
+
+def test_the_image_build_keeps_the_deb_cache_whole_and_sets_up_usr_as_debootstrap_did(tmp_path: Path) -> None:
+    debs = tmp_path / "a cache" / "debs"
+    cmd = image.build_command(tmp_path / "rootfs", "http://m/debian", debs, "arm64")
+    assert cmd[0] == "mmdebstrap" and cmd[-3:] == ["bookworm", str(tmp_path / "rootfs"), "http://m/debian"]
+    assert "--arch=arm64" in cmd and f"--include={','.join(image.PACKAGES)}" in cmd
+    hooks = {word.split("=", 1)[1].split()[0]: shlex.split(word.split("=", 1)[1]) for word in cmd
+             if word.startswith(("--setup-hook=sync", "--customize-hook=sync"))}
+    assert hooks["sync-in"][1] == str(debs) and hooks["sync-out"][2] == str(debs)  # mmdebstrap splits like a shell
+    assert f"--hook-dir={image.MERGED_USR_HOOKS}" in cmd  # usr-is-merged, not usrmerge and its perl
+    assert not debs.exists()  # the recipe calls this too: it must not touch the disk
 
 
 # --- prerequisites and names -------------------------------------------------------------------

@@ -56,7 +56,7 @@ from cnctl.sandbox.site.standins import STANDIN_MARK, nv_tegra_release
 
 __all__ = [
     "DEFAULT_CACHE", "STANDIN_MARK", "Artifact", "ModelArchive", "SiteContent", "SiteEndpoints",
-    "build_site_content", "nv_tegra_release", "start_site_services", "stop_site_services",
+    "build_site_content", "nv_tegra_release", "prefetch_site_content", "start_site_services", "stop_site_services",
 ]
 
 DEFAULT_CACHE = Path(os.environ.get("CNCTL_CACHE") or instance.DEFAULT_CACHE)
@@ -242,6 +242,25 @@ def _ensure_wheelhouse(site: Path, progress: Callable[[str], None]) -> None:
         progress("site: wheelhouse up to date")
 
 
+def _ensure_image_free(site: Path, mirror: str | None, progress: Callable[[str], None]) -> dict[str, list[str]]:
+    """The parts no host image decides: model archives, client and footage, wheelhouse and, given the Debian
+    mirror, the registry images (their tags by architecture; none without a mirror)."""
+    _ensure_models(site, progress)
+    _ensure_pipeline(site, progress)
+    _ensure_wheelhouse(site, progress)
+    return _ensure_registry(site, mirror, progress) if mirror else {}
+
+
+def prefetch_site_content(cache: Path = DEFAULT_CACHE, *, progress: Callable[[str], None] = print,
+                          mirror: str) -> None:
+    """Build the parts of the site content no host image decides (`_ensure_image_free`), so that they can be
+    built while the host images are: native work and downloads beside the arm64 image's emulated dpkg.
+    `build_site_content` then finds them current. Same lock, same recipes."""
+    site = _site_dir(Path(cache))
+    with recipe.locked(site):
+        _ensure_image_free(site, mirror, progress)
+
+
 def build_site_content(cache: Path = DEFAULT_CACHE, *, progress: Callable[[str], None] = print,
                        host_images: Mapping[str, Path] | None = None, mirror: str | None = None) -> SiteContent:
     """Ensure the cache holds the current site content (apt repo, models, client, footage, wheelhouse); returns
@@ -262,11 +281,7 @@ def build_site_content(cache: Path = DEFAULT_CACHE, *, progress: Callable[[str],
                      else sorted((site / "debian").glob("*.deb")) if recipe.is_current_any(site, "debian", site / "debian")
                      else [])
         _ensure_apt(site, real_debs, progress)
-        _ensure_models(site, progress)
-        _ensure_pipeline(site, progress)
-        _ensure_wheelhouse(site, progress)
-        if host_images and mirror:
-            images = _ensure_registry(site, mirror, progress)
+        images = _ensure_image_free(site, mirror if host_images else None, progress)
     apt_dir = site / "apt"
     return SiteContent(
         site_dir=site, apt_dir=apt_dir, apt_keyring=apt_dir / aptrepo.KEYRING_NAME,
