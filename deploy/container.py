@@ -26,7 +26,7 @@ from pyinfra.api import deploy, operation
 from pyinfra.facts.deb import DebArch
 from pyinfra.operations import files, systemd
 
-from deploy import checks
+from deploy.rules import checks
 from deploy.facts import DockerRuntimes, OsIdentity
 from deploy.probe import NvidiaCtkDaemonJson
 from deploy.steps import (

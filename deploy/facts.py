@@ -21,7 +21,8 @@ from pyinfra.api import FactBase
 from pyinfra.facts.deb import DebArch
 from pyinfra.facts.server import KernelModules
 
-from deploy import scripts, triton_endpoint
+from deploy import triton_endpoint
+from deploy.rules import scripts
 
 __all__ = [
     "AptHolds",
@@ -265,7 +266,7 @@ class DockerRuntimes(FactBase):
 
 
 class ScriptReport(FactBase):
-    """The one JSON line a layer's host script prints in its read-only `check` mode (deploy/scripts.py)."""
+    """The one JSON line a layer's host script prints in its read-only `check` mode (deploy/rules/scripts.py)."""
 
     def process(self, output: list[str]) -> dict[str, Any] | None:
         return scripts.reported(output)

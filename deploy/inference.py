@@ -1,7 +1,7 @@
 """The inference layer: Triton as a supervised, hardened systemd service serving the stack's model version.
 
 1. Refused before anything changes when the host cannot run the stack's runtime (the native runtime's pinned
-   wheels do not fit its Python; the named bind interface has no address): deploy/checks.py
+   wheels do not fit its Python; the named bind interface has no address): deploy/rules/checks.py
    `inference_problem`;
 2. the runtime: `container`, the Triton image the matrix (or the stack) names for the host's platform,
    pulled once; or `native`, tritonserver from the pinned nvidia-pytriton wheel in a venv (pip with
@@ -30,7 +30,8 @@ from pyinfra.facts.files import File
 from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import apt, files, systemd
 
-from deploy import checks, model_serve, scripts, triton_endpoint
+from deploy import model_serve, triton_endpoint
+from deploy.rules import checks, scripts
 from deploy.facts import DockerImage, HostPython, InterfaceAddress, TritonServing, VenvPackages
 from deploy.steps import after_change, index_refreshed, refused, role_data, template, wishes
 

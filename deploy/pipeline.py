@@ -1,6 +1,6 @@
 """The pipeline layer: from the belt camera to the stack's bucket, as three hardened services of one user.
 
-1. Refused before anything changes when the host cannot run the stack's pipeline (deploy/checks.py
+1. Refused before anything changes when the host cannot run the stack's pipeline (deploy/rules/checks.py
    `pipeline_problem`: no pinned client archive or requirements, a Python the pinned wheels do not fit, a
    credentials file missing or readable by others on the deploying machine);
 2. the service user `circularnet-pipeline` (system, no login) and its data directory: frame spool, batches at
@@ -35,7 +35,8 @@ from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import apt, files, server, systemd
 
 from cnctl.paths import TEMPLATES_DIR
-from deploy import bucket_worker, capture, checks, client_adapter, pipeline_run, triton_endpoint, uploader
+from deploy import bucket_worker, capture, client_adapter, pipeline_run, triton_endpoint, uploader
+from deploy.rules import checks
 from deploy.facts import HostPython, InterfaceAddress, VenvPackages
 from deploy.inference import pip_install_command
 from deploy.steps import after_change, index_refreshed, refused, role_data, template, wishes

@@ -25,7 +25,8 @@ from pyinfra.operations import apt, files
 
 from cnctl import unitescape
 from cnctl.paths import REPO_ROOT, TEMPLATES_DIR
-from deploy import checks, probe
+from deploy import probe
+from deploy.rules import FILTER_PREFIX, checks
 from deploy.facts import AptHolds, DpkgVersions
 
 
@@ -82,12 +83,13 @@ def verified(check: Callable[[], str]):
 
 
 class UnitFilters(Extension):
-    """cnctl.unitescape's filters in pyinfra's Jinja environment, under the names the roles' filter plugin gives
-    them (roles/*/filter_plugins/cnctl_units.py): templates/systemd/*.j2 render the same in both engines."""
+    """cnctl.unitescape's filters in pyinfra's Jinja environment, under the names the collection's filter plugin
+    gives them (collection/plugins/filter/units.py, by FQCN): templates/systemd/*.j2 render the same in both engines."""
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
-        environment.filters.update(unitescape.filters(TemplateRuntimeError))
+        escapes = unitescape.filters(TemplateRuntimeError)
+        environment.filters.update({FILTER_PREFIX + name: escape for name, escape in escapes.items()})
 
 
 def jinja_env_kwargs() -> dict[str, Any]:

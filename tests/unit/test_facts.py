@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from cnctl.catalog import catalog
-from deploy import checks
+from deploy.rules import checks
 from deploy.facts import (
     AptHolds,
     DockerImage,

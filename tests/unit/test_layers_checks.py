@@ -17,7 +17,8 @@ from cnctl.catalog import catalog
 from cnctl.config import load_stack
 from cnctl.config.schema import OsName
 from cnctl.hostvars import host_vars
-from deploy import checks, probe
+from deploy import probe
+from deploy.rules import checks
 from deploy.facts import DockerRuntimes, DpkgVersions, NvccRelease, NvidiaGpus, OsIdentity, TegraRelease
 from deploy.jetson import power_mode_problem
 from deploy.nvidia import reboot_needed
