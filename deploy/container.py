@@ -26,9 +26,9 @@ from pyinfra.api import deploy, operation
 from pyinfra.facts.deb import DebArch
 from pyinfra.operations import files, systemd
 
-from deploy.rules import checks
 from deploy.facts import DockerRuntimes, OsIdentity
 from deploy.probe import NvidiaCtkDaemonJson
+from deploy.rules import checks
 from deploy.steps import (
     after_change,
     apt_pins,

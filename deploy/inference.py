@@ -31,8 +31,8 @@ from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import apt, files, systemd
 
 from deploy import model_serve, triton_endpoint
-from deploy.rules import checks, scripts
 from deploy.facts import DockerImage, HostPython, InterfaceAddress, TritonServing, VenvPackages
+from deploy.rules import checks, scripts
 from deploy.steps import after_change, index_refreshed, refused, role_data, template, wishes
 
 

@@ -23,9 +23,9 @@ from pyinfra.api import deploy, operation
 from pyinfra.operations import files
 
 from deploy import model_sync
+from deploy.facts import ModelRepository
 from deploy.rules import checks, scripts
 from deploy.rules.model import options
-from deploy.facts import ModelRepository
 from deploy.steps import refused, role_data, template, wishes
 
 

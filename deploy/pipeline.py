@@ -36,9 +36,9 @@ from pyinfra.operations import apt, files, server, systemd
 
 from cnctl.paths import TEMPLATES_DIR
 from deploy import bucket_worker, capture, client_adapter, pipeline_run, triton_endpoint, uploader
-from deploy.rules import checks
 from deploy.facts import HostPython, InterfaceAddress, VenvPackages
 from deploy.inference import pip_install_command
+from deploy.rules import checks
 from deploy.steps import after_change, index_refreshed, refused, role_data, template, wishes
 
 SCRIPTS = {"capture.py": capture.__file__, "pipeline_run.py": pipeline_run.__file__, "uploader.py": uploader.__file__,

@@ -26,8 +26,8 @@ from pyinfra.operations import apt, files
 from cnctl import unitescape
 from cnctl.paths import REPO_ROOT, TEMPLATES_DIR
 from deploy import probe
-from deploy.rules import FILTER_PREFIX, checks
 from deploy.facts import AptHolds, DpkgVersions
+from deploy.rules import FILTER_PREFIX, checks
 
 
 @cache

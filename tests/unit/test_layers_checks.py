@@ -18,10 +18,10 @@ from cnctl.config import load_stack
 from cnctl.config.schema import OsName
 from cnctl.hostvars import host_vars
 from deploy import probe
-from deploy.rules import checks
 from deploy.facts import DockerRuntimes, DpkgVersions, NvccRelease, NvidiaGpus, OsIdentity, TegraRelease
 from deploy.jetson import power_mode_problem
 from deploy.nvidia import reboot_needed
+from deploy.rules import checks
 
 UBUNTU_2204 = ['PRETTY_NAME="Ubuntu 22.04.5 LTS"', 'NAME="Ubuntu"', 'VERSION_ID="22.04"', "VERSION_CODENAME=jammy",
                "ID=ubuntu", "ID_LIKE=debian", "UBUNTU_CODENAME=jammy"]

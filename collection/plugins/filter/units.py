@@ -5,7 +5,6 @@ names and bytes as in pyinfra's environment (deploy/steps.py `UnitFilters`), fro
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
-
 from ansible_collections.circularnet.fleet.plugins.module_utils import unitescape
 
 
