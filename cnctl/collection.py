@@ -68,6 +68,7 @@ ALSO: tuple[tuple[str, str], ...] = (
     ("cnctl/unitescape.py", f"{MODULE_UTILS}unitescape.py"),
     ("deploy/model_serve.py", f"{MODULE_UTILS}model_serve.py"),  # deploy/rules/scripts.py: the option lists
     ("deploy/model_sync.py", f"{MODULE_UTILS}model_sync.py"),
+    ("deploy/triton_endpoint.py", f"{MODULE_UTILS}triton_endpoint.py"),  # deploy/rules/facts.py: the `ip` parser
 )
 
 

@@ -26,8 +26,7 @@ from pyinfra.api import deploy, operation
 from pyinfra.facts.deb import DebArch
 from pyinfra.operations import files, systemd
 
-from deploy.facts import DockerRuntimes, OsIdentity
-from deploy.probe import NvidiaCtkDaemonJson
+from deploy.facts import DockerRuntimes, NvidiaCtkDaemonJson, OsIdentity
 from deploy.rules import checks
 from deploy.steps import (
     after_change,

@@ -25,8 +25,7 @@ from pyinfra.operations import apt, files
 
 from cnctl import unitescape
 from cnctl.paths import REPO_ROOT, TEMPLATES_DIR
-from deploy import probe
-from deploy.facts import AptHolds, DpkgVersions
+from deploy.facts import BY_NAME, AptHolds, DpkgVersions
 from deploy.rules import FILTER_PREFIX, checks
 
 
@@ -43,11 +42,11 @@ def role_data(role: str) -> dict[str, Any]:
 
 
 def read(probes: dict[str, list[Any]]) -> dict[str, Any]:
-    """{label: fact value} of a role's probes (deploy/probe.py), read the pyinfra way: one fact at a time."""
+    """{label: fact value} of a role's probes (deploy/rules/probe.py), read the pyinfra way: one fact at a time."""
     values = {}
     for label, spec in probes.items():
         kwargs = dict(spec[1]) if len(spec) > 1 else {}
-        values[label] = host.get_fact(probe.FACTS[spec[0]], **kwargs)
+        values[label] = host.get_fact(BY_NAME[spec[0]], **kwargs)
     return values
 
 

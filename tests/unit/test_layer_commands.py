@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from deploy import container, inference, model_serve, pipeline, probe, pull, verify
-from deploy.rules import scripts
+from deploy import container, inference, model_serve, pipeline, pull, verify
+from deploy.rules import probe, scripts
 from tests.unit.shell_shape import shape, words
 
 # A value no schema should let through; each builder must keep it one word all the same.

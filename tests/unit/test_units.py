@@ -16,7 +16,7 @@ from jinja2 import Environment, nodes
 from jinja2.exceptions import TemplateRuntimeError
 
 from cnctl import unitescape
-from cnctl.paths import REPO_ROOT, TEMPLATES_DIR
+from cnctl.paths import TEMPLATES_DIR
 from deploy.rules import FILTER_PREFIX
 from deploy.steps import UnitFilters
 from tests.unit import test_engines, test_pipeline_layer, test_pull_layer, test_verify_layer

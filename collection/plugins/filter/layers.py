@@ -1,4 +1,4 @@
-"""The filters whose builders still live in the pyinfra layer modules (deploy/<layer>.py, deploy/probe.py): they
+"""The filters whose builders still live in the pyinfra layer modules (deploy/<layer>.py): they
 need cnctl's checkout importable (the Ansible engine's case), found through the installed cnctl package. Where
 cnctl is not installed they are absent, and a role that uses them stops with "No filter named": the builders move
 into deploy/rules/ (plugins/module_utils/rules/) one layer at a time, as the model layer's have (issue 25)."""
@@ -16,7 +16,7 @@ def _layers() -> dict[str, Any]:
         return {}
     if str(REPO_ROOT) not in sys.path:
         sys.path.append(str(REPO_ROOT))
-    from deploy import container, inference, jetson, pipeline, probe, pull, verify
+    from deploy import container, inference, jetson, pipeline, pull, verify
     from deploy.steps import role_data
 
     def prefixed(variables: Any, prefix: str) -> dict[str, Any]:
@@ -41,8 +41,6 @@ def _layers() -> dict[str, Any]:
         return role_data(role)[name]
 
     return {
-        "cnctl_probe_script": probe.script,
-        "cnctl_probe_parse": probe.parse,
         "cnctl_jetson_sources": jetson.sources,
         "cnctl_jetson_pins": jetson.pins,
         "cnctl_power_mode_problem": jetson.power_mode_problem,

@@ -3,7 +3,7 @@ plugins/module_utils/rules/ (deploy/rules/ in cnctl's repository), which imports
 
 from __future__ import annotations
 
-from ansible_collections.circularnet.fleet.plugins.module_utils.rules import checks, model, scripts
+from ansible_collections.circularnet.fleet.plugins.module_utils.rules import checks, model, probe, scripts
 
 
 class FilterModule:
@@ -11,6 +11,8 @@ class FilterModule:
 
     def filters(self):
         return {
+            "cnctl_probe_script": probe.script,
+            "cnctl_probe_parse": probe.parse,
             "cnctl_platform_refusal": checks.platform_refusal,
             "cnctl_pins_for": checks.pins_for,
             "cnctl_unpinned": checks.unpinned,
