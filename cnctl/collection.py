@@ -17,6 +17,7 @@ collection build` last assembled (`~/.cache/cnctl/collections`): one path for us
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -60,16 +61,28 @@ ENTRIES: tuple[tuple[str, str | None], ...] = (
     ("LICENSE", None),
 )
 # The recipe's files go to the collection root; the rules and what they import go under plugins/module_utils/, where
-# the filters import them (the host programs whose option lists the rules read also stay where the roles ship them).
+# the filters import them (the host programs whose option lists and endpoint builder the rules use also stay where
+# the roles ship them from).
 RECIPE_PREFIX = "collection/"
 MODULE_UTILS = "plugins/module_utils/"
+# The package the rules import the host programs from, and its place in the collection: the copies' imports of it
+# become relative (`from deploy import x` -> `from ..cnhost import x` in rules/, `from . import x` among the programs).
+HOST_PACKAGE = "deploy"
+PROGRAMS_UTILS = f"{MODULE_UTILS}cnhost/"
 ALSO: tuple[tuple[str, str], ...] = (
     ("cnctl/catalog/platforms.yaml", f"{MODULE_UTILS}rules/platforms.yaml"),  # deploy/rules/matrix.py reads it
     ("cnctl/unitescape.py", f"{MODULE_UTILS}unitescape.py"),
-    ("deploy/model_serve.py", f"{MODULE_UTILS}model_serve.py"),  # deploy/rules/scripts.py: the option lists
-    ("deploy/model_sync.py", f"{MODULE_UTILS}model_sync.py"),
-    ("deploy/triton_endpoint.py", f"{MODULE_UTILS}triton_endpoint.py"),  # deploy/rules/facts.py: the `ip` parser
+    *((f"{HOST_PACKAGE}/{name}.py", f"{PROGRAMS_UTILS}{name}.py") for name in ("model_serve", "model_sync", "triton_endpoint")),
 )
+
+
+def module_utils_text(target: str, text: str) -> str:
+    """A module's text as the collection carries it: its imports of the host programs' package made relative."""
+    if target.startswith(PROGRAMS_UTILS):
+        return text.replace(f"from {HOST_PACKAGE} import ", "from . import ")
+    if target.startswith(f"{MODULE_UTILS}rules/"):
+        return text.replace(f"from {HOST_PACKAGE} import ", "from ..cnhost import ")
+    return text
 
 
 def version() -> str:
@@ -131,7 +144,14 @@ def assemble(cache: Path | None = None) -> Path:
         (home / target).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(REPO_ROOT / relative, home / target)
         shutil.copymode(REPO_ROOT / relative, home / target)
+        if target.startswith(MODULE_UTILS) and target.endswith(".py"):
+            (home / target).write_text(module_utils_text(target, (home / target).read_text(encoding="utf-8")),
+                                       encoding="utf-8")
+    (home / PROGRAMS_UTILS / "__init__.py").write_text('"""The host programs the rules import."""\n', encoding="utf-8")
     (home / "galaxy.yml").write_text(galaxy((home / "galaxy.yml").read_text(encoding="utf-8")), encoding="utf-8")
+    # the pull agent's file list (cnctl.bundle.contents, the one list) as data for the pull role's filter
+    (home / MODULE_UTILS / "rules" / "agent_files.json").write_text(
+        json.dumps(contents.files(REPO_ROOT, contents.AGENT_ENTRIES), indent=1) + "\n", encoding="utf-8")
     try:
         work.rename(path)
     except OSError:  # another run assembled the same inputs first: theirs is the same tree

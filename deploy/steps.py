@@ -13,7 +13,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
 from jinja2 import Environment
 from jinja2.exceptions import TemplateRuntimeError
 from jinja2.ext import Extension
@@ -26,19 +25,13 @@ from pyinfra.operations import apt, files
 from cnctl import unitescape
 from cnctl.paths import REPO_ROOT, TEMPLATES_DIR
 from deploy.facts import BY_NAME, AptHolds, DpkgVersions
-from deploy.rules import FILTER_PREFIX, checks
+from deploy.rules import FILTER_PREFIX, checks, roles
 
 
 @cache
 def role_data(role: str) -> dict[str, Any]:
-    """roles/<role>/defaults/main.yml and vars/main.yml (its constants, e.g. the probes it reads), without
-    the Ansible-only template directory (pyinfra knows TEMPLATES_DIR)."""
-    data: dict[str, Any] = {}
-    for part in ("defaults", "vars"):
-        path = REPO_ROOT / "roles" / role / part / "main.yml"
-        if path.is_file():
-            data.update(yaml.safe_load(path.read_text()) or {})
-    return {key: value for key, value in data.items() if not key.endswith("_templates_dir")}
+    """roles/<role>/defaults/main.yml and vars/main.yml of the repository (deploy/rules/roles.py)."""
+    return roles.role_data(REPO_ROOT / "roles", role)
 
 
 def read(probes: dict[str, list[Any]]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import re
 import shlex
 from typing import Any
 
-from .. import triton_endpoint  # a host program, beside deploy/rules (and beside rules/ in the collection)
+from deploy import triton_endpoint  # a host program: the collection carries it beside rules/ (cnctl/collection.py)
 from . import scripts
 
 __all__ = [

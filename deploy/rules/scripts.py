@@ -13,7 +13,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .. import model_serve, model_sync  # the host programs beside deploy/rules (and beside rules/ in the collection)
+from deploy import model_serve, model_sync  # a host program: the collection carries it beside rules/ (cnctl/collection.py)
 
 
 def command_line(helper: str, mode: str, options: Mapping[str, Any], order: Sequence[str], flags: Sequence[str] = ()) -> str:
