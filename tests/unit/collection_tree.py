@@ -3,10 +3,12 @@ Ansible engine runs), once per session, and the environment an ansible-playbook 
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from cnctl import collection
 
@@ -36,3 +38,23 @@ def ansible_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 def role(name: str) -> str:
     """A role's FQCN."""
     return f"{collection.FQCN}.{name}"
+
+
+def filters() -> dict[str, Any]:
+    """The collection's filters by name, imported from the assembled tree (its plugins/filter/*.py)."""
+    path = str(collections_path())
+    if path not in sys.path:
+        sys.path.append(path)
+    found: dict[str, Any] = {}
+    for plugin in sorted((tree() / "plugins" / "filter").glob("*.py")):
+        module = importlib.import_module(f"ansible_collections.{collection.NAMESPACE}.{collection.NAME}.plugins.filter."
+                                         f"{plugin.stem}")
+        found.update(module.FilterModule().filters())
+    return found
+
+
+def same_function(given: Any, function: Any) -> bool:
+    """Whether a filter is `function` as the collection carries it: its module's copy under module_utils/rules/."""
+    return (given.__qualname__ == function.__qualname__
+            and given.__module__.rsplit(".", 1)[-1] == function.__module__.rsplit(".", 1)[-1]
+            and ".plugins.module_utils.rules." in given.__module__ and function.__module__.startswith("deploy.rules."))

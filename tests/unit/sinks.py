@@ -464,8 +464,7 @@ def _commands_of(builder: str) -> Callable[[Scene], dict[str, Output]]:
 def _probe_scripts(sc: Scene) -> dict[str, Output]:
     """The roles read the same facts in one round trip (deploy/rules/probe.py `script`, their `cnctl_probe_script`): the
     facts the layers read, with the same arguments, and the pipeline role's units (roles/pipeline `active`)."""
-    from deploy import pipeline
-    from deploy.rules import probe
+    from deploy.rules import pipeline, probe
     from deploy.steps import role_data
 
     out: dict[str, Output] = {}
@@ -651,15 +650,15 @@ HOST_COMMANDS: dict[str, tuple[str, ...]] = {
     "deploy/steps.py:held": (),
     "deploy/nvidia.py:driver_settled": (),
     "deploy/jetson.py:power_mode": (),
-    "deploy/container.py:nvidia_runtime_configured": ("deploy/container.py:configure_command",),
+    "deploy/container.py:nvidia_runtime_configured": ("deploy/rules/container.py:configure_command",),
     "deploy/model.py:model_synced": ("deploy/rules/scripts.py:model_command", "deploy/rules/scripts.py:command_line"),
     "deploy/inference.py:image_pulled": (),
     "deploy/inference.py:venv_created": (),
-    "deploy/inference.py:wheels_installed": ("deploy/inference.py:pip_install_command",),
+    "deploy/inference.py:wheels_installed": ("deploy/rules/inference.py:pip_install_command",),
     "deploy/inference.py:model_served": ("deploy/rules/scripts.py:serve_command", "deploy/rules/scripts.py:command_line"),
     "deploy/pipeline.py:archive_fetched": (),
-    "deploy/pipeline.py:archive_unpacked": ("deploy/pipeline.py:unpack_command",),
-    "deploy/pipeline.py:wheels_installed": ("deploy/pipeline.py:install_command", "deploy/inference.py:pip_install_command"),
+    "deploy/pipeline.py:archive_unpacked": ("deploy/rules/pipeline.py:unpack_command",),
+    "deploy/pipeline.py:wheels_installed": ("deploy/rules/pipeline.py:install_command", "deploy/rules/inference.py:pip_install_command"),
     "deploy/pull.py:tree_pruned": (),
     "deploy/verify.py:healthy": ("deploy/steps.py:fail",),
     "deploy/rules/facts.py:OsIdentity": ("deploy/rules/facts.py:OsIdentity.command",),
@@ -685,9 +684,9 @@ HOST_COMMANDS: dict[str, tuple[str, ...]] = {
                                             "deploy/rules/facts.py:NvidiaCtkDaemonJson.requires_command"),
     "deploy/platform.py:SudoUid": ("deploy/platform.py:SudoUid.command",),
     "deploy/platform.py:SystemdState": ("deploy/platform.py:SystemdState.command",),
-    "deploy/pull.py:PathsPresent": ("deploy/pull.py:PathsPresent.command", "deploy/pull.py:present_command"),
+    "deploy/pull.py:PathsPresent": ("deploy/pull.py:PathsPresent.command", "deploy/rules/pull.py:present_command"),
     "deploy/pull.py:TreePaths": ("deploy/pull.py:TreePaths.command", "deploy/pull.py:tree_command"),
-    "deploy/verify.py:HealthReport": ("deploy/verify.py:HealthReport.command", "deploy/verify.py:check_command"),
+    "deploy/verify.py:HealthReport": ("deploy/verify.py:HealthReport.command", "deploy/rules/verify.py:check_command"),
 }
 
 
