@@ -20,6 +20,7 @@ import shlex
 from typing import Any
 
 from deploy import triton_endpoint  # a host program: the collection carries it beside rules/ (cnctl/collection.py)
+
 from . import scripts
 
 __all__ = [

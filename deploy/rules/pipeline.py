@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy import triton_endpoint  # a host program: the collection carries it beside rules/ (cnctl/collection.py)
+
 from .inference import pip_install_command
 
 
