@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from collections.abc import Callable
 from typing import Any
 
 from deploy import triton_endpoint  # a host program: the collection carries it beside rules/ (cnctl/collection.py)
@@ -48,6 +49,8 @@ __all__ = [
 class Fact:
     """A fact: `command(**kwargs)` run on the host, `process(output lines)` its value, `default()` the value where
     the command printed nothing or `requires_command(**kwargs)` is not installed (pyinfra's FactBase protocol)."""
+
+    command: Callable[..., str]
 
     def requires_command(self, *args: Any, **kwargs: Any) -> str | None:
         return None
