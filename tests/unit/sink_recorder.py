@@ -15,7 +15,7 @@ reach a host:
   is no address): the run stops before pyinfra executes anything.
 
 The recording is what both engines put on a host: the roles call the same builders through their filter
-plugins (roles/*/filter_plugins) and render the same templates with the same variables (the parity tests).
+plugins (the collection's plugins/filter, docs/ansible.md) and render the same templates with the same variables (the parity tests).
 """
 
 from __future__ import annotations
