@@ -1,7 +1,8 @@
 r"""Values written into systemd units as data, never as structure: the one copy both engines use.
 
 templates/systemd/*.j2 pass every interpolation through one of two Jinja filters, registered under the same
-names in both engines (pyinfra: deploy/steps.py `UnitFilters`; Ansible: roles/*/filter_plugins/cnctl_units.py):
+names in both engines, prefixed with the collection's FQCN (pyinfra: deploy/steps.py `UnitFilters`; Ansible: the
+collection's plugins/filter/units.py, which carries this module as plugins/module_utils/unitescape.py):
 
 - `cnctl_exec_arg` (`exec_arg`): a value inside a word of an Exec*= command line (systemd.service(5) "Command
   lines", systemd.syntax(7) "Quoting"). The value may be a whole word or part of one (`--http-address=<value>`),

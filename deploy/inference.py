@@ -1,7 +1,7 @@
 """The inference layer: Triton as a supervised, hardened systemd service serving the stack's model version.
 
 1. Refused before anything changes when the host cannot run the stack's runtime (the native runtime's pinned
-   wheels do not fit its Python; the named bind interface has no address): deploy/checks.py
+   wheels do not fit its Python; the named bind interface has no address): deploy/rules/checks.py
    `inference_problem`;
 2. the runtime: `container`, the Triton image the matrix (or the stack) names for the host's platform,
    pulled once; or `native`, tritonserver from the pinned nvidia-pytriton wheel in a venv (pip with
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import shlex
 from typing import Any
-from urllib.parse import urlsplit
 
 from pyinfra import host
 from pyinfra.api import deploy, operation
@@ -30,65 +29,18 @@ from pyinfra.facts.files import File
 from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import apt, files, systemd
 
-from deploy import checks, model_serve, scripts, triton_endpoint
+from deploy import model_serve, triton_endpoint
 from deploy.facts import DockerImage, HostPython, InterfaceAddress, TritonServing, VenvPackages
+from deploy.rules import checks, scripts
+from deploy.rules.inference import (
+    endpoint_path,
+    options,
+    pip_install_command,
+    site_packages,
+    triton_server,
+    unit_variables,
+)
 from deploy.steps import after_change, index_refreshed, refused, role_data, template, wishes
-
-
-def options(wants: dict[str, Any], data: dict[str, Any], address: str) -> dict[str, Any]:
-    """model_serve.py's options for this host (model_serve.OPTIONS)."""
-    return {"url": triton_endpoint.http_url(address, wants["cn_inference_http_port"]),
-            "repository": data["inference_model_repository"], "name": wants["cn_model_name"],
-            "version": wants["cn_model_version"]}
-
-
-def endpoint_path(helper: str) -> str:
-    """Where deploy/triton_endpoint.py goes: beside model_serve.py (`helper`), which loads it from there, as the
-    verify layer's health_report.py does."""
-    return f"{helper.rsplit('/', 1)[0]}/triton_endpoint.py"
-
-
-def site_packages(venv: str, python: str) -> str:
-    return f"{venv}/lib/python{python}/site-packages"
-
-
-def triton_server(venv: str, python: str) -> str:
-    """The wheel's tritonserver directory: bin/tritonserver, backends/, python_backend_stubs/."""
-    return f"{site_packages(venv, python)}/pytriton/tritonserver"
-
-
-def pip_index_args(index_url: str) -> list[str]:
-    """pip's options for the pinned wheels, as words: hashes required, no dependency resolution, the stack's index
-    only (a plain-http site index must be named trusted; the hashes are what makes it safe)."""
-    trusted = ["--trusted-host", str(urlsplit(index_url).hostname)] if index_url.startswith("http://") else []
-    return ["--no-deps", "--require-hashes", "--no-cache-dir", "--disable-pip-version-check", "--index-url", index_url,
-            *trusted]
-
-
-def pip_install_command(venv: str, requirements: str, index_url: str, build: bool = False) -> str:
-    """The pinned wheels into the venv: one command for both engines (Ansible's pip module would need the
-    `packaging` library in the host's own Python), every word quoted. `build`: the file pins source archives,
-    built with the venv's own pinned setuptools and wheel (no isolated build environment, so no unpinned build
-    tool)."""
-    isolation = ["--no-build-isolation"] if build else []
-    return shlex.join([f"{venv}/bin/pip", "install", "--quiet", *pip_index_args(index_url), *isolation,
-                       "--requirement", requirements])
-
-
-def unit_variables(wants: dict[str, Any], data: dict[str, Any], address: str, python: str | None) -> dict[str, Any]:
-    """What templates/systemd/circularnet-triton.service.j2 takes, for this host."""
-    return {
-        "runtime": wants["cn_inference_runtime"], "image": wants["cn_triton_image"], "docker": data["inference_docker"],
-        "triton_server": triton_server(data["inference_venv"], python or "3"),
-        "triton_libs": f"{site_packages(data['inference_venv'], python or '3')}/nvidia_pytriton.libs",
-        "model_repository": data["inference_model_repository"],
-        "model_name": wants["cn_model_name"], "bind_address": address, "http_port": wants["cn_inference_http_port"],
-        "url": triton_endpoint.http_url(address, wants["cn_inference_http_port"]),  # where ExecStartPost reaches it
-        "grpc_port": wants["cn_inference_grpc_port"], "metrics_port": wants["cn_inference_metrics_port"],
-        "helper": data["inference_helper"], "container_name": data["inference_container_name"],
-        "start_timeout": int(data["inference_start_timeout"]), "start_limit": int(data["inference_start_timeout"]) + 30,
-        "shm_size": data["inference_shm_size"], "container_user": data["inference_container_user"],
-    }
 
 
 @operation(is_idempotent=True)

@@ -17,13 +17,12 @@ roles/jetson is the same layer for Ansible.
 
 from __future__ import annotations
 
-from typing import Any
-
 from pyinfra import host
 from pyinfra.api import deploy, operation
 from pyinfra.operations import systemd
 
 from deploy.facts import NvpmodelMode
+from deploy.rules.jetson import pins, power_mode_problem, sources
 from deploy.steps import (
     after_change,
     apt_pins,
@@ -37,26 +36,6 @@ from deploy.steps import (
     verified,
     wishes,
 )
-
-
-def sources(wants: dict[str, Any], keyring: str) -> list[dict[str, Any]]:
-    """One line per repository component (`common`, `t234`), suite = the L4T release (`r36.4`)."""
-    base = wants["cn_jetson_apt_url"].rstrip("/")
-    return [{"uri": f"{base}/{component}", "suite": wants["cn_jetson_apt_release"], "components": ["main"],
-             "signed_by": keyring} for component in wants["cn_jetson_apt_components"]]
-
-
-def pins(wants: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each JetPack component at its exact matrix version."""
-    return [{"packages": [name], "version": version} for name, version in sorted(wants["cn_jetson_packages"].items())]
-
-
-def power_mode_problem(current: dict[str, Any] | None, mode: int | None) -> str:
-    """The power mode nvpmodel reports must be the fleet entry's (no wish: nothing to check)."""
-    if mode is None or (current is not None and current["id"] == mode):
-        return ""
-    found = f"{current['name']} (id {current['id']})" if current else "no answer from nvpmodel -q"
-    return f"nvpmodel reports {found}, the fleet entry wants mode {mode}"
 
 
 @operation(is_idempotent=True)

@@ -1,7 +1,7 @@
 """The model layer: the stack's pinned model version in a versioned Triton model repository.
 
 1. Refused before anything changes when the stack gives no sha256 pin (the `cnctl model pin` hint) or no
-   http(s) URL a host can fetch (deploy/checks.py `model_problem`);
+   http(s) URL a host can fetch (deploy/rules/checks.py `model_problem`);
 2. the layer's script (deploy/model_sync.py, stdlib only, one copy for both engines) shipped to the host,
    the staging directory (0700) and the repository in place, and the config.pbtxt for archives that bring
    none rendered from templates/triton/config.pbtxt.j2 (name, Triton platform, no batching dimension);
@@ -22,18 +22,11 @@ from pyinfra import host
 from pyinfra.api import deploy, operation
 from pyinfra.operations import files
 
-from deploy import checks, model_sync, scripts
+from deploy import model_sync
 from deploy.facts import ModelRepository
+from deploy.rules import checks, scripts
+from deploy.rules.model import options
 from deploy.steps import refused, role_data, template, wishes
-
-
-def options(wants: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-    """The script's options for this host (model_sync.OPTIONS): the stack's pin, the role's paths."""
-    return {
-        "url": wants["cn_model_url"], "sha256": wants["cn_model_sha256"], "name": wants["cn_model_name"],
-        "version": wants["cn_model_version"], "repository": data["model_repository"], "staging": data["model_staging"],
-        "default-config": data["model_default_config"], "keep": wants["cn_model_keep"], "format": wants["cn_model_format"],
-    }
 
 
 @operation(is_idempotent=True)

@@ -420,7 +420,7 @@ def interface_url(interface: str, port: int | None) -> str:
 
 
 # The options an engine passes to check/serve (deploy/inference.py `options`), in the order the script takes them
-# (deploy/scripts.py builds the command line).
+# (deploy/rules/scripts.py builds the command line).
 OPTIONS = ("url", "repository", "name", "version")
 
 

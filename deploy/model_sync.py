@@ -402,7 +402,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 # The options an engine passes (deploy/model.py `options`), in the order the script takes them
-# (deploy/scripts.py builds the command line).
+# (deploy/rules/scripts.py builds the command line).
 OPTIONS = ("url", "sha256", "name", "version", "repository", "staging", "default-config", "keep", "format")
 
 

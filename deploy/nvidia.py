@@ -29,9 +29,8 @@ from pyinfra.api import deploy, operation
 from pyinfra.facts.files import File
 from pyinfra.operations import files, server
 
-from deploy import checks
-from deploy.facts import DpkgVersions, NvccRelease, NvidiaGpus, OsIdentity
-from deploy.probe import LoadedModules, SecureBoot
+from deploy.facts import DpkgVersions, LoadedModules, NvccRelease, NvidiaGpus, OsIdentity, SecureBoot
+from deploy.rules import checks
 from deploy.steps import (
     after_change,
     apt_pins,

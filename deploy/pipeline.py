@@ -1,6 +1,6 @@
 """The pipeline layer: from the belt camera to the stack's bucket, as three hardened services of one user.
 
-1. Refused before anything changes when the host cannot run the stack's pipeline (deploy/checks.py
+1. Refused before anything changes when the host cannot run the stack's pipeline (deploy/rules/checks.py
    `pipeline_problem`: no pinned client archive or requirements, a Python the pinned wheels do not fit, a
    credentials file missing or readable by others on the deploying machine);
 2. the service user `circularnet-pipeline` (system, no login) and its data directory: frame spool, batches at
@@ -22,9 +22,7 @@ roles/pipeline is the same layer for Ansible.
 
 from __future__ import annotations
 
-import os
 import shlex
-import stat
 from pathlib import Path
 from typing import Any
 
@@ -35,167 +33,29 @@ from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import apt, files, server, systemd
 
 from cnctl.paths import TEMPLATES_DIR
-from deploy import bucket_worker, capture, checks, client_adapter, pipeline_run, triton_endpoint, uploader
+from deploy import bucket_worker, capture, client_adapter, pipeline_run, uploader
 from deploy.facts import HostPython, InterfaceAddress, VenvPackages
-from deploy.inference import pip_install_command
+from deploy.rules import checks
+from deploy.rules.pipeline import (
+    apt_packages,
+    client_archive,
+    client_dir,
+    credentials_found,
+    input_of,
+    install_command,
+    prebuilt,
+    replay_archive,
+    settings,
+    sources,
+    unit_variables,
+    unpack_command,
+    wheels,
+)
 from deploy.steps import after_change, index_refreshed, refused, role_data, template, wishes
 
 SCRIPTS = {"capture.py": capture.__file__, "pipeline_run.py": pipeline_run.__file__, "uploader.py": uploader.__file__,
            "bucket_worker.py": bucket_worker.__file__, "client_adapter.py": client_adapter.__file__}
 FETCH_TIMEOUT_DEFAULT = 600
-
-
-def short(sha256: str) -> str:
-    """The first 16 hex digits of a pin: names a client directory or a footage file (one per pin)."""
-    return sha256[:16]
-
-
-def client_dir(data: dict[str, Any], wants: dict[str, Any]) -> str:
-    return f"{data['pipeline_root']}/client/{short(wants['cn_pipeline_client_sha256'])}"
-
-
-def client_archive(data: dict[str, Any], wants: dict[str, Any]) -> str:
-    return f"{data['pipeline_root']}/archives/client-{short(wants['cn_pipeline_client_sha256'])}.zip"
-
-
-def replay_archive(data: dict[str, Any], camera: dict[str, Any] | None) -> str | None:
-    if not camera or camera.get("source") != "replay":
-        return None
-    return f"{data['pipeline_root']}/archives/replay-{short(camera['replay_sha256'])}.zip"
-
-
-def input_of(wants: dict[str, Any]) -> str:
-    """camera (edge), spool or bucket: where this host's frames come from."""
-    return wants.get("cn_pipeline_input") or ("camera" if wants.get("cn_camera") else "spool")
-
-
-def wheels(wants: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every wheel of the venv: the uploader's, the bucket worker's where the input is the bucket, then the
-    client's (each pinned by sha256)."""
-    worker = (wants.get("cn_worker_wheels") or []) if input_of(wants) == "bucket" else []
-    return [*wants["cn_uploader_wheels"], *worker, *(wants.get("cn_pipeline_client_wheels") or [])]
-
-
-def prebuilt(wants: dict[str, Any]) -> list[dict[str, Any]]:
-    """The venv's wheels (the requirements file): every pin but the source archives."""
-    return [w for w in wheels(wants) if not w.get("sdist")]
-
-
-def sources(wants: dict[str, Any]) -> list[dict[str, Any]]:
-    """The pinned source archives (pure-Python packages PyPI has no usable wheel of: trackpy), built after."""
-    return [w for w in wheels(wants) if w.get("sdist")]
-
-
-def install_command(venv: str, data: dict[str, Any], wants: dict[str, Any]) -> str:
-    """The venv's pins installed: the wheels, then (when the client pins any) the source archives, built with
-    the setuptools and wheel the first step installed."""
-    first = pip_install_command(venv, data["pipeline_requirements"], wants["cn_python_index_url"])
-    if not sources(wants):
-        return first
-    then = pip_install_command(venv, data["pipeline_sources_requirements"], wants["cn_python_index_url"], build=True)
-    return f"{first} && {then}"
-
-
-def apt_packages(camera: dict[str, Any] | None) -> list[str]:
-    """python3-venv for the venv; ffmpeg where a live camera (v4l2, rtsp) is read through it."""
-    return ["python3-venv"] + (["ffmpeg"] if camera and camera["source"] in ("v4l2", "rtsp") else [])
-
-
-def units(data: dict[str, Any], camera: dict[str, Any] | None, pipeline_input: str | None = None) -> list[str]:
-    """The layer's units that run: capture on edge devices only, the bucket worker in place of the pipeline's
-    timer where the input is the bucket, the uploader everywhere."""
-    runner = (f"{data['pipeline_worker_unit']}.service" if pipeline_input == "bucket"
-              else f"{data['pipeline_run_unit']}.timer")
-    return ([f"{data['pipeline_capture_unit']}.service"] if camera else []) + [runner, f"{data['pipeline_upload_unit']}.service"]
-
-
-def settings(wants: dict[str, Any], data: dict[str, Any], address: str) -> dict[str, Any]:
-    """/etc/circularnet/pipeline.json for this host: what capture.py, pipeline_run.py and uploader.py read."""
-    camera, root = wants.get("cn_camera"), data["pipeline_data"]
-    bucket = input_of(wants) == "bucket"
-    return {
-        "host": wants["cn_host"],
-        "generation": wants["cn_pipeline_generation"],
-        "input": input_of(wants),
-        "worker": None if not bucket else {
-            "subscription": wants["cn_pipeline_subscription"], "max_messages": wants["cn_pipeline_max_messages"],
-            "max_lease_seconds": data["pipeline_worker_max_lease_seconds"],
-            "lease_extension_seconds": data["pipeline_worker_lease_extension_seconds"],
-            "batch_seconds": data["pipeline_worker_batch_seconds"]},
-        "spool": camera["spool"] if camera else f"{root}/frames",
-        "work": f"{root}/work",
-        "queue": f"{root}/queue",
-        "state": f"{root}/state",
-        "capture": None if not camera else {
-            "source": camera["source"], "device": camera["device"], "url": camera["url"],
-            "replay_archive": replay_archive(data, camera), "replay_loop": camera["replay_loop"], "fps": camera["fps"],
-            "prefix": camera["prefix"],
-            "spool_budget_mib": camera["spool_budget_mib"]},
-        "client": {"python": f"{data['pipeline_venv']}/bin/python", "dir": client_dir(data, wants),
-                   "entry": wants["cn_pipeline_client_entry"], "flags": list(wants["cn_pipeline_flags"]),
-                   "contract": wants["cn_pipeline_client_contract"], "columns": wants["cn_pipeline_columns"]},
-        "triton_url": triton_endpoint.http_url(address, wants["cn_inference_http_port"]),
-        "triton_grpc": triton_endpoint.grpc_target(address, wants["cn_inference_grpc_port"]),  # upstream's client
-        "batch_frames": wants["cn_pipeline_batch_frames"],
-        "upload_images": wants["cn_pipeline_upload_images"],
-        "max_attempts": data["pipeline_max_attempts"],
-        "client_timeout": data["pipeline_client_timeout"],
-        "storage": {"kind": wants["cn_storage_kind"], "endpoint": wants["cn_storage_endpoint"],
-                    "project": wants["cn_storage_project"],
-                    "buckets": {"results": wants["cn_storage_results_bucket"], "images": wants["cn_storage_images_bucket"]},
-                    "credentials": data["pipeline_credentials"] if wants.get("cn_storage_credentials_file") else None},
-        "queue_budget_mib": wants["cn_pipeline_queue_budget_mib"],
-        "retry": {"min_seconds": data["pipeline_retry_min_seconds"], "max_seconds": data["pipeline_retry_max_seconds"]},
-        "poll_seconds": data["pipeline_poll_seconds"],
-    }
-
-
-# The sandboxing every pipeline unit shares (each unit adds what it may write and reach). Its exposure under
-# `systemd-analyze security` stays at or under 3.0; the e2e test measures it on a host.
-HARDENING = (
-    "NoNewPrivileges=yes", "CapabilityBoundingSet=", "AmbientCapabilities=", "ProtectSystem=strict", "ProtectHome=yes",
-    "PrivateTmp=yes", "PrivateMounts=yes", "PrivateUsers=yes", "ProtectKernelTunables=yes", "ProtectKernelModules=yes",
-    "ProtectKernelLogs=yes", "ProtectControlGroups=yes", "ProtectClock=yes", "ProtectHostname=yes",
-    "ProtectProc=invisible", "ProcSubset=pid", "RestrictNamespaces=yes", "RestrictRealtime=yes",
-    "RestrictSUIDSGID=yes", "RemoveIPC=yes", "KeyringMode=private", "LockPersonality=yes", "MemoryDenyWriteExecute=yes",
-    "SystemCallArchitectures=native", "SystemCallFilter=@system-service", "SystemCallFilter=~@privileged @resources",
-    "SystemCallErrorNumber=EPERM",
-)
-
-
-def write_paths(data_dir: str, spool: str) -> list[str]:
-    """The directories the services may write: the data directory, and the spool when the camera puts it elsewhere."""
-    inside = spool == data_dir or spool.startswith(f"{data_dir}/")
-    return [data_dir] if inside else [data_dir, spool]
-
-
-def unit_variables(wants: dict[str, Any], data: dict[str, Any], address: str) -> dict[str, Any]:
-    """What templates/systemd/circularnet-{capture,pipeline,upload}.* take, for this host."""
-    config = settings(wants, data, address)
-    camera = config["capture"]
-    return {
-        "user": data["pipeline_user"], "helper_dir": data["pipeline_helper_dir"], "settings": data["pipeline_settings"],
-        "python": f"{data['pipeline_venv']}/bin/python", "write_paths": write_paths(data["pipeline_data"], config["spool"]),
-        "source": camera["source"] if camera else None, "device": camera["device"] if camera else None,
-        "triton_unit": "circularnet-triton.service", "bind_address": address,
-        "interval": wants["cn_pipeline_interval"], "client_timeout": data["pipeline_client_timeout"],
-        "run_unit": data["pipeline_run_unit"],
-        # the bucket worker finishes the batch under way on SIGTERM: the client's time, and some to settle
-        "stop_seconds": data["pipeline_client_timeout"] + 30,
-        # A V4L2 camera is reached through the host's `video` group, which a private user namespace would not map.
-        "hardening": [line for line in HARDENING if not (camera and camera["source"] == "v4l2" and line == "PrivateUsers=yes")],
-    }
-
-
-def credentials_found(path: str | None) -> dict[str, Any] | None:
-    """The deploying machine's credentials file as checks.pipeline_problem reads it (never its content)."""
-    if not path:
-        return None
-    try:
-        mode = os.stat(Path(path).expanduser()).st_mode
-    except OSError:
-        return {"exists": False, "mode": 0}
-    return {"exists": stat.S_ISREG(mode), "mode": stat.S_IMODE(mode)}
 
 
 # Fetched with the host's python3 (hosts have no curl or wget), verified before it takes the final name.
@@ -216,13 +76,6 @@ def archive_fetched(url: str, sha256: str, dest: str, timeout: int = FETCH_TIMEO
     yield (f"timeout {int(timeout)} python3 -c {shlex.quote(_FETCH)} {shlex.quote(url)} {shlex.quote(partial)} "
            f"{shlex.quote(sha256)} && install -m 644 -o root -g root {shlex.quote(partial)} {shlex.quote(dest)}; "
            f"status=$?; rm -f {shlex.quote(partial)}; exit $status")
-
-
-def unpack_command(archive: str, dest: str) -> str:
-    """The archive into `dest` through a temporary directory beside it (a crash leaves no half a client)."""
-    tmp = shlex.quote(f"{dest}.cnctl-unpack")
-    return (f"rm -rf {tmp} && python3 -m zipfile -e {shlex.quote(archive)} {tmp} && chmod -R u=rwX,go=rX {tmp} && "
-            f"mv {tmp} {shlex.quote(dest)}")
 
 
 @operation(is_idempotent=True)

@@ -1,7 +1,7 @@
 """The platform layer: is this host what its fleet entry says, on a platform the matrix supports?
 
 Detects the OS release, the dpkg architecture, a Jetson's L4T release (/etc/nv_tegra_release and
-nvidia-l4t-core) and compares them with the host's cn_* variables (deploy/checks.py `platform_refusal`).
+nvidia-l4t-core) and compares them with the host's cn_* variables (deploy/rules/checks.py `platform_refusal`).
 `refusal()` runs before any operation of any layer is added for the host, so a refused host fails with
 one message naming it, what was found and what the matrix supports, and nothing is changed on it.
 A supported host is then proven ready (sudo gives root, systemd running with no failed unit), gets the
@@ -20,7 +20,7 @@ from pyinfra import host
 from pyinfra.api import FactBase, deploy
 from pyinfra.operations import files
 
-from deploy import checks
+from deploy.rules import checks
 from deploy.steps import apt_repository, read, role_data, template, verified, wishes
 
 

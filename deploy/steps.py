@@ -13,7 +13,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
 from jinja2 import Environment
 from jinja2.exceptions import TemplateRuntimeError
 from jinja2.ext import Extension
@@ -25,28 +24,22 @@ from pyinfra.operations import apt, files
 
 from cnctl import unitescape
 from cnctl.paths import REPO_ROOT, TEMPLATES_DIR
-from deploy import checks, probe
-from deploy.facts import AptHolds, DpkgVersions
+from deploy.facts import BY_NAME, AptHolds, DpkgVersions
+from deploy.rules import FILTER_PREFIX, checks, roles
 
 
 @cache
 def role_data(role: str) -> dict[str, Any]:
-    """roles/<role>/defaults/main.yml and vars/main.yml (its constants, e.g. the probes it reads), without
-    the Ansible-only template directory (pyinfra knows TEMPLATES_DIR)."""
-    data: dict[str, Any] = {}
-    for part in ("defaults", "vars"):
-        path = REPO_ROOT / "roles" / role / part / "main.yml"
-        if path.is_file():
-            data.update(yaml.safe_load(path.read_text()) or {})
-    return {key: value for key, value in data.items() if not key.endswith("_templates_dir")}
+    """roles/<role>/defaults/main.yml and vars/main.yml of the repository (deploy/rules/roles.py)."""
+    return roles.role_data(REPO_ROOT / "roles", role)
 
 
 def read(probes: dict[str, list[Any]]) -> dict[str, Any]:
-    """{label: fact value} of a role's probes (deploy/probe.py), read the pyinfra way: one fact at a time."""
+    """{label: fact value} of a role's probes (deploy/rules/probe.py), read the pyinfra way: one fact at a time."""
     values = {}
     for label, spec in probes.items():
         kwargs = dict(spec[1]) if len(spec) > 1 else {}
-        values[label] = host.get_fact(probe.FACTS[spec[0]], **kwargs)
+        values[label] = host.get_fact(BY_NAME[spec[0]], **kwargs)
     return values
 
 
@@ -82,12 +75,13 @@ def verified(check: Callable[[], str]):
 
 
 class UnitFilters(Extension):
-    """cnctl.unitescape's filters in pyinfra's Jinja environment, under the names the roles' filter plugin gives
-    them (roles/*/filter_plugins/cnctl_units.py): templates/systemd/*.j2 render the same in both engines."""
+    """cnctl.unitescape's filters in pyinfra's Jinja environment, under the names the collection's filter plugin
+    gives them (collection/plugins/filter/units.py, by FQCN): templates/systemd/*.j2 render the same in both engines."""
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
-        environment.filters.update(unitescape.filters(TemplateRuntimeError))
+        escapes = unitescape.filters(TemplateRuntimeError)
+        environment.filters.update({FILTER_PREFIX + name: escape for name, escape in escapes.items()})
 
 
 def jinja_env_kwargs() -> dict[str, Any]:

@@ -29,6 +29,7 @@ from cnctl.errors import UsageProblem
 ENTRIES: tuple[tuple[str, str | None], ...] = (
     ("deploy.py", None),
     ("deploy", "*.py"),
+    ("deploy/rules", "*.py"),  # the layers' pure rules (both engines: the collection carries them as module_utils)
     ("templates", "**/*"),
     # the layers' settings, one copy for both engines (deploy/steps.py role_data): the roles' tasks stay home
     ("roles", "*/defaults/main.yml"),

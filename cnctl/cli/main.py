@@ -7,7 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import typer
 
-from cnctl.cli import bundle, cloud, deploy, infer, inventory, model, plan, sandbox, stack, status
+from cnctl.cli import bundle, cloud, collection, deploy, infer, inventory, model, plan, sandbox, stack, status
 from cnctl.paths import REPO_ROOT
 
 app = typer.Typer(
@@ -56,6 +56,7 @@ app.command("infer")(infer.infer)
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(model.app, name="model")
 app.add_typer(bundle.app, name="bundle")
+app.add_typer(collection.app, name="collection")
 
 if __name__ == "__main__":
     app()

@@ -117,14 +117,15 @@ def object_path(*parts: str) -> str:
 
 
 def _pull_layer() -> tuple[Any, Any, Any]:
-    """deploy/pull.py (its `wheels` and `agent_config`), deploy/steps.py's `role_data` and deploy/inference.py's
-    `pip_index_args`: the pull layer's own builders, so the startup script installs what the layer installs. The
-    repository root goes on sys.path as for roles/pull's filters (the `cnctl` console script runs from anywhere)."""
+    """deploy/rules/pull.py (its `wheels` and `agent_config`), the roles' settings (deploy/rules/roles.py) and
+    deploy/rules/inference.py's `pip_index_args`: the pull layer's own builders, pyinfra-free, so the startup script
+    installs what the layer installs. The repository root goes on sys.path (the `cnctl` console script runs from
+    anywhere)."""
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
     # by name at run time: deploy/ is the host side, which `mypy cnctl` does not check
-    pull, steps, inference = (importlib.import_module(f"deploy.{name}") for name in ("pull", "steps", "inference"))
-    return pull, steps.role_data, inference.pip_index_args
+    pull, roles, inference = (importlib.import_module(f"deploy.rules.{name}") for name in ("pull", "roles", "inference"))
+    return pull, lambda role: roles.role_data(REPO_ROOT / "roles", role), inference.pip_index_args
 
 
 def pull_bootstrap(cfg: StackConfig) -> dict[str, Any] | None:

@@ -1,4 +1,6 @@
-"""The Ansible engine: playbooks/site.yml through ansible-runner, with the roles of this repository.
+"""The Ansible engine: playbooks/site.yml through ansible-runner, with the collection circularnet.fleet as
+`cnctl collection build` assembles it (cnctl/collection.py: cached by the hash of its inputs, so a run whose
+roles, templates and programs did not change does not rebuild): the same roles a user installs.
 
 ansible-runner needs an absolute private_data_dir (a relative one breaks the inventory, ansible-runner
 #1216) and writes artifacts there: a temporary directory, removed after the run. It starts
@@ -25,6 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from cnctl import collection
 from cnctl.ansible_yaml import unsafe_dump
 from cnctl.engines.result import DeployResult, EngineFailure, HostResult
 from cnctl.engines.target import REPO, Target
@@ -32,17 +35,17 @@ from cnctl.engines.target import REPO, Target
 NAME = "ansible"
 BIN = Path(sys.executable).parent
 PLAYBOOK = REPO / "playbooks" / "site.yml"
-ROLES = REPO / "roles"
 
 
-def envvars(workdir: Path) -> dict[str, str]:
-    """The environment of ansible-playbook for one run in `workdir`."""
+def envvars(workdir: Path, collections: Path) -> dict[str, str]:
+    """The environment of ansible-playbook for one run in `workdir` with the assembled `collections` path."""
     return {
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "ANSIBLE_HOME": str(workdir / "home"),
         "ANSIBLE_LOCAL_TEMP": str(workdir / "tmp"),
         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(workdir / "cp"),  # not under ANSIBLE_HOME by default
-        "ANSIBLE_ROLES_PATH": str(ROLES),
+        "ANSIBLE_COLLECTIONS_PATH": str(collections),
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
         # ansible-runner turns host key checking off unless it is set; the inventories pin known_hosts.
         "ANSIBLE_HOST_KEY_CHECKING": "True",
         # One SSH round trip per task instead of three (the hosts' sudoers do not require a tty).
@@ -64,9 +67,10 @@ def write_extravars(target: Target, workdir: Path) -> Path:
     return path
 
 
-def runner_args(target: Target, workdir: Path, *, dry: bool) -> dict[str, Any]:
+def runner_args(target: Target, workdir: Path, *, dry: bool, collections: Path | None = None) -> dict[str, Any]:
     """The arguments of `ansible_runner.run` for `target` in `workdir` (without the event handler); the extra
-    vars are the file `write_extravars` writes there, never a dict (which would go as JSON, templates live)."""
+    vars are the file `write_extravars` writes there, never a dict (which would go as JSON, templates live).
+    `collections`: the assembled collection (default: assembled now, or found in the cache)."""
     return {
         "private_data_dir": str(workdir),
         "playbook": str(PLAYBOOK),
@@ -74,7 +78,7 @@ def runner_args(target: Target, workdir: Path, *, dry: bool) -> dict[str, Any]:
         "limit": ",".join(target.limits) or None,
         "tags": ",".join(target.layers) if target.layers is not None else None,
         "cmdline": "--check --diff" if dry else None,
-        "envvars": {**target.env, **envvars(workdir)},
+        "envvars": {**target.env, **envvars(workdir, collections or collection.assemble())},
         "quiet": True,
     }
 

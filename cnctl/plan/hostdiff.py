@@ -159,7 +159,8 @@ def group_templates(directory: Path) -> dict[str, dict[str, bytes]]:
         return {}
     out: dict[str, dict[str, bytes]] = {}
     for play in yaml.safe_load(site.read_text(encoding="utf-8")) or []:
-        roles = [r["role"] if isinstance(r, dict) else str(r) for r in play.get("roles", [])]
+        # a role by FQCN (circularnet.fleet.<role>, the collection roles/ is assembled into) or by its name
+        roles = [str(r["role"] if isinstance(r, dict) else r).rsplit(".", 1)[-1] for r in play.get("roles", [])]
         used = {ref for role in roles for ref in role_templates(directory / "roles" / role)}
         for group in str(play.get("hosts", "")).split(":"):
             files = out.setdefault(group, {})

@@ -15,7 +15,7 @@ reach a host:
   is no address): the run stops before pyinfra executes anything.
 
 The recording is what both engines put on a host: the roles call the same builders through their filter
-plugins (roles/*/filter_plugins) and render the same templates with the same variables (the parity tests).
+plugins (the collection's plugins/filter, docs/ansible.md) and render the same templates with the same variables (the parity tests).
 """
 
 from __future__ import annotations
@@ -132,10 +132,15 @@ class _FakeHost:
         kwargs = {k: v for k, v in kwargs.items() if not k.startswith("_")}
         self._recording.facts.append((fact.__name__, kwargs))
         if fact.__module__.startswith("deploy"):  # pyinfra's own facts quote their arguments themselves
-            self._recording.commands.append((_where(fact), _fact_command(fact, kwargs)))  # type: ignore[arg-type]
+            self._recording.commands.append((_where(_defining(fact)), _fact_command(fact, kwargs)))
         if fact.__name__ not in self._facts:
             raise KeyError(f"tests/unit/sink_recorder.py: no canned value for fact {fact.__name__}; add one to _facts")
         return self._facts[fact.__name__]
+
+
+def _defining(fact: type[FactBase]) -> type:
+    """The class whose `command` a fact runs: deploy/rules/facts.py's, which deploy/facts.py makes a pyinfra fact."""
+    return next(cls for cls in fact.__mro__ if "command" in vars(cls))
 
 
 def _fact_command(fact: type[FactBase], kwargs: dict[str, Any]) -> str:

@@ -462,9 +462,9 @@ def _commands_of(builder: str) -> Callable[[Scene], dict[str, Output]]:
 
 
 def _probe_scripts(sc: Scene) -> dict[str, Output]:
-    """The roles read the same facts in one round trip (deploy/probe.py `script`, their `cnctl_probe_script`): the
+    """The roles read the same facts in one round trip (deploy/rules/probe.py `script`, their `cnctl_probe_script`): the
     facts the layers read, with the same arguments, and the pipeline role's units (roles/pipeline `active`)."""
-    from deploy import pipeline, probe
+    from deploy.rules import pipeline, probe
     from deploy.steps import role_data
 
     out: dict[str, Output] = {}
@@ -650,43 +650,43 @@ HOST_COMMANDS: dict[str, tuple[str, ...]] = {
     "deploy/steps.py:held": (),
     "deploy/nvidia.py:driver_settled": (),
     "deploy/jetson.py:power_mode": (),
-    "deploy/container.py:nvidia_runtime_configured": ("deploy/container.py:configure_command",),
-    "deploy/model.py:model_synced": ("deploy/scripts.py:model_command", "deploy/scripts.py:command_line"),
+    "deploy/container.py:nvidia_runtime_configured": ("deploy/rules/container.py:configure_command",),
+    "deploy/model.py:model_synced": ("deploy/rules/scripts.py:model_command", "deploy/rules/scripts.py:command_line"),
     "deploy/inference.py:image_pulled": (),
     "deploy/inference.py:venv_created": (),
-    "deploy/inference.py:wheels_installed": ("deploy/inference.py:pip_install_command",),
-    "deploy/inference.py:model_served": ("deploy/scripts.py:serve_command", "deploy/scripts.py:command_line"),
+    "deploy/inference.py:wheels_installed": ("deploy/rules/inference.py:pip_install_command",),
+    "deploy/inference.py:model_served": ("deploy/rules/scripts.py:serve_command", "deploy/rules/scripts.py:command_line"),
     "deploy/pipeline.py:archive_fetched": (),
-    "deploy/pipeline.py:archive_unpacked": ("deploy/pipeline.py:unpack_command",),
-    "deploy/pipeline.py:wheels_installed": ("deploy/pipeline.py:install_command", "deploy/inference.py:pip_install_command"),
+    "deploy/pipeline.py:archive_unpacked": ("deploy/rules/pipeline.py:unpack_command",),
+    "deploy/pipeline.py:wheels_installed": ("deploy/rules/pipeline.py:install_command", "deploy/rules/inference.py:pip_install_command"),
     "deploy/pull.py:tree_pruned": (),
     "deploy/verify.py:healthy": ("deploy/steps.py:fail",),
-    "deploy/facts.py:OsIdentity": ("deploy/facts.py:OsIdentity.command",),
-    "deploy/facts.py:NvidiaGpus": ("deploy/facts.py:NvidiaGpus.command", "deploy/facts.py:NvidiaGpus.requires_command"),
-    "deploy/facts.py:NvccRelease": ("deploy/facts.py:NvccRelease.command",),
-    "deploy/facts.py:TegraRelease": ("deploy/facts.py:TegraRelease.command",),
-    "deploy/probe.py:SecureBoot": ("deploy/probe.py:SecureBoot.command",),
-    "deploy/probe.py:LoadedModules": ("deploy/probe.py:LoadedModules.command",),
-    "deploy/facts.py:AptHolds": ("deploy/facts.py:AptHolds.command", "deploy/facts.py:AptHolds.requires_command"),
-    "deploy/facts.py:DpkgVersions": ("deploy/facts.py:DpkgVersions.command",
-                                     "deploy/facts.py:DpkgVersions.requires_command"),
-    "deploy/facts.py:NvpmodelMode": ("deploy/facts.py:NvpmodelMode.command",
-                                     "deploy/facts.py:NvpmodelMode.requires_command"),
-    "deploy/facts.py:DockerRuntimes": ("deploy/facts.py:DockerRuntimes.command",
-                                       "deploy/facts.py:DockerRuntimes.requires_command"),
-    "deploy/facts.py:ModelRepository": ("deploy/facts.py:ModelRepository.command",),
-    "deploy/facts.py:HostPython": ("deploy/facts.py:HostPython.command",),
-    "deploy/facts.py:DockerImage": ("deploy/facts.py:DockerImage.command", "deploy/facts.py:DockerImage.requires_command"),
-    "deploy/facts.py:InterfaceAddress": ("deploy/facts.py:InterfaceAddress.command",),
-    "deploy/facts.py:TritonServing": ("deploy/facts.py:TritonServing.command",),
-    "deploy/facts.py:VenvPackages": ("deploy/facts.py:VenvPackages.command",),
-    "deploy/probe.py:NvidiaCtkDaemonJson": ("deploy/probe.py:NvidiaCtkDaemonJson.command",
-                                            "deploy/probe.py:NvidiaCtkDaemonJson.requires_command"),
+    "deploy/rules/facts.py:OsIdentity": ("deploy/rules/facts.py:OsIdentity.command",),
+    "deploy/rules/facts.py:NvidiaGpus": ("deploy/rules/facts.py:NvidiaGpus.command", "deploy/rules/facts.py:NvidiaGpus.requires_command"),
+    "deploy/rules/facts.py:NvccRelease": ("deploy/rules/facts.py:NvccRelease.command",),
+    "deploy/rules/facts.py:TegraRelease": ("deploy/rules/facts.py:TegraRelease.command",),
+    "deploy/rules/facts.py:SecureBoot": ("deploy/rules/facts.py:SecureBoot.command",),
+    "deploy/rules/facts.py:LoadedModules": ("deploy/rules/facts.py:LoadedModules.command",),
+    "deploy/rules/facts.py:AptHolds": ("deploy/rules/facts.py:AptHolds.command", "deploy/rules/facts.py:AptHolds.requires_command"),
+    "deploy/rules/facts.py:DpkgVersions": ("deploy/rules/facts.py:DpkgVersions.command",
+                                     "deploy/rules/facts.py:DpkgVersions.requires_command"),
+    "deploy/rules/facts.py:NvpmodelMode": ("deploy/rules/facts.py:NvpmodelMode.command",
+                                     "deploy/rules/facts.py:NvpmodelMode.requires_command"),
+    "deploy/rules/facts.py:DockerRuntimes": ("deploy/rules/facts.py:DockerRuntimes.command",
+                                       "deploy/rules/facts.py:DockerRuntimes.requires_command"),
+    "deploy/rules/facts.py:ModelRepository": ("deploy/rules/facts.py:ModelRepository.command",),
+    "deploy/rules/facts.py:HostPython": ("deploy/rules/facts.py:HostPython.command",),
+    "deploy/rules/facts.py:DockerImage": ("deploy/rules/facts.py:DockerImage.command", "deploy/rules/facts.py:DockerImage.requires_command"),
+    "deploy/rules/facts.py:InterfaceAddress": ("deploy/rules/facts.py:InterfaceAddress.command",),
+    "deploy/rules/facts.py:TritonServing": ("deploy/rules/facts.py:TritonServing.command",),
+    "deploy/rules/facts.py:VenvPackages": ("deploy/rules/facts.py:VenvPackages.command",),
+    "deploy/rules/facts.py:NvidiaCtkDaemonJson": ("deploy/rules/facts.py:NvidiaCtkDaemonJson.command",
+                                            "deploy/rules/facts.py:NvidiaCtkDaemonJson.requires_command"),
     "deploy/platform.py:SudoUid": ("deploy/platform.py:SudoUid.command",),
     "deploy/platform.py:SystemdState": ("deploy/platform.py:SystemdState.command",),
-    "deploy/pull.py:PathsPresent": ("deploy/pull.py:PathsPresent.command", "deploy/pull.py:present_command"),
+    "deploy/pull.py:PathsPresent": ("deploy/pull.py:PathsPresent.command", "deploy/rules/pull.py:present_command"),
     "deploy/pull.py:TreePaths": ("deploy/pull.py:TreePaths.command", "deploy/pull.py:tree_command"),
-    "deploy/verify.py:HealthReport": ("deploy/verify.py:HealthReport.command", "deploy/verify.py:check_command"),
+    "deploy/verify.py:HealthReport": ("deploy/verify.py:HealthReport.command", "deploy/rules/verify.py:check_command"),
 }
 
 
@@ -703,8 +703,10 @@ def _sinks() -> list[Sink]:
     sinks += [Sink(f"host command {builder}", f"{HOST}, over SSH (pyinfra) or as the roles' tasks (Ansible)", "shell",
                    (builder, *extra), _commands_of(builder)) for builder, extra in HOST_COMMANDS.items()]
     sinks += [
-        Sink("host command deploy/probe.py:script (the roles' facts in one round trip)", HOST, "shell",
-             ("deploy/probe.py:script", "deploy/facts.py:UnitsActive.command"), _probe_scripts),
+        Sink("host command deploy/rules/probe.py:script (the roles' facts in one round trip)", HOST, "shell",
+             ("deploy/rules/probe.py:script", "deploy/rules/facts.py:UnitsActive.command",
+              "deploy/rules/facts.py:DebArch.command", "deploy/rules/facts.py:DebArch.requires_command",
+              "deploy/rules/facts.py:Fact.requires_command"), _probe_scripts),
         Sink("ffmpeg command line (deploy/capture.py, no shell)", "each edge device with a v4l2 or rtsp camera, as the "
              "pipeline's user", "argv", ("deploy/capture.py:ffmpeg_argv",), _capture_argv),
         Sink("client command line (deploy/pipeline_run.py, no shell)", "each host's pipeline run, as the pipeline's user",

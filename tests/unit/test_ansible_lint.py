@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from cnctl.paths import REPO_ROOT
+from tests.unit.collection_tree import collections_path
 
 REPO = REPO_ROOT
 BIN = Path(sys.executable).parent
@@ -33,6 +34,8 @@ def test_roles_and_playbooks_pass_the_production_profile_offline(tmp_path: Path)
         "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible" / "tmp"),
         "XDG_CACHE_HOME": str(tmp_path / "cache"),
         "NO_COLOR": "1",
+        # the playbook names the roles by FQCN: the collection they are assembled into (cnctl/collection.py)
+        "ANSIBLE_COLLECTIONS_PATH": str(collections_path()),
     }
     result = subprocess.run(
         [str(BIN / "ansible-lint"), "--offline", "--profile", "production", "--strict", "--nocolor", "roles", "playbooks"],

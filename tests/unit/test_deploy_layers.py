@@ -49,7 +49,7 @@ def test_the_playbook_applies_the_layers_of_each_platform_in_order_tagged_with_t
     platforms = {"edge": "jetson", "servers:cloud": "server"}
     assert set(plays) == set(platforms)
     for hosts, platform in platforms.items():
-        expected = [{"role": name, "tags": ["always" if name == layers.ALWAYS else name]}
+        expected = [{"role": f"circularnet.fleet.{name}", "tags": ["always" if name == layers.ALWAYS else name]}
                     for name in layers.for_platform(platform)]
         assert plays[hosts] == expected, hosts
 

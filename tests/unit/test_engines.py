@@ -124,8 +124,9 @@ def test_an_ansible_recap_counts_unreachable_and_missing_hosts_as_failed() -> No
 
 def test_ansible_runs_with_host_key_checking_on_and_everything_in_its_temp_dir(tmp_path: Path) -> None:
     """ansible-runner turns host key checking off unless told otherwise; the inventories pin known_hosts."""
-    env = ansible.envvars(tmp_path)
+    env = ansible.envvars(tmp_path, Path("/collections"))
     assert env["ANSIBLE_HOST_KEY_CHECKING"] == "True"
+    assert env["ANSIBLE_COLLECTIONS_PATH"] == "/collections" and "ANSIBLE_ROLES_PATH" not in env
     assert env["PATH"].split(os.pathsep)[0] == str(BIN)
     for key in ("ANSIBLE_HOME", "ANSIBLE_LOCAL_TEMP", "ANSIBLE_SSH_CONTROL_PATH_DIR"):
         assert Path(env[key]).is_relative_to(tmp_path), key

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from cnctl.catalog import catalog
-from deploy import checks
 from deploy.facts import (
     AptHolds,
     DockerImage,
@@ -33,6 +32,7 @@ from deploy.facts import (
     UnitsActive,
     VenvPackages,
 )
+from deploy.rules import checks
 
 SAMPLES = Path(__file__).parent / "samples"
 

@@ -35,7 +35,7 @@ from tests.unit import shell_shape, sink_recorder, sink_shapes, sinks
 from tests.unit.render_parity import refused_by_ansible
 from tools import sink_map
 
-SCANNED = ("cnctl", "deploy", "hosts", "deploy.py", "roles")
+SCANNED = ("cnctl", "deploy", "hosts", "deploy.py", "collection")
 LEFT_OUT = ("cnctl/sandbox/",)
 NAMED = ("_command", "_script", "_argv")
 
@@ -49,8 +49,6 @@ def _python_files() -> Iterator[Path]:
         files = [path] if path.is_file() else sorted(path.rglob("*.py"))
         for file in files:
             relative = str(file.relative_to(REPO_ROOT))
-            if top == "roles" and "/filter_plugins/" not in relative:
-                continue
             if not relative.startswith(LEFT_OUT):
                 yield file
 

@@ -8,7 +8,13 @@ from collections.abc import Callable
 
 import pytest
 
-from deploy import container, inference, model_serve, pipeline, probe, pull, scripts, verify
+from deploy import model_serve, pull
+from deploy.rules import container as container_rules
+from deploy.rules import inference as inference_rules
+from deploy.rules import pipeline as pipeline_rules
+from deploy.rules import probe, scripts
+from deploy.rules import pull as pull_rules
+from deploy.rules import verify as verify_rules
 from tests.unit.shell_shape import shape, words
 
 # A value no schema should let through; each builder must keep it one word all the same.
@@ -17,15 +23,15 @@ HOSTILE = "a b;$(touch /tmp/cnctl-pwned)`id`'\"\n&& #*"
 # name -> builder of (the command, a value in it)
 Builder = Callable[[str], str]
 BUILDERS: dict[str, Builder] = {
-    "pip install (index, venv, requirements)": lambda v: inference.pip_install_command(v, v, f"http://{v}", build=True),
-    "pipeline install (two pip runs)": lambda v: pipeline.install_command(
+    "pip install (index, venv, requirements)": lambda v: inference_rules.pip_install_command(v, v, f"http://{v}", build=True),
+    "pipeline install (two pip runs)": lambda v: pipeline_rules.install_command(
         v, {"pipeline_requirements": v, "pipeline_sources_requirements": v},
         {"cn_python_index_url": v, "cn_uploader_wheels": [{"name": "x", "sdist": True}]}),
-    "client unpack": lambda v: pipeline.unpack_command(v, v),
-    "nvidia-ctk configure": lambda v: container.configure_command(v, v, True),
-    "pull: present paths": lambda v: pull.present_command([v, v]),
+    "client unpack": lambda v: pipeline_rules.unpack_command(v, v),
+    "nvidia-ctk configure": lambda v: container_rules.configure_command(v, v, True),
+    "pull: present paths": lambda v: pull_rules.present_command([v, v]),
     "pull: tree": lambda v: pull.tree_command(v),
-    "verify: check": lambda v: verify.check_command(v, v),
+    "verify: check": lambda v: verify_rules.check_command(v, v),
     "model_serve check": lambda v: scripts.serve_command(v, "check", dict.fromkeys(model_serve.OPTIONS, v), True),
     "model_serve serve": lambda v: scripts.serve_command(v, "serve", dict.fromkeys(model_serve.OPTIONS, v)),
     "probe script (facts with arguments)": lambda v: probe.script({
@@ -46,9 +52,9 @@ def test_a_layers_command_keeps_its_structure_and_each_value_whole(name: str) ->
 
 
 def test_pips_options_are_words_and_the_plain_http_index_is_trusted_by_its_host() -> None:
-    assert inference.pip_index_args("http://10.0.0.2:8080/simple") == [
+    assert inference_rules.pip_index_args("http://10.0.0.2:8080/simple") == [
         "--no-deps", "--require-hashes", "--no-cache-dir", "--disable-pip-version-check", "--index-url",
         "http://10.0.0.2:8080/simple", "--trusted-host", "10.0.0.2"]
-    assert "--trusted-host" not in inference.pip_index_args("https://pypi.org/simple")
+    assert "--trusted-host" not in inference_rules.pip_index_args("https://pypi.org/simple")
 
 

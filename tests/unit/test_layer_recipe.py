@@ -408,7 +408,7 @@ BROKEN: dict[str, tuple[str, str, Callable[[Path], dict[str, Any]], str]] = {
         "pull", "templates proven byte-identical", lambda tree: {"proven": parity_renderings() - {"pull/agent.json.j2"}},
         "templates/pull/agent.json.j2 is in no RENDERINGS list"),
     "a role missing from a play": (
-        "verify", "plan host preview", _replace("playbooks/site.yml", "    - {role: verify, tags: [verify]}\n", "", count=2),
+        "verify", "plan host preview", _replace("playbooks/site.yml", "    - {role: circularnet.fleet.verify, tags: [verify]}\n", "", count=2),
         "does not list templates/verify/deploy.json.j2 for the edge group"),
     "a required input hostvars does not give": (
         "inference", "cn_* inputs from hostvars",

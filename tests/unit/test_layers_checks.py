@@ -1,5 +1,5 @@
 """The host layers' verdicts as data: real command output in, through deploy/facts.py's parsers (the same for
-both engines: deploy/probe.py), and the wishes of real stacks (cnctl.hostvars) -> ok, or the refusal text.
+both engines: deploy/rules/probe.py), and the wishes of real stacks (cnctl.hostvars) -> ok, or the refusal text.
 
 The facts are built from the outputs the tools print (shared/reference/nvidia-platform.md), not written as
 parsed dicts, so a change to a parser that would blind a verdict fails here.
@@ -17,10 +17,10 @@ from cnctl.catalog import catalog
 from cnctl.config import load_stack
 from cnctl.config.schema import OsName
 from cnctl.hostvars import host_vars
-from deploy import checks, probe
-from deploy.facts import DockerRuntimes, DpkgVersions, NvccRelease, NvidiaGpus, OsIdentity, TegraRelease
+from deploy.facts import DockerRuntimes, DpkgVersions, NvccRelease, NvidiaGpus, OsIdentity, SecureBoot, TegraRelease
 from deploy.jetson import power_mode_problem
 from deploy.nvidia import reboot_needed
+from deploy.rules import checks, probe
 
 UBUNTU_2204 = ['PRETTY_NAME="Ubuntu 22.04.5 LTS"', 'NAME="Ubuntu"', 'VERSION_ID="22.04"', "VERSION_CODENAME=jammy",
                "ID=ubuntu", "ID_LIKE=debian", "UBUNTU_CODENAME=jammy"]
@@ -161,7 +161,7 @@ def test_the_driver_must_answer_at_the_pinned_version(smi: list[str], cloud: boo
     ([], None),                       # no EFI variables: BIOS boot, or a container
 ])
 def test_secure_boot_is_read_from_its_efi_variable(efivar: list[str], on: bool | None) -> None:
-    assert probe.SecureBoot().process(efivar) is on
+    assert SecureBoot().process(efivar) is on
 
 
 def test_a_driver_that_does_not_load_under_secure_boot_says_why() -> None:
@@ -238,7 +238,7 @@ def test_docker_must_run_with_the_nvidia_runtime(info: list[str], platform: str,
     assert checks.docker_problem(DockerRuntimes().process(info), {"cn_platform": platform}) == problem
 
 
-# --- the roles read the same facts: deploy/probe.py's one round trip gives the pyinfra values -----------------
+# --- the roles read the same facts: deploy/rules/probe.py's one round trip gives the pyinfra values -----------------
 
 
 def test_one_probe_round_trip_parses_to_what_each_fact_gives_alone(tmp_path: Path) -> None:

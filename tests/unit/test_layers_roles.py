@@ -9,7 +9,6 @@ argument validation runs (it is tagged `always`; `--tags` selects nothing else),
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -22,6 +21,8 @@ import yaml
 from cnctl.ansible_yaml import unsafe_dump
 from cnctl.config import load_stack
 from cnctl.hostvars import host_vars
+from tests.unit.collection_tree import ansible_env
+from tests.unit.collection_tree import role as collection_role
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -59,10 +60,8 @@ def _validate(role: str, tmp_path: Path, hosts: dict[str, dict[str, Any]]) -> di
                                    for name, variables in hosts.items()}}}
     (tmp_path / "inventory.yml").write_text(unsafe_dump(inventory))  # as cnctl writes it: every string `!unsafe`
     (tmp_path / "play.yml").write_text(yaml.safe_dump(
-        [{"hosts": "all", "gather_facts": False, "roles": [{"role": role}]}]))
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "ANSIBLE_HOME": str(tmp_path / "home"),
-           "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-           "ANSIBLE_CALLBACK_RESULT_FORMAT": "json", "ANSIBLE_NOCOLOR": "1"}
+        [{"hosts": "all", "gather_facts": False, "roles": [{"role": collection_role(role)}]}]))
+    env = ansible_env(tmp_path, ANSIBLE_CALLBACK_RESULT_FORMAT="json")
     result = subprocess.run(
         [str(BIN / "ansible-playbook"), "-i", str(tmp_path / "inventory.yml"), str(tmp_path / "play.yml"),
          "--tags", "cnctl-only-argument-validation"],

@@ -22,10 +22,13 @@ from cnctl.catalog import catalog
 from cnctl.config import load_stack
 from cnctl.hostvars import host_vars
 from cnctl.sandbox.site.model import MODEL_NAME
-from deploy import checks, model_sync, scripts
+from deploy import model_sync
 from deploy.facts import ModelRepository
-from deploy.model import options
+from deploy.rules import checks, scripts
+from deploy.rules.model import options
 from deploy.steps import role_data
+from tests.unit.collection_tree import ansible_env
+from tests.unit.collection_tree import role as collection_role
 from tests.unit.test_model_sync import Site, site, triton_archive  # noqa: F401 - `site` is a fixture
 
 REPO = Path(__file__).resolve().parents[2]
@@ -108,11 +111,9 @@ def _play(tmp_path: Path, wants: dict[str, Any]) -> tuple[int, str]:
     paths = {"model_repository": str(tmp_path / "models"), "model_staging": str(tmp_path / "staging"),
              "model_helper": str(tmp_path / "lib" / "model_sync.py"), "model_default_config": str(tmp_path / "etc" / "config.pbtxt")}
     play = [{"hosts": "localhost", "connection": "local", "gather_facts": False, "vars": {**wants, **paths},
-             "roles": [{"role": "model"}]}]
+             "roles": [{"role": collection_role("model")}]}]
     (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "ANSIBLE_HOME": str(tmp_path / "home"),
-           "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_NOCOLOR": "1",
-           "ANSIBLE_FILTER_PLUGINS": str(REPO / "roles" / "platform" / "filter_plugins")}
+    env = ansible_env(tmp_path)
     result = subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", str(tmp_path / "play.yml"), "-e",
                              f"ansible_python_interpreter={sys.executable}"],
                             check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

@@ -16,7 +16,9 @@ import yaml
 
 from cnctl.config import load_stack
 from cnctl.hostvars import host_vars
-from deploy import bucket_worker, checks, pipeline, pipeline_run
+from deploy import bucket_worker, pipeline, pipeline_run
+from deploy.rules import checks
+from deploy.rules import pipeline as pipeline_rules
 from deploy.steps import role_data
 from tests.unit.render_parity import by_ansible, by_pyinfra, render
 from tests.unit.test_layers_roles import assert_bad_inputs_named
@@ -59,7 +61,7 @@ def _bucket_wants() -> dict[str, Any]:
 
 
 def _unit_vars(camera: dict[str, Any] | None, address: str = "127.0.0.1") -> dict[str, Any]:
-    return pipeline.unit_variables(_wants(cn_camera=camera), role_data("pipeline"), address)
+    return pipeline_rules.unit_variables(_wants(cn_camera=camera), role_data("pipeline"), address)
 
 
 def _upstream_wants(**overrides: Any) -> dict[str, Any]:
@@ -77,17 +79,17 @@ RENDERINGS: list[tuple[str, dict[str, Any]]] = [
     ("systemd/circularnet-capture.service.j2", {"unit": _unit_vars(_camera("rtsp"))}),
     ("systemd/circularnet-capture.service.j2", {"unit": _unit_vars(_camera("replay", spool="/data/frames"))}),
     ("systemd/circularnet-pipeline.service.j2", {"unit": _unit_vars(None, "10.20.0.5")}),
-    ("pipeline/pipeline.json.j2", {"pipeline_config": pipeline.settings(_wants(cn_camera=_camera("replay")),
+    ("pipeline/pipeline.json.j2", {"pipeline_config": pipeline_rules.settings(_wants(cn_camera=_camera("replay")),
                                                                           role_data("pipeline"), "127.0.0.1")}),
-    ("pipeline/pipeline.json.j2", {"pipeline_config": pipeline.settings(_wants("servers"), role_data("pipeline"),
+    ("pipeline/pipeline.json.j2", {"pipeline_config": pipeline_rules.settings(_wants("servers"), role_data("pipeline"),
                                                                           "0.0.0.0")}),
-    ("pipeline/pipeline.json.j2", {"pipeline_config": pipeline.settings(_bucket_wants(), role_data("pipeline"),
+    ("pipeline/pipeline.json.j2", {"pipeline_config": pipeline_rules.settings(_bucket_wants(), role_data("pipeline"),
                                                                           "10.20.0.5")}),
-    ("systemd/circularnet-worker.service.j2", {"unit": pipeline.unit_variables(_bucket_wants(), role_data("pipeline"),
+    ("systemd/circularnet-worker.service.j2", {"unit": pipeline_rules.unit_variables(_bucket_wants(), role_data("pipeline"),
                                                                                "10.20.0.5")}),
     ("triton/requirements.txt.j2", {"wheels": [{"name": "boto3", "version": "1.35.0", "sha256": ["a" * 64, "b" * 64]}]}),
     ("triton/requirements.txt.j2", {"wheels": []}),  # sources.txt of a client that pins no source archive
-    ("pipeline/pipeline.json.j2", {"pipeline_config": pipeline.settings(_upstream_wants(), role_data("pipeline"),
+    ("pipeline/pipeline.json.j2", {"pipeline_config": pipeline_rules.settings(_upstream_wants(), role_data("pipeline"),
                                                                           "10.20.0.5")}),
 ]
 
@@ -106,7 +108,7 @@ def test_both_engines_render_the_same_templates() -> None:
 
 
 def test_the_settings_are_what_each_script_reads(tmp_path: Path) -> None:
-    settings = json.loads(render("pipeline/pipeline.json.j2", pipeline_config=pipeline.settings(
+    settings = json.loads(render("pipeline/pipeline.json.j2", pipeline_config=pipeline_rules.settings(
         _wants(cn_camera=_camera("replay")), role_data("pipeline"), "0.0.0.0")))
     assert set(pipeline_run.REQUIRED) <= set(settings)
     assert settings["triton_url"] == "http://127.0.0.1:8000"  # Triton bound to every address: reached on loopback
@@ -118,14 +120,14 @@ def test_the_settings_are_what_each_script_reads(tmp_path: Path) -> None:
     path = tmp_path / "pipeline.json"
     path.write_text(json.dumps(settings))
     assert pipeline_run.load(str(path))["host"] == "belt-1-orin"
-    server = pipeline.settings(_wants("servers"), role_data("pipeline"), "127.0.0.1")
+    server = pipeline_rules.settings(_wants("servers"), role_data("pipeline"), "127.0.0.1")
     assert server["capture"] is None and server["spool"] == "/var/lib/circularnet/pipeline/frames"
     assert (server["input"], server["worker"], settings["input"]) == ("spool", None, "camera")
 
 
 def test_bucket_input_gives_the_worker_its_settings_wheels_and_unit_in_place_of_the_timer(tmp_path: Path) -> None:
     data = role_data("pipeline")
-    config = json.loads(render("pipeline/pipeline.json.j2", pipeline_config=pipeline.settings(
+    config = json.loads(render("pipeline/pipeline.json.j2", pipeline_config=pipeline_rules.settings(
         _bucket_wants(), data, "127.0.0.1")))
     assert config["input"] == "bucket"
     assert config["worker"] == {"subscription": SUBSCRIPTION, "max_messages": 64, "max_lease_seconds": 1800,
@@ -133,12 +135,12 @@ def test_bucket_input_gives_the_worker_its_settings_wheels_and_unit_in_place_of_
     path = tmp_path / "pipeline.json"
     path.write_text(json.dumps(config))
     assert bucket_worker.load_settings(path)["worker"]["subscription"] == SUBSCRIPTION  # what the worker reads
-    names = {w["name"] for w in pipeline.wheels(_bucket_wants())}
+    names = {w["name"] for w in pipeline_rules.wheels(_bucket_wants())}
     assert {"google-cloud-pubsub", "grpcio", "google-cloud-storage"} <= names
-    assert "grpcio" not in {w["name"] for w in pipeline.wheels(_wants("servers"))}  # spool and edge: no grpc
-    assert "grpcio" not in {w["name"] for w in pipeline.wheels(_wants())}
-    assert pipeline.units(data, None, "bucket") == ["circularnet-worker.service", "circularnet-upload.service"]
-    assert pipeline.units(data, None, "spool") == ["circularnet-pipeline.timer", "circularnet-upload.service"]
+    assert "grpcio" not in {w["name"] for w in pipeline_rules.wheels(_wants("servers"))}  # spool and edge: no grpc
+    assert "grpcio" not in {w["name"] for w in pipeline_rules.wheels(_wants())}
+    assert pipeline_rules.units(data, None, "bucket") == ["circularnet-worker.service", "circularnet-upload.service"]
+    assert pipeline_rules.units(data, None, "spool") == ["circularnet-pipeline.timer", "circularnet-upload.service"]
     assert "bucket_worker.py" in pipeline.SCRIPTS
 
 
@@ -146,7 +148,7 @@ def test_upstream_tf_client_runs_through_the_adapter_with_the_tables_columns_and
     wants = _upstream_wants()
     assert wants["cn_pipeline_client_contract"] == "upstream" and wants["cn_pipeline_client_wheels"]
     assert checks.pipeline_problem(GOOD, wants) == ""  # pinned archive + pinned wheels: no longer refused
-    settings = pipeline.settings(wants, role_data("pipeline"), "10.20.0.5")
+    settings = pipeline_rules.settings(wants, role_data("pipeline"), "10.20.0.5")
     client = settings["client"]
     assert client["contract"] == "upstream" and client["entry"].endswith("/client/inference_pipeline.py")
     assert [c["name"] for c in client["columns"]][:3] == ["particle", "source_name", "image_name"]
@@ -162,14 +164,14 @@ BUILD_TOOLS = [{"name": "setuptools", "version": "80.9.0", "sha256": ["5" * 64]}
 def test_a_pinned_source_archive_is_built_after_the_wheels_with_the_venvs_own_build_tools() -> None:
     data, venv = role_data("pipeline"), "/opt/circularnet/pipeline/venv"
     wants = _wants("servers", cn_pipeline_client_wheels=[*BUILD_TOOLS, SDIST])
-    assert SDIST not in pipeline.prebuilt(wants) and pipeline.sources(wants) == [SDIST]
-    assert BUILD_TOOLS[0] in pipeline.prebuilt(wants)
-    first, then = pipeline.install_command(venv, data, wants).split(" && ")
+    assert SDIST not in pipeline_rules.prebuilt(wants) and pipeline_rules.sources(wants) == [SDIST]
+    assert BUILD_TOOLS[0] in pipeline_rules.prebuilt(wants)
+    first, then = pipeline_rules.install_command(venv, data, wants).split(" && ")
     assert first.endswith(f"--requirement {data['pipeline_requirements']}") and "--no-build-isolation" not in first
     assert then.endswith(f"--no-build-isolation --requirement {data['pipeline_sources_requirements']}")
     assert "--require-hashes" in then and "--no-deps" in then  # the sdist's hash checked, nothing resolved
-    assert " && " not in pipeline.install_command(venv, data, _wants("servers"))  # no source archive: one step
-    rendered = render("triton/requirements.txt.j2", wheels=pipeline.sources(wants))
+    assert " && " not in pipeline_rules.install_command(venv, data, _wants("servers"))  # no source archive: one step
+    rendered = render("triton/requirements.txt.j2", wheels=pipeline_rules.sources(wants))
     assert f"trackpy==0.7 \\\n    --hash=sha256:{'7' * 64}" in rendered
 
 
@@ -245,11 +247,11 @@ def test_a_host_that_can_run_it_is_not_refused() -> None:
 
 def test_the_credentials_are_read_for_their_mode_only(tmp_path: Path) -> None:
     key = tmp_path / "s3.json"
-    assert pipeline.credentials_found(str(key)) == {"exists": False, "mode": 0}
+    assert pipeline_rules.credentials_found(str(key)) == {"exists": False, "mode": 0}
     key.write_text("{}")
     key.chmod(0o640)
-    assert pipeline.credentials_found(str(key)) == {"exists": True, "mode": 0o640}
-    assert pipeline.credentials_found(None) is None
+    assert pipeline_rules.credentials_found(str(key)) == {"exists": True, "mode": 0o640}
+    assert pipeline_rules.credentials_found(None) is None
 
 
 # --- the role's inputs, and the wiring -----------------------------------------------------------------------------

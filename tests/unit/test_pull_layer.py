@@ -20,7 +20,9 @@ from cnctl.bundle import contents
 from cnctl.config import load_stack
 from cnctl.hostvars import host_vars
 from deploy import pull
+from deploy.rules import pull as pull_rules
 from deploy.steps import role_data
+from tests.unit import collection_tree
 from tests.unit.render_parity import by_ansible, by_pyinfra, render
 from tests.unit.test_layers_roles import assert_bad_inputs_named
 
@@ -47,11 +49,11 @@ def _push(group: str = "servers") -> dict[str, Any]:
 
 
 def _config(**overrides: Any) -> dict[str, Any]:
-    return pull.agent_config(_wants(**overrides), role_data("pull"), CREDENTIALS)
+    return pull_rules.agent_config(_wants(**overrides), role_data("pull"), CREDENTIALS)
 
 
 def _units(**overrides: Any) -> dict[str, Any]:
-    return pull.unit_variables(_wants(**overrides), role_data("pull"))
+    return pull_rules.unit_variables(_wants(**overrides), role_data("pull"))
 
 
 # (template, variables): every template of the layer, with the values real hosts give
@@ -63,7 +65,7 @@ RENDERINGS: list[tuple[str, dict[str, Any]]] = [
     ("systemd/circularnet-pull.service.j2", {"unit": _units()}),
     ("systemd/circularnet-pull.timer.j2", {"unit": _units()}),
     ("systemd/circularnet-pull.timer.j2", {"unit": _units(cn_pull_interval=86400)}),
-    ("triton/requirements.txt.j2", {"wheels": pull.wheels(_wants())}),
+    ("triton/requirements.txt.j2", {"wheels": pull_rules.wheels(_wants())}),
 ]
 
 
@@ -104,10 +106,10 @@ def test_the_agents_settings_have_exactly_their_keys_sorted_indented_with_a_fina
 
 def test_the_agents_venv_is_the_uploaders_wheels_and_its_own() -> None:
     wants = _wants()
-    names = [w["name"] for w in pull.wheels(wants)]
+    names = [w["name"] for w in pull_rules.wheels(wants)]
     assert {"pyinfra", "pydantic", "pyyaml", "google-cloud-storage", "boto3"} <= set(names)
     assert len(names) == len(set(names))
-    assert pull.wheels(wants) == [*wants["cn_uploader_wheels"], *wants["cn_agent_wheels"]]
+    assert pull_rules.wheels(wants) == [*wants["cn_uploader_wheels"], *wants["cn_agent_wheels"]]
 
 
 # --- the units: systemd-analyze on this machine ---------------------------------------------------------------
@@ -228,7 +230,7 @@ def test_a_push_host_with_the_agent_loses_its_timer_units_settings_and_tree(tmp_
     ({"cn_bundle_signers": [], "cn_pull_interval": None}, "cn_bundle_signers is empty"),
 ])
 def test_a_pull_host_without_signers_or_interval_gets_one_failing_operation(tmp_path: Path, overrides, named) -> None:
-    problem = pull.problem(_wants(**overrides))
+    problem = pull_rules.problem(_wants(**overrides))
     assert problem.startswith(f"{_wants()['cn_host']}: mode: pull") and named in problem
     assert "`circularnet:bundle` section with `signers`" in problem and "mode to push" in problem
     found = _dry_run(tmp_path, {**_wants(**overrides), **_in(tmp_path)})
@@ -236,7 +238,7 @@ def test_a_pull_host_without_signers_or_interval_gets_one_failing_operation(tmp_
 
 
 def test_a_pull_host_that_has_what_it_needs_is_not_refused() -> None:
-    assert pull.problem(_wants()) == "" and pull.problem(_wants("edge")) == ""
+    assert pull_rules.problem(_wants()) == "" and pull_rules.problem(_wants("edge")) == ""
 
 
 def test_a_pull_host_gets_packages_venv_agent_tree_settings_and_a_started_timer_never_the_service(tmp_path: Path) -> None:
@@ -261,18 +263,18 @@ def test_the_agent_tree_is_cnctl_bundle_contents_agent_list() -> None:
     files = pull.agent_files()
     assert files == contents.files(REPO, contents.AGENT_ENTRIES)
     assert "cnctl/bundle/agent.py" in files and "deploy/uploader.py" in files
-    assert pull.agent_dirs(files)[:2] == ["cnctl", "deploy"]  # parents first
-    assert {str(Path(f).parent) for f in files if "/" in f} <= set(pull.agent_dirs(files))
+    assert pull_rules.agent_dirs(files)[:2] == ["cnctl", "deploy"]  # parents first
+    assert {str(Path(f).parent) for f in files if "/" in f} <= set(pull_rules.agent_dirs(files))
 
 
 def test_whatever_else_is_in_the_agent_tree_is_named_for_removal_topmost_only() -> None:
     files = ["cnctl/__init__.py", "cnctl/bundle/agent.py", "deploy/uploader.py"]
     found = [*files, "cnctl", "cnctl/bundle", "deploy", "cnctl/old.py", "cnctl/bundle/__pycache__",
              "cnctl/bundle/__pycache__/agent.cpython-311.pyc", "gone", "gone/x.py"]
-    assert pull.extras(found, files) == ["cnctl/bundle/__pycache__", "cnctl/old.py", "gone"]
-    assert pull.extras_under([f"/a/{p}" for p in found] + ["/a"], "/a", files) == \
+    assert pull_rules.extras(found, files) == ["cnctl/bundle/__pycache__", "cnctl/old.py", "gone"]
+    assert pull_rules.extras_under([f"/a/{p}" for p in found] + ["/a"], "/a", files) == \
         ["/a/cnctl/bundle/__pycache__", "/a/cnctl/old.py", "/a/gone"]
-    assert pull.extras(files + ["cnctl", "cnctl/bundle", "deploy"], files) == []
+    assert pull_rules.extras(files + ["cnctl", "cnctl/bundle", "deploy"], files) == []
 
 
 def test_the_tree_and_present_commands_read_what_is_there(tmp_path: Path) -> None:
@@ -284,8 +286,8 @@ def test_the_tree_and_present_commands_read_what_is_there(tmp_path: Path) -> Non
     assert subprocess.run(["sh", "-c", pull.tree_command(str(tmp_path / "none"))], capture_output=True, text=True,
                           check=True).stdout == ""
     paths = [str(tmp_path / "agent"), str(tmp_path / "none")]
-    out = subprocess.run(["sh", "-c", pull.present_command(paths)], capture_output=True, text=True, check=True).stdout
-    assert pull.present(out.splitlines()) == [str(tmp_path / "agent")]
+    out = subprocess.run(["sh", "-c", pull_rules.present_command(paths)], capture_output=True, text=True, check=True).stdout
+    assert pull_rules.present(out.splitlines()) == [str(tmp_path / "agent")]
 
 
 # --- the role's inputs, its filters, and the wiring --------------------------------------------------------------
@@ -311,19 +313,15 @@ def test_the_roles_host_variables_are_the_ones_cnctl_hostvars_gives() -> None:
 
 
 def test_the_roles_filters_are_the_deploys_functions() -> None:
-    sys.path.insert(0, str(ROLE / "filter_plugins"))
-    try:
-        import cnctl_pull  # type: ignore[import-not-found]
-    finally:
-        sys.path.remove(str(ROLE / "filter_plugins"))
-    filters = cnctl_pull.FilterModule().filters()
-    for name, function in (("cnctl_pull_problem", pull.problem), ("cnctl_pull_config", pull.agent_config),
-                           ("cnctl_pull_unit_vars", pull.unit_variables), ("cnctl_pull_wheels", pull.wheels),
-                           ("cnctl_pull_agent_files", pull.agent_files), ("cnctl_pull_extras", pull.extras_under),
-                           ("cnctl_pull_present_command", pull.present_command)):
-        assert filters[name] is function, name
-    assert filters["cnctl_pull_agent_files"](str(REPO)) == pull.agent_files()  # the role's pull_agent_src
-    assert filters["cnctl_pull_role_default"]("pipeline_credentials", "pipeline") == CREDENTIALS
+    filters = collection_tree.filters()
+    for name, function in (("cnctl_pull_problem", pull_rules.problem), ("cnctl_pull_config", pull_rules.agent_config),
+                           ("cnctl_pull_unit_vars", pull_rules.unit_variables), ("cnctl_pull_wheels", pull_rules.wheels),
+                           ("cnctl_pull_extras", pull_rules.extras_under),
+                           ("cnctl_pull_present_command", pull_rules.present_command)):
+        assert collection_tree.same_function(filters[name], function), name
+    # the collection's list of the agent's files is the bundle's (cnctl.bundle.contents), found in the collection
+    assert filters["cnctl_pull_agent_files"](str(collection_tree.tree())) == pull.agent_files()
+    assert filters["cnctl_role_default"]("pipeline_credentials", "pipeline") == CREDENTIALS
 
 
 def test_pull_is_the_last_layer_of_both_engines() -> None:
@@ -331,4 +329,4 @@ def test_pull_is_the_last_layer_of_both_engines() -> None:
 
     assert LAYERS[-2:] == ("verify", "pull"), LAYERS
     for play in yaml.safe_load((REPO / "playbooks" / "site.yml").read_text()):
-        assert play["roles"][-1] == {"role": "pull", "tags": ["pull"]}, play["name"]
+        assert play["roles"][-1] == {"role": "circularnet.fleet.pull", "tags": ["pull"]}, play["name"]

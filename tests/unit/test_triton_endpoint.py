@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from cnctl import hostscripts
-from deploy import facts, inference, model_serve, pipeline, triton_endpoint
+from deploy import facts, model_serve, pipeline, triton_endpoint
+from deploy.rules import inference as inference_rules
 from deploy.steps import role_data
 
 SCRIPTS = Path(triton_endpoint.__file__).parent
@@ -46,8 +47,8 @@ def test_anything_but_an_address_is_refused(bind: str) -> None:
 def test_every_builder_of_the_controller_and_the_hosts_is_this_one() -> None:
     """The layers (pyinfra and, through their filters, Ansible) and the rollout's gate all give the same URL."""
     wants = {"cn_inference_http_port": 8000, "cn_inference_grpc_port": 8001, "cn_model_name": "m", "cn_model_version": 1}
-    assert inference.options(wants, role_data("inference"), "::")["url"] == "http://[::1]:8000"
-    assert inference.unit_variables({**wants, "cn_inference_runtime": "native", "cn_triton_image": None,
+    assert inference_rules.options(wants, role_data("inference"), "::")["url"] == "http://[::1]:8000"
+    assert inference_rules.unit_variables({**wants, "cn_inference_runtime": "native", "cn_triton_image": None,
                                      "cn_inference_metrics_port": 8002}, role_data("inference"), "::", "3.11")["url"] \
         == "http://[::1]:8000"
     assert not hasattr(pipeline, "triton_reach") and not hasattr(pipeline, "triton_url")

@@ -16,9 +16,11 @@ from jinja2 import Environment, nodes
 from jinja2.exceptions import TemplateRuntimeError
 
 from cnctl import unitescape
-from cnctl.paths import REPO_ROOT, TEMPLATES_DIR
+from cnctl.paths import TEMPLATES_DIR
+from deploy.rules import FILTER_PREFIX
 from deploy.steps import UnitFilters
 from tests.unit import test_engines, test_pipeline_layer, test_pull_layer, test_verify_layer
+from tests.unit.collection_tree import collections_path
 from tests.unit.render_parity import by_ansible, render
 from tests.unit.systemd_units import command_lines, load, settings
 
@@ -119,14 +121,18 @@ def _name(node: nodes.Node | None) -> tuple[str, ...] | None:
     return None
 
 
+# The unit filters by the names templates/ call them: the collection's FQCN (deploy/rules FILTER_PREFIX).
+UNIT_FILTERS = {FILTER_PREFIX + name for name in unitescape.FILTERS}
+
+
 def _escaped(node: nodes.Node, safe_names: set[str]) -> bool:
     """Whether `node` writes only escaped values and constants."""
-    if isinstance(node, nodes.Filter) and node.name in unitescape.FILTERS:
+    if isinstance(node, nodes.Filter) and node.name in UNIT_FILTERS:
         return True
     if isinstance(node, nodes.Filter) and node.name == "join" and isinstance(node.node, nodes.Filter):
         inner = node.node
         if inner.name == "map" and inner.args and isinstance(inner.args[0], nodes.Const):
-            return inner.args[0].value in unitescape.FILTERS
+            return inner.args[0].value in UNIT_FILTERS
         return False
     if isinstance(node, nodes.Filter) and node.name == "join" and _name(node.node) in CODE_LINES:
         return True
@@ -170,29 +176,20 @@ def test_every_unit_template_has_a_realistic_rendering() -> None:
     assert {src for src, _ in UNIT_RENDERINGS} == set(UNIT_TEMPLATES)
 
 
-# --- one filter plugin, the same in every role that renders a unit --------------------------------------------------
-
-PLUGIN = "filter_plugins/cnctl_units.py"
+# --- one filter plugin, the collection's ------------------------------------------------------------------------
 
 
-def _unit_roles() -> list[Path]:
-    return sorted(role for role in (REPO_ROOT / "roles").iterdir()
-                  if any("/systemd/" in tasks.read_text() for tasks in (role / "tasks").glob("*.yml")))
-
-
-def test_every_role_that_renders_a_unit_has_the_same_filter_plugin() -> None:
-    roles = _unit_roles()
-    assert {role.name for role in roles} >= {"inference", "jetson", "pipeline", "pull", "verify"}
-    texts = {(role / PLUGIN).read_text() for role in roles}
-    assert len(texts) == 1
-
-
-def test_the_filter_plugin_gives_the_modules_filters_without_importing_pyinfra() -> None:
-    code = (f"import runpy, sys; ns = runpy.run_path({str(REPO_ROOT / 'roles' / 'jetson' / PLUGIN)!r}); "
-            "filters = ns['FilterModule']().filters(); "
-            "print(sorted(filters), filters['cnctl_exec_arg']('a b'), 'pyinfra' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
-    assert result.stdout.split() == ["['cnctl_exec_arg',", "'cnctl_unit_value']", "a\\sb", "False"]
+def test_the_collections_filter_plugin_gives_the_modules_filters_without_importing_pyinfra_or_cnctl() -> None:
+    """collection/plugins/filter/units.py from the assembled collection alone (no repository on sys.path): the
+    escaping comes from its module_utils copy of cnctl/unitescape.py."""
+    code = ("import sys; sys.path[:] = [p for p in sys.path if 'site-packages' in p or 'lib/python' in p]; "
+            f"sys.path.insert(0, {str(collections_path())!r}); "
+            "from ansible_collections.circularnet.fleet.plugins.filter import units; "
+            "filters = units.FilterModule().filters(); "
+            "print(sorted(filters), filters['cnctl_exec_arg']('a b'), 'pyinfra' in sys.modules, 'cnctl' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60,
+                            cwd="/")
+    assert result.stdout.split() == ["['cnctl_exec_arg',", "'cnctl_unit_value']", "a\\sb", "False", "False"]
 
 
 def test_both_engines_refuse_a_value_no_unit_can_hold(tmp_path: Path) -> None:
@@ -307,7 +304,7 @@ def test_hostile_values_change_no_key_no_argv_and_no_other_setting_as_systemd_re
 def test_an_unescaped_hostile_value_would_change_the_argv(tmp_path: Path) -> None:
     """The comparison above sees a value that became structure: the same template without the escapes."""
     env = Environment(keep_trailing_newline=True)
-    env.filters.update({name: lambda value, **_: str(value) for name in unitescape.FILTERS})
+    env.filters.update({name: lambda value, **_: str(value) for name in UNIT_FILTERS})
     variables = {**test_engines.TRITON_UNIT, "runtime": "container", "helper": "/x.py --url http://evil"}
     unit = tmp_path / "circularnet-triton.service"
     unit.write_text(env.from_string((TEMPLATES_DIR / "systemd/circularnet-triton.service.j2").read_text())

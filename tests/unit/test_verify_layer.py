@@ -16,8 +16,9 @@ import yaml
 
 from cnctl.config import load_stack
 from cnctl.hostvars import host_vars
-from deploy import verify
+from deploy.rules import verify as verify_rules
 from deploy.steps import role_data
+from tests.unit import collection_tree
 from tests.unit.render_parity import by_ansible, by_pyinfra, render
 from tests.unit.test_layers_roles import assert_bad_inputs_named
 
@@ -70,12 +71,12 @@ def test_pyinfra_and_ansible_render_the_layers_templates_to_the_same_bytes(tmp_p
 
 def test_the_records_and_settings_are_json_with_what_the_builders_give() -> None:
     wants, data = _wants(), role_data("verify")
-    record = json.loads(render("verify/deploy.json.j2", deploy_record=verify.record(wants)))
+    record = json.loads(render("verify/deploy.json.j2", deploy_record=verify_rules.record(wants)))
     assert record == {"host": wants["cn_host"], "stack": "local", "runtime": wants["cn_inference_runtime"],
                       "image": wants["cn_triton_image"] if wants["cn_inference_runtime"] == "container" else None,
                       "model": {"name": "circularnet", "version": wants["cn_model_version"], "action": "pinned"}}
     assert not re.search(r"\d{4}-\d\d-\d\d|\d{10}", json.dumps(record))  # no time: a second deploy rewrites nothing
-    settings = json.loads(render("verify/health-report.json.j2", health_settings=verify.settings(wants, data)))
+    settings = json.loads(render("verify/health-report.json.j2", health_settings=verify_rules.settings(wants, data)))
     from deploy.health_report import DEFAULTS
     assert set(settings) == set(DEFAULTS)
     assert settings["http_port"] == wants["cn_inference_http_port"]
@@ -166,31 +167,28 @@ def test_the_roles_host_variables_are_the_ones_cnctl_hostvars_gives() -> None:
 
 def test_the_check_command_reports_a_missing_script_instead_of_failing(tmp_path: Path) -> None:
     missing = tmp_path / "health_report.py"
-    result = subprocess.run(["sh", "-c", verify.check_command(str(missing), "/nonexistent")], capture_output=True,
+    result = subprocess.run(["sh", "-c", verify_rules.check_command(str(missing), "/nonexistent")], capture_output=True,
                             text=True, check=False, timeout=30)
     assert result.returncode == 0
-    report = verify.report_of(result.stdout.splitlines())
-    assert verify.verdict(report, "h") == f"h: unhealthy: {missing} is not on the host yet: run the deploy"
+    report = verify_rules.report_of(result.stdout.splitlines())
+    assert verify_rules.verdict(report, "h") == f"h: unhealthy: {missing} is not on the host yet: run the deploy"
 
 
 def test_an_unhealthy_report_fails_the_host_with_every_problem_and_a_healthy_one_with_none() -> None:
     lines = ["some warning", json.dumps({"healthy": False, "problems": ["Triton not answering", "disk full"]})]
-    assert verify.verdict(verify.report_of(lines), "gpu-server-1") == \
+    assert verify_rules.verdict(verify_rules.report_of(lines), "gpu-server-1") == \
         "gpu-server-1: unhealthy: Triton not answering; disk full"
-    assert verify.verdict(verify.report_of([json.dumps({"healthy": True, "problems": []})]), "h") == ""
-    garbled = verify.report_of(["Traceback (most recent call last):", "ImportError: x"])
+    assert verify_rules.verdict(verify_rules.report_of([json.dumps({"healthy": True, "problems": []})]), "h") == ""
+    garbled = verify_rules.report_of(["Traceback (most recent call last):", "ImportError: x"])
     assert not garbled["healthy"] and "printed no report" in garbled["problems"][0]
 
 
 def test_the_roles_filters_are_the_deploys_functions() -> None:
-    sys.path.insert(0, str(ROLE / "filter_plugins"))
-    try:
-        import cnctl_verify  # type: ignore[import-not-found]
-    finally:
-        sys.path.remove(str(ROLE / "filter_plugins"))
-    filters = cnctl_verify.FilterModule().filters()
-    assert filters["cnctl_verify_record"] is verify.record and filters["cnctl_verify_settings"] is verify.settings
-    assert filters["cnctl_verify_check_command"] is verify.check_command
+    filters = collection_tree.filters()
+    for name, function in (("cnctl_verify_record", verify_rules.record), ("cnctl_verify_settings", verify_rules.settings),
+                           ("cnctl_verify_check_command", verify_rules.check_command)):
+        assert collection_tree.same_function(filters[name], function), name
+
 
 # --- wiring -------------------------------------------------------------------------------------------------
 
@@ -201,7 +199,7 @@ def test_verify_is_the_last_configuring_layer_of_both_engines() -> None:
 
     assert LAYERS[-2:] == ("verify", "pull"), LAYERS
     for play in yaml.safe_load((REPO / "playbooks" / "site.yml").read_text()):
-        roles = [r["role"] if isinstance(r, dict) else r for r in play["roles"]]
+        roles = [(r["role"] if isinstance(r, dict) else r).rsplit(".", 1)[-1] for r in play["roles"]]  # by FQCN
         assert roles[-2:] == ["verify", "pull"], (play["name"], roles)
         verify_role = play["roles"][-2]
         assert isinstance(verify_role, dict) and "verify" in verify_role.get("tags", []), verify_role

@@ -1,7 +1,7 @@
 """The host layers' verdicts, as plain functions of found facts and the host's wishes (its cn_* variables).
 
 Both engines call these same functions: pyinfra from deploy/<layer>.py, Ansible through the filters of
-roles/platform/filter_plugins/cnctl.py. Facts are the values of deploy/facts.py's `process()`; wishes are
+the collection's filters (collection/plugins/filter/). Facts are the values of deploy/facts.py's `process()`; wishes are
 the host variables of cnctl.hostvars. Each function returns the problem in words ("" / None / [] when
 there is none), naming what was found and what is wanted, so a refusal needs no second lookup.
 
@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from fnmatch import fnmatchcase
 from typing import Any
 
-from cnctl.catalog import catalog
+from . import matrix
 
 Facts = Mapping[str, Any]
 Wishes = Mapping[str, Any]
@@ -60,8 +60,8 @@ def arch_problem(found: Facts, wishes: Wishes) -> str:
 
 
 def _jetpack_of(l4t: str | None) -> str:
-    release = catalog().platforms.jetson.by_l4t(l4t) if l4t else None
-    return f"JetPack {release.jetpack}" if release else "a JetPack the matrix does not list"
+    release = matrix.by_l4t(l4t) if l4t else None
+    return f"JetPack {release['jetpack']}" if release else "a JetPack the matrix does not list"
 
 
 def l4t_problem(found: Facts, wishes: Wishes) -> str:
@@ -72,7 +72,7 @@ def l4t_problem(found: Facts, wishes: Wishes) -> str:
         if tegra is None:
             return ""
         return f"is a Jetson (/etc/nv_tegra_release: L4T {tegra.get('l4t') or tegra.get('line')}) but its fleet lists it as a server"
-    supported = ", ".join(f"{r.l4t} (JetPack {r.jetpack})" for r in catalog().platforms.jetson.releases)
+    supported = ", ".join(f"{r['l4t']} (JetPack {r['jetpack']})" for r in matrix.jetson_releases())
     wanted = f"the fleet entry wants JetPack {wishes['cn_jetpack']} (L4T {wishes['cn_l4t']}); the matrix supports L4T {supported}"
     if tegra is None:
         return f"has no /etc/nv_tegra_release (not a flashed Jetson); {wanted}"

@@ -13,7 +13,10 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from deploy import model_serve, model_sync
+from deploy import (  # a host program: the collection carries it beside rules/ (cnctl/collection.py)
+    model_serve,
+    model_sync,
+)
 
 
 def command_line(helper: str, mode: str, options: Mapping[str, Any], order: Sequence[str], flags: Sequence[str] = ()) -> str:
