@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from cnctl.config import StackConfigError, load_stack
-from cnctl.config.loader import STACKS_DIR
+from cnctl.paths import STACKS_DIR
 
 
 def _key(*fields: bytes) -> str:
