@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 import tomllib
 import zipfile
 from pathlib import Path
@@ -85,7 +86,8 @@ def test_the_wheel_carries_the_tree_and_no_tests_or_sandbox(installed: Installed
         path.split("/")[0] in TREE and "/" in path and not path.endswith(".pyc"))}
     assert wanted - names == set()
     assert {"cnctl/catalog/models.yaml", "cnctl/catalog/platforms.yaml", "cnctl/cli/main.py"} <= names
-    strays = [n for n in names if n.startswith(("tests/", "cnctl/sandbox/", "cnctl/_tree/tests/", "cnctl/_tree/stacks/"))
+    strays = [n for n in names if n.startswith(("tests/", "cnctl/sandbox/", "cnctl/_tree/tests/", "cnctl/_tree/stacks/",
+                                                "cnctl/_tree/cnctl/sandbox/"))
               or "standin" in n or "__pycache__" in n]
     assert strays == []
 
@@ -124,9 +126,11 @@ def test_a_dry_deploy_reaches_the_host_through_either_engine(installed: Installe
 def test_the_installed_tree_is_the_packages_own_and_holds_the_layers(installed: Installed) -> None:
     tool, user, env, _ = installed
     script = ("import sys; from cnctl.paths import REPO_ROOT, TEMPLATES_DIR; sys.path.insert(0, str(REPO_ROOT)); "
-              "import deploy.inference, deploy.pipeline, deploy.verify; print(REPO_ROOT); print(deploy.inference.__file__)")
+              "import deploy.inference, deploy.pipeline, deploy.pull; print(REPO_ROOT); print(deploy.inference.__file__); "
+              "print(*(REPO_ROOT / path for path in deploy.pull.agent_files()))")  # the pull agent, as the layer copies it
     shown = subprocess.run([str(tool / "bin" / "python"), "-c", script], cwd=user, env=env, capture_output=True,
                            text=True, check=True).stdout.split()
+    assert len(shown) > 2 and all(Path(path).exists() for path in shown)
     assert all(Path(path).resolve().is_relative_to(tool.resolve()) for path in shown), shown
     assert not any(Path(path).resolve().is_relative_to(REPO_ROOT) for path in shown)
 
@@ -134,3 +138,21 @@ def test_the_installed_tree_is_the_packages_own_and_holds_the_layers(installed: 
 def test_the_sandbox_says_it_runs_from_a_checkout(installed: Installed) -> None:
     shown = cnctl(installed, "sandbox", "status")
     assert shown.returncode == 2 and "the sandbox runs from a checkout" in shown.stderr
+
+
+def test_a_bundle_is_built_from_the_installed_tree(installed: Installed, tmp_path: Path) -> None:
+    user = installed[1]
+    key = tmp_path / "release"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "release", "-f", str(key)], check=True)
+    document = yaml.safe_load((user / "Pulumi.onprem.yaml").read_text(encoding="utf-8"))
+    document["config"]["circularnet:bundle"] = {
+        "signers": [{"identity": "release@plant", "publicKey": key.with_suffix(".pub").read_text().strip()}]}
+    stack = tmp_path / "Pulumi.signed.yaml"  # beside the user's directory: the others' lookups stay as they were
+    stack.write_text(yaml.safe_dump(document), encoding="utf-8")
+    built = cnctl(installed, "bundle", "build", "--stack", str(stack), "--key", str(key), "--output", str(tmp_path / "out"))
+    assert built.returncode == 0, built.stderr
+    (archive,) = (tmp_path / "out" / "signed").glob("*/bundle.tar.gz")
+    with tarfile.open(archive) as bundle:
+        names = bundle.getnames()
+    assert {"deploy.py", "hosts/pull.py", "cnctl/config/schema.py", "stacks/Pulumi.signed.yaml"} <= set(names)
+    assert not [name for name in names if "sandbox" in name]
