@@ -327,7 +327,7 @@ def test_unknown_section_is_named(tmp_path: Path) -> None:
 def test_missing_stack_names_the_known_ones() -> None:
     with pytest.raises(StackConfigError) as caught:
         load_stack("staging")
-    assert "known stacks: " in str(caught.value) and "dev" in str(caught.value)
+    assert "known stacks there: " in str(caught.value) and "dev" in str(caught.value)
 
 
 def test_not_yaml_is_a_clear_error(tmp_path: Path) -> None:
