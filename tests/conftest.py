@@ -47,6 +47,7 @@ SLOW = {
     "tests/unit/test_cloud_day_two.py::test_plan_diff_refuses_a_prod_replacement_unless_allowed":
         "a prod plan and `cnctl plan-diff` processes",
     "tests/unit/test_plan_cli.py::test_installed_entry_point": "a `cnctl plan` process on the mock engine",
+    "tests/unit/test_wheel_install.py": "`uv build` and `uv tool install` of the wheel, then cnctl processes of it",
     "tests/unit/test_cli_cloud.py": "`cnctl up/preview` processes that plan on the mock engine before the fake Pulumi",
     "tests/unit/test_client_adapter.py::test_upstream_client_rows_reach_the_queue_as_the_tables_columns_and_types":
         "an upstream-shaped client as a process (pandas, numpy)",

@@ -8,7 +8,7 @@ import typer
 
 from cnctl.inventory import DEFAULT_STACK, STACK_ENV
 
-STACK_HELP = "stack name (stacks/Pulumi.<name>.yaml) or a path"
+STACK_HELP = "stack name (Pulumi.<name>.yaml in $CNCTL_STACKS_DIR, else ./stacks or ./; docs/install.md) or a path"
 
 
 def stack_option(help: str = STACK_HELP) -> Any:

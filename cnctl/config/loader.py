@@ -18,23 +18,45 @@ from cnctl.catalog import Catalog
 from cnctl.config.checks import check
 from cnctl.config.errors import Problem, StackConfigError
 from cnctl.config.schema import CONTROL_CHARACTER, SECTIONS, StackConfig
-from cnctl.paths import REPO_ROOT
+from cnctl.paths import REPO_ROOT, STACKS_DIR_ENV, stacks_dirs
 
 NAMESPACE = "circularnet"
 ROOT = REPO_ROOT
-STACKS_DIR = ROOT / "stacks"
 # What a Pulumi stack file may hold beside `config` (secrets provider, ESC environments).
 FILE_KEYS = ("config", "secretsprovider", "encryptedkey", "encryptionsalt", "environment")
 MAX_BYTES = 1 << 20
 MAX_DEPTH = 32
 
 
-def stack_path(stack: str, stacks_dir: Path = STACKS_DIR) -> Path:
-    """`dev` -> stacks/Pulumi.dev.yaml; a path (anything with a / or a .yaml suffix) is taken as it is."""
+def stack_path(stack: str, stacks_dir: Path | None = None) -> Path:
+    """`dev` -> the first `Pulumi.dev.yaml` of `stacks_dir` or else of cnctl.paths.stacks_dirs (the first place
+    looked when there is none); a path (anything with a / or a .yaml suffix) is taken as it is."""
     candidate = Path(stack)
-    if candidate.suffix in (".yaml", ".yml") or "/" in stack:
+    if is_path(stack):
         return candidate
-    return stacks_dir / f"Pulumi.{stack}.yaml"
+    places = candidates(stack, stacks_dir)
+    return next((path for path in places if path.is_file()), places[0])
+
+
+def is_path(stack: str) -> bool:
+    """A stack given as a file path rather than a name."""
+    return Path(stack).suffix in (".yaml", ".yml") or "/" in stack
+
+
+def candidates(stack: str, stacks_dir: Path | None = None) -> list[Path]:
+    """Every file the stack name `stack` may be, in the order they are looked at."""
+    return [place / f"Pulumi.{stack}.yaml" for place in ((stacks_dir,) if stacks_dir else stacks_dirs())]
+
+
+def missing_stack(stack: str, stacks_dir: Path | None = None) -> Problem:
+    """The problem of a stack that is no file: where it was looked for, what is there, how to name one."""
+    if is_path(stack):
+        return Problem("stack", stack, "has no such file; give the path of a Pulumi.<env>.yaml")
+    places = candidates(stack, stacks_dir)
+    known = sorted({environ for path in places for environ in map(environment_of, path.parent.glob("Pulumi.*.yaml"))})
+    return Problem("stack", stack, f"has no file Pulumi.{stack}.yaml in {', '.join(str(p.parent) for p in places)}; "
+                   f"known stacks there: {', '.join(known) or 'none'}; run where your stacks are, set "
+                   f"{STACKS_DIR_ENV}=<dir>, or give --stack PATH")
 
 
 def environment_of(path: Path) -> str:
@@ -46,7 +68,7 @@ def environment_of(path: Path) -> str:
 
 
 def load_stack(
-    stack: str, stacks_dir: Path = STACKS_DIR, *, unpinned_ok: bool = False, cat: Catalog | None = None
+    stack: str, stacks_dir: Path | None = None, *, unpinned_ok: bool = False, cat: Catalog | None = None
 ) -> StackConfig:
     """Load and validate one stack file; raise StackConfigError naming every problem.
 
@@ -56,8 +78,7 @@ def load_stack(
     path = stack_path(stack, stacks_dir)
     source = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
     if not path.exists():
-        known = sorted(environment_of(p) for p in stacks_dir.glob("Pulumi.*.yaml"))
-        raise StackConfigError(source, [Problem("stack", stack, f"has no file {source}; known stacks: {', '.join(known)}")])
+        raise StackConfigError(source, [missing_stack(stack, stacks_dir)])
     document = read_document(path, source)
     raw = sections_of(document, source)
     return parse(raw, environment=environment_of(path), source=source, unpinned_ok=unpinned_ok, cat=cat)

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnctl.config import StackConfig
+from cnctl.config import StackConfig, stack_path
+from cnctl.config.loader import is_path
 from cnctl.errors import UsageProblem
 from cnctl.fleet import FLEET_FILE_ENV, file_of
 from cnctl.hostvars import stack_vars
@@ -26,7 +27,7 @@ from cnctl.inventory import (
     user_cache,
     write_private,
 )
-from cnctl.paths import HOSTS_DIR, REPO_ROOT
+from cnctl.paths import HOSTS_DIR, REPO_ROOT, STACKS_DIR_ENV
 
 REPO = REPO_ROOT
 PYINFRA_INVENTORY = HOSTS_DIR / "fleet.py"
@@ -67,9 +68,10 @@ def for_stack(cfg: StackConfig, *, limit: str | None = None, stack: str | None =
     """The target of `cfg`'s fleet, or TargetProblem saying what is missing. `stack` is how `cfg` was named
     (a stack name or a file path): the pyinfra inventory module loads it again from that, and reads the
     same fleet file as here."""
-    if stack and Path(stack).suffix in (".yaml", ".yml"):
-        stack = str(Path(stack).resolve())  # the engine runs in the repository, maybe not where we are
     env = {STACK_ENV: stack or cfg.environment}
+    if stack:  # the engine runs in cnctl's tree, maybe not where we are: it is told where the stack file is
+        found = stack_path(stack).resolve()
+        env.update({STACK_ENV: str(found)} if is_path(stack) else {STACKS_DIR_ENV: str(found.parent)})
     named = file_of(cfg)
     if named is not None:
         env[FLEET_FILE_ENV] = str(named[0].resolve())

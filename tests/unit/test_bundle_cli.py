@@ -77,7 +77,7 @@ BAD_INPUT: dict[str, tuple[Callable[[Path, tuple[Path, str]], list[str]], str]] 
     "S3 without credentials on this machine": (lambda t, s: ["promote", "--stack", _closed_store(t, s, "s3")],
                                                "no credentials on this machine: set AWS_ACCESS_KEY_ID"),
     "a secret in the stack file": (_secret_in_stack, r"line \d+: holds a secret \(secure\)"),
-    "an unknown stack": (lambda t, s: ["verify", str(t / "x.tar.gz"), "--stack", "nosuch"], "has no file stacks/Pulumi.nosuch.yaml"),
+    "an unknown stack": (lambda t, s: ["verify", str(t / "x.tar.gz"), "--stack", "nosuch"], "has no file Pulumi.nosuch.yaml in"),
     "a missing archive": (lambda t, s: ["verify", str(t / "x.tar.gz"), "--stack", bundle_stack(t, s[1])],
                           "x.tar.gz: no such file"),
 }

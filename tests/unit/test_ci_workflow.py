@@ -8,7 +8,8 @@ from typing import Any
 import yaml
 
 from cnctl.config import load_stack
-from cnctl.config.loader import ROOT, STACKS_DIR
+from cnctl.config.loader import ROOT
+from cnctl.paths import STACKS_DIR
 
 WORKFLOW = ROOT / ".github/workflows/plan.yml"
 SAME_REPO = "github.event.pull_request.head.repo.full_name == github.repository"

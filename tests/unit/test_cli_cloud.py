@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cnctl.config.loader import ROOT, STACKS_DIR
+from cnctl.config.loader import ROOT
+from cnctl.paths import STACKS_DIR
 
 CNCTL = str(ROOT / ".venv/bin/cnctl")
 

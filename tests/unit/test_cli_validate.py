@@ -15,9 +15,8 @@ from typer.testing import CliRunner
 
 from cnctl.cli.main import app
 from cnctl.config import StackConfigError
-from cnctl.config.loader import STACKS_DIR
 from cnctl.config.values import control_character
-from cnctl.paths import REPO_ROOT
+from cnctl.paths import REPO_ROOT, STACKS_DIR
 
 CNCTL = shutil.which("cnctl") or str(REPO_ROOT / ".venv/bin/cnctl")
 

@@ -21,9 +21,8 @@ from typer.testing import CliRunner
 
 from cnctl.cli.main import app
 from cnctl.config import load_stack
-from cnctl.config.loader import STACKS_DIR
 from cnctl.config.schema import WorkerGroup
-from cnctl.paths import REPO_ROOT
+from cnctl.paths import REPO_ROOT, STACKS_DIR
 
 CNCTL = shutil.which("cnctl") or str(REPO_ROOT / ".venv/bin/cnctl")
 GROUP_STACK = (STACKS_DIR / "Pulumi.dev-group.yaml").read_text(encoding="utf-8")

@@ -11,9 +11,10 @@ import yaml
 
 from cnctl.catalog import catalog
 from cnctl.config import StackConfigError, load_stack
-from cnctl.config.loader import STACKS_DIR, parse
+from cnctl.config.loader import parse
 from cnctl.config.schema import StackConfig
 from cnctl.hostvars import CloudVm, host_vars, stack_vars
+from cnctl.paths import STACKS_DIR
 
 MATRIX = catalog().platforms
 

@@ -297,7 +297,7 @@ def test_cnctl_inventory_prints_ansible_yaml_by_default() -> None:
     [
         (["--engine", "chef"], "--engine chef: unknown engine; known: pyinfra, ansible"),
         (["--group", "gpus"], "--group gpus: unknown group; known: edge, servers, cloud"),
-        (["--stack", "staging"], "has no file stacks/Pulumi.staging.yaml"),
+        (["--stack", "staging"], "has no file Pulumi.staging.yaml in"),
         (["--stack", "dev", "--group", "cloud"], "the pulumi CLI is not on PATH"),
     ],
 )

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from cnctl.config import from_pulumi_config, load_stack
-from cnctl.config.loader import STACKS_DIR
+from cnctl.paths import STACKS_DIR
 from tests.unit.test_schema import EXAMPLE_STACKS
 
 

@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 
 from cnctl.cli.model import app
 from cnctl.config import load_stack
-from cnctl.config.loader import STACKS_DIR
 from cnctl.model import fetch as fetch_module
 from cnctl.model.fetch import FetchError, fetch
+from cnctl.paths import STACKS_DIR
 from tests.unit.http_server import http_server
 
 ARCHIVE = b"PK\x03\x04 stand-in archive " * 4096

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from cnctl.config import StackConfigError, load_stack
-from cnctl.config.loader import STACKS_DIR
 from cnctl.hostvars import host_vars
+from cnctl.paths import STACKS_DIR
 from tests.unit.test_schema import _set, _write
 
 SERVER = {"name": "gpu-1", "address": "192.0.2.30"}

@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 from cnctl import engines
 from cnctl import rollout as walks
 from cnctl.cli.main import app
-from cnctl.config.loader import STACKS_DIR
 from cnctl.engines import DeployResult, EngineFailure, HostResult, Target
 from cnctl.errors import UsageProblem
 from cnctl.inventory import InventoryHost, Ssh
+from cnctl.paths import STACKS_DIR
 from cnctl.remote import RemoteOutcome
 from cnctl.rollout import HostHealth
 from tests.unit.shell_shape import commands, shape

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from cnctl.config import StackConfigError, load_stack
-from cnctl.config.loader import STACKS_DIR
+from cnctl.paths import STACKS_DIR
 
 
 def _key(*fields: bytes) -> str:
@@ -327,7 +327,7 @@ def test_unknown_section_is_named(tmp_path: Path) -> None:
 def test_missing_stack_names_the_known_ones() -> None:
     with pytest.raises(StackConfigError) as caught:
         load_stack("staging")
-    assert "known stacks: " in str(caught.value) and "dev" in str(caught.value)
+    assert "known stacks there: " in str(caught.value) and "dev" in str(caught.value)
 
 
 def test_not_yaml_is_a_clear_error(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from cnctl.cli.main import app
 from cnctl.config import StackConfigError, load_stack
-from cnctl.config.loader import STACKS_DIR
+from cnctl.paths import STACKS_DIR
 
 CNCTL = shutil.which("cnctl") or str(Path(__file__).resolve().parents[2] / ".venv/bin/cnctl")
 DEV = (STACKS_DIR / "Pulumi.dev.yaml").read_text(encoding="utf-8")

@@ -69,7 +69,7 @@ def test_json_gives_every_hosts_report_and_keeps_the_exit_code(remote: FakeRemot
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["status", "--stack", "nope"], "stack: 'nope' has no file stacks/Pulumi.nope.yaml"),
+    (["status", "--stack", "nope"], "stack: 'nope' has no file Pulumi.nope.yaml in"),
     (["status", "--stack", "dev", "--limit", "nope"],
      "--limit nope: no such host or group in stack dev; known: belt-1-orin, cn-dev-gpu-0-81b5, cn-dev-gpu-1-81b5, cloud, edge"),
 ])
