@@ -29,12 +29,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cnctl import hostscripts
 from cnctl.config import StackConfig
 from cnctl.engines import DeployResult, EngineFailure, Target
 from cnctl.errors import UsageProblem
 from cnctl.inventory import FLEET_GROUPS, InventoryHost, fleet_hosts
 from cnctl.layers import ROLLOUT
+from cnhost import triton_endpoint
 
 LAYERS = ROLLOUT  # cnctl/layers.py: the model, Triton serving it, the health report
 ACTION = "cn_model_action"
@@ -174,14 +174,14 @@ def judge(health: HostHealth, expected: int | None) -> Verdict:
 def serve_where(host: InventoryHost) -> list[str]:
     """model_serve.py's words for where `host`'s Triton listens: `--interface NAME --port N` when it binds a named
     interface (the script looks that address up on the host: nothing is computed in a shell), else `--url` as
-    deploy/triton_endpoint.py builds it (IPv6 in brackets, loopback for every address). UsageProblem naming the
+    cnhost/triton_endpoint.py builds it (IPv6 in brackets, loopback for every address). UsageProblem naming the
     host for a bind address that is no address."""
     data = host.vars
     port = int(data.get("cn_inference_http_port") or 8000)
     if data.get("cn_inference_bind_interface"):
         return ["--interface", str(data["cn_inference_bind_interface"]), "--port", str(port)]
     try:
-        return ["--url", hostscripts.load("triton_endpoint").http_url(str(data.get("cn_inference_bind_address") or ""), port)]
+        return ["--url", triton_endpoint.http_url(str(data.get("cn_inference_bind_address") or ""), port)]
     except ValueError as exc:
         raise UsageProblem(f"host {host.name}: cn_inference_bind_address: {exc}; fix inference.bindAddress") from None
 

@@ -2,7 +2,7 @@
 
     fleet = collect("local")                 # or collect("prod", limit="belt-1-orin")
     fleet.healthy, fleet.unhealthy           # all good? / the names of the hosts that are not
-    fleet.hosts[0].report["model"]           # what deploy/health_report.py reported
+    fleet.hosts[0].report["model"]           # what cnhost/health_report.py reported
 
 Each host runs its health report fresh and read-only (`health_report.py --read-only`, through `sudo -n`
 where the login user may: Docker's socket is root's), reached the way the engines reach it

@@ -3,7 +3,7 @@
     store = Store(cfg, "models")          # or "results": the bucket storage.buckets.<role> names
     store.read("bundles/dev/channels/canary.json"), store.newest("pull-reports/dev/belt-3-orin/")
 
-The client is the uploader's (deploy/uploader.py: google-cloud-storage, boto3; create-only writes, its errors in
+The client is the uploader's (cnhost/uploader.py: google-cloud-storage, boto3; create-only writes, its errors in
 one line), with **this machine's own identity**: Application Default Credentials for GCS (anonymous for an
 emulator at storage.endpoint), boto3's default chain for S3. The devices' upload credentials
 (storage.credentialsFile) are never used here: devices must not be able to write bundles, and the operator's
@@ -17,9 +17,9 @@ import hashlib
 from pathlib import Path
 from typing import Any, Literal
 
-from cnctl import hostscripts
 from cnctl.config import StackConfig
 from cnctl.errors import UsageProblem
+from cnhost import uploader
 
 Role = Literal["models", "results"]
 
@@ -28,9 +28,6 @@ class Store:
     """The bucket `storage.buckets.<role>` of the stack, through the uploader's store client."""
 
     def __init__(self, cfg: StackConfig, role: Role = "models") -> None:
-        # Only the commands that touch a bucket need a client (and its library). Loaded by path (cnctl/hostscripts.py):
-        # deploy/ is the host side's code, type-checked by its own tests, not part of `mypy cnctl`'s closure.
-        uploader: Any = hostscripts.load("uploader")
         self.uploader = uploader
         self.kind = cfg.storage.kind
         self.role: Role = role

@@ -21,7 +21,8 @@ from pyinfra.api import FactBase
 from pyinfra.facts.deb import DebArch
 from pyinfra.facts.server import KernelModules
 
-from deploy import scripts, triton_endpoint
+from cnhost import triton_endpoint
+from deploy import scripts
 
 __all__ = [
     "AptHolds",
@@ -272,7 +273,7 @@ class ScriptReport(FactBase):
 
 
 class ModelRepository(ScriptReport):
-    """What the model layer's script (deploy/model_sync.py `check`) finds in the Triton model repository.
+    """What the model layer's script (cnhost/model_sync.py `check`) finds in the Triton model repository.
 
     `{"result": "ok" | "pending" | "failed", "changed": False, "reason": ..., "message": ...}`: "ok" when the
     pinned version is in place (its marker proves the pin), its config.pbtxt current, no surplus version and
@@ -321,7 +322,7 @@ class InterfaceAddress(FactBase):
 
 
 class TritonServing(ScriptReport):
-    """What the inference layer's script (deploy/model_serve.py `check`) finds: does Triton serve the version
+    """What the inference layer's script (cnhost/model_serve.py `check`) finds: does Triton serve the version
     the stack wants (the pin, or with `previous` the one served before it) from its recorded config?
 
     `{"result": "ok" | "pending", "message": ...}`; "pending" also before the script is on the host or while

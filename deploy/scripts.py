@@ -1,4 +1,4 @@
-"""How both engines run the layers' host scripts (deploy/model_sync.py, deploy/model_serve.py): one command line.
+"""How both engines run the layers' host scripts (cnhost/model_sync.py, cnhost/model_serve.py): one command line.
 
 A script takes `<mode> --<option> <value> ...` and prints one JSON line {"result", "changed", "reason",
 "message", ...}. Its `check` mode changes nothing; before the script is on the host (a fresh host, a dry run)
@@ -13,7 +13,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from deploy import model_serve, model_sync
+from cnhost import model_serve, model_sync
 
 
 def command_line(helper: str, mode: str, options: Mapping[str, Any], order: Sequence[str], flags: Sequence[str] = ()) -> str:

@@ -49,11 +49,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnctl import hostscripts
 from cnctl.bundle import ARCHIVE, CHANNELS, SIGNATURE, BundleRefused, prefix
 from cnctl.bundle.archive import unpack
 from cnctl.config.schema import BundleSigner
 from cnctl.errors import EXIT_BAD_INPUT, UsageProblem
+from cnhost import uploader
 
 CONFIG_FORMAT = 1
 KEEP_BUNDLES = 3
@@ -146,7 +146,7 @@ class Store:
     """The bundles bucket (read) and the reports bucket (create-only), with the host's upload identity."""
 
     def __init__(self, cfg: Config) -> None:
-        self.uploader = up = hostscripts.load("uploader")
+        self.uploader = up = uploader
         settings = up.Settings(
             host=cfg.host, queue=Path("/nonexistent"), state=Path("/nonexistent"), kind=cfg.kind,
             endpoint=cfg.endpoint, project=cfg.project, buckets={"models": cfg.bundles, "results": cfg.reports},

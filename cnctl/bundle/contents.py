@@ -29,6 +29,7 @@ from cnctl.errors import UsageProblem
 ENTRIES: tuple[tuple[str, str | None], ...] = (
     ("deploy.py", None),
     ("deploy", "*.py"),
+    ("cnhost", "*.py"),
     ("templates", "**/*"),
     # the layers' settings, one copy for both engines (deploy/steps.py role_data): the roles' tasks stay home
     ("roles", "*/defaults/main.yml"),
@@ -37,7 +38,6 @@ ENTRIES: tuple[tuple[str, str | None], ...] = (
     ("cnctl/__init__.py", None),
     ("cnctl/errors.py", None),
     ("cnctl/paths.py", None),
-    ("cnctl/hostscripts.py", None),
     ("cnctl/hostvars.py", None),
     ("cnctl/inventory.py", None),
     ("cnctl/fleet.py", None),
@@ -58,12 +58,12 @@ AGENT_ENTRIES: tuple[tuple[str, str | None], ...] = (
     ("cnctl/__init__.py", None),
     ("cnctl/errors.py", None),
     ("cnctl/paths.py", None),
-    ("cnctl/hostscripts.py", None),
     ("cnctl/catalog/__init__.py", None),
     ("cnctl/catalog", "*.yaml"),
     ("cnctl/config", "*.py"),
     ("cnctl/bundle", "*.py"),
-    ("deploy/uploader.py", None),
+    ("cnhost/__init__.py", None),
+    ("cnhost/uploader.py", None),
 )
 SKIPPED_PARTS = ("__pycache__",)
 SKIPPED_SUFFIXES = (".pyc", ".pyo")

@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from deploy import container, inference, model_serve, pipeline, probe, pull, scripts, verify
+from cnhost import model_serve
+from deploy import container, inference, pipeline, probe, pull, scripts, verify
 from tests.unit.shell_shape import shape, words
 
 # A value no schema should let through; each builder must keep it one word all the same.

@@ -22,7 +22,8 @@ from cnctl.catalog import catalog
 from cnctl.config import load_stack
 from cnctl.hostvars import host_vars
 from cnctl.sandbox.site.model import MODEL_NAME
-from deploy import checks, model_sync, scripts
+from cnhost import model_sync
+from deploy import checks, scripts
 from deploy.facts import ModelRepository
 from deploy.model import options
 from deploy.steps import role_data

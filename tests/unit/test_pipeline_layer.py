@@ -16,7 +16,8 @@ import yaml
 
 from cnctl.config import load_stack
 from cnctl.hostvars import host_vars
-from deploy import bucket_worker, checks, pipeline, pipeline_run
+from cnhost import bucket_worker, pipeline_run
+from deploy import checks, pipeline
 from deploy.steps import role_data
 from tests.unit.render_parity import by_ansible, by_pyinfra, render
 from tests.unit.test_layers_roles import assert_bad_inputs_named

@@ -1,4 +1,4 @@
-"""deploy/triton_endpoint.py, the one builder of Triton's endpoints (issue 25), and the host scripts that load it
+"""cnhost/triton_endpoint.py, the one builder of Triton's endpoints (issue 25), and the host scripts that load it
 from beside them (model_serve.py `--interface`, health_report.py): IPv6 in brackets, loopback for every address,
 an interface's address looked up on the host by the script itself, and nothing but an address accepted as one."""
 
@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from cnctl import hostscripts
-from deploy import facts, inference, model_serve, pipeline, triton_endpoint
+from cnctl import rollout
+from cnhost import model_serve, triton_endpoint
+from deploy import facts, inference, pipeline
 from deploy.steps import role_data
 
 SCRIPTS = Path(triton_endpoint.__file__).parent
@@ -51,8 +52,8 @@ def test_every_builder_of_the_controller_and_the_hosts_is_this_one() -> None:
                                      "cn_inference_metrics_port": 8002}, role_data("inference"), "::", "3.11")["url"] \
         == "http://[::1]:8000"
     assert not hasattr(pipeline, "triton_reach") and not hasattr(pipeline, "triton_url")
-    assert hostscripts.load("triton_endpoint").http_url("::", 8000) == "http://[::1]:8000"
-    for source in ("deploy/pipeline.py", "deploy/inference.py", "deploy/health_report.py", "cnctl/rollout.py",
+    assert rollout.triton_endpoint is triton_endpoint  # the controller imports it: one module, one builder
+    for source in ("deploy/pipeline.py", "deploy/inference.py", "cnhost/health_report.py", "cnctl/rollout.py",
                    "templates/systemd/circularnet-triton.service.j2"):
         assert "http://{" not in (SCRIPTS.parent / source).read_text(), source  # no URL spliced together by hand
 
