@@ -21,7 +21,6 @@ functions passed in, so tests drive the whole walk with fakes.
 
 from __future__ import annotations
 
-import json
 import math
 import shlex
 import time
@@ -29,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import cnhost
 from cnctl.config import StackConfig
 from cnctl.engines import DeployResult, EngineFailure, Target
 from cnctl.errors import UsageProblem
@@ -218,7 +218,7 @@ def parse_health(host: str, reachable: bool, stdout: str, stderr: str) -> HostHe
     problems = []
     for key in ("status", "probe"):
         lines = sections.get(key, [])
-        found = next((v for v in map(_json_object, reversed(lines)) if v is not None), None)
+        found = cnhost.answer(lines)
         if found is not None:
             parts[key] = found
             continue
@@ -228,14 +228,6 @@ def parse_health(host: str, reachable: bool, stdout: str, stderr: str) -> HostHe
     if "status" not in parts:
         return HostHealth(host, error=problems[0])
     return HostHealth(host, parts["status"], parts.get("probe") or {"result": "failed", "message": "; ".join(problems)})
-
-
-def _json_object(line: str) -> dict[str, Any] | None:
-    try:
-        value = json.loads(line)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def inventory_hosts(cfg: StackConfig) -> list[InventoryHost]:

@@ -13,6 +13,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import cnhost
 from cnhost import model_serve, model_sync
 
 
@@ -38,9 +39,5 @@ def serve_command(helper: str, mode: str, options: Mapping[str, Any], previous: 
 
 
 def reported(output: Sequence[str]) -> dict[str, Any] | None:
-    """The script's one JSON line (the last line of its output), or None when there is none."""
-    try:
-        found = json.loads(output[-1]) if output else None
-    except ValueError:
-        return None
-    return found if isinstance(found, dict) and "result" in found else None
+    """The script's one JSON line (cnhost.answer: the last with a `result`), or None when there is none."""
+    return cnhost.answer(output, "result")

@@ -29,6 +29,7 @@ from pyinfra import host, state
 from pyinfra.api import FactBase, deploy, operation
 from pyinfra.operations import files, systemd
 
+import cnhost
 from cnhost import health_report
 from deploy.steps import after_change, fail, role_data, template, wishes
 
@@ -78,13 +79,9 @@ def check_command(helper: str, config: str) -> str:
 
 def report_of(lines: list[str]) -> dict[str, Any]:
     """The report in the script's output (its last JSON line with `healthy`), else an unhealthy one saying so."""
-    for line in reversed(lines):
-        try:
-            found = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(found, dict) and "healthy" in found:
-            return found
+    found = cnhost.answer(lines, "healthy")
+    if found is not None:
+        return found
     tail = " | ".join(line.strip() for line in lines[-3:]) or "no output"
     return {"healthy": False, "problems": [f"the health report printed no report ({tail})"]}
 

@@ -62,6 +62,7 @@ AGENT_ENTRIES: tuple[tuple[str, str | None], ...] = (
     ("cnctl/catalog", "*.yaml"),
     ("cnctl/config", "*.py"),
     ("cnctl/bundle", "*.py"),
+    ("cnctl/store.py", None),
     ("cnhost/__init__.py", None),
     ("cnhost/uploader.py", None),
 )

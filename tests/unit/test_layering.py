@@ -53,7 +53,7 @@ ENTRY_POINTS: dict[str, str] = {
     "every production module": (
         "import importlib, pathlib; "
         "[importlib.import_module('.'.join(p.with_suffix('').parts).removesuffix('.__init__')) "
-        "for root in ('cnctl', 'deploy') for p in sorted(pathlib.Path(root).rglob('*.py')) "
+        "for root in ('cnctl', 'cnhost', 'deploy') for p in sorted(pathlib.Path(root).rglob('*.py')) "
         "if p.parts[:2] != ('cnctl', 'sandbox')]"
     ),
 }

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+import cnhost
 from cnctl.sandbox.site import triton
 from cnhost import model_serve, model_sync
 from tests.unit.conftest import free_port
@@ -50,7 +51,7 @@ def run(base: str, repo: Path, mode: str, *extra: str) -> tuple[int, dict]:
     if mode != "probe":
         args += ["--repository", str(repo)]
     proc = subprocess.run([*args, *extra], capture_output=True, text=True, timeout=120, check=False)
-    return proc.returncode, json.loads(proc.stdout.splitlines()[-1])
+    return proc.returncode, cnhost.answer(proc.stdout) or {}
 
 
 class Triton:

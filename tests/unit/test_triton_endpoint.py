@@ -5,7 +5,6 @@ an interface's address looked up on the host by the script itself, and nothing b
 from __future__ import annotations
 
 import ast
-import json
 import shutil
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import cnhost
 from cnctl import rollout
 from cnhost import model_serve, triton_endpoint
 from deploy import facts, inference, pipeline
@@ -85,7 +85,7 @@ def test_a_host_script_run_from_its_directory_loads_the_builder_beside_it(script
             if script == "model_serve.py" else ["--config", str(tmp_path / "none.json"), "--read-only"])
     done = subprocess.run([sys.executable, "-E", "-s", str(tmp_path / script), *argv], capture_output=True, text=True,
                           timeout=120, check=False, cwd=tmp_path)
-    printed = json.loads(done.stdout.splitlines()[-1])
+    printed = cnhost.answer(done.stdout) or {}
     if script == "model_serve.py":
         assert done.returncode == model_serve.EXIT["triton"]
         assert printed["message"].startswith("interface 'cnctl-none0' has no IPv4 address here")
