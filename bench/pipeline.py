@@ -1,4 +1,4 @@
-"""Benchmark the pipeline's uploader (deploy/uploader.py) against the GCS emulator and moto's S3, side by side.
+"""Benchmark the pipeline's uploader (cnhost/uploader.py) against the GCS emulator and moto's S3, side by side.
 
 For each store, behind a TCP proxy on loopback that can be down (nothing listens: connection refused) or cut
 connections:
@@ -45,9 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cnctl.sandbox.site import emulators
-from deploy import uploader
+from cnhost import uploader
 
-SCRIPT = ROOT / "deploy" / "uploader.py"
 KINDS = {"gcs": "GCS emulator", "s3": "moto S3"}
 BUCKETS = {"results": "bench-results", "images": "bench-images"}
 S3_KEYS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
@@ -239,7 +238,7 @@ def settings(work: Path, kind: str, port: int) -> Path:
 def drain_cli(config: Path) -> tuple[int, dict[str, Any], float]:
     """`uploader.py drain` as a fresh process: (exit code, its JSON line, wall seconds)."""
     began = time.monotonic()
-    done = subprocess.run([sys.executable, str(SCRIPT), "drain", "--config", str(config)], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "cnhost.uploader", "drain", "--config", str(config)], capture_output=True,
                           text=True, check=False, env={**os.environ, **S3_KEYS})
     seconds = time.monotonic() - began
     return done.returncode, json.loads(done.stdout) if done.stdout.strip() else {}, seconds

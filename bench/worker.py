@@ -4,7 +4,7 @@
 
 The processes a worker VM of the group runs, on this machine's loopback: Google's Pub/Sub emulator (the queue;
 a real Pub/Sub server), the GCS emulator (STAND-IN for the images bucket), a real CPU Triton serving the
-sandbox's STAND-IN model from the site's wheelhouse, and `deploy/bucket_worker.py` running the site's STAND-IN
+sandbox's STAND-IN model from the site's wheelhouse, and `cnhost/bucket_worker.py` running the site's STAND-IN
 client (TF generation flags, 1024x1024x3 tensors derived from each frame's bytes) with the local stack's
 pipeline settings. For each count N, N frames of the site's replay footage are stored in the bucket and their
 OBJECT_FINALIZE notifications published at once (as Cloud Storage does on upload); the clock runs until the

@@ -42,7 +42,7 @@ FQCN = f"{NAMESPACE}.{NAME}"
 # The host programs the roles ship (defaults/main.yml: `<role>_helper_src`, `pipeline_scripts_src`): the one
 # place their source is named. The collection holds them at the same relative path.
 HOST_PROGRAMS: tuple[tuple[str, str | None], ...] = tuple(
-    (f"deploy/{name}.py", None) for name in ("bucket_worker", "capture", "client_adapter", "health_report", "model_serve",
+    (f"cnhost/{name}.py", None) for name in ("bucket_worker", "capture", "client_adapter", "health_report", "model_serve",
                                              "model_sync", "pipeline_run", "triton_endpoint", "uploader"))
 # The pyinfra-free rules the filters call: both the pyinfra layers and the collection import them.
 RULES = "deploy/rules"
@@ -66,13 +66,14 @@ ENTRIES: tuple[tuple[str, str | None], ...] = (
 RECIPE_PREFIX = "collection/"
 MODULE_UTILS = "plugins/module_utils/"
 # The package the rules import the host programs from, and its place in the collection: the copies' imports of it
-# become relative (`from deploy import x` -> `from ..cnhost import x` in rules/, `from . import x` among the programs).
-HOST_PACKAGE = "deploy"
+# become relative (`from cnhost import x` -> `from ..cnhost import x` in rules/, `from . import x` among the programs).
+HOST_PACKAGE = "cnhost"
 PROGRAMS_UTILS = f"{MODULE_UTILS}cnhost/"
 ALSO: tuple[tuple[str, str], ...] = (
     ("cnctl/catalog/platforms.yaml", f"{MODULE_UTILS}rules/platforms.yaml"),  # deploy/rules/matrix.py reads it
     ("cnctl/unitescape.py", f"{MODULE_UTILS}unitescape.py"),
-    *((f"{HOST_PACKAGE}/{name}.py", f"{PROGRAMS_UTILS}{name}.py") for name in ("model_serve", "model_sync", "triton_endpoint")),
+    *((f"{HOST_PACKAGE}/{name}.py", f"{PROGRAMS_UTILS}{name}.py")
+      for name in ("__init__", "model_serve", "model_sync", "triton_endpoint")),
 )
 
 
@@ -109,8 +110,9 @@ def layout(root: Path = REPO_ROOT) -> list[tuple[str, str]]:
 
 
 def digest(files: Iterable[tuple[str, str]], root: Path = REPO_ROOT) -> str:
-    """The hash of the inputs: each file's place, path and bytes, and the version."""
-    h = hashlib.sha256(version().encode())
+    """The hash of the inputs: each file's place, path and bytes, the version, and this assembler itself (a cnctl
+    that assembles differently never reuses a tree an older one left in the cache)."""
+    h = hashlib.sha256(version().encode() + hashlib.sha256(Path(__file__).read_bytes()).digest())
     for target, relative in files:
         h.update(f"\0{target}\0{relative}\0".encode() + hashlib.sha256((root / relative).read_bytes()).digest())
     return h.hexdigest()[:16]
@@ -147,7 +149,6 @@ def assemble(cache: Path | None = None) -> Path:
         if target.startswith(MODULE_UTILS) and target.endswith(".py"):
             (home / target).write_text(module_utils_text(target, (home / target).read_text(encoding="utf-8")),
                                        encoding="utf-8")
-    (home / PROGRAMS_UTILS / "__init__.py").write_text('"""The host programs the rules import."""\n', encoding="utf-8")
     (home / "galaxy.yml").write_text(galaxy((home / "galaxy.yml").read_text(encoding="utf-8")), encoding="utf-8")
     # the pull agent's file list (cnctl.bundle.contents, the one list) as data for the pull role's filter
     (home / MODULE_UTILS / "rules" / "agent_files.json").write_text(

@@ -60,7 +60,7 @@ URL and the stack's `mirrors` section replaces its base for air-gapped plants (N
 | cn_pipeline_client_sha256 | all | its pinned sha256 (`pipeline.clientSha256`, else the catalog's); None: the pipeline layer refuses |
 | cn_pipeline_client_entry | all | the client's script inside the archive (`inference_pipeline.py`) |
 | cn_pipeline_client_wheels | all | [{name, version, sha256}] the client needs in the venv; None: not pinned yet (the layer refuses) |
-| cn_pipeline_client_contract | all | how the runner talks to the client: `ndjson` (it writes the rows) or `upstream` (upstream's client through deploy/client_adapter.py) |
+| cn_pipeline_client_contract | all | how the runner talks to the client: `ndjson` (it writes the rows) or `upstream` (upstream's client through cnhost/client_adapter.py) |
 | cn_pipeline_columns | all | [{name, type}] the detections table's columns for the generation (catalog `generations.<g>.bigquery_schema`) |
 | cn_pipeline_generation | all | the model's client generation (`tf`, `detr`): the flags and the detections table |
 | cn_pipeline_flags | all | the client's flags, `--flag=value`, rendered for the generation from `pipeline` |

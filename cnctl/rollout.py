@@ -21,7 +21,6 @@ functions passed in, so tests drive the whole walk with fakes.
 
 from __future__ import annotations
 
-import json
 import math
 import shlex
 import time
@@ -29,12 +28,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cnctl import hostscripts
+import cnhost
 from cnctl.config import StackConfig
 from cnctl.engines import DeployResult, EngineFailure, Target
 from cnctl.errors import UsageProblem
 from cnctl.inventory import FLEET_GROUPS, InventoryHost, fleet_hosts
 from cnctl.layers import ROLLOUT
+from cnhost import triton_endpoint
 
 LAYERS = ROLLOUT  # cnctl/layers.py: the model, Triton serving it, the health report
 ACTION = "cn_model_action"
@@ -174,14 +174,14 @@ def judge(health: HostHealth, expected: int | None) -> Verdict:
 def serve_where(host: InventoryHost) -> list[str]:
     """model_serve.py's words for where `host`'s Triton listens: `--interface NAME --port N` when it binds a named
     interface (the script looks that address up on the host: nothing is computed in a shell), else `--url` as
-    deploy/triton_endpoint.py builds it (IPv6 in brackets, loopback for every address). UsageProblem naming the
+    cnhost/triton_endpoint.py builds it (IPv6 in brackets, loopback for every address). UsageProblem naming the
     host for a bind address that is no address."""
     data = host.vars
     port = int(data.get("cn_inference_http_port") or 8000)
     if data.get("cn_inference_bind_interface"):
         return ["--interface", str(data["cn_inference_bind_interface"]), "--port", str(port)]
     try:
-        return ["--url", hostscripts.load("triton_endpoint").http_url(str(data.get("cn_inference_bind_address") or ""), port)]
+        return ["--url", triton_endpoint.http_url(str(data.get("cn_inference_bind_address") or ""), port)]
     except ValueError as exc:
         raise UsageProblem(f"host {host.name}: cn_inference_bind_address: {exc}; fix inference.bindAddress") from None
 
@@ -218,7 +218,7 @@ def parse_health(host: str, reachable: bool, stdout: str, stderr: str) -> HostHe
     problems = []
     for key in ("status", "probe"):
         lines = sections.get(key, [])
-        found = next((v for v in map(_json_object, reversed(lines)) if v is not None), None)
+        found = cnhost.answer(lines)
         if found is not None:
             parts[key] = found
             continue
@@ -228,14 +228,6 @@ def parse_health(host: str, reachable: bool, stdout: str, stderr: str) -> HostHe
     if "status" not in parts:
         return HostHealth(host, error=problems[0])
     return HostHealth(host, parts["status"], parts.get("probe") or {"result": "failed", "message": "; ".join(problems)})
-
-
-def _json_object(line: str) -> dict[str, Any] | None:
-    try:
-        value = json.loads(line)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def inventory_hosts(cfg: StackConfig) -> list[InventoryHost]:

@@ -2,7 +2,7 @@
 
     fleet = collect("local")                 # or collect("prod", limit="belt-1-orin")
     fleet.healthy, fleet.unhealthy           # all good? / the names of the hosts that are not
-    fleet.hosts[0].report["model"]           # what deploy/health_report.py reported
+    fleet.hosts[0].report["model"]           # what cnhost/health_report.py reported
 
 Each host runs its health report fresh and read-only (`health_report.py --read-only`, through `sudo -n`
 where the login user may: Docker's socket is root's), reached the way the engines reach it
@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
+import cnhost
 from cnctl.bundle.agent import REPORT_HEARTBEAT_S, REPORTS_PREFIX
 from cnctl.config import StackConfig, load_stack
 from cnctl.errors import UsageProblem
@@ -107,17 +108,6 @@ def remote_command(script: str = SCRIPT, last: str = LAST_REPORT) -> str:
     )
 
 
-def _fresh_report(lines: Sequence[str]) -> dict[str, Any] | None:
-    for line in reversed(lines):
-        try:
-            found = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(found, dict) and "healthy" in found:
-            return found
-    return None
-
-
 def host_status(host: InventoryHost, outcome: RemoteOutcome) -> HostStatus:
     """What one host's answer to `remote_command()` says about it."""
     def status(healthy: bool, problems: list[str], source: Source = "none",
@@ -128,7 +118,7 @@ def host_status(host: InventoryHost, outcome: RemoteOutcome) -> HostStatus:
         why = (outcome.stderr.strip().splitlines() or ["no answer"])[-1]
         return status(False, [f"unreachable: {why}"])
     fresh_part, marker, saved_part = outcome.stdout.partition(_SAVED)
-    report = _fresh_report(fresh_part.splitlines())
+    report = cnhost.answer(fresh_part, "healthy")
     if report is not None:
         problems = [str(p) for p in report.get("problems") or []]
         return status(bool(report.get("healthy")) and not problems, problems, "fresh", report)
@@ -285,4 +275,4 @@ def collect(stack: str, limit: str | None = None, *, run: Runner | None = None, 
     host, a missing fleet file, missing cloud outputs) raises a UsageProblem saying what to fix; a results
     bucket that cannot be read is a problem of each pull host, not an error."""
     cfg, hosts = _chosen(stack, limit, environ)
-    return collect_from(cfg.environment, hosts, run, timeout, lambda: Store(cfg, "results"), now)
+    return collect_from(cfg.environment, hosts, run, timeout, lambda: Store.of_stack(cfg, "results"), now)

@@ -1,14 +1,17 @@
-"""One of the stack's buckets as the operator's machine reads and writes it (`cnctl bundle`, `cnctl status`).
+"""One bucket through the uploader's store client: the one wrapper of it, for the operator's machine (`cnctl
+bundle`, `cnctl status`) and for pull mode's agent on a host.
 
-    store = Store(cfg, "models")          # or "results": the bucket storage.buckets.<role> names
+    store = Store.of_stack(cfg, "models")     # the operator: storage.buckets.<role>, this machine's identity
+    store = Store("gcs", "cn-bundles", "models", endpoint=None, project="p", credentials=Path("/etc/..."), host="belt-3")
     store.read("bundles/dev/channels/canary.json"), store.newest("pull-reports/dev/belt-3-orin/")
 
-The client is the uploader's (deploy/uploader.py: google-cloud-storage, boto3; create-only writes, its errors in
-one line), with **this machine's own identity**: Application Default Credentials for GCS (anonymous for an
-emulator at storage.endpoint), boto3's default chain for S3. The devices' upload credentials
-(storage.credentialsFile) are never used here: devices must not be able to write bundles, and the operator's
-reads must not depend on a device's key. Every store error becomes a UsageProblem naming the bucket
-(`storage.buckets.<role> (<url>)`) and the fix.
+The client is the uploader's (cnhost/uploader.py: google-cloud-storage, boto3; create-only writes, its errors in
+one line). The operator's store has **this machine's own identity**: Application Default Credentials for GCS
+(anonymous for an emulator at storage.endpoint), boto3's default chain for S3. The devices' upload credentials
+(storage.credentialsFile) are never used there: devices must not be able to write bundles, and the operator's
+reads must not depend on a device's key; a host's store (the agent's) is given its credentials file. Every store
+error becomes a StoreProblem (a UsageProblem) naming the bucket (`storage.buckets.<role> (<url>)` for the
+operator, with the fix on this machine; `<url>/<key>` on a host).
 """
 
 from __future__ import annotations
@@ -17,39 +20,54 @@ import hashlib
 from pathlib import Path
 from typing import Any, Literal
 
-from cnctl import hostscripts
 from cnctl.config import StackConfig
 from cnctl.errors import UsageProblem
+from cnhost import uploader
 
 Role = Literal["models", "results"]
 
 
+class StoreProblem(UsageProblem):
+    """The bucket could not be read or written (no network, no permission, no such bucket): nothing changed."""
+
+
 class Store:
-    """The bucket `storage.buckets.<role>` of the stack, through the uploader's store client."""
+    """One bucket, through the uploader's store client."""
 
-    def __init__(self, cfg: StackConfig, role: Role = "models") -> None:
-        # Only the commands that touch a bucket need a client (and its library). Loaded by path (cnctl/hostscripts.py):
-        # deploy/ is the host side's code, type-checked by its own tests, not part of `mypy cnctl`'s closure.
-        uploader: Any = hostscripts.load("uploader")
+    def __init__(self, kind: str, bucket: str, role: Role, *, endpoint: str | None = None, project: str | None = None,
+                 credentials: Path | None = None, host: str = "cnctl", field: str | None = None) -> None:
         self.uploader = uploader
-        self.kind = cfg.storage.kind
-        self.role: Role = role
-        self.bucket: str = getattr(cfg.storage.buckets, role)
-        scheme = "gs" if self.kind == "gcs" else "s3"
-        self.url = f"{scheme}://{self.bucket}"
-        self.field = f"storage.buckets.{role} ({self.url})"
+        self.kind = kind
+        self.bucket = bucket
+        self.url = f"{'gs' if kind == 'gcs' else 's3'}://{bucket}"
+        self.field = field  # how errors name the bucket; None: by the object's URL
+        self.operator = credentials is None
         settings = uploader.Settings(
-            host="cnctl", queue=Path("/nonexistent"), state=Path("/nonexistent"), kind=self.kind,
-            endpoint=cfg.storage.endpoint, project=cfg.gcp.project if cfg.gcp is not None else None,
-            buckets={role: self.bucket}, credentials=None, budget_bytes=1, retry_min=1, retry_max=1, poll=1)
+            host=host, queue=Path("/nonexistent"), state=Path("/nonexistent"), kind=kind, endpoint=endpoint,
+            project=project, buckets={role: bucket}, credentials=credentials, budget_bytes=1, retry_min=1,
+            retry_max=1, poll=1)
         try:
-            self.store: Any = uploader.make_store(settings, None)
+            self.store: Any = uploader.make_store(settings, uploader.read_credentials(credentials))
         except ImportError as exc:
-            raise UsageProblem(f"storage.kind {self.kind} needs {exc.name} on this machine (uv sync)") from None
+            raise UsageProblem(f"storage.kind {kind} needs {exc.name} on this machine (uv sync)") from None
+        except uploader.UsageError as exc:
+            raise UsageProblem(str(exc)) from None
 
-    def _problem(self, exc: Exception) -> UsageProblem:
-        """The uploader's one line, its hints turned to this machine (they name the devices' credentials)."""
+    @classmethod
+    def of_stack(cls, cfg: StackConfig, role: Role = "models") -> Store:
+        """The bucket `storage.buckets.<role>` of the stack, with this machine's identity."""
+        bucket: str = getattr(cfg.storage.buckets, role)
+        scheme = "gs" if cfg.storage.kind == "gcs" else "s3"
+        return cls(cfg.storage.kind, bucket, role, endpoint=cfg.storage.endpoint,
+                   project=cfg.gcp.project if cfg.gcp is not None else None,
+                   field=f"storage.buckets.{role} ({scheme}://{bucket})")
+
+    def _problem(self, exc: Exception, key: str) -> StoreProblem:
+        """The uploader's one line naming the bucket; for the operator, its hints turned to this machine (they name
+        the devices' credentials)."""
         text = str(exc)
+        if not self.operator:
+            return StoreProblem(f"{self.url}/{key}: {text}")
         if self.kind == "s3" and "no credentials" in text:
             text = (f"{text.split(': no credentials')[0]}: no credentials on this machine: set AWS_ACCESS_KEY_ID and "
                     "AWS_SECRET_ACCESS_KEY or an AWS profile (boto3's default chain); the devices' "
@@ -62,14 +80,14 @@ class Store:
                     "S3 s3:ListBucket and s3:GetObject)")
         elif text.endswith(")") and " unreachable (" in text:
             text = f"{text}: check storage.endpoint in the stack and this machine's network"
-        return UsageProblem(f"{self.field}: {text}")
+        return StoreProblem(f"{self.field or self.url}: {text}")
 
     def stat(self, key: str) -> tuple[int, bytes | None] | None:
         """(size, MD5 or None) of the object, None when there is none."""
         try:
             remote = self.store.stat(self.bucket, key)
         except (self.uploader.StoreError, self.uploader.Unreadable) as exc:
-            raise self._problem(exc) from None
+            raise self._problem(exc, key) from None
         return None if remote is None else (remote.size, remote.md5)
 
     def create(self, key: str, body: bytes, conditional: bool) -> bool:
@@ -80,7 +98,7 @@ class Store:
         except self.uploader.Unsupported:
             return bool(self.store.create(self.bucket, key, body, md5, False))  # the caller's look-up before it stands
         except self.uploader.StoreError as exc:
-            raise self._problem(exc) from None
+            raise self._problem(exc, key) from None
 
     def read(self, key: str) -> bytes | None:
         """The object's bytes, None when there is none."""
@@ -88,7 +106,7 @@ class Store:
             body: bytes | None = self.store.read(self.bucket, key)
             return body
         except (self.uploader.StoreError, self.uploader.Unreadable) as exc:
-            raise self._problem(exc) from None
+            raise self._problem(exc, key) from None
 
     def newest(self, prefix: str) -> tuple[str, bytes] | None:
         """The last object under `prefix` in name order (name, bytes), None when there is none."""
@@ -96,4 +114,4 @@ class Store:
             found: tuple[str, bytes] | None = self.store.newest(self.bucket, prefix)
             return found
         except (self.uploader.StoreError, self.uploader.Unreadable) as exc:
-            raise self._problem(exc) from None
+            raise self._problem(exc, prefix) from None

@@ -10,7 +10,7 @@
 3. the unit from templates/systemd/circularnet-triton.service.j2 (explicit model control, the stack's bind
    address, Restart=on-failure, ExecStartPost loading the recorded version), enabled and running; restarted
    only when the unit or the runtime changed under a Triton that was already running;
-4. the served version: the layer's script (deploy/model_serve.py, one copy for both engines) switches
+4. the served version: the layer's script (cnhost/model_serve.py, one copy for both engines) switches
    Triton to the stack's pin (or, in a rollback run, `cn_model_action: previous`, to the version served
    before it) through the repository API while the old version keeps answering; a version Triton refuses
    leaves the old one serving and fails the host with Triton's own error.
@@ -29,7 +29,7 @@ from pyinfra.facts.files import File
 from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import apt, files, systemd
 
-from deploy import model_serve, triton_endpoint
+from cnhost import model_serve, triton_endpoint
 from deploy.facts import DockerImage, HostPython, InterfaceAddress, TritonServing, VenvPackages
 from deploy.rules import checks, scripts
 from deploy.rules.inference import (
@@ -110,9 +110,9 @@ def inference() -> None:
     helper = data["inference_helper"]
     files.directory(name="Inference: script directory", path=helper.rsplit("/", 1)[0], present=True, mode="755",
                     user="root", group="root")
-    files.put(name="Inference: the layer's script (deploy/model_serve.py)", src=model_serve.__file__, dest=helper,
+    files.put(name="Inference: the layer's script (cnhost/model_serve.py)", src=model_serve.__file__, dest=helper,
                        mode="755", user="root", group="root")
-    files.put(name="Inference: the Triton endpoint builder the scripts load (deploy/triton_endpoint.py)",
+    files.put(name="Inference: the Triton endpoint builder the scripts load (cnhost/triton_endpoint.py)",
               src=triton_endpoint.__file__, dest=endpoint_path(helper), mode="644", user="root", group="root")
     if wants["cn_inference_runtime"] == "native":
         runtime = native_runtime(wants, data, str(python))

@@ -2,7 +2,7 @@
 
 1. Refused before anything changes when the stack gives no sha256 pin (the `cnctl model pin` hint) or no
    http(s) URL a host can fetch (deploy/rules/checks.py `model_problem`);
-2. the layer's script (deploy/model_sync.py, stdlib only, one copy for both engines) shipped to the host,
+2. the layer's script (cnhost/model_sync.py, stdlib only, one copy for both engines) shipped to the host,
    the staging directory (0700) and the repository in place, and the config.pbtxt for archives that bring
    none rendered from templates/triton/config.pbtxt.j2 (name, Triton platform, no batching dimension);
 3. the script's `check` read as a fact (files only: a converged host downloads nothing, not even a HEAD),
@@ -22,7 +22,7 @@ from pyinfra import host
 from pyinfra.api import deploy, operation
 from pyinfra.operations import files
 
-from deploy import model_sync
+from cnhost import model_sync
 from deploy.facts import ModelRepository
 from deploy.rules import checks, scripts
 from deploy.rules.model import options
@@ -51,7 +51,7 @@ def model() -> None:
         return
     helper = data["model_helper"]
     _directory("Model: script directory", helper.rsplit("/", 1)[0])
-    files.put(name="Model: the layer's script (deploy/model_sync.py)", src=model_sync.__file__, dest=helper, mode="755",
+    files.put(name="Model: the layer's script (cnhost/model_sync.py)", src=model_sync.__file__, dest=helper, mode="755",
               user="root", group="root")
     _directory("Model: staging directory", data["model_staging"], mode="700")
     _directory("Model: repository parent", data["model_repository"].rsplit("/", 1)[0])

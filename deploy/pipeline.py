@@ -5,7 +5,7 @@
    credentials file missing or readable by others on the deploying machine);
 2. the service user `circularnet-pipeline` (system, no login) and its data directory: frame spool, batches at
    work, upload queue (0750, the user's) and state (0755: the health report reads it);
-3. the layer's scripts (deploy/capture.py, pipeline_run.py, uploader.py: one copy for both engines), the
+3. the layer's scripts (cnhost/capture.py, pipeline_run.py, uploader.py: one copy for both engines), the
    client archive and, for a replay camera, the footage archive, each fetched once and checked against its
    sha256 before use; the client unpacked into a directory named by its sha256;
 4. the venv: the uploader's wheels (google-cloud-storage, boto3, every dependency) and the client's, with
@@ -13,7 +13,7 @@
 5. the storage credentials (storage.credentialsFile) as a 0600 file of the service user, else none;
    the settings file every script reads (templates/pipeline/pipeline.json.j2);
 6. the units (templates/systemd/circularnet-{capture,pipeline,upload,worker}.*): capture on edge devices only,
-   the pipeline's timer where frames come from a spool, the bucket worker (deploy/bucket_worker.py, its wheels
+   the pipeline's timer where frames come from a spool, the bucket worker (cnhost/bucket_worker.py, its wheels
    added to the venv) in its place where they come from the images bucket (`pipeline.input: bucket`), and the
    uploader, enabled and running; a service restarted only when something under it changed and it ran before.
 
@@ -33,7 +33,7 @@ from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import apt, files, server, systemd
 
 from cnctl.paths import TEMPLATES_DIR
-from deploy import bucket_worker, capture, client_adapter, pipeline_run, uploader
+from cnhost import bucket_worker, capture, client_adapter, pipeline_run, uploader
 from deploy.facts import HostPython, InterfaceAddress, VenvPackages
 from deploy.rules import checks
 from deploy.rules.pipeline import (

@@ -1,7 +1,7 @@
 """The verify layer: a machine-readable health report on every host, refreshed by a timer, and a deploy that
 fails a host which is not healthy at its end.
 
-1. The layer's script (deploy/health_report.py, stdlib only, one copy for both engines) shipped beside the
+1. The layer's script (cnhost/health_report.py, stdlib only, one copy for both engines) shipped beside the
    inference layer's model_serve.py, and its settings (/etc/circularnet/health-report.json: the role
    defaults and the host's variables, templates/verify/health-report.json.j2);
 2. the deploy record (/var/lib/circularnet/deploy.json, templates/verify/deploy.json.j2): stack, model
@@ -28,7 +28,7 @@ from pyinfra import host, state
 from pyinfra.api import FactBase, deploy, operation
 from pyinfra.operations import files, systemd
 
-from deploy import health_report
+from cnhost import health_report
 from deploy.rules.verify import check_command, record, report_of, settings, verdict
 from deploy.steps import after_change, fail, role_data, template, wishes
 
@@ -73,7 +73,7 @@ def verify() -> None:
     _directory("Verify: script directory", helper.rsplit("/", 1)[0])
     _directory("Verify: settings directory", config.rsplit("/", 1)[0])
     _directory("Verify: state directory", data["verify_report"].rsplit("/", 1)[0])
-    files.put(name="Verify: the layer's script (deploy/health_report.py)", src=health_report.__file__, dest=helper,
+    files.put(name="Verify: the layer's script (cnhost/health_report.py)", src=health_report.__file__, dest=helper,
               mode="755", user="root", group="root")
     template("Verify: the report's settings", "verify/health-report.json.j2", config,
              health_settings=settings(wants, data))

@@ -8,7 +8,7 @@ A maintainer's tool (network: PyPI only), not part of any deploy. Four sets, eac
 `pip install --no-deps --require-hashes`:
 
 - `uploader` (every host): TOP_LEVEL["uploader"], closed on its own;
-- `worker` (only hosts whose input is the images bucket: deploy/bucket_worker.py): TOP_LEVEL["worker"] with
+- `worker` (only hosts whose input is the images bucket: cnhost/bucket_worker.py): TOP_LEVEL["worker"] with
   the uploader's pins as constraints, minus the uploader's pins, so that the uploader plus the worker is closed
   and an edge device never installs grpc;
 - `agent` (pull-mode hosts: the pull layer's venv, /opt/circularnet/pull/venv, which runs cnctl.bundle.agent

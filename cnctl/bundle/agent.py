@@ -49,11 +49,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnctl import hostscripts
 from cnctl.bundle import ARCHIVE, CHANNELS, SIGNATURE, BundleRefused, prefix
 from cnctl.bundle.archive import unpack
 from cnctl.config.schema import BundleSigner
 from cnctl.errors import EXIT_BAD_INPUT, UsageProblem
+from cnctl.store import Store, StoreProblem
 
 CONFIG_FORMAT = 1
 KEEP_BUNDLES = 3
@@ -131,48 +131,8 @@ def load_config(path: Path) -> Config:
     )
 
 
-# --- the store ------------------------------------------------------------------------------------------
-
-
 class NothingPublished(Exception):
     """The host's channel has no pointer yet: a new site, or a stable channel before the first promote."""
-
-
-class StoreUnreachable(Exception):
-    """The bucket could not be read or written (no network, no permission): the run stops, nothing changed."""
-
-
-class Store:
-    """The bundles bucket (read) and the reports bucket (create-only), with the host's upload identity."""
-
-    def __init__(self, cfg: Config) -> None:
-        self.uploader = up = hostscripts.load("uploader")
-        settings = up.Settings(
-            host=cfg.host, queue=Path("/nonexistent"), state=Path("/nonexistent"), kind=cfg.kind,
-            endpoint=cfg.endpoint, project=cfg.project, buckets={"models": cfg.bundles, "results": cfg.reports},
-            credentials=cfg.credentials, budget_bytes=1, retry_min=1, retry_max=1, poll=1)
-        try:
-            credentials = up.read_credentials(cfg.credentials)
-            self.client = up.make_store(settings, credentials)
-        except up.UsageError as exc:
-            raise UsageProblem(str(exc)) from None
-        self.scheme = "gs" if cfg.kind == "gcs" else "s3"
-
-    def read(self, bucket: str, key: str) -> bytes | None:
-        try:
-            body: bytes | None = self.client.read(bucket, key)
-            return body
-        except (self.uploader.StoreError, self.uploader.Unreadable) as exc:
-            raise StoreUnreachable(f"{self.scheme}://{bucket}/{key}: {exc}") from None
-
-    def create(self, bucket: str, key: str, body: bytes) -> None:
-        md5 = hashlib.md5(body, usedforsecurity=False).digest()
-        try:
-            self.client.create(bucket, key, body, md5, True)
-        except self.uploader.Unsupported:
-            self.client.create(bucket, key, body, md5, False)  # a unique name: create-only in effect
-        except self.uploader.StoreError as exc:
-            raise StoreUnreachable(f"{self.scheme}://{bucket}/{key}: {exc}") from None
 
 
 # --- state ----------------------------------------------------------------------------------------------
@@ -247,9 +207,13 @@ class Outcome:
 
 
 class Agent:
-    def __init__(self, cfg: Config, store: Store | None = None, allow_rollback: str | None = None) -> None:
+    def __init__(self, cfg: Config, allow_rollback: str | None = None) -> None:
         self.cfg = cfg
-        self.store = store or Store(cfg)
+        # the bundles bucket (read) and the reports bucket (create-only), with the host's upload identity
+        self.bundle_store = Store(cfg.kind, cfg.bundles, "models", endpoint=cfg.endpoint, project=cfg.project,
+                                  credentials=cfg.credentials, host=cfg.host)
+        self.report_store = Store(cfg.kind, cfg.reports, "results", endpoint=cfg.endpoint, project=cfg.project,
+                                  credentials=cfg.credentials, host=cfg.host)
         self.allow_rollback = allow_rollback
         self.bundles = cfg.state / "bundles"
         self.applied_path = cfg.state / "applied.json"
@@ -259,7 +223,7 @@ class Agent:
 
     def pointer(self) -> dict[str, Any]:
         key = f"{prefix(self.cfg.stack)}/channels/{self.cfg.channel}.json"
-        body = self.store.read(self.cfg.bundles, key)
+        body = self.bundle_store.read(key)
         if body is None:
             raise NothingPublished(f"channel {self.cfg.channel} of stack {self.cfg.stack} points at nothing yet "
                                    f"({key} is absent): `cnctl bundle publish --stack {self.cfg.stack}`"
@@ -278,14 +242,14 @@ class Agent:
     def fetch(self, version: str, sha256: str) -> tuple[bytes, bytes | None]:
         """The archive (its sha256 checked against the pointer's) and its signature."""
         base = f"{prefix(self.cfg.stack)}/{version}"
-        archive = self.store.read(self.cfg.bundles, f"{base}/{ARCHIVE}")
+        archive = self.bundle_store.read(f"{base}/{ARCHIVE}")
         if archive is None:
             raise BundleRefused(f"{base}/{ARCHIVE} is absent though channel {self.cfg.channel} points at it")
         found = hashlib.sha256(archive).hexdigest()
         if found != sha256:
             raise BundleRefused(f"{base}/{ARCHIVE} has sha256 {found[:16]}…, the pointer says {sha256[:16]}…: "
                                 "the archive was replaced or cut short")
-        return archive, self.store.read(self.cfg.bundles, f"{base}/{SIGNATURE}")
+        return archive, self.bundle_store.read(f"{base}/{SIGNATURE}")
 
     def unpacked(self, version: str, archive: bytes, signature: bytes | None) -> tuple[Path, str]:
         """The verified bundle as <state>/bundles/<version> (unpacked again if an earlier run left a partial one)."""
@@ -321,7 +285,7 @@ class Agent:
         applied = Applied.load(self.applied_path)
         try:
             pointer = self.pointer()
-        except StoreUnreachable as exc:
+        except StoreProblem as exc:
             return Outcome("unreachable", None, str(exc))
         except NothingPublished as exc:
             return Outcome("waiting", None, str(exc))
@@ -340,7 +304,7 @@ class Agent:
         try:
             archive, signature = self.fetch(version, sha256)
             tree, signer = self.unpacked(version, archive, signature)
-        except StoreUnreachable as exc:
+        except StoreProblem as exc:
             return Outcome("unreachable", version, str(exc))
         except BundleRefused as exc:
             outcome = Outcome("refused", version, f"version {version} refused: {exc}; the host stays as it was")
@@ -409,8 +373,8 @@ class Agent:
             return
         key = f"{REPORTS_PREFIX}/{self.cfg.stack}/{self.cfg.host}/{moment.strftime('%Y%m%dT%H%M%S%fZ')}.json"
         try:
-            self.store.create(self.cfg.reports, key, (json.dumps(body, indent=2, sort_keys=True) + "\n").encode())
-        except StoreUnreachable as exc:
+            self.report_store.create(key, (json.dumps(body, indent=2, sort_keys=True) + "\n").encode(), True)
+        except StoreProblem as exc:
             say(f"report not sent ({exc}); kept in {local}")
             return
         _write_atomic(self.cfg.state / "report-sent.json", json.dumps({**body, "epoch": moment.timestamp()}) + "\n")

@@ -30,6 +30,7 @@ ENTRIES: tuple[tuple[str, str | None], ...] = (
     ("deploy.py", None),
     ("deploy", "*.py"),
     ("deploy/rules", "*.py"),  # the layers' pure rules (both engines: the collection carries them as module_utils)
+    ("cnhost", "*.py"),  # the host programs (the layers' facts and builders import them)
     ("templates", "**/*"),
     # the layers' settings, one copy for both engines (deploy/steps.py role_data): the roles' tasks stay home
     ("roles", "*/defaults/main.yml"),
@@ -38,7 +39,6 @@ ENTRIES: tuple[tuple[str, str | None], ...] = (
     ("cnctl/__init__.py", None),
     ("cnctl/errors.py", None),
     ("cnctl/paths.py", None),
-    ("cnctl/hostscripts.py", None),
     ("cnctl/hostvars.py", None),
     ("cnctl/inventory.py", None),
     ("cnctl/fleet.py", None),
@@ -59,12 +59,13 @@ AGENT_ENTRIES: tuple[tuple[str, str | None], ...] = (
     ("cnctl/__init__.py", None),
     ("cnctl/errors.py", None),
     ("cnctl/paths.py", None),
-    ("cnctl/hostscripts.py", None),
     ("cnctl/catalog/__init__.py", None),
     ("cnctl/catalog", "*.yaml"),
     ("cnctl/config", "*.py"),
     ("cnctl/bundle", "*.py"),
-    ("deploy/uploader.py", None),
+    ("cnctl/store.py", None),
+    ("cnhost/__init__.py", None),
+    ("cnhost/uploader.py", None),
 )
 SKIPPED_PARTS = ("__pycache__",)
 SKIPPED_SUFFIXES = (".pyc", ".pyo")

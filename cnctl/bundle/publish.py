@@ -164,7 +164,7 @@ def publish(stack: str, channel: str = "canary", key: str | None = None, dry_run
         say(f"would point {store_url}/{pointer_key(env, channel)} at version {signed.bundle.version}")
         say("dry run: nothing uploaded")
         return signed
-    store = Store(cfg)
+    store = Store.of_stack(cfg)
     for name, body in uploads:
         _create_once(store, name, body, say)
     move_channel(store, env, channel, signed.bundle.version, signed.bundle.sha256, say)
@@ -208,7 +208,7 @@ def promote(stack: str, version: str | None = None, channel: str = "stable", sou
     cfg = load_stack(stack)
     section = bundle_section(cfg)
     env = cfg.environment
-    store = Store(cfg)
+    store = Store.of_stack(cfg)
     if version is None:
         body = store.read(pointer_key(env, source))
         if body is None:

@@ -251,7 +251,7 @@ class Client(_Data):
     requirements: list[PinnedWheel] | str | None
     # How the runner talks to it. `ndjson`: the client writes `<out>/detections.ndjson` itself (the stand-in,
     # any client written for this toolkit). `upstream`: upstream's client, which reads and writes gs:// with
-    # gsutil and appends to BigQuery, run through deploy/client_adapter.py (local batch in, NDJSON rows out).
+    # gsutil and appends to BigQuery, run through cnhost/client_adapter.py (local batch in, NDJSON rows out).
     contract: Literal["ndjson", "upstream"] = "ndjson"
     standin: bool
 

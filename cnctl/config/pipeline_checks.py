@@ -15,7 +15,7 @@ Each yields a `Problem` at the field the user must change. GOOD / BAD, with the 
 | subscription_in_project  | subscription id + gcp; projects/P/subscriptions/S | subscription id, no gcp section (pipeline.subscription) |
 | subscription_used        | subscription + a host with bucket input       | subscription, every host on spool (pipeline.subscription) |
 
-Bucket input (deploy/bucket_worker.py) reads the OBJECT_FINALIZE notifications of storage.buckets.images, a Cloud
+Bucket input (cnhost/bucket_worker.py) reads the OBJECT_FINALIZE notifications of storage.buckets.images, a Cloud
 Storage bucket, through one Pub/Sub subscription; edge devices always read their camera.
 """
 

@@ -284,7 +284,7 @@ class Pipeline(Section):
         None,
         description="where servers and cloud VMs take frames from (edge devices always read their camera): spool, a "
         "local directory; bucket, the images bucket's new objects through its Pub/Sub subscription (each consumed "
-        "once, deploy/bucket_worker.py). Default: bucket for the workers of compute.mode group, else spool",
+        "once, cnhost/bucket_worker.py). Default: bucket for the workers of compute.mode group, else spool",
     )
     subscription: SubscriptionName | None = Field(
         None,

@@ -20,7 +20,7 @@ import shlex
 from collections.abc import Callable
 from typing import Any
 
-from deploy import triton_endpoint  # a host program: the collection carries it beside rules/ (cnctl/collection.py)
+from cnhost import triton_endpoint  # a host program: the collection carries it (cnctl/collection.py)
 
 from . import scripts
 
@@ -302,7 +302,7 @@ class ScriptReport(Fact):
 
 
 class ModelRepository(ScriptReport):
-    """What the model layer's script (deploy/model_sync.py `check`) finds in the Triton model repository.
+    """What the model layer's script (cnhost/model_sync.py `check`) finds in the Triton model repository.
 
     `{"result": "ok" | "pending" | "failed", "changed": False, "reason": ..., "message": ...}`: "ok" when the
     pinned version is in place (its marker proves the pin), its config.pbtxt current, no surplus version and
@@ -351,7 +351,7 @@ class InterfaceAddress(Fact):
 
 
 class TritonServing(ScriptReport):
-    """What the inference layer's script (deploy/model_serve.py `check`) finds: does Triton serve the version
+    """What the inference layer's script (cnhost/model_serve.py `check`) finds: does Triton serve the version
     the stack wants (the pin, or with `previous` the one served before it) from its recorded config?
 
     `{"result": "ok" | "pending", "message": ...}`; "pending" also before the script is on the host or while

@@ -6,7 +6,7 @@ import shlex
 from typing import Any
 from urllib.parse import urlsplit
 
-from deploy import triton_endpoint  # a host program: the collection carries it beside rules/ (cnctl/collection.py)
+from cnhost import triton_endpoint  # a host program: the collection carries it (cnctl/collection.py)
 
 
 def options(wants: dict[str, Any], data: dict[str, Any], address: str) -> dict[str, Any]:
@@ -17,7 +17,7 @@ def options(wants: dict[str, Any], data: dict[str, Any], address: str) -> dict[s
 
 
 def endpoint_path(helper: str) -> str:
-    """Where deploy/triton_endpoint.py goes: beside model_serve.py (`helper`), which loads it from there, as the
+    """Where cnhost/triton_endpoint.py goes: beside model_serve.py (`helper`), which loads it from there, as the
     verify layer's health_report.py does."""
     return f"{helper.rsplit('/', 1)[0]}/triton_endpoint.py"
 

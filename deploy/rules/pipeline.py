@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from deploy import triton_endpoint  # a host program: the collection carries it beside rules/ (cnctl/collection.py)
+from cnhost import triton_endpoint  # a host program: the collection carries it (cnctl/collection.py)
 
 from .inference import pip_install_command
 

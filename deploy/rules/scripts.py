@@ -1,4 +1,4 @@
-"""How both engines run the layers' host scripts (deploy/model_sync.py, deploy/model_serve.py): one command line.
+"""How both engines run the layers' host scripts (cnhost/model_sync.py, cnhost/model_serve.py): one command line.
 
 A script takes `<mode> --<option> <value> ...` and prints one JSON line {"result", "changed", "reason",
 "message", ...}. Its `check` mode changes nothing; before the script is on the host (a fresh host, a dry run)
@@ -13,7 +13,8 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from deploy import (  # a host program: the collection carries it beside rules/ (cnctl/collection.py)
+from cnhost import (  # the host programs: the collection carries them (cnctl/collection.py)
+    answer,
     model_serve,
     model_sync,
 )
@@ -41,9 +42,5 @@ def serve_command(helper: str, mode: str, options: Mapping[str, Any], previous: 
 
 
 def reported(output: Sequence[str]) -> dict[str, Any] | None:
-    """The script's one JSON line (the last line of its output), or None when there is none."""
-    try:
-        found = json.loads(output[-1]) if output else None
-    except ValueError:
-        return None
-    return found if isinstance(found, dict) and "result" in found else None
+    """The script's one JSON line (cnhost.answer: the last with a `result`), or None when there is none."""
+    return answer(output, "result")

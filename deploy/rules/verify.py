@@ -6,6 +6,8 @@ import json
 import shlex
 from typing import Any
 
+from cnhost import answer  # the one reader of a host program's answer (the collection carries it: cnctl/collection.py)
+
 
 def record(wants: dict[str, Any]) -> dict[str, Any]:
     """The deploy record of this host: what the deploy put in place (no time: a no-op deploy rewrites nothing)."""
@@ -52,13 +54,9 @@ def check_command(helper: str, config: str) -> str:
 
 def report_of(lines: list[str]) -> dict[str, Any]:
     """The report in the script's output (its last JSON line with `healthy`), else an unhealthy one saying so."""
-    for line in reversed(lines):
-        try:
-            found = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(found, dict) and "healthy" in found:
-            return found
+    found = answer(lines, "healthy")
+    if found is not None:
+        return found
     tail = " | ".join(line.strip() for line in lines[-3:]) or "no output"
     return {"healthy": False, "problems": [f"the health report printed no report ({tail})"]}
 

@@ -11,7 +11,7 @@ reach a host:
 - this repository's operations (`@operation` in deploy/*.py) run their generator (`_inner`), and the commands
   they yield are recorded, as in a real run (`state.is_executing` is True);
 - a layer that refuses the host (`steps.refused`) ends its run there: `Recording.refused` says why; so does a
-  builder that stops it on a value it cannot use (a ValueError, e.g. deploy/triton_endpoint.py on an address that
+  builder that stops it on a value it cannot use (a ValueError, e.g. cnhost/triton_endpoint.py on an address that
   is no address): the run stops before pyinfra executes anything.
 
 The recording is what both engines put on a host: the roles call the same builders through their filter

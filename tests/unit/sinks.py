@@ -498,7 +498,7 @@ def _settings_files(sc: Scene) -> Iterator[tuple[str, Path]]:
 
 
 def _capture_argv(sc: Scene) -> dict[str, Output]:
-    from deploy import capture
+    from cnhost import capture
 
     out: dict[str, Output] = {}
     for label, path in _settings_files(sc):
@@ -515,7 +515,7 @@ def _capture_argv(sc: Scene) -> dict[str, Output]:
 
 
 def _client_argv(sc: Scene) -> dict[str, Output]:
-    from deploy import pipeline_run
+    from cnhost import pipeline_run
 
     return {label: pipeline_run.client_argv(pipeline_run.load(str(path)), Path("/var/lib/circularnet/work/b1"))
             for label, path in _settings_files(sc)}
@@ -707,10 +707,10 @@ def _sinks() -> list[Sink]:
              ("deploy/rules/probe.py:script", "deploy/rules/facts.py:UnitsActive.command",
               "deploy/rules/facts.py:DebArch.command", "deploy/rules/facts.py:DebArch.requires_command",
               "deploy/rules/facts.py:Fact.requires_command"), _probe_scripts),
-        Sink("ffmpeg command line (deploy/capture.py, no shell)", "each edge device with a v4l2 or rtsp camera, as the "
-             "pipeline's user", "argv", ("deploy/capture.py:ffmpeg_argv",), _capture_argv),
-        Sink("client command line (deploy/pipeline_run.py, no shell)", "each host's pipeline run, as the pipeline's user",
-             "argv", ("deploy/pipeline_run.py:client_argv",), _client_argv),
+        Sink("ffmpeg command line (cnhost/capture.py, no shell)", "each edge device with a v4l2 or rtsp camera, as the "
+             "pipeline's user", "argv", ("cnhost/capture.py:ffmpeg_argv",), _capture_argv),
+        Sink("client command line (cnhost/pipeline_run.py, no shell)", "each host's pipeline run, as the pipeline's user",
+             "argv", ("cnhost/pipeline_run.py:client_argv",), _client_argv),
         Sink(ANSIBLE_INVENTORY, CONTROLLER, "yaml", ("cnctl/inventory.py:ansible_inventory_text",
                                                       "cnctl/inventory.py:ansible_vars"), _inventory_text("ansible"),
              slow=True),

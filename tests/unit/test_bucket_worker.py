@@ -1,4 +1,4 @@
-"""deploy/bucket_worker.py against a real Pub/Sub server and a real GCS server on loopback: Google's Pub/Sub
+"""cnhost/bucket_worker.py against a real Pub/Sub server and a real GCS server on loopback: Google's Pub/Sub
 emulator (google-cloud-cli-pubsub-emulator, Java) and the GCS emulator the uploader's tests use.
 
 Each test has its own topic, subscription and bucket; the worker runs as its own process (as systemd runs it),
@@ -32,7 +32,7 @@ import pytest
 pytestmark = pytest.mark.filterwarnings("ignore:The return_immediately flag is deprecated:DeprecationWarning")
 
 from cnctl.sandbox.site import emulators
-from deploy import bucket_worker
+from cnhost import bucket_worker
 from tests.unit.conftest import free_port
 from tests.unit.test_uploader import _wait_until_serving
 
@@ -427,7 +427,7 @@ def test_rows_of_another_image_fail_the_batch(tmp_path: Path) -> None:
 
 
 def test_the_health_report_judges_a_bucket_input_host_by_its_worker() -> None:
-    from deploy import health_report
+    from cnhost import health_report
 
     now = time.time()
     active = {"rc": 0, "stdout": "active\n", "stderr": ""}

@@ -133,7 +133,7 @@ def imported(roots: list[Path]) -> set[Path]:
     (contents.ENTRIES, ["deploy.py", *sorted(p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "deploy").glob("*.py")),
                         "hosts/pull.py"]),
     # the agent the pull layer installs: itself and the uploader it loads by path
-    (contents.AGENT_ENTRIES, ["cnctl/bundle/agent.py", "deploy/uploader.py"]),
+    (contents.AGENT_ENTRIES, ["cnctl/bundle/agent.py", "cnhost/uploader.py"]),
 ], ids=["bundle", "agent"])
 def test_the_bundle_and_the_agent_hold_every_module_they_import(entries: Any, roots: list[str]) -> None:
     listed = set(contents.files(REPO_ROOT, entries))

@@ -114,7 +114,7 @@ def test_the_pointer_moves_to_a_new_version_and_old_versions_stay(site: tuple[st
 
 def test_the_console_script_publishes_from_any_directory(site: tuple[str, Store, str, Path], tmp_path: Path) -> None:
     """`cnctl bundle publish` as users run it: the installed console script, from outside the repository (its
-    store client is deploy/uploader.py, which is not importable from there by name)."""
+    store client is cnhost/uploader.py, which is not importable from there by name)."""
     stack, store, bucket, _ = site
     cnctl = Path(sys.executable).with_name("cnctl")
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}

@@ -1,4 +1,4 @@
-"""The capture service (deploy/capture.py): frame names (UTC, hundredths, no collisions), the MJPEG splitter on
+"""The capture service (cnhost/capture.py): frame names (UTC, hundredths, no collisions), the MJPEG splitter on
 real JPEG bytes in odd chunks, replay from a zip at its rate and looping, the spool budget, a full disk, the
 state file and its cumulative counters, ffmpeg's command line, ffmpeg stand-ins that die or stall (frames
 kept, restarts with backoff, the error in the state), `check` exit codes and SIGTERM."""
@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from deploy import capture
+from cnhost import capture
 
 SCRIPT = Path(capture.__file__)
 

@@ -1,11 +1,11 @@
-"""deploy/client_adapter.py: upstream's client, unchanged, over a local batch; its BigQuery rows land as NDJSON.
+"""cnhost/client_adapter.py: upstream's client, unchanged, over a local batch; its BigQuery rows land as NDJSON.
 
 Upstream's code cannot ship here, so the client below is shaped like upstream's inference_pipeline.py where the
 adapter meets it (not its code): gs:// flags it refuses otherwise, `gsutil -m cp -r` in and out through a shell,
 `labels.csv` and `models/official/...` read from its working directory, helpers imported from the archive's
 `official` package, a pandas DataFrame with numpy values and extra columns handed to `big_query_ops.ingest_data`,
 failures swallowed and logged, `sys.exit(0)` at the end as absl's app.run does. It runs through the real runner
-(deploy/pipeline_run.py) as a real process from a GitHub-shaped archive tree (`models-<commit>/official/...`).
+(cnhost/pipeline_run.py) as a real process from a GitHub-shaped archive tree (`models-<commit>/official/...`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from cnctl.catalog import catalog
-from deploy import client_adapter, pipeline_run
+from cnhost import client_adapter, pipeline_run
 
 CLIENT_DIR = "official/projects/waste_identification_ml/Triton_TF_Cloud_Deployment/client"
 HELPER_DIR = "official/projects/waste_identification_ml/model_inference"

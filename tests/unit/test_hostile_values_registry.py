@@ -35,7 +35,7 @@ from tests.unit import shell_shape, sink_recorder, sink_shapes, sinks
 from tests.unit.render_parity import refused_by_ansible
 from tools import sink_map
 
-SCANNED = ("cnctl", "deploy", "hosts", "deploy.py", "collection")
+SCANNED = ("cnctl", "cnhost", "deploy", "hosts", "deploy.py", "collection")
 LEFT_OUT = ("cnctl/sandbox/",)
 NAMED = ("_command", "_script", "_argv")
 

@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from deploy import model_serve, pull
+from cnhost import model_serve
+from deploy import pull
 from deploy.rules import container as container_rules
 from deploy.rules import inference as inference_rules
 from deploy.rules import pipeline as pipeline_rules

@@ -232,7 +232,7 @@ def host_inputs(root: Path, layer: str, hosts: tuple[Host, ...] | None = None) -
 # --- 5. the bundle carries the layer ------------------------------------------------------------------------------
 
 def _role_shipped(root: Path, layer: str) -> set[str]:
-    """Files the role copies from the repository (defaults like `{{ role_path }}/../../deploy/health_report.py`)."""
+    """Files the role copies from the repository (defaults like `{{ role_path }}/../../cnhost/health_report.py`)."""
     defaults = _yaml(root / "roles" / layer / "defaults" / "main.yml") or {}
     refs = {match[1] for value in defaults.values() if isinstance(value, str)
             for match in [re.fullmatch(r"\{\{ role_path \}\}/\.\./\.\./(.+)", value)] if match}
@@ -438,7 +438,7 @@ BROKEN: dict[str, tuple[str, str, Callable[[Path], dict[str, Any]], str]] = {
         "jetson", "sandbox packages", lambda tree: {"served": sandbox_packages() - {"nvidia-jetpack"}},
         "installs nvidia-jetpack, which the sandbox does not serve"),
 }
-TREE = ("deploy.py", "README.md", "CONTRIBUTING.md", "deploy", "roles", "playbooks", "templates", "docs", "cnctl", "hosts")
+TREE = ("deploy.py", "README.md", "CONTRIBUTING.md", "deploy", "cnhost", "roles", "playbooks", "templates", "docs", "cnctl", "hosts")
 
 
 @pytest.fixture(scope="module")

@@ -53,7 +53,7 @@ ENTRY_POINTS: dict[str, str] = {
     "every production module": (
         "import importlib, pathlib; "
         "[importlib.import_module('.'.join(p.with_suffix('').parts).removesuffix('.__init__')) "
-        "for root in ('cnctl', 'deploy') for p in sorted(pathlib.Path(root).rglob('*.py')) "
+        "for root in ('cnctl', 'cnhost', 'deploy') for p in sorted(pathlib.Path(root).rglob('*.py')) "
         "if p.parts[:2] != ('cnctl', 'sandbox')]"
     ),
 }
@@ -116,7 +116,7 @@ def test_only_the_sandbox_command_names_the_sandbox_and_the_sandbox_names_no_com
     (inside its commands), and nothing in cnctl/sandbox imports cnctl.cli, so the CLI and the sandbox form no
     loop: the sandbox stands above everything it uses."""
     product = [p for p in [*(REPO_ROOT / "cnctl").rglob("*.py"), *(REPO_ROOT / "deploy").rglob("*.py"),
-                           *(REPO_ROOT / "hosts").glob("*.py"), *(REPO_ROOT / "roles").rglob("*.py"),
+                           *(REPO_ROOT / "cnhost").glob("*.py"), *(REPO_ROOT / "hosts").glob("*.py"), *(REPO_ROOT / "roles").rglob("*.py"),
                            REPO_ROOT / "deploy.py", REPO_ROOT / "__main__.py"]
                if p.relative_to(REPO_ROOT).parts[:2] != ("cnctl", "sandbox")]
     naming = sorted(p.relative_to(REPO_ROOT).as_posix() for p in product

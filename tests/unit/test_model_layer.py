@@ -22,7 +22,7 @@ from cnctl.catalog import catalog
 from cnctl.config import load_stack
 from cnctl.hostvars import host_vars
 from cnctl.sandbox.site.model import MODEL_NAME
-from deploy import model_sync
+from cnhost import model_sync
 from deploy.facts import ModelRepository
 from deploy.rules import checks, scripts
 from deploy.rules.model import options

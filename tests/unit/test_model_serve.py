@@ -1,4 +1,4 @@
-"""deploy/model_serve.py against a real Triton (the CPU build from the wheelhouse) and the STAND-IN archives.
+"""cnhost/model_serve.py against a real Triton (the CPU build from the wheelhouse) and the STAND-IN archives.
 
 The repository is laid out as model_sync.py leaves it (versions with their pin marker and config); the script
 then switches what Triton serves: the first version, v1 -> v2 under a client loop with no failed request, a
@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
+import cnhost
 from cnctl.sandbox.site import triton
-from deploy import model_serve, model_sync
+from cnhost import model_serve, model_sync
 from tests.unit.conftest import free_port
 from tests.unit.test_site_triton import _stop_group, _up
 
@@ -50,7 +51,7 @@ def run(base: str, repo: Path, mode: str, *extra: str) -> tuple[int, dict]:
     if mode != "probe":
         args += ["--repository", str(repo)]
     proc = subprocess.run([*args, *extra], capture_output=True, text=True, timeout=120, check=False)
-    return proc.returncode, json.loads(proc.stdout.splitlines()[-1])
+    return proc.returncode, cnhost.answer(proc.stdout) or {}
 
 
 class Triton:

@@ -1,4 +1,4 @@
-"""The model layer's host script (deploy/model_sync.py), against the site's artifact server on 127.0.0.1:
+"""The model layer's host script (cnhost/model_sync.py), against the site's artifact server on 127.0.0.1:
 a fresh install, a no-op that sends no request, resume after a cut, a wrong sha256 and HTTP 500 that leave
 the installed version and its config untouched, archives without a config, keep-N, and bad arguments."""
 
@@ -21,7 +21,7 @@ from typing import Any, Self
 import pytest
 
 from cnctl.sandbox.site.artifacts import ArtifactServer
-from deploy import model_sync
+from cnhost import model_sync
 
 SCRIPT = Path(model_sync.__file__)
 

@@ -16,7 +16,8 @@ import yaml
 
 from cnctl.config import load_stack
 from cnctl.hostvars import host_vars
-from deploy import bucket_worker, pipeline, pipeline_run
+from cnhost import bucket_worker, pipeline_run
+from deploy import pipeline
 from deploy.rules import checks
 from deploy.rules import pipeline as pipeline_rules
 from deploy.steps import role_data

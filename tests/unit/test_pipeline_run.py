@@ -1,4 +1,4 @@
-"""deploy/pipeline_run.py on a real directory tree with a real client process (a small script standing in
+"""cnhost/pipeline_run.py on a real directory tree with a real client process (a small script standing in
 for the CircularNet client: it writes one NDJSON row per frame, or fails when told to)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy import pipeline_run
+from cnhost import pipeline_run
 
 CLIENT = r'''
 import argparse, json, os, pathlib, sys

@@ -262,19 +262,19 @@ def test_a_pull_host_gets_packages_venv_agent_tree_settings_and_a_started_timer_
 def test_the_agent_tree_is_cnctl_bundle_contents_agent_list() -> None:
     files = pull.agent_files()
     assert files == contents.files(REPO, contents.AGENT_ENTRIES)
-    assert "cnctl/bundle/agent.py" in files and "deploy/uploader.py" in files
-    assert pull_rules.agent_dirs(files)[:2] == ["cnctl", "deploy"]  # parents first
+    assert "cnctl/bundle/agent.py" in files and "cnhost/uploader.py" in files
+    assert pull_rules.agent_dirs(files)[:2] == ["cnctl", "cnhost"]  # parents first
     assert {str(Path(f).parent) for f in files if "/" in f} <= set(pull_rules.agent_dirs(files))
 
 
 def test_whatever_else_is_in_the_agent_tree_is_named_for_removal_topmost_only() -> None:
-    files = ["cnctl/__init__.py", "cnctl/bundle/agent.py", "deploy/uploader.py"]
-    found = [*files, "cnctl", "cnctl/bundle", "deploy", "cnctl/old.py", "cnctl/bundle/__pycache__",
+    files = ["cnctl/__init__.py", "cnctl/bundle/agent.py", "cnhost/uploader.py"]
+    found = [*files, "cnctl", "cnctl/bundle", "cnhost", "cnctl/old.py", "cnctl/bundle/__pycache__",
              "cnctl/bundle/__pycache__/agent.cpython-311.pyc", "gone", "gone/x.py"]
     assert pull_rules.extras(found, files) == ["cnctl/bundle/__pycache__", "cnctl/old.py", "gone"]
     assert pull_rules.extras_under([f"/a/{p}" for p in found] + ["/a"], "/a", files) == \
         ["/a/cnctl/bundle/__pycache__", "/a/cnctl/old.py", "/a/gone"]
-    assert pull_rules.extras(files + ["cnctl", "cnctl/bundle", "deploy"], files) == []
+    assert pull_rules.extras(files + ["cnctl", "cnctl/bundle", "cnhost"], files) == []
 
 
 def test_the_tree_and_present_commands_read_what_is_there(tmp_path: Path) -> None:

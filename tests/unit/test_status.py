@@ -19,7 +19,7 @@ from cnctl.errors import UsageProblem
 from cnctl.inventory import InventoryHost, Ssh
 from cnctl.remote import RemoteOutcome
 from cnctl.status import FleetStatus, HostStatus, collect, collect_from, host_status, remote_command
-from deploy.health_report import DEFAULTS, judge
+from cnhost.health_report import DEFAULTS, judge
 from tests.unit.shell_shape import shape
 from tests.unit.test_verify_report import HEALTHY, observed
 

@@ -1,11 +1,10 @@
-"""deploy/triton_endpoint.py, the one builder of Triton's endpoints (issue 25), and the host scripts that load it
+"""cnhost/triton_endpoint.py, the one builder of Triton's endpoints (issue 25), and the host scripts that load it
 from beside them (model_serve.py `--interface`, health_report.py): IPv6 in brackets, loopback for every address,
 an interface's address looked up on the host by the script itself, and nothing but an address accepted as one."""
 
 from __future__ import annotations
 
 import ast
-import json
 import shutil
 import subprocess
 import sys
@@ -13,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from cnctl import hostscripts
-from deploy import facts, model_serve, pipeline, triton_endpoint
+import cnhost
+from cnctl import rollout
+from cnhost import model_serve, triton_endpoint
+from deploy import facts, pipeline
 from deploy.rules import inference as inference_rules
 from deploy.steps import role_data
 
@@ -52,8 +53,8 @@ def test_every_builder_of_the_controller_and_the_hosts_is_this_one() -> None:
                                      "cn_inference_metrics_port": 8002}, role_data("inference"), "::", "3.11")["url"] \
         == "http://[::1]:8000"
     assert not hasattr(pipeline, "triton_reach") and not hasattr(pipeline, "triton_url")
-    assert hostscripts.load("triton_endpoint").http_url("::", 8000) == "http://[::1]:8000"
-    for source in ("deploy/pipeline.py", "deploy/inference.py", "deploy/health_report.py", "cnctl/rollout.py",
+    assert rollout.triton_endpoint is triton_endpoint  # the controller imports it: one module, one builder
+    for source in ("deploy/pipeline.py", "deploy/inference.py", "cnhost/health_report.py", "cnctl/rollout.py",
                    "templates/systemd/circularnet-triton.service.j2"):
         assert "http://{" not in (SCRIPTS.parent / source).read_text(), source  # no URL spliced together by hand
 
@@ -85,7 +86,7 @@ def test_a_host_script_run_from_its_directory_loads_the_builder_beside_it(script
             if script == "model_serve.py" else ["--config", str(tmp_path / "none.json"), "--read-only"])
     done = subprocess.run([sys.executable, "-E", "-s", str(tmp_path / script), *argv], capture_output=True, text=True,
                           timeout=120, check=False, cwd=tmp_path)
-    printed = json.loads(done.stdout.splitlines()[-1])
+    printed = cnhost.answer(done.stdout) or {}
     if script == "model_serve.py":
         assert done.returncode == model_serve.EXIT["triton"]
         assert printed["message"].startswith("interface 'cnctl-none0' has no IPv4 address here")

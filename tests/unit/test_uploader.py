@@ -1,4 +1,4 @@
-"""The pipeline's uploader (deploy/uploader.py) against real stores on loopback: the GCS emulator and moto's S3.
+"""The pipeline's uploader (cnhost/uploader.py) against real stores on loopback: the GCS emulator and moto's S3.
 
 Both kinds: a drain sends results and images to their buckets under their queue names and empties the queue;
 a store that is down loses nothing and recovers without a duplicate; an object that already landed is counted,
@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 from cnctl.sandbox.site import emulators
-from deploy import uploader
+from cnhost import uploader
 from tests.unit.conftest import free_port
 
 SCRIPT = Path(uploader.__file__)

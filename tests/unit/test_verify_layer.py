@@ -77,7 +77,7 @@ def test_the_records_and_settings_are_json_with_what_the_builders_give() -> None
                       "model": {"name": "circularnet", "version": wants["cn_model_version"], "action": "pinned"}}
     assert not re.search(r"\d{4}-\d\d-\d\d|\d{10}", json.dumps(record))  # no time: a second deploy rewrites nothing
     settings = json.loads(render("verify/health-report.json.j2", health_settings=verify_rules.settings(wants, data)))
-    from deploy.health_report import DEFAULTS
+    from cnhost.health_report import DEFAULTS
     assert set(settings) == set(DEFAULTS)
     assert settings["http_port"] == wants["cn_inference_http_port"]
     assert settings["bind_interface"] == (wants["cn_inference_bind_interface"] or "")  # looked up on the host

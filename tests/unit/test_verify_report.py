@@ -1,4 +1,4 @@
-"""The verify layer's host script (deploy/health_report.py) as data: what the host's commands printed and what
+"""The verify layer's host script (cnhost/health_report.py) as data: what the host's commands printed and what
 its files held in, the report out (`judge`); then the script itself on this machine against a stand-in
 model_serve.py and a stand-in Triton: the file it writes (0644, atomic), read-only mode, exit codes."""
 
@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
-from deploy import health_report
-from deploy.health_report import DEFAULTS, judge, triton_url
+from cnhost import health_report
+from cnhost.health_report import DEFAULTS, judge, triton_url
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = Path(health_report.__file__)
@@ -327,11 +327,11 @@ def test_a_mistyped_setting_exits_2_naming_it(tmp_path: Path) -> None:
 
 def test_the_script_runs_on_the_oldest_python_it_supports() -> None:
     """Hosts run it with their own python3 (Ubuntu 22.04, JetPack 6: 3.10); it must at least compile there, and so
-    must triton_endpoint.py, which it loads from beside it (the `deploy` package only when imported as one)."""
+    must triton_endpoint.py, which it loads from beside it (the `cnhost` package only when imported as one)."""
     for path in (SCRIPT, SCRIPT.with_name("triton_endpoint.py")):
         tree = ast.parse(path.read_text(), str(path), feature_version=(3, 10))
         imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
                     for alias in node.names}
         imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                      if isinstance(node, ast.ImportFrom) and node.module and not node.level}
-        assert imported - set(sys.stdlib_module_names) <= {"deploy", "triton_endpoint"}, path
+        assert imported - set(sys.stdlib_module_names) <= {"cnhost", "triton_endpoint"}, path

@@ -7,10 +7,9 @@
     grpc_target("::1", 8001)        -> "[::1]:8001"
     interface_ipv4("ens4")          -> "10.128.0.7" (`ip -4 -o addr show dev ens4`), None without one
 
-Standard library only, no cnctl and no pyinfra: the controller's layers import it (`from deploy import
-triton_endpoint`: deploy/inference.py, deploy/pipeline.py, deploy/facts.py), cnctl reaches it by path
-(cnctl.hostscripts), and the host programs that talk to Triton (model_serve.py, health_report.py) load it as the
-file beside them: the inference layer ships it to /usr/local/lib/circularnet/ with model_serve.py.
+Standard library only, no cnctl and no pyinfra: the controller imports it (`from cnhost import triton_endpoint`:
+deploy/inference.py, deploy/pipeline.py, deploy/facts.py, cnctl/rollout.py), and so do the host programs that talk
+to Triton (model_serve.py, health_report.py).
 
 An address is refused (ValueError) unless it is an IP address (an IPv6 zone id of interface-name characters only)
 or a DNS name: whatever reaches here becomes part of a URL, never more than its host.

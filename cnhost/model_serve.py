@@ -53,8 +53,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-if __package__:  # deploy.model_serve: the controller's layers and the tests
-    from deploy import triton_endpoint
+if __package__:  # cnhost.model_serve: the controller's layers and the tests
+    from cnhost import triton_endpoint
 else:  # run as a script: its directory heads sys.path (on a host, the inference layer ships the file beside it)
     import triton_endpoint  # type: ignore[import-not-found, no-redef]
 

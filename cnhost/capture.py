@@ -76,7 +76,7 @@ MAX_FRAME_BYTES = 64 << 20  # an MJPEG "frame" past this is garbage: dropped, th
 # Inside entropy-coded data FF is followed by 00 (stuffing), D0-D7 (restart markers) or FF (fill): data all.
 # Any other byte after FF is the marker that ends the scan.
 _SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
-UTC = datetime.timezone.utc  # noqa: UP017 (datetime.UTC is 3.11+; hosts run 3.10)
+UTC = datetime.timezone.utc
 
 
 class SettingsError(Exception):

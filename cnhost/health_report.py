@@ -44,8 +44,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-if __package__:  # deploy.health_report: the controller's layers and the tests
-    from deploy import triton_endpoint
+if __package__:  # cnhost.health_report: the controller's layers and the tests
+    from cnhost import triton_endpoint
 else:  # run as a script: its directory heads sys.path (on a host, the inference layer ships the file there)
     import triton_endpoint  # type: ignore[import-not-found, no-redef]
 
@@ -265,7 +265,7 @@ def _gib(n: float) -> str:
 
 
 def _iso(epoch: float) -> str:
-    utc = datetime.timezone.utc  # noqa: UP017 (datetime.UTC is 3.11+; hosts run 3.10)
+    utc = datetime.timezone.utc
     return datetime.datetime.fromtimestamp(epoch, utc).isoformat(timespec="seconds")
 
 
@@ -411,7 +411,7 @@ def judge_pipeline(seen: Observation | None, now: float, cfg: dict[str, Any]) ->
     if capture.get("error"):
         problems.append(f"the camera fails: {capture['error']}")
     worker = seen.get("worker")
-    if worker is not None:  # bucket input: deploy/bucket_worker.py's counters stand for the runner's
+    if worker is not None:  # bucket input: cnhost/bucket_worker.py's counters stand for the runner's
         run = worker
         if worker.get("last_error") and now - float(worker.get("last_ok") or worker.get("started") or 0) > stale:
             problems.append(f"the bucket worker fails: {worker['last_error']}; its images go back to the subscription "
