@@ -23,12 +23,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
 
+import cnctl
 from cnctl.bundle import contents
 from cnctl.errors import UsageProblem
 from cnctl.paths import REPO_ROOT
@@ -87,8 +87,8 @@ def module_utils_text(target: str, text: str) -> str:
 
 
 def version() -> str:
-    """The collection's version: the package's (pyproject.toml), so a tarball names the cnctl it came from."""
-    return str(tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"])
+    """The collection's version: the package's, so a tarball names the cnctl it came from."""
+    return cnctl.version()
 
 
 def destination(relative: str) -> str:

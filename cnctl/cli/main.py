@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import tomllib
-from importlib.metadata import PackageNotFoundError, version
-
 import typer
 
+from cnctl import version
 from cnctl.cli import bundle, cloud, collection, deploy, infer, inventory, model, plan, sandbox, stack, status
-from cnctl.paths import REPO_ROOT
 
 app = typer.Typer(
     name="cnctl",
@@ -17,21 +14,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-PYPROJECT = REPO_ROOT / "pyproject.toml"
-
-
-def cnctl_version() -> str:
-    """The installed package's version; from a checkout never installed, the one its pyproject.toml declares."""
-    try:
-        return version("cnctl")
-    except PackageNotFoundError:
-        return str(tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]["version"])
-
-
 def print_version(wanted: bool) -> None:
     """`cnctl --version`: print it and stop before any command runs."""
     if wanted:
-        typer.echo(f"cnctl {cnctl_version()}")
+        typer.echo(f"cnctl {version()}")
         raise typer.Exit()
 
 
