@@ -13,28 +13,9 @@ from pyinfra.facts.server import KernelModules
 
 from deploy.rules import facts
 
-__all__ = [
-    "AptHolds",
-    "DebArch",
-    "DockerImage",
-    "DockerRuntimes",
-    "DpkgVersions",
-    "HostPython",
-    "InterfaceAddress",
-    "KernelModules",
-    "LoadedModules",
-    "ModelRepository",
-    "NvccRelease",
-    "NvidiaCtkDaemonJson",
-    "NvidiaGpus",
-    "NvpmodelMode",
-    "OsIdentity",
-    "SecureBoot",
-    "TegraRelease",
-    "TritonServing",
-    "UnitsActive",
-    "VenvPackages",
-]
+# pyinfra's own KernelModules, and each of deploy/rules/facts.py as a pyinfra fact (defined below)
+__all__ = ["KernelModules"]
+__all__ += facts.__all__
 
 
 class DebArch(facts.DebArch, FactBase):
