@@ -7,6 +7,7 @@ reviews the diff of the stack file like any other change. Comments and layout of
 from __future__ import annotations
 
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -28,10 +29,15 @@ def archive_url(cfg: StackConfig) -> str:
 
 
 def download(cfg: StackConfig, progress: Progress | None = None) -> Fetched:
-    """Fetch the stack's archive into a temporary folder and hash it (the caller deletes it)."""
+    """Fetch the stack's archive into a temporary folder and hash it (the caller deletes the folder; a failed
+    fetch leaves none behind)."""
     url = archive_url(cfg)
     folder = Path(tempfile.mkdtemp(prefix="cnctl-pin-"))
-    return fetch(url, folder / url.rsplit("/", 1)[-1], progress=progress)
+    try:
+        return fetch(url, folder / url.rsplit("/", 1)[-1], progress=progress)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def write_pin(stack_file: Path, sha256: str) -> bool:

@@ -6,6 +6,7 @@ import errno
 import hashlib
 import http.server
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
@@ -88,13 +89,18 @@ def test_pin_dry_run_changes_nothing(tmp_path: Path, server: str) -> None:
 
 
 @pytest.mark.parametrize(("path", "phrase"), [("/cut.zip", "download cut"), ("/missing.zip", "HTTP 404")])
-def test_pin_failure_exits_2_and_leaves_the_stack_alone(tmp_path: Path, server: str, path: str, phrase: str) -> None:
+def test_pin_failure_exits_2_and_leaves_the_stack_alone(tmp_path: Path, server: str, path: str, phrase: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     stack = _stack_with_url(tmp_path, f"{server}{path}")
     before = stack.read_text()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     result = CliRunner().invoke(app, ["pin", "--stack", str(stack)])
     assert result.exit_code == 2
     assert phrase in result.output and "Traceback" not in result.output
     assert stack.read_text() == before
+    assert list(scratch.iterdir()) == [], "no download folder left behind"
 
 
 def test_fetch_keeps_the_old_file_on_a_bad_checksum_or_a_cut(tmp_path: Path, server: str) -> None:
