@@ -39,11 +39,9 @@ _GALAXY = yaml.safe_load((RECIPE / "galaxy.yml").read_text(encoding="utf-8"))
 NAMESPACE: str = _GALAXY["namespace"]
 NAME: str = _GALAXY["name"]
 FQCN = f"{NAMESPACE}.{NAME}"
-# The host programs the roles ship (defaults/main.yml: `<role>_helper_src`, `pipeline_scripts_src`): the one
-# place their source is named. The collection holds them at the same relative path.
-HOST_PROGRAMS: tuple[tuple[str, str | None], ...] = tuple(
-    (f"cnhost/{name}.py", None) for name in ("bucket_worker", "capture", "client_adapter", "health_report", "model_serve",
-                                             "model_sync", "pipeline_run", "triton_endpoint", "uploader"))
+# The host programs the roles ship (defaults/main.yml: the package directory of `<role>_helper_src`,
+# `pipeline_scripts_src`): the whole package cnhost/, at the same relative path.
+HOST_PROGRAMS: tuple[tuple[str, str | None], ...] = (("cnhost", "*.py"),)
 # The pyinfra-free rules the filters call: both the pyinfra layers and the collection import them.
 RULES = "deploy/rules"
 # What goes into the collection, at its repository path unless moved below: (directory or file, glob).

@@ -1,7 +1,8 @@
 """Run one command on many hosts over SSH at once, each bounded in time: the fan-out `cnctl status` and the
 model rollout share.
 
-    outcomes = run_on_hosts(hosts, "python3 /usr/local/lib/circularnet/health_report.py --print", timeout=60)
+    outcomes = run_on_hosts(hosts, "sudo -n env PYTHONPATH=/usr/local/lib/circularnet python3 -m cnhost.health_report",
+                            timeout=60)
     outcomes["gpu-server-1"].reachable, .rc, .stdout, .stderr
 
 Hosts are cnctl.inventory's `InventoryHost`s, reached exactly as the engines reach them: the same user,

@@ -39,7 +39,7 @@ from cnhost import triton_endpoint
 LAYERS = ROLLOUT  # cnctl/layers.py: the model, Triton serving it, the health report
 ACTION = "cn_model_action"
 PINNED, PREVIOUS = "pinned", "previous"
-SERVE_SCRIPT = "/usr/local/lib/circularnet/model_serve.py"
+SERVE_SCRIPT = f"{cnhost.HOME}/cnhost/model_serve.py"  # roles/inference/defaults/main.yml inference_helper
 MODEL_REPOSITORY = "/opt/circularnet/models"
 PROBE_TIMEOUT_S = 30
 SSH_TIMEOUT_S = 120
@@ -191,7 +191,8 @@ def health_command(host: InventoryHost) -> str:
     after a MARK line (read-only: status reads the record and Triton, probe sends one inference). Each command is
     an argv list joined with shlex: a value is always one word, whatever it holds."""
     name = str(host.vars.get("cn_model_name") or "circularnet")
-    serve = ["sudo", "-n", "python3", SERVE_SCRIPT]
+    home, program = cnhost.located(SERVE_SCRIPT)
+    serve = ["sudo", "-n", *cnhost.argv(program, home)]
     where = serve_where(host)
     status = shlex.join([*serve, "status", *where, "--repository", MODEL_REPOSITORY, "--name", name])
     probe = shlex.join([*serve, "probe", *where, "--name", name, "--timeout", str(PROBE_TIMEOUT_S)])
@@ -223,7 +224,7 @@ def parse_health(host: str, reachable: bool, stdout: str, stderr: str) -> HostHe
             parts[key] = found
             continue
         said = _last_line("\n".join(lines)) or _last_line(stderr) or "nothing"
-        hint = " (is the inference layer deployed? `cnctl deploy`)" if "No such file" in said or "can't open" in said else ""
+        hint = " (is the inference layer deployed? `cnctl deploy`)" if "No module named" in said else ""  # no cnhost
         problems.append(f"model_serve.py {key} printed no JSON: {said}{hint}")
     if "status" not in parts:
         return HostHealth(host, error=problems[0])

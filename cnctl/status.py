@@ -40,7 +40,7 @@ from cnctl.remote import RemoteOutcome, run_on_hosts
 from cnctl.store import Store
 
 # Where the verify layer puts its script and the timer its report (roles/verify/defaults/main.yml).
-SCRIPT = "/usr/local/lib/circularnet/health_report.py"
+SCRIPT = f"{cnhost.HOME}/cnhost/health_report.py"
 LAST_REPORT = "/var/lib/circularnet/health.json"
 TIMEOUT_S = 90.0  # a report probes Triton, Docker and nvidia-smi with 10 s each at most; SSH comes on top
 _SAVED = "--- cnctl status: the last report written ---"
@@ -100,9 +100,10 @@ def remote_command(script: str = SCRIPT, last: str = LAST_REPORT) -> str:
     but 0, a marker line and the last report the timer wrote (an unhealthy report exits 1, and so does a
     crash: which one it was, only the output tells)."""
     s, saved = shlex.quote(script), shlex.quote(last)
+    home, program = cnhost.located(script)
     return (
         'if sudo -n true 2>/dev/null; then as_root="sudo -n"; else as_root=""; fi; '
-        f"if [ -f {s} ]; then $as_root python3 {s} --read-only; rc=$?; "
+        f"if [ -f {s} ]; then $as_root {shlex.join(cnhost.argv(program, home))} --read-only; rc=$?; "
         f"else echo {shlex.quote(f'no {script}: {_MISSING}')} >&2; rc=127; fi; "
         f"if [ $rc -ne 0 ]; then echo {shlex.quote(_SAVED)}; cat {saved} 2>/dev/null; fi; exit 0"
     )

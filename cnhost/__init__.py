@@ -2,7 +2,9 @@
 
 Each program's one contract: `python3 -m cnhost.<program> <mode> --<option> <value> ...` prints one JSON line
 (the last line of its output) and exits with the code its EXIT table names. The controller imports them
-(`from cnhost import uploader`); both engines and pull-mode bundles ship this package to the hosts.
+(`from cnhost import uploader`). On a host the package is the directory HOME/cnhost/ (every layer that runs a
+program ships all of FILES there, both engines alike; pull-mode bundles carry it in their tree) and a program runs
+as `PYTHONPATH=HOME python3 -m cnhost.<program>` (`argv`): the programs import each other as this package.
 
 - `model_sync`: the model layer's repository sync; `model_serve`: the inference layer's served version;
   `triton_endpoint`: where a client reaches the host's Triton (the one builder of its URLs).
@@ -13,8 +15,26 @@ Each program's one contract: `python3 -m cnhost.<program> <mode> --<option> <val
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from typing import Any
+
+HOME = "/usr/local/lib/circularnet"  # on a host: the package's parent, on PYTHONPATH (the roles' defaults name it)
+# What a host gets: the package's modules, read from its directory (both engines ship exactly these).
+FILES = tuple(sorted(name for name in os.listdir(os.path.dirname(os.path.abspath(__file__))) if name.endswith(".py")))
+
+
+def argv(program: str, home: str = HOME, python: str = "python3") -> list[str]:
+    """The command that runs `program` on a host: `env PYTHONPATH=<home> <python> -m cnhost.<program>`."""
+    return ["env", f"PYTHONPATH={home}", python, "-m", f"cnhost.{program}"]
+
+
+def located(path: str) -> tuple[str, str]:
+    """(home, program) of a program's file on a host, `<home>/cnhost/<program>.py`; ValueError for another path."""
+    home, _, name = path.rpartition("/cnhost/")
+    if not home.startswith("/") or "/" in name or not name.endswith(".py") or name == ".py":
+        raise ValueError(f"{path} is not <home>/cnhost/<program>.py: the host programs run from their package")
+    return home, name.removesuffix(".py")
 
 
 def answer(output: str | Iterable[str], key: str | None = None) -> dict[str, Any] | None:

@@ -52,7 +52,6 @@ Exit: 0 stopped, 2 bad settings or credentials (the line says which and the fix)
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import queue
@@ -67,25 +66,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# Run as a script, this file's directory heads sys.path: in a checkout that is deploy/, whose platform.py would
-# shadow the standard library's for the cloud libraries imported later (as in uploader.py).
-if __name__ == "__main__" and sys.path and os.path.realpath(sys.path[0]) == os.path.dirname(os.path.realpath(__file__)):
-    del sys.path[0]
-
-
-def _sibling(name: str) -> Any:
-    """A script beside this file (pipeline_run.py: the batch code; uploader.py: the bucket client), imported by
-    path, not through sys.path."""
-    spec = importlib.util.spec_from_file_location(f"_cnctl_{name}", Path(__file__).with_name(f"{name}.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # registered first, as `import` does: dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-pipeline_run = _sibling("pipeline_run")
-uploader = _sibling("uploader")
+from cnhost import pipeline_run, uploader  # the batch code and the bucket client
 
 EXIT = {"ok": 0, "failed": 1, "usage": 2}
 STATE_FILE = "worker.json"
@@ -365,7 +346,7 @@ class Worker:
         (batch / "frames").mkdir(parents=True)
         for name in names:
             os.replace(self.spool / name, batch / "frames" / name)
-        problem = pipeline_run.run_client(self.settings, batch)
+        problem = pipeline_run.run_client(pipeline_run.Settings(self.settings), batch)
         rows = 0
         if problem is None:
             try:

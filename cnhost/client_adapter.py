@@ -186,16 +186,16 @@ def prepare(batch: Path, entry: Path, source: str) -> tuple[Path, dict[str, str]
 def run_client(entry: Path, flags: list[str], work: Path, roots: dict[str, str], table: NdjsonTable,
                source: str, triton: str) -> int:
     """Upstream's `main` in this process, in `work`; its exit status (0 when it returned)."""
+    started = Path(sys.path[0] or ".").resolve() if sys.path else None  # before the chdir: `-m` put it first
     os.chdir(work)
     os.environ[ROOTS_ENV] = json.dumps(roots)
     os.environ["PATH"] = f"{work / '.bin'}{os.pathsep}{os.environ.get('PATH', '')}"
     for name in BIGQUERY_MODULES:
         sys.modules[name] = table.module(name)
-    # The client's directory first, as when it runs as a script; this script's own directory out: the other
-    # layers' scripts beside it (platform.py, utils-like names) would shadow the standard library's and upstream's.
-    own = Path(__file__).resolve().parent
+    # The client's directory first, as when it runs as a script; the directory this ran from (`-m` put it first)
+    # out: whatever it holds would shadow the standard library's and upstream's modules.
     sys.path[:] = [str(entry.parent), str(archive_root(entry)),
-                   *(p for p in sys.path if Path(p or ".").resolve() != own)]
+                   *(p for p in sys.path if Path(p or ".").resolve() != started)]
     redirect_triton(triton)
     sys.argv = [str(entry), *flags, f"--input_directory=gs://{BATCH_BUCKET}/{source}",
                 f"--output_directory=gs://{OUTPUT_BUCKET}"]

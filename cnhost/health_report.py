@@ -44,10 +44,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-if __package__:  # cnhost.health_report: the controller's layers and the tests
-    from cnhost import triton_endpoint
-else:  # run as a script: its directory heads sys.path (on a host, the inference layer ships the file there)
-    import triton_endpoint  # type: ignore[import-not-found, no-redef]
+import cnhost
+from cnhost import triton_endpoint
 
 SCHEMA = 1
 EXIT = {"healthy": 0, "unhealthy": 1, "usage": 2}
@@ -57,7 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "report": "/var/lib/circularnet/health.json",
     "platform_record": "/var/lib/circularnet/platform.json",
     "deploy_record": "/var/lib/circularnet/deploy.json",
-    "model_serve": "/usr/local/lib/circularnet/model_serve.py",
+    "model_serve": "/usr/local/lib/circularnet/cnhost/model_serve.py",
     "repository": "/opt/circularnet/models",
     "model_name": "circularnet",
     "bind_address": "127.0.0.1",
@@ -178,7 +176,8 @@ def observe(cfg: dict[str, Any]) -> Observation:
     where = ["--url", url] if url else ["--interface", interface, "--port", str(cfg["http_port"])]
     serve = None
     if Path(cfg["model_serve"]).is_file():
-        serve = run([sys.executable, cfg["model_serve"], "status", *where, "--repository", cfg["repository"],
+        home, program = cnhost.located(cfg["model_serve"])
+        serve = run([*cnhost.argv(program, home, sys.executable), "status", *where, "--repository", cfg["repository"],
                      "--name", cfg["model_name"]], timeout * 3)
     return {
         "hostname": socket.gethostname(),

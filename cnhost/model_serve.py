@@ -53,10 +53,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-if __package__:  # cnhost.model_serve: the controller's layers and the tests
-    from cnhost import triton_endpoint
-else:  # run as a script: its directory heads sys.path (on a host, the inference layer ships the file beside it)
-    import triton_endpoint  # type: ignore[import-not-found, no-redef]
+from cnhost import triton_endpoint
 
 EXIT = {"ok": 0, "usage": 2, "pending": 3, "missing": 4, "triton": 5, "load": 6, "probe": 7, "disk": 8}
 

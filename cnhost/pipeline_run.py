@@ -38,6 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cnhost
+
 RESULTS = "detections.ndjson"
 FAILED = ".failed"
 QUEUED = ".queued"  # in a batch directory: its results are in the queue, only the clean-up is left
@@ -151,8 +153,9 @@ def client_argv(settings: Settings, batch: Path) -> list[str]:
     """The client's command line for one batch: itself (`ndjson`), or through the adapter (`upstream`)."""
     client = settings["client"]
     if client.get("contract", "ndjson") == "upstream":
-        adapter = Path(__file__).resolve().with_name("client_adapter.py")
-        return [client["python"], str(adapter), "run", f"--entry={entry_path(client)}", f"--batch={batch}",
+        home = str(Path(__file__).resolve().parents[1])  # the package's parent: on a host, cnhost.HOME
+        return [*cnhost.argv("client_adapter", home, client["python"]), "run", f"--entry={entry_path(client)}",
+                f"--batch={batch}",
                 f"--source={settings['host']}", f"--columns={json.dumps(client['columns'])}",
                 f"--triton-grpc={settings.get('triton_grpc') or '127.0.0.1:8001'}", "--", *client["flags"]]
     return [client["python"], str(entry_path(client)), *client["flags"],

@@ -78,12 +78,6 @@ STATE_KEYS = ("updated", "queue_files", "queue_bytes", *COUNTERS[:3], "last_succ
               "failing_since", *COUNTERS[3:])
 
 
-# Run as a script, this file's directory heads sys.path: in a checkout that is deploy/, whose platform.py would
-# shadow the standard library's for the cloud libraries imported later. They must see only the venv's modules.
-if __name__ == "__main__" and sys.path and os.path.realpath(sys.path[0]) == os.path.dirname(os.path.realpath(__file__)):
-    del sys.path[0]
-
-
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 

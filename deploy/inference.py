@@ -29,18 +29,16 @@ from pyinfra.facts.files import File
 from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import apt, files, systemd
 
-from cnhost import model_serve, triton_endpoint
 from deploy.facts import DockerImage, HostPython, InterfaceAddress, TritonServing, VenvPackages
 from deploy.rules import checks, scripts
 from deploy.rules.inference import (
-    endpoint_path,
     options,
     pip_install_command,
     site_packages,
     triton_server,
     unit_variables,
 )
-from deploy.steps import after_change, index_refreshed, refused, role_data, template, wishes
+from deploy.steps import after_change, index_refreshed, programs_shipped, refused, role_data, template, wishes
 
 
 @operation(is_idempotent=True)
@@ -108,12 +106,7 @@ def inference() -> None:
         return
     address = checks.inference_address(found, wants)
     helper = data["inference_helper"]
-    files.directory(name="Inference: script directory", path=helper.rsplit("/", 1)[0], present=True, mode="755",
-                    user="root", group="root")
-    files.put(name="Inference: the layer's script (cnhost/model_serve.py)", src=model_serve.__file__, dest=helper,
-                       mode="755", user="root", group="root")
-    files.put(name="Inference: the Triton endpoint builder the scripts load (cnhost/triton_endpoint.py)",
-              src=triton_endpoint.__file__, dest=endpoint_path(helper), mode="644", user="root", group="root")
+    programs_shipped("Inference", scripts.program_home(helper))
     if wants["cn_inference_runtime"] == "native":
         runtime = native_runtime(wants, data, str(python))
     else:

@@ -22,11 +22,10 @@ from pyinfra import host
 from pyinfra.api import deploy, operation
 from pyinfra.operations import files
 
-from cnhost import model_sync
 from deploy.facts import ModelRepository
 from deploy.rules import checks, scripts
 from deploy.rules.model import options
-from deploy.steps import refused, role_data, template, wishes
+from deploy.steps import programs_shipped, refused, role_data, template, wishes
 
 
 @operation(is_idempotent=True)
@@ -50,9 +49,7 @@ def model() -> None:
         refused(name="Model: the stack pins the archive", message=f"{wants['cn_host']}: {problem}")
         return
     helper = data["model_helper"]
-    _directory("Model: script directory", helper.rsplit("/", 1)[0])
-    files.put(name="Model: the layer's script (cnhost/model_sync.py)", src=model_sync.__file__, dest=helper, mode="755",
-              user="root", group="root")
+    programs_shipped("Model", scripts.program_home(helper))
     _directory("Model: staging directory", data["model_staging"], mode="700")
     _directory("Model: repository parent", data["model_repository"].rsplit("/", 1)[0])
     _directory("Model: Triton model repository", data["model_repository"])

@@ -33,7 +33,6 @@ from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import apt, files, server, systemd
 
 from cnctl.paths import TEMPLATES_DIR
-from cnhost import bucket_worker, capture, client_adapter, pipeline_run, uploader
 from deploy.facts import HostPython, InterfaceAddress, VenvPackages
 from deploy.rules import checks
 from deploy.rules.pipeline import (
@@ -51,10 +50,8 @@ from deploy.rules.pipeline import (
     unpack_command,
     wheels,
 )
-from deploy.steps import after_change, index_refreshed, refused, role_data, template, wishes
+from deploy.steps import after_change, index_refreshed, programs_shipped, refused, role_data, template, wishes
 
-SCRIPTS = {"capture.py": capture.__file__, "pipeline_run.py": pipeline_run.__file__, "uploader.py": uploader.__file__,
-           "bucket_worker.py": bucket_worker.__file__, "client_adapter.py": client_adapter.__file__}
 FETCH_TIMEOUT_DEFAULT = 600
 
 
@@ -137,10 +134,7 @@ def pipeline() -> None:
     server.user(name=f"Pipeline: the service user {user}", user=user, system=True, shell="/usr/sbin/nologin",
                 home=data["pipeline_data"], create_home=False, ensure_home=False, present=True)
 
-    _directory("Pipeline: script directory", data["pipeline_helper_dir"], "755")
-    scripts = [files.put(name=f"Pipeline: the layer's script (deploy/{name})", src=src,
-                         dest=f"{data['pipeline_helper_dir']}/{name}", mode="755", user="root", group="root")
-               for name, src in SCRIPTS.items()]
+    scripts = programs_shipped("Pipeline", data["pipeline_helper_dir"])
     for path in (data["pipeline_root"], f"{data['pipeline_root']}/archives", f"{data['pipeline_root']}/client"):
         _directory(f"Pipeline: {path}", path, "755")
     _directory("Pipeline: data directory", data["pipeline_data"], "750", user, user)

@@ -22,6 +22,7 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import File
 from pyinfra.operations import apt, files
 
+import cnhost
 from cnctl import unitescape
 from cnctl.paths import REPO_ROOT, TEMPLATES_DIR
 from deploy.facts import BY_NAME, AptHolds, DpkgVersions
@@ -165,3 +166,15 @@ def held(packages: list[str], patterns: Iterable[str] = ()):
     missing = [p for p in wanted if p not in host.get_fact(AptHolds)]
     if missing:
         yield "apt-mark hold " + " ".join(shlex.quote(p) for p in missing)
+
+
+def programs_shipped(layer: str, home: str) -> list[Any]:
+    """The host programs on the host: the package cnhost (all of cnhost.FILES) in `<home>/cnhost/`, root's, 0644,
+    run as `env PYTHONPATH=<home> python3 -m cnhost.<program>`. Every layer that runs a program ships the whole
+    package (the programs import each other; a second layer's copy changes nothing), as the roles copy the package
+    directory's *.py."""
+    package = f"{home}/cnhost"
+    files.directory(name=f"{layer}: the host programs' package", path=package, present=True, mode="755",
+                    user="root", group="root")
+    return [files.put(name=f"{layer}: the host program cnhost/{name}", src=str(Path(cnhost.__file__).parent / name),
+                      dest=f"{package}/{name}", mode="644", user="root", group="root") for name in cnhost.FILES]

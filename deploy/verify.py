@@ -28,9 +28,9 @@ from pyinfra import host, state
 from pyinfra.api import FactBase, deploy, operation
 from pyinfra.operations import files, systemd
 
-from cnhost import health_report
+from deploy.rules import scripts
 from deploy.rules.verify import check_command, record, report_of, settings, verdict
-from deploy.steps import after_change, fail, role_data, template, wishes
+from deploy.steps import after_change, fail, programs_shipped, role_data, template, wishes
 
 
 class HealthReport(FactBase):
@@ -70,16 +70,14 @@ def verify() -> None:
     """The health report's script, settings, deploy record and timer; the host fails when it is unhealthy."""
     wants, data = wishes(), role_settings()
     helper, config = data["verify_helper"], data["verify_settings"]
-    _directory("Verify: script directory", helper.rsplit("/", 1)[0])
     _directory("Verify: settings directory", config.rsplit("/", 1)[0])
     _directory("Verify: state directory", data["verify_report"].rsplit("/", 1)[0])
-    files.put(name="Verify: the layer's script (cnhost/health_report.py)", src=health_report.__file__, dest=helper,
-              mode="755", user="root", group="root")
+    programs_shipped("Verify", scripts.program_home(helper))
     template("Verify: the report's settings", "verify/health-report.json.j2", config,
              health_settings=settings(wants, data))
     template("Verify: the deploy record", "verify/deploy.json.j2", data["verify_deploy_record"],
              deploy_record=record(wants))
-    unit_vars = {"health_helper": helper, "health_config": config, "state_dir": data["verify_report"].rsplit("/", 1)[0],
+    unit_vars = {"health_helper": helper, "health_programs": scripts.program_home(helper), "health_config": config, "state_dir": data["verify_report"].rsplit("/", 1)[0],
                  "triton_unit": data["verify_triton_unit"], "bind_address": wants["cn_inference_bind_address"],
                  "report_interval": data["verify_interval"], "report_timeout": data["verify_timeout"]}
     unit = data["verify_unit"]

@@ -8,18 +8,14 @@ from urllib.parse import urlsplit
 
 from cnhost import triton_endpoint  # a host program: the collection carries it (cnctl/collection.py)
 
+from .scripts import program_home
+
 
 def options(wants: dict[str, Any], data: dict[str, Any], address: str) -> dict[str, Any]:
     """model_serve.py's options for this host (model_serve.OPTIONS)."""
     return {"url": triton_endpoint.http_url(address, wants["cn_inference_http_port"]),
             "repository": data["inference_model_repository"], "name": wants["cn_model_name"],
             "version": wants["cn_model_version"]}
-
-
-def endpoint_path(helper: str) -> str:
-    """Where cnhost/triton_endpoint.py goes: beside model_serve.py (`helper`), which loads it from there, as the
-    verify layer's health_report.py does."""
-    return f"{helper.rsplit('/', 1)[0]}/triton_endpoint.py"
 
 
 def site_packages(venv: str, python: str) -> str:
@@ -59,7 +55,8 @@ def unit_variables(wants: dict[str, Any], data: dict[str, Any], address: str, py
         "model_name": wants["cn_model_name"], "bind_address": address, "http_port": wants["cn_inference_http_port"],
         "url": triton_endpoint.http_url(address, wants["cn_inference_http_port"]),  # where ExecStartPost reaches it
         "grpc_port": wants["cn_inference_grpc_port"], "metrics_port": wants["cn_inference_metrics_port"],
-        "helper": data["inference_helper"], "container_name": data["inference_container_name"],
+        "programs": program_home(data["inference_helper"]),  # ExecStartPost's PYTHONPATH: model_serve's package
+        "container_name": data["inference_container_name"],
         "start_timeout": int(data["inference_start_timeout"]), "start_limit": int(data["inference_start_timeout"]) + 30,
         "shm_size": data["inference_shm_size"], "container_user": data["inference_container_user"],
     }

@@ -13,22 +13,35 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cnhost import (  # the host programs: the collection carries them (cnctl/collection.py)
-    answer,
-    model_serve,
-    model_sync,
-)
+from cnhost import answer, argv, located, model_serve, model_sync  # the host programs (cnctl/collection.py)
+
+
+def program_home(helper: str) -> str:
+    """The directory a host program's package is in, for PYTHONPATH: `<home>` of `<home>/cnhost/<program>.py`."""
+    return located(helper)[0]
+
+
+def program(helper: str, *args: str) -> str:
+    """The shell command that runs the host program whose file is `helper` (`<home>/cnhost/<program>.py`) with
+    `args`: `env PYTHONPATH=<home> python3 -m cnhost.<program> <args>`, every word quoted."""
+    home, name = located(helper)
+    return shlex.join([*argv(name, home), *args])
+
+
+def unless_absent(helper: str, command: str, absent: str) -> str:
+    """`command` where `helper` is on the host (its failure ignored: its output says it), else `absent` echoed:
+    a check answers before the program is shipped (a fresh host, a dry run)."""
+    return f"if [ -f {shlex.quote(helper)} ]; then {command} || true; else echo {shlex.quote(absent)}; fi"
 
 
 def command_line(helper: str, mode: str, options: Mapping[str, Any], order: Sequence[str], flags: Sequence[str] = ()) -> str:
-    """`python3 <helper> <mode> --<option> <value> ... <flags>`, the options in the script's `order`."""
-    argv = ["python3", helper, mode, *(part for key in order for part in (f"--{key}", str(options[key]))), *flags]
-    command = " ".join(shlex.quote(part) for part in argv)
+    """`python3 -m cnhost.<program> <mode> --<option> <value> ... <flags>`, the options in the program's `order`."""
+    command = program(helper, mode, *(part for key in order for part in (f"--{key}", str(options[key]))), *flags)
     if mode != "check":
         return command
     absent = json.dumps({"result": "pending", "changed": False, "reason": "pending",
                          "message": f"{helper} is not on the host yet"})
-    return f"if [ -f {shlex.quote(helper)} ]; then {command} || true; else echo {shlex.quote(absent)}; fi"
+    return unless_absent(helper, command, absent)
 
 
 def model_command(helper: str, mode: str, options: Mapping[str, Any]) -> str:

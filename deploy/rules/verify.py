@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import shlex
 from typing import Any
 
 from cnhost import answer  # the one reader of a host program's answer (the collection carries it: cnctl/collection.py)
+
+from . import scripts
 
 
 def record(wants: dict[str, Any]) -> dict[str, Any]:
@@ -47,9 +48,8 @@ def settings(wants: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
 def check_command(helper: str, config: str) -> str:
     """The read-only report as a command that never fails: its JSON line, or a report saying the script is
     not on the host yet (a fresh host in a dry run)."""
-    command = f"python3 {shlex.quote(helper)} --config {shlex.quote(config)} --read-only"
     absent = json.dumps({"healthy": False, "problems": [f"{helper} is not on the host yet: run the deploy"]})
-    return f"if [ -f {shlex.quote(helper)} ]; then {command} || true; else echo {shlex.quote(absent)}; fi"
+    return scripts.unless_absent(helper, scripts.program(helper, "--config", config, "--read-only"), absent)
 
 
 def report_of(lines: list[str]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ test_rollout)."""
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import urllib.error
 import urllib.parse
@@ -13,20 +14,22 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import cnhost
 from cnctl.sandbox import fleet as sandbox
 from cnctl.sandbox.instance import Instance
 from tests.e2e.fleet_helpers import SESSION_NET
 
 MODEL = "/opt/circularnet/models/circularnet"
 STAGING = "/var/lib/circularnet/staging"
-HEALTH_HELPER = "/usr/local/lib/circularnet/health_report.py"
+HEALTH_HELPER = "/usr/local/lib/circularnet/cnhost/health_report.py"
 HEALTH_REPORT = "/var/lib/circularnet/health.json"
 # The model and inference layers' files (deploy/model.py, deploy/inference.py and their roles), for snapshots.
 MODEL_FILES = (
-    "/usr/local/lib/circularnet", "/usr/local/lib/circularnet/model_sync.py", STAGING, "/opt/circularnet",
+    "/usr/local/lib/circularnet", "/usr/local/lib/circularnet/cnhost", "/usr/local/lib/circularnet/cnhost/model_sync.py",
+    STAGING, "/opt/circularnet",
     "/opt/circularnet/models", MODEL, f"{MODEL}/config.pbtxt", f"{MODEL}/1", f"{MODEL}/1/model.py",
     f"{MODEL}/1/.cnctl-config.pbtxt", "/etc/circularnet/triton", "/etc/circularnet/triton/config.pbtxt",
-    f"{MODEL}/.cnctl-served.json", "/usr/local/lib/circularnet/model_serve.py",
+    f"{MODEL}/.cnctl-served.json", "/usr/local/lib/circularnet/cnhost/model_serve.py",
     "/etc/systemd/system/circularnet-triton.service",
 )
 # The session site's artifact server (models, wheelhouse), as hosts reach it.
@@ -75,7 +78,7 @@ def staging_entries(host: sandbox.FreshHost) -> list[str]:
 
 def health_report(host: sandbox.FreshHost) -> dict[str, Any]:
     """The host's health report, computed now (read-only), as the deploy user through sudo."""
-    result = host.ssh(f"sudo python3 {HEALTH_HELPER} --read-only", timeout=180)
+    result = host.ssh(f"sudo {shlex.join(cnhost.argv('health_report'))} --read-only", timeout=180)
     assert result.returncode in (0, 1), result.stdout + result.stderr
     return json.loads(result.stdout.splitlines()[-1])
 
@@ -88,8 +91,8 @@ PIPELINE_STATE = f"{PIPELINE_DATA}/state"
 PIPELINE_FILES = (
     "/etc/circularnet/pipeline.json", "/etc/circularnet/pipeline", "/opt/circularnet/pipeline",
     "/opt/circularnet/pipeline/requirements.txt", "/opt/circularnet/pipeline/archives", "/opt/circularnet/pipeline/client",
-    "/usr/local/lib/circularnet/capture.py", "/usr/local/lib/circularnet/pipeline_run.py",
-    "/usr/local/lib/circularnet/uploader.py", PIPELINE_DATA, f"{PIPELINE_DATA}/frames", f"{PIPELINE_DATA}/work",
+    "/usr/local/lib/circularnet/cnhost/capture.py", "/usr/local/lib/circularnet/cnhost/pipeline_run.py",
+    "/usr/local/lib/circularnet/cnhost/uploader.py", PIPELINE_DATA, f"{PIPELINE_DATA}/frames", f"{PIPELINE_DATA}/work",
     f"{PIPELINE_DATA}/queue", PIPELINE_STATE, "/etc/systemd/system/circularnet-pipeline.service",
     "/etc/systemd/system/circularnet-pipeline.timer", "/etc/systemd/system/circularnet-upload.service",
 )

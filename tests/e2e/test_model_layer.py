@@ -199,13 +199,13 @@ def served_version(host: sandbox.FreshHost) -> int:
 
 
 def deploy_killed_in_the_switch(env: dict[str, str], stack: str, host: sandbox.FreshHost, logs: Path) -> None:
-    """`cnctl deploy` SIGKILLed, with its engine, the moment the host runs the switch (`model_serve.py serve`)."""
+    """`cnctl deploy` SIGKILLed, with its engine, the moment the host runs the switch (`cnhost.model_serve serve`)."""
     proc = subprocess.Popen([str(BIN / "cnctl"), "deploy", "--stack", stack, "--layers", ",".join(MODEL_LAYERS)],
                             cwd=REPO, env=env, text=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + DEPLOY_TIMEOUT_S
-        while host.ssh("pgrep -f 'model_serve.py serve'").returncode != 0:
+        while host.ssh("pgrep -f 'cnhost.model_serve serve'").returncode != 0:
             assert proc.poll() is None, "the deploy ended before the switch began"
             assert time.monotonic() < deadline, "the switch never began"
             time.sleep(0.2)

@@ -651,11 +651,13 @@ HOST_COMMANDS: dict[str, tuple[str, ...]] = {
     "deploy/nvidia.py:driver_settled": (),
     "deploy/jetson.py:power_mode": (),
     "deploy/container.py:nvidia_runtime_configured": ("deploy/rules/container.py:configure_command",),
-    "deploy/model.py:model_synced": ("deploy/rules/scripts.py:model_command", "deploy/rules/scripts.py:command_line"),
+    "deploy/model.py:model_synced": ("deploy/rules/scripts.py:model_command", "deploy/rules/scripts.py:command_line",
+                                     "deploy/rules/scripts.py:program", "deploy/rules/scripts.py:unless_absent"),
     "deploy/inference.py:image_pulled": (),
     "deploy/inference.py:venv_created": (),
     "deploy/inference.py:wheels_installed": ("deploy/rules/inference.py:pip_install_command",),
-    "deploy/inference.py:model_served": ("deploy/rules/scripts.py:serve_command", "deploy/rules/scripts.py:command_line"),
+    "deploy/inference.py:model_served": ("deploy/rules/scripts.py:serve_command", "deploy/rules/scripts.py:command_line",
+                                         "deploy/rules/scripts.py:program", "deploy/rules/scripts.py:unless_absent"),
     "deploy/pipeline.py:archive_fetched": (),
     "deploy/pipeline.py:archive_unpacked": ("deploy/rules/pipeline.py:unpack_command",),
     "deploy/pipeline.py:wheels_installed": ("deploy/rules/pipeline.py:install_command", "deploy/rules/inference.py:pip_install_command"),
@@ -686,7 +688,8 @@ HOST_COMMANDS: dict[str, tuple[str, ...]] = {
     "deploy/platform.py:SystemdState": ("deploy/platform.py:SystemdState.command",),
     "deploy/pull.py:PathsPresent": ("deploy/pull.py:PathsPresent.command", "deploy/rules/pull.py:present_command"),
     "deploy/pull.py:TreePaths": ("deploy/pull.py:TreePaths.command", "deploy/pull.py:tree_command"),
-    "deploy/verify.py:HealthReport": ("deploy/verify.py:HealthReport.command", "deploy/rules/verify.py:check_command"),
+    "deploy/verify.py:HealthReport": ("deploy/verify.py:HealthReport.command", "deploy/rules/verify.py:check_command",
+                                      "deploy/rules/scripts.py:program", "deploy/rules/scripts.py:unless_absent"),
 }
 
 

@@ -3,15 +3,16 @@ from pyproject.toml (the one place the version is written)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 import sys
 import tomllib
-from importlib.metadata import PackageNotFoundError
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from cnctl import paths
 from cnctl.cli import main
 from cnctl.paths import REPO_ROOT
 
@@ -30,15 +31,15 @@ def test_the_version_comes_before_any_command(tmp_path: Path) -> None:
     assert (result.exit_code, result.output) == (0, f"cnctl {DECLARED}\n")
 
 
-def test_the_installed_metadata_is_what_is_printed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(main, "version", lambda name: "9.8.7" if name == "cnctl" else "")
+def test_an_installed_cnctl_prints_its_metadata(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(paths, "INSTALLED", True)
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "9.8.7" if name == "cnctl" else "")
     assert CliRunner().invoke(main.app, ["--version"]).output == "cnctl 9.8.7\n"
 
 
-def test_a_checkout_without_install_metadata_prints_pyproject_s(monkeypatch: pytest.MonkeyPatch) -> None:
-    def not_installed(name: str) -> str:
-        raise PackageNotFoundError(name)
-
-    monkeypatch.setattr(main, "version", not_installed)
+def test_a_checkout_prints_its_pyproject_s_whatever_an_editable_install_recorded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(paths, "INSTALLED", False)
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.0.1")  # installed before a version bump
     result = CliRunner().invoke(main.app, ["--version"])
     assert (result.exit_code, result.output) == (0, f"cnctl {DECLARED}\n")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import cnhost
 from cnctl.catalog import catalog
 from cnhost import client_adapter, pipeline_run
 
@@ -186,7 +187,9 @@ def test_a_client_that_did_not_write_every_row_fails_the_batch_and_it_is_retried
 def test_the_argv_goes_through_the_adapter_with_the_entry_under_the_archives_top_directory(settings, tmp_path):
     batch = tmp_path / "work" / "b1"
     argv = pipeline_run.client_argv(settings, batch)
-    assert argv[1].endswith("client_adapter.py") and argv[2] == "run"
+    # run as on a host: the package's home on PYTHONPATH, the adapter as a module of it
+    assert argv[:6] == ["env", f"PYTHONPATH={Path(cnhost.__file__).parent.parent}", settings["client"]["python"], "-m",
+                        "cnhost.client_adapter", "run"]
     assert f"--entry={tmp_path}/client/models-0123abc/{CLIENT_DIR}/inference_pipeline.py" in argv
     assert argv[argv.index("--") + 1:] == ["--model=circularnet", "--score=0.4"]
 

@@ -24,6 +24,19 @@ def test_the_package_holds_the_host_programs() -> None:
     assert (REPO_ROOT / "cnhost" / "py.typed").is_file()
 
 
+def test_every_program_imports_with_the_standard_library_alone() -> None:
+    """As on a host: `-I -S` (no PYTHONPATH, no user or system site-packages: nothing installed is importable);
+    every module loaded is the standard library's or cnhost's. The cloud clients the uploader and the bucket worker
+    use are imported inside the functions that need them (the pipeline's venv has them)."""
+    code = (f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r}); import importlib; "
+            f"[importlib.import_module('cnhost.' + n) for n in {PROGRAMS!r}]; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names) - {'cnhost', '__main__'}))")
+    run = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=120,
+                         check=False, cwd="/")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]", run.stdout
+
+
 @pytest.mark.parametrize(("output", "key", "answer"), [
     ('{"result": "ok"}\n', None, {"result": "ok"}),
     ('progress\n{"result": "ok", "n": 1}\n', "result", {"result": "ok", "n": 1}),

@@ -98,7 +98,7 @@ def installed(tarball: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
 
 
 def _play_model(user: Path, env: dict[str, str], variables: dict[str, object], *flags: str) -> str:
-    paths = {"model_helper": str(user / "host" / "model_sync.py"), "model_repository": str(user / "host" / "models"),
+    paths = {"model_helper": str(user / "host" / "cnhost" / "model_sync.py"), "model_repository": str(user / "host" / "models"),
              "model_staging": str(user / "host" / "staging"), "model_default_config": str(user / "host" / "config.pbtxt")}
     (user / "play.yml").write_text(yaml.safe_dump([{"hosts": "localhost", "connection": "local", "gather_facts": False,
                                                     "vars": {**variables, **paths},

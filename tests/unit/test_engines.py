@@ -55,7 +55,8 @@ TRITON_UNIT = {
     "triton_server": "/opt/circularnet/triton/lib/python3.11/site-packages/pytriton/tritonserver",
     "triton_libs": "/opt/circularnet/triton/lib/python3.11/site-packages/nvidia_pytriton.libs",
     "model_repository": "/opt/circularnet/models", "model_name": "circularnet", "bind_address": "127.0.0.1",
-    "http_port": 8000, "grpc_port": 8001, "metrics_port": 8002, "helper": "/usr/local/lib/circularnet/model_serve.py",
+    "http_port": 8000, "grpc_port": 8001, "metrics_port": 8002,
+    "helper": "/usr/local/lib/circularnet/cnhost/model_serve.py", "programs": "/usr/local/lib/circularnet",
     "url": "http://127.0.0.1:8000", "container_name": "circularnet-triton", "start_timeout": 180, "start_limit": 210,
     "shm_size": "256m", "container_user": "1000:1000",
 }

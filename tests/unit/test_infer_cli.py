@@ -32,7 +32,7 @@ def outputs(monkeypatch: pytest.MonkeyPatch) -> dict[str, RemoteOutcome]:
     answers: dict[str, RemoteOutcome] = {}
 
     def fake(hosts: Sequence[Any], command: str, timeout: float, **_: Any) -> dict[str, RemoteOutcome]:
-        assert "model_serve.py probe" in command and "sudo -n" in command
+        assert "-m cnhost.model_serve probe" in command and "sudo -n" in command
         default = RemoteOutcome(reachable=True, rc=0, stdout=said(STATUS, PROBE), stderr="")
         return {h.name: answers.get(h.name, default) for h in hosts}
 

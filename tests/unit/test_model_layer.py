@@ -81,8 +81,9 @@ def test_an_unpinned_or_unfetchable_archive_is_refused_with_the_fix(change: dict
 def test_the_engines_pass_every_option_the_script_takes() -> None:
     given = options(_wishes(), role_data("model"))
     assert set(given) == set(model_sync.OPTIONS)
-    argv = scripts.model_command("/h.py", "sync", given).split()
-    assert model_sync.parse(argv[2:]).sha256 == load_stack("local").model.sha256
+    argv = scripts.model_command("/h/cnhost/model_sync.py", "sync", given).split()
+    assert argv[:5] == ["env", "PYTHONPATH=/h", "python3", "-m", "cnhost.model_sync"]
+    assert model_sync.parse(argv[5:]).sha256 == load_stack("local").model.sha256
 
 
 def test_the_fact_reads_the_scripts_line_and_nothing_else() -> None:
@@ -94,7 +95,8 @@ def test_the_fact_reads_the_scripts_line_and_nothing_else() -> None:
 
 def test_the_check_command_reports_pending_before_the_script_is_on_the_host(tmp_path: Path) -> None:
     given = {**options(_wishes(), role_data("model")), "repository": str(tmp_path / "r")}
-    for helper, message in ((tmp_path / "absent.py", f"{tmp_path / 'absent.py'} is not on the host yet"),
+    absent = tmp_path / "cnhost" / "model_sync.py"
+    for helper, message in ((absent, f"{absent} is not on the host yet"),
                             (Path(model_sync.__file__), "download and install circularnet version 1")):
         command = scripts.model_command(str(helper), "check", given)
         result = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=False, timeout=60)

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
+import cnhost
 from cnctl.config import load_stack
 from cnctl.hostvars import host_vars
 from cnhost import bucket_worker, pipeline_run
-from deploy import pipeline
 from deploy.rules import checks
 from deploy.rules import pipeline as pipeline_rules
 from deploy.steps import role_data
@@ -142,7 +142,7 @@ def test_bucket_input_gives_the_worker_its_settings_wheels_and_unit_in_place_of_
     assert "grpcio" not in {w["name"] for w in pipeline_rules.wheels(_wants())}
     assert pipeline_rules.units(data, None, "bucket") == ["circularnet-worker.service", "circularnet-upload.service"]
     assert pipeline_rules.units(data, None, "spool") == ["circularnet-pipeline.timer", "circularnet-upload.service"]
-    assert "bucket_worker.py" in pipeline.SCRIPTS
+    assert "bucket_worker.py" in cnhost.FILES  # the package every layer ships whole
 
 
 def test_upstream_tf_client_runs_through_the_adapter_with_the_tables_columns_and_triton_grpc() -> None:
@@ -154,7 +154,7 @@ def test_upstream_tf_client_runs_through_the_adapter_with_the_tables_columns_and
     assert client["contract"] == "upstream" and client["entry"].endswith("/client/inference_pipeline.py")
     assert [c["name"] for c in client["columns"]][:3] == ["particle", "source_name", "image_name"]
     assert settings["triton_grpc"] == "10.20.0.5:8001"  # a private bind: upstream's localhost:8001 re-pointed
-    assert "client_adapter.py" in pipeline.SCRIPTS
+    assert "client_adapter.py" in cnhost.FILES
 
 
 SDIST = {"name": "trackpy", "version": "0.7", "sha256": ["7" * 64], "sdist": True}

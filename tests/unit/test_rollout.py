@@ -5,7 +5,6 @@ health gate's verdicts from model_serve.py's JSON, and `cnctl model rollout|roll
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+import cnhost
 from cnctl import engines
 from cnctl import rollout as walks
 from cnctl.cli.main import app
@@ -25,6 +25,7 @@ from cnctl.inventory import InventoryHost, Ssh
 from cnctl.paths import STACKS_DIR
 from cnctl.remote import RemoteOutcome
 from cnctl.rollout import HostHealth
+from tests.unit import host_python
 from tests.unit.shell_shape import commands, shape
 
 HOSTS = ("h1", "h2", "h3", "h4", "h5", "h6")
@@ -302,8 +303,8 @@ def test_the_health_command_output_becomes_status_and_probe_or_the_reason_there_
     out = gate_output(json.dumps(OK_STATUS), f"{json.dumps(failed)}\ninference on circularnet failed: boom")
     health = walks.parse_health("h1", True, out, "")
     assert (health.served, health.history, health.probe, health.error) == (2, (1,), failed, "")
-    missing = gate_output("python3: can't open file '/usr/local/lib/circularnet/model_serve.py': [Errno 2] No such file",
-                          "python3: can't open file")
+    missing = gate_output("/usr/bin/python3: Error while finding module specification for 'cnhost.model_serve' "
+                          "(ModuleNotFoundError: No module named 'cnhost')", "")
     assert walks.parse_health("h1", True, missing, "").error.endswith("(is the inference layer deployed? `cnctl deploy`)")
     assert walks.parse_health("h1", True, gate_output("sudo: a password is required", ""), "").error == \
         "model_serve.py status printed no JSON: sudo: a password is required"
@@ -315,16 +316,18 @@ def test_the_health_command_output_becomes_status_and_probe_or_the_reason_there_
 
 def test_the_health_command_runs_in_a_shell_and_its_output_parses(tmp_path: Path) -> None:
     """The command as a host's shell runs it, with stand-ins for sudo and the script: each part is found."""
-    script = tmp_path / "model_serve.py"
+    script = tmp_path / "cnhost" / "model_serve.py"  # run as on a host: python3 -m cnhost.model_serve
+    script.parent.mkdir()
+    (script.parent / "__init__.py").write_text("")
     script.write_text("import json, sys\nprint('noise on stdout')\n"
                       "print(json.dumps({'mode': sys.argv[1], 'args': sys.argv[2:]}))\nprint('said on stderr', file=sys.stderr)\n")
     sudo = tmp_path / "sudo"
     sudo.write_text('#!/bin/sh\n[ "$1" = -n ] && shift\nexec "$@"\n')
     sudo.chmod(0o755)
     host = InventoryHost("a", "servers", Ssh("10.0.0.1", "cn"), {"cn_model_name": "circularnet", "cn_inference_http_port": 8123})
-    command = walks.health_command(host).replace(walks.SERVE_SCRIPT, str(script))
+    command = walks.health_command(host).replace(cnhost.HOME, str(tmp_path))
     done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60, check=False,
-                          env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"})
+                          env=host_python.install(tmp_path))
     health = walks.parse_health("a", True, done.stdout, done.stderr)
     assert health.status == {"mode": "status", "args": ["--url", "http://127.0.0.1:8123", "--repository",
                                                         "/opt/circularnet/models", "--name", "circularnet"]}
@@ -348,8 +351,10 @@ def test_the_health_command_keeps_every_value_one_word(value: str) -> None:
     hostile = walks.health_command(_gate_host(cn_model_name=value, cn_inference_bind_interface=value))
     assert shape(hostile) == shape(benign)
     status, probe = commands(hostile)[1], commands(hostile)[3]
-    assert status[4:10] == ["status", "--interface", value, "--port", "8000", "--repository"] and status[-1] == value
-    assert probe[4:9] == ["probe", "--interface", value, "--port", "8000"] and probe[probe.index("--name") + 1] == value
+    assert status[:7] == ["sudo", "-n", "env", "PYTHONPATH=/usr/local/lib/circularnet", "python3", "-m",
+                          "cnhost.model_serve"]
+    assert status[7:13] == ["status", "--interface", value, "--port", "8000", "--repository"] and status[-1] == value
+    assert probe[7:12] == ["probe", "--interface", value, "--port", "8000"] and probe[probe.index("--name") + 1] == value
 
 
 @pytest.mark.parametrize(("bind", "url"), [
@@ -360,7 +365,7 @@ def test_the_health_command_keeps_every_value_one_word(value: str) -> None:
 def test_the_health_command_reaches_triton_where_it_binds(bind: str, url: str) -> None:
     command = walks.health_command(_gate_host(cn_inference_bind_address=bind))
     assert shape(command) == shape(walks.health_command(_gate_host()))
-    assert commands(command)[1][5:7] == ["--url", url]
+    assert commands(command)[1][8:10] == ["--url", url]
 
 
 @pytest.mark.parametrize("bind", ["::1%$(touch /tmp/cnctl-pwned)", "::1%eth0 x", "10.0.0.1; id", "a b"])
@@ -371,16 +376,18 @@ def test_a_bind_address_that_is_no_address_stops_before_any_host_is_asked(bind: 
 
 def test_a_bound_interface_is_looked_up_by_the_host_script_not_by_a_shell(tmp_path: Path) -> None:
     """The interface's name reaches model_serve.py as one argument, run by a real shell: nothing in it runs."""
-    script, pwned = tmp_path / "model_serve.py", tmp_path / "pwned"
+    script, pwned = tmp_path / "cnhost" / "model_serve.py", tmp_path / "pwned"
+    script.parent.mkdir()
+    (script.parent / "__init__.py").write_text("")
     script.write_text("import json, sys\nprint(json.dumps({'mode': sys.argv[1], 'args': sys.argv[2:]}))\n")
     sudo = tmp_path / "sudo"
     sudo.write_text('#!/bin/sh\n[ "$1" = -n ] && shift\nexec "$@"\n')
     sudo.chmod(0o755)
     interface = f"ens4$(touch {pwned}); touch {pwned} `touch {pwned}`"
-    command = walks.health_command(_gate_host(cn_inference_bind_interface=interface)).replace(walks.SERVE_SCRIPT, str(script))
+    command = walks.health_command(_gate_host(cn_inference_bind_interface=interface)).replace(cnhost.HOME, str(tmp_path))
     assert "$(ip" not in command and "awk" not in command
     done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60, check=False,
-                          env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"})
+                          env=host_python.install(tmp_path))
     health = walks.parse_health("a", True, done.stdout, done.stderr)
     assert health.status["args"][:4] == ["--interface", interface, "--port", "8000"] and not pwned.exists()
 
@@ -394,8 +401,8 @@ def test_the_health_command_asks_each_hosts_own_triton_and_one_fan_out_serves_ho
              InventoryHost("c", "servers", ssh, {"cn_model_name": "circularnet", "cn_inference_http_port": 9000,
                                                  "cn_inference_bind_address": "127.0.0.1"})]
     command = walks.health_command(hosts[0])
-    assert "model_serve.py status --url http://127.0.0.1:8000 --repository /opt/circularnet/models --name circularnet" in command
-    assert "model_serve.py probe --url http://127.0.0.1:8000 --name circularnet --timeout 30" in command
+    assert "cnhost.model_serve status --url http://127.0.0.1:8000 --repository /opt/circularnet/models --name circularnet" in command
+    assert "cnhost.model_serve probe --url http://127.0.0.1:8000 --name circularnet --timeout 30" in command
     calls: list[tuple[list[str], str]] = []
 
     def run(members: Sequence[InventoryHost], cmd: str, timeout: float) -> dict[str, RemoteOutcome]:

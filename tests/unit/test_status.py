@@ -20,6 +20,7 @@ from cnctl.inventory import InventoryHost, Ssh
 from cnctl.remote import RemoteOutcome
 from cnctl.status import FleetStatus, HostStatus, collect, collect_from, host_status, remote_command
 from cnhost.health_report import DEFAULTS, judge
+from tests.unit import host_python
 from tests.unit.shell_shape import shape
 from tests.unit.test_verify_report import HEALTHY, observed
 
@@ -76,14 +77,16 @@ def test_a_report_claiming_health_with_problems_is_not_believed() -> None:
 
 
 def _remote(tmp_path: Path, script: str | None, saved: dict[str, Any] | None) -> RemoteOutcome:
-    path = tmp_path / "health_report.py"
+    path = tmp_path / "cnhost" / "health_report.py"  # run as on a host: python3 -m cnhost.health_report
+    path.parent.mkdir()
+    (path.parent / "__init__.py").write_text("")
     if script is not None:
         path.write_text(script)
     last = tmp_path / "health.json"
     if saved is not None:
         last.write_text(json.dumps(saved, indent=2))
     proc = subprocess.run(["sh", "-c", remote_command(str(path), str(last))], capture_output=True, text=True,
-                          timeout=60, check=False)
+                          timeout=60, check=False, env=host_python.install(tmp_path))
     assert proc.returncode == 0  # always: only SSH itself may exit 255
     return RemoteOutcome(True, proc.returncode, proc.stdout, proc.stderr)
 
@@ -104,7 +107,7 @@ def test_the_remote_command_shows_the_saved_report_when_the_script_crashes(tmp_p
 
 def test_the_remote_command_on_a_host_without_the_verify_layer(tmp_path: Path) -> None:
     found = host_status(HOST, _remote(tmp_path, None, saved=None))
-    assert found.problems == (f"no {tmp_path / 'health_report.py'}: the verify layer has not run here; run the deploy",)
+    assert found.problems == (f"no {tmp_path / 'cnhost' / 'health_report.py'}: the verify layer has not run here; run the deploy",)
 
 
 def test_the_remote_command_keeps_its_paths_one_word_whatever_they_hold(tmp_path: Path,
@@ -115,7 +118,8 @@ def test_the_remote_command_keeps_its_paths_one_word_whatever_they_hold(tmp_path
     pwned = tmp_path / "pwned"
     where = tmp_path / "a b;$(touch pwned)`touch pwned`'\"&&#"
     where.mkdir()
-    assert shape(remote_command(str(where / "health_report.py"), str(where / "h.json"))) == shape(remote_command())
+    assert shape(remote_command(str(where / "cnhost" / "health_report.py"), str(where / "h.json"))) == \
+        shape(remote_command())
     script = f"import json\nprint(json.dumps({BAD!r}))\n"
     found = host_status(HOST, _remote(where, script, saved=GOOD))
     assert (found.source, found.report) == ("fresh", BAD) and not pwned.exists()

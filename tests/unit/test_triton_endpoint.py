@@ -76,22 +76,25 @@ def test_model_serve_looks_the_interfaces_address_up_itself() -> None:
         model_serve.parse(["status", "--interface", "lo", "--url", "http://x", "--name", "m", "--repository", "/r"])
 
 
-@pytest.mark.parametrize("script", ["model_serve.py", "health_report.py"])
-def test_a_host_script_run_from_its_directory_loads_the_builder_beside_it(script: str, tmp_path: Path) -> None:
-    """As on a host: the script and triton_endpoint.py alone in a directory, run with a plain python3 (no
-    PYTHONPATH, no user site: only the script's own directory heads sys.path, as Python puts it there)."""
-    for name in (script, "triton_endpoint.py"):
-        shutil.copy(SCRIPTS / name, tmp_path / name)
+@pytest.mark.parametrize("program", ["model_serve", "health_report"])
+def test_a_host_program_runs_from_the_shipped_package_alone(program: str, tmp_path: Path) -> None:
+    """As on a host: the package's files (cnhost.FILES, what both engines ship) alone under a home directory, run
+    as the units and the controller run them (`env PYTHONPATH=<home> python3 -m cnhost.<program>`), with no site
+    packages at all (-S): the standard library and the package are all a program finds."""
+    (tmp_path / "cnhost").mkdir()
+    for name in cnhost.FILES:
+        shutil.copy(SCRIPTS / name, tmp_path / "cnhost" / name)
     argv = (["status", "--interface", "cnctl-none0", "--port", "8000", "--name", "m", "--repository", str(tmp_path)]
-            if script == "model_serve.py" else ["--config", str(tmp_path / "none.json"), "--read-only"])
-    done = subprocess.run([sys.executable, "-E", "-s", str(tmp_path / script), *argv], capture_output=True, text=True,
-                          timeout=120, check=False, cwd=tmp_path)
+            if program == "model_serve" else ["--config", str(tmp_path / "none.json"), "--read-only"])
+    host = cnhost.argv(program, str(tmp_path), sys.executable)  # env PYTHONPATH=<home> <python> -m cnhost.<program>
+    done = subprocess.run([*host[:3], "-S", *host[3:], *argv], capture_output=True, text=True, timeout=120,
+                          check=False, cwd="/")
     printed = cnhost.answer(done.stdout) or {}
-    if script == "model_serve.py":
-        assert done.returncode == model_serve.EXIT["triton"]
+    if program == "model_serve":
+        assert done.returncode == model_serve.EXIT["triton"], done.stderr
         assert printed["message"].startswith("interface 'cnctl-none0' has no IPv4 address here")
     else:
-        assert done.returncode == 1 and printed["triton"]["url"] == "http://127.0.0.1:8000"
+        assert done.returncode == 1 and printed["triton"]["url"] == "http://127.0.0.1:8000", done.stderr
 
 
 def test_the_builder_is_standard_library_only_for_the_hosts_python() -> None:

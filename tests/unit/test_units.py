@@ -305,12 +305,12 @@ def test_an_unescaped_hostile_value_would_change_the_argv(tmp_path: Path) -> Non
     """The comparison above sees a value that became structure: the same template without the escapes."""
     env = Environment(keep_trailing_newline=True)
     env.filters.update({name: lambda value, **_: str(value) for name in UNIT_FILTERS})
-    variables = {**test_engines.TRITON_UNIT, "runtime": "container", "helper": "/x.py --url http://evil"}
+    variables = {**test_engines.TRITON_UNIT, "runtime": "container", "programs": "/x --url http://evil"}
     unit = tmp_path / "circularnet-triton.service"
     unit.write_text(env.from_string((TEMPLATES_DIR / "systemd/circularnet-triton.service.j2").read_text())
                     .render(**variables))
     post = command_lines(unit)["ExecStartPost"][0]
-    assert post[1:4] == ["/x.py", "--url", "http://evil"]
+    assert post[1:4] == ["PYTHONPATH=/x", "--url", "http://evil"]
 
 
 # --- the Triton container, as systemd runs `docker run` ------------------------------------------------------------

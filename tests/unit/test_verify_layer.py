@@ -37,7 +37,8 @@ def _wants(group: str = "servers") -> dict[str, Any]:
 
 def _unit_vars(bind_address: str = "127.0.0.1") -> dict[str, Any]:
     data = role_data("verify")
-    return {"health_helper": data["verify_helper"], "health_config": data["verify_settings"],
+    return {"health_helper": data["verify_helper"], "health_programs": "/usr/local/lib/circularnet",
+            "health_config": data["verify_settings"],
             "state_dir": "/var/lib/circularnet", "triton_unit": data["verify_triton_unit"], "bind_address": bind_address,
             "report_interval": data["verify_interval"], "report_timeout": data["verify_timeout"]}
 
@@ -166,7 +167,7 @@ def test_the_roles_host_variables_are_the_ones_cnctl_hostvars_gives() -> None:
 
 
 def test_the_check_command_reports_a_missing_script_instead_of_failing(tmp_path: Path) -> None:
-    missing = tmp_path / "health_report.py"
+    missing = tmp_path / "cnhost" / "health_report.py"
     result = subprocess.run(["sh", "-c", verify_rules.check_command(str(missing), "/nonexistent")], capture_output=True,
                             text=True, check=False, timeout=30)
     assert result.returncode == 0

@@ -103,7 +103,7 @@ FAULTS = [
                  "model circularnet version 1 is served, but the last deploy pinned version 2: run the deploy again "
                  "(or `cnctl model rollout`)", id="served-other-version"),
     pytest.param({"model_serve": None},
-                 "the inference layer's script /usr/local/lib/circularnet/model_serve.py is missing: run the deploy "
+                 "the inference layer's script /usr/local/lib/circularnet/cnhost/model_serve.py is missing: run the deploy "
                  "(its inference layer)", id="no-inference-script"),
     pytest.param({"model_serve": _ran("", rc=1, stderr="Traceback ...\nKeyError: 'x'\n")},
                  "`model_serve.py status` printed no report (exit 1: KeyError: 'x')", id="inference-script-crashed"),
@@ -210,12 +210,14 @@ def test_the_observation_asks_model_serve_on_the_interface_it_could_not_resolve(
     calls: list[list[str]] = []
     monkeypatch.setattr(health_report.triton_endpoint, "interface_ipv4", lambda name: None)
     monkeypatch.setattr(health_report, "run", lambda argv, timeout: calls.append(argv))
-    serve = tmp_path / "model_serve.py"
+    serve = tmp_path / "cnhost" / "model_serve.py"
+    serve.parent.mkdir()
     serve.write_text("")
     seen = health_report.observe({**DEFAULTS, "model_serve": str(serve), "bind_interface": "ens4; reboot",
                                   "pipeline_settings": str(tmp_path / "none.json")})
     assert seen["interface_address"] is None and seen["triton_metadata"] is None
-    assert calls[0][2:7] == ["status", "--interface", "ens4; reboot", "--port", "8000"]
+    assert calls[0][:5] == ["env", f"PYTHONPATH={tmp_path}", sys.executable, "-m", "cnhost.model_serve"]
+    assert calls[0][5:10] == ["status", "--interface", "ens4; reboot", "--port", "8000"]
 
 
 def test_a_bind_address_that_is_no_address_is_a_bad_setting(tmp_path: Path) -> None:
@@ -274,7 +276,9 @@ def _host(tmp_path: Path, port: int, serve: dict[str, Any]) -> Path:
     state.mkdir()
     (state / "platform.json").write_text(json.dumps(PLATFORM))
     (state / "deploy.json").write_text(json.dumps({**RECORD, "runtime": "native", "image": None}))
-    serve_script = tmp_path / "model_serve.py"
+    serve_script = tmp_path / "cnhost" / "model_serve.py"  # run as on a host: python3 -m cnhost.model_serve
+    serve_script.parent.mkdir()
+    (serve_script.parent / "__init__.py").write_text("")
     serve_script.write_text("import json, sys\n"
                             f"assert sys.argv[1:4] == ['status', '--url', 'http://127.0.0.1:{port}'], sys.argv\n"
                             f"print(json.dumps({serve!r}))\n")
@@ -287,7 +291,9 @@ def _host(tmp_path: Path, port: int, serve: dict[str, Any]) -> Path:
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=120, check=False)
+    # cwd: `python3 -m` puts it first on sys.path, before PYTHONPATH (a checkout would shadow the stand-in)
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=120, check=False,
+                          cwd="/")
 
 
 def test_the_script_writes_the_report_0644_and_prints_it(tmp_path: Path, triton: int) -> None:

@@ -68,7 +68,7 @@ class FilterModule:
             "cnctl_inference_address": checks.inference_address,
             "cnctl_inference_unit_vars": inference.unit_variables,
             "cnctl_inference_options": inference.options,
-            "cnctl_inference_endpoint_path": inference.endpoint_path,
+            "cnctl_program_home": scripts.program_home,
             "cnctl_serve_command": scripts.serve_command,
             "cnctl_pip_install_command": inference.pip_install_command,
             "cnctl_missing_wheels": checks.missing_wheels,
