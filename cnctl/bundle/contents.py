@@ -25,36 +25,10 @@ from pathlib import Path
 
 from cnctl.errors import UsageProblem
 
-# (directory or file, glob): a file is listed with glob None; directories are walked with their glob.
-ENTRIES: tuple[tuple[str, str | None], ...] = (
-    ("deploy.py", None),
-    ("deploy", "*.py"),
-    ("deploy/rules", "*.py"),  # the layers' pure rules (both engines: the collection carries them as module_utils)
-    ("cnhost", "*.py"),  # the host programs (the layers' facts and builders import them)
-    ("templates", "**/*"),
-    # the layers' settings, one copy for both engines (deploy/steps.py role_data): the roles' tasks stay home
-    ("roles", "*/defaults/main.yml"),
-    ("roles", "*/vars/main.yml"),
-    ("cnctl/catalog", "*.yaml"),
-    ("cnctl/__init__.py", None),
-    ("cnctl/errors.py", None),
-    ("cnctl/paths.py", None),
-    ("cnctl/hostvars.py", None),
-    ("cnctl/inventory.py", None),
-    ("cnctl/fleet.py", None),
-    ("cnctl/layers.py", None),
-    ("cnctl/ansible_yaml.py", None),  # cnctl/inventory.py writes the Ansible inventory with it
-    ("cnctl/unitescape.py", None),  # the unit filters deploy/steps.py renders templates/systemd with
-    ("cnctl/catalog/__init__.py", None),
-    ("cnctl/config", "*.py"),
-    # pull mode's own: the agent the pull layer installs from the tree it runs in, and @local's inventory
-    ("cnctl/bundle", "*.py"),
-    ("hosts/pull.py", None),
-)
 # What the pull layer installs on a pull-mode host as its agent (/opt/circularnet/pull/agent): the agent, what
 # it imports (the schema its config's signers are checked with, the archive checks) and the uploader, whose
-# store client it reads the bucket with. A subset of ENTRIES, copied from the tree the deploy runs in: the
-# repository on a push, the verified bundle on a pull, so each bundle installs the agent that checks the next.
+# store client it reads the bucket with. Part of ENTRIES by construction, copied from the tree the deploy runs in:
+# the repository on a push, the verified bundle on a pull, so each bundle installs the agent that checks the next.
 AGENT_ENTRIES: tuple[tuple[str, str | None], ...] = (
     ("cnctl/__init__.py", None),
     ("cnctl/errors.py", None),
@@ -66,6 +40,27 @@ AGENT_ENTRIES: tuple[tuple[str, str | None], ...] = (
     ("cnctl/store.py", None),
     ("cnhost/__init__.py", None),
     ("cnhost/uploader.py", None),
+)
+# (directory or file, glob): a file is listed with glob None; directories are walked with their glob.
+ENTRIES: tuple[tuple[str, str | None], ...] = (
+    ("deploy.py", None),
+    ("deploy", "*.py"),
+    ("deploy/rules", "*.py"),  # the layers' pure rules (both engines: the collection carries them as module_utils)
+    ("cnhost", "*.py"),  # the host programs (the layers' facts and builders import them)
+    ("templates", "**/*"),
+    # the layers' settings, one copy for both engines (deploy/steps.py role_data): the roles' tasks stay home
+    ("roles", "*/defaults/main.yml"),
+    ("roles", "*/vars/main.yml"),
+    ("cnctl/hostvars.py", None),
+    ("cnctl/inventory.py", None),
+    ("cnctl/fleet.py", None),
+    ("cnctl/layers.py", None),
+    ("cnctl/ansible_yaml.py", None),  # cnctl/inventory.py writes the Ansible inventory with it
+    ("cnctl/unitescape.py", None),  # the unit filters deploy/steps.py renders templates/systemd with
+    # pull mode's own: the agent the pull layer installs from the tree it runs in (with the catalog, the schema
+    # and the errors every entry above reads), and @local's inventory
+    *AGENT_ENTRIES,
+    ("hosts/pull.py", None),
 )
 SKIPPED_PARTS = ("__pycache__",)
 SKIPPED_SUFFIXES = (".pyc", ".pyo")

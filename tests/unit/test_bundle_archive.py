@@ -104,8 +104,15 @@ def test_the_manifest_lists_exactly_the_bundle_list_with_hashes_sizes_and_modes(
     assert "deploy.py" in paths and "cnctl/catalog/platforms.yaml" in paths and "cnctl/config/schema.py" in paths
 
 
+def test_a_bundle_carries_the_whole_tree_the_pull_layer_installs_its_agent_from(built: Bundle) -> None:
+    """On a pull host the pull layer copies the agent's files out of the verified bundle (deploy/pull.py): each
+    must be in it, or every apply fails naming the missing file (cnctl/store.py once did)."""
+    paths = {f["path"] for f in built.manifest["files"]}
+    assert sorted(set(contents.files(REPO_ROOT, contents.AGENT_ENTRIES)) - paths) == []
+
+
 def imported(roots: list[Path]) -> set[Path]:
-    """`roots` and every file of cnctl/ and deploy/ their imports reach, transitively."""
+    """`roots` and every file of cnctl/, cnhost/ and deploy/ their imports reach, transitively."""
     todo, seen = list(roots), set()
     while todo:
         path = todo.pop()
@@ -118,7 +125,7 @@ def imported(roots: list[Path]) -> set[Path]:
                 if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
             for name in names:
                 parts = name.split(".")
-                if parts[0] not in ("cnctl", "deploy"):
+                if parts[0] not in ("cnctl", "cnhost", "deploy"):
                     continue
                 for i in range(1, len(parts) + 1):
                     base = REPO_ROOT.joinpath(*parts[:i])
@@ -130,9 +137,9 @@ def imported(roots: list[Path]) -> set[Path]:
 
 @pytest.mark.parametrize(("entries", "roots"), [
     # the bundle: pyinfra's entry point, the layers and pull mode's inventory
-    (contents.ENTRIES, ["deploy.py", *sorted(p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "deploy").glob("*.py")),
+    (contents.ENTRIES, ["deploy.py", *sorted(p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "deploy").rglob("*.py")),
                         "hosts/pull.py"]),
-    # the agent the pull layer installs: itself and the uploader it loads by path
+    # the agent the pull layer installs: itself and the uploader whose store client it reads the bucket with
     (contents.AGENT_ENTRIES, ["cnctl/bundle/agent.py", "cnhost/uploader.py"]),
 ], ids=["bundle", "agent"])
 def test_the_bundle_and_the_agent_hold_every_module_they_import(entries: Any, roots: list[str]) -> None:

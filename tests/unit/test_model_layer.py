@@ -111,7 +111,7 @@ def test_the_check_command_reports_pending_before_the_script_is_on_the_host(tmp_
 def _play(tmp_path: Path, wants: dict[str, Any]) -> tuple[int, str]:
     """ansible-playbook of the model role on localhost, every path under tmp_path; (rc, output)."""
     paths = {"model_repository": str(tmp_path / "models"), "model_staging": str(tmp_path / "staging"),
-             "model_helper": str(tmp_path / "lib" / "model_sync.py"), "model_default_config": str(tmp_path / "etc" / "config.pbtxt")}
+             "model_helper": str(tmp_path / "lib" / "cnhost" / "model_sync.py"), "model_default_config": str(tmp_path / "etc" / "config.pbtxt")}
     play = [{"hosts": "localhost", "connection": "local", "gather_facts": False, "vars": {**wants, **paths},
              "roles": [{"role": collection_role("model")}]}]
     (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
