@@ -17,14 +17,18 @@ operator, with the fix on this machine; `<url>/<key>` on a host).
 from __future__ import annotations
 
 import hashlib
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from cnctl.config import StackConfig
 from cnctl.errors import UsageProblem
 from cnhost import uploader
 
 Role = Literal["models", "results"]
+T = TypeVar("T")
+PAUSES = (1.0, 3.0)  # between the attempts of a call that got no answer or a 429/5xx: three attempts in ~4 s
 
 
 class StoreProblem(UsageProblem):
@@ -42,6 +46,7 @@ class Store:
         self.url = f"{'gs' if kind == 'gcs' else 's3'}://{bucket}"
         self.field = field  # how errors name the bucket; None: by the object's URL
         self.operator = credentials is None
+        self.sleep: Callable[[float], None] = time.sleep
         settings = uploader.Settings(
             host=host, queue=Path("/nonexistent"), state=Path("/nonexistent"), kind=kind, endpoint=endpoint,
             project=project, buckets={role: bucket}, credentials=credentials, budget_bytes=1, retry_min=1,
@@ -61,6 +66,19 @@ class Store:
         return cls(cfg.storage.kind, bucket, role, endpoint=cfg.storage.endpoint,
                    project=cfg.gcp.project if cfg.gcp is not None else None,
                    field=f"storage.buckets.{role} ({scheme}://{bucket})")
+
+    def _again(self, call: Callable[..., T], *args: Any) -> T:
+        """The call, made again after a pause while it fails transiently (no answer, 429, 5xx), at most
+        len(PAUSES) + 1 times. Every call here is safe to repeat: reads, and writes of the same bytes (a create-only
+        write that landed unanswered finds itself there on the next attempt and says so)."""
+        for pause in PAUSES:
+            try:
+                return call(*args)
+            except self.uploader.StoreError as exc:
+                if not exc.transient:
+                    raise
+            self.sleep(pause)
+        return call(*args)
 
     def _problem(self, exc: Exception, key: str) -> StoreProblem:
         """The uploader's one line naming the bucket; for the operator, its hints turned to this machine (they name
@@ -85,7 +103,7 @@ class Store:
     def stat(self, key: str) -> tuple[int, bytes | None] | None:
         """(size, MD5 or None) of the object, None when there is none."""
         try:
-            remote = self.store.stat(self.bucket, key)
+            remote = self._again(self.store.stat, self.bucket, key)
         except (self.uploader.StoreError, self.uploader.Unreadable) as exc:
             raise self._problem(exc, key) from None
         return None if remote is None else (remote.size, remote.md5)
@@ -94,16 +112,16 @@ class Store:
         """Write the object (create-only when `conditional`); False when a create-only write found one there."""
         md5 = hashlib.md5(body, usedforsecurity=False).digest()
         try:
-            return bool(self.store.create(self.bucket, key, body, md5, conditional))
+            return bool(self._again(self.store.create, self.bucket, key, body, md5, conditional))
         except self.uploader.Unsupported:
-            return bool(self.store.create(self.bucket, key, body, md5, False))  # the caller's look-up before it stands
+            return bool(self._again(self.store.create, self.bucket, key, body, md5, False))  # the caller's look-up before it stands
         except self.uploader.StoreError as exc:
             raise self._problem(exc, key) from None
 
     def read(self, key: str) -> bytes | None:
         """The object's bytes, None when there is none."""
         try:
-            body: bytes | None = self.store.read(self.bucket, key)
+            body: bytes | None = self._again(self.store.read, self.bucket, key)
             return body
         except (self.uploader.StoreError, self.uploader.Unreadable) as exc:
             raise self._problem(exc, key) from None
@@ -111,7 +129,7 @@ class Store:
     def newest(self, prefix: str) -> tuple[str, bytes] | None:
         """The last object under `prefix` in name order (name, bytes), None when there is none."""
         try:
-            found: tuple[str, bytes] | None = self.store.newest(self.bucket, prefix)
+            found: tuple[str, bytes] | None = self._again(self.store.newest, self.bucket, prefix)
             return found
         except (self.uploader.StoreError, self.uploader.Unreadable) as exc:
             raise self._problem(exc, prefix) from None

@@ -89,11 +89,15 @@ class UsageError(Exception):
 class StoreError(Exception):
     """The store failed an attempt (down, refused the credentials, no bucket, an error answer): retry later.
 
-    `midway`: no answer arrived, so the object may have landed; the next attempt of the file asks first."""
+    `midway`: no answer arrived, so the object may have landed; the next attempt of the file asks first.
+    `transient`: a connection that got no answer (timed out, reset) or a 429/5xx answer, which the same call may get
+    past a moment later (an operator's one-shot command retries these); a connection nobody took (refused, no route,
+    unknown name), a refusal or a missing bucket needs a fix first."""
 
-    def __init__(self, message: str, midway: bool = False) -> None:
+    def __init__(self, message: str, midway: bool = False, transient: bool = False) -> None:
         super().__init__(message)
         self.midway = midway
+        self.transient = transient
 
 
 class Unreadable(Exception):
@@ -390,7 +394,7 @@ class GcsStore:
                               f"{bucket}, or {self._credentials_hint()}")
         if isinstance(exc, api.GoogleAPICallError):
             return StoreError(f"{self.label} answered {exc.code} for bucket {bucket}: {_first_line(exc.message)}",
-                              midway=midway and (exc.code or 0) >= 500)
+                              midway=midway and (exc.code or 0) >= 500, transient=_transient_status(exc.code))
         name = type(exc).__name__
         if "RefreshError" in name or "DefaultCredentialsError" in name:
             return StoreError(f"{self.label}: credentials refused ({_first_line(exc)}): {self._credentials_hint()}")
@@ -533,12 +537,18 @@ class S3Store:
                 where = self.settings.credentials or "boto3's default credentials"
                 return StoreError(f"{self.label} refused the credentials for bucket {bucket} ({code}): check the "
                                   f"keys in {where} and their write permission on {bucket}")
-            return StoreError(f"{self.label} answered {status} {code} for bucket {bucket}", midway=midway)
+            return StoreError(f"{self.label} answered {status} {code} for bucket {bucket}", midway=midway,
+                              transient=_transient_status(status))
         return unreachable(self.label, exc, midway)
 
 
 def _role_of(settings: Settings, bucket: str) -> str:
     return next((role for role, name in settings.buckets.items() if name == bucket), "results")
+
+
+def _transient_status(status: int | None) -> bool:
+    """Too many requests, or the store's own failure: worth the same call again."""
+    return status == 429 or (status or 0) >= 500
 
 
 def _first_line(exc: object) -> str:
@@ -568,7 +578,7 @@ def unreachable(label: str, exc: BaseException, midway: bool) -> StoreError:
     reason = _reason(exc)
     never_sent = reason in ("Connection refused", "Name or service not known", "No route to host",
                             "Network is unreachable", "Temporary failure in name resolution")
-    return StoreError(f"{label} unreachable ({reason})", midway=midway and not never_sent)
+    return StoreError(f"{label} unreachable ({reason})", midway=midway and not never_sent, transient=not never_sent)
 
 
 def make_store(settings: Settings, credentials: dict | None) -> GcsStore | S3Store:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 
 def gcs_argv(address: str, port: int) -> list[str]:
-    """gcp-storage-emulator's server, quiet, on address:port."""
-    return [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", address, "--port", str(port), "-q"]
+    """gcp-storage-emulator's server, quiet, on address:port (through gcs_server: a deeper listen queue)."""
+    return [sys.executable, "-m", "cnctl.sandbox.site.gcs_server", "start", "--host", address, "--port", str(port),
+            "-q"]
 
 
 def gcs_env(data_dir: Path) -> dict[str, str]:
@@ -30,3 +31,4 @@ def moto_argv(address: str, port: int) -> list[str]:
 def health_urls(gcs_url: str, s3_url: str) -> list[str]:
     """URLs that answer once each emulator is serving."""
     return [f"{gcs_url}/storage/v1/b?project=cnctl-sandbox", f"{s3_url}/moto-api/"]
+
