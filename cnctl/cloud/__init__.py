@@ -71,12 +71,14 @@ def build(cfg: StackConfig) -> CloudLayer | None:
     network = Network(
         names, gcp.region, cfg.network, cfg.inference.ports, facts.iap_ssh_range, opts=on_gcp, requires=apis
     )
-    # Buckets are never force-destroyed in prod, even if a prod stack turns deletion protection off.
+    # Data (objects, queued messages) is never force-destroyed in prod, even if a prod stack turns deletion
+    # protection off.
+    protect_data = cfg.is_prod or cfg.deletion_protection
     storage = Storage(
         names,
         cfg.storage,
         location=cfg.bucket_location or gcp.region.upper(),
-        protect_data=cfg.is_prod or cfg.deletion_protection,
+        protect_data=protect_data,
         opts=on_gcp,
         requires=apis,
     )
@@ -116,6 +118,8 @@ def build(cfg: StackConfig) -> CloudLayer | None:
             image_retention_days=cfg.storage.image_retention_days,
             worker_email=identity.inference.email,
             group=group,
+            kms_key_name=cfg.storage.kms_key_name,
+            protect_data=protect_data,
             opts=on_gcp,
             requires=apis,
         )

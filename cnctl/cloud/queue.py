@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pulumi
+import pulumiverse_time
 from pulumi_gcp import projects, pubsub, storage
 
 from cnctl.cloud.base import Component, Naming
@@ -31,6 +32,10 @@ MAX_RETENTION_DAYS = 7
 RETRY_BACKOFF = ("10s", "600s")
 # Never expire: Pub/Sub deletes a subscription idle for 31 days by default, and a batch site (min 0) may be.
 NEVER = ""
+# How long a new grant is given to take effect before what needs it is created. "Access change propagation"
+# (cloud.google.com/iam/docs/access-change-propagation): a policy change typically takes effect within 2 minutes;
+# Cloud Storage refuses a notification whose agent cannot publish yet, and the provider's create does not retry.
+GRANT_PROPAGATION = "120s"
 
 
 def retention(image_retention_days: int) -> str:
@@ -47,8 +52,9 @@ class WorkQueue(Component):
     """Ensures the images topic and its bucket notification, the workers' subscription, and a dead-letter topic.
 
     - Cloud Storage's service agent of the project (service-<number>@gs-project-accounts) may publish on
-      the images topic, and on nothing else; the notification is created once it may (Cloud Storage
-      refuses a notification its agent cannot publish).
+      the images topic, and on nothing else. The notification is created `GRANT_PROPAGATION` after that
+      grant (a `time.Sleep` between them, run again whenever the grant is made anew): Cloud Storage refuses a
+      notification its agent cannot publish yet, so the first apply would otherwise fail on it.
     - The worker identity may pull from the work subscription only: not the topic, not the project, not
       the dead letters. Reading an image is its objectViewer on the images bucket (cnctl/cloud/identity.py).
     - After `maxDeliveryAttempts` deliveries a message goes to the dead-letter topic, kept on a
@@ -57,6 +63,11 @@ class WorkQueue(Component):
       on the work subscription (to acknowledge the message it moved): those two grants exactly.
     - The ack deadline is the stack's (workers extend it while inference runs); the subscription never
       expires and keeps a message as long as its image lives.
+    - Where the stack encrypts its buckets with a KMS key (`storage.kmsKeyName`), both topics store their
+      messages (the images' names and metadata) under that key too; Pub/Sub's service agent needs
+      roles/cloudkms.cryptoKeyEncrypterDecrypter on it (docs/cloud.md, "Customer-managed keys").
+    - With `protect_data` (prod), both subscriptions carry Pulumi's `protect`: deleting or replacing one
+      drops the messages it holds (the images waiting for a worker, the dead letters waiting for a person).
     """
 
     def __init__(
@@ -67,10 +78,13 @@ class WorkQueue(Component):
         image_retention_days: int,
         worker_email: pulumi.Input[str],
         group: WorkerGroup,
+        kms_key_name: str | None = None,
+        protect_data: bool = False,
         opts: pulumi.ResourceOptions | None = None,
         requires: Sequence[pulumi.Resource] = (),
     ) -> None:
         super().__init__("WorkQueue", names("work-queue"), opts, requires)
+        keep_messages = pulumi.ResourceOptions.merge(self.child(), pulumi.ResourceOptions(protect=protect_data))
         labels = dict(names.labels)
         keep = retention(image_retention_days)
         # The Cloud Storage agent exists in every project with the Storage API; asking for it also creates it.
@@ -85,12 +99,12 @@ class WorkQueue(Component):
 
         self.topic = pubsub.Topic(
             names("images-queue"),
-            pubsub.TopicArgs(name=names("images-queue"), project=project, labels=labels),
+            pubsub.TopicArgs(name=names("images-queue"), project=project, labels=labels, kms_key_name=kms_key_name),
             opts=self.child(),
         )
         self.dead_letters = pubsub.Topic(
             names("images-dead"),
-            pubsub.TopicArgs(name=names("images-dead"), project=project, labels=labels),
+            pubsub.TopicArgs(name=names("images-dead"), project=project, labels=labels, kms_key_name=kms_key_name),
             opts=self.child(),
         )
         self.subscription = pubsub.Subscription(
@@ -111,7 +125,7 @@ class WorkQueue(Component):
                 ),
                 labels=labels,
             ),
-            opts=self.child(),
+            opts=keep_messages,
         )
         self.dead_letter_subscription = pubsub.Subscription(
             names("images-dead-inspect"),
@@ -124,7 +138,7 @@ class WorkQueue(Component):
                 expiration_policy=pubsub.SubscriptionExpirationPolicyArgs(ttl=NEVER),
                 labels=labels,
             ),
-            opts=self.child(),
+            opts=keep_messages,
         )
 
         publish = pubsub.TopicIAMMember(
@@ -159,6 +173,13 @@ class WorkQueue(Component):
                 opts=self.child(),
             ),
         ]
+        # Only a newly made grant waits: the Sleep is created with it, and made again when its member or topic changes.
+        propagated = pulumiverse_time.Sleep(
+            names("images-publish-propagated"),
+            create_duration=GRANT_PROPAGATION,
+            triggers={"member": gcs_agent.member, "topic": self.topic.id},
+            opts=pulumi.ResourceOptions.merge(self.child(), pulumi.ResourceOptions(depends_on=[publish])),
+        )
         self.notification = storage.Notification(
             names("images-notify"),
             storage.NotificationArgs(
@@ -167,7 +188,7 @@ class WorkQueue(Component):
                 event_types=EVENT_TYPES,
                 payload_format=PAYLOAD_FORMAT,
             ),
-            opts=pulumi.ResourceOptions.merge(self.child(), pulumi.ResourceOptions(depends_on=[publish])),
+            opts=pulumi.ResourceOptions.merge(self.child(), pulumi.ResourceOptions(depends_on=[propagated])),
         )
         self.register_outputs(
             {

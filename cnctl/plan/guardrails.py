@@ -45,6 +45,7 @@ HEALTH_CHECK_KINDS = ("httpHealthCheck", "httpsHealthCheck", "http2HealthCheck",
                       "grpcHealthCheck")
 NOTIFICATION = "gcp:storage/notification:Notification"
 SUBSCRIPTION = "gcp:pubsub/subscription:Subscription"
+TOPIC = "gcp:pubsub/topic:Topic"
 TOPIC_IAM_PREFIX = "gcp:pubsub/topicIAM"
 SUBSCRIPTION_IAM_PREFIX = "gcp:pubsub/subscriptionIAM"
 PUBLISHER = "roles/pubsub.publisher"
@@ -488,8 +489,9 @@ def transfer_reads_only_what_it_loads(type_: str, inputs: Inputs, ctx: Context =
 
 
 def cmek_everywhere(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
-    """Where a stack uses a KMS key, buckets, datasets and VM boot disks all use one (CMEK covers all data)."""
-    if ctx.cmek and type_ in (BUCKET, DATASET, *VM_TYPES) and _kms_key(type_, inputs) is None:
+    """Where a stack uses a KMS key, buckets, datasets, VM boot disks and Pub/Sub topics (the images queue's
+    messages name the plant's images) all use one (CMEK covers all data)."""
+    if ctx.cmek and type_ in (BUCKET, DATASET, TOPIC, *VM_TYPES) and _kms_key(type_, inputs) is None:
         return "is not encrypted with a KMS key while other data of this stack is (set the stack's kmsKeyName here too)"
     return None
 
@@ -682,11 +684,13 @@ def _gcs_bucket(path: Any) -> str | None:
 
 
 def _kms_key(type_: str, inputs: Inputs) -> str | None:
-    """The KMS key a bucket, dataset or VM boot disk is encrypted with, or None."""
+    """The KMS key a bucket, dataset, Pub/Sub topic or VM boot disk is encrypted with, or None."""
     if type_ == BUCKET:
         return (inputs.get("encryption") or {}).get("defaultKmsKeyName")
     if type_ == DATASET:
         return (inputs.get("defaultEncryptionConfiguration") or {}).get("kmsKeyName")
+    if type_ == TOPIC:
+        return inputs.get("kmsKeyName")
     if type_ in VM_TYPES:
         disk = inputs.get("bootDisk") or (inputs.get("disks") or [{}])[0] or {}
         return disk.get("kmsKeySelfLink") or (disk.get("diskEncryptionKey") or {}).get("kmsKeySelfLink")

@@ -215,6 +215,45 @@ def test_each_finished_image_is_one_message_on_the_images_topic(plan: Plan) -> N
     assert sorted(t["name"] for t in topics.values()) == ["cn-dev-group-images-dead", "cn-dev-group-images-queue"]
 
 
+SLEEP = "time:index/sleep:Sleep"
+
+
+def dependencies(monkeypatch: pytest.MonkeyPatch, stack: str) -> tuple[Plan, dict[str, set[str]]]:
+    """The plan of `stack` and, per resource name, the names of the resources it was told to wait for
+    (`depends_on`, which the mock engine is not given: read where the SDK applies options)."""
+    from cnctl.plan import engine
+
+    waits: dict[str, set[str]] = {}
+    recording = engine._recording_options
+
+    def also_waits(record: engine.OptionsRecord) -> Any:
+        inner = recording(record)
+
+        def transformation(args: Any) -> None:
+            inner(args)
+            waits[args.name] = {d.pulumi_resource_name for d in args.opts.depends_on or []}
+
+        return transformation
+
+    monkeypatch.setattr(engine, "_recording_options", also_waits)
+    return plan_stack(stack), waits
+
+
+def test_the_notification_waits_for_the_storage_agents_grant_to_propagate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cloud Storage refuses a notification its agent cannot publish yet, and a new grant takes a while to apply:
+    the first apply makes the grant, waits (a time.Sleep after it), then creates the notification."""
+    plan, waits = dependencies(monkeypatch, "dev-group")
+    grant = next(r for r in plan.resources if r.type == "gcp:pubsub/topicIAMMember:TopicIAMMember"
+                 and r.inputs["member"] == GCS_AGENT)
+    (sleep_name, sleep), = of_type(plan, SLEEP).items()
+    assert waits[sleep_name] >= {grant.name}
+    assert sleep["createDuration"] == "120s"
+    # made anew (and waited for again) when the grant is: another agent or another topic
+    assert sleep["triggers"] == {"member": GCS_AGENT, "topic": TOPIC}
+    notification = next(r for r in plan.resources if r.type == NOTIFICATION)
+    assert sleep_name in waits[notification.name]
+
+
 def test_the_work_subscription_dead_letters_and_waits_for_long_inference(plan: Plan) -> None:
     work = of_type(plan, SUBSCRIPTION)["cn-dev-group-images-work"]
     assert work["topic"] == TOPIC
@@ -343,3 +382,47 @@ def test_the_guardrails_see_what_the_group_declares(plan: Plan) -> None:
     assert ctx.vm_accounts == {WORKER}
     assert ctx.artifact_buckets == {"my-circularnet-dev-group-models"}
     assert {WORKER, EDGE} <= ctx.host_identities and LOAD not in ctx.host_identities
+
+
+# --- production: the queue's data is protected and encrypted like the rest -----------------------------
+
+
+def prod_group(tmp_path: Path) -> str:
+    """The prod stack (CMEK, deletion protection) with dev-group's autoscaled workers instead of fixed VMs."""
+    group = load_document("dev-group")
+
+    def change(config: dict[str, Any]) -> None:
+        compute = config["circularnet:compute"]
+        for key in ("instances", "placement"):
+            compute.pop(key)
+        compute.update(mode="group", group=group["circularnet:compute"]["group"])
+        config["circularnet:pipeline"].update(group["circularnet:pipeline"])
+        for section in set(group) - set(config):  # what a group stack needs and prod lacks (e.g. its bundle)
+            config[section] = group[section]
+
+    return stack_variant(tmp_path, change, base="prod")
+
+
+def load_document(stack: str) -> dict[str, Any]:
+    import yaml
+
+    from cnctl.config import stack_path
+
+    return dict(yaml.safe_load(stack_path(stack).read_text(encoding="utf-8"))["config"])
+
+
+def test_in_prod_every_stateful_resource_of_the_group_is_protected_and_its_topics_use_the_key(tmp_path: Path) -> None:
+    """The work subscription holds the images waiting for a worker, the dead-letter one those waiting for a
+    person: in prod Pulumi refuses to delete or replace them, as it does the buckets and the dataset. Where the
+    stack encrypts its data with a KMS key, the queue's messages (the images' names) are under it too."""
+    plan = plan_stack(prod_group(tmp_path))
+    assert plan.ok, plan.violations
+    stateful = {token for token, entry in catalog().gcp.replacements.items() if entry.stateful}
+    unprotected = [(r.type, r.name) for r in plan.resources if r.type in stateful
+                   and not plan.options.get((r.type, r.name), {}).get("protect")]
+    assert unprotected == []
+    assert {r.inputs["name"] for r in plan.resources if r.type == SUBSCRIPTION} == {
+        "cn-prod-images-work", "cn-prod-images-dead-inspect"}
+    storage_key = load_document("prod")["circularnet:storage"]["kmsKeyName"]
+    assert {r.inputs["name"]: r.inputs.get("kmsKeyName") for r in plan.resources if r.type == TOPIC_T} == {
+        "cn-prod-images-queue": storage_key, "cn-prod-images-dead": storage_key}
