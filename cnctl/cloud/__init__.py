@@ -140,6 +140,7 @@ def build(cfg: StackConfig) -> CloudLayer | None:
             # with a `bundle` section, the workers apply the stack's bundle at boot (pull mode)
             startup_script=render_startup_script(cfg, workers=True),
             subscription=queue.subscription.name,
+            runtime=cfg.inference.runtime,
             opts=on_gcp,
             requires=apis,
         )
@@ -214,6 +215,7 @@ def _group_outputs(workers: GpuWorkerGroup, queue: WorkQueue, gcp: Gcp) -> dict[
         "region": gcp.region,
         "zones": list(gcp.zones),
         "template": workers.template.name,
+        "initialDelaySeconds": workers.initial_delay,
         "topic": queue.topic.name,
         "subscription": queue.subscription.name,
         "deadLetterTopic": queue.dead_letters.name,

@@ -7,6 +7,8 @@ one that stops answering. The workers are the same VMs (one `VmSpec`), built fro
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import Sequence
 
 import pulumi
@@ -16,6 +18,8 @@ from cnctl.catalog import GcpFacts
 from cnctl.cloud.base import Component, Naming
 from cnctl.cloud.compute import VmSpec
 from cnctl.cloud.queue import subscription_filter
+from cnctl.cloud.startup import NVIDIA_ATTEMPTS, NVIDIA_WAIT_SECONDS
+from cnctl.config.group_checks import INITIAL_DELAY_SECONDS
 from cnctl.config.schema import Compute as ComputeConfig
 from cnctl.config.schema import Security, WorkerGroup
 
@@ -29,6 +33,36 @@ CHECK_INTERVAL, CHECK_TIMEOUT, HEALTHY_AFTER, UNHEALTHY_AFTER = 10, 5, 2, 3
 # GPU stock (ZONE_RESOURCE_POOL_EXHAUSTED) does not stop the group growing in the others.
 TARGET_SHAPE = "BALANCED"
 
+# What a new worker does between boot and Triton's first ready answer, in order (seconds): the startup
+# script's bound on the image's first-boot driver install, then the pull agent's first bundle (packages,
+# units), Triton's container image from its registry (the container runtime only), the model's download and
+# load. Estimates, not measurements: a stack sets `compute.group.initialDelaySeconds` to what its first real
+# boot took (docs/cloud.md, "First real apply").
+BOOT_STEPS = {
+    "driver": NVIDIA_ATTEMPTS * NVIDIA_WAIT_SECONDS,
+    "bundle": 300,
+    "image": 300,
+    "model": 180,
+}
+BOOT_MARGIN = 1.25
+
+
+def initial_delay(group: WorkerGroup, runtime: str) -> int:
+    """Autohealing's initial delay: the stack's measured one, else the boot steps' sum with a margin, in whole
+    minutes. Too short, and autohealing recreates every worker before it is ever ready (the group never serves
+    and keeps paying for GPUs)."""
+    if group.initial_delay_seconds is not None:
+        return group.initial_delay_seconds
+    steps = sum(seconds for step, seconds in BOOT_STEPS.items() if step != "image" or runtime == "container")
+    return min(INITIAL_DELAY_SECONDS[1], math.ceil(steps * BOOT_MARGIN / 60) * 60)
+
+
+def zone_set(zones: Sequence[str]) -> str:
+    """Four hex digits naming the set of zones (order does not matter). A regional group's zones cannot change
+    in place; carried in the group's name, a new zone set creates the new group before the old one goes
+    (a fixed name would make Pulumi delete the old group, and every worker, first)."""
+    return hashlib.sha256(",".join(sorted(set(zones))).encode()).hexdigest()[:4]
+
 
 class GpuWorkerGroup(Component):
     """Ensures the worker template, the regional group with autohealing, its health-check firewall and autoscaler.
@@ -38,9 +72,11 @@ class GpuWorkerGroup(Component):
       stack's labels, and the VMs' network tag (IAP SSH) plus the workers' own (health checks only).
       Templates are immutable: `name_prefix` lets a changed one be created before the old one goes,
       and the group rolls onto it.
-    - Regional, over every zone of `gcp.zones` (distribution policy zones), shape BALANCED.
+    - Regional, over every zone of `gcp.zones` (distribution policy zones), shape BALANCED. The group and
+      its autoscaler are named by the zone set (`zone_set`): changing the set creates them anew before the
+      old ones are deleted; reordering the zones changes nothing.
     - Autohealing: an HTTP check of Triton's readiness on its HTTP port (the stack's
-      `inference.ports.http`); a worker that fails it after `initialDelaySeconds` is recreated.
+      `inference.ports.http`); a worker that fails it after the initial delay (`initial_delay`) is recreated.
       Google's probes come from its health-check ranges, which one firewall rule lets in, to that
       port only and to the workers' tag only.
     - Autoscaled on the backlog: one worker per `imagesPerWorker` undelivered messages of the work
@@ -67,12 +103,19 @@ class GpuWorkerGroup(Component):
         service_account_email: pulumi.Input[str],
         startup_script: str,
         subscription: pulumi.Input[str],
+        runtime: str,
         opts: pulumi.ResourceOptions | None = None,
         requires: Sequence[pulumi.Resource] = (),
     ) -> None:
         super().__init__("GpuWorkerGroup", names("gpu-workers"), opts, requires)
         spec = VmSpec.of(config, security, facts, startup_script)
         labels = dict(names.labels)
+        self.initial_delay = delay = initial_delay(group, runtime)
+        zones = sorted(set(zones))
+        in_zones = zone_set(zones)
+        # Named by the zone set: a replacement creates the new one first (Pulumi's default for a named resource
+        # is to delete first).
+        create_first = pulumi.ResourceOptions(delete_before_replace=False)
         # The tag the health-check rule targets: only the group's workers, not the fixed VMs.
         self.worker_tag = names("gpu-worker")
 
@@ -149,17 +192,17 @@ class GpuWorkerGroup(Component):
         self.manager = compute.RegionInstanceGroupManager(
             names("gpu-workers"),
             compute.RegionInstanceGroupManagerArgs(
-                name=names("gpu-workers"),
+                name=names("gpu-workers", in_zones),
                 region=region,
                 base_instance_name=names("worker"),
-                distribution_policy_zones=list(zones),
+                distribution_policy_zones=zones,
                 distribution_policy_target_shape=TARGET_SHAPE,
                 versions=[
                     compute.RegionInstanceGroupManagerVersionArgs(name="primary", instance_template=self.template.self_link)
                 ],
                 named_ports=[compute.RegionInstanceGroupManagerNamedPortArgs(name="triton-http", port=health_port)],
                 auto_healing_policies=compute.RegionInstanceGroupManagerAutoHealingPoliciesArgs(
-                    health_check=self.health_check.id, initial_delay_sec=group.initial_delay_seconds
+                    health_check=self.health_check.id, initial_delay_sec=delay
                 ),
                 update_policy=compute.RegionInstanceGroupManagerUpdatePolicyArgs(
                     type="PROACTIVE",
@@ -173,12 +216,14 @@ class GpuWorkerGroup(Component):
                 wait_for_instances=False,
             ),
             # The firewall first: a worker checked before Google's probes may reach it would be "unhealthy".
-            opts=pulumi.ResourceOptions.merge(self.child(), pulumi.ResourceOptions(depends_on=[self.firewall])),
+            opts=pulumi.ResourceOptions.merge(
+                pulumi.ResourceOptions.merge(self.child(), create_first), pulumi.ResourceOptions(depends_on=[self.firewall])
+            ),
         )
         self.autoscaler = compute.RegionAutoscaler(
             names("gpu-workers-scaler"),
             compute.RegionAutoscalerArgs(
-                name=names("gpu-workers-scaler"),
+                name=names("gpu-workers-scaler", in_zones),
                 region=region,
                 target=self.manager.id,
                 autoscaling_policy=compute.RegionAutoscalerAutoscalingPolicyArgs(
@@ -186,7 +231,7 @@ class GpuWorkerGroup(Component):
                     max_replicas=group.max,
                     mode="ON",
                     # A new worker gives no signal until its driver, model and Triton are up.
-                    cooldown_period=group.initial_delay_seconds,
+                    cooldown_period=delay,
                     metrics=[
                         compute.RegionAutoscalerAutoscalingPolicyMetricArgs(
                             name=BACKLOG_METRIC,
@@ -196,7 +241,7 @@ class GpuWorkerGroup(Component):
                     ],
                 ),
             ),
-            opts=self.child(),
+            opts=pulumi.ResourceOptions.merge(self.child(), create_first),
         )
         self.register_outputs(
             {"group": self.manager.name, "template": self.template.name, "healthCheck": self.health_check.name}

@@ -98,8 +98,9 @@ def ack_deadline_in_pubsub_range(cfg: StackConfig, cat: Catalog) -> Iterator[Pro
 def initial_delay_in_range(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
     group = _group(cfg)
     low, high = INITIAL_DELAY_SECONDS
-    if group is not None and not low <= group.initial_delay_seconds <= high:
-        yield Problem(f"{GROUP}.initialDelaySeconds", group.initial_delay_seconds,
+    delay = group.initial_delay_seconds if group is not None else None
+    if delay is not None and not low <= delay <= high:
+        yield Problem(f"{GROUP}.initialDelaySeconds", delay,
                       f"is outside {low}-{high} seconds, what Compute Engine allows for autohealing's initial delay")
 
 

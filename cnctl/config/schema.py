@@ -184,9 +184,10 @@ class WorkerGroup(Section):
         120, description="how long a worker holds an image before Pub/Sub redelivers it (Pub/Sub: 10-600); "
         "workers extend it during long inference"
     )
-    initial_delay_seconds: int = Field(
-        1200, description="autohealing waits this long after a worker boots before its health counts (driver install, "
-        "model download, Triton start; Compute Engine: 0-3600)"
+    initial_delay_seconds: int | None = Field(
+        None, description="autohealing waits this long after a worker boots before its health counts (Compute Engine: "
+        "0-3600); default: the boot steps' estimate with a margin (driver, bundle, image, model: cnctl/cloud/group.py). "
+        "Set it to what a first real boot took (docs/cloud.md, \"First real apply\")"
     )
 
 

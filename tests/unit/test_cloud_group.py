@@ -133,8 +133,31 @@ def test_autohealing_on_tritons_readiness_with_an_initial_delay(plan: Plan) -> N
     assert (check["checkIntervalSec"], check["timeoutSec"], check["healthyThreshold"], check["unhealthyThreshold"]) == (10, 5, 2, 3)
     group = one(plan, GROUP)
     assert group["autoHealingPolicies"] == {
-        "healthCheck": f"projects/{PROJECT}/global/healthChecks/cn-dev-group-triton-ready", "initialDelaySec": 1200,
+        "healthCheck": f"projects/{PROJECT}/global/healthChecks/cn-dev-group-triton-ready", "initialDelaySec": 1740,
     }
+
+
+# Autohealing's initial delay: (driver wait bound 600 + bundle 300 [+ Triton's image 300] + model 180) x 1.25, in
+# whole minutes, unless the stack gives the one it measured. Too short: every worker recreated before it serves.
+INITIAL_DELAYS = [
+    ("container", None, 1740),
+    ("native", None, 1380),  # no container image to pull
+    ("container", 900, 900),  # measured on a first real boot: the stack's value wins
+    ("container", 0, 0),
+]
+
+
+@pytest.mark.parametrize(("runtime", "given", "delay"), INITIAL_DELAYS)
+def test_the_initial_delay_covers_a_workers_first_boot_unless_the_stack_measured_it(
+        tmp_path: Path, runtime: str, given: int | None, delay: int) -> None:
+    def change(config: dict[str, Any]) -> None:
+        config["circularnet:inference"]["runtime"] = runtime
+        config["circularnet:compute"]["group"]["initialDelaySeconds"] = given
+
+    plan = plan_stack(stack_variant(tmp_path, base="dev-group", change=change))
+    assert one(plan, GROUP)["autoHealingPolicies"]["initialDelaySec"] == delay
+    assert one(plan, SCALER)["autoscalingPolicy"]["cooldownPeriod"] == delay  # a new worker says nothing before
+    assert plan.outputs["workerGroup"]["initialDelaySeconds"] == delay  # what `pulumi stack output` shows
 
 
 def test_the_health_port_is_tritons_http_port_from_the_stack(tmp_path: Path) -> None:
@@ -153,6 +176,27 @@ def test_rolling_updates_never_drop_below_the_serving_minimum(plan: Plan) -> Non
         "instanceRedistributionType": "NONE",  # required with a BALANCED shape
         "replacementMethod": "SUBSTITUTE",
     }
+
+
+def zones_changed(tmp_path: Path, zones: list[str]) -> Plan:
+    return plan_stack(stack_variant(tmp_path, base="dev-group", change=lambda c: c["circularnet:gcp"].update(zones=zones)))
+
+
+def test_a_new_zone_set_creates_the_new_group_before_the_old_goes_and_a_reorder_changes_nothing(
+        tmp_path: Path, plan: Plan) -> None:
+    """A regional group's zones cannot change in place. Under a fixed name Pulumi would delete the group (every
+    worker at once) before creating the new one; named by its zone set, the new group comes first."""
+    from cnctl.plan.diff import diff_plans
+
+    assert diff_plans(plan.to_json(), zones_changed(tmp_path, list(reversed(ZONES))).to_json()).empty
+    fewer = zones_changed(tmp_path, ZONES[:2])
+    assert one(fewer, GROUP)["distributionPolicyZones"] == ZONES[:2]
+    changed = diff_plans(plan.to_json(), fewer.to_json())
+    for token in (GROUP, SCALER):
+        (key,) = [key for key in changed.replaced if key.startswith(f"{token} ")]
+        assert "name" in changed.replaced[key]  # a new name: created while the old one runs, then the old deleted
+        (registration,) = [r for r in fewer.resources if r.type == token]
+        assert fewer.options[(token, registration.name)]["deleteBeforeReplace"] is False
 
 
 def test_one_zone_surges_by_one(tmp_path: Path) -> None:
@@ -179,10 +223,11 @@ def test_health_checks_reach_the_workers_on_the_health_port_only(plan: Plan) -> 
 def test_the_autoscaler_scales_on_the_subscriptions_backlog(plan: Plan) -> None:
     scaler = one(plan, SCALER)
     assert scaler["region"] == "us-central1"
-    assert scaler["target"] == f"projects/{PROJECT}/regions/us-central1/instanceGroupManagers/cn-dev-group-gpu-workers"
+    group = one(plan, GROUP)["name"]
+    assert scaler["target"] == f"projects/{PROJECT}/regions/us-central1/instanceGroupManagers/{group}"
     policy = scaler["autoscalingPolicy"]
     assert (policy["minReplicas"], policy["maxReplicas"], policy["mode"]) == (0, 3, "ON")
-    assert policy["cooldownPeriod"] == 1200
+    assert policy["cooldownPeriod"] == one(plan, GROUP)["autoHealingPolicies"]["initialDelaySec"]
     assert policy["metrics"] == [{
         "name": "pubsub.googleapis.com/subscription/num_undelivered_messages",
         "filter": 'resource.type = "pubsub_subscription" AND resource.labels.subscription_id = "cn-dev-group-images-work"',
@@ -334,10 +379,11 @@ def test_the_plan_passes_every_guardrail(plan: Plan) -> None:
 def test_outputs_name_the_group_and_its_queue(plan: Plan, dev: Plan) -> None:
     out = plan.outputs["workerGroup"]
     assert out == {
-        "name": "cn-dev-group-gpu-workers",
+        "name": one(plan, GROUP)["name"],
         "region": "us-central1",
         "zones": ZONES,
         "template": out["template"],
+        "initialDelaySeconds": one(plan, GROUP)["autoHealingPolicies"]["initialDelaySec"],
         "topic": "cn-dev-group-images-queue",
         "subscription": "cn-dev-group-images-work",
         "deadLetterTopic": "cn-dev-group-images-dead",
@@ -363,7 +409,7 @@ def test_cnctl_plan_shows_the_autoscaled_autohealing_group_fed_by_the_queue() ->
     text = " ".join(result.stdout.split())
     assert "0–3 workers · one per 50 of num_undelivered_messages (\"cn-dev-group-images-work\")" in text
     assert ("regional over us-central1-a, us-central1-b, us-central1-c · autohealing on cn-dev-group-triton-ready "
-            "after 1200 s · updates: maxUnavailable 0, maxSurge 3") in text
+            "after 1740 s · updates: maxUnavailable 0, maxSurge 3") in text
     assert "HTTP :8000/v2/health/ready every 10 s" in text
     assert "OBJECT_FINALIZE of my-circularnet-dev-group-images → cn-dev-group-images-queue" in text
     assert "of cn-dev-group-images-queue · ack 120 s · dead letter after 5 → cn-dev-group-images-dead" in text

@@ -144,7 +144,7 @@ def test_the_example_stacks_say_their_mode() -> None:
     assert dev.compute is not None and dev.compute.mode == "vms" and dev.compute.worker_group is None
     assert grouped.compute is not None and grouped.compute.mode == "group"
     assert grouped.compute.worker_group == WorkerGroup(
-        min=0, max=3, images_per_worker=50, max_delivery_attempts=5, ack_deadline_seconds=120, initial_delay_seconds=1200
+        min=0, max=3, images_per_worker=50, max_delivery_attempts=5, ack_deadline_seconds=120, initial_delay_seconds=None
     )
 
 
