@@ -15,6 +15,7 @@ import pytest
 
 from cnctl.catalog import catalog
 from cnctl.config import load_stack
+from cnctl.config.schema import WorkerGroup
 from cnctl.plan import Plan, plan_stack
 from cnctl.plan.mocks import project_number
 from tests.unit.plan_queries import of_type, one
@@ -149,15 +150,18 @@ INITIAL_DELAYS = [
 
 @pytest.mark.parametrize(("runtime", "given", "delay"), INITIAL_DELAYS)
 def test_the_initial_delay_covers_a_workers_first_boot_unless_the_stack_measured_it(
-        tmp_path: Path, runtime: str, given: int | None, delay: int) -> None:
-    def change(config: dict[str, Any]) -> None:
-        config["circularnet:inference"]["runtime"] = runtime
-        config["circularnet:compute"]["group"]["initialDelaySeconds"] = given
+        runtime: str, given: int | None, delay: int) -> None:
+    from cnctl.cloud.group import initial_delay
 
-    plan = plan_stack(stack_variant(tmp_path, base="dev-group", change=change))
-    assert one(plan, GROUP)["autoHealingPolicies"]["initialDelaySec"] == delay
-    assert one(plan, SCALER)["autoscalingPolicy"]["cooldownPeriod"] == delay  # a new worker says nothing before
-    assert plan.outputs["workerGroup"]["initialDelaySeconds"] == delay  # what `pulumi stack output` shows
+    assert initial_delay(WorkerGroup(initial_delay_seconds=given), runtime) == delay
+
+
+def test_the_measured_delay_reaches_autohealing_the_autoscaler_and_the_outputs(tmp_path: Path) -> None:
+    plan = plan_stack(stack_variant(tmp_path, base="dev-group",
+                                    change=lambda c: c["circularnet:compute"]["group"].update(initialDelaySeconds=900)))
+    assert one(plan, GROUP)["autoHealingPolicies"]["initialDelaySec"] == 900
+    assert one(plan, SCALER)["autoscalingPolicy"]["cooldownPeriod"] == 900  # a new worker says nothing before
+    assert plan.outputs["workerGroup"]["initialDelaySeconds"] == 900  # what `pulumi stack output` shows
 
 
 def test_the_health_port_is_tritons_http_port_from_the_stack(tmp_path: Path) -> None:
