@@ -120,7 +120,8 @@ class Storage(Section):
     endpoint: EndpointUrl | None = Field(None, description="emulator or on-site S3 URL; None means the provider's own")
     location: StorageLocation | None = Field(
         None, description="the buckets' Cloud Storage location (a region, dual-region or multi-region of catalog/gcp.yaml); "
-        "default: the stack's region (gcp.region)"
+        "default: the stack's region (gcp.region). With a `gcp` section only that region: BigQuery's transfers load "
+        "the results bucket only from the dataset's region"
     )
     buckets: Buckets
     image_retention_days: int = Field(30, ge=1, le=3650)
@@ -531,6 +532,11 @@ class StackConfig(Section):
             return chosen
         group = host is None and self.compute is not None and self.compute.mode == "group"
         return "bucket" if group else "spool"
+
+    @property
+    def dataset_location(self) -> str | None:
+        """Where the BigQuery dataset (and so its transfers) lives: the stack's region (None: no cloud layer)."""
+        return self.gcp.region if self.gcp is not None else None
 
     @property
     def bucket_location(self) -> str | None:
