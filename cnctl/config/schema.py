@@ -200,7 +200,8 @@ class Compute(Section):
     spot: bool = False
     instances: int = Field(1, ge=0, le=100)
     placement: list[VmPlacement] = Field(
-        default_factory=list, description="one entry per VM, in order; default: VM i in gcp.zones[i % len(zones)]"
+        default_factory=list, description="one entry per VM, in order; required with several VMs over several zones "
+        "(else a reorder of gcp.zones would move VMs); without it VM i runs in gcp.zones[i % len(zones)]"
     )
     nic_type: Literal["auto", "GVNIC", "VIRTIO_NET"] = Field("auto", description="auto: GVNIC where the family needs it")
     kms_key_name: KmsKeyName | None = Field(None, description="CMEK for the boot disks; in the stack's region")

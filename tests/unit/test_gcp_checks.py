@@ -125,8 +125,39 @@ def test_placement_one_zone_per_vm_in_the_region() -> None:
     assert typo.startswith("compute.placement[1].allowReplce: is not a known key (a typo?); known keys here: zone, allowReplace")
 
 
-def test_no_placement_spreads_over_gcp_zones() -> None:
-    assert problems(PROD, lambda s: s["compute"].pop("placement")) == []
+def unplaced(instances: int = 2, zones: tuple[str, ...] = ("europe-west4-a", "europe-west4-b", "europe-west4-c")
+             ) -> Callable[[Raw], None]:
+    """The prod stack without compute.placement, with `instances` VMs over `zones`."""
+    def change(s: Raw) -> None:
+        s["compute"].pop("placement")
+        s["compute"]["instances"] = instances
+        s["gcp"]["zones"] = list(zones)
+
+    return change
+
+
+# (id, the change of the prod stack, the problem; None: accepted) -- issue 21, item 15
+WITHOUT_PLACEMENT: list[tuple[str, Callable[[Raw], None], str | None]] = [
+    ("two-vms-three-zones", unplaced(), "compute.placement: must give each of the 2 VMs its zone"),
+    ("four-vms-two-zones", unplaced(4, ("europe-west4-a", "europe-west4-b")),
+     "compute.placement: must give each of the 4 VMs its zone"),
+    ("one-vm-three-zones", unplaced(1), None),
+    ("two-vms-one-zone", unplaced(2, ("europe-west4-b",)), None),
+    ("no-vm", unplaced(0), None),
+    ("two-vms-placed", lambda s: None, None),
+]
+
+
+@pytest.mark.parametrize(("change", "line"), [c[1:] for c in WITHOUT_PLACEMENT], ids=[c[0] for c in WITHOUT_PLACEMENT])
+def test_several_vms_over_several_zones_need_a_placement(change: Callable[[Raw], None], line: str | None) -> None:
+    """By position (VM i in gcp.zones[i % n]) a reorder of gcp.zones would replace VMs: refused at load."""
+    found = problems(PROD, change)
+    if line is None:
+        assert found == []
+    else:
+        [problem] = found
+        assert problem.startswith(line) and "a reorder of gcp.zones would replace VMs" in problem, problem
+        assert "the stack's `vms` output, or `cnctl plan`" in problem
 
 
 # --- CMEK key locations and the bucket location ---------------------------------------------------
