@@ -1,7 +1,7 @@
 """`cnctl preview` / `cnctl up`: the real Pulumi CLI, behind the offline plan's guardrails.
 
 Both run the offline plan first: a stack that fails the schema (exit 2) or a guardrail (exit 1) never
-reaches the cloud. Then they hand over to `pulumi preview|up -s <env>` from the repository root, where
+reaches the cloud; `up` also refuses an example's placeholders (exit 2), as `cnctl validate` does. Then they hand over to `pulumi preview|up -s <env>` from the repository root, where
 Pulumi.yaml and stacks/ are. Without the Pulumi CLI they say how to get it (exit 2).
 """
 
@@ -15,7 +15,7 @@ import typer
 
 from cnctl.cli.errors import EXIT_VIOLATIONS, UsageProblem, err, report_violations, user_errors
 from cnctl.cli.options import stack_option
-from cnctl.config.loader import ROOT, environment_of, stack_path
+from cnctl.config.loader import ROOT, environment_of, load_stack, stack_path
 
 
 def preview(
@@ -42,6 +42,8 @@ def _run_pulumi(verb: str, stack: str, extra: list[str]) -> None:
         if path.parent.resolve() != (ROOT / "stacks").resolve():
             raise UsageProblem(f"`pulumi {verb}` runs stacks from {ROOT / 'stacks'}; {path} is elsewhere")
         env = environment_of(path)
+        if verb == "up":  # what `pulumi up` would refuse too, said before the plan and the Pulumi CLI
+            load_stack(stack, refuse_placeholders=True)
         result = plan_stack(stack)
         if result.violations:
             report_violations(result.violations)

@@ -52,9 +52,9 @@ def build(cfg: StackConfig) -> CloudLayer | None:
     A stack without a `gcp` section (sites and servers only) has no cloud layer: nothing is
     declared and nothing is exported.
     """
-    if cfg.gcp is None:
+    if cfg.gcp is None or cfg.dataset_location is None:
         return None
-    gcp = cfg.gcp
+    gcp, dataset_location = cfg.gcp, cfg.dataset_location
     facts = catalog().gcp
     models = catalog().models
     names = Naming.of(cfg)
@@ -85,7 +85,7 @@ def build(cfg: StackConfig) -> CloudLayer | None:
     analytics = Analytics(
         names,
         cfg.analytics,
-        location=gcp.region,
+        location=dataset_location,
         generations={name: gen.bigquery_schema for name, gen in models.generations.items()},
         active=models.models[cfg.model.key].generation,
         deletion_protection=cfg.deletion_protection,
@@ -101,7 +101,7 @@ def build(cfg: StackConfig) -> CloudLayer | None:
     transfer = DetectionsTransfer(
         names,
         gcp.project,
-        location=gcp.region,
+        location=dataset_location,
         results=storage.buckets["results"],
         dataset=analytics.dataset,
         tables=analytics.tables,

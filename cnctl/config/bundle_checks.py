@@ -10,10 +10,15 @@ of its type; these rules relate the signers to each other. GOOD / BAD:
 | signer_keys_distinct      | one key per identity                              | the same key under two identities (bundle.signers[1].publicKey) |
 | pull_hosts_have_a_bundle  | `mode: pull` in a stack with bundle.signers       | `mode: pull` and no bundle section (fleets.edge[0].mode)  |
 | channel_only_when_pulling | `channel: canary` beside `mode: pull`             | `channel: canary` on a push host (fleets.servers[0].channel) |
+| signers_not_placeholders  | the `ssh-keygen -y` line of a key someone holds   | PLACEHOLDER_SIGNER_KEY (bundle.signers[0].publicKey)     |
 
 Why they matter: `ssh-keygen -Y verify -I <identity>` checks the signature against the keys of that
 identity, and `find-principals` names every identity of the signing key; a key under two names makes the
 identity a bundle reports meaningless, and a name listed twice hides which key was meant.
+
+`signers_not_placeholders` is a placeholder rule (PLACEHOLDER_RULES, `cnctl.config.checks.placeholders`): an
+example stack ships the placeholder key so that it plans as shipped, and `cnctl validate`, `cnctl up` and
+`pulumi up` refuse it until it is replaced.
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ from cnctl.config.schema import StackConfig
 from cnctl.config.values import repeated
 
 Rule = Callable[[StackConfig, Catalog], Iterator[Problem]]
+
+# The signer an example stack ships until its operator lists their own key: an Ed25519 public key of 32 zero
+# bytes, whose private half no one holds, so nothing signed verifies with it (docs/pull-mode.md).
+PLACEHOLDER_SIGNER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA REPLACE-ME"
 
 
 def signer_identities_unique(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
@@ -42,7 +51,7 @@ def signer_keys_distinct(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
         return
     seen: dict[str, int] = {}
     for i, signer in enumerate(cfg.bundle.signers):
-        blob = signer.public_key.split()[1]  # the key itself, not its comment
+        blob = _key_blob(signer.public_key)
         if blob in seen:
             yield Problem(f"bundle.signers[{i}].publicKey", None,
                           f"is the key of bundle.signers[{seen[blob]}] again; list each key once, under one identity")
@@ -74,5 +83,27 @@ def channel_only_when_pulling(cfg: StackConfig, cat: Catalog) -> Iterator[Proble
                           "only a pull-mode host follows a bundle channel: add mode: pull, or remove channel")
 
 
+def _key_blob(public_key: str) -> str:
+    """The key itself (its base64), without its type's name and comment."""
+    return public_key.split()[1]
+
+
+def signers_not_placeholders(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
+    """The placeholder key verifies no signature: with it no bundle can be published, so a pull host never
+    changes and a worker group's VMs boot, find no bundle, fail their health check and are recreated forever."""
+    if cfg.bundle is None:
+        return
+    placeholder = _key_blob(PLACEHOLDER_SIGNER_KEY)
+    for i, signer in enumerate(cfg.bundle.signers):
+        if _key_blob(signer.public_key) == placeholder:
+            yield Problem(f"bundle.signers[{i}].publicKey", None,
+                          "is the example's placeholder key (REPLACE-ME), which no one can sign with; make your key "
+                          "with `ssh-keygen -t ed25519 -f ~/.ssh/cn-release` and put here the line "
+                          "`ssh-keygen -y -f ~/.ssh/cn-release` prints")
+
+
 RULES: tuple[Rule, ...] = (signer_identities_unique, signer_keys_distinct, pull_hosts_have_a_bundle,
                            channel_only_when_pulling)
+
+# Refused only where something would be created from the stack (see the module's docstring).
+PLACEHOLDER_RULES: tuple[Rule, ...] = (signers_not_placeholders,)

@@ -11,6 +11,7 @@ import ipaddress
 from collections.abc import Callable, Iterator
 
 from cnctl.catalog import Catalog, catalog
+from cnctl.config.bundle_checks import PLACEHOLDER_RULES
 from cnctl.config.bundle_checks import RULES as BUNDLE_RULES
 from cnctl.config.errors import Problem
 from cnctl.config.gcp_checks import RULES as GCP_RULES
@@ -373,3 +374,14 @@ def check(cfg: StackConfig, cat: Catalog | None = None) -> list[Problem]:
     """Every cross-field problem of a schema-valid stack, in rule order."""
     cat = cat or catalog()
     return [problem for rule in RULES for problem in rule(cfg, cat)]
+
+
+def placeholders(cfg: StackConfig, cat: Catalog | None = None) -> list[Problem]:
+    """The example stacks' placeholders `cfg` still holds (PLACEHOLDER_RULES), each at its field.
+
+    Not part of `check`: an example plans as shipped (`cnctl plan`, `pulumi preview`), as one with the model's
+    all-zero sha256 does. What would create something from the stack refuses them: `cnctl validate`, `cnctl up`
+    and the Pulumi program under `pulumi up` (`cnctl.config.loader.parse(refuse_placeholders=True)`).
+    """
+    cat = cat or catalog()
+    return [problem for rule in PLACEHOLDER_RULES for problem in rule(cfg, cat)]

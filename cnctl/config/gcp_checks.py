@@ -9,7 +9,9 @@ half-way (or worse, succeed with something unintended). GOOD / BAD, with the cat
 | nic_fits_family          | a3 + auto/GVNIC; n1 + VIRTIO_NET           | a3 + VIRTIO_NET (compute.nicType)              |
 | spot_only_shapes_are_spot| a3-highgpu-1g + spot: true                 | a3-highgpu-1g + spot: false (compute.spot)     |
 | placement_per_vm         | 2 VMs, 2 placements in gcp.region          | 2 VMs, 1 placement; a zone of another region   |
+| placement_when_several   | 1 VM; 2 VMs, 1 zone; 2 VMs + placement     | 2 VMs, 2+ zones, no placement (compute.placement) |
 | kms_keys_where_data_is   | bucket EUROPE-WEST4 + key europe-west4     | bucket EUROPE-WEST4 + key us-central1          |
+| results_beside_dataset   | europe-west4 + location unset, EUROPE-WEST4 | europe-west4 + EU, EUR4 (storage.location)     |
 """
 
 from __future__ import annotations
@@ -81,6 +83,20 @@ def placement_per_vm(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
             yield Problem(f"compute.placement[{i}].zone", vm.zone, f"is not in region {cfg.gcp.region}")
 
 
+def placement_when_several(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
+    """Several fixed VMs over several zones name each VM's zone. Without `compute.placement` VM i runs in
+    gcp.zones[i % n] (cnctl/cloud/compute.py), so reordering gcp.zones (as a stock-out invites) moves VMs, and a
+    VM's zone is an input whose change replaces it (boot disk and all). One VM, or one zone, has no order to lose."""
+    if cfg.compute is None or cfg.gcp is None or cfg.compute.mode != "vms" or cfg.compute.placement:
+        return
+    count, zones = cfg.compute.instances, len(cfg.gcp.zones)
+    if count > 1 and zones > 1:
+        yield Problem("compute.placement", None,
+                      f"must give each of the {count} VMs its zone (placement: [{{zone: ...}}, ...], one entry per VM) "
+                      f"when gcp.zones lists {zones}: by position a reorder of gcp.zones would replace VMs; write the "
+                      "zones they run in now (the stack's `vms` output, or `cnctl plan`)")
+
+
 def kms_keys_where_data_is(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
     """A CMEK key lives where the data it encrypts lives (Cloud KMS refuses a key in another location)."""
     if cfg.gcp is None:
@@ -98,12 +114,41 @@ def kms_keys_where_data_is(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
             yield Problem(path, key, f"is in {kms_location(key)}; a key for {where} must be in location {location}")
 
 
+def transfer_can_load(dataset_location: str, bucket_location: str) -> bool:
+    """Can a BigQuery Data Transfer into a dataset in the region `dataset_location` load from a bucket in
+    `bucket_location`? Google: "Transfers from Cloud Storage to BigQuery require that the Cloud Storage bucket be
+    colocated with the BigQuery destination dataset"; a dataset in a region needs its bucket in that same region,
+    so not in a multi-region or dual-region that contains it
+    (https://cloud.google.com/bigquery/docs/dts-locations, "Colocation required"). The other half of that rule, a
+    multi-region dataset reading buckets within it, does not arise: the cloud layer creates the dataset in
+    gcp.region (`StackConfig.dataset_location`). Locations compare case-blind (BigQuery writes regions in lower
+    case, Cloud Storage in upper case)."""
+    return dataset_location.lower() == bucket_location.lower()
+
+
+def results_beside_dataset(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
+    """The buckets (the results bucket among them) are where the dataset is: elsewhere every transfer run fails,
+    and nothing says so but the transfer's run history."""
+    location, dataset = cfg.storage.location, cfg.dataset_location
+    if location is None or dataset is None:
+        return  # unset: the buckets are in the stack's region, beside the dataset
+    if cat.gcp.bucket_locations() and location.upper() not in cat.gcp.bucket_locations():
+        return  # not a Cloud Storage location at all: storage_location_exists says so
+    if not transfer_can_load(dataset, location):
+        yield Problem("storage.location", location,
+                      f"is not where the BigQuery dataset is (gcp.region {dataset}): BigQuery Data Transfer loads "
+                      f"the results bucket only from the dataset's own region; set storage.location: "
+                      f"{dataset.upper()}, or remove it")
+
+
 RULES: tuple[Rule, ...] = (
     boot_disk_fits_family,
     nic_fits_family,
     spot_only_shapes_are_spot,
     placement_per_vm,
+    placement_when_several,
     kms_keys_where_data_is,
+    results_beside_dataset,
 )
 
 

@@ -13,6 +13,7 @@ before `pulumi up` fails half-way through creating a queue and a group. GOOD / B
 | ack_deadline_in_pubsub_range      | ackDeadlineSeconds 10, 600              | 9, 601                                             |
 | initial_delay_in_range            | initialDelaySeconds 0, 3600             | -1, 3601                                           |
 | health_check_reaches_triton       | mode group + bindInterface ens4         | mode group, Triton on 127.0.0.1 only               |
+| workers_configure_from_a_bundle   | mode group + bundle.signers             | mode group, no bundle section (compute.mode)       |
 
 A group also needs at least one zone: `gcp.zones` may not be empty (the schema) and the group spreads
 over all of them.
@@ -117,6 +118,19 @@ def health_check_reaches_triton(cfg: StackConfig, cat: Catalog) -> Iterator[Prob
         )
 
 
+def workers_configure_from_a_bundle(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
+    """A group's workers configure themselves: their startup script applies the stack's signed bundle, and nothing
+    pushes to them (they are in no inventory). Without a `bundle` section no worker would ever install Triton or
+    the worker, fail every health check and be recreated by autohealing, while the autoscaler keeps up to `max` of
+    them (and their GPUs) running and the images wait."""
+    if _group(cfg) is not None and cfg.bundle is None:
+        yield Problem(
+            "compute.mode", "group",
+            "needs the stack's bundle section (bundle.signers: the keys its bundles are signed with): the workers "
+            "configure themselves from its stable channel at boot (docs/pull-mode.md); add it, or set compute.mode: vms",
+        )
+
+
 RULES: tuple[Rule, ...] = (
     group_only_in_group_mode,
     vm_fields_not_in_group_mode,
@@ -126,4 +140,5 @@ RULES: tuple[Rule, ...] = (
     ack_deadline_in_pubsub_range,
     initial_delay_in_range,
     health_check_reaches_triton,
+    workers_configure_from_a_bundle,
 )

@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from cnctl.catalog import Catalog
-from cnctl.config.checks import check
+from cnctl.config.checks import check, placeholders
 from cnctl.config.errors import Problem, StackConfigError
 from cnctl.config.schema import CONTROL_CHARACTER, SECTIONS, StackConfig
 from cnctl.paths import REPO_ROOT, STACKS_DIR_ENV, stacks_dirs
@@ -68,11 +68,18 @@ def environment_of(path: Path) -> str:
 
 
 def load_stack(
-    stack: str, stacks_dir: Path | None = None, *, unpinned_ok: bool = False, cat: Catalog | None = None
+    stack: str,
+    stacks_dir: Path | None = None,
+    *,
+    unpinned_ok: bool = False,
+    refuse_placeholders: bool = False,
+    cat: Catalog | None = None,
 ) -> StackConfig:
     """Load and validate one stack file; raise StackConfigError naming every problem.
 
     `unpinned_ok` accepts a stack whose model has no sha256 yet: only `cnctl model pin` wants that.
+    `refuse_placeholders` also refuses an example's placeholders (`cnctl.config.checks.placeholders`): what
+    creates something from the stack wants that, what only shows it (the offline plan) does not.
     `cat`: the catalog to check against (another revision's); default this one.
     """
     path = stack_path(stack, stacks_dir)
@@ -81,7 +88,8 @@ def load_stack(
         raise StackConfigError(source, [missing_stack(stack, stacks_dir)])
     document = read_document(path, source)
     raw = sections_of(document, source)
-    return parse(raw, environment=environment_of(path), source=source, unpinned_ok=unpinned_ok, cat=cat)
+    return parse(raw, environment=environment_of(path), source=source, unpinned_ok=unpinned_ok,
+                 refuse_placeholders=refuse_placeholders, cat=cat)
 
 
 def read_document(path: Path, source: str) -> dict[str, Any]:
@@ -217,15 +225,17 @@ def from_pulumi_config() -> StackConfig:
 
     A bad stack raises a StackConfigError that is also a `pulumi.RunError`: the language host prints a RunError's
     message alone, so `pulumi up` reports the problems one per line, escaped, like cnctl does, with no traceback
-    and before any resource is declared.
+    and before any resource is declared. `pulumi up` also refuses an example's placeholders; a preview (the
+    offline plan's mock engine too) shows the stack as written.
     """
     import pulumi
 
     config = pulumi.Config(NAMESPACE)
     raw = {section: value for section in SECTIONS if (value := config.get_object(section)) is not None}
     stack = pulumi.get_stack()
+    creates = not pulumi.runtime.is_dry_run()  # `pulumi up`; a preview is a dry run
     try:
-        return parse(raw, environment=stack, source=f"stacks/Pulumi.{stack}.yaml")
+        return parse(raw, environment=stack, source=f"stacks/Pulumi.{stack}.yaml", refuse_placeholders=creates)
     except StackConfigError as exc:
         raise _program_error_type()(exc.source, exc.problems) from None
 
@@ -239,14 +249,23 @@ def _program_error_type() -> type[StackConfigError]:
 
 
 def parse(
-    raw: dict[str, Any], *, environment: str, source: str, unpinned_ok: bool = False, cat: Catalog | None = None
+    raw: dict[str, Any],
+    *,
+    environment: str,
+    source: str,
+    unpinned_ok: bool = False,
+    refuse_placeholders: bool = False,
+    cat: Catalog | None = None,
 ) -> StackConfig:
-    """Validate a raw `circularnet:` mapping: syntax through the schema, then the cross-field rules."""
+    """Validate a raw `circularnet:` mapping: syntax through the schema, then the cross-field rules (and the
+    placeholder rules with `refuse_placeholders`, reported with the others)."""
     try:
         cfg = StackConfig.model_validate({**raw, "environment": environment})
     except ValidationError as exc:
         raise StackConfigError(source, [_problem(err) for err in exc.errors()]) from None
     problems = [p for p in check(cfg, cat) if not (unpinned_ok and p.path == "model.sha256")]
+    if refuse_placeholders:
+        problems += placeholders(cfg, cat)
     if problems:
         raise StackConfigError(source, problems)
     return cfg

@@ -120,7 +120,8 @@ class Storage(Section):
     endpoint: EndpointUrl | None = Field(None, description="emulator or on-site S3 URL; None means the provider's own")
     location: StorageLocation | None = Field(
         None, description="the buckets' Cloud Storage location (a region, dual-region or multi-region of catalog/gcp.yaml); "
-        "default: the stack's region (gcp.region)"
+        "default: the stack's region (gcp.region). With a `gcp` section only that region: BigQuery's transfers load "
+        "the results bucket only from the dataset's region"
     )
     buckets: Buckets
     image_retention_days: int = Field(30, ge=1, le=3650)
@@ -200,7 +201,8 @@ class Compute(Section):
     spot: bool = False
     instances: int = Field(1, ge=0, le=100)
     placement: list[VmPlacement] = Field(
-        default_factory=list, description="one entry per VM, in order; default: VM i in gcp.zones[i % len(zones)]"
+        default_factory=list, description="one entry per VM, in order; required with several VMs over several zones "
+        "(else a reorder of gcp.zones would move VMs); without it VM i runs in gcp.zones[i % len(zones)]"
     )
     nic_type: Literal["auto", "GVNIC", "VIRTIO_NET"] = Field("auto", description="auto: GVNIC where the family needs it")
     kms_key_name: KmsKeyName | None = Field(None, description="CMEK for the boot disks; in the stack's region")
@@ -532,6 +534,11 @@ class StackConfig(Section):
             return chosen
         group = host is None and self.compute is not None and self.compute.mode == "group"
         return "bucket" if group else "spool"
+
+    @property
+    def dataset_location(self) -> str | None:
+        """Where the BigQuery dataset (and so its transfers) lives: the stack's region (None: no cloud layer)."""
+        return self.gcp.region if self.gcp is not None else None
 
     @property
     def bucket_location(self) -> str | None:

@@ -32,7 +32,7 @@ import pytest
 from cnctl.bundle import publish as publishing
 from cnctl.bundle.signing import allowed_signers
 from cnctl.cloud.startup import render_startup_script
-from cnctl.config import StackConfig, load_stack
+from cnctl.config import StackConfig, StackConfigError, load_stack
 from cnctl.hostvars import CloudVm, host_vars
 from tests.unit.bundle_helpers import keypair
 from tests.unit.http_server import http_server
@@ -52,6 +52,7 @@ def group_stack(tmp_path: Path, public: str | None, key: Path | None = None, mod
     """stacks/Pulumi.dev-group.yaml with a `bundle` section (None: without it), in `mode`, `storage` changed."""
 
     def change(config: dict[str, Any]) -> None:
+        config.pop("circularnet:bundle")  # the example's placeholder signer
         if public is not None:
             config["circularnet:bundle"] = {"signers": [{"identity": "release@plant", "publicKey": public}],
                                             **({"signingKey": str(key)} if key else {})}
@@ -92,12 +93,20 @@ def test_a_group_vm_uploads_and_reads_as_its_service_account_even_when_devices_h
     assert '"credentials": null' in script_values(render_startup_script(cfg, workers=True))["agent_config"]
 
 
-def test_fixed_vms_and_a_group_without_a_bundle_stay_push(tmp_path: Path) -> None:
+def test_fixed_vms_stay_push_even_with_a_bundle(tmp_path: Path) -> None:
     _, public = keypair(tmp_path / "keys")
-    for cfg in (load_stack(group_stack(tmp_path, public, mode="vms")), load_stack("dev-group"),
-                load_stack("dev")):
+    for cfg in (load_stack(group_stack(tmp_path, public, mode="vms")), load_stack("dev")):
         data = host_vars(cfg, "cloud", _vm(cfg))
         assert (data["cn_deploy_mode"], data["cn_pull_channel"]) == ("push", None), cfg.environment
+
+
+def test_the_group_example_pulls_and_a_group_without_a_bundle_is_refused(tmp_path: Path) -> None:
+    """A group's VMs are in no inventory, so the bundle is their only way to be configured (issue 21, item 1)."""
+    cfg = load_stack("dev-group")  # its signer is the placeholder `cnctl validate` refuses (test_stack_placeholders)
+    assert (host_vars(cfg, "cloud", _vm(cfg))["cn_deploy_mode"], render_startup_script(cfg, workers=True).count(
+        "pull bootstrap: a worker group")) == ("pull", 1)
+    with pytest.raises(StackConfigError, match="compute.mode: 'group' needs the stack's bundle section"):
+        load_stack(group_stack(tmp_path, None))
 
 
 # --- the rendered script -----------------------------------------------------------------------------------------
@@ -144,7 +153,6 @@ def test_fixed_vms_and_a_stack_without_a_bundle_have_no_pull_section(tmp_path: P
     with_bundle = load_stack(group_stack(tmp_path, public))
     fixed = render_startup_script(with_bundle)  # the fixed VMs' script of the same stack
     assert "pull bootstrap" not in fixed and "CNCTL_PULL" not in fixed
-    assert "pull bootstrap" not in render_startup_script(load_stack("dev-group"), workers=True)  # no bundle section
     assert render_startup_script(load_stack("dev"), workers=True) == render_startup_script(load_stack("dev"))
     assert fixed.endswith('the host layers configure the rest"\n')
 

@@ -90,6 +90,9 @@ CASES = [
     Case("triton-on-loopback", lambda c: c["circularnet:inference"].pop("bindInterface"),
          "inference.bindInterface: must name the workers' private interface"),
     Case("group-without-gcp", lambda c: c.pop("circularnet:gcp"), "compute: GPU VMs need a `gcp` section"),
+    # how the workers get configured: nothing pushes to them, so the stack's bundle is their only way
+    Case("group-without-bundle", lambda c: c.pop("circularnet:bundle"), "compute.mode: 'group' needs the stack's "
+         "bundle section (bundle.signers: the keys its bundles are signed with)", script=True),
 ]
 
 

@@ -102,15 +102,17 @@ def test_vms_in_their_placement_zones(prod: Plan) -> None:
     assert vms["cn-prod-gpu-1"]["zone"] == "europe-west4-b"
 
 
-def test_without_placement_vms_spread_over_gcp_zones(tmp_path: Path) -> None:
+def test_without_placement_vms_run_in_the_one_zone(tmp_path: Path) -> None:
+    """Several VMs without placement only over one zone (test_gcp_checks: several zones need a placement)."""
     def change(config: dict[str, Any]) -> None:
         del config["circularnet:compute"]["placement"]
-        config["circularnet:compute"]["instances"] = 4
+        config["circularnet:compute"]["instances"] = 3
+        config["circularnet:gcp"]["zones"] = ["europe-west4-b"]
 
     plan = plan_stack(stack_variant(tmp_path, change, base="prod"))
     zones = [vm["zone"] for _, vm in sorted(of_type(plan, INSTANCE).items())]
-    assert zones == ["europe-west4-a", "europe-west4-b", "europe-west4-c", "europe-west4-a"]
-    assert plan.outputs["vms"][1]["fallbackZones"] == ["europe-west4-c", "europe-west4-a"]
+    assert zones == ["europe-west4-b"] * 3
+    assert [vm["fallbackZones"] for vm in plan.outputs["vms"]] == [[], [], []]
 
 
 def test_vm_is_private_shielded_and_os_login(dev: Plan, prod: Plan) -> None:

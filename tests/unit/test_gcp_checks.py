@@ -17,7 +17,9 @@ import yaml
 
 from cnctl.catalog import catalog
 from cnctl.config import StackConfigError, stack_path
+from cnctl.config.gcp_checks import kms_keys_where_data_is, transfer_can_load
 from cnctl.config.loader import parse
+from cnctl.config.schema import StackConfig
 from cnctl.paths import REPO_ROOT
 
 Raw = dict[str, Any]
@@ -123,8 +125,39 @@ def test_placement_one_zone_per_vm_in_the_region() -> None:
     assert typo.startswith("compute.placement[1].allowReplce: is not a known key (a typo?); known keys here: zone, allowReplace")
 
 
-def test_no_placement_spreads_over_gcp_zones() -> None:
-    assert problems(PROD, lambda s: s["compute"].pop("placement")) == []
+def unplaced(instances: int = 2, zones: tuple[str, ...] = ("europe-west4-a", "europe-west4-b", "europe-west4-c")
+             ) -> Callable[[Raw], None]:
+    """The prod stack without compute.placement, with `instances` VMs over `zones`."""
+    def change(s: Raw) -> None:
+        s["compute"].pop("placement")
+        s["compute"]["instances"] = instances
+        s["gcp"]["zones"] = list(zones)
+
+    return change
+
+
+# (id, the change of the prod stack, the problem; None: accepted) -- issue 21, item 15
+WITHOUT_PLACEMENT: list[tuple[str, Callable[[Raw], None], str | None]] = [
+    ("two-vms-three-zones", unplaced(), "compute.placement: must give each of the 2 VMs its zone"),
+    ("four-vms-two-zones", unplaced(4, ("europe-west4-a", "europe-west4-b")),
+     "compute.placement: must give each of the 4 VMs its zone"),
+    ("one-vm-three-zones", unplaced(1), None),
+    ("two-vms-one-zone", unplaced(2, ("europe-west4-b",)), None),
+    ("no-vm", unplaced(0), None),
+    ("two-vms-placed", lambda s: None, None),
+]
+
+
+@pytest.mark.parametrize(("change", "line"), [c[1:] for c in WITHOUT_PLACEMENT], ids=[c[0] for c in WITHOUT_PLACEMENT])
+def test_several_vms_over_several_zones_need_a_placement(change: Callable[[Raw], None], line: str | None) -> None:
+    """By position (VM i in gcp.zones[i % n]) a reorder of gcp.zones would replace VMs: refused at load."""
+    found = problems(PROD, change)
+    if line is None:
+        assert found == []
+    else:
+        [problem] = found
+        assert problem.startswith(line) and "a reorder of gcp.zones would replace VMs" in problem, problem
+        assert "the stack's `vms` output, or `cnctl plan`" in problem
 
 
 # --- CMEK key locations and the bucket location ---------------------------------------------------
@@ -137,14 +170,12 @@ KEY = "projects/my-circularnet-prod/locations/{}/keyRings/circularnet/cryptoKeys
     [
         (lambda s: s["storage"].update(kmsKeyName=KEY.format("us-central1")),
          f"storage.kmsKeyName: '{KEY.format('us-central1')}' is in us-central1; a key for the buckets' location EUROPE-WEST4 must be in location europe-west4"),
-        (lambda s: s["storage"].update(location="EU"),
-         f"storage.kmsKeyName: '{KEY.format('europe-west4').replace('/data', '/storage')}' is in europe-west4; a key for the buckets' location EU must be in location europe"),
         (lambda s: s["analytics"].update(kmsKeyName=KEY.format("global")),
          f"analytics.kmsKeyName: '{KEY.format('global')}' is in global; a key for the dataset's location europe-west4 must be in location europe-west4"),
         (lambda s: s["compute"].update(kmsKeyName=KEY.format("europe-west1")),
          f"compute.kmsKeyName: '{KEY.format('europe-west1')}' is in europe-west1; a key for the disks' region europe-west4 must be in location europe-west4"),
     ],
-    ids=["bucket-key-elsewhere", "multi-region-bucket", "dataset-key-global", "disk-key-other-region"],
+    ids=["bucket-key-elsewhere", "dataset-key-global", "disk-key-other-region"],
 )
 def test_cmek_key_must_live_where_the_data_is(change: Callable[[Raw], None], expected: str) -> None:
     assert problems(PROD, change) == [expected]
@@ -152,11 +183,25 @@ def test_cmek_key_must_live_where_the_data_is(change: Callable[[Raw], None], exp
 
 def test_cmek_keys_in_place_are_accepted() -> None:
     def change(s: Raw) -> None:
-        s["storage"].update(location="EU", kmsKeyName=KEY.format("europe"))  # Cloud KMS names it europe
+        s["storage"].update(location="europe-west4", kmsKeyName=KEY.format("europe-west4"))
         s["analytics"]["kmsKeyName"] = KEY.format("europe-west4")
         s["compute"]["kmsKeyName"] = KEY.format("europe-west4")
 
     assert problems(PROD, change) == []
+
+
+@pytest.mark.parametrize(("location", "kms"), [("EU", "europe"), ("EUR4", "eur4"), ("nam4", "nam4"),
+                                               ("US-EAST1", "us-east1")])
+def test_a_bucket_key_lives_in_its_locations_kms_location(location: str, kms: str) -> None:
+    """Cloud KMS names a multi-region's or dual-region's location its own way (EU: europe). Such a bucket location
+    is refused for the transfers' sake (results_beside_dataset), so the rule is applied to the model directly."""
+    sections = copy.deepcopy(PROD)
+    sections["storage"].update(location=location, kmsKeyName=KEY.format("europe-west4"))
+    cfg = StackConfig.model_validate({**sections, "environment": "prod"})
+    [problem] = [str(p) for p in kms_keys_where_data_is(cfg, catalog())]
+    assert problem.endswith(f"a key for the buckets' location {location} must be in location {kms}")
+    sections["storage"]["kmsKeyName"] = KEY.format(kms)
+    assert list(kms_keys_where_data_is(StackConfig.model_validate({**sections, "environment": "prod"}), catalog())) == []
 
 
 def test_malformed_key_is_a_schema_error_at_its_field() -> None:
@@ -171,9 +216,50 @@ def test_bucket_location_defaults_to_the_stack_region() -> None:
     sections = copy.deepcopy(PROD)
     sections["storage"].pop("location", None)
     assert parse(sections, environment="prod", source="x").bucket_location == "EUROPE-WEST4"
-    sections["storage"]["location"] = "EU"
-    sections["storage"]["kmsKeyName"] = KEY.format("europe")
-    assert parse(sections, environment="prod", source="x").bucket_location == "EU"
+    sections["storage"]["location"] = "europe-west4"
+    assert parse(sections, environment="prod", source="x").bucket_location == "europe-west4"
+
+
+# --- the results bucket beside the dataset (issue 21, item 3) -------------------------------------
+
+# (dataset location, bucket location, can a Cloud Storage transfer load it): Google's colocation rule for a dataset
+# in a region, the only kind the cloud layer creates (https://cloud.google.com/bigquery/docs/dts-locations)
+TRANSFER_LOCATIONS = [
+    ("europe-west4", "EUROPE-WEST4", True),  # the same region, as each service writes it
+    ("europe-west4", "europe-west4", True),
+    ("us-central1", "US-CENTRAL1", True),
+    ("europe-west4", "EU", False),  # the multi-region that contains it
+    ("europe-west4", "EUR4", False),  # a dual-region that contains it
+    ("us-central1", "NAM4", False),
+    ("us-central1", "US", False),
+    ("europe-west4", "EUROPE-WEST1", False),  # another region
+    ("us-central1", "US-EAST1", False),
+    ("asia-northeast1", "ASIA1", False),
+]
+TRANSFER_IDS = [f"{dataset}<-{bucket}" for dataset, bucket, _ in TRANSFER_LOCATIONS]
+
+
+@pytest.mark.parametrize(("dataset", "bucket", "loads"), TRANSFER_LOCATIONS, ids=TRANSFER_IDS)
+def test_a_transfer_loads_only_a_bucket_in_the_datasets_region(dataset: str, bucket: str, loads: bool) -> None:
+    assert transfer_can_load(dataset, bucket) is loads
+
+
+@pytest.mark.parametrize(("dataset", "bucket", "loads"), TRANSFER_LOCATIONS, ids=TRANSFER_IDS)
+def test_a_bucket_location_the_transfer_cannot_load_is_refused_naming_both_fields(
+        dataset: str, bucket: str, loads: bool) -> None:
+    def change(s: Raw) -> None:  # the dev stack moved to the dataset's region, its buckets to `bucket`
+        s["gcp"].update(region=dataset, zones=[f"{dataset}-b"])
+        s["storage"]["location"] = bucket
+
+    refused = (f"storage.location: {bucket!r} is not where the BigQuery dataset is (gcp.region {dataset}): BigQuery "
+               f"Data Transfer loads the results bucket only from the dataset's own region; set storage.location: "
+               f"{dataset.upper()}, or remove it")
+    assert problems(DEV, change) == ([] if loads else [refused])
+
+
+def test_an_unknown_bucket_location_is_named_once() -> None:
+    [problem] = problems(DEV, lambda s: s["storage"].update(location="MARS-CENTRAL1"))
+    assert problem.startswith("storage.location: 'MARS-CENTRAL1' is not a Cloud Storage location")
 
 
 # --- through the CLI: one line, exit 2, nothing touched -------------------------------------------
