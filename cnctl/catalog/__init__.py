@@ -334,11 +334,13 @@ class FamilyConstraints(_Data):
 
 
 class Replacement(_Data):
-    """The inputs of one resource type whose change replaces it (the provider's ForceNew fields)."""
+    """How the provider diffs one resource type: the inputs whose change replaces it (its ForceNew fields),
+    and the list inputs it keeps as sets, whose order is no change."""
 
     paths: list[str]
     stateful: bool = False
     schema_input: str | None = None  # a BigQuery schema input: replaced only by a non-additive change
+    sets: list[str] = []  # list inputs the provider's schema declares TypeSet: compared as sets
 
 
 class StorageLocation(_Data):

@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cnctl.plan.replace import is_stateful, replacement_reasons
+from cnctl.plan.replace import as_compared, is_stateful, replacement_reasons
 
 COMMENT_LIMIT = 60_000  # characters; GitHub refuses comments over 65,536
 VALUE_WIDTH = 80
@@ -54,10 +54,14 @@ class PlanDiff:
 
 
 def _by_key(plan: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
-    """Inputs per `<type> <name>`; resource options (protect, ...) under `resourceOptions`, so a
-    change that lifts a resource's protection shows in the diff like any input."""
+    """Inputs per `<type> <name>`, as the provider compares them (sets in one order); resource options
+    (protect, ...) under `resourceOptions`, so a change that lifts a resource's protection shows in the
+    diff like any input."""
     return {
-        f"{r['type']} {r['name']}": {**r.get("inputs", {}), **({"resourceOptions": r["options"]} if "options" in r else {})}
+        f"{r['type']} {r['name']}": {
+            **as_compared(r["type"], r.get("inputs", {})),
+            **({"resourceOptions": r["options"]} if "options" in r else {}),
+        }
         for r in plan.get("resources", [])
     }
 

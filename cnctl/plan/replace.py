@@ -13,10 +13,15 @@ GOOD / BAD, for a VM in prod:
 | zone, image family, disk type, Spot     | replacement of a stateful resource: flagged |
 | table gains a NULLABLE column           | update in place                            |
 | table column renamed or retyped         | replacement of a stateful resource: flagged |
+
+The same table says which list inputs the provider keeps as sets (`sets`): a group's zones or a
+template's tags in another order are the same set, so `as_compared` puts them in one order before
+anything is compared.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -37,6 +42,21 @@ def replacement_reasons(type_: str, before: Inputs, after: Inputs) -> list[str]:
     ):
         reasons.append(rule.schema_input)
     return reasons
+
+
+def as_compared(type_: str, inputs: Inputs) -> Inputs:
+    """The inputs as the provider compares them: each list it keeps as a set (catalog `sets`) in one order.
+
+    The provider hashes a TypeSet's elements, so a reorder is no diff at all: neither an update nor,
+    for a ForceNew set such as a regional group's zones, a replacement.
+    """
+    rule = catalog().gcp.replacements.get(type_)
+    if rule is None or not rule.sets:
+        return inputs
+    compared = copy.deepcopy(dict(inputs))
+    for path in rule.sets:
+        _sort_at(compared, path.split("."))
+    return compared
 
 
 def is_stateful(type_: str) -> bool:
@@ -87,3 +107,16 @@ def _walk(value: Any, parts: list[str]) -> Iterator[Any]:
         yield from _walk(value.get(head), rest)
     else:
         yield None
+
+
+def _sort_at(value: Any, parts: list[str]) -> None:
+    """Sort, in place, the list at a dotted path (`*` maps over a list), by each element's JSON."""
+    head, rest = parts[0], parts[1:]
+    if head == "*":
+        for item in value if isinstance(value, list) else []:
+            _sort_at(item, rest)
+    elif isinstance(value, dict) and head in value:
+        if rest:
+            _sort_at(value[head], rest)
+        elif isinstance(value[head], list):
+            value[head] = sorted(value[head], key=lambda item: json.dumps(item, sort_keys=True))

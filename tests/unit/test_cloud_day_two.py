@@ -168,6 +168,20 @@ def test_reordering_gcp_zones_touches_no_placed_vm(tmp_path: Path, prod: Plan) -
     golden("prod-zone-reorder", result)
 
 
+def test_reordering_gcp_zones_keeps_the_group(tmp_path: Path) -> None:
+    """A regional group's zones are a set to the provider: another order replaces nothing (or rolls no worker)."""
+    def change(config: dict[str, Any]) -> None:
+        config["circularnet:gcp"]["zones"] = config["circularnet:gcp"]["zones"][::-1]
+
+    base = plan_stack("dev-group")
+    head = plan_stack(stack_variant(tmp_path, change, base="dev-group"))
+    group = "gcp:compute/regionInstanceGroupManager:RegionInstanceGroupManager cn-dev-group-gpu-workers"
+    zones = [resource(p, *group.split(" "))["inputs"]["distributionPolicyZones"] for p in (base, head)]
+    assert zones[0] != zones[1] and sorted(zones[0]) == sorted(zones[1])  # the stack's order reached the plan
+    result = diff(base, head)
+    assert group not in result.changed and group not in result.replaced
+
+
 # --- 3. schema evolution without data loss ----------------------------------------------------------
 
 
@@ -355,7 +369,7 @@ def _args_parameter(token: str, path: str) -> bool:
 @pytest.mark.parametrize("token", sorted(catalog().gcp.replacements))
 def test_every_replace_on_change_path_is_a_real_argument(token: str) -> None:
     rule = catalog().gcp.replacements[token]
-    for path in [*rule.paths, *([rule.schema_input] if rule.schema_input else [])]:
+    for path in [*rule.paths, *([rule.schema_input] if rule.schema_input else []), *rule.sets]:
         assert _args_parameter(token, path), f"{token}: {path} is not an input of pulumi-gcp's {token.split(':')[-1]}"
     assert not _args_parameter(token, "noSuchInput.atAll")
 

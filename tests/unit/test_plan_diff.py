@@ -95,3 +95,50 @@ def test_cli_rejects_a_file_that_is_not_a_plan(tmp_path: Path) -> None:
     bad.write_text("{\"stack\": \"dev\"}")
     result = CliRunner().invoke(app, ["plan-diff", str(bad), str(bad)])
     assert result.exit_code == 2 and "not a plan" in result.output
+
+
+# --- what the provider compares: sets (catalog `sets`) ------------------------------------------------
+
+GROUP = "gcp:compute/regionInstanceGroupManager:RegionInstanceGroupManager"
+TEMPLATE = "gcp:compute/instanceTemplate:InstanceTemplate"
+NOTIFICATION = "gcp:storage/notification:Notification"
+FIREWALL = "gcp:compute/firewall:Firewall"
+INSTANCE = "gcp:compute/instance:Instance"
+ZONES = ["us-central1-a", "us-central1-b", "us-central1-c"]
+T4, L4 = {"type": "nvidia-tesla-t4", "count": 1}, {"type": "nvidia-l4", "count": 1}
+
+
+def one_resource(type_: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    return {"stack": "t", "resources": [{"type": type_, "name": "judged", "inputs": inputs}]}
+
+
+# (type, inputs before, inputs after, the changed paths, the paths that force a replacement)
+SET_CASES = [
+    (GROUP, {"distributionPolicyZones": ZONES}, {"distributionPolicyZones": ZONES[::-1]}, [], []),
+    (GROUP, {"distributionPolicyZones": ZONES}, {"distributionPolicyZones": ZONES[:2]},
+     ["distributionPolicyZones"], ["distributionPolicyZones"]),
+    (TEMPLATE, {"tags": ["vm", "worker"]}, {"tags": ["worker", "vm"]}, [], []),
+    (TEMPLATE, {"tags": ["vm", "worker"]}, {"tags": ["vm"]}, ["tags"], ["tags"]),
+    (TEMPLATE, {"serviceAccount": {"email": "e", "scopes": ["a", "b"]}},
+     {"serviceAccount": {"email": "e", "scopes": ["b", "a"]}}, [], []),
+    (NOTIFICATION, {"eventTypes": ["OBJECT_FINALIZE", "OBJECT_DELETE"]},
+     {"eventTypes": ["OBJECT_DELETE", "OBJECT_FINALIZE"]}, [], []),
+    (FIREWALL, {"sourceRanges": ["35.191.0.0/16", "130.211.0.0/22"]},
+     {"sourceRanges": ["130.211.0.0/22", "35.191.0.0/16"]}, [], []),
+    (FIREWALL, {"allows": [{"protocol": "tcp", "ports": ["22"]}, {"protocol": "icmp"}]},
+     {"allows": [{"protocol": "icmp"}, {"protocol": "tcp", "ports": ["22"]}]}, [], []),
+    (FIREWALL, {"sourceRanges": ["35.191.0.0/16"]}, {"sourceRanges": ["10.0.0.0/8"]}, ["sourceRanges"], []),
+    (INSTANCE, {"tags": ["a", "b"]}, {"tags": ["b", "a"]}, [], []),
+    # a list the provider keeps in order is still compared in order
+    (INSTANCE, {"guestAccelerators": [T4, L4]}, {"guestAccelerators": [L4, T4]}, ["guestAccelerators"], ["guestAccelerators"]),
+]
+
+
+@pytest.mark.parametrize(("type_", "before", "after", "changed", "forced"), SET_CASES,
+                         ids=[f"{t.rsplit(':', 1)[-1]}-{i}" for i, (t, *_) in enumerate(SET_CASES)])
+def test_a_set_in_another_order_is_no_change(
+    type_: str, before: dict[str, Any], after: dict[str, Any], changed: list[str], forced: list[str]
+) -> None:
+    diff = diff_plans(one_resource(type_, before), one_resource(type_, after))
+    assert [c.path for c in diff.changed.get(f"{type_} judged", [])] == changed
+    assert diff.replaced.get(f"{type_} judged", []) == forced
