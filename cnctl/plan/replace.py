@@ -13,6 +13,8 @@ GOOD / BAD, for a VM in prod:
 | zone, image family, disk type, Spot     | replacement of a stateful resource: flagged |
 | table gains a NULLABLE column           | update in place                            |
 | table column renamed or retyped         | replacement of a stateful resource: flagged |
+| transfer's data path or destination     | replacement with side effects: flagged, with |
+| table (a Cloud Storage transfer)        | the safe procedure (catalog `on_replace`)    |
 
 The same table says which list inputs the provider keeps as sets (`sets`): a group's zones or a
 template's tags in another order are the same set, so `as_compared` puts them in one order before
@@ -37,6 +39,13 @@ def replacement_reasons(type_: str, before: Inputs, after: Inputs) -> list[str]:
     if rule is None:
         return []
     reasons = [path for path in rule.paths if _at(before, path) != _at(after, path)]
+    reasons += [
+        path
+        for condition in rule.when
+        if _at(after, condition.input) == [condition.equals]
+        for path in condition.paths
+        if _both_set_and_different(_at(before, path), _at(after, path))
+    ]
     if rule.schema_input is not None and not schema_change_is_additive(
         before.get(rule.schema_input), after.get(rule.schema_input)
     ):
@@ -57,6 +66,12 @@ def as_compared(type_: str, inputs: Inputs) -> Inputs:
     for path in rule.sets:
         _sort_at(compared, path.split("."))
     return compared
+
+
+def replacement_procedure(type_: str) -> str | None:
+    """What replacing a resource of this type does beyond it, and the safe way (catalog `on_replace`), or None."""
+    rule = catalog().gcp.replacements.get(type_)
+    return rule.on_replace if rule is not None else None
 
 
 def is_stateful(type_: str) -> bool:
@@ -88,6 +103,11 @@ def _fields(schema: str | None) -> list[dict[str, Any]]:
 
 def _mode(field: Mapping[str, Any]) -> str:
     return str(field.get("mode") or "NULLABLE")
+
+
+def _both_set_and_different(before: list[Any], after: list[Any]) -> bool:
+    """A conditional path forces a replacement only when it is set before and after, to another value."""
+    return None not in before + after and before != after
 
 
 def _at(inputs: Any, path: str) -> Any:

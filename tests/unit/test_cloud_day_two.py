@@ -249,6 +249,19 @@ def test_switching_generation_keeps_the_old_table(tmp_path: Path, prod: Plan) ->
     golden("prod-generation-switch", result)
 
 
+def test_a_new_table_name_replaces_the_transfers_and_says_how_to_do_it_safely(tmp_path: Path, prod: Plan) -> None:
+    """A transfer whose destination table changes is a new transfer: flagged, refused in prod, with the procedure."""
+    def change(config: dict[str, Any]) -> None:
+        config["circularnet:analytics"]["table"] = "objects"
+
+    result = diff(prod, plan_stack(stack_variant(tmp_path, change, base="prod")))
+    transfers = [f"gcp:bigquery/dataTransferConfig:DataTransferConfig cn-prod-load-{g}" for g in ("detr", "tf")]
+    assert all(result.replaced[t] == ["params.destination_table_name_template"] for t in transfers)
+    assert result.dangerous == transfers and set(transfers) <= set(result.refused())
+    assert all("a new, empty table" in result.procedures[t] for t in transfers)
+    golden("prod-table-rename", result)
+
+
 # --- 4. what the VMs are given ------------------------------------------------------------------------
 
 
@@ -361,6 +374,8 @@ def _args_parameter(token: str, path: str) -> bool:
         parameter = inspect.signature(args.__init__).parameters.get(re.sub(r"(?<!^)(?=[A-Z])", "_", part).lower())
         if parameter is None:
             return False
+        if "Mapping[" in str(parameter.annotation):
+            return True  # a map (a transfer's params): what follows is one of its keys
         nested = re.findall(r"'(\w+Args)'", str(parameter.annotation))
         args = getattr(module, nested[0]) if nested else None
     return True
@@ -369,7 +384,8 @@ def _args_parameter(token: str, path: str) -> bool:
 @pytest.mark.parametrize("token", sorted(catalog().gcp.replacements))
 def test_every_replace_on_change_path_is_a_real_argument(token: str) -> None:
     rule = catalog().gcp.replacements[token]
-    for path in [*rule.paths, *([rule.schema_input] if rule.schema_input else []), *rule.sets]:
+    conditional = [path for condition in rule.when for path in (condition.input, *condition.paths)]
+    for path in [*rule.paths, *([rule.schema_input] if rule.schema_input else []), *rule.sets, *conditional]:
         assert _args_parameter(token, path), f"{token}: {path} is not an input of pulumi-gcp's {token.split(':')[-1]}"
     assert not _args_parameter(token, "noSuchInput.atAll")
 
