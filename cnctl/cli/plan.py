@@ -224,6 +224,7 @@ _DESCRIBERS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "Dataset": lambda i: f"{i.get('datasetId')} in {i.get('location')}",
     "BucketIAMMember": _grant("bucket"),
     "DatasetIamMember": _grant("datasetId"),
+    "DatasetAccess": lambda i: f"{i.get('role')} → {i.get('userByEmail') or i.get('iamMember')} on {i.get('datasetId')}",
     "IAMMember": _grant("project"),
     "Account": lambda i: f"{i.get('accountId')}: {i.get('displayName')}",
     "Service": lambda i: str(i.get("service")),

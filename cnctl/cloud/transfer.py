@@ -22,10 +22,13 @@ from cnctl.cloud.identity import READ_ONLY, grant_name
 CLOUD_STORAGE_SOURCE = "google_cloud_storage"
 TRANSFER_API = "bigquerydatatransfer.googleapis.com"
 # The roles the transfer's account holds, and where: read the results bucket (objects.get and, for the
-# wildcard, objects.list), append to the detections tables, run the load jobs that do it.
+# wildcard, objects.list), append to the detections tables, run the load jobs that do it. On the
+# dataset, `WRITER` is dataEditor as a dataset access entry names it: the API returns a predefined
+# role that has a basic counterpart as the basic one, so any other spelling is a diff on every refresh
+# (pulumi-gcp's DatasetAccess docs).
 LOAD_ROLES = {
     "results": READ_ONLY,
-    "dataset": "roles/bigquery.dataEditor",
+    "dataset": "WRITER",
     "project": "roles/bigquery.jobUser",
 }
 # What the Data Transfer Service's own agent needs on the account a transfer runs as: mint its tokens.
@@ -81,6 +84,9 @@ class DetectionsTransfer(Component):
     - Its own account, `cn-<env>-load`, and only what a load needs: objectViewer on the results bucket
       alone, dataEditor on the dataset, jobUser on the project. It is the one account of the stack that
       can write BigQuery data (guardrail `detections-written-only-by-the-transfer`).
+    - Its dataset grants are access entries (DatasetAccess), each adding itself to the dataset's list:
+      pulumi-gcp's dataset IAM resources rewrite the list as an IAM policy, which drops every
+      authorized view, routine and dataset entry made outside the stack (their docs' note).
     - The transfer runs as that account, never as whoever ran `pulumi up` (a transfer without a service
       account runs with its creator's own credentials). The Data Transfer Service's agent
       (service-<project number>@gcp-sa-bigquerydatatransfer.iam.gserviceaccount.com) gets token creator
@@ -125,11 +131,7 @@ class DetectionsTransfer(Component):
                 storage.BucketIAMMemberArgs(bucket=results.name, role=LOAD_ROLES["results"], member=member),
                 opts=self.child(),
             ),
-            bigquery.DatasetIamMember(
-                grant_name(account_id, LOAD_ROLES["dataset"], "dataset"),
-                bigquery.DatasetIamMemberArgs(dataset_id=dataset.dataset_id, role=LOAD_ROLES["dataset"], member=member),
-                opts=self.child(),
-            ),
+            self._dataset_access(grant_name(account_id, LOAD_ROLES["dataset"], "dataset"), dataset, LOAD_ROLES["dataset"]),
             projects.IAMMember(
                 grant_name(account_id, LOAD_ROLES["project"], "project"),
                 projects.IAMMemberArgs(project=project, role=LOAD_ROLES["project"], member=member),
@@ -164,6 +166,14 @@ class DetectionsTransfer(Component):
         }
         self.register_outputs(
             {"account": self.account.email, "transfers": {g: c.display_name for g, c in self.configs.items()}}
+        )
+
+    def _dataset_access(self, name: str, dataset: bigquery.Dataset, role: pulumi.Input[str]) -> bigquery.DatasetAccess:
+        """One entry of the dataset's access list for the transfer's account (`userByEmail`: a service account too)."""
+        return bigquery.DatasetAccess(
+            name,
+            bigquery.DatasetAccessInitArgs(dataset_id=dataset.dataset_id, role=role, user_by_email=self.account.email),
+            opts=self.child(),
         )
 
 

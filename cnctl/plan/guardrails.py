@@ -642,8 +642,9 @@ def evaluate(resources: Iterable[PlannedResource], rules: Iterable[Rule] = RULES
 
 
 def is_grant(type_: str) -> bool:
-    """Whether a resource grants a role: an IAM member, binding or policy, or a dataset's access entry."""
-    return "IAM" in type_.upper() or type_ == DATASET_ACCESS
+    """Whether a resource grants a role: an IAM member, binding or policy (not a custom role: it only defines
+    one), or a dataset's access entry."""
+    return ("IAM" in type_.upper() and type_ != CUSTOM_ROLE) or type_ == DATASET_ACCESS
 
 
 def _roles(type_: str, inputs: Inputs) -> Iterable[str]:
