@@ -225,6 +225,7 @@ _DESCRIBERS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "BucketIAMMember": _grant("bucket"),
     "DatasetIamMember": _grant("datasetId"),
     "DatasetAccess": lambda i: f"{i.get('role')} → {i.get('userByEmail') or i.get('iamMember')} on {i.get('datasetId')}",
+    "IAMCustomRole": lambda i: f"{i.get('roleId')}: {', '.join(i.get('permissions') or [])}",
     "IAMMember": _grant("project"),
     "Account": lambda i: f"{i.get('accountId')}: {i.get('displayName')}",
     "Service": lambda i: str(i.get("service")),

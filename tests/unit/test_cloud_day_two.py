@@ -304,8 +304,8 @@ def test_uploader_can_only_create_objects(dev: Plan) -> None:
         ("gcp:storage/bucketIAMMember:BucketIAMMember", "roles/storage.objectCreator", "my-circularnet-dev-images"),
         ("gcp:storage/bucketIAMMember:BucketIAMMember", "roles/storage.objectCreator", "my-circularnet-dev-results"),
     ]
-    # The insert-only custom role of the streaming design is gone with it.
-    assert not [r for r in dev.resources if r.type == "gcp:projects/iAMCustomRole:IAMCustomRole"]
+    # The insert-only custom role of the streaming design is gone with it: the one custom role is the transfer's.
+    assert [r.name for r in dev.resources if r.type == "gcp:projects/iAMCustomRole:IAMCustomRole"] == ["cn-dev-load-dataset"]
 
 
 def test_with_pull_hosts_the_uploader_also_reads_the_stacks_bundles_and_nothing_else(tmp_path: Path) -> None:

@@ -271,6 +271,7 @@ def test_every_grant_exactly(plan: Plan) -> None:
         ("roles/storage.objectCreator", EDGE, "bucket:my-circularnet-dev-group-results"),
         ("roles/storage.objectViewer", LOAD, "bucket:my-circularnet-dev-group-results"),
         ("WRITER", LOAD, "datasetId:circularnet_dev_group"),
+        (f"projects/{PROJECT}/roles/cn_dev_group_load_dataset", LOAD, "datasetId:circularnet_dev_group"),
         ("roles/bigquery.jobUser", LOAD, f"project:{PROJECT}"),
         ("roles/iam.serviceAccountTokenCreator", TRANSFER_AGENT,
          f"serviceAccountId:projects/{PROJECT}/serviceAccounts/cn-dev-group-load@{PROJECT}.iam.gserviceaccount.com"),

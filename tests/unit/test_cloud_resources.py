@@ -320,6 +320,7 @@ def test_every_grant_exactly(dev: Plan) -> None:
         # the transfer reads the results bucket and alone writes the dataset
         ("roles/storage.objectViewer", load, "bucket:my-circularnet-dev-results"),
         ("WRITER", load, "datasetId:circularnet_dev"),  # dataEditor, as the dataset's access entry names it
+        ("projects/my-circularnet-dev/roles/cn_dev_load_dataset", load, "datasetId:circularnet_dev"),
         ("roles/bigquery.jobUser", load, "project:my-circularnet-dev"),
         # the Data Transfer Service's agent may mint the transfer account's tokens, and no other's
         (

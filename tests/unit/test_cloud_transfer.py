@@ -28,7 +28,9 @@ from tests.unit.stack_variants import stack_variant
 TRANSFER = "gcp:bigquery/dataTransferConfig:DataTransferConfig"
 TABLE = "gcp:bigquery/table:Table"
 ACCESS = "gcp:bigquery/datasetAccess:DatasetAccess"
+CUSTOM_ROLE = "gcp:projects/iAMCustomRole:IAMCustomRole"
 LOAD = "cn-dev-load@my-circularnet-dev.iam.gserviceaccount.com"
+DATASET_ROLE = "projects/my-circularnet-dev/roles/cn_dev_load_dataset"
 
 @pytest.fixture(scope="module")
 def dev() -> Plan:
@@ -96,6 +98,7 @@ def test_the_transfer_runs_as_its_own_least_privilege_account(dev: Plan) -> None
     assert grants == [
         ("BucketIAMMember", "roles/storage.objectViewer"),
         ("DatasetAccess", "WRITER"),  # dataEditor
+        ("DatasetAccess", DATASET_ROLE),
         ("IAMMember", "roles/bigquery.jobUser"),
     ]
     bucket_grant = next(r for r in dev.resources if r.name == "cn-dev-load-storage.objectViewer-results")
@@ -124,6 +127,23 @@ def test_only_the_transfer_writes_bigquery(dev: Plan) -> None:
 
 
 @pytest.mark.parametrize("stack", ["dev", "dev-group", "prod"])
+def test_the_transfer_account_may_update_its_dataset_as_googles_doc_requires(stack: str) -> None:
+    """cloud.google.com/bigquery/docs/use-service-accounts: a transfer's account needs bigquery.datasets.get and
+    bigquery.datasets.update on the target dataset. A custom role of exactly those, granted on that dataset only
+    (dataOwner, the narrowest predefined role with update, could also delete the dataset)."""
+    plan = plan_stack(stack)
+    project, dataset = plan.outputs["project"], plan.outputs["datasetId"]
+    role_id = f"cn_{stack.replace('-', '_')}_load_dataset"
+    [role] = of_type(plan, CUSTOM_ROLE).values()
+    assert (role["roleId"], role["project"]) == (role_id, project)
+    assert sorted(role["permissions"]) == ["bigquery.datasets.get", "bigquery.datasets.update"]
+    granted = [r.inputs for r in plan.resources if is_grant(r.type) and r.inputs.get("role") == f"projects/{project}/roles/{role_id}"]
+    load = f"cn-{stack}-load@{project}.iam.gserviceaccount.com"
+    assert [(g.get("datasetId"), grantee(g)) for g in granted] == [(dataset, f"serviceAccount:{load}")]
+    assert plan.violations == ()
+
+
+@pytest.mark.parametrize("stack", ["dev", "dev-group", "prod"])
 def test_dataset_grants_are_access_entries_that_leave_other_entries_alone(stack: str) -> None:
     """pulumi-gcp's dataset IAM resources rewrite the dataset's access list as an IAM policy, which drops authorized
     views made outside the stack; a DatasetAccess adds its one entry. Roles in the form the API returns (WRITER):
@@ -131,7 +151,8 @@ def test_dataset_grants_are_access_entries_that_leave_other_entries_alone(stack:
     plan = plan_stack(stack)
     assert not [r.name for r in plan.resources if r.type.startswith("gcp:bigquery/datasetIam")]
     entries = of_type(plan, ACCESS)
-    assert [e["role"] for e in entries.values()] == ["WRITER"]
+    roles = {e["role"].rsplit("/", 1)[-1] for e in entries.values()}
+    assert roles == {"WRITER", f"cn_{stack.replace('-', '_')}_load_dataset"}
     assert all(not e["role"].startswith("roles/") and e["datasetId"] == plan.outputs["datasetId"] for e in entries.values())
 
 
