@@ -352,6 +352,8 @@ class Replacement(_Data):
     when: list[ReplacedWhen] = []
     # what a replacement does beyond the resource itself, and the safe way to make the change
     on_replace: str | None = None
+    # the same for an update in place
+    on_update: str | None = None
 
 
 class StorageLocation(_Data):

@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cnctl.plan.replace import as_compared, is_stateful, replacement_procedure, replacement_reasons
+from cnctl.plan.replace import as_compared, is_stateful, replacement_procedure, replacement_reasons, update_procedure
 
 COMMENT_LIMIT = 60_000  # characters; GitHub refuses comments over 65,536
 VALUE_WIDTH = 80
@@ -42,7 +42,8 @@ class PlanDiff:
     destructive: list[str] = field(default_factory=list)
     # replaced resources whose replacement harms beyond themselves (a transfer loads every object again)
     dangerous: list[str] = field(default_factory=list)
-    # the safe way to make each dangerous change (catalog `on_replace`)
+    # the safe way to make each dangerous change (catalog `on_replace`), and each update in place that
+    # does more than it says (catalog `on_update`: a dataset rewrites its access list)
     procedures: dict[str, str] = field(default_factory=dict)
     production: bool = False
 
@@ -77,7 +78,12 @@ def diff_plans(base: Mapping[str, Any] | None, head: Mapping[str, Any]) -> PlanD
     changed = {key: list(_changes(before[key], after[key])) for key in sorted(before.keys() & after.keys())}
     replaced = {key: reasons for key in changed if (reasons := replacement_reasons(_type(key), before[key], after[key]))}
     removed = sorted(before.keys() - after.keys())
-    procedures = {key: text for key in sorted(replaced) if (text := replacement_procedure(_type(key)))}
+    dangerous = {key: text for key in sorted(replaced) if (text := replacement_procedure(_type(key)))}
+    updated = {
+        key: text
+        for key, changes in sorted(changed.items())
+        if key not in replaced and _changes_inputs(changes) and (text := update_procedure(_type(key)))
+    }
     return PlanDiff(
         stack=str(head.get("stack", "?")),
         added=sorted(after.keys() - before.keys()),
@@ -87,10 +93,15 @@ def diff_plans(base: Mapping[str, Any] | None, head: Mapping[str, Any]) -> PlanD
         unchanged=sum(1 for changes in changed.values() if not changes),
         replaced=replaced,
         destructive=sorted(key for key in (*replaced, *removed) if is_stateful(_type(key))),
-        dangerous=list(procedures),
-        procedures=procedures,
+        dangerous=list(dangerous),
+        procedures={**dangerous, **updated},
         production=bool(head.get("production", False)),
     )
+
+
+def _changes_inputs(changes: list[Change]) -> bool:
+    """Whether the provider is called: an input changes, not only a resource option (protect)."""
+    return any(not c.path.startswith("resourceOptions") for c in changes)
 
 
 def _type(key: str) -> str:
@@ -137,6 +148,10 @@ def render_markdown(diff: PlanDiff, *, limit: int = COMMENT_LIMIT, full_plan_url
         verdict = "refused in production without `--allow-replace <name>`" if diff.production else "the safe way"
         head.append(f"**⚠ {len(diff.dangerous)} replacement(s) with side effects** ({verdict}):")
         head += [f"- `{key}`: {diff.procedures[key]}" for key in diff.dangerous]
+    updates = [key for key in diff.procedures if key not in diff.dangerous]
+    if updates:
+        head.append(f"**⚠ {len(updates)} update(s) in place with side effects** (the safe way):")
+        head += [f"- `{key}`: {diff.procedures[key]}" for key in updates]
     head.append("")
     body: list[str] = []
     body += [f"- ➕ `{key}`" for key in diff.added]

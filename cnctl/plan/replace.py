@@ -5,16 +5,18 @@ off a table kept as data (`replacements` in cnctl/catalog/gcp.yaml: the inputs t
 marks ForceNew, per type token). Comparing a base plan with a head plan then says which resources
 would be replaced, and which of those hold data (VMs and their disks, buckets, datasets, tables).
 
-GOOD / BAD, for a VM in prod:
+GOOD / BAD, in prod:
 
-| change                                  | verdict                                    |
-|-----------------------------------------|--------------------------------------------|
-| metadata, labels, machine type          | update in place                            |
-| zone, image family, disk type, Spot     | replacement of a stateful resource: flagged |
-| table gains a NULLABLE column           | update in place                            |
-| table column renamed or retyped         | replacement of a stateful resource: flagged |
-| transfer's data path or destination     | replacement with side effects: flagged, with |
-| table (a Cloud Storage transfer)        | the safe procedure (catalog `on_replace`)    |
+| change                                  | verdict                                            |
+|-----------------------------------------|----------------------------------------------------|
+| metadata, labels, machine type          | update in place                                    |
+| zone, image family, disk type, Spot     | replacement of a stateful resource: flagged        |
+| table gains a NULLABLE column           | update in place                                    |
+| table column renamed or retyped         | replacement of a stateful resource: flagged        |
+| a Cloud Storage transfer's data path or | replacement with side effects: flagged, with the   |
+| destination table                       | safe procedure (catalog `on_replace`)              |
+| a dataset's labels or description       | update in place, with the safe procedure (catalog  |
+|                                         | `on_update`: the update rewrites its access list)  |
 
 The same table says which list inputs the provider keeps as sets (`sets`): a group's zones or a
 template's tags in another order are the same set, so `as_compared` puts them in one order before
@@ -72,6 +74,12 @@ def replacement_procedure(type_: str) -> str | None:
     """What replacing a resource of this type does beyond it, and the safe way (catalog `on_replace`), or None."""
     rule = catalog().gcp.replacements.get(type_)
     return rule.on_replace if rule is not None else None
+
+
+def update_procedure(type_: str) -> str | None:
+    """What updating a resource of this type in place does beyond it, and the safe way (catalog `on_update`)."""
+    rule = catalog().gcp.replacements.get(type_)
+    return rule.on_update if rule is not None else None
 
 
 def is_stateful(type_: str) -> bool:

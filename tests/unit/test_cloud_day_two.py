@@ -140,6 +140,8 @@ def test_in_place_changes_are_not_replacements(tmp_path: Path, prod: Plan) -> No
     result = diff(prod, plan_stack(stack_variant(tmp_path, change, base="prod")))
     assert f"{INSTANCE} cn-prod-gpu-0" in result.changed
     assert result.replaced == {} and result.destructive == [] and result.refused() == []
+    # a new label updates the dataset, which rewrites its access list: plan-diff says to refresh first
+    assert list(result.procedures) == ["gcp:bigquery/dataset:Dataset cn-prod-dataset"]
 
 
 # --- 2. zones per VM ----------------------------------------------------------------------------------

@@ -221,3 +221,35 @@ def test_plan_diff_prints_the_safe_procedure_and_refuses_in_prod(tmp_path: Path)
     assert "⚠ a new transfer has no run history" in text
     assert f"refused: {TRANSFER} judged would be replaced or deleted in production stack t, with the side effect above" in text
     assert CliRunner().invoke(app, ["plan-diff", str(base), str(head), "--allow-replace", "judged"]).exit_code == 0
+
+
+# --- a dataset updated in place rewrites its access list: the safe way is printed (catalog `on_update`) --
+
+DATASET = "gcp:bigquery/dataset:Dataset"
+GOOD_DATASET = {"datasetId": "d", "location": "europe-west4", "labels": {"environment": "prod"}, "description": "x"}
+
+# (case, inputs after, resource options after, the procedure is printed, the dataset is replaced)
+DATASET_CASES = [
+    ("labels", {**GOOD_DATASET, "labels": {"environment": "prod", "team": "vision"}}, {"protect": True}, True, False),
+    ("description", {**GOOD_DATASET, "description": "y"}, {"protect": True}, True, False),
+    ("protect-only", GOOD_DATASET, {"protect": False}, False, False),  # no call to the provider
+    ("location", {**GOOD_DATASET, "location": "europe-west1"}, {"protect": True}, False, True),  # a new dataset
+    ("nothing", GOOD_DATASET, {"protect": True}, False, False),
+]
+
+
+@pytest.mark.parametrize(("case", "after", "options", "printed", "replaced"), DATASET_CASES, ids=[c[0] for c in DATASET_CASES])
+def test_a_dataset_update_says_to_refresh_first(
+    case: str, after: dict[str, Any], options: dict[str, Any], printed: bool, replaced: bool
+) -> None:
+    base = {"stack": "t", "production": True,
+            "resources": [{"type": DATASET, "name": "judged", "inputs": GOOD_DATASET, "options": {"protect": True}}]}
+    head = {**base, "resources": [{"type": DATASET, "name": "judged", "inputs": after, "options": options}]}
+    diff = diff_plans(base, head)
+    key = f"{DATASET} judged"
+    assert (key in diff.procedures, key in diff.replaced) == (printed, replaced)
+    assert diff.dangerous == [] and diff.refused() == ([key] if replaced else [])  # a caution, never a refusal
+    text = render_markdown(diff)
+    assert ("update(s) in place with side effects" in text) is printed
+    if printed:
+        assert "`pulumi up --refresh`" in diff.procedures[key] and f"- `{key}`: {diff.procedures[key]}" in text
