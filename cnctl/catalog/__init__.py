@@ -333,12 +333,27 @@ class FamilyConstraints(_Data):
     nic: Literal["any", "GVNIC"]
 
 
+class ReplacedWhen(_Data):
+    """Inputs whose change replaces a resource only while another input has one value (a provider CustomizeDiff)."""
+
+    input: str
+    equals: str
+    paths: list[str]
+
+
 class Replacement(_Data):
-    """The inputs of one resource type whose change replaces it (the provider's ForceNew fields)."""
+    """How the provider diffs one resource type: the inputs whose change replaces it (its ForceNew fields),
+    and the list inputs it keeps as sets, whose order is no change."""
 
     paths: list[str]
     stateful: bool = False
     schema_input: str | None = None  # a BigQuery schema input: replaced only by a non-additive change
+    sets: list[str] = []  # list inputs the provider's schema declares TypeSet: compared as sets
+    when: list[ReplacedWhen] = []
+    # what a replacement does beyond the resource itself, and the safe way to make the change
+    on_replace: str | None = None
+    # the same for an update in place
+    on_update: str | None = None
 
 
 class StorageLocation(_Data):

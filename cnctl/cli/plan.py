@@ -38,7 +38,8 @@ def plan(
 
     Runs the real Pulumi program on Pulumi's mock engine. Exit 2: the stack file is wrong;
     exit 1: a guardrail failed (each failure names the rule and the resource), or, with `--base`, a
-    production VM, bucket, dataset or table would be replaced or deleted without `--allow-replace`.
+    production VM, bucket, dataset or table would be replaced or deleted, or a transfer replaced, without
+    `--allow-replace`.
     """
     # Imported here, not at module level: every `cnctl` command imports this module, and only
     # this one needs the Pulumi SDK (the Google provider SDK then loads with the program).
@@ -64,12 +65,14 @@ def plan(
 def _refuse_unallowed_replacements(diff: PlanDiff, allowed: list[str]) -> None:
     """Exit 1 naming each production resource that would be replaced or deleted without an override."""
     for key in diff.replaced:
-        err.print(f"replace: {key} (forced by {', '.join(diff.replaced[key])})", markup=False)
+        procedure = f"; {diff.procedures[key]}" if key in diff.procedures else ""
+        err.print(f"replace: {key} (forced by {', '.join(diff.replaced[key])}){procedure}", markup=False)
     refused = diff.refused(allowed)
     for key in refused:
+        loss = "and its data with it" if key in diff.destructive else "with the side effect above"
         say_error(
             "refused:",
-            f" {key} would be replaced or deleted in production stack {diff.stack}, and its data with it;"
+            f" {key} would be replaced or deleted in production stack {diff.stack}, {loss};"
             f" if intended, pass --allow-replace {key.split(' ', 1)[1]} (docs/cloud.md, day two)",
         )
     if refused:
@@ -221,6 +224,8 @@ _DESCRIBERS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "Dataset": lambda i: f"{i.get('datasetId')} in {i.get('location')}",
     "BucketIAMMember": _grant("bucket"),
     "DatasetIamMember": _grant("datasetId"),
+    "DatasetAccess": lambda i: f"{i.get('role')} → {i.get('userByEmail') or i.get('iamMember')} on {i.get('datasetId')}",
+    "IAMCustomRole": lambda i: f"{i.get('roleId')}: {', '.join(i.get('permissions') or [])}",
     "IAMMember": _grant("project"),
     "Account": lambda i: f"{i.get('accountId')}: {i.get('displayName')}",
     "Service": lambda i: str(i.get("service")),
@@ -264,7 +269,8 @@ def plan_diff(
 
     A base that does not exist (the stack is new, or the base branch predates cnctl) counts as empty.
     Exit 1 when the head plan has guardrail failures, as `cnctl plan` does, or when a production VM,
-    bucket, dataset or table would be replaced or deleted and `--allow-replace` does not name it.
+    bucket, dataset or table would be replaced or deleted, or a replacement has side effects (a transfer
+    that would load every object again), and `--allow-replace` does not name it.
     """
     from cnctl.plan.diff import diff_plans, render_markdown
 
@@ -297,6 +303,8 @@ def plan_diff(
             for change in changes:
                 out.print(f"      {change.path}: {json.dumps(change.before)} → {json.dumps(change.after)}",
                           soft_wrap=True, markup=False)
+            if key in diff.procedures:
+                out.print(f"      ⚠ {diff.procedures[key]}", style="magenta", soft_wrap=True, markup=False)
         _show_pins(pins)
     if diff.violations:
         if not markdown:

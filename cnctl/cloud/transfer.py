@@ -21,13 +21,20 @@ from cnctl.cloud.identity import READ_ONLY, grant_name
 # The Data Transfer Service's source id for Cloud Storage.
 CLOUD_STORAGE_SOURCE = "google_cloud_storage"
 TRANSFER_API = "bigquerydatatransfer.googleapis.com"
-# The roles the transfer's account holds, and where: read the results bucket (objects.get and, for the
-# wildcard, objects.list), append to the detections tables, run the load jobs that do it.
+# The roles the transfer's account holds, and where: read the results bucket (storage.objects.get and, for
+# the wildcard, storage.objects.list: https://cloud.google.com/bigquery/docs/cloud-storage-transfer),
+# append to the detections tables, run the load jobs that do it. On the dataset, `WRITER` is dataEditor
+# as a dataset access entry names it: the API returns a predefined role that has a basic counterpart as
+# the basic one, so any other spelling is a diff on every refresh (pulumi-gcp's DatasetAccess docs).
 LOAD_ROLES = {
     "results": READ_ONLY,
-    "dataset": "roles/bigquery.dataEditor",
+    "dataset": "WRITER",
     "project": "roles/bigquery.jobUser",
 }
+# What Google's doc for a transfer run as a service account lists for that account on the target
+# dataset (https://cloud.google.com/bigquery/docs/use-service-accounts), beyond what a load needs:
+# bigquery.datasets.update is in no role narrower than dataOwner, which could also delete the dataset.
+TRANSFER_DATASET_PERMISSIONS = ("bigquery.datasets.get", "bigquery.datasets.update")
 # What the Data Transfer Service's own agent needs on the account a transfer runs as: mint its tokens.
 TOKEN_CREATOR = "roles/iam.serviceAccountTokenCreator"
 
@@ -66,6 +73,11 @@ def transfer_params(bucket: str, generation: str, table: str) -> dict[str, str]:
     }
 
 
+def dataset_role_id(names: Naming) -> str:
+    """`cn_dev_load_dataset`: the project custom role of TRANSFER_DATASET_PERMISSIONS (a role id has no `-`)."""
+    return names("load", "dataset").replace("-", "_")
+
+
 def schedule(minutes: int) -> str:
     """`every 15 minutes`: the transfer's schedule (Cloud Storage transfers run at most every 15 minutes)."""
     return f"every {minutes} minutes"
@@ -78,9 +90,14 @@ class DetectionsTransfer(Component):
       generation switch is rolled out host by host, and results of the old generation keep arriving
       from hosts not yet switched (and from queues that were offline); a transfer that finds no new
       object loads nothing and costs nothing.
-    - Its own account, `cn-<env>-load`, and only what a load needs: objectViewer on the results bucket
-      alone, dataEditor on the dataset, jobUser on the project. It is the one account of the stack that
-      can write BigQuery data (guardrail `detections-written-only-by-the-transfer`).
+    - Its own account, `cn-<env>-load`, and only what a transfer needs: objectViewer on the results
+      bucket alone; on the dataset, dataEditor and a project custom role of exactly the dataset
+      permissions Google's doc lists for a transfer's account (TRANSFER_DATASET_PERMISSIONS), granted
+      on the dataset only; jobUser on the project (load jobs have no narrower scope). It is the one
+      account of the stack that can write BigQuery data (guardrail `detections-written-only-by-the-transfer`).
+    - Its dataset grants are access entries (DatasetAccess), each adding itself to the dataset's list:
+      pulumi-gcp's dataset IAM resources rewrite the list as an IAM policy, which drops every
+      authorized view, routine and dataset entry made outside the stack (their docs' note).
     - The transfer runs as that account, never as whoever ran `pulumi up` (a transfer without a service
       account runs with its creator's own credentials). The Data Transfer Service's agent
       (service-<project number>@gcp-sa-bigquerydatatransfer.iam.gserviceaccount.com) gets token creator
@@ -119,16 +136,27 @@ class DetectionsTransfer(Component):
             projects.ServiceIdentityArgs(project=project, service=TRANSFER_API),
             opts=self.child(),
         )
+        self.dataset_role = projects.IAMCustomRole(
+            names("load", "dataset"),
+            projects.IAMCustomRoleArgs(
+                project=project,
+                role_id=dataset_role_id(names),
+                title=f"CircularNet transfer: update its dataset ({names.environment})",
+                description="What a BigQuery Data Transfer's account needs on its target dataset "
+                "(cloud.google.com/bigquery/docs/use-service-accounts); granted on the dataset only.",
+                permissions=list(TRANSFER_DATASET_PERMISSIONS),
+            ),
+            opts=self.child(),
+        )
         grants: list[pulumi.Resource] = [
             storage.BucketIAMMember(
                 grant_name(account_id, LOAD_ROLES["results"], "results"),
                 storage.BucketIAMMemberArgs(bucket=results.name, role=LOAD_ROLES["results"], member=member),
                 opts=self.child(),
             ),
-            bigquery.DatasetIamMember(
-                grant_name(account_id, LOAD_ROLES["dataset"], "dataset"),
-                bigquery.DatasetIamMemberArgs(dataset_id=dataset.dataset_id, role=LOAD_ROLES["dataset"], member=member),
-                opts=self.child(),
+            self._dataset_access(grant_name(account_id, LOAD_ROLES["dataset"], "dataset"), dataset, LOAD_ROLES["dataset"]),
+            self._dataset_access(
+                grant_name(account_id, dataset_role_id(names), "dataset"), dataset, self.dataset_role.name
             ),
             projects.IAMMember(
                 grant_name(account_id, LOAD_ROLES["project"], "project"),
@@ -164,6 +192,14 @@ class DetectionsTransfer(Component):
         }
         self.register_outputs(
             {"account": self.account.email, "transfers": {g: c.display_name for g, c in self.configs.items()}}
+        )
+
+    def _dataset_access(self, name: str, dataset: bigquery.Dataset, role: pulumi.Input[str]) -> bigquery.DatasetAccess:
+        """One entry of the dataset's access list for the transfer's account (`userByEmail`: a service account too)."""
+        return bigquery.DatasetAccess(
+            name,
+            bigquery.DatasetAccessInitArgs(dataset_id=dataset.dataset_id, role=role, user_by_email=self.account.email),
+            opts=self.child(),
         )
 
 

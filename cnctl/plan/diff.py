@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cnctl.plan.replace import is_stateful, replacement_reasons
+from cnctl.plan.replace import as_compared, is_stateful, replacement_procedure, replacement_reasons, update_procedure
 
 COMMENT_LIMIT = 60_000  # characters; GitHub refuses comments over 65,536
 VALUE_WIDTH = 80
@@ -40,13 +40,18 @@ class PlanDiff:
     replaced: dict[str, list[str]] = field(default_factory=dict)
     # stateful resources (VMs, buckets, datasets, tables) replaced or deleted: their data goes
     destructive: list[str] = field(default_factory=list)
+    # replaced resources whose replacement harms beyond themselves (a transfer loads every object again)
+    dangerous: list[str] = field(default_factory=list)
+    # the safe way to make each dangerous change (catalog `on_replace`), and each update in place that
+    # does more than it says (catalog `on_update`: a dataset rewrites its access list)
+    procedures: dict[str, str] = field(default_factory=dict)
     production: bool = False
 
     def refused(self, allowed: Collection[str] = ()) -> list[str]:
-        """In production, the destructive changes not explicitly allowed (by resource name, or `all`)."""
+        """In production, the destructive and dangerous changes not explicitly allowed (by name, or `all`)."""
         if not self.production or "all" in allowed:
             return []
-        return [key for key in self.destructive if key.split(" ", 1)[1] not in allowed]
+        return [key for key in sorted({*self.destructive, *self.dangerous}) if key.split(" ", 1)[1] not in allowed]
 
     @property
     def empty(self) -> bool:
@@ -54,10 +59,14 @@ class PlanDiff:
 
 
 def _by_key(plan: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
-    """Inputs per `<type> <name>`; resource options (protect, ...) under `resourceOptions`, so a
-    change that lifts a resource's protection shows in the diff like any input."""
+    """Inputs per `<type> <name>`, as the provider compares them (sets in one order); resource options
+    (protect, ...) under `resourceOptions`, so a change that lifts a resource's protection shows in the
+    diff like any input."""
     return {
-        f"{r['type']} {r['name']}": {**r.get("inputs", {}), **({"resourceOptions": r["options"]} if "options" in r else {})}
+        f"{r['type']} {r['name']}": {
+            **as_compared(r["type"], r.get("inputs", {})),
+            **({"resourceOptions": r["options"]} if "options" in r else {}),
+        }
         for r in plan.get("resources", [])
     }
 
@@ -69,6 +78,12 @@ def diff_plans(base: Mapping[str, Any] | None, head: Mapping[str, Any]) -> PlanD
     changed = {key: list(_changes(before[key], after[key])) for key in sorted(before.keys() & after.keys())}
     replaced = {key: reasons for key in changed if (reasons := replacement_reasons(_type(key), before[key], after[key]))}
     removed = sorted(before.keys() - after.keys())
+    dangerous = {key: text for key in sorted(replaced) if (text := replacement_procedure(_type(key)))}
+    updated = {
+        key: text
+        for key, changes in sorted(changed.items())
+        if key not in replaced and _changes_inputs(changes) and (text := update_procedure(_type(key)))
+    }
     return PlanDiff(
         stack=str(head.get("stack", "?")),
         added=sorted(after.keys() - before.keys()),
@@ -78,8 +93,15 @@ def diff_plans(base: Mapping[str, Any] | None, head: Mapping[str, Any]) -> PlanD
         unchanged=sum(1 for changes in changed.values() if not changes),
         replaced=replaced,
         destructive=sorted(key for key in (*replaced, *removed) if is_stateful(_type(key))),
+        dangerous=list(dangerous),
+        procedures={**dangerous, **updated},
         production=bool(head.get("production", False)),
     )
+
+
+def _changes_inputs(changes: list[Change]) -> bool:
+    """Whether the provider is called: an input changes, not only a resource option (protect)."""
+    return any(not c.path.startswith("resourceOptions") for c in changes)
 
 
 def _type(key: str) -> str:
@@ -122,6 +144,14 @@ def render_markdown(diff: PlanDiff, *, limit: int = COMMENT_LIMIT, full_plan_url
         verdict = "refused in production without `--allow-replace <name>`" if diff.production else "data goes with them"
         head.append(f"**⚠ {len(diff.destructive)} stateful resource(s) replaced or deleted** ({verdict}):")
         head += [f"- `{key}`" for key in diff.destructive]
+    if diff.dangerous:
+        verdict = "refused in production without `--allow-replace <name>`" if diff.production else "the safe way"
+        head.append(f"**⚠ {len(diff.dangerous)} replacement(s) with side effects** ({verdict}):")
+        head += [f"- `{key}`: {diff.procedures[key]}" for key in diff.dangerous]
+    updates = [key for key in diff.procedures if key not in diff.dangerous]
+    if updates:
+        head.append(f"**⚠ {len(updates)} update(s) in place with side effects** (the safe way):")
+        head += [f"- `{key}`: {diff.procedures[key]}" for key in updates]
     head.append("")
     body: list[str] = []
     body += [f"- ➕ `{key}`" for key in diff.added]

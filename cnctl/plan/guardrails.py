@@ -35,6 +35,8 @@ TABLE = "gcp:bigquery/table:Table"
 SUBNETWORK = "gcp:compute/subnetwork:Subnetwork"
 TRANSFER = "gcp:bigquery/dataTransferConfig:DataTransferConfig"
 CUSTOM_ROLE = "gcp:projects/iAMCustomRole:IAMCustomRole"
+# One entry of a dataset's access list: a grant like an IAM member, though its token does not say IAM.
+DATASET_ACCESS = "gcp:bigquery/datasetAccess:DatasetAccess"
 BUCKET_IAM_PREFIX = "gcp:storage/bucketIAM"
 PROJECT_METADATA = ("gcp:compute/projectMetadata:ProjectMetadata", "gcp:compute/projectMetadataItem:ProjectMetadataItem")
 PROJECT_IAM = ("gcp:projects/iAMMember:IAMMember", "gcp:projects/iAMBinding:IAMBinding")
@@ -60,6 +62,13 @@ ARTIFACT_CONTENTS = frozenset({"models"})
 LABELLED = (INSTANCE, BUCKET, DATASET, TABLE)
 
 PRIMITIVE_ROLES = frozenset({"roles/owner", "roles/editor", "roles/viewer"})
+# A dataset access entry names a predefined role by its basic dataset role, which is the same grant
+# (https://cloud.google.com/bigquery/docs/access-control-basic-roles#dataset-basic-roles).
+DATASET_BASIC_ROLES = {
+    "OWNER": "roles/bigquery.dataOwner", "WRITER": "roles/bigquery.dataEditor", "READER": "roles/bigquery.dataViewer",
+}
+# A dataset access entry names its member by kind; the IAM member each kind is.
+ACCESS_ENTRY_MEMBERS = {"groupByEmail": "group:", "domain": "domain:", "specialGroup": "specialGroup:"}
 ANYWHERE = frozenset({"0.0.0.0/0", "::/0"})
 DEFAULT_COMPUTE_SA_SUFFIX = "-compute@developer.gserviceaccount.com"
 REQUIRED_LABELS = ("environment", "managed-by")
@@ -305,10 +314,8 @@ def no_default_compute_service_account(type_: str, inputs: Inputs, ctx: Context 
         if email == "default" or email.endswith(DEFAULT_COMPUTE_SA_SUFFIX):
             return f"runs as the default compute service account ({email}); attach a dedicated one"
         return None
-    member = inputs.get("member")
-    members = [member] if isinstance(member, str) else list(inputs.get("members") or [])
-    for m in members:
-        if isinstance(m, str) and m.endswith(DEFAULT_COMPUTE_SA_SUFFIX):
+    for m in _members(inputs):
+        if m.endswith(DEFAULT_COMPUTE_SA_SUFFIX):
             return f"grants {inputs.get('role')} to the default compute service account"
     return None
 
@@ -392,7 +399,7 @@ def objects_never_overwritten_or_deleted(type_: str, inputs: Inputs, ctx: Contex
 
 def impersonation_only_for_service_agents(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
     """Only a Google service agent may act as a service account (token creator, user, key admin), on that account."""
-    if "IAM" not in type_.upper():
+    if not is_grant(type_):
         return None
     found = sorted(set(_roles(type_, inputs)) & IMPERSONATION_ROLES)
     if not found:
@@ -448,7 +455,7 @@ def production_no_spot(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) ->
 
 def detections_written_only_by_the_transfer(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
     """Only the BigQuery Data Transfer's account can write BigQuery data, on the dataset or table only."""
-    if "IAM" not in type_.upper() or not type_.startswith(("gcp:bigquery/", "gcp:projects/")):
+    if not is_grant(type_) or not type_.startswith(("gcp:bigquery/", "gcp:projects/")):
         return None
     roles = sorted(set(_roles(type_, inputs)) & (DETECTION_WRITERS | ctx.writer_custom_roles))
     if not roles:
@@ -464,7 +471,7 @@ def detections_written_only_by_the_transfer(type_: str, inputs: Inputs, ctx: Con
 
 def uploaders_hold_no_bigquery_roles(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
     """An account that uploads to a bucket (devices, VMs) holds no BigQuery role at all."""
-    if "IAM" not in type_.upper():
+    if not is_grant(type_):
         return None
     roles = sorted(r for r in _roles(type_, inputs) if r.startswith("roles/bigquery.") or r in ctx.bigquery_custom_roles)
     uploaders = [m for m in _members(inputs) if m in ctx.uploaders]
@@ -636,21 +643,40 @@ def evaluate(resources: Iterable[PlannedResource], rules: Iterable[Rule] = RULES
 # --- helpers ------------------------------------------------------------------------------------
 
 
+def is_grant(type_: str) -> bool:
+    """Whether a resource grants a role: an IAM member, binding or policy (not a custom role: it only defines
+    one), or a dataset's access entry."""
+    return ("IAM" in type_.upper() and type_ != CUSTOM_ROLE) or type_ == DATASET_ACCESS
+
+
 def _roles(type_: str, inputs: Inputs) -> Iterable[str]:
-    """Every role an IAM resource grants: members and bindings carry `role`, policies `policyData`."""
-    if "IAM" not in type_.upper():
+    """Every role a grant gives: members, bindings and access entries carry `role`, policies `policyData`.
+
+    An access entry's basic dataset role (`WRITER`) is read as the predefined role it is (dataEditor).
+    """
+    if not is_grant(type_):
         return
-    if isinstance(inputs.get("role"), str):
-        yield inputs["role"]
+    if isinstance(role := inputs.get("role"), str):
+        yield DATASET_BASIC_ROLES.get(role, role) if type_ == DATASET_ACCESS else role
     yield from (b.get("role", "") for b in _bindings(inputs))
 
 
 def _members(inputs: Inputs) -> list[str]:
-    """The members an IAM resource grants to (`member`, `members`, or a policy's bindings)."""
+    """The members a grant gives to (`member`, `members`, a policy's bindings, or an access entry's member)."""
     if isinstance(inputs.get("member"), str):
         return [inputs["member"]]
     members = [m for m in inputs.get("members") or [] if isinstance(m, str)]
     members += [m for b in _bindings(inputs) for m in b.get("members", []) if isinstance(m, str)]
+    return members + _access_entry_members(inputs)
+
+
+def _access_entry_members(inputs: Inputs) -> list[str]:
+    """A dataset access entry's member as an IAM member (`userByEmail`: a user or a service account; a special
+    group as `specialGroup:<name>`)."""
+    members = [str(inputs["iamMember"])] if isinstance(inputs.get("iamMember"), str) else []
+    if isinstance(email := inputs.get("userByEmail"), str):
+        members.append(f"{'serviceAccount' if email.endswith('.gserviceaccount.com') else 'user'}:{email}")
+    members += [f"{kind}{inputs[key]}" for key, kind in ACCESS_ENTRY_MEMBERS.items() if isinstance(inputs.get(key), str)]
     return members
 
 

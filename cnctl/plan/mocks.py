@@ -181,6 +181,12 @@ class CloudMocks(pulumi.runtime.Mocks):
     def _account_iam_member(self, name: str, inputs: Mapping[str, Any]) -> tuple[str, State]:
         return f"{inputs['serviceAccountId']}/{inputs['role']}/{inputs['member']}", {"etag": "BwYmock="}
 
+    def _custom_role(self, name: str, inputs: Mapping[str, Any]) -> tuple[str, State]:
+        """A project custom role: its name is `projects/<project>/roles/<roleId>`, what a grant names it by."""
+        project, _ = self._scoped(inputs)
+        role = f"projects/{project}/roles/{inputs['roleId']}"
+        return role, {"name": role, "project": project}
+
     def _service_identity(self, name: str, inputs: Mapping[str, Any]) -> tuple[str, State]:
         """A Google service agent: `service-<project number>@gcp-sa-<api>.iam.gserviceaccount.com`."""
         project, _ = self._scoped(inputs)
@@ -276,6 +282,7 @@ _COMPUTED: dict[str, Callable[[CloudMocks, str, Mapping[str, Any]], tuple[str, S
     "gcp:bigquery/dataset:Dataset": CloudMocks._dataset,
     "gcp:bigquery/table:Table": CloudMocks._table,
     "gcp:bigquery/datasetIamMember:DatasetIamMember": CloudMocks._iam_member,
+    "gcp:projects/iAMCustomRole:IAMCustomRole": CloudMocks._custom_role,
     "gcp:projects/iAMMember:IAMMember": CloudMocks._iam_member,
     "gcp:serviceaccount/iAMMember:IAMMember": CloudMocks._account_iam_member,
     "gcp:projects/serviceIdentity:ServiceIdentity": CloudMocks._service_identity,

@@ -22,6 +22,7 @@ TABLE = "gcp:bigquery/table:Table"
 PROJECT_MEMBER = "gcp:projects/iAMMember:IAMMember"
 BUCKET_MEMBER = "gcp:storage/bucketIAMMember:BucketIAMMember"
 DATASET_MEMBER = "gcp:bigquery/datasetIamMember:DatasetIamMember"
+DATASET_ACCESS = "gcp:bigquery/datasetAccess:DatasetAccess"
 TABLE_MEMBER = "gcp:bigquery/iamMember:IamMember"
 ACCOUNT_MEMBER = "gcp:serviceaccount/iAMMember:IAMMember"
 PROJECT_ITEM = "gcp:compute/projectMetadataItem:ProjectMetadataItem"
@@ -107,7 +108,12 @@ GOOD: list[tuple[str, str, dict[str, Any]]] = [
     (TRANSFER, "load", {"dataSourceId": "google_cloud_storage", "serviceAccountName": LOAD_EMAIL, "location": "europe-west4",
                         "params": {"data_path_template": f"gs://{RESULTS}/detections/tf/*.ndjson"}}),
     (BUCKET_MEMBER, "load-reads", {"bucket": RESULTS, "role": "roles/storage.objectViewer", "member": LOAD}),
-    (DATASET_MEMBER, "rows", {"datasetId": "d", "role": "roles/bigquery.dataEditor", "member": LOAD}),
+    # on the dataset, as access entries: WRITER (dataEditor) and the custom role of what a transfer's account needs
+    (DATASET_ACCESS, "rows", {"datasetId": "d", "role": "WRITER", "userByEmail": LOAD_EMAIL}),
+    (CUSTOM_ROLE, "transfer-dataset", {"project": "p", "roleId": "cn_prod_load_dataset",
+                                       "permissions": ["bigquery.datasets.get", "bigquery.datasets.update"]}),
+    (DATASET_ACCESS, "dataset-update", {"datasetId": "d", "role": "projects/p/roles/cn_prod_load_dataset",
+                                        "userByEmail": LOAD_EMAIL}),
     (PROJECT_MEMBER, "jobs", {"project": "p", "role": "roles/bigquery.jobUser", "member": LOAD}),
     (ACCOUNT_MEMBER, "agent", {"serviceAccountId": f"projects/p/serviceAccounts/{LOAD_EMAIL}",
                                "role": "roles/iam.serviceAccountTokenCreator", "member": AGENT}),
@@ -280,6 +286,21 @@ BAD: list[Bad] = [
     Bad("detections-written-only-by-the-transfer", TABLE_MEMBER,
         {"datasetId": "d", "tableId": "t", "role": "projects/p/roles/inserter", "member": "user:someone@example.com"},
         base=INSERTER, why="a custom role the stack declares with tables.updateData writes rows too"),
+    # a dataset's access entry is a grant too, its basic role the predefined one, its member by kind
+    Bad("detections-written-only-by-the-transfer", DATASET_ACCESS,
+        {"datasetId": "d", "role": "WRITER", "userByEmail": "analyst@example.com"}, why="WRITER is dataEditor"),
+    Bad("detections-written-only-by-the-transfer", DATASET_ACCESS,
+        {"datasetId": "d", "role": "roles/bigquery.dataOwner", "groupByEmail": "analysts@example.com"}),
+    Bad("detections-written-only-by-the-transfer", DATASET_ACCESS,
+        {"datasetId": "d", "role": "projects/p/roles/cn_prod_load_dataset", "userByEmail": VM_EMAIL},
+        why="the transfer's custom role (datasets.update) to anyone else"),
+    Bad("uploaders-hold-no-bigquery-roles", DATASET_ACCESS, {"datasetId": "d", "role": "READER", "userByEmail": VM_EMAIL},
+        why="READER is dataViewer, and the VMs upload"),
+    Bad("uploaders-hold-no-bigquery-roles", DATASET_ACCESS, {"datasetId": "d", "role": "roles/bigquery.dataViewer",
+                                                            "iamMember": EDGE}),
+    Bad("no-primitive-roles", DATASET_ACCESS, {"datasetId": "d", "role": "roles/editor", "userByEmail": LOAD_EMAIL}),
+    Bad("no-default-compute-service-account", DATASET_ACCESS,
+        {"datasetId": "d", "role": "READER", "userByEmail": "1-compute@developer.gserviceaccount.com"}),
     Bad("uploaders-hold-no-bigquery-roles", PROJECT_MEMBER, {"project": "p", "role": "roles/bigquery.jobUser", "member": EDGE}),
     Bad("uploaders-hold-no-bigquery-roles", DATASET_MEMBER, {"datasetId": "d", "role": "roles/bigquery.dataViewer", "member": VM},
         why="the VMs upload through the same uploader"),
@@ -373,6 +394,7 @@ ALSO_GOOD: list[tuple[tuple[tuple[str, str, dict[str, Any]], ...], str, dict[str
     (tuple(GOOD), PROJECT_ITEM, {"key": "enable-oslogin", "value": "TRUE"}),
     (tuple(GOOD), DATASET_MEMBER, {"datasetId": "d", "role": "roles/bigquery.dataViewer",
                                    "member": "group:analysts@example.com"}),  # reading is not writing, nor an uploader
+    (tuple(GOOD), DATASET_ACCESS, {"datasetId": "d", "role": "READER", "groupByEmail": "analysts@example.com"}),
     (tuple(GOOD), BUCKET_MEMBER, {"bucket": RESULTS, "role": "roles/storage.objectViewer", "member": VM}),
     (INSERTER, TABLE_MEMBER, {"datasetId": "d", "tableId": "t", "role": "projects/p/roles/inserter", "member": LOAD}),
     (INSERTER, TABLE_MEMBER, {"datasetId": "d", "tableId": "t", "role": "projects/p/roles/reader",

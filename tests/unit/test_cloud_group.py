@@ -18,6 +18,7 @@ from cnctl.config import load_stack
 from cnctl.config.schema import WorkerGroup
 from cnctl.plan import Plan, plan_stack
 from cnctl.plan.mocks import project_number
+from tests.unit.plan_queries import grants as plan_grants
 from tests.unit.plan_queries import of_type, one
 from tests.unit.stack_variants import stack_variant
 from tests.unit.test_cloud_startup import script_values
@@ -48,6 +49,7 @@ SCOPES = {
     "gcp:storage/bucketIAMMember:BucketIAMMember": "bucket",
     "gcp:projects/iAMMember:IAMMember": "project",
     "gcp:bigquery/datasetIamMember:DatasetIamMember": "datasetId",
+    "gcp:bigquery/datasetAccess:DatasetAccess": "datasetId",
     "gcp:serviceaccount/iAMMember:IAMMember": "serviceAccountId",
     "gcp:pubsub/topicIAMMember:TopicIAMMember": "topic",
     "gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember": "subscription",
@@ -333,11 +335,8 @@ def test_the_queue_api_is_enabled_only_for_a_group(plan: Plan, dev: Plan) -> Non
 
 
 def grants(plan: Plan) -> set[tuple[str, str, str]]:
-    return {
-        (r.inputs["role"], r.inputs["member"], f"{SCOPES[r.type]}:{r.inputs[SCOPES[r.type]]}")
-        for r in plan.resources
-        if r.type in SCOPES
-    }
+    """(role, member, scope) of every grant in the plan."""
+    return plan_grants(plan, SCOPES)
 
 
 def test_every_grant_exactly(plan: Plan) -> None:
@@ -359,7 +358,8 @@ def test_every_grant_exactly(plan: Plan) -> None:
         ("roles/storage.objectCreator", EDGE, f"bucket:{IMAGES}"),
         ("roles/storage.objectCreator", EDGE, "bucket:my-circularnet-dev-group-results"),
         ("roles/storage.objectViewer", LOAD, "bucket:my-circularnet-dev-group-results"),
-        ("roles/bigquery.dataEditor", LOAD, "datasetId:circularnet_dev_group"),
+        ("WRITER", LOAD, "datasetId:circularnet_dev_group"),
+        (f"projects/{PROJECT}/roles/cn_dev_group_load_dataset", LOAD, "datasetId:circularnet_dev_group"),
         ("roles/bigquery.jobUser", LOAD, f"project:{PROJECT}"),
         ("roles/iam.serviceAccountTokenCreator", TRANSFER_AGENT,
          f"serviceAccountId:projects/{PROJECT}/serviceAccounts/cn-dev-group-load@{PROJECT}.iam.gserviceaccount.com"),

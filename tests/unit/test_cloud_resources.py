@@ -15,6 +15,7 @@ import pytest
 from cnctl.catalog import catalog
 from cnctl.plan import Plan, plan_stack
 from cnctl.plan.mocks import project_number
+from tests.unit.plan_queries import grants as plan_grants
 from tests.unit.plan_queries import of_type, one
 from tests.unit.stack_variants import stack_variant
 
@@ -27,6 +28,7 @@ IAM_TYPES = {
     "gcp:storage/bucketIAMMember:BucketIAMMember": "bucket",
     "gcp:serviceaccount/iAMMember:IAMMember": "serviceAccountId",
     "gcp:bigquery/datasetIamMember:DatasetIamMember": "datasetId",
+    "gcp:bigquery/datasetAccess:DatasetAccess": "datasetId",
     "gcp:projects/iAMMember:IAMMember": "project",
     "gcp:bigquery/iamMember:IamMember": "tableId",
 }
@@ -297,12 +299,8 @@ def test_deletion_protection_prod_vs_dev(dev: Plan, prod: Plan) -> None:
 
 
 def grants(plan: Plan) -> set[tuple[str, str, str]]:
-    """(role, member, scope) of every IAM grant in the plan."""
-    return {
-        (r.inputs["role"], r.inputs["member"], f"{IAM_TYPES[r.type]}:{r.inputs[IAM_TYPES[r.type]]}")
-        for r in plan.resources
-        if r.type in IAM_TYPES
-    }
+    """(role, member, scope) of every grant in the plan."""
+    return plan_grants(plan, IAM_TYPES)
 
 
 def test_every_grant_exactly(dev: Plan) -> None:
@@ -323,7 +321,8 @@ def test_every_grant_exactly(dev: Plan) -> None:
         ("roles/storage.objectCreator", edge, "bucket:my-circularnet-dev-results"),
         # the transfer reads the results bucket and alone writes the dataset
         ("roles/storage.objectViewer", load, "bucket:my-circularnet-dev-results"),
-        ("roles/bigquery.dataEditor", load, "datasetId:circularnet_dev"),
+        ("WRITER", load, "datasetId:circularnet_dev"),  # dataEditor, as the dataset's access entry names it
+        ("projects/my-circularnet-dev/roles/cn_dev_load_dataset", load, "datasetId:circularnet_dev"),
         ("roles/bigquery.jobUser", load, "project:my-circularnet-dev"),
         # the Data Transfer Service's agent may mint the transfer account's tokens, and no other's
         (

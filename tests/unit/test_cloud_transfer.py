@@ -20,13 +20,17 @@ from cnctl.config import load_stack
 from cnctl.config.errors import StackConfigError
 from cnctl.config.schema import Analytics
 from cnctl.plan import Plan, plan_stack
+from cnctl.plan.guardrails import is_grant
 from cnctl.plan.mocks import project_number
-from tests.unit.plan_queries import of_type
+from tests.unit.plan_queries import grantee, of_type
 from tests.unit.stack_variants import stack_variant
 
 TRANSFER = "gcp:bigquery/dataTransferConfig:DataTransferConfig"
 TABLE = "gcp:bigquery/table:Table"
+ACCESS = "gcp:bigquery/datasetAccess:DatasetAccess"
+CUSTOM_ROLE = "gcp:projects/iAMCustomRole:IAMCustomRole"
 LOAD = "cn-dev-load@my-circularnet-dev.iam.gserviceaccount.com"
+DATASET_ROLE = "projects/my-circularnet-dev/roles/cn_dev_load_dataset"
 
 @pytest.fixture(scope="module")
 def dev() -> Plan:
@@ -89,13 +93,12 @@ def test_a_line_of_the_generation_fits_its_table(dev: Plan) -> None:
 def test_the_transfer_runs_as_its_own_least_privilege_account(dev: Plan) -> None:
     member = f"serviceAccount:{LOAD}"
     grants = sorted(
-        (r.type.split(":")[-1], r.inputs["role"])
-        for r in dev.resources
-        if "IAM" in r.type.upper() and r.inputs.get("member") == member
+        (r.type.split(":")[-1], r.inputs["role"]) for r in dev.resources if is_grant(r.type) and grantee(r.inputs) == member
     )
     assert grants == [
         ("BucketIAMMember", "roles/storage.objectViewer"),
-        ("DatasetIamMember", "roles/bigquery.dataEditor"),
+        ("DatasetAccess", "WRITER"),  # dataEditor
+        ("DatasetAccess", DATASET_ROLE),
         ("IAMMember", "roles/bigquery.jobUser"),
     ]
     bucket_grant = next(r for r in dev.resources if r.name == "cn-dev-load-storage.objectViewer-results")
@@ -115,12 +118,42 @@ def test_the_transfer_runs_as_its_own_least_privilege_account(dev: Plan) -> None
 
 def test_only_the_transfer_writes_bigquery(dev: Plan) -> None:
     members = {
-        r.inputs["member"]
+        grantee(r.inputs)
         for r in dev.resources
-        if "IAM" in r.type.upper() and str(r.inputs.get("role", "")).startswith("roles/bigquery.")
+        if is_grant(r.type) and (r.type == ACCESS or str(r.inputs.get("role", "")).startswith("roles/bigquery."))
     }
     assert members == {f"serviceAccount:{LOAD}"}
     assert dev.violations == ()
+
+
+@pytest.mark.parametrize("stack", ["dev", "dev-group", "prod"])
+def test_the_transfer_account_may_update_its_dataset_as_googles_doc_requires(stack: str) -> None:
+    """cloud.google.com/bigquery/docs/use-service-accounts: a transfer's account needs bigquery.datasets.get and
+    bigquery.datasets.update on the target dataset. A custom role of exactly those, granted on that dataset only
+    (dataOwner, the narrowest predefined role with update, could also delete the dataset)."""
+    plan = plan_stack(stack)
+    project, dataset = plan.outputs["project"], plan.outputs["datasetId"]
+    role_id = f"cn_{stack.replace('-', '_')}_load_dataset"
+    [role] = of_type(plan, CUSTOM_ROLE).values()
+    assert (role["roleId"], role["project"]) == (role_id, project)
+    assert sorted(role["permissions"]) == ["bigquery.datasets.get", "bigquery.datasets.update"]
+    granted = [r.inputs for r in plan.resources if is_grant(r.type) and r.inputs.get("role") == f"projects/{project}/roles/{role_id}"]
+    load = f"cn-{stack}-load@{project}.iam.gserviceaccount.com"
+    assert [(g.get("datasetId"), grantee(g)) for g in granted] == [(dataset, f"serviceAccount:{load}")]
+    assert plan.violations == ()
+
+
+@pytest.mark.parametrize("stack", ["dev", "dev-group", "prod"])
+def test_dataset_grants_are_access_entries_that_leave_other_entries_alone(stack: str) -> None:
+    """pulumi-gcp's dataset IAM resources rewrite the dataset's access list as an IAM policy, which drops authorized
+    views made outside the stack; a DatasetAccess adds its one entry. Roles in the form the API returns (WRITER):
+    `roles/bigquery.dataEditor` would come back as WRITER, a diff on every refresh, and a replacement."""
+    plan = plan_stack(stack)
+    assert not [r.name for r in plan.resources if r.type.startswith("gcp:bigquery/datasetIam")]
+    entries = of_type(plan, ACCESS)
+    roles = {e["role"].rsplit("/", 1)[-1] for e in entries.values()}
+    assert roles == {"WRITER", f"cn_{stack.replace('-', '_')}_load_dataset"}
+    assert all(not e["role"].startswith("roles/") and e["datasetId"] == plan.outputs["datasetId"] for e in entries.values())
 
 
 def test_the_schedule_follows_the_stack(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from cnctl.cli.main import app
 from cnctl.config import StackConfigError, from_pulumi_config, load_stack, stack_path
 from cnctl.config.bundle_checks import PLACEHOLDER_SIGNER_KEY
+from cnctl.plan.engine import in_fresh_runtime
 from tests.unit.stack_variants import stack_variant
 from tests.unit.test_loader_parity import _NoResources
 from tests.unit.test_schema import ED25519
@@ -102,9 +103,10 @@ def test_every_example_with_a_placeholder_still_plans_only_the_group_one_is_refu
 @pytest.mark.parametrize(("preview", "refused"), [(True, False), (False, True)], ids=["pulumi-preview", "pulumi-up"])
 def test_the_pulumi_program_refuses_the_placeholder_under_up_only(preview: bool, refused: bool) -> None:
     document = yaml.safe_load(stack_path("dev-group").read_text())
-    pulumi.runtime.set_all_config({key: json.dumps(value) for key, value in document["config"].items()})
-    pulumi.runtime.set_mocks(_NoResources(), project="circularnet", stack="dev-group", preview=preview)
-    try:
+
+    def program(_: object) -> None:  # in a fresh runtime of its own, as `pulumi preview|up` runs the program
+        pulumi.runtime.set_all_config({key: json.dumps(value) for key, value in document["config"].items()})
+        pulumi.runtime.set_mocks(_NoResources(), project="circularnet", stack="dev-group", preview=preview)
         if not refused:
             assert from_pulumi_config() == load_stack("dev-group")
             return
@@ -113,8 +115,8 @@ def test_the_pulumi_program_refuses_the_placeholder_under_up_only(preview: bool,
         assert isinstance(caught.value, pulumi.RunError)
         [problem] = caught.value.problems
         assert str(problem).startswith(PLACEHOLDER_LINE)
-    finally:
-        pulumi.runtime.set_all_config({})
+
+    in_fresh_runtime(program)
 
 
 def test_cnctl_up_refuses_the_placeholder_before_planning_or_pulumi(monkeypatch: pytest.MonkeyPatch) -> None:
