@@ -19,7 +19,8 @@ still being written: never read. Oldest first (mtime, then name). A local file i
 store confirmed its object, so nothing is lost offline or across a reboot.
 
 No duplicates, no bytes sent twice: object names are fixed by the producer (the same batch always has the
-same name) and every write is create-only. GCS: `if_generation_match=0`; S3: `If-None-Match: *` with
+same name) and every write is create-only (`WriteOnce`, the one copy of this rule: the bucket worker writes its
+results with it too). GCS: `if_generation_match=0`; S3: `If-None-Match: *` with
 Content-MD5. A create refused because the object exists means an earlier attempt stored it: the stored
 object's size and MD5 are compared with the local file, equal counts as `already_present` and the file is
 deleted; different content keeps the local file, is logged loudly and named in `last_error` (the rest of the
