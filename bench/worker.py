@@ -1,17 +1,22 @@
-"""Benchmark one bucket worker (issue 12): images per second from the images queue to result rows.
+"""Benchmark one bucket worker (issues 12, 21): images per second from the images queue to results in the bucket.
 
     .venv/bin/python bench/worker.py [--images 64,256] [--max-messages 64] [--json]
 
 The processes a worker VM of the group runs, on this machine's loopback: Google's Pub/Sub emulator (the queue;
 a real Pub/Sub server), the GCS emulator (STAND-IN for the images bucket), a real CPU Triton serving the
-sandbox's STAND-IN model from the site's wheelhouse, and `cnhost/bucket_worker.py` running the site's STAND-IN
+sandbox's STAND-IN model from the site's wheelhouse, `cnhost/bucket_worker.py` running the site's STAND-IN
 client (TF generation flags, 1024x1024x3 tensors derived from each frame's bytes) with the local stack's
-pipeline settings. For each count N, N frames of the site's replay footage are stored in the bucket and their
-OBJECT_FINALIZE notifications published at once (as Cloud Storage does on upload); the clock runs until the
-worker has acknowledged all N (each only after its rows were queued). Reported: seconds, images/s, batches,
-rows, and the worker's acked/nacked counters. Not inside a sandbox host: the site has no Pub/Sub emulator, and
-the worker's work is the same process tree either way. Needs the machine's prerequisites (the Pub/Sub emulator
-package) and the site content in the cache (built on first use, as the tests build it).
+pipeline settings, and `cnhost/uploader.py` beside it (a worker VM runs both). For each count N, N frames of the
+site's replay footage are stored in the images bucket and their OBJECT_FINALIZE notifications published at once
+(as Cloud Storage does on upload); two clocks run: until the worker has acknowledged all N, and until all N
+results are objects in the results bucket (the GCS emulator, STAND-IN). Reported: seconds and images/s for each,
+batches, rows, and the worker's acked/nacked counters. A worker that acks only once the result is in the
+bucket has both clocks alike; one that acked rows still in its local queue (before issue 21) acked sooner,
+and its results reached the bucket when the uploader sent them. Run this script from another checkout's tree
+to measure that checkout's worker (it imports the worker and the tests' helpers from the tree it lies in). Not
+inside a sandbox host: the site has no Pub/Sub emulator, and the worker's work is the same process tree either
+way. Needs the machine's prerequisites (the Pub/Sub emulator package) and the site content in the cache (built
+on first use, as the tests build it).
 """
 
 from __future__ import annotations
@@ -100,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
                                   stdout=subprocess.DEVNULL, stderr=open(work / "worker.log", "wb"),  # noqa: SIM115
                                   start_new_session=True)
         site.procs.append(worker)  # stopped with its group by site.close
+        sender = subprocess.Popen([sys.executable, str(SCRIPT.with_name("uploader.py")), "run", "--config", str(settings)],
+                                  stdout=subprocess.DEVNULL, stderr=open(work / "uploader.log", "wb"),  # noqa: SIM115
+                                  start_new_session=True)
+        site.procs.append(sender)
+        results = site.storage.bucket(site.results_bucket)
         sent = 0
         for count in counts:
             say(f"{count} images: stored, then their notifications published at once")
@@ -109,18 +119,25 @@ def main(argv: list[str] | None = None) -> int:
                                                                                content_type="image/jpeg")
             before = site.state("worker")
             acked0, batches0, rows0 = (int(before.get(k, 0)) for k in ("acked", "batches", "rows"))
+            stored0 = sum(1 for _ in results.list_blobs(prefix="detections/"))
             started = time.monotonic()
             for name in names:
                 site.notify(name, site.generation(name))
-            while int(site.state("worker").get("acked", 0)) - acked0 < count:
-                if worker.poll() is not None:
-                    raise RuntimeError(f"the worker exited:\n{(work / 'worker.log').read_text()[-2000:]}")
+            acked_s = stored_s = None
+            while acked_s is None or stored_s is None:
+                for proc, what in ((worker, "worker"), (sender, "uploader")):
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"the {what} exited:\n{(work / f'{what}.log').read_text()[-2000:]}")
                 if time.monotonic() - started > TIMEOUT_S:
-                    raise RuntimeError(f"{count} images not acknowledged within {TIMEOUT_S} s")
+                    raise RuntimeError(f"{count} images not acknowledged and stored within {TIMEOUT_S} s")
                 time.sleep(0.2)
-            seconds = time.monotonic() - started
+                if acked_s is None and int(site.state("worker").get("acked", 0)) - acked0 >= count:
+                    acked_s = time.monotonic() - started
+                if stored_s is None and sum(1 for _ in results.list_blobs(prefix="detections/")) - stored0 >= count:
+                    stored_s = time.monotonic() - started
             state = site.state("worker")
-            rows_out.append({"images": count, "seconds": round(seconds, 1), "images_per_s": round(count / seconds, 2),
+            rows_out.append({"images": count, "acked_s": round(acked_s, 1), "acked_per_s": round(count / acked_s, 2),
+                             "stored_s": round(stored_s, 1), "stored_per_s": round(count / stored_s, 2),
                              "batches": int(state["batches"]) - batches0, "rows": int(state["rows"]) - rows0,
                              "acked": int(state["acked"]) - acked0, "nacked": int(state.get("nacked", 0))})
             sent += count
@@ -128,10 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"max_messages": max_messages, "runs": rows_out}, indent=2))
         return 0
     print(f"one bucket worker, max_messages {max_messages}, batch of {wants['cn_pipeline_batch_frames']} frames, CPU Triton")
-    print(f"{'images':>7} {'seconds':>8} {'images/s':>9} {'batches':>8} {'rows':>6} {'acked':>6} {'nacked':>7}")
+    print(f"{'images':>7} {'acked s':>8} {'acked/s':>8} {'stored s':>9} {'stored/s':>9} {'batches':>8} {'rows':>6} "
+          f"{'acked':>6} {'nacked':>7}")
     for r in rows_out:
-        print(f"{r['images']:>7} {r['seconds']:>8} {r['images_per_s']:>9} {r['batches']:>8} {r['rows']:>6} "
-              f"{r['acked']:>6} {r['nacked']:>7}")
+        print(f"{r['images']:>7} {r['acked_s']:>8} {r['acked_per_s']:>8} {r['stored_s']:>9} {r['stored_per_s']:>9} "
+              f"{r['batches']:>8} {r['rows']:>6} {r['acked']:>6} {r['nacked']:>7}")
     return 0
 
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Consume the images bucket: each new image, once, through the CircularNet client into the upload queue.
+"""Consume the images bucket: each new image, once, through the CircularNet client into the results bucket.
 
 Runs in the pipeline's venv (google-cloud-pubsub and google-cloud-storage: the catalog's `worker` and
 `uploader` wheels) as circularnet-worker.service on servers and cloud VMs whose input is the bucket
-(`pipeline.input: bucket`); it replaces the pipeline timer there, the uploader still sends the queue. Python 3.10+.
+(`pipeline.input: bucket`); it replaces the pipeline timer there. Python 3.10+.
 
     bucket_worker.py run|status --config /etc/circularnet/pipeline.json
 
@@ -11,40 +11,53 @@ Runs in the pipeline's venv (google-cloud-pubsub and google-cloud-storage: the c
 1. a streaming pull on `worker.subscription` (the OBJECT_FINALIZE notifications of storage.buckets.images, JSON
    API payload: attributes eventType, bucketId, objectId, objectGeneration), with flow control: at most
    `worker.max_messages` messages held at once. The client library keeps every held message leased: it
-   extends the ack deadline by `worker.lease_extension_seconds` at a time while the image waits or the client
-   runs, for up to `worker.max_lease_seconds` in all. So a dead worker's messages return to the subscription
-   within `lease_extension_seconds`, or within the stream's own ack deadline (60 s) when it dies right after the
-   delivery, before the first extension (the library's own choice, from its ack-latency histogram, left them
-   away for minutes on the emulator);
+   extends the ack deadline by `worker.lease_extension_seconds` at a time while the image waits, the client
+   runs or its result is written, for up to `worker.max_lease_seconds` in all. So a dead worker's messages
+   return to the subscription within `lease_extension_seconds`, or within the stream's own ack deadline (60 s)
+   when it dies right after the delivery, before the first extension (the library's own choice, from its
+   ack-latency histogram, left them away for minutes on the emulator);
 2. each message's object is downloaded at its generation into the spool under its own (upstream) name, through
    a dot-named temporary file renamed into place. Other event types, other buckets and objects that are not
    JPEG images are acknowledged and counted as `skipped`; an object deleted since is acknowledged as `gone`;
    a failed download is nacked (Pub/Sub redelivers it);
 3. the main loop takes what was fetched, up to `batch_frames` images or what arrived within
    `worker.batch_seconds` of the first, and runs the client over them as one batch (pipeline_run.py's
-   `run_client`, the same flags and Triton); the rows are split per image and each image's rows are renamed
-   into the upload queue as `results/detections/<generation>/<device>/<YYYYMMDD>/<stem>--<stem>.ndjson`
-   (`<device>`: the prefix of the upstream frame name, else `bucket`);
-4. only then are that batch's messages acknowledged. A batch the client fails is deleted here and every message
-   of it nacked: Pub/Sub counts the attempt (`delivery_attempt`, logged) and redelivers it, to any worker;
-   after the subscription's `maxDeliveryAttempts` Pub/Sub itself moves it to the dead-letter topic.
+   `run_client`, the same flags and Triton); the rows are split per image;
+4. each image's rows are written to the results bucket (storage.buckets.results) as the object
+   `detections/<generation>/<device>/<YYYYMMDD>/<stem>--<stem>.ndjson` (`<device>`: the prefix of the
+   upstream frame name, else `bucket`; the name the upload queue's `results/...` file had before), create-only,
+   through the uploader's `WriteOnce`, up to UPLOAD_THREADS side by side. A name already taken by the same
+   bytes counts `already_present` (a redelivery); by other bytes it is a conflict, said in one line;
+5. only then is each image's message acknowledged: once its object is confirmed in the bucket (or the image
+   had no rows). An image whose write failed (the store unreachable, a refusal, a conflict) is nacked, and so
+   is every message of a batch the client failed: Pub/Sub counts the attempt (`delivery_attempt`, logged) and
+   redelivers it, to any worker; after the subscription's `maxDeliveryAttempts` Pub/Sub itself moves it to the
+   dead-letter topic.
 
-Why this is the design ("a worker killed mid-image loses nothing"): a message is acknowledged by the process
-that wrote its result into the queue, after the rename, and by nothing else; the timer's runner does not run on
-a bucket-input host, so no other process takes frames from this spool. Killed at any earlier point (download,
-client, splitting), the process acknowledged nothing of the batch: its leases lapse within the ack deadline
-and Pub/Sub redelivers every message to another worker (or to this one after its restart, which first empties
-the spool and the work directory it left, since their messages come back). Killed between the rename and the
-ack, the message comes back although its result is queued: the redelivery produces the same object name (an
-image's result is named by the image alone, never by the batch it happened to share), so the queue holds one
-file and the uploader's create-only write stores one object (a second worker's identical result is counted
-`already_present`). Processing is at least once; results land exactly once.
+Why this is the design ("a worker lost at any moment loses nothing"): a message is acknowledged only after its
+result is in the results bucket, by the process that wrote it. Nothing the worker keeps on its own disk matters
+after an ack, so a VM whose boot disk goes with it (Spot preemption, scale-in, autohealing, a rolling replace)
+loses no result. Killed before the write, the process acknowledged nothing of the batch: its leases lapse within
+the ack deadline and Pub/Sub redelivers every message to another worker (or to this one after its restart, which
+first empties the spool and the work directory it left, since their messages come back). Killed between the
+write and the ack, the message comes back although its result is stored: the redelivery produces the same
+object name (an image's result is named by the image alone, never by the batch it happened to share), the
+create-only write finds it and compares (`already_present`). Processing is at least once; results land exactly
+once. The local upload queue has no part in it: the worker never writes to it (the uploader still runs on such
+a host, as on every host, and sends what an older worker left queued).
 
-SIGTERM (or SIGINT): stop pulling, finish the batch under way, nack what waits (redelivered at once), exit 0.
+SIGTERM (or SIGINT), e.g. systemd stopping the unit as GCE shuts the VM down: stop taking work (a message that
+arrives now is nacked), finish the batch in hand (client, writes, acks) within `worker.stop_seconds`, nack what
+waits and what did not make it (the client is stopped when STOP_SETTLE_SECONDS of the budget are left, a write
+not confirmed when the budget is over counts as failed), exit 0. The budget and the unit's TimeoutStopSec fit
+inside the ~30 s GCE gives a Spot VM between the preemption notice and the hard stop
+(https://cloud.google.com/compute/docs/instances/spot); a standard VM that is stopped or deleted (a group's
+scale-in, autohealing, a rolling replace) gets 90 s (https://cloud.google.com/compute/docs/shutdownscript).
 
 State: `<state>/worker.json` {updated, started, received, images, batches, rows, skipped, gone,
-download_failures, failed_batches, acked, nacked, last_ok, last_error, last_delivery_attempt} (counters
-cumulative), read by the health report; one journal line per batch, skip and failure.
+download_failures, failed_batches, uploaded, already_present, failed_uploads, acked, nacked, last_ok,
+last_error, last_delivery_attempt} (counters cumulative), read by the health report; one journal line per batch,
+skip and failure.
 Exit: 0 stopped, 2 bad settings or credentials (the line says which and the fix), 1 the subscription failed
 (systemd restarts the unit).
 """
@@ -52,6 +65,8 @@ Exit: 0 stopped, 2 bad settings or credentials (the line says which and the fix)
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import json
 import os
 import queue
@@ -74,9 +89,11 @@ FINALIZE = "OBJECT_FINALIZE"
 IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.(jpe?g|JPE?G)$")
 DEVICE = re.compile(r"^(.+?)_\d{8}_\d{8}$")  # upstream: <device>_<YYYYMMDD>_<HHMMSSxx>
 COUNTERS = ("received", "images", "batches", "rows", "skipped", "gone", "download_failures", "failed_batches",
-            "acked", "nacked")
+            "uploaded", "already_present", "failed_uploads", "acked", "nacked")
 DEFAULTS: dict[str, Any] = {"max_messages": 64, "max_lease_seconds": 1800, "lease_extension_seconds": 60,
-                            "batch_seconds": 2.0}
+                            "batch_seconds": 2.0, "stop_seconds": 20}
+UPLOAD_THREADS = 8  # a batch's results written side by side: one round trip to the store per batch, not per image
+STOP_SETTLE_SECONDS = 5  # of the stop budget, kept for the writes and the acks: the client is stopped before
 
 
 def log(message: str) -> None:
@@ -113,20 +130,24 @@ def load_settings(path: Path) -> dict[str, Any]:
     if storage.get("kind") != "gcs":
         problems.append(f"storage.kind is {storage.get('kind')!r}: bucket input reads a Cloud Storage bucket's "
                         "notifications (storage.kind gcs), or use input spool")
-    if not (storage.get("buckets") or {}).get("images"):
-        problems.append("storage.buckets.images is missing")
+    for role in ("images", "results"):
+        if not (storage.get("buckets") or {}).get(role):
+            problems.append(f"storage.buckets.{role} is missing")
     merged = {**DEFAULTS, **{k: v for k, v in worker.items() if v is not None}}
     try:
         merged["max_messages"] = int(merged["max_messages"])
         merged["max_lease_seconds"] = int(merged["max_lease_seconds"])
         merged["lease_extension_seconds"] = int(merged["lease_extension_seconds"])
         merged["batch_seconds"] = float(merged["batch_seconds"])
+        merged["stop_seconds"] = float(merged["stop_seconds"])
         if (merged["max_messages"] < 1 or not 10 <= merged["lease_extension_seconds"] <= 600
-                or merged["max_lease_seconds"] < merged["lease_extension_seconds"] or merged["batch_seconds"] <= 0):
+                or merged["max_lease_seconds"] < merged["lease_extension_seconds"] or merged["batch_seconds"] <= 0
+                or merged["stop_seconds"] <= 0):
             raise ValueError
     except (TypeError, ValueError):
         problems.append("worker.max_messages >= 1, 10 <= worker.lease_extension_seconds <= 600, "
-                        "worker.max_lease_seconds >= lease_extension_seconds and worker.batch_seconds > 0 must be numbers")
+                        "worker.max_lease_seconds >= lease_extension_seconds, worker.batch_seconds > 0 and "
+                        "worker.stop_seconds > 0 must be numbers")
     if problems:
         raise UsageError(f"{path}: " + "; ".join(problems))
     return {**pipeline_run.DEFAULTS, **data, "worker": merged, "config": str(path)}
@@ -179,11 +200,12 @@ class State:
 # --- one image, one batch -------------------------------------------------------------------------------------
 
 
-def result_name(frame: str, generation: str) -> str:
-    """The queue path of one image's rows: named by the image alone, so a redelivery yields the same name."""
+def result_key(frame: str, generation: str) -> str:
+    """The results bucket's object of one image's rows: named by the image alone, so a redelivery yields the
+    same name (the name its `results/...` file in the upload queue was sent under before this worker wrote it)."""
     stem = Path(frame).stem
     device = DEVICE.match(stem)
-    return (f"results/detections/{generation}/{device.group(1) if device else 'bucket'}/"
+    return (f"detections/{generation}/{device.group(1) if device else 'bucket'}/"
             f"{pipeline_run.day_of(stem)}/{stem}--{stem}.ndjson")
 
 
@@ -201,6 +223,41 @@ def split_rows(results: Path, frames: list[str]) -> dict[str, list[str]]:
             raise ValueError(f"{results} line {number}: image_name {name!r} is no image of the batch")
         by_frame[name].append(line)
     return by_frame
+
+
+def in_parallel(jobs: dict[str, Callable[[], str]], threads: int, give_up: Callable[[], bool]) -> dict[str, Any]:
+    """Each job's outcome by name (what it returned, or the Exception it raised), on at most `threads` threads.
+    A job not finished when `give_up()` turns true is left out and no further job starts; the threads are daemons,
+    so a stop never waits for a store that hangs past the stop budget (an object that lands later is found by
+    the redelivery's create-only write)."""
+    todo: queue.SimpleQueue[tuple[str, Callable[[], str]]] = queue.SimpleQueue()
+    for item in jobs.items():
+        todo.put(item)
+    done: dict[str, Any] = {}
+    finished = threading.Condition()
+    abandoned = threading.Event()
+
+    def work() -> None:
+        while not abandoned.is_set():
+            try:
+                name, job = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                outcome: Any = job()
+            except Exception as exc:  # noqa: BLE001 - the caller says what failed, per job
+                outcome = exc
+            with finished:
+                done[name] = outcome
+                finished.notify()
+
+    for _ in range(min(threads, len(jobs))):
+        threading.Thread(target=work, daemon=True).start()
+    with finished:
+        while len(done) < len(jobs) and not give_up():
+            finished.wait(0.2)
+        abandoned.set()
+        return dict(done)
 
 
 class Held:
@@ -226,21 +283,65 @@ class Held:
 
 
 class Worker:
-    def __init__(self, settings: dict[str, Any], storage_client: Any, subscriber: Any) -> None:
+    def __init__(self, settings: dict[str, Any], store: uploader.GcsStore, subscriber: Any) -> None:
         self.settings = settings
         self.worker = settings["worker"]
-        self.storage = storage_client
+        self.storage = store.client()
+        self.writer = uploader.WriteOnce(store, str(settings["host"]), probe=bool(settings["storage"].get("endpoint")))
         self.subscriber = subscriber
         self.images_bucket = settings["storage"]["buckets"]["images"]
+        self.results_bucket = settings["storage"]["buckets"]["results"]
         self.spool = Path(settings["spool"])
         self.work = Path(settings["work"])
-        self.queue = Path(settings["queue"])
         self.state = State(Path(settings["state"]))
         self.held = Held()
         self.stopping = threading.Event()
+        self.stop_at = 0.0  # time.monotonic() of the stop request
+        self.deferred: list[Any] = []  # messages given back while stopping: nacked once the stream is closed
+        self.deferred_lock = threading.Lock()
         from google.api_core import exceptions as api  # the venv's; imported here so `status` needs none
 
         self.api = api
+
+    # -- stopping
+
+    def stop(self) -> None:
+        """SIGTERM/SIGINT: take no more work; the batch in hand has `worker.stop_seconds` from now."""
+        if not self.stopping.is_set():
+            self.stop_at = time.monotonic()
+            self.stopping.set()
+
+    def past_stop_budget(self, keep: float = 0.0) -> bool:
+        """Stopping, and less than `keep` seconds of the stop budget are left."""
+        return self.stopping.is_set() and time.monotonic() >= self.stop_at + float(self.worker["stop_seconds"]) - keep
+
+    def client_overdue(self) -> bool:
+        return self.past_stop_budget(keep=STOP_SETTLE_SECONDS)
+
+    def give_back(self, messages: list[Any]) -> None:
+        """Nack: back to Pub/Sub, for any worker. While stopping they wait until this worker's stream is closed
+        (`return_deferred`): nacked on the open stream they would come straight back to it, and one in flight
+        when it closes would stay away for a whole ack deadline."""
+        if self.stopping.is_set():
+            with self.deferred_lock:
+                self.deferred.extend(messages)
+            return
+        for message in messages:
+            message.nack()
+
+    def return_deferred(self) -> None:
+        """After the stream closed: the deferred nacks, by ack id (ModifyAckDeadline to 0 is the nack itself)."""
+        with self.deferred_lock:
+            ack_ids, self.deferred = [m.ack_id for m in self.deferred], []
+        for start in range(0, len(ack_ids), 1000):  # well inside the request size limit
+            try:
+                self.subscriber.modify_ack_deadline(request={
+                    "subscription": self.worker["subscription"], "ack_ids": ack_ids[start:start + 1000],
+                    "ack_deadline_seconds": 0}, timeout=5)
+            except Exception as exc:  # noqa: BLE001 - any failure: the leases lapse instead, nothing is lost
+                log(f"could not give back {len(ack_ids) - start} messages ({_first_line(exc)}): they return to the "
+                    "subscription when their leases lapse")
+                return
 
     # -- before the first message
 
@@ -266,6 +367,10 @@ class Worker:
         attrs = dict(message.attributes)
         self.state.count("received", last_delivery_attempt=message.delivery_attempt)
         bucket, name = attrs.get("bucketId", ""), attrs.get("objectId", "")
+        if self.stopping.is_set():  # stopping takes no work: given back once the stream is closed
+            self.give_back([message])
+            self.state.count("nacked")
+            return
         frame = name.rsplit("/", 1)[-1]
         why = self.skip_reason(attrs, frame)
         if why:
@@ -289,13 +394,12 @@ class Worker:
             return
         except Exception as exc:  # noqa: BLE001 - a store that is down raises many types: redeliver, say why
             settled = self.held.drop(frame)
-            for held in settled:
-                held.nack()
+            self.give_back(settled)
             self.state.bump({"nacked": len(settled), "download_failures": 1},
                             last_error=f"download of {bucket}/{name}: {_first_line(exc)}")
             log(f"download of {bucket}/{name} failed ({_first_line(exc)}); nacked (attempt {message.delivery_attempt})")
             return
-        self.held.ready.put(frame)
+        self.held.ready.put(frame)  # fetched while a stop began: the main thread gives it back
 
     def skip_reason(self, attrs: dict[str, str], frame: str) -> str:
         """Why a notification needs no result ("" when it does): another event, another bucket, not an image."""
@@ -339,55 +443,97 @@ class Worker:
         return frames
 
     def run_batch(self, frames: list[str]) -> bool:
-        """The client over `frames`, each image's rows into the queue, then their messages acknowledged."""
+        """The client over `frames`, each image's rows into the results bucket, then each image's messages
+        acknowledged once its object is confirmed there (nacked when not). True when every image was."""
         names = sorted(frames)
         batch = self.work / f"{Path(names[0]).stem}--{Path(names[-1]).stem}"
         shutil.rmtree(batch, ignore_errors=True)
         (batch / "frames").mkdir(parents=True)
         for name in names:
             os.replace(self.spool / name, batch / "frames" / name)
-        problem = pipeline_run.run_client(pipeline_run.Settings(self.settings), batch)
-        rows = 0
+        problem = pipeline_run.run_client(pipeline_run.Settings(self.settings), batch, give_up=self.client_overdue)
+        rows: dict[str, list[str]] = {}
         if problem is None:
             try:
-                by_frame = split_rows(batch / "out" / pipeline_run.RESULTS, names)
-                for name, lines in by_frame.items():
-                    if lines:
-                        part = batch / "out" / f"{name}.ndjson"
-                        part.write_text("\n".join(lines) + "\n", encoding="utf-8")
-                        pipeline_run.enqueue(part, self.queue / result_name(name, self.settings["generation"]))
-                        rows += len(lines)
+                rows = split_rows(batch / "out" / pipeline_run.RESULTS, names)
             except (ValueError, OSError) as exc:
                 problem = str(exc)
-        shutil.rmtree(batch, ignore_errors=True)
-        messages = [m for name in names for m in self.held.drop(name)]
+        messages = {name: self.held.drop(name) for name in names}
         if problem is not None:
-            attempts = [m.delivery_attempt for m in messages if m.delivery_attempt]
-            for message in messages:
-                message.nack()
-            self.state.bump({"nacked": len(messages), "failed_batches": 1}, last_error=f"batch {batch.name}: {problem}")
-            log(f"batch {batch.name} failed: {problem}; {len(messages)} messages nacked for redelivery "
-                f"(delivery attempt {max(attempts) if attempts else '?'}: the subscription's dead-letter policy "
-                "decides when to stop)")
+            shutil.rmtree(batch, ignore_errors=True)
+            self.failed_batch(batch.name, problem, [m for held in messages.values() for m in held])
             return False
-        for message in messages:
-            message.ack()
-        self.state.bump({"acked": len(messages), "images": len(names), "rows": rows, "batches": 1},
-                        last_ok=time.time(), last_error=None)
-        log(f"batch {batch.name}: {len(names)} images, {rows} rows queued, {len(messages)} messages acknowledged")
-        return True
+        outcomes = self.store_results(batch, {name: lines for name, lines in rows.items() if lines})
+        shutil.rmtree(batch, ignore_errors=True)
+        return self.settle(batch.name, messages, rows, outcomes)
+
+    def failed_batch(self, batch: str, problem: str, messages: list[Any]) -> None:
+        """The client failed the batch: every message back to Pub/Sub, which counts the attempt."""
+        attempts = [m.delivery_attempt for m in messages if m.delivery_attempt]
+        self.give_back(messages)
+        self.state.bump({"nacked": len(messages), "failed_batches": 1}, last_error=f"batch {batch}: {problem}")
+        log(f"batch {batch} failed: {problem}; {len(messages)} messages nacked for redelivery "
+            f"(delivery attempt {max(attempts) if attempts else '?'}: the subscription's dead-letter policy "
+            "decides when to stop)")
+
+    def store_results(self, batch: Path, rows: dict[str, list[str]]) -> dict[str, Any]:
+        """Each image's rows as its object in the results bucket, create-only, side by side -> by image:
+        'uploaded', 'already_present', or the Exception (StoreError, Differs) that kept it out; an image left
+        out when the stop budget ran out is absent."""
+        jobs: dict[str, Callable[[], str]] = {}
+        for name, lines in rows.items():
+            part = batch / "out" / f"{name}.ndjson"
+            body = ("\n".join(lines) + "\n").encode("utf-8")
+            part.write_bytes(body)
+            key = result_key(name, self.settings["generation"])
+            md5 = hashlib.md5(body, usedforsecurity=False).digest()
+            jobs[name] = functools.partial(self.writer.put, self.results_bucket, key, part, len(body), md5,
+                                           f"gs://{self.results_bucket}/{key}")
+        return in_parallel(jobs, UPLOAD_THREADS, self.past_stop_budget) if jobs else {}
+
+    def settle(self, batch: str, messages: dict[str, list[Any]], rows: dict[str, list[str]],
+               outcomes: dict[str, Any]) -> bool:
+        """Ack the images whose result is in the bucket (or that had no rows), nack the rest; count; one line."""
+        stored = [name for name in messages if not rows.get(name) or outcomes.get(name) in ("uploaded", "already_present")]
+        failures = {name: outcomes.get(name) for name in messages if name not in stored}
+        for name in stored:
+            for message in messages[name]:
+                message.ack()
+        self.give_back([message for name, held in messages.items() if name not in stored for message in held])
+        acked = sum(len(messages[name]) for name in stored)
+        nacked = sum(len(held) for held in messages.values()) - acked
+        outcome_list = list(outcomes.values())
+        counts = {"acked": acked, "nacked": nacked, "images": len(stored), "batches": 1,
+                  "rows": sum(len(rows.get(name) or []) for name in stored),
+                  "uploaded": outcome_list.count("uploaded"), "already_present": outcome_list.count("already_present"),
+                  "failed_uploads": len(failures)}
+        if not failures:
+            self.state.bump(counts, last_ok=time.time(), last_error=None)
+            log(f"batch {batch}: {len(stored)} images, {counts['rows']} rows in gs://{self.results_bucket} "
+                f"({counts['uploaded']} written, {counts['already_present']} already there), {acked} messages acknowledged")
+            return True
+        why = "; ".join(sorted({_first_line(exc) if exc is not None else "not confirmed within the stop budget"
+                                for exc in failures.values()}))  # a store that is down: said once, not per image
+        self.state.bump(counts, last_error=f"batch {batch}: results not stored: {why}")
+        log(f"batch {batch}: {len(failures)} of {len(messages)} results not stored ({why}); their {nacked} messages "
+            f"nacked for redelivery, {acked} acknowledged")
+        return False
+
+    def release(self, frames: list[str]) -> None:
+        """Fetched images that will not be run here: back to Pub/Sub at once."""
+        for frame in frames:
+            (self.spool / frame).unlink(missing_ok=True)
+            given = self.held.drop(frame)
+            self.give_back(given)
+            self.state.count("nacked", len(given))
 
     def release_waiting(self) -> None:
         """On stop: every fetched image not yet in a batch goes back to Pub/Sub at once."""
         while True:
             try:
-                frame = self.held.ready.get_nowait()
+                self.release([self.held.ready.get_nowait()])
             except queue.Empty:
                 return
-            (self.spool / frame).unlink(missing_ok=True)
-            for message in self.held.drop(frame):
-                message.nack()
-                self.state.count("nacked")
 
     def run(self) -> int:
         from google.cloud import pubsub_v1
@@ -417,15 +563,22 @@ class Worker:
                     code = EXIT["usage"] if refused else EXIT["failed"]
                     break
                 frames = self.next_batch()
-                if frames:
+                if frames and self.stopping.is_set():
+                    self.release(frames)  # the stop came while the batch filled: start no client now
+                elif frames:
                     self.run_batch(frames)
         finally:
+            # the batch in hand is settled (its acks went out on the open stream); what waits is given back once
+            # the stream is closed, so it goes to other workers rather than straight back here
+            self.stop()
+            self.release_waiting()
             future.cancel()
             try:
-                future.result(timeout=30)
+                future.result(timeout=5)
             except Exception:  # noqa: BLE001, S110 - cancelled: the result is the cancellation itself
                 pass
-            self.release_waiting()
+            self.release_waiting()  # fetched while the stream closed
+            self.return_deferred()
             self.state.save()
         if code == EXIT["ok"]:
             log("stopped: unfinished images go back to the subscription")
@@ -439,26 +592,27 @@ def _first_line(exc: BaseException | None) -> str:
 # --- clients ------------------------------------------------------------------------------------------------
 
 
-def clients(settings: dict[str, Any]) -> tuple[Any, Any]:
-    """(storage client, subscriber): the uploader's GCS client for the same settings file (one copy of the
-    emulator / credentials file / host identity choice and of the 0600 rule), and a subscriber with the same
-    credentials (the Pub/Sub emulator through PUBSUB_EMULATOR_HOST, as the library reads it)."""
+def clients(settings: dict[str, Any]) -> tuple[uploader.GcsStore, Any]:
+    """(store, subscriber): the uploader's GCS store for the same settings file (one copy of the emulator /
+    credentials file / host identity choice, of the 0600 rule and of the create-only write), and a subscriber
+    with the same credentials (the Pub/Sub emulator through PUBSUB_EMULATOR_HOST, as the library reads it)."""
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
     from google.cloud import pubsub_v1
 
-    store = uploader.load_settings(Path(settings["config"]))
+    found = uploader.load_settings(Path(settings["config"]))
     try:
-        uploader.read_credentials(store.credentials)
-        storage_client = uploader.GcsStore(store, None).client()
+        store = uploader.GcsStore(found, uploader.read_credentials(found.credentials))
+        store.client()
     except (uploader.UsageError, uploader.StoreError) as exc:
         raise UsageError(str(exc)) from None
-    key = str(store.credentials) if store.credentials else None
+    key = str(found.credentials) if found.credentials else None
     subscriber = (pubsub_v1.SubscriberClient.from_service_account_file(key) if key and not os.environ.get(
         "PUBSUB_EMULATOR_HOST") else pubsub_v1.SubscriberClient())
-    return storage_client, subscriber
+    return store, subscriber
 
 
-def main(argv: list[str] | None = None, make_clients: Callable[[dict[str, Any]], tuple[Any, Any]] = clients) -> int:
+def main(argv: list[str] | None = None,
+         make_clients: Callable[[dict[str, Any]], tuple[uploader.GcsStore, Any]] = clients) -> int:
     parser = argparse.ArgumentParser(prog="bucket_worker.py", description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=("run", "status"))
     parser.add_argument("--config", default="/etc/circularnet/pipeline.json", help="the pipeline's settings file")
@@ -481,7 +635,7 @@ def main(argv: list[str] | None = None, make_clients: Callable[[dict[str, Any]],
         return EXIT["usage"]
 
     def stop(signum: int, _frame: object) -> None:
-        worker.stopping.set()
+        worker.stop()
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:

@@ -35,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -162,23 +163,38 @@ def client_argv(settings: Settings, batch: Path) -> list[str]:
             f"--input_directory={batch / 'frames'}", f"--output_directory={batch / 'out'}"]
 
 
-def run_client(settings: Settings, batch: Path) -> str | None:
-    """The client over one batch; None when it succeeded, else why not (its last words)."""
+def run_client(settings: Settings, batch: Path, give_up: Callable[[], bool] | None = None) -> str | None:
+    """The client over one batch; None when it succeeded, else why not (its last words).
+
+    `give_up` (the bucket worker's stop budget) is asked twice a second while the client runs: when it turns true
+    the client is killed, as at `client_timeout`, and the batch counts as failed."""
     shutil.rmtree(batch / "out", ignore_errors=True)
     (batch / "out").mkdir()
     env = {**os.environ, "CIRCULARNET_TRITON_URL": settings["triton_url"]}
     try:
-        done = subprocess.run(client_argv(settings, batch), env=env, capture_output=True, text=True,
-                              timeout=int(settings["client_timeout"]), check=False)
-    except subprocess.TimeoutExpired:
-        return f"the client ran over {settings['client_timeout']} s"
+        proc = subprocess.Popen(client_argv(settings, batch), env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
     except OSError as exc:
         return f"the client did not start ({exc})"
-    for line in done.stderr.splitlines()[-20:]:
+    deadline = time.monotonic() + int(settings["client_timeout"])
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            _, stderr = proc.communicate(timeout=max(0.0, min(left, 0.5) if give_up else left))
+            break
+        except subprocess.TimeoutExpired:  # retrying communicate() loses no output (the subprocess docs)
+            stopped = give_up is not None and give_up()
+            if not stopped and time.monotonic() < deadline:
+                continue
+            proc.kill()
+            proc.communicate()
+            return "the client was stopped: the worker is stopping" if stopped else \
+                f"the client ran over {settings['client_timeout']} s"
+    for line in stderr.splitlines()[-20:]:
         log(f"client: {line}")
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return f"the client exited {done.returncode}: {last}"
+    if proc.returncode != 0:
+        last = (stderr.strip().splitlines() or ["no output"])[-1]
+        return f"the client exited {proc.returncode}: {last}"
     return None
 
 

@@ -19,7 +19,8 @@ still being written: never read. Oldest first (mtime, then name). A local file i
 store confirmed its object, so nothing is lost offline or across a reboot.
 
 No duplicates, no bytes sent twice: object names are fixed by the producer (the same batch always has the
-same name) and every write is create-only. GCS: `if_generation_match=0`; S3: `If-None-Match: *` with
+same name) and every write is create-only (`WriteOnce`, the one copy of this rule: the bucket worker writes its
+results with it too). GCS: `if_generation_match=0`; S3: `If-None-Match: *` with
 Content-MD5. A create refused because the object exists means an earlier attempt stored it: the stored
 object's size and MD5 are compared with the local file, equal counts as `already_present` and the file is
 deleted; different content keeps the local file, is logged loudly and named in `last_error` (the rest of the
@@ -57,8 +58,10 @@ import random
 import signal
 import stat
 import sys
+import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -662,13 +665,100 @@ class Run:
     started: float = field(default_factory=time.monotonic)
 
 
+class WriteOnce:
+    """Whole objects stored once under names the producer fixed: the uploader's queue files and the bucket worker's
+    results (one copy of the rule for both; see the module docstring, "No duplicates").
+
+    Every write is create-only. A create refused because the name is taken compares the stored object's size and
+    MD5 with the local file: equal is `already_present`, different raises Differs. A store reached through an
+    endpoint is probed once (`probe`) for honouring create-only writes; if it does not (the GCS emulator), every
+    name is looked up before its write. Thread-safe: the worker writes a batch's results side by side.
+    """
+
+    def __init__(self, store: GcsStore | S3Store, host: str, probe: bool, run: Run | None = None) -> None:
+        self.store = store
+        self.host = host
+        self.conditional: bool | None = None if probe else True  # None: probe the store first
+        self.run = run if run is not None else Run()
+        self.lock = threading.RLock()  # the probe counts its requests under it
+
+    def count(self, requests: int = 0, sent: int = 0, resent: int = 0) -> None:
+        with self.lock:
+            self.run.requests += requests
+            self.run.sent_bytes += sent
+            self.run.resent_bytes += resent
+
+    def put(self, bucket: str, key: str, path: Path, size: int, md5: bytes, label: str, ask_first: bool = False,
+            before_write: Callable[[], None] | None = None) -> str:
+        """'uploaded' or 'already_present'; Differs (the name holds other content), StoreError (retry later).
+
+        `ask_first`: an earlier attempt may have landed (it failed mid-way), so look before writing again;
+        `before_write`: called just before the body goes on the wire (the uploader records the attempt)."""
+        with self.lock:
+            if self.conditional is None:
+                self.conditional = self._probe(bucket)
+        remote: Remote | None = None
+        if not self.conditional or ask_first:
+            try:
+                self.count(requests=1)
+                remote = self.store.stat(bucket, key)
+            except Unreadable:
+                remote = None
+        if remote is None:
+            if before_write is not None:
+                before_write()
+            self.count(requests=1, sent=size)
+            try:
+                created = self.store.create(bucket, key, path, md5, bool(self.conditional))
+            except Unsupported:
+                log(f"{self.store.label} does not support create-only writes: asking before every write from now on")
+                self.conditional = False
+                created = self.store.create(bucket, key, path, md5, False)
+            if created:
+                return "uploaded"
+            self.count(resent=size)
+            try:
+                self.count(requests=1)
+                remote = self.store.stat(bucket, key)
+            except Unreadable:  # objectCreator: trust the create-only precondition, the name is this file's
+                log(f"{label}: already in {bucket} (this identity may not read it back to compare)")
+                return "already_present"
+            if remote is None:
+                raise StoreError(f"{self.store.label} refused a create-only write of {key} in {bucket}, "
+                                 "yet has no such object")
+        if remote.size == size and (remote.md5 or self._read_back(bucket, key)) == md5:
+            return "already_present"
+        raise Differs(f"{label}: {bucket} already holds {key} with other content ({remote.size} bytes, "
+                      f"here {size})")
+
+    def _read_back(self, bucket: str, key: str) -> bytes | None:
+        digest = getattr(self.store, "digest", None)
+        return digest(bucket, key) if digest else None
+
+    def _probe(self, bucket: str) -> bool:
+        """Does the store at `endpoint` honour create-only writes? (The GCS emulator does not.)"""
+        key = PROBE_PREFIX + self.host
+        body = b"cnctl uploader probe: may be deleted\n"
+        md5 = hashlib.md5(body, usedforsecurity=False).digest()
+        self.count(requests=2)
+        try:
+            honoured = not self.store.create(bucket, key, body, md5, True) or \
+                not self.store.create(bucket, key, body, md5, True)
+        except Unsupported:
+            honoured = False
+        self.store.delete(bucket, key)
+        if not honoured:
+            log(f"{self.store.label} ignores create-only writes: each file is looked up before it is sent")
+        return honoured
+
+
 class Uploader:
     def __init__(self, settings: Settings, store: GcsStore | S3Store) -> None:
         self.settings = settings
         self.store = store
         self.state = State(settings.state)
         self.run = Run()
-        self.conditional: bool | None = None if settings.endpoint else True  # None: probe the store first
+        self.writer = WriteOnce(store, settings.host, probe=bool(settings.endpoint), run=self.run)
         self.conflicts: dict[str, tuple[float, str]] = {}  # label -> (when found, message)
         self.stopping = False
         self.attempt_path = settings.state / ATTEMPT_FILE
@@ -728,62 +818,12 @@ class Uploader:
     def send(self, item: Item) -> str:
         """Upload one file; 'uploaded' or 'already_present' (local file deleted), or raise."""
         bucket = self.settings.buckets[item.role]
-        md5 = md5_of(item.path)
-        if self.conditional is None:
-            self.conditional = self._probe(bucket)
-        remote: Remote | None = None
-        if not self.conditional or item.label in self.suspect:
-            try:
-                self.run.requests += 1
-                remote = self.store.stat(bucket, item.key)
-            except Unreadable:
-                remote = None
-        if remote is None:
-            self._mark_attempt(item)
-            self.run.requests += 1
-            self.run.sent_bytes += item.size
-            try:
-                created = self.store.create(bucket, item.key, item.path, md5, self.conditional)
-            except Unsupported:
-                log(f"{self.store.label} does not support create-only writes: asking before every write from now on")
-                self.conditional = False
-                created = self.store.create(bucket, item.key, item.path, md5, False)
-            if created:
-                return self._done(item, "uploaded")
-            self.run.resent_bytes += item.size
-            try:
-                self.run.requests += 1
-                remote = self.store.stat(bucket, item.key)
-            except Unreadable:  # objectCreator: trust the create-only precondition, the name is this file's
-                log(f"{item.label}: already in {bucket} (this identity may not read it back to compare)")
-                return self._done(item, "already_present")
-            if remote is None:
-                raise StoreError(f"{self.store.label} refused a create-only write of {item.key} in {bucket}, "
-                                 "yet has no such object")
-        if remote.size == item.size and (remote.md5 or self._read_back(bucket, item)) == md5:
-            return self._done(item, "already_present")
-        raise Differs(f"{item.label}: {bucket} already holds {item.key} with other content ({remote.size} bytes, "
-                      f"here {item.size}): kept in the queue at {item.path}; compare the two and remove one by hand")
-
-    def _read_back(self, bucket: str, item: Item) -> bytes | None:
-        digest = getattr(self.store, "digest", None)
-        return digest(bucket, item.key) if digest else None
-
-    def _probe(self, bucket: str) -> bool:
-        """Does the store at `endpoint` honour create-only writes? (The GCS emulator does not.)"""
-        key = PROBE_PREFIX + self.settings.host
-        body = b"cnctl uploader probe: may be deleted\n"
-        md5 = hashlib.md5(body, usedforsecurity=False).digest()
-        self.run.requests += 2
         try:
-            honoured = not self.store.create(bucket, key, body, md5, True) or \
-                not self.store.create(bucket, key, body, md5, True)
-        except Unsupported:
-            honoured = False
-        self.store.delete(bucket, key)
-        if not honoured:
-            log(f"{self.store.label} ignores create-only writes: each file is looked up before it is sent")
-        return honoured
+            outcome = self.writer.put(bucket, item.key, item.path, item.size, md5_of(item.path), item.label,
+                                      ask_first=item.label in self.suspect, before_write=lambda: self._mark_attempt(item))
+        except Differs as exc:
+            raise Differs(f"{exc}: kept in the queue at {item.path}; compare the two and remove one by hand") from None
+        return self._done(item, outcome)
 
     def _done(self, item: Item, outcome: str) -> str:
         try:

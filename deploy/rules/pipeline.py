@@ -89,7 +89,8 @@ def settings(wants: dict[str, Any], data: dict[str, Any], address: str) -> dict[
             "subscription": wants["cn_pipeline_subscription"], "max_messages": wants["cn_pipeline_max_messages"],
             "max_lease_seconds": data["pipeline_worker_max_lease_seconds"],
             "lease_extension_seconds": data["pipeline_worker_lease_extension_seconds"],
-            "batch_seconds": data["pipeline_worker_batch_seconds"]},
+            "batch_seconds": data["pipeline_worker_batch_seconds"],
+            "stop_seconds": data["pipeline_worker_stop_seconds"]},
         "spool": camera["spool"] if camera else f"{root}/frames",
         "work": f"{root}/work",
         "queue": f"{root}/queue",
@@ -131,6 +132,10 @@ HARDENING = (
 )
 
 
+# After its stop budget the bucket worker gives back what it holds and exits: within this, else systemd kills it.
+WORKER_EXIT_SECONDS = 5
+
+
 def write_paths(data_dir: str, spool: str) -> list[str]:
     """The directories the services may write: the data directory, and the spool when the camera puts it elsewhere."""
     inside = spool == data_dir or spool.startswith(f"{data_dir}/")
@@ -148,8 +153,8 @@ def unit_variables(wants: dict[str, Any], data: dict[str, Any], address: str) ->
         "triton_unit": "circularnet-triton.service", "bind_address": address,
         "interval": wants["cn_pipeline_interval"], "client_timeout": data["pipeline_client_timeout"],
         "run_unit": data["pipeline_run_unit"],
-        # the bucket worker finishes the batch under way on SIGTERM: the client's time, and some to settle
-        "stop_seconds": data["pipeline_client_timeout"] + 30,
+        # the bucket worker's TimeoutStopSec: its stop budget for the batch in hand, and a margin to exit
+        "stop_timeout": data["pipeline_worker_stop_seconds"] + WORKER_EXIT_SECONDS,
         # A V4L2 camera is reached through the host's `video` group, which a private user namespace would not map.
         "hardening": [line for line in HARDENING if not (camera and camera["source"] == "v4l2" and line == "PrivateUsers=yes")],
     }

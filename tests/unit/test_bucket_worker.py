@@ -1,13 +1,16 @@
 """cnhost/bucket_worker.py against a real Pub/Sub server and a real GCS server on loopback: Google's Pub/Sub
 emulator (google-cloud-cli-pubsub-emulator, Java) and the GCS emulator the uploader's tests use.
 
-Each test has its own topic, subscription and bucket; the worker runs as its own process (as systemd runs it),
+Each test has its own topic, subscription and buckets; the worker runs as its own process (as systemd runs it),
 with a small client standing in for CircularNet's that writes one NDJSON row per frame, fails, or holds until
-the test lets it go. What is proven: a message is acknowledged only once its image's result is in the queue; a
-worker killed (SIGKILL, with its client) mid-image loses nothing, a second worker gets the message and the result
-is written once; a batch that keeps failing is nacked until Pub/Sub's own dead-letter policy moves the message;
-other events and non-images are acknowledged and skipped; a redelivered image yields the same result name; bad
-settings exit 2 with one clear line. Under CI=true a missing emulator fails the tests, never skips them.
+the test lets it go. What is proven: a message is acknowledged only once its image's result object is in the
+results bucket; a worker killed (SIGKILL, with its client, its disk deleted as a VM's boot disk is) before the
+write, between the write and the ack, or right after its acks loses nothing: the redeliveries go to a second
+worker and every image's object is in the bucket exactly once; a store that cannot be reached nacks and acks
+nothing; a name holding other bytes is a conflict said in one line; SIGTERM finishes the batch in hand within the
+stop budget (or stops the client and nacks it) and exits 0; a batch that keeps failing is nacked until Pub/Sub's
+own dead-letter policy moves the message; other events and non-images are acknowledged and skipped; bad settings
+exit 2 with one clear line. Under CI=true a missing emulator fails the tests, never skips them.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 import warnings
@@ -39,6 +44,10 @@ from tests.unit.test_uploader import _wait_until_serving
 SCRIPT = Path(bucket_worker.__file__)
 EMULATOR = Path("/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator")
 PROJECT = "cnctl-test"
+# A stopped worker gives its messages back once its stream is closed, but the emulator keeps pushing to a closed
+# stream for a while (measured: a message nacked 0.2 s after the close came back to a pull 10-20 s later, one or
+# two of the subscription's 10 s ack deadlines); a pull sees them within this bound.
+GIVEN_BACK_S = 60
 DAY = "20261129"
 
 CLIENT = r'''
@@ -47,9 +56,13 @@ p = argparse.ArgumentParser()
 p.add_argument("--input_directory"); p.add_argument("--output_directory")
 a = p.parse_args()
 control = pathlib.Path(os.environ["WORKER_TEST_CONTROL"])
+runs = control / "runs"
+run = int(runs.read_text() or 0) + 1 if runs.exists() else 1
+runs.write_text(str(run))
 (control / "running").write_text(a.input_directory)
 deadline = time.monotonic() + 60
-while (control / "hold").exists() and time.monotonic() < deadline:
+hold = control / "hold"  # this run waits while it exists and names fewer runs to let through (empty: none)
+while hold.exists() and run > int(hold.read_text().strip() or 0) and time.monotonic() < deadline:
     time.sleep(0.05)
 if (control / "fail").exists():
     sys.exit("Triton answered 500")
@@ -122,6 +135,84 @@ def gcs_emulator(data: Path) -> Iterator[str]:
             proc.wait(5)
 
 
+class HoldingProxy:
+    """127.0.0.1:port -> the GCS emulator, relaying each connection both ways. While `hold` is set, the answer to
+    a request that wrote a result (its upload body names a `detections/` object) is kept back: the object is in
+    the bucket, the worker has not heard so. `down()`: nothing listens and every connection is cut."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = int(upstream.rsplit(":", 1)[1])
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.hold = threading.Event()
+        self.closed = threading.Event()
+        self.listener: socket.socket | None = None
+        self.conns: set[socket.socket] = set()
+        self.lock = threading.Lock()
+
+    def up(self) -> None:
+        self.closed.clear()
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def down(self) -> None:
+        self.closed.set()
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        with self.lock:
+            for conn in self.conns:
+                _close(conn)
+            self.conns.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+                server = socket.create_connection(("127.0.0.1", self.upstream), timeout=10)
+                server.settimeout(None)
+            except OSError:
+                if self.closed.is_set():
+                    return
+                continue
+            with self.lock:
+                self.conns.update((client, server))
+            wrote = threading.Event()  # this connection carried a result's upload
+            threading.Thread(target=self._pump, args=(client, server, wrote, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, wrote, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, wrote: threading.Event, upward: bool) -> None:
+        try:
+            while data := src.recv(1 << 16):
+                if upward and b'"detections/' in data:
+                    wrote.set()
+                while not upward and wrote.is_set() and self.hold.is_set() and not self.closed.is_set():
+                    time.sleep(0.05)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            _close(src)
+            _close(dst)
+
+
+def _close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+@pytest.fixture
+def proxy(gcs: str) -> Iterator[HoldingProxy]:
+    made = HoldingProxy(gcs)
+    made.up()
+    try:
+        yield made
+    finally:
+        made.down()
+
+
 def _wait(what: str, check: Callable[[], Any], seconds: float = 40) -> Any:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -144,9 +235,11 @@ class Site:
         self.root, self.pubsub, self.gcs = root, pubsub, gcs
         tag = uuid.uuid4().hex[:8]
         self.bucket = f"images-{tag}"
+        self.results_bucket = f"results-{tag}"
         self.storage = storage.Client(project=PROJECT, credentials=AnonymousCredentials(),
                                       client_options={"api_endpoint": gcs})
         self.storage.create_bucket(self.bucket)
+        self.storage.create_bucket(self.results_bucket)
         self.publisher = pubsub_v1.PublisherClient()
         self.subscriber = pubsub_v1.SubscriberClient()
         self.topic = self.publisher.topic_path(PROJECT, f"images-{tag}")
@@ -202,7 +295,11 @@ class Site:
 
     # -- a worker
 
-    def settings(self, name: str, **override: Any) -> Path:
+    def settings(self, name: str, endpoint: str | None = None, worker: dict[str, Any] | None = None,
+                 **override: Any) -> Path:
+        """A worker's pipeline.json: `endpoint` another way to the store (a proxy), `worker` settings over the
+        test's (the whole `worker` object when given in `override`)."""
+        worker = worker or {}
         home = self.root / name
         values: dict[str, Any] = {
             "host": name, "generation": "tf", "input": "bucket",
@@ -213,22 +310,31 @@ class Site:
             "worker": {"subscription": self.subscription, "max_messages": 4, "max_lease_seconds": 60,
                        "lease_extension_seconds": 10, "batch_seconds": 0.3},
             "storage": {"kind": "gcs", "endpoint": self.gcs, "project": None, "credentials": None,
-                        "buckets": {"results": "results", "images": self.bucket}},
+                        "buckets": {"results": self.results_bucket, "images": self.bucket}},
         }
         values.update(override)
+        values["worker"] = values["worker"] and {**values["worker"], **worker}
+        if endpoint:
+            values["storage"] = {**values["storage"], "endpoint": endpoint}
         home.mkdir(exist_ok=True)
         path = home / "pipeline.json"
         path.write_text(json.dumps(values))
         return path
 
-    def start(self, name: str) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, str(SCRIPT), "run", "--config", str(self.settings(name))],
+    def start(self, name: str, endpoint: str | None = None, **worker: Any) -> subprocess.Popen:
+        config = self.settings(name, endpoint, worker)
+        proc = subprocess.Popen([sys.executable, str(SCRIPT), "run", "--config", str(config)],
                                 env={**os.environ, "PUBSUB_EMULATOR_HOST": self.pubsub,
                                      "WORKER_TEST_CONTROL": str(self.control)},
                                 stdout=subprocess.DEVNULL, stderr=open(self.root / f"{name}.log", "wb"),  # noqa: SIM115
                                 start_new_session=True)
         self.procs.append(proc)
         return proc
+
+    def client_frames(self) -> int:
+        """Frames of the batch the (last) client run was given; 0 before any run."""
+        running = self.control / "running"
+        return len(list(Path(running.read_text()).iterdir())) if running.exists() else 0
 
     def log(self, name: str) -> str:
         return (self.root / f"{name}.log").read_text()
@@ -239,10 +345,21 @@ class Site:
         except (OSError, ValueError):
             return {}
 
-    def results(self, name: str) -> dict[str, list[dict[str, Any]]]:
-        queue = self.root / name / "queue"
-        return {str(p.relative_to(queue)): [json.loads(line) for line in p.read_text().splitlines()]
-                for p in sorted(queue.rglob("*.ndjson"))}
+    def results(self) -> dict[str, list[dict[str, Any]]]:
+        """The results bucket: each object's rows by name (read by name: the emulator's media link names the
+        address the object was written through, perhaps a proxy gone since)."""
+        bucket = self.storage.bucket(self.results_bucket)
+        names = [blob.name for blob in self.storage.list_blobs(self.results_bucket) if blob.name.startswith("detections/")]
+        return {name: [json.loads(line) for line in bucket.blob(name).download_as_bytes().decode().splitlines()]
+                for name in names}
+
+    def queued(self, name: str) -> list[Path]:
+        """What a worker left in its local upload queue (it writes none: results go to the bucket)."""
+        return sorted(p for p in (self.root / name / "queue").rglob("*") if p.is_file())
+
+    def lose_disk(self, name: str) -> None:
+        """The worker's data directory gone, as a VM's boot disk on preemption, scale-in or autohealing."""
+        shutil.rmtree(self.root / name)
 
     def stop(self, proc: subprocess.Popen) -> int:
         if proc.poll() is None:
@@ -282,28 +399,32 @@ def frame(i: int) -> str:
 
 def result_of(i: int) -> str:
     stem = frame(i)[:-4]
-    return f"results/detections/tf/belt1/{DAY}/{stem}--{stem}.ndjson"
+    return f"detections/tf/belt1/{DAY}/{stem}--{stem}.ndjson"
+
+
+def row_of(i: int) -> list[dict[str, Any]]:
+    return [{"image_name": frame(i), "detection_scores": 0.9}]
 
 
 # --- the semantics ------------------------------------------------------------------------------------------
 
 
-def test_a_message_is_acknowledged_only_after_its_result_is_queued(site: Site) -> None:
+def test_a_message_is_acknowledged_only_after_its_result_is_in_the_results_bucket(site: Site) -> None:
     (site.control / "hold").touch()
     worker = site.start("gpu-1")
     site.image(f"belt-1/{DAY}/{frame(1)}")
     _wait("the client runs over the image", (site.control / "running").exists)
     held = site.state("gpu-1")
-    assert (held["received"], held["acked"], site.results("gpu-1")) == (1, 0, {})  # leased, not acknowledged
+    assert (held["received"], held["acked"], site.results()) == (1, 0, {})  # leased, not acknowledged
     (site.control / "hold").unlink()
-    _wait("the result is queued", lambda: site.results("gpu-1"))
-    assert site.results("gpu-1") == {result_of(1): [{"image_name": frame(1), "detection_scores": 0.9}]}
     done = _wait("the message is acknowledged", lambda: site.state("gpu-1")["acked"] == 1 and site.state("gpu-1"))
-    assert (done["images"], done["rows"], done["batches"], done["last_error"]) == (1, 1, 1, None)
+    assert site.results() == {result_of(1): row_of(1)}  # in the bucket by the time of the ack
+    assert (done["images"], done["rows"], done["batches"], done["uploaded"], done["last_error"]) == (1, 1, 1, 1, None)
     assert site.stop(worker) == 0  # SIGTERM nacks what is held: had it not been acknowledged, a pull would get it
-    assert site.pending() == []
+    assert site.pending() == [] and site.queued("gpu-1") == []  # nothing waits on the worker's disk
     log = site.log("gpu-1")
-    assert log.index("1 rows queued, 1 messages acknowledged") > 0 and "Traceback" not in log
+    assert f"1 rows in gs://{site.results_bucket} (1 written, 0 already there), 1 messages acknowledged" in log
+    assert "Traceback" not in log
 
 
 def test_a_worker_killed_mid_image_loses_nothing(site: Site) -> None:
@@ -318,13 +439,13 @@ def test_a_worker_killed_mid_image_loses_nothing(site: Site) -> None:
     os.killpg(first.pid, signal.SIGKILL)  # the worker and its client, as a lost VM
     first.wait(10)
     (site.control / "hold").unlink()
+    assert site.results() == {}  # killed before its result: nothing written
     second = site.start("gpu-2")  # gets the message once the dead worker's lease lapses (the ack deadline)
     # Measured alone: redelivered 6-25 s after the kill (the 10 s lease, then the emulator's own sweep); on a
     # loaded 2-core machine past 40 s once. The bound is for a hang, not a rate.
-    _wait("the second worker writes the result", lambda: site.results("gpu-2"), seconds=120)
-    _wait("the second worker acknowledges", lambda: site.state("gpu-2").get("acked") == 1)
-    assert site.results("gpu-1") == {}  # killed before its result: nothing queued there
-    assert site.results("gpu-2") == {result_of(2): [{"image_name": frame(2), "detection_scores": 0.9}]}
+    _wait("the second worker writes the result and acknowledges", lambda: site.state("gpu-2").get("acked") == 1,
+          seconds=120)
+    assert site.results() == {result_of(2): row_of(2)}
     assert site.stop(second) == 0
     assert site.pending() == []
     # a restart of the killed worker cleans what it left (the message came back elsewhere)
@@ -332,6 +453,122 @@ def test_a_worker_killed_mid_image_loses_nothing(site: Site) -> None:
     restarted = site.start("gpu-1")
     _wait("the restarted worker cleans its leftovers", lambda: "removed 1 frames and batches" in site.log("gpu-1"))
     assert site.stop(restarted) == 0 and not list((site.root / "gpu-1" / "work").iterdir())
+
+
+def test_a_worker_killed_between_the_write_and_the_ack_loses_nothing_and_stores_each_image_once(
+        site: Site, proxy: HoldingProxy) -> None:
+    proxy.hold.set()  # the writes land in the bucket; their answers never reach the first worker
+    first = site.start("gpu-1", endpoint=proxy.url)
+    for i in (11, 12):
+        site.image(f"belt-1/{DAY}/{frame(i)}")
+    _wait("both results are in the bucket", lambda: len(site.results()) == 2)
+    time.sleep(10)  # past the first lease extension (10 s here): the killed worker's leases lapse fast
+    assert site.state("gpu-1")["acked"] == 0  # written, not confirmed: nothing acknowledged
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(10)
+    site.lose_disk("gpu-1")
+    proxy.down()
+    second = site.start("gpu-2")  # the redeliveries: the same names, found there with the same bytes
+    state = _wait("the second worker settles both", lambda: site.state("gpu-2").get("acked") == 2 and site.state("gpu-2"),
+                  seconds=120)
+    assert (state["already_present"], state["uploaded"], state["failed_uploads"]) == (2, 0, 0)
+    assert site.results() == {result_of(11): row_of(11), result_of(12): row_of(12)}
+    assert site.stop(second) == 0 and site.pending() == []
+
+
+def test_a_worker_killed_right_after_its_acks_with_its_disk_gone_loses_nothing(site: Site) -> None:
+    """What lost results when the worker acknowledged rows still in its local queue: the VM goes with its disk
+    right after the acks. Now an acknowledged image's object is in the bucket; what was in flight comes back."""
+    (site.control / "hold").write_text("0")  # every client run waits
+    first = site.start("gpu-1", max_messages=8, batch_seconds=1.0)
+    for i in range(21, 25):
+        site.image(f"belt-1/{DAY}/{frame(i)}")
+    _wait("the first batch's client runs", (site.control / "running").exists)
+    for i in range(25, 29):
+        site.image(f"belt-1/{DAY}/{frame(i)}")
+    _wait("all eight are delivered", lambda: site.state("gpu-1").get("received") == 8)
+    time.sleep(10)  # past the first lease extension: the second batch's messages come back fast after the kill
+    (site.control / "hold").write_text("1")  # the first run goes on, the next waits
+    acked = _wait("the first acknowledgements", lambda: site.state("gpu-1").get("acked"), seconds=60)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(10)
+    stored = set(site.results())
+    assert len(stored) >= acked, f"{acked} messages acknowledged, only {len(stored)} results stored"
+    site.lose_disk("gpu-1")
+    (site.control / "hold").unlink()
+    second = site.start("gpu-2", max_messages=8, batch_seconds=1.0)
+    everything = {result_of(i): row_of(i) for i in range(21, 29)}
+    _wait("every image's result in the bucket", lambda: site.results() == everything, seconds=120)
+    _wait("the second worker writes the rest", lambda: site.state("gpu-2").get("uploaded", 0) >= 8 - len(stored))
+    assert site.state("gpu-2")["uploaded"] == 8 - len(stored)  # each image written once, by one worker or the other
+    assert site.stop(second) == 0
+
+
+def test_a_store_that_cannot_be_reached_nacks_the_batch_and_acknowledges_nothing(site: Site, proxy: HoldingProxy) -> None:
+    (site.control / "hold").touch()
+    worker = site.start("gpu-1", endpoint=proxy.url)
+    for i in (31, 32):
+        site.image(f"belt-1/{DAY}/{frame(i)}")
+    _wait("the client runs over the batch", (site.control / "running").exists)
+    proxy.down()  # the store is gone before the results are written
+    (site.control / "hold").unlink()
+    state = _wait("the failed writes", lambda: site.state("gpu-1").get("failed_uploads", 0) >= 2 and site.state("gpu-1"))
+    assert (state["acked"], state["uploaded"], site.results()) == (0, 0, {})
+    assert "results not stored" in state["last_error"] and "unreachable" in state["last_error"]
+    proxy.up()  # back: the nacked messages come again at once and their results land
+    _wait("both results once the store is back", lambda: len(site.results()) == 2, seconds=60)
+    _wait("both acknowledged", lambda: site.state("gpu-1")["acked"] == 2)
+    assert site.stop(worker) == 0 and site.pending() == []
+    assert "2 of 2 results not stored" in site.log("gpu-1")
+
+
+def test_a_name_holding_other_bytes_is_a_conflict_said_in_one_line_and_nacked(site: Site) -> None:
+    site.storage.bucket(site.results_bucket).blob(result_of(41)).upload_from_string(b'{"someone": "else"}\n')
+    worker = site.start("gpu-1")
+    site.image(f"belt-1/{DAY}/{frame(41)}")
+    state = _wait("the conflict", lambda: site.state("gpu-1").get("failed_uploads") and site.state("gpu-1"))
+    assert (state["acked"], state["uploaded"]) == (0, 0)
+    assert site.results() == {result_of(41): [{"someone": "else"}]}  # left as it was
+    assert site.stop(worker) == 0
+    [line] = [line for line in site.log("gpu-1").splitlines() if "with other content" in line][:1]
+    assert f"gs://{site.results_bucket}/{result_of(41)}" in line and "nacked for redelivery" in line
+    assert len(site.pending(seconds=GIVEN_BACK_S)) == 1  # back on the subscription (dead letters end the loop)
+
+
+def test_sigterm_mid_batch_finishes_it_within_the_stop_budget_and_exits_0(site: Site) -> None:
+    (site.control / "hold").touch()
+    worker = site.start("gpu-1", batch_seconds=2.0)  # both images in one batch
+    for i in (51, 52):
+        site.image(f"belt-1/{DAY}/{frame(i)}")
+    _wait("the client runs over both", lambda: site.client_frames() == 2)
+    os.kill(worker.pid, signal.SIGTERM)  # the worker alone (the unit's KillMode=mixed): its client runs on
+    site.image(f"belt-1/{DAY}/{frame(53)}")  # arrives while stopping: not taken
+    _wait("the late image is turned away", lambda: "received" in site.state("gpu-1")
+          and site.state("gpu-1")["received"] >= 3)
+    (site.control / "hold").unlink()
+    assert worker.wait(20) == 0
+    state = site.state("gpu-1")
+    assert (state["acked"], state["uploaded"], state["images"]) == (2, 2, 2)
+    assert site.results() == {result_of(51): row_of(51), result_of(52): row_of(52)}
+    [late] = site.pending(seconds=GIVEN_BACK_S)  # given back, so on the subscription again, not lost
+    assert late.message.attributes["objectId"].endswith(frame(53))
+
+
+def test_sigterm_past_the_stop_budget_stops_the_client_nacks_the_batch_and_exits_0(site: Site) -> None:
+    (site.control / "hold").touch()  # the client would run for a minute
+    worker = site.start("gpu-1", stop_seconds=6, batch_seconds=2.0)  # the client stops when 5 s of it are left
+    for i in (61, 62):
+        site.image(f"belt-1/{DAY}/{frame(i)}")
+    _wait("the client runs over both", lambda: site.client_frames() == 2)
+    asked = time.monotonic()
+    os.kill(worker.pid, signal.SIGTERM)
+    assert worker.wait(20) == 0
+    assert time.monotonic() - asked < 6 + 5  # within the budget and the unit's margin (TimeoutStopSec)
+    state = site.state("gpu-1")
+    assert (state["acked"], state["nacked"], site.results()) == (0, 2, {})
+    assert "the client was stopped: the worker is stopping" in state["last_error"]
+    back = site.pending(seconds=GIVEN_BACK_S)  # given back: on the subscription again
+    assert sorted(m.message.attributes["objectId"] for m in back) == [f"belt-1/{DAY}/{frame(i)}" for i in (61, 62)]
 
 
 def test_a_batch_that_keeps_failing_is_nacked_until_pubsub_dead_letters_it(site_with_dead_letters: Site) -> None:
@@ -344,7 +581,7 @@ def test_a_batch_that_keeps_failing_is_nacked_until_pubsub_dead_letters_it(site_
     assert dead.message.attributes["objectId"] == f"belt-1/{DAY}/{frame(3)}"
     state = _wait("the fifth failure is recorded", lambda: site.state("gpu-1")["failed_batches"] >= 5 and site.state("gpu-1"))
     assert (state["failed_batches"], state["nacked"], state["acked"], state["last_delivery_attempt"]) == (5, 5, 0, 5)
-    assert "Triton answered 500" in state["last_error"] and site.results("gpu-1") == {}
+    assert "Triton answered 500" in state["last_error"] and site.results() == {}
     assert site.stop(worker) == 0
     assert site.pending() == []  # dead-lettered: no longer on the work subscription
     assert "delivery attempt 5" in site.log("gpu-1")
@@ -357,7 +594,7 @@ def test_other_events_and_objects_are_acknowledged_and_skipped(site: Site) -> No
     site.image(f"belt-1/{DAY}/{frame(5)}", bucket="another-bucket")
     _wait("three skips", lambda: site.state("gpu-1").get("skipped") == 3)
     assert site.stop(worker) == 0
-    assert site.pending() == [] and site.results("gpu-1") == {}
+    assert site.pending() == [] and site.results() == {}
     state = site.state("gpu-1")
     assert (state["acked"], state["batches"], state["images"]) == (3, 0, 0)
     log = site.log("gpu-1")
@@ -372,12 +609,13 @@ def test_a_redelivered_image_yields_the_same_result_name_once_and_a_deleted_one_
     generation = site.generation(name)
     site.notify(name, generation)  # the same notification again, as after a lost ack
     _wait("the redelivery is settled", lambda: site.state("gpu-1").get("acked") == 2)
-    assert site.results("gpu-1") == {result_of(6): [{"image_name": frame(6), "detection_scores": 0.9}]}
+    assert site.results() == {result_of(6): row_of(6)}
+    assert (site.state("gpu-1")["uploaded"], site.state("gpu-1")["already_present"]) == (1, 1)
     site.storage.bucket(site.bucket).blob(name).delete()
     site.notify(name, generation)  # a late redelivery of an image deleted meanwhile
     _wait("the gone image", lambda: site.state("gpu-1").get("gone") == 1)
     assert site.stop(worker) == 0 and site.pending() == []
-    assert site.state("gpu-1")["images"] == 2 and len(site.results("gpu-1")) == 1
+    assert site.state("gpu-1")["images"] == 2 and len(site.results()) == 1
 
 
 def test_a_missing_subscription_exits_2_naming_it(site: Site) -> None:
@@ -411,10 +649,11 @@ def test_bad_settings_exit_2_with_one_clear_line(tmp_path: Path, change: dict[st
     assert line.startswith(f"worker: {path}: ") and phrase in line
 
 
-def test_an_images_result_is_named_by_the_image_alone() -> None:
-    assert bucket_worker.result_name("belt1_20261129_12000001.jpg", "tf") == (
-        "results/detections/tf/belt1/20261129/belt1_20261129_12000001--belt1_20261129_12000001.ndjson")
-    assert bucket_worker.result_name("IMG_0001.jpg", "detr").startswith("results/detections/detr/bucket/")
+def test_an_images_result_is_named_by_the_image_alone_as_its_queue_file_was_sent() -> None:
+    # the upload queue's `results/<key>` went to the results bucket as <key>: the same objects as before
+    assert bucket_worker.result_key("belt1_20261129_12000001.jpg", "tf") == (
+        "detections/tf/belt1/20261129/belt1_20261129_12000001--belt1_20261129_12000001.ndjson")
+    assert bucket_worker.result_key("IMG_0001.jpg", "detr").startswith("detections/detr/bucket/")
 
 
 def test_rows_of_another_image_fail_the_batch(tmp_path: Path) -> None:

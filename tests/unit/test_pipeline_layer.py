@@ -132,7 +132,7 @@ def test_bucket_input_gives_the_worker_its_settings_wheels_and_unit_in_place_of_
         _bucket_wants(), data, "127.0.0.1")))
     assert config["input"] == "bucket"
     assert config["worker"] == {"subscription": SUBSCRIPTION, "max_messages": 64, "max_lease_seconds": 1800,
-                                "lease_extension_seconds": 60, "batch_seconds": 2}
+                                "lease_extension_seconds": 60, "batch_seconds": 2, "stop_seconds": 20}
     path = tmp_path / "pipeline.json"
     path.write_text(json.dumps(config))
     assert bucket_worker.load_settings(path)["worker"]["subscription"] == SUBSCRIPTION  # what the worker reads
@@ -143,6 +143,25 @@ def test_bucket_input_gives_the_worker_its_settings_wheels_and_unit_in_place_of_
     assert pipeline_rules.units(data, None, "bucket") == ["circularnet-worker.service", "circularnet-upload.service"]
     assert pipeline_rules.units(data, None, "spool") == ["circularnet-pipeline.timer", "circularnet-upload.service"]
     assert "bucket_worker.py" in cnhost.FILES  # the package every layer ships whole
+
+
+SPOT_NOTICE_S = 30  # a Spot VM's preemption notice to the hard stop (https://cloud.google.com/compute/docs/instances/spot)
+
+
+def test_the_workers_stop_fits_a_spot_vms_preemption_notice(tmp_path: Path) -> None:
+    """One budget: the worker's settings and its unit's TimeoutStopSec come from pipeline_worker_stop_seconds; the
+    unit gives SIGTERM to the worker alone (its client of the batch in hand runs on) and kills all inside 30 s."""
+    data = role_data("pipeline")
+    config = pipeline_rules.settings(_bucket_wants(), data, "10.20.0.5")
+    path = tmp_path / "pipeline.json"
+    path.write_text(render("pipeline/pipeline.json.j2", pipeline_config=config))
+    budget = bucket_worker.load_settings(path)["worker"]["stop_seconds"]
+    unit = render("systemd/circularnet-worker.service.j2",
+                  unit=pipeline_rules.unit_variables(_bucket_wants(), data, "10.20.0.5"))
+    [timeout] = re.findall(r"^TimeoutStopSec=(\d+)$", unit, re.MULTILINE)
+    assert budget == data["pipeline_worker_stop_seconds"] > bucket_worker.STOP_SETTLE_SECONDS
+    assert budget < int(timeout) < SPOT_NOTICE_S
+    assert "\nKillMode=mixed\n" in unit
 
 
 def test_upstream_tf_client_runs_through_the_adapter_with_the_tables_columns_and_triton_grpc() -> None:

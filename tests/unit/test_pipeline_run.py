@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,12 +14,14 @@ import pytest
 from cnhost import pipeline_run
 
 CLIENT = r'''
-import argparse, json, os, pathlib, sys
+import argparse, json, os, pathlib, sys, time
 p = argparse.ArgumentParser()
 p.add_argument("--input_directory"); p.add_argument("--output_directory"); p.add_argument("--score")
 a = p.parse_args()
 if os.environ.get("CIRCULARNET_TRITON_URL") != "http://127.0.0.1:8000":
     sys.exit("wrong Triton URL")
+if pathlib.Path(a.input_directory, "SLOW").exists():
+    time.sleep(60)
 if pathlib.Path(a.input_directory, "FAIL").exists() or any("bad" in n for n in os.listdir(a.input_directory)):
     sys.exit("Triton answered 500")
 with open(os.path.join(a.output_directory, "detections.ndjson"), "w") as out:
@@ -114,6 +118,21 @@ def test_a_batch_whose_results_were_queued_before_a_crash_is_only_cleaned_up(set
     (batch / pipeline_run.QUEUED).touch()
     assert pipeline_run.run(settings) == 0
     assert queued(settings) == [] and not batch.exists()
+
+
+@pytest.mark.parametrize(("timeout", "give_up", "said"), [
+    (1, None, "the client ran over 1 s"),
+    (60, lambda: True, "the client was stopped: the worker is stopping"),  # the bucket worker's stop budget
+    (1, lambda: False, "the client ran over 1 s"),
+])
+def test_a_client_past_its_time_or_the_callers_budget_is_killed_and_said(
+        settings: pipeline_run.Settings, timeout: int, give_up: Callable[[], bool] | None, said: str) -> None:
+    batch = Path(settings["work"]) / "slow"
+    (batch / "frames").mkdir(parents=True)
+    (batch / "frames" / "SLOW").touch()  # the client would sleep a minute
+    started = time.monotonic()
+    assert pipeline_run.run_client(pipeline_run.Settings({**settings, "client_timeout": timeout}), batch, give_up) == said
+    assert time.monotonic() - started < 5
 
 
 def test_dot_files_being_written_are_left_in_the_spool(settings):
