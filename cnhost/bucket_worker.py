@@ -26,10 +26,13 @@ Runs in the pipeline's venv (google-cloud-pubsub and google-cloud-storage: the c
 4. each image's rows are written to the results bucket (storage.buckets.results) as the object
    `detections/<generation>/<device>/<YYYYMMDD>/<stem>--<stem>.ndjson` (`<device>`: the prefix of the
    upstream frame name, else `bucket`; the name the upload queue's `results/...` file had before), create-only,
-   through the uploader's `WriteOnce`, up to UPLOAD_THREADS side by side. A name already taken by the same
-   bytes counts `already_present` (a redelivery); by other bytes it is a conflict, said in one line;
+   through the uploader's `WriteOnce`, up to UPLOAD_THREADS side by side. A name already taken counts
+   `already_present`: by the same bytes (a redelivery) or by other bytes, which is kept and said in one line
+   (another run of the same image wrote it: a GPU's results may differ in the last digits with the batch an
+   image shares, so a redelivered image's rows need not be byte-identical; nacking it would loop until the
+   dead letters, while the image has its result);
 5. only then is each image's message acknowledged: once its object is confirmed in the bucket (or the image
-   had no rows). An image whose write failed (the store unreachable, a refusal, a conflict) is nacked, and so
+   had no rows). An image whose write failed (the store unreachable, a refusal) is nacked, and so
    is every message of a batch the client failed: Pub/Sub counts the attempt (`delivery_attempt`, logged) and
    redelivers it, to any worker; after the subscription's `maxDeliveryAttempts` Pub/Sub itself moves it to the
    dead-letter topic.
@@ -478,8 +481,8 @@ class Worker:
 
     def store_results(self, batch: Path, rows: dict[str, list[str]]) -> dict[str, Any]:
         """Each image's rows as its object in the results bucket, create-only, side by side -> by image:
-        'uploaded', 'already_present', or the Exception (StoreError, Differs) that kept it out; an image left
-        out when the stop budget ran out is absent."""
+        'uploaded', 'already_present', or the StoreError that kept it out; an image left out when the stop budget
+        ran out is absent."""
         jobs: dict[str, Callable[[], str]] = {}
         for name, lines in rows.items():
             part = batch / "out" / f"{name}.ndjson"
@@ -487,9 +490,17 @@ class Worker:
             part.write_bytes(body)
             key = result_key(name, self.settings["generation"])
             md5 = hashlib.md5(body, usedforsecurity=False).digest()
-            jobs[name] = functools.partial(self.writer.put, self.results_bucket, key, part, len(body), md5,
-                                           f"gs://{self.results_bucket}/{key}")
+            jobs[name] = functools.partial(self.write_once, key, part, len(body), md5)
         return in_parallel(jobs, UPLOAD_THREADS, self.past_stop_budget) if jobs else {}
+
+    def write_once(self, key: str, part: Path, size: int, md5: bytes) -> str:
+        """One result, create-only; a name taken by other bytes is the image's result from another run: kept."""
+        try:
+            return str(self.writer.put(self.results_bucket, key, part, size, md5, f"gs://{self.results_bucket}/{key}"))
+        except uploader.Differs as exc:
+            log(f"{exc}: kept it, the image's result from an earlier run (inference may differ in the last digits "
+                "with the batch an image shares)")
+            return "already_present"
 
     def settle(self, batch: str, messages: dict[str, list[Any]], rows: dict[str, list[str]],
                outcomes: dict[str, Any]) -> bool:
