@@ -33,9 +33,10 @@ typecheck: venv  ## mypy over every package and script (pyproject.toml [tool.myp
 	$(BIN)/pytest -q tests/unit/test_typecheck.py
 
 # The fast tier, `pytest -m check` (tests/conftest.py): no root, no sandbox, no emulator, no network; a few
-# minutes on 2 cores. Two pytest processes side by side, each printing its output when it ends: the linters'
+# minutes on 2 cores. Two pytest runs side by side, each printing its output when it ends: the linters'
 # tests (mypy, ansible-lint, ruff, yamllint, zizmor, actionlint run as tests, so `make test` runs them too) and
-# the rest of the tier.
+# the rest of the tier, itself spread over two pytest-xdist workers a test file at a time (module fixtures, such
+# as a stack's plan, are made once per file).
 LINT_TESTS := tests/unit/test_typecheck.py tests/unit/test_ansible_lint.py tests/unit/test_lint.py \
               tests/unit/test_workflows.py
 PYTEST     := PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest
@@ -47,7 +48,7 @@ check-lint:
 	$(PYTEST) -q -m check $(LINT_TESTS)
 
 check-rest:
-	$(PYTEST) -q -m check --durations=15 $(addprefix --ignore=,$(LINT_TESTS)) tests
+	$(PYTEST) -q -m check -n 2 --dist loadfile --durations=15 $(addprefix --ignore=,$(LINT_TESTS)) tests
 
 # The whole suite in two pytest processes side by side: the fleet tier (tests/e2e, one sandbox fleet, its tests
 # one after another; its output as it runs) and the unit tier (tests/unit, check + slow; its output when both

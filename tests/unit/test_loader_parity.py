@@ -10,6 +10,7 @@ import yaml
 
 from cnctl.config import from_pulumi_config, load_stack
 from cnctl.paths import STACKS_DIR
+from cnctl.plan.engine import in_fresh_runtime
 from tests.unit.test_schema import EXAMPLE_STACKS
 
 
@@ -24,10 +25,11 @@ class _NoResources(pulumi.runtime.Mocks):
 @pytest.mark.parametrize("stack", EXAMPLE_STACKS)
 def test_pulumi_config_and_yaml_give_equal_stacks(stack: str) -> None:
     document = yaml.safe_load((STACKS_DIR / f"Pulumi.{stack}.yaml").read_text())
-    # What the Pulumi engine hands a program: every config value as a string, objects as JSON.
-    pulumi.runtime.set_all_config({key: json.dumps(value) for key, value in document["config"].items()})
-    pulumi.runtime.set_mocks(_NoResources(), project="circularnet", stack=stack, preview=True)
-    try:
+
+    def program(_: object) -> None:  # in a fresh runtime of its own, as the engine runs the program
+        # What the Pulumi engine hands a program: every config value as a string, objects as JSON.
+        pulumi.runtime.set_all_config({key: json.dumps(value) for key, value in document["config"].items()})
+        pulumi.runtime.set_mocks(_NoResources(), project="circularnet", stack=stack, preview=True)
         assert from_pulumi_config() == load_stack(stack)
-    finally:
-        pulumi.runtime.set_all_config({})
+
+    in_fresh_runtime(program)
