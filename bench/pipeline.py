@@ -30,11 +30,9 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 import warnings
@@ -44,6 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cnctl.sandbox.relay import Relay, free_port
 from cnctl.sandbox.site import emulators
 from cnhost import uploader
 
@@ -52,83 +51,26 @@ BUCKETS = {"results": "bench-results", "images": "bench-images"}
 S3_KEYS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Proxy:
-    """127.0.0.1:port -> upstream. `down()`: nothing listens. `cut_every` k: every k-th chunk the store sends
+class Proxy(Relay):
+    """The store through a relay. `down()`: nothing listens. `cut_every` k: every k-th chunk the store sends
     back is dropped and the connection closed. Counts bytes each way."""
 
     def __init__(self, upstream: int) -> None:
-        self.upstream, self.port = upstream, free_port()
-        self.listener: socket.socket | None = None
-        self.conns: set[socket.socket] = set()
-        self.lock = threading.Lock()
+        super().__init__(upstream)
         self.cut_every, self.chunks, self.cuts = 0, 0, 0
         self.bytes_up = self.bytes_down = 0
 
-    def up(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", self.port))
-        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
-
-    def down(self) -> None:
-        if self.listener is not None:
-            self.listener.close()
-            self.listener = None
+    def passing(self, data: bytes, upward: bool, flow: dict[str, Any]) -> bool:
         with self.lock:
-            for conn in self.conns:
-                _close(conn)
-            self.conns.clear()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(("127.0.0.1", self.upstream), timeout=10)
-                server.settimeout(None)
-                for sock in (client, server):  # forward each write at once (no Nagle stalls)
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                _close(client)
-                continue
-            with self.lock:
-                self.conns.update((client, server))
-            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, upward: bool) -> None:
-        try:
-            while data := src.recv(1 << 16):
-                with self.lock:
-                    if upward:
-                        self.bytes_up += len(data)
-                    else:
-                        self.chunks += 1
-                        if self.cut_every and self.chunks % self.cut_every == 0:
-                            self.cuts += 1
-                            break
-                        self.bytes_down += len(data)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            _close(src)
-            _close(dst)
-            with self.lock:
-                self.conns.difference_update((src, dst))
-
-
-def _close(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-    with contextlib.suppress(OSError):
-        sock.close()
+            if upward:
+                self.bytes_up += len(data)
+                return True
+            self.chunks += 1
+            if self.cut_every and self.chunks % self.cut_every == 0:
+                self.cuts += 1
+                return False
+            self.bytes_down += len(data)
+            return True
 
 
 class Site:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -19,13 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cnctl.sandbox.relay import free_port
 from cnctl.sandbox.site import build_site_content, start_site_services, stop_site_services
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def timed(fn):

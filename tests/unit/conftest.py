@@ -7,7 +7,6 @@ Site services (cnctl.sandbox.site): the site content is built once into the cach
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -17,13 +16,6 @@ import pytest
 
 from cnctl.sandbox.site import SiteContent, build_site_content
 from cnctl.sandbox.site.artifacts import ArtifactServer
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

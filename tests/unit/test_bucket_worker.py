@@ -36,9 +36,9 @@ import pytest
 # the tests' own pulls ask the emulator with return_immediately (deprecated, still served): no wait when empty
 pytestmark = pytest.mark.filterwarnings("ignore:The return_immediately flag is deprecated:DeprecationWarning")
 
+from cnctl.sandbox.relay import Relay, free_port
 from cnctl.sandbox.site import emulators
 from cnhost import bucket_worker
-from tests.unit.conftest import free_port
 from tests.unit.test_uploader import _wait_until_serving
 
 SCRIPT = Path(bucket_worker.__file__)
@@ -135,72 +135,21 @@ def gcs_emulator(data: Path) -> Iterator[str]:
             proc.wait(5)
 
 
-class HoldingProxy:
-    """127.0.0.1:port -> the GCS emulator, relaying each connection both ways. While `hold` is set, the answer to
-    a request that wrote a result (its upload body names a `detections/` object) is kept back: the object is in
-    the bucket, the worker has not heard so. `down()`: nothing listens and every connection is cut."""
+class HoldingProxy(Relay):
+    """The GCS emulator through a relay. While `hold` is set, the answer to a request that wrote a result (its
+    upload body names a `detections/` object) is kept back: the object is in the bucket, the worker has not heard
+    so. `down()`: nothing listens and every connection is cut."""
 
     def __init__(self, upstream: str) -> None:
-        self.upstream = int(upstream.rsplit(":", 1)[1])
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(int(upstream.rsplit(":", 1)[1]))
         self.hold = threading.Event()
-        self.closed = threading.Event()
-        self.listener: socket.socket | None = None
-        self.conns: set[socket.socket] = set()
-        self.lock = threading.Lock()
 
-    def up(self) -> None:
-        self.closed.clear()
-        self.listener = socket.create_server(("127.0.0.1", self.port))
-        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
-
-    def down(self) -> None:
-        self.closed.set()
-        if self.listener is not None:
-            self.listener.close()
-            self.listener = None
-        with self.lock:
-            for conn in self.conns:
-                _close(conn)
-            self.conns.clear()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-                server = socket.create_connection(("127.0.0.1", self.upstream), timeout=10)
-                server.settimeout(None)
-            except OSError:
-                if self.closed.is_set():
-                    return
-                continue
-            with self.lock:
-                self.conns.update((client, server))
-            wrote = threading.Event()  # this connection carried a result's upload
-            threading.Thread(target=self._pump, args=(client, server, wrote, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, wrote, False), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, wrote: threading.Event, upward: bool) -> None:
-        try:
-            while data := src.recv(1 << 16):
-                if upward and b'"detections/' in data:
-                    wrote.set()
-                while not upward and wrote.is_set() and self.hold.is_set() and not self.closed.is_set():
-                    time.sleep(0.05)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            _close(src)
-            _close(dst)
-
-
-def _close(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-    with contextlib.suppress(OSError):
-        sock.close()
+    def passing(self, data: bytes, upward: bool, flow: dict[str, Any]) -> bool:
+        if upward and b'"detections/' in data:
+            flow["wrote"] = True  # this connection carried a result's upload
+        while not upward and flow.get("wrote") and self.hold.is_set() and not self.closed.is_set():
+            time.sleep(0.05)
+        return True
 
 
 @pytest.fixture

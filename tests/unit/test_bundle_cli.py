@@ -16,8 +16,8 @@ from typer.testing import CliRunner, Result
 
 from cnctl.cli.main import app
 from cnctl.paths import REPO_ROOT
+from cnctl.sandbox.relay import free_port
 from tests.unit.bundle_helpers import bundle_stack, keypair
-from tests.unit.conftest import free_port
 
 
 def run(*args: str) -> Result:

@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 
 import cnhost
+from cnctl.sandbox.relay import free_port
 from cnctl.sandbox.site import triton
 from cnhost import model_serve, model_sync
-from tests.unit.conftest import free_port
 from tests.unit.test_site_triton import _stop_group, _up
 
 MODEL = "circularnet"

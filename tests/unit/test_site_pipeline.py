@@ -34,8 +34,8 @@ from PIL import Image
 
 from cnctl.catalog import catalog
 from cnctl.config import load_stack
+from cnctl.sandbox.relay import free_port
 from cnctl.sandbox.site import pipeline, recipe, triton, wheelhouse
-from tests.unit.conftest import free_port
 from tests.unit.test_site_triton import load, server  # noqa: F401 - `server`: the shared Triton fixture
 
 SITE_ARTIFACTS = "http://172.31.254.2:8080/artifacts/"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from cnctl.sandbox.relay import free_port
 from cnctl.sandbox.site import SiteEndpoints, processes, start_site_services, stop_site_services
-from tests.unit.conftest import free_port
 
 
 @pytest.fixture(scope="module")

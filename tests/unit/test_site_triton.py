@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 
 from cnctl.catalog import catalog
+from cnctl.sandbox.relay import free_port
 from cnctl.sandbox.site import triton
-from tests.unit.conftest import free_port
 
 MODEL = "circularnet"
 SIDE = 1024

@@ -20,9 +20,9 @@ from cnctl import status
 from cnctl.bundle import agent as pull
 from cnctl.cli.main import app
 from cnctl.config.schema import BundleSigner
+from cnctl.sandbox.relay import free_port
 from cnctl.status import HostStatus, collect
 from tests.unit.bundle_helpers import keypair
-from tests.unit.conftest import free_port
 from tests.unit.stack_variants import stack_variant
 from tests.unit.test_status import GOOD, FakeRemote
 from tests.unit.test_uploader import KINDS, Store, endpoints  # the emulators' fixture

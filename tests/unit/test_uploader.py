@@ -30,9 +30,9 @@ from typing import Any
 
 import pytest
 
+from cnctl.sandbox.relay import free_port
 from cnctl.sandbox.site import emulators
 from cnhost import uploader
-from tests.unit.conftest import free_port
 
 SCRIPT = Path(uploader.__file__)
 KINDS = ("gcs", "s3")

@@ -9,9 +9,7 @@ trust the plant's CA, through Docker's `/etc/docker/certs.d/<registry>/ca.crt`.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-from contextlib import closing
 from pathlib import Path
 
 PORT = 5001
@@ -52,8 +50,3 @@ def make_certificate(address: str, directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def free_port() -> int:
-    """A free TCP port on loopback (for the registry that receives the images while they are built)."""
-    with closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from cnctl.catalog import Catalog
 from cnctl.sandbox import procs
+from cnctl.sandbox.relay import free_port
 from cnctl.sandbox.site import debian, probe, registry, triton
 
 ARCHES = ("amd64", "arm64")
@@ -105,7 +106,7 @@ def build(out: Path, cat: Catalog, mirror: str, wheelhouse: Path, work: Path) ->
     layout = work / "oci"
     for arch in ARCHES:
         _oci(layout, f"standin-{arch}", arch, _rootfs(arch, mirror, wheelhouse, work))
-    port = registry.free_port()
+    port = free_port()
     conf = work / "registry.yml"
     conf.write_text(registry.config(out, "127.0.0.1", port, None, read_only=False))
     proc = subprocess.Popen(registry.argv(conf), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
