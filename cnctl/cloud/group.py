@@ -113,9 +113,6 @@ class GpuWorkerGroup(Component):
         self.initial_delay = delay = initial_delay(group, runtime)
         zones = sorted(set(zones))
         in_zones = zone_set(zones)
-        # Named by the zone set: a replacement creates the new one first (Pulumi's default for a named resource
-        # is to delete first).
-        create_first = pulumi.ResourceOptions(delete_before_replace=False)
         # The tag the health-check rule targets: only the group's workers, not the fixed VMs.
         self.worker_tag = names("gpu-worker")
 
@@ -216,8 +213,9 @@ class GpuWorkerGroup(Component):
                 wait_for_instances=False,
             ),
             # The firewall first: a worker checked before Google's probes may reach it would be "unhealthy".
+            # Named by the zone set, so a replacement creates the new group while the old one runs.
             opts=pulumi.ResourceOptions.merge(
-                pulumi.ResourceOptions.merge(self.child(), create_first), pulumi.ResourceOptions(depends_on=[self.firewall])
+                self.child(), pulumi.ResourceOptions(depends_on=[self.firewall], delete_before_replace=False)
             ),
         )
         self.autoscaler = compute.RegionAutoscaler(
@@ -241,7 +239,7 @@ class GpuWorkerGroup(Component):
                     ],
                 ),
             ),
-            opts=pulumi.ResourceOptions.merge(self.child(), create_first),
+            opts=pulumi.ResourceOptions.merge(self.child(), pulumi.ResourceOptions(delete_before_replace=False)),
         )
         self.register_outputs(
             {"group": self.manager.name, "template": self.template.name, "healthCheck": self.health_check.name}
