@@ -349,6 +349,7 @@ class Replacement(_Data):
     stateful: bool = False
     schema_input: str | None = None  # a BigQuery schema input: replaced only by a non-additive change
     sets: list[str] = []  # list inputs the provider's schema declares TypeSet: compared as sets
+    grow_only: list[str] = []  # numbers updated in place when they grow: a smaller one replaces
     when: list[ReplacedWhen] = []
     # what a replacement does beyond the resource itself, and the safe way to make the change
     on_replace: str | None = None

@@ -45,16 +45,16 @@ class Placement:
 def revision(config: ComputeConfig, attached_gpus: bool, nic_type: str | None) -> str:
     """Four hex digits that change exactly when a change makes GCE replace a VM in the same zone.
 
-    The inputs hashed are the Instance's replace-on-change inputs other than the zone (catalog/gcp.yaml
-    `replacements`): boot image, disk type, size and key, Spot or standard, attached GPUs, vNIC type.
-    The VM's name carries them, so a replacement creates the new VM under a new name while the old
+    The inputs hashed are the replace-on-change inputs of the VM and its boot disk other than the zone
+    (catalog/gcp.yaml `replacements`): boot image, disk type and key, Spot or standard, attached GPUs,
+    vNIC type. The disk's size is not one: a bigger disk is resized in place (`GpuVms`). The VM's name
+    (and its disk's) carries them, so a replacement creates the new VM under a new name while the old
     one still runs (instance names are unique per zone; a zone move keeps the name). A fixed name
     would make Pulumi delete the old VM first (pulumi-terraform #465).
     """
     shape = {
         "image": config.image_family,
         "diskType": config.disk_type,
-        "diskSize": config.disk_size_gb,
         "diskKey": config.kms_key_name,
         "spot": config.spot,
         "gpus": [config.gpu.type, config.gpu.count] if attached_gpus else None,
@@ -131,6 +131,11 @@ class GpuVms(Component):
       only (GCE's flag stays, the production guardrail wants it; docs/cloud.md says how to replace).
       Replacements create first: the name carries the replace-forcing inputs (`revision`), and
       `delete_before_replace=False` overrides Pulumi's delete-first default for named resources.
+    - The boot disk is a resource of its own (`compute.Disk`, the VM's name, attached as its boot disk):
+      a bigger `compute.diskSizeGb` grows it in place, where the Instance's own `initializeParams.size`
+      would replace the VM (ForceNew in the provider; GoogleCloudPlatform/magic-modules#13502). The
+      image's guest environment grows the root filesystem at the next boot. A smaller size replaces
+      the disk and the VM (GCE cannot shrink a disk): `cnctl plan-diff` flags it.
     - Zones stock out of GPUs (ZONE_RESOURCE_POOL_EXHAUSTED). Pulumi cannot retry a create in another
       zone, so each VM's zone is its own placement entry and docs/cloud.md says how to move one VM.
     """
@@ -156,8 +161,30 @@ class GpuVms(Component):
 
         self.placements = [Placement.of(i, config, zones) for i in range(config.instances)]
         self.instances = []
+        self.disks = []
         for p in self.placements:
             protected = deletion_protection and not p.allow_replace
+            keep = pulumi.ResourceOptions.merge(
+                self.child(), pulumi.ResourceOptions(protect=protected, delete_before_replace=False)
+            )
+            disk = compute.Disk(
+                names("gpu", str(p.index)),  # the VM's own name: `plan-diff --allow-replace` names both
+                compute.DiskArgs(
+                    name=names("gpu", str(p.index), rev),
+                    zone=p.zone,
+                    image=spec.image,
+                    size=config.disk_size_gb,
+                    type=config.disk_type,
+                    disk_encryption_key=(
+                        compute.DiskDiskEncryptionKeyArgs(kms_key_self_link=config.kms_key_name)
+                        if config.kms_key_name
+                        else None
+                    ),
+                    labels=dict(names.labels),
+                ),
+                opts=keep,
+            )
+            self.disks.append(disk)
             self.instances.append(
                 compute.Instance(
                     names("gpu", str(p.index)),
@@ -174,15 +201,9 @@ class GpuVms(Component):
                         shielded_instance_config=compute.InstanceShieldedInstanceConfigArgs(
                             enable_vtpm=True, enable_integrity_monitoring=True, enable_secure_boot=spec.secure_boot
                         ),
+                        # The stack's disk: the VM never deletes it (Pulumi does, after the VM, on a replacement).
                         boot_disk=compute.InstanceBootDiskArgs(
-                            auto_delete=True,
-                            kms_key_self_link=config.kms_key_name,
-                            initialize_params=compute.InstanceBootDiskInitializeParamsArgs(
-                                image=spec.image,
-                                size=config.disk_size_gb,
-                                type=config.disk_type,
-                                labels=dict(names.labels),
-                            ),
+                            source=disk.self_link, auto_delete=False, kms_key_self_link=config.kms_key_name
                         ),
                         # No access_configs: no external IP. Egress goes through Cloud NAT.
                         network_interfaces=[compute.InstanceNetworkInterfaceArgs(subnetwork=subnet.id, nic_type=spec.nic)],
@@ -200,12 +221,10 @@ class GpuVms(Component):
                         deletion_protection=deletion_protection,
                         desired_status="RUNNING",
                     ),
-                    opts=pulumi.ResourceOptions.merge(
-                        self.child(), pulumi.ResourceOptions(protect=protected, delete_before_replace=False)
-                    ),
+                    opts=keep,
                 )
             )
-        self.register_outputs({"names": [vm.name for vm in self.instances]})
+        self.register_outputs({"names": [vm.name for vm in self.instances], "disks": [d.name for d in self.disks]})
 
 
 def _scheduling(spot: bool) -> compute.InstanceSchedulingArgs:

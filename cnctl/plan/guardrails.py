@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from cnctl.catalog import catalog
 
 INSTANCE = "gcp:compute/instance:Instance"
+DISK = "gcp:compute/disk:Disk"
 INSTANCE_TEMPLATE = "gcp:compute/instanceTemplate:InstanceTemplate"
 FIREWALL = "gcp:compute/firewall:Firewall"
 BUCKET = "gcp:storage/bucket:Bucket"
@@ -59,7 +60,7 @@ PUBSUB_AGENT = re.compile(r"^serviceAccount:service-[0-9]+@gcp-sa-pubsub\.iam\.g
 # (model archives, pull-mode bundles), so no device or worker identity may write them.
 CONTENTS_LABEL = "contents"
 ARTIFACT_CONTENTS = frozenset({"models"})
-LABELLED = (INSTANCE, BUCKET, DATASET, TABLE)
+LABELLED = (INSTANCE, DISK, BUCKET, DATASET, TABLE)
 
 PRIMITIVE_ROLES = frozenset({"roles/owner", "roles/editor", "roles/viewer"})
 # A dataset access entry names a predefined role by its basic dataset role, which is the same grant
@@ -366,7 +367,7 @@ def dataset_location_set(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) 
 
 
 def labels_present(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
-    """Labellable resources (VMs, buckets, datasets, tables) carry the environment and managed-by labels."""
+    """Labellable resources (VMs, disks, buckets, datasets, tables) carry the environment and managed-by labels."""
     if type_ not in LABELLED:
         return None
     labels = inputs.get("labels") or {}
@@ -496,9 +497,9 @@ def transfer_reads_only_what_it_loads(type_: str, inputs: Inputs, ctx: Context =
 
 
 def cmek_everywhere(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
-    """Where a stack uses a KMS key, buckets, datasets, VM boot disks and Pub/Sub topics (the images queue's
-    messages name the plant's images) all use one (CMEK covers all data)."""
-    if ctx.cmek and type_ in (BUCKET, DATASET, TOPIC, *VM_TYPES) and _kms_key(type_, inputs) is None:
+    """Where a stack uses a KMS key, buckets, datasets, disks, VM boot disks and Pub/Sub topics (the images
+    queue's messages name the plant's images) all use one (CMEK covers all data)."""
+    if ctx.cmek and type_ in (BUCKET, DATASET, TOPIC, DISK, *VM_TYPES) and _kms_key(type_, inputs) is None:
         return "is not encrypted with a KMS key while other data of this stack is (set the stack's kmsKeyName here too)"
     return None
 
@@ -710,13 +711,15 @@ def _gcs_bucket(path: Any) -> str | None:
 
 
 def _kms_key(type_: str, inputs: Inputs) -> str | None:
-    """The KMS key a bucket, dataset, Pub/Sub topic or VM boot disk is encrypted with, or None."""
+    """The KMS key a bucket, dataset, Pub/Sub topic, disk or VM boot disk is encrypted with, or None."""
     if type_ == BUCKET:
         return (inputs.get("encryption") or {}).get("defaultKmsKeyName")
     if type_ == DATASET:
         return (inputs.get("defaultEncryptionConfiguration") or {}).get("kmsKeyName")
     if type_ == TOPIC:
         return inputs.get("kmsKeyName")
+    if type_ == DISK:
+        return (inputs.get("diskEncryptionKey") or {}).get("kmsKeySelfLink")
     if type_ in VM_TYPES:
         disk = inputs.get("bootDisk") or (inputs.get("disks") or [{}])[0] or {}
         return disk.get("kmsKeySelfLink") or (disk.get("diskEncryptionKey") or {}).get("kmsKeySelfLink")

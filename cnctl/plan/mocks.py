@@ -143,6 +143,11 @@ class CloudMocks(pulumi.runtime.Mocks):
             "currentStatus": "RUNNING",
         }
 
+    def _disk(self, name: str, inputs: Mapping[str, Any]) -> tuple[str, State]:
+        project, _ = self._scoped(inputs)
+        path = f"projects/{project}/zones/{inputs['zone']}/disks/{inputs.get('name', name)}"
+        return path, {"project": project, "selfLink": f"{COMPUTE_API}/{path}"}
+
     def _account(self, name: str, inputs: Mapping[str, Any]) -> tuple[str, State]:
         project, _ = self._scoped(inputs)
         email = f"{inputs['accountId']}@{project}.iam.gserviceaccount.com"
@@ -276,6 +281,7 @@ _COMPUTED: dict[str, Callable[[CloudMocks, str, Mapping[str, Any]], tuple[str, S
     "gcp:compute/routerNat:RouterNat": CloudMocks._router_nat,
     "gcp:compute/firewall:Firewall": CloudMocks._firewall,
     "gcp:compute/instance:Instance": CloudMocks._instance,
+    "gcp:compute/disk:Disk": CloudMocks._disk,
     "gcp:serviceaccount/account:Account": CloudMocks._account,
     "gcp:storage/bucket:Bucket": CloudMocks._bucket,
     "gcp:storage/bucketIAMMember:BucketIAMMember": CloudMocks._iam_member,

@@ -11,6 +11,7 @@ GOOD / BAD, in prod:
 |-----------------------------------------|----------------------------------------------------|
 | metadata, labels, machine type          | update in place                                    |
 | zone, image family, disk type, Spot     | replacement of a stateful resource: flagged        |
+| boot disk grown / shrunk (`grow_only`)  | update in place / replacement: flagged             |
 | table gains a NULLABLE column           | update in place                                    |
 | table column renamed or retyped         | replacement of a stateful resource: flagged        |
 | a Cloud Storage transfer's data path or | replacement with side effects: flagged, with the   |
@@ -41,6 +42,7 @@ def replacement_reasons(type_: str, before: Inputs, after: Inputs) -> list[str]:
     if rule is None:
         return []
     reasons = [path for path in rule.paths if _at(before, path) != _at(after, path)]
+    reasons += [path for path in rule.grow_only if _shrinks(_at(before, path), _at(after, path))]
     reasons += [
         path
         for condition in rule.when
@@ -111,6 +113,14 @@ def _fields(schema: str | None) -> list[dict[str, Any]]:
 
 def _mode(field: Mapping[str, Any]) -> str:
     return str(field.get("mode") or "NULLABLE")
+
+
+def _shrinks(before: list[Any], after: list[Any]) -> bool:
+    """A grow-only number replaces its resource only when it is set before and after, and smaller after."""
+    try:
+        return None not in before + after and any(float(b) > float(a) for b, a in zip(before, after, strict=True))
+    except (TypeError, ValueError):
+        return before != after  # not numbers: any change, as a ForceNew path
 
 
 def _both_set_and_different(before: list[Any], after: list[Any]) -> bool:

@@ -33,6 +33,7 @@ from tests.unit.bundle_helpers import keypair
 from tests.unit.stack_variants import stack_variant
 
 INSTANCE = "gcp:compute/instance:Instance"
+DISK = "gcp:compute/disk:Disk"
 TABLE = "gcp:bigquery/table:Table"
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 UPDATE = os.environ.get("CNCTL_UPDATE_GOLDEN") == "1"
@@ -92,9 +93,10 @@ def test_allow_replace_lifts_protect_of_that_vm_only(tmp_path: Path, prod: Plan)
 
     head = plan_stack(stack_variant(tmp_path, change, base="prod"))
     result = diff(prod, head)
-    vm = f"{INSTANCE} cn-prod-gpu-1"
-    assert list(result.changed) == [vm] and not result.replaced  # that VM only, and in place
-    assert [(c.path, c.before, c.after) for c in result.changed[vm]] == [("resourceOptions.protect", True, False)]
+    pair = [f"{DISK} cn-prod-gpu-1", f"{INSTANCE} cn-prod-gpu-1"]
+    assert list(result.changed) == pair and not result.replaced  # that VM (and its disk) only, and in place
+    for key in pair:
+        assert [(c.path, c.before, c.after) for c in result.changed[key]] == [("resourceOptions.protect", True, False)]
     assert head.violations == ()  # GCE's deletion protection stays on, as the production guardrail wants
     assert resource(head, INSTANCE, "cn-prod-gpu-1")["options"]["protect"] is False
     assert resource(head, INSTANCE, "cn-prod-gpu-1")["inputs"]["deletionProtection"] is True
@@ -102,33 +104,51 @@ def test_allow_replace_lifts_protect_of_that_vm_only(tmp_path: Path, prod: Plan)
 
 
 @pytest.mark.parametrize(
-    ("name", "change", "forced_by", "renamed"),
+    ("name", "change", "disk_forced_by", "vm_forced_by"),
     [
         ("image-family", lambda c: c["circularnet:compute"].update(imageFamily="common-cu129-ubuntu-2204-nvidia-580"),
-         ["name", "bootDisk.initializeParams.image"], True),
+         ["name", "image"], ["name", "bootDisk.source"]),
         ("disk-type", lambda c: c["circularnet:compute"].update(diskType="pd-ssd"),
-         ["name", "bootDisk.initializeParams.type"], True),
-        ("spot", lambda c: c["circularnet:compute"].update(spot=True),
-         ["name", "scheduling.provisioningModel", "scheduling.preemptible"], True),
+         ["name", "type"], ["name", "bootDisk.source"]),
+        ("disk-shrunk", lambda c: c["circularnet:compute"].update(diskSizeGb=200),  # GCE cannot shrink a disk
+         ["size"], None),
+        ("spot", lambda c: c["circularnet:compute"].update(spot=True),  # a new VM, so a new disk to boot it
+         ["name"], ["name", "bootDisk.source", "scheduling.provisioningModel", "scheduling.preemptible"]),
     ],
-    ids=["image-family", "disk-type", "spot"],
+    ids=["image-family", "disk-type", "disk-shrunk", "spot"],
 )
-def test_a_change_that_replaces_prod_vms_is_flagged_and_refused(
-    tmp_path: Path, prod: Plan, name: str, change: Change, forced_by: list[str], renamed: bool
+def test_a_change_that_replaces_prod_vms_or_their_disks_is_flagged_and_refused(
+    tmp_path: Path, prod: Plan, name: str, change: Change, disk_forced_by: list[str], vm_forced_by: list[str] | None
 ) -> None:
     head = plan_stack(stack_variant(tmp_path, change, base="prod"))
     result = diff(prod, head)
-    vms = [f"{INSTANCE} cn-prod-gpu-0", f"{INSTANCE} cn-prod-gpu-1"]
-    assert sorted(result.replaced) == vms and all(result.replaced[vm] == forced_by for vm in vms)
-    assert result.destructive == vms and result.refused() == vms
-    assert result.refused(["cn-prod-gpu-0"]) == vms[1:] and result.refused(["all"]) == []
+    disks = [f"{DISK} cn-prod-gpu-{index}" for index in (0, 1)]
+    vms = [f"{INSTANCE} cn-prod-gpu-{index}" for index in (0, 1)] if vm_forced_by else []
+    assert sorted(result.replaced) == disks + vms
+    assert all(result.replaced[d] == disk_forced_by for d in disks) and all(result.replaced[v] == vm_forced_by for v in vms)
+    assert result.destructive == disks + vms and result.refused() == disks + vms
+    # one name allows a VM and its disk; the other pair stays refused
+    assert result.refused(["cn-prod-gpu-0"]) == [key for key in disks + vms if key.endswith("-1")]
+    assert result.refused(["all"]) == []
     for index in (0, 1):
-        before = resource(prod, INSTANCE, f"cn-prod-gpu-{index}")["inputs"]
-        after = resource(head, INSTANCE, f"cn-prod-gpu-{index}")["inputs"]
-        # Created before the old one goes: a new name in the same zone, and no delete-first.
-        assert (before["name"] != after["name"]) is renamed and before["zone"] == after["zone"]
-        assert after["name"].startswith(f"cn-prod-gpu-{index}-")
+        for type_ in (DISK, INSTANCE):
+            before = resource(prod, type_, f"cn-prod-gpu-{index}")["inputs"]
+            after = resource(head, type_, f"cn-prod-gpu-{index}")["inputs"]
+            # Created before the old one goes: a new name in the same zone, and no delete-first.
+            assert (before["name"] != after["name"]) is bool(vm_forced_by) and before["zone"] == after["zone"]
+            assert after["name"].startswith(f"cn-prod-gpu-{index}-")
     golden(f"prod-{name}", result)
+
+
+def test_a_bigger_boot_disk_grows_in_place_and_keeps_the_vm(tmp_path: Path, prod: Plan) -> None:
+    def change(config: dict[str, Any]) -> None:
+        config["circularnet:compute"]["diskSizeGb"] = 500
+
+    result = diff(prod, plan_stack(stack_variant(tmp_path, change, base="prod")))
+    disks = [f"{DISK} cn-prod-gpu-{index}" for index in (0, 1)]
+    assert list(result.changed) == disks  # the VMs: untouched, names and all
+    assert all([(c.path, c.after) for c in result.changed[d]] == [("size", 500)] for d in disks)
+    assert result.replaced == {} and result.destructive == [] and result.refused() == []
 
 
 def test_in_place_changes_are_not_replacements(tmp_path: Path, prod: Plan) -> None:
@@ -152,10 +172,11 @@ def test_moving_one_vm_after_a_stock_out_touches_that_vm_only(tmp_path: Path, pr
         config["circularnet:compute"]["placement"][1]["zone"] = "europe-west4-c"
 
     result = diff(prod, plan_stack(stack_variant(tmp_path, change, base="prod")))
-    vm = f"{INSTANCE} cn-prod-gpu-1"
-    assert list(result.changed) == [vm] and not result.added and not result.removed
-    assert [(c.path, c.before, c.after) for c in result.changed[vm]] == [("zone", "europe-west4-b", "europe-west4-c")]
-    assert result.replaced == {vm: ["zone"]} and result.refused() == [vm] and result.refused(["cn-prod-gpu-1"]) == []
+    disk, vm = f"{DISK} cn-prod-gpu-1", f"{INSTANCE} cn-prod-gpu-1"
+    assert list(result.changed) == [disk, vm] and not result.added and not result.removed
+    assert [(c.path, c.before, c.after) for c in result.changed[disk]] == [("zone", "europe-west4-b", "europe-west4-c")]
+    assert result.replaced == {disk: ["zone"], vm: ["zone", "bootDisk.source"]}
+    assert result.refused() == [disk, vm] and result.refused(["cn-prod-gpu-1"]) == []
     golden("prod-zone-move", result)
 
 
@@ -345,7 +366,8 @@ def test_plan_diff_refuses_a_prod_replacement_unless_allowed(tmp_path: Path, pro
     assert run("--allow-replace", "cn-prod-gpu-1").returncode == 1
     allowed = run("--allow-replace", "cn-prod-gpu-0", "--markdown")
     assert allowed.returncode == 0, allowed.stderr
-    assert "🔁 `gcp:compute/instance:Instance cn-prod-gpu-0` (replaced: zone)" in allowed.stdout
+    assert "🔁 `gcp:compute/instance:Instance cn-prod-gpu-0` (replaced: zone, bootDisk.source)" in allowed.stdout
+    assert "🔁 `gcp:compute/disk:Disk cn-prod-gpu-0` (replaced: zone)" in allowed.stdout
 
 
 # --- the replace-on-change data --------------------------------------------------------------------
@@ -373,7 +395,8 @@ def _args_parameter(token: str, path: str) -> bool:
 def test_every_replace_on_change_path_is_a_real_argument(token: str) -> None:
     rule = catalog().gcp.replacements[token]
     conditional = [path for condition in rule.when for path in (condition.input, *condition.paths)]
-    for path in [*rule.paths, *([rule.schema_input] if rule.schema_input else []), *rule.sets, *conditional]:
+    for path in [*rule.paths, *([rule.schema_input] if rule.schema_input else []), *rule.sets, *rule.grow_only,
+                 *conditional]:
         assert _args_parameter(token, path), f"{token}: {path} is not an input of pulumi-gcp's {token.split(':')[-1]}"
     assert not _args_parameter(token, "noSuchInput.atAll")
 
@@ -409,7 +432,7 @@ def test_plan_with_a_base_flags_and_refuses_like_plan_diff(tmp_path: Path, prod:
     command = [str(REPO_ROOT / ".venv/bin/cnctl"), "plan", "--stack", stack, "--base", str(base), "--json"]
     refused = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
-    assert "replace: gcp:compute/instance:Instance cn-prod-gpu-1 (forced by name, bootDisk.initializeParams.type)" in refused.stderr
+    assert "replace: gcp:compute/disk:Disk cn-prod-gpu-1 (forced by name, type)" in refused.stderr
     assert json.loads(refused.stdout)["stack"] == "prod"  # the plan itself is still printed
     allowed = subprocess.run([*command, "--allow-replace", "all"], capture_output=True, text=True, timeout=120, check=False)
     assert allowed.returncode == 0, allowed.stderr

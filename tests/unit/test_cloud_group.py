@@ -70,6 +70,7 @@ def dev() -> Plan:
 def test_the_template_is_the_vm_the_stack_would_create(plan: Plan, dev: Plan) -> None:
     template = one(plan, TEMPLATE)
     vm = of_type(dev, "gcp:compute/instance:Instance")["cn-dev-gpu-0"]
+    vm_disk = of_type(dev, "gcp:compute/disk:Disk")["cn-dev-gpu-0"]
     assert template["machineType"] == vm["machineType"] == "n1-standard-8"
     assert template["guestAccelerators"] == vm["guestAccelerators"] == [{"type": "nvidia-tesla-t4", "count": 1}]
     assert template["shieldedInstanceConfig"] == vm["shieldedInstanceConfig"] == {
@@ -79,7 +80,7 @@ def test_the_template_is_the_vm_the_stack_would_create(plan: Plan, dev: Plan) ->
     disk = template["disks"]
     assert disk == [{
         "boot": True, "autoDelete": True, "diskSizeGb": 300, "diskType": "pd-balanced",
-        "sourceImage": vm["bootDisk"]["initializeParams"]["image"],
+        "sourceImage": vm_disk["image"],
         "labels": {"app": "circularnet", "environment": "dev-group", "managed-by": "cnctl"},
     }]
     metadata = dict(template["metadata"])

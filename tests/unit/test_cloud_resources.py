@@ -22,6 +22,7 @@ from tests.unit.stack_variants import stack_variant
 AGENT_NUMBER = project_number("my-circularnet-dev")  # the mock's project number
 
 INSTANCE = "gcp:compute/instance:Instance"
+DISK = "gcp:compute/disk:Disk"
 BUCKET = "gcp:storage/bucket:Bucket"
 FIREWALL = "gcp:compute/firewall:Firewall"
 IAM_TYPES = {
@@ -141,16 +142,24 @@ def test_vm_runs_as_dedicated_account(dev: Plan) -> None:
     }
 
 
-def test_vm_boots_the_deep_learning_image(dev: Plan) -> None:
+def test_vm_boots_the_deep_learning_image_from_a_disk_of_its_own(dev: Plan) -> None:
     vm = of_type(dev, INSTANCE)["cn-dev-gpu-0"]
-    params = vm["bootDisk"]["initializeParams"]
-    assert (
-        params["image"]
-        == "projects/deeplearning-platform-release/global/images/family/common-cu124-ubuntu-2204-nvidia-550"
-    )
-    assert params["size"] == 300 and params["type"] == "pd-balanced"
-    assert params["labels"]["managed-by"] == "cnctl"
-    assert vm["bootDisk"]["autoDelete"] is True
+    disk = of_type(dev, DISK)["cn-dev-gpu-0"]
+    assert disk["image"] == "projects/deeplearning-platform-release/global/images/family/common-cu124-ubuntu-2204-nvidia-550"
+    assert (disk["size"], disk["type"], disk["labels"]["managed-by"]) == (300, "pd-balanced", "cnctl")
+    # the VM's name and zone; attached, never deleted by GCE with the VM (Pulumi owns it)
+    assert (disk["name"], disk["zone"]) == (vm["name"], vm["zone"])
+    assert vm["bootDisk"] == {"source": f"https://www.googleapis.com/compute/v1/projects/my-circularnet-dev/zones/"
+                                        f"{vm['zone']}/disks/{vm['name']}", "autoDelete": False}
+    assert "initializeParams" not in vm["bootDisk"]  # its size would be ForceNew: a bigger disk, a new VM
+
+
+def test_a_vm_and_its_disk_are_protected_alike_and_replaced_create_first() -> None:
+    prod = plan_stack("prod")
+    for index in range(2):
+        vm = prod.options[(INSTANCE, f"cn-prod-gpu-{index}")]
+        assert prod.options[(DISK, f"cn-prod-gpu-{index}")] == vm
+        assert vm["deleteBeforeReplace"] is False
 
 
 def test_startup_script_is_the_metadata_key(dev: Plan) -> None:
