@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 INSTANCE = "gcp:compute/instance:Instance"
+DISK = "gcp:compute/disk:Disk"
 FIREWALL = "gcp:compute/firewall:Firewall"
 SUBNETWORK = "gcp:compute/subnetwork:Subnetwork"
 BUCKET = "gcp:storage/bucket:Bucket"
@@ -100,6 +101,8 @@ GOOD: list[tuple[str, str, dict[str, Any]]] = [
     (DATASET, "dataset", {"datasetId": "d", "location": "europe-west4", "deleteContentsOnDestroy": False,
                           "defaultEncryptionConfiguration": {"kmsKeyName": KEY}, "labels": labels("prod")}),
     (TABLE, "table", {"datasetId": "d", "tableId": "t", "deletionProtection": True, "labels": labels("prod")}),
+    (DISK, "vm-disk", {"zone": "europe-west4-a", "size": 300, "type": "pd-balanced",
+                       "diskEncryptionKey": {"kmsKeySelfLink": KEY}, "labels": labels("prod")}),
     (PROJECT_MEMBER, "logs", {"project": "p", "role": "roles/logging.logWriter", "member": VM}),
     (BUCKET_MEMBER, "frames", {"bucket": "b", "role": "roles/storage.objectCreator", "member": VM}),
     (BUCKET_MEMBER, "frames-read", {"bucket": "b", "role": "roles/storage.objectViewer", "member": VM}),
@@ -262,6 +265,7 @@ BAD: list[Bad] = [
     Bad("labels-present", BUCKET, changed("results", labels={"environment": "prod"})),
     Bad("labels-present", DATASET, changed("dataset", labels={})),
     Bad("labels-present", TABLE, changed("table", labels={"managed-by": "cnctl"})),
+    Bad("labels-present", DISK, changed("vm-disk", labels={"environment": "prod"})),
     Bad("production-keeps-deletion-protection", INSTANCE, changed("vm", deletionProtection=False)),
     Bad("production-keeps-deletion-protection", INSTANCE, changed("vm", deletionProtection=None)),
     Bad("production-keeps-deletion-protection", TABLE, changed("table", deletionProtection=False)),
@@ -331,6 +335,7 @@ BAD: list[Bad] = [
         why="even the agent: on its one account, not every account of the project"),
     Bad("cmek-everywhere", BUCKET, changed("results", encryption=None)),
     Bad("cmek-everywhere", DATASET, changed("dataset", defaultEncryptionConfiguration=None)),
+    Bad("cmek-everywhere", DISK, changed("vm-disk", diskEncryptionKey=None), why="the boot disk a VM attaches"),
     Bad("cmek-everywhere", INSTANCE, changed("vm", bootDisk={"initializeParams": {"type": "pd-balanced"}})),
     Bad("production-logs-traffic", SUBNETWORK, {"ipCidrRange": "10.31.0.0/24"}),
     Bad("production-logs-traffic", FIREWALL, fw([IAP], ["22"], logConfig=None)),
