@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 HOME = "/usr/local/lib/circularnet"  # on a host: the package's parent, on PYTHONPATH (the roles' defaults name it)
@@ -49,3 +51,20 @@ def answer(output: str | Iterable[str], key: str | None = None) -> dict[str, Any
         if isinstance(found, dict) and (key is None or key in found):
             return found
     return None
+
+
+def replace_file(path: str | Path, data: bytes) -> None:
+    """Ensure `path` holds `data` (0644): written beside it, synced, then renamed over it, so a reader sees the
+    old file or the new one, never a part (the temporary name starts with a dot and has no suffix)."""
+    target = Path(path)
+    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o644)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise

@@ -36,7 +36,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -45,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import cnhost
-from cnhost import triton_endpoint
+from cnhost import metrics, triton_endpoint
 
 SCHEMA = 1
 EXIT = {"healthy": 0, "unhealthy": 1, "usage": 2}
@@ -82,6 +81,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Write and print this host's health report (cnctl verify layer).")
     parser.add_argument("--config", default=CONFIG, help="JSON settings rendered by the verify layer")
     parser.add_argument("--read-only", action="store_true", help="print the report; write nothing")
+    parser.add_argument("--metrics", metavar="PATH", help="also write the report as Prometheus metrics there "
+                        "(node-exporter's textfile collector; skipped while its directory is missing)")
     for key, value in DEFAULTS.items():
         parser.add_argument(f"--{key.replace('_', '-')}", dest=key, type=type(value), default=None)
     return parser.parse_args(argv)
@@ -434,20 +435,8 @@ def judge_pipeline(seen: Observation | None, now: float, cfg: dict[str, Any]) ->
 
 
 def write(report: dict[str, Any], path: str) -> None:
-    """Ensure `path` holds `report` (0644): written beside it, synced, then renamed over it (atomic)."""
-    target = Path(path)
-    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            os.fchmod(f.fileno(), 0o644)
-            json.dump(report, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    """Ensure `path` holds `report` (0644, replaced atomically)."""
+    cnhost.replace_file(path, (json.dumps(report, indent=2, sort_keys=True) + "\n").encode())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -460,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     report = judge(observe(cfg), cfg, config_problems)
     if not args.read_only:
         write(report, cfg["report"])
+        if args.metrics:
+            metrics.write(metrics.exposition(report), args.metrics)
     print(json.dumps(report, sort_keys=True), flush=True)
     return EXIT["healthy"] if report["healthy"] else EXIT["unhealthy"]
 

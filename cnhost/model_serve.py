@@ -43,17 +43,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from cnhost import triton_endpoint
+from cnhost import replace_file, triton_endpoint
 
 EXIT = {"ok": 0, "usage": 2, "pending": 3, "missing": 4, "triton": 5, "load": 6, "probe": 7, "disk": 8}
 
@@ -133,11 +131,7 @@ def write_atomic(path: Path, data: bytes) -> bool:
     """`path` holds `data` (0644), replaced in one rename; True when it changed."""
     if path.is_file() and path.read_bytes() == data:
         return False
-    fd, new = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.chmod(new, 0o644)
-    os.replace(new, path)
+    replace_file(path, data)
     return True
 
 

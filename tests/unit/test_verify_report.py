@@ -341,3 +341,15 @@ def test_the_script_runs_on_the_oldest_python_it_supports() -> None:
         imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                      if isinstance(node, ast.ImportFrom) and node.module and not node.level}
         assert imported - set(sys.stdlib_module_names) <= {"cnhost", "triton_endpoint"}, path
+
+
+def test_the_script_writes_the_metrics_where_node_exporter_reads_them(tmp_path: Path, triton: int) -> None:
+    config = _host(tmp_path, triton, SERVE_OK)
+    collector = tmp_path / "node-exporter"
+    collector.mkdir()
+    result = _run("--config", str(config), "--metrics", str(collector / "circularnet.prom"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = (collector / "circularnet.prom").read_text()
+    assert "cnctl_health_healthy 1\n" in text and 'cnctl_model_served_version{model="circularnet"} 2\n' in text
+    assert _run("--config", str(config), "--read-only", "--metrics", str(collector / "other.prom")).returncode == 0
+    assert [p.name for p in collector.iterdir()] == ["circularnet.prom"]  # read-only writes neither
