@@ -18,6 +18,7 @@ from cnctl.cloud.compute import GpuVms
 from cnctl.cloud.group import GpuWorkerGroup
 from cnctl.cloud.identity import EDGE_PULLER, EDGE_UPLOADER, GROUP_WORKER, INFERENCE_VM, Identity
 from cnctl.cloud.looker import looker_studio_url
+from cnctl.cloud.monitoring import Monitoring, Watched, one_of
 from cnctl.cloud.network import Network
 from cnctl.cloud.queue import WorkQueue
 from cnctl.cloud.services import Services
@@ -41,6 +42,7 @@ class CloudLayer:
     identity: Identity
     transfer: DetectionsTransfer
     vms: GpuVms | None
+    monitoring: Monitoring
     # compute.mode group: the images queue and the autoscaled workers that drain it
     queue: WorkQueue | None = None
     workers: GpuWorkerGroup | None = None
@@ -160,7 +162,25 @@ def build(cfg: StackConfig) -> CloudLayer | None:
             requires=apis,
         )
 
-    layer = CloudLayer(provider, services, network, storage, analytics, identity, transfer, vms, queue, workers)
+    watched: dict[str, pulumi.Input[str]] = {
+        "configs": pulumi.Output.all(*(config.name for config in transfer.configs.values())).apply(
+            lambda found: one_of([name.rsplit("/", 1)[-1] for name in found])
+        )
+    }
+    if queue is not None and workers is not None:
+        watched.update(subscription=queue.subscription.name, dead_letters=queue.dead_letter_subscription.name,
+                       group=workers.manager.name)
+    monitoring = Monitoring(
+        names,
+        cfg.monitoring,
+        Watched(queue=queue is not None, group_min=group.min if group is not None else None),
+        watched,
+        opts=on_gcp,
+        requires=apis,
+    )
+    layer = CloudLayer(
+        provider, services, network, storage, analytics, identity, transfer, vms, monitoring, queue, workers
+    )
     _export(gcp, layer)
     return layer
 

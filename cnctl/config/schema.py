@@ -26,6 +26,7 @@ from cnctl.config.values import (
     DevicePath,
     Directory,
     DriverBranch,
+    EmailAddress,
     EndpointUrl,
     GpuType,
     HostAddress,
@@ -416,6 +417,17 @@ class Container(Section):
     log_max_files: int = Field(3, ge=1, le=100, description="json-file log files kept per container")
 
 
+class Monitoring(Section):
+    """What watches the stack: the cloud layer's alert policies (cnctl/cloud/monitoring.py) and who they notify."""
+
+    emails: list[EmailAddress] = Field(
+        default_factory=list, description="who the cloud alert policies notify (a Cloud Monitoring e-mail channel each)"
+    )
+    backlog_age_seconds: int = Field(
+        900, ge=60, le=86400, description="compute.mode group: an image waiting longer than this raises an alert"
+    )
+
+
 # --- security and sandbox --------------------------------------------------------------------
 
 
@@ -499,6 +511,7 @@ class StackConfig(Section):
     pipeline: Pipeline = Field(default_factory=Pipeline)
     fleets: Fleets = Field(default_factory=Fleets)
     security: Security = Field(default_factory=Security)
+    monitoring: Monitoring = Field(default_factory=Monitoring)
     mirrors: Mirrors = Field(default_factory=Mirrors)
     container: Container = Field(default_factory=Container)
     sandbox: Sandbox | None = None

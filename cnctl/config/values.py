@@ -462,3 +462,9 @@ SignerIdentity = Annotated[str, AfterValidator(_matches(
     r"[A-Za-z0-9][A-Za-z0-9@._+-]{0,127}", "signer identity (letters, digits and @ . _ + -, e.g. release@plant)"
 ))]
 SshPublicKey = Annotated[str, AfterValidator(_ssh_public_key)]
+# Where alerts go: a plain mailbox address (no display name, comment, quote or space), as Cloud Monitoring's
+# e-mail channel takes it.
+EmailAddress = Annotated[str, AfterValidator(_matches(
+    r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+",
+    "e-mail address like ops@plant.example",
+))]

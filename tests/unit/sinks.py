@@ -79,6 +79,7 @@ CLOUD: dict[str, Any] = {
                 "buckets": {"images": "cn-sinks-images", "results": "cn-sinks-results", "models": "cn-sinks-models"},
                 "kmsKeyName": KMS + "storage", "credentialsFile": "~/.config/cnctl/uploader.json"},
     "analytics": {"dataset": "circularnet_sinks", "table": "detections", "kmsKeyName": KMS + "analytics"},
+    "monitoring": {"emails": ["ops@plant.example"]},
     "compute": {"machineType": "n1-standard-8", "gpu": {"type": "nvidia-tesla-t4", "count": 1},
                 "imageFamily": "common-cu124-ubuntu-2204-nvidia-550", "instances": 1,
                 "placement": [{"zone": "us-central1-b"}], "kmsKeyName": KMS + "compute"},
