@@ -427,7 +427,9 @@ def judge_pipeline(seen: Observation | None, now: float, cfg: dict[str, Any]) ->
     }
     if worker is not None:
         summary.update(last_run=_when(worker.get("updated")), images=worker.get("images"),
-                       skipped=worker.get("skipped"), acked=worker.get("acked"), nacked=worker.get("nacked"))
+                       skipped=worker.get("skipped"), acked=worker.get("acked"), nacked=worker.get("nacked"),
+                       uploaded=worker.get("uploaded"), already_present=worker.get("already_present"),
+                       failed_uploads=worker.get("failed_uploads"))
     return summary, problems
 
 

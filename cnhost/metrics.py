@@ -35,6 +35,9 @@ PIPELINE_COUNTERS = {
     "images": "Images a bucket worker ran",
     "acked": "Queue messages a bucket worker acknowledged",
     "nacked": "Queue messages a bucket worker gave back",
+    "uploaded": "Results a bucket worker wrote to the results bucket",
+    "already_present": "Results a bucket worker found already written (a redelivered image's)",
+    "failed_uploads": "Results a bucket worker could not write (their images go back to the queue)",
 }
 PIPELINE_GAUGES = {
     "queue_files": "Result files waiting in the upload queue",

@@ -631,12 +631,14 @@ def test_the_health_report_judges_a_bucket_input_host_by_its_worker() -> None:
             "pipeline": {}, "upload": {"queue_files": 0},
             "worker": {"updated": now, "started": now - 4000, "last_ok": now - 3600, "batches": 7, "rows": 70,
                        "images": 12, "skipped": 1, "acked": 13, "nacked": 2, "failed_batches": 1,
+                       "uploaded": 11, "already_present": 1, "failed_uploads": 2,
                        "last_error": "batch a--b: the client exited 1: Triton answered 500"},
             "units": {"circularnet-worker.service": active, "circularnet-upload.service": active}}
     summary, problems = health_report.judge_pipeline(seen, now, {"pipeline_settings": "/etc/x",
                                                                  "pipeline_stale_seconds": 900})
     assert summary is not None
     assert (summary["batches"], summary["rows"], summary["images"], summary["acked"], summary["nacked"]) == (7, 70, 12, 13, 2)
+    assert (summary["uploaded"], summary["already_present"], summary["failed_uploads"]) == (11, 1, 2)
     assert problems == [("the bucket worker fails: batch a--b: the client exited 1: Triton answered 500; its images go "
                          "back to the subscription (see `journalctl -u circularnet-worker`)")]
     seen["worker"] = {**seen["worker"], "last_ok": now, "last_error": None}

@@ -22,9 +22,9 @@ from tests.unit.test_verify_report import HEALTHY
 NOW = HEALTHY["now"]
 
 
-def full_report(**pipeline: Any) -> dict[str, Any]:
+def full_report(worker: dict[str, Any] | None = None, **upload: Any) -> dict[str, Any]:
     """A converged belt host's report with every part: a capture service, runs, uploads (test_verify_report's
-    server, plus the pipeline's state files)."""
+    server, plus the pipeline's state files); `worker`: a bucket worker's state as well."""
     seen = copy.deepcopy(HEALTHY)
     seen["pipeline"] = {
         "settings": {"work": "/var/lib/circularnet/work", "storage": {"buckets": {"results": "results"}}},
@@ -32,7 +32,8 @@ def full_report(**pipeline: Any) -> dict[str, Any]:
         "capture": {"captured": 1200, "dropped": 3, "last_frame_at": NOW - 2},
         "pipeline": {"last_run": NOW - 30, "last_ok": NOW - 30, "batches": 40, "rows": 950, "failed_batches": 1},
         "upload": {"queue_files": 3, "queue_bytes": 4096, "last_success": NOW - 60, "uploaded_files": 37,
-                   "dropped_files": 0, "failing_since": None, **pipeline},
+                   "dropped_files": 0, "failing_since": None, **upload},
+        **({"worker": worker} if worker is not None else {}),
     }
     return judge(seen, DEFAULTS)
 
@@ -58,6 +59,16 @@ def test_a_converged_host_exports_its_health_model_disks_and_pipeline() -> None:
     assert found["cnctl_pipeline_last_frame_timestamp_seconds"] == repr(NOW - 2)  # whole seconds: the report's
     info = next(key for key in found if key.startswith("cnctl_host_info"))
     assert 'host="gpu-server-1"' in info and 'driver="550.90.07"' in info and 'triton="2.48.0"' in info
+
+
+def test_a_bucket_workers_counters_are_exported() -> None:
+    worker = {"updated": NOW, "started": NOW - 600, "last_ok": NOW, "images": 12, "acked": 13, "nacked": 2,
+              "uploaded": 11, "already_present": 1, "failed_uploads": 2}
+    found = samples(metrics.exposition(full_report(worker=worker)))
+    assert [found[f"cnctl_pipeline_{key}_total"] for key in ("images", "acked", "nacked", "uploaded",
+                                                             "already_present", "failed_uploads")] == \
+        ["12", "13", "2", "11", "1", "2"]
+    assert "cnctl_pipeline_acked_total" not in metrics.exposition(full_report())  # no worker on a belt host
 
 
 def test_what_the_report_lacks_is_left_out_never_a_zero() -> None:
