@@ -452,7 +452,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.read_only:
         write(report, cfg["report"])
         if args.metrics:
-            metrics.write(metrics.exposition(report), args.metrics)
+            try:
+                metrics.write(metrics.exposition(report), args.metrics)
+            except OSError as exc:  # the collector's directory not ours to write: the report stands without them
+                print(f"health_report: metrics not written to {args.metrics}: {exc}", file=sys.stderr)
     print(json.dumps(report, sort_keys=True), flush=True)
     return EXIT["healthy"] if report["healthy"] else EXIT["unhealthy"]
 

@@ -79,7 +79,9 @@ def verify() -> None:
              deploy_record=record(wants))
     unit_vars = {"health_helper": helper, "health_programs": scripts.program_home(helper), "health_config": config, "state_dir": data["verify_report"].rsplit("/", 1)[0],
                  "triton_unit": data["verify_triton_unit"], "bind_address": wants["cn_inference_bind_address"],
-                 "report_interval": data["verify_interval"], "report_timeout": data["verify_timeout"]}
+                 "report_interval": data["verify_interval"], "report_timeout": data["verify_timeout"],
+                 "metrics_textfile": data["verify_metrics_textfile"],
+                 "metrics_dir": data["verify_metrics_textfile"].rsplit("/", 1)[0]}
     unit = data["verify_unit"]
     service = template("Verify: the report's service unit", "systemd/circularnet-health.service.j2",
                        f"/etc/systemd/system/{unit}.service", **unit_vars)

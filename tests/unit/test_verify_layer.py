@@ -40,7 +40,8 @@ def _unit_vars(bind_address: str = "127.0.0.1") -> dict[str, Any]:
     return {"health_helper": data["verify_helper"], "health_programs": "/usr/local/lib/circularnet",
             "health_config": data["verify_settings"],
             "state_dir": "/var/lib/circularnet", "triton_unit": data["verify_triton_unit"], "bind_address": bind_address,
-            "report_interval": data["verify_interval"], "report_timeout": data["verify_timeout"]}
+            "report_interval": data["verify_interval"], "report_timeout": data["verify_timeout"],
+            "metrics_textfile": data["verify_metrics_textfile"], "metrics_dir": "/var/lib/prometheus/node-exporter"}
 
 
 # (template, variables): every template of the layer, with the values a real host gives
@@ -133,7 +134,10 @@ def test_the_service_is_hardened_to_an_exposure_of_at_most_3(tmp_path: Path, bin
     service, _ = _units(tmp_path, bind_address=bind_address)
     assert _exposure(service) <= MAX_EXPOSURE
     text = service.read_text()
-    assert "ReadWritePaths=/var/lib/circularnet\n" in text and "ProtectSystem=strict\n" in text  # writes its state only
+    # writes its state, and its metrics where node-exporter's collector is installed, only
+    assert "ReadWritePaths=/var/lib/circularnet -/var/lib/prometheus/node-exporter\n" in text
+    assert "ProtectSystem=strict\n" in text
+    assert " --metrics /var/lib/prometheus/node-exporter/circularnet.prom\n" in text
     assert ("IPAddressAllow=localhost 10.20.0.5\n" in text) == (bind_address == "10.20.0.5")
     assert "SuccessExitStatus=1\n" in text  # unhealthy is a finding, not a failed unit
     bare = tmp_path / "bare" / "circularnet-health.service"

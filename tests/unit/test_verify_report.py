@@ -353,3 +353,14 @@ def test_the_script_writes_the_metrics_where_node_exporter_reads_them(tmp_path: 
     assert "cnctl_health_healthy 1\n" in text and 'cnctl_model_served_version{model="circularnet"} 2\n' in text
     assert _run("--config", str(config), "--read-only", "--metrics", str(collector / "other.prom")).returncode == 0
     assert [p.name for p in collector.iterdir()] == ["circularnet.prom"]  # read-only writes neither
+
+
+def test_metrics_that_cannot_be_written_leave_the_report_whole(tmp_path: Path, triton: int) -> None:
+    config = _host(tmp_path, triton, SERVE_OK)
+    blocked = tmp_path / "node-exporter" / "circularnet.prom"
+    blocked.mkdir(parents=True)  # a directory where the file goes: the rename onto it fails
+    result = _run("--config", str(config), "--metrics", str(blocked))
+    assert result.returncode == 0 and json.loads(result.stdout)["healthy"]
+    assert (tmp_path / "var" / "health.json").exists()
+    assert f"health_report: metrics not written to {blocked}: " in result.stderr
+    assert [p.name for p in blocked.parent.iterdir()] == ["circularnet.prom"]  # no temporary file left
