@@ -209,7 +209,9 @@ def serves_and_reports_healthy(host: sandbox.FreshHost, flavour: str, fleet_inst
     started = "sudo systemctl start circularnet-health.service"
     metrics = host.ssh(f"sudo mkdir -p {collector} && {started} && {started} && "
                        f"sudo cat {collector}/circularnet.prom; sudo rm -rf /var/lib/prometheus", timeout=600)
-    assert "\ncnctl_health_healthy 1\n" in metrics.stdout, (name, metrics.stdout[-2000:] + metrics.stderr)
+    assert "\ncnctl_health_healthy 1\n" in metrics.stdout, (
+        name, metrics.stdout[-2000:] + metrics.stderr,
+        host.ssh("journalctl -u circularnet-health --no-pager | tail -30").stdout)
 
 
 def pipeline_delivers(host: sandbox.FreshHost, flavour: str) -> None:
