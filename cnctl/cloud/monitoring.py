@@ -12,7 +12,8 @@ metrics: no endpoint is opened, nothing is probed from outside (no uptime check 
 | dead-letters       | pubsub…/num_undelivered_messages (the dead-letter subscription)      | any message, for 5 min        |
 | workers-below-min  | compute…/instance_group/size (the worker group)                      | under group.min for 15 min    |
 
-The last three exist with `compute.mode: group` only; the first in every stack with a cloud layer.
+The first is in every stack with a cloud layer; the queue's two with `compute.mode: group`; the last with a
+group whose `min` is above 0.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ GROUP_SIZE = "compute.googleapis.com/instance_group/size"
 class Condition:
     """One alert policy's condition: a threshold on a filtered metric, and what to do when it fires. `filter` is a
     template: `{configs}`, `{subscription}`, `{dead_letters}` and `{group}` are the watched resources' names
-    (`Names`), known once they exist."""
+    (`Monitoring`'s `names`), known once they exist."""
 
     key: str
     title: str
