@@ -1,8 +1,8 @@
 """pyinfra entry point: apply the host layers to each host by its platform.
 
-    pyinfra hosts/edge.py deploy.py         # Jetson edge devices: platform -> jetson -> container -> model -> inference -> pipeline -> verify -> pull
-    pyinfra hosts/servers.py deploy.py      # GPU servers:         platform -> nvidia -> container -> model -> inference -> pipeline -> verify -> pull
-    pyinfra hosts/cloud.py deploy.py        # cloud GPU VMs:       platform -> nvidia (the image's) -> container -> model -> inference -> pipeline -> verify -> pull
+    pyinfra hosts/edge.py deploy.py         # Jetson edge devices: platform -> jetson -> container -> model -> inference -> pipeline -> monitoring -> verify -> pull
+    pyinfra hosts/servers.py deploy.py      # GPU servers:         platform -> nvidia -> container -> model -> inference -> pipeline -> monitoring -> verify -> pull
+    pyinfra hosts/cloud.py deploy.py        # cloud GPU VMs:       platform -> nvidia (the image's) -> container -> model -> inference -> pipeline -> monitoring -> verify -> pull
     pyinfra hosts/fleet.py deploy.py        # the whole fleet (edge and servers): what `cnctl deploy` runs
 
 Each host's variables are its cn_* host data (cnctl.hostvars, the same names Ansible gets). The platform
@@ -26,6 +26,7 @@ from deploy.container import container
 from deploy.inference import inference
 from deploy.jetson import jetson
 from deploy.model import model
+from deploy.monitoring import monitoring
 from deploy.nvidia import nvidia
 from deploy.pipeline import pipeline
 from deploy.pull import pull
@@ -45,6 +46,7 @@ APPLY = {
     "model": lambda: model(_sudo=True),
     "inference": lambda: inference(_sudo=True),
     "pipeline": lambda: pipeline(_sudo=True),
+    "monitoring": lambda: monitoring(_sudo=True),
     "verify": lambda: verify(_sudo=True),
     "pull": lambda: pull(_sudo=True),
 }

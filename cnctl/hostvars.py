@@ -27,6 +27,7 @@ URL and the stack's `mirrors` section replaces its base for air-gapped plants (N
 | cn_inference_http_port | all | Triton's HTTP port (`inference.ports.http`) |
 | cn_inference_grpc_port | all | Triton's gRPC port (`inference.ports.grpc`) |
 | cn_inference_metrics_port | all | Triton's metrics port (`inference.ports.metrics`) |
+| cn_monitoring_exporter_port | all | node-exporter's port, on Triton's address (`monitoring.nodeExporterPort`) |
 | cn_model_action | all | `pinned`: serve the stack's pinned version; `previous` (a rollback run's override): the version served before it |
 | cn_python_index_url | all | PEP 503 index the native runtime installs its wheels from (mirrors.pythonIndex, else PyPI) |
 | cn_triton_wheels | all | [{name, version, sha256: [...]}]: the native runtime's wheels, each pinned by hash (matrix `native_triton`) |
@@ -169,6 +170,7 @@ def stack_vars(cfg: StackConfig, cat: Catalog | None = None) -> dict[str, Any]:
         "cn_inference_http_port": cfg.inference.ports.http,
         "cn_inference_grpc_port": cfg.inference.ports.grpc,
         "cn_inference_metrics_port": cfg.inference.ports.metrics,
+        "cn_monitoring_exporter_port": cfg.monitoring.node_exporter_port,
         "cn_model_action": "pinned",
         "cn_python_index_url": mirrors.python_index or PYPI_SIMPLE,
         "cn_triton_wheels": [w.model_dump() for w in native.packages],

@@ -13,7 +13,7 @@ stack's signed bundle, once the host is otherwise configured and healthy.
 
 from __future__ import annotations
 
-LAYERS = ("platform", "jetson", "nvidia", "container", "model", "inference", "pipeline", "verify", "pull")
+LAYERS = ("platform", "jetson", "nvidia", "container", "model", "inference", "pipeline", "monitoring", "verify", "pull")
 ALWAYS = "platform"
 # The layers only one platform (a host's cn_platform) takes; every other layer applies to both.
 PLATFORM_ONLY = {"jetson": "jetson", "nvidia": "server"}

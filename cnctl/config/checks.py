@@ -193,19 +193,19 @@ def host_addresses_usable(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
 
 
 def ports_distinct(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
-    """No two services on one port: Triton's HTTP, gRPC and metrics ports, and each host's SSH port."""
+    """No two services on one port: Triton's HTTP, gRPC and metrics ports, node-exporter's, and each host's SSH port."""
     ports = cfg.inference.ports
     taken: dict[int, str] = {}
-    for name in ("http", "grpc", "metrics"):
-        port = getattr(ports, name)
+    services = [(f"inference.ports.{name}", getattr(ports, name)) for name in ("http", "grpc", "metrics")]
+    for path, port in [*services, ("monitoring.nodeExporterPort", cfg.monitoring.node_exporter_port)]:
         if port in taken:
-            yield Problem(f"inference.ports.{name}", port, f"is already inference.ports.{taken[port]}; give each service its own port")
+            yield Problem(path, port, f"is already {taken[port]}; give each service its own port")
         elif port == SSH_PORT and cfg.compute is not None:
-            yield Problem(f"inference.ports.{name}", port, "is SSH's port on the GPU VMs (reached through IAP only); use another")
-        taken.setdefault(port, name)
+            yield Problem(path, port, "is SSH's port on the GPU VMs (reached through IAP only); use another")
+        taken.setdefault(port, path)
     for path, host in _hosts(cfg):
         if host.ssh_port in taken:
-            yield Problem(f"{path}.sshPort", host.ssh_port, f"is Triton's {taken[host.ssh_port]} port (inference.ports); use another")
+            yield Problem(f"{path}.sshPort", host.ssh_port, f"is {taken[host.ssh_port]}'s port; use another")
 
 
 def labels_fit(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:

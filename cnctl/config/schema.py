@@ -418,13 +418,17 @@ class Container(Section):
 
 
 class Monitoring(Section):
-    """What watches the stack: the cloud layer's alert policies (cnctl/cloud/monitoring.py) and who they notify."""
+    """What watches the stack: every host's exporters (the monitoring layer), the cloud layer's alert policies
+    (cnctl/cloud/monitoring.py) and who they notify."""
 
     emails: list[EmailAddress] = Field(
         default_factory=list, description="who the cloud alert policies notify (a Cloud Monitoring e-mail channel each)"
     )
     backlog_age_seconds: int = Field(
         900, ge=60, le=86400, description="compute.mode group: an image waiting longer than this raises an alert"
+    )
+    node_exporter_port: Port = Field(
+        9100, description="every host's node-exporter (the monitoring layer), on the address Triton binds"
     )
 
 

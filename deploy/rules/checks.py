@@ -215,15 +215,22 @@ def inference_problem(found: Facts, wishes: Wishes) -> str:
                     f"host has {found.get('python') or 'no python3'}: pin wheels for it under native_triton in the "
                     "platform matrix, or use the container runtime (inference.runtime or the fleet entry's "
                     "inferenceRuntime)")
+    return bind_interface_problem(found, wishes)
+
+
+def bind_interface_problem(found: Facts, wishes: Wishes) -> str:
+    """"" unless the stack names a bind interface (Triton's and the exporters') that has no IPv4 address here.
+
+    found: {"address": the interface's IPv4 or None}."""
     interface = wishes.get("cn_inference_bind_interface")
     if interface and not found.get("address"):
-        return (f"{host}: interface {interface} (inference.bindInterface) has no IPv4 address here; name a private "
-                "interface this host has, or bind an address (inference.bindAddress)")
+        return (f"{wishes.get('cn_host')}: interface {interface} (inference.bindInterface) has no IPv4 address here; "
+                "name a private interface this host has, or bind an address (inference.bindAddress)")
     return ""
 
 
 def inference_address(found: Facts, wishes: Wishes) -> str:
-    """The address Triton binds: the named interface's, else the stack's bind address."""
+    """The address Triton (and the monitoring layer's exporter) binds: the named interface's, else the stack's."""
     if wishes.get("cn_inference_bind_interface"):
         return str(found.get("address"))
     return str(wishes.get("cn_inference_bind_address") or "127.0.0.1")

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -101,11 +102,17 @@ SERVING = (
     "/etc/systemd/system/circularnet-health.timer",
 )
 NATIVE = ("/opt/circularnet/triton-requirements.txt", "/opt/circularnet/triton/bin/python3")
+# The monitoring layer's files: node-exporter's drop-in, its textfile directory, the GPU collector's unit.
+MONITORING = (
+    "/etc/systemd/system/prometheus-node-exporter.service.d",
+    "/etc/systemd/system/prometheus-node-exporter.service.d/cnctl.conf", "/var/lib/prometheus/node-exporter",
+    "/etc/systemd/system/circularnet-gpu-metrics.service", "/usr/local/lib/circularnet/cnhost/gpu_metrics.py",
+)
 MANAGED = {
     "jetson": (*COMMON, "/etc/apt/preferences.d/cnctl-jetson.pref", "/etc/systemd/system/cnctl-jetson-clocks.service",
-               *SERVING, *NATIVE, *PIPELINE_FILES, *CAPTURE_FILES),
+               *SERVING, *NATIVE, *PIPELINE_FILES, *CAPTURE_FILES, *MONITORING),
     "server": (*COMMON, "/etc/apt/preferences.d/cnctl-nvidia.pref", "/etc/modprobe.d", "/etc/modprobe.d/blacklist-nouveau.conf",
-               *SERVING, *PIPELINE_FILES),
+               *SERVING, *PIPELINE_FILES, *MONITORING),
 }
 # The Triton runtime the local stack gives each flavour (its first fleet entry's inferenceRuntime).
 RUNTIME = {"jetson": "native", "server": "container"}
@@ -203,15 +210,39 @@ def serves_and_reports_healthy(host: sandbox.FreshHost, flavour: str, fleet_inst
         name, ran.stdout + ran.stderr, host.ssh("journalctl -u circularnet-health --no-pager | tail -20").stdout)
     assert host.ssh(f"stat -c '%a %U:%G' {HEALTH_REPORT}").stdout.strip() == "644 root:root"
     assert json.loads(host.ssh(f"cat {HEALTH_REPORT}").stdout)["healthy"] is True, name
-    # with node-exporter's textfile collector directory there, the same hardened service writes its metrics in it
-    # (started twice: a start joins a run the timer began before the directory existed, the second is a new run)
-    collector = "/var/lib/prometheus/node-exporter"
-    started = "sudo systemctl start circularnet-health.service"
-    metrics = host.ssh(f"sudo mkdir -p {collector} && {started} && {started} && "
-                       f"sudo cat {collector}/circularnet.prom; sudo rm -rf /var/lib/prometheus", timeout=600)
-    assert "\ncnctl_health_healthy 1\n" in metrics.stdout, (
-        name, metrics.stdout[-2000:] + metrics.stderr,
-        host.ssh("journalctl -u circularnet-health --no-pager | tail -30").stdout)
+    exports_its_metrics(host, flavour)
+
+
+# Read on the host itself (minimal hosts have python3, not curl): node-exporter answers on loopback only.
+SCRAPE = ("import sys, urllib.request\n"
+          "print(urllib.request.urlopen(sys.argv[1], timeout=30).read().decode())")
+
+
+def exports_its_metrics(host: sandbox.FreshHost, flavour: str) -> None:
+    """The monitoring layer's end state: node-exporter, as the layer's drop-in runs it, listens on the local stack's
+    address only (loopback) and serves the health report's metrics (the verify layer's service, run now) and the GPU
+    collector's, from the flavour's own tool (the stand-in nvidia-smi or tegrastats, in NVIDIA's formats)."""
+    name = host.state.name
+    ran = host.ssh("sudo systemctl start circularnet-health.service", timeout=300)
+    assert ran.returncode == 0, (name, ran.stderr)
+    listening = host.ssh("sudo ss -Hltnp 'sport = :9100'").stdout
+    assert "127.0.0.1:9100" in listening and "prometheus-node" in listening, (name, listening)
+    assert "0.0.0.0:9100" not in listening and "*:9100" not in listening and "[::]:9100" not in listening, listening
+    deadline = time.monotonic() + 120  # the collector's first sample: the tool's first interval
+    while True:
+        scraped = host.ssh(f"python3 -c {shlex.quote(SCRAPE)} http://127.0.0.1:9100/metrics", timeout=60)
+        if (scraped.returncode == 0 and "DCGM_FI_DEV_GPU_TEMP{" in scraped.stdout) or time.monotonic() > deadline:
+            break
+        time.sleep(5)
+    journal = host.ssh("sudo journalctl -u circularnet-gpu-metrics -u prometheus-node-exporter --no-pager | tail -20")
+    assert scraped.returncode == 0, (name, scraped.stderr, journal.stdout)
+    metrics = scraped.stdout
+    assert "\ncnctl_health_healthy 1\n" in metrics, (name, metrics[-2000:])
+    assert "\nnode_textfile_scrape_error 0\n" in metrics, (name, journal.stdout)  # every .prom file parsed
+    tool = "tegrastats" if flavour == "jetson" else "nvidia-smi"
+    assert f'cnctl_gpu_collector_info{{tool="{tool}"}} 1' in metrics, (name, journal.stdout)
+    assert re.search(r"^DCGM_FI_DEV_GPU_TEMP\{.*\} \d", metrics, re.MULTILINE), (name, journal.stdout)
+    assert re.search(r"^node_cpu_seconds_total\{", metrics, re.MULTILINE), name  # the exporter's own collectors
 
 
 def pipeline_delivers(host: sandbox.FreshHost, flavour: str) -> None:

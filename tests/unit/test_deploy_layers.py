@@ -70,8 +70,8 @@ def test_deploy_py_applies_every_layer_by_its_name() -> None:
 
 
 @pytest.mark.parametrize(("platform", "expected"), [
-    ("jetson", ("platform", "jetson", "container", "model", "inference", "pipeline", "verify", "pull")),
-    ("server", ("platform", "nvidia", "container", "model", "inference", "pipeline", "verify", "pull")),
+    ("jetson", ("platform", "jetson", "container", "model", "inference", "pipeline", "monitoring", "verify", "pull")),
+    ("server", ("platform", "nvidia", "container", "model", "inference", "pipeline", "monitoring", "verify", "pull")),
 ])
 def test_each_platform_takes_its_own_driver_layer(platform: str, expected: tuple[str, ...]) -> None:
     assert layers.for_platform(platform) == expected

@@ -1,7 +1,7 @@
 """Debian's REAL packages the site's apt repository carries: the Docker engine and what the hosts lack for it.
 
 Sandbox hosts have no route out, so the packages the host layers install from the distribution (Debian's
-`docker.io`, `containerd`, `runc`, `python3-venv` and their dependencies) reach them through the site repository, as in an
+`docker.io`, `containerd`, `runc`, `python3-venv`, `prometheus-node-exporter` and their dependencies) reach them through the site repository, as in an
 air-gapped plant with a mirror. They are downloaded on the machine, with the machine's own apt and its
 Debian mirror, once per architecture and cached:
 
@@ -17,9 +17,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-# What the host layers may install from the distribution: the local stack's `docker.io` engine source, and
-# python3-venv (ensurepip) for the native inference runtime's venv.
-PACKAGES = ("docker.io", "python3-venv")
+# What the host layers may install from the distribution: the local stack's `docker.io` engine source,
+# python3-venv (ensurepip) for the native inference runtime's venv, and the monitoring layer's node-exporter.
+PACKAGES = ("docker.io", "python3-venv", "prometheus-node-exporter")
 APT_TIMEOUT_S = 900
 
 
