@@ -32,10 +32,11 @@ from unittest import mock
 
 from pyinfra.api import FactBase, StringCommand
 
+from cnctl.layers import LAYERS, for_platform
 from cnctl.paths import TEMPLATES_DIR
 
-# The layer modules in deploy.py's order; the platform layer's refusal is not run (FACTS would not pass it).
-LAYERS = ("platform", "jetson", "nvidia", "container", "model", "inference", "pipeline", "verify", "pull")
+# The layer modules run in deploy.py's order (cnctl/layers.py); the platform layer's refusal is not run (FACTS
+# would not pass it).
 PYINFRA_OPERATIONS = ("files", "apt", "systemd", "server", "python")
 # files.template's own arguments: everything else it is given is a template variable.
 TEMPLATE_ARGS = {"name", "src", "dest", "user", "group", "mode", "create_remote_dir", "jinja_env_kwargs", "_sudo"}
@@ -229,11 +230,8 @@ def recorder() -> Iterator[Callable[[str, dict[str, Any]], Recording]]:
     def run(name: str, data: dict[str, Any]) -> Recording:
         recording = Recording()
         fake.switch(name, data, recording)
-        jetson = data.get("cn_platform") == "jetson"
         try:
-            for layer in LAYERS:
-                if (layer == "jetson" and not jetson) or (layer == "nvidia" and jetson):
-                    continue
+            for layer in for_platform(data.get("cn_platform")):
                 getattr(modules[layer], layer)._inner()
         except Refused as exc:
             recording.refused = str(exc)
