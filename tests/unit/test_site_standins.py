@@ -11,14 +11,20 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from cnctl.catalog import catalog
 from cnctl.sandbox.site import STANDIN_MARK, nv_tegra_release
+from cnhost.gpu_metrics import QUERY, parse_nvidia_smi, samples
+from tests.unit.test_gpu_metrics import promtool_check
+from tests.unit.test_metrics import samples as series
 
 CAT = catalog().platforms
+REPO = Path(__file__).resolve().parents[2]
 
 
 def field(deb: Path, name: str) -> str:
@@ -29,6 +35,30 @@ def field(deb: Path, name: str) -> str:
 def run(root: Path, exe: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([str(root / exe.lstrip("/")), *args], capture_output=True, text=True, timeout=20, check=False,
                           env={**os.environ, "CNCTL_STANDIN_ROOT": str(root), **(env or {})})
+
+
+def first_lines(root: Path, exe: str, *args: str, count: int, prefix: tuple[str, ...] = ()) -> list[str]:
+    """The first `count` lines a looping stand-in prints; then it is killed (by its Popen, after 20 s at most)."""
+    process = subprocess.Popen([*prefix, str(root / exe.lstrip("/")), *args], stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "CNCTL_STANDIN_ROOT": str(root)})
+    guard = threading.Timer(20, process.kill)
+    guard.start()
+    try:
+        assert process.stdout is not None
+        return [process.stdout.readline().rstrip("\n") for _ in range(count)]
+    finally:
+        guard.cancel()
+        process.kill()
+        process.communicate()
+
+
+def collector(root: Path, tool: str, textfile: Path) -> subprocess.CompletedProcess:
+    """cnhost/gpu_metrics.py --once against the stand-in `tool` of `root`, as the monitoring layer runs it."""
+    env = {**os.environ, "CNCTL_STANDIN_ROOT": str(root), "PYTHONPATH": str(REPO),
+           "PATH": f"{root / 'usr/bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    return subprocess.run([sys.executable, "-m", "cnhost.gpu_metrics", "--tool", tool, "--textfile", str(textfile),
+                           "--interval", "1", "--once"], env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
 
 
 def expected_packages() -> list[tuple[str, str]]:
@@ -141,6 +171,55 @@ def test_nvidia_smi_table_header_and_errors(smi):
     (root / "etc/cnctl-standin/driver-unloaded").touch()
     res = run(root, "/usr/bin/nvidia-smi")
     assert res.returncode == 9 and "couldn't communicate with the NVIDIA driver" in res.stdout
+
+
+def test_nvidia_smi_loop_repeats_the_query_and_the_collectors_parser_reads_it(smi):
+    """`--loop=SEC` prints a row per GPU each interval, nothing between the blocks: read by cnhost/gpu_metrics.py's
+    parser, grouped by GPU index, like the real tool's. The temperature knob heats both GPUs; a field in the
+    [N/A] knob is [N/A], which the parser leaves out."""
+    root, _ = smi
+    l4 = next(g for g in CAT.servers.gpus if g.accelerator == "nvidia-l4")
+    (root / "etc/cnctl-standin").mkdir(parents=True)
+    (root / "etc/cnctl-standin/gpu").write_text(f"{l4.name}\n{l4.name}\n")
+    (root / "etc/cnctl-standin/gpu-temperature").write_text("91\n")
+    (root / "etc/cnctl-standin/gpu-fields-na").write_text("power.draw\n")
+    lines = first_lines(root, "/usr/bin/nvidia-smi", f"--query-gpu={','.join(QUERY)}", "--format=csv,noheader,nounits",
+                        "--loop=1", count=4)
+    blocks = samples(parse_nvidia_smi(lines))
+    assert [[gpu["index"] for gpu in block] for block in blocks] == [[0, 1], [0, 1]]
+    for gpu in (gpu for block in blocks for gpu in block):
+        assert gpu["name"] == l4.name and gpu["temperature.gpu"] == 91 and "power.draw" not in gpu
+        assert gpu["memory.used"] + gpu["memory.free"] == l4.memory_mib
+        assert 0 <= gpu["utilization.gpu"] <= 100 and 0 <= gpu["utilization.memory"] <= 100
+    assert [gpu["utilization.gpu"] for gpu in blocks[0]] == [0, 3]  # the first block is always the same
+    assert run(root, "/usr/bin/nvidia-smi", "--query-gpu=index", "--format=csv", "--loop=0").returncode == 2
+
+
+def test_nvidia_smi_power_and_memory_fields_keep_the_real_formats(smi):
+    root, _ = smi
+    q = "--query-gpu=power.draw,utilization.memory,memory.used,temperature.gpu"
+    res = run(root, "/usr/bin/nvidia-smi", q, "--format=csv")
+    assert res.stdout == ("power.draw [W], utilization.memory [%], memory.used [MiB], temperature.gpu\n"
+                          "35.12 W, 0 %, 1 MiB, 34\n")
+    (root / "etc/cnctl-standin").mkdir(parents=True)
+    (root / "etc/cnctl-standin/gpu-fields-na").write_text("power.draw\nmemory.used\n")
+    assert run(root, "/usr/bin/nvidia-smi", q, "--format=csv,noheader").stdout == "[N/A], 0 %, [N/A], 34\n"
+
+
+def test_the_collector_writes_the_stand_in_nvidia_smis_sample(smi):
+    root, _ = smi
+    (root / "etc/cnctl-standin").mkdir(parents=True)
+    (root / "etc/cnctl-standin/gpu-temperature").write_text("91\n")
+    textfile = root / "node-exporter" / "gpu.prom"
+    textfile.parent.mkdir()
+    ran = collector(root, "nvidia-smi", textfile)
+    assert ran.returncode == 0, ran.stderr
+    text = textfile.read_text()
+    temperature = next(line for line in text.splitlines() if line.startswith("DCGM_FI_DEV_GPU_TEMP{"))
+    assert re.fullmatch(rf'DCGM_FI_DEV_GPU_TEMP{{gpu="0",UUID="GPU-[0-9a-f-]+",device="nvidia0",'
+                        rf'modelName="{re.escape(CAT.servers.gpus[0].name)}"}} 91', temperature)
+    assert series(text)['cnctl_gpu_collector_info{tool="nvidia-smi"}'] == "1"
+    assert promtool_check(text) == []
 
 
 # --- nvcc ------------------------------------------------------------------------------------------
