@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pytest
 
 from cnctl.catalog import catalog
 from cnctl.sandbox.site import STANDIN_MARK, nv_tegra_release
-from cnhost.gpu_metrics import QUERY, parse_nvidia_smi, samples
+from cnhost.gpu_metrics import QUERY, parse_nvidia_smi, parse_tegrastats, samples
 from tests.unit.test_gpu_metrics import promtool_check
 from tests.unit.test_metrics import samples as series
 
@@ -275,6 +276,55 @@ def test_jetson_clocks_show_store_restore(l4t_tools):
     assert run(root, "/usr/bin/jetson_clocks", "--restore", store).returncode == 0
     assert "FreqOverride=0" in run(root, "/usr/bin/jetson_clocks", "--show").stdout
     assert run(root, "/usr/bin/jetson_clocks", "--restore", str(root / "missing.conf")).returncode == 1
+
+
+def test_tegrastats_prints_the_r36_line_every_interval_for_the_collectors_parser(l4t_tools):
+    """The same parser as for the real tool's lines; as root the line has what only root's tegrastats prints (EMC,
+    the GPCs' frequencies), as another user not (run as nobody, from a copy it can read, when the test is root)."""
+    root = l4t_tools
+    (root / "etc/cnctl-standin").mkdir(parents=True)
+    (root / "etc/cnctl-standin/gpu-temperature").write_text("93\n")
+    runs: list[tuple[Path, tuple[str, ...], bool]] = [(root, (), os.geteuid() == 0)]
+    readable = Path(tempfile.mkdtemp(prefix="tegrastats-"))
+    try:
+        if os.geteuid() == 0:
+            readable.chmod(0o755)
+            (readable / "usr/bin").mkdir(parents=True)
+            shutil.copy2(root / "usr/bin/tegrastats", readable / "usr/bin/tegrastats")
+            runs.append((readable, ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"), False))
+        for where, prefix, as_root in runs:
+            lines = first_lines(where, "/usr/bin/tegrastats", "--interval", "100", count=3, prefix=prefix)
+            for line in lines:
+                assert re.match(r"\d\d-\d\d-\d{4} \d\d:\d\d:\d\d RAM ", line), line
+                sample = parse_tegrastats(line)
+                assert sample["ram"]["total"] == 62801 << 20 and len(sample["cpus"]) == 12
+                assert set(sample["power"]) == {"VDD_GPU_SOC", "VDD_CPU_CV", "VIN_SYS_5V0", "VDDQ_VDD2_1V8AO"}
+                assert "cv0" not in sample["temperatures"]  # -256C: no reading
+                assert ("emc" in sample) == ("mhz" in sample["gpu"]) == as_root, line
+            knob = 93.0 if where == root else 41.25
+            assert {parse_tegrastats(line)["temperatures"]["gpu"] for line in lines} == {knob}
+    finally:
+        shutil.rmtree(readable)
+
+
+def test_tegrastats_refuses_what_it_does_not_imitate(l4t_tools):
+    for args in (["--logfile", "x"], ["--interval"], ["--interval", "soon"], ["--stop"]):
+        res = run(l4t_tools, "/usr/bin/tegrastats", *args)
+        assert res.returncode == 1 and "Usage: tegrastats" in res.stderr and res.stdout == ""
+
+
+def test_the_collector_writes_the_stand_in_tegrastats_sample(l4t_tools):
+    root = l4t_tools
+    (root / "etc/cnctl-standin").mkdir(parents=True)
+    (root / "etc/cnctl-standin/gpu-temperature").write_text("93\n")
+    textfile = root / "node-exporter" / "gpu.prom"
+    textfile.parent.mkdir()
+    ran = collector(root, "tegrastats", textfile)
+    assert ran.returncode == 0, ran.stderr
+    text = textfile.read_text()
+    assert re.search(r'^DCGM_FI_DEV_GPU_TEMP\{gpu="0",device="gr3d",modelName="[^"]*"\} 93\.0$', text, re.MULTILINE)
+    assert series(text)['cnctl_tegra_power_watts{rail="VIN_SYS_5V0"}'] == "4.025"
+    assert promtool_check(text) == []
 
 
 def test_l4t_core_ships_nv_tegra_release(deb_of, extract_deb):
