@@ -54,7 +54,7 @@ PIPELINE_TIMES = {
 
 def exposition(report: Mapping[str, Any]) -> str:
     """The report's metrics, each with its HELP and TYPE lines; a value the report lacks is left out."""
-    return "".join(_family(name, kind, text, samples) for name, kind, text, samples in _families(report))
+    return "".join(family(name, kind, text, samples) for name, kind, text, samples in _families(report))
 
 
 def _families(report: Mapping[str, Any]) -> Iterator[tuple[str, str, str, list[tuple[Labels, Any]]]]:
@@ -95,7 +95,10 @@ def _families(report: Mapping[str, Any]) -> Iterator[tuple[str, str, str, list[t
         yield f"cnctl_pipeline_{key}_timestamp_seconds", "gauge", text, [({}, _epoch(pipeline.get(key)))]
 
 
-def _family(name: str, kind: str, text: str, samples: list[tuple[Labels, Any]]) -> str:
+def family(name: str, kind: str, text: str, samples: list[tuple[Labels, Any]]) -> str:
+    """One metric family: its HELP and TYPE lines, then a line per sample that has a value (labels without a
+    value left out, the others escaped); empty when no sample has one. The GPU collector (gpu_metrics.py)
+    renders its families with it too."""
     lines = [f"{name}{_labels(labels)} {_number(value)}\n" for labels, value in samples if _number(value) is not None]
     if not lines:
         return ""

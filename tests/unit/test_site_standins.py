@@ -11,14 +11,21 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import tempfile
+import threading
 from pathlib import Path
 
 import pytest
 
 from cnctl.catalog import catalog
 from cnctl.sandbox.site import STANDIN_MARK, nv_tegra_release
+from cnhost.gpu_metrics import QUERY, parse_nvidia_smi, parse_tegrastats, samples
+from tests.unit.test_gpu_metrics import promtool_check
+from tests.unit.test_metrics import samples as series
 
 CAT = catalog().platforms
+REPO = Path(__file__).resolve().parents[2]
 
 
 def field(deb: Path, name: str) -> str:
@@ -29,6 +36,30 @@ def field(deb: Path, name: str) -> str:
 def run(root: Path, exe: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([str(root / exe.lstrip("/")), *args], capture_output=True, text=True, timeout=20, check=False,
                           env={**os.environ, "CNCTL_STANDIN_ROOT": str(root), **(env or {})})
+
+
+def first_lines(root: Path, exe: str, *args: str, count: int, prefix: tuple[str, ...] = ()) -> list[str]:
+    """The first `count` lines a looping stand-in prints; then it is killed (by its Popen, after 20 s at most)."""
+    process = subprocess.Popen([*prefix, str(root / exe.lstrip("/")), *args], stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "CNCTL_STANDIN_ROOT": str(root)})
+    guard = threading.Timer(20, process.kill)
+    guard.start()
+    try:
+        assert process.stdout is not None
+        return [process.stdout.readline().rstrip("\n") for _ in range(count)]
+    finally:
+        guard.cancel()
+        process.kill()
+        process.communicate()
+
+
+def collector(root: Path, tool: str, textfile: Path) -> subprocess.CompletedProcess:
+    """cnhost/gpu_metrics.py --once against the stand-in `tool` of `root`, as the monitoring layer runs it."""
+    env = {**os.environ, "CNCTL_STANDIN_ROOT": str(root), "PYTHONPATH": str(REPO),
+           "PATH": f"{root / 'usr/bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    return subprocess.run([sys.executable, "-m", "cnhost.gpu_metrics", "--tool", tool, "--textfile", str(textfile),
+                           "--interval", "1", "--once"], env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
 
 
 def expected_packages() -> list[tuple[str, str]]:
@@ -143,6 +174,55 @@ def test_nvidia_smi_table_header_and_errors(smi):
     assert res.returncode == 9 and "couldn't communicate with the NVIDIA driver" in res.stdout
 
 
+def test_nvidia_smi_loop_repeats_the_query_and_the_collectors_parser_reads_it(smi):
+    """`--loop=SEC` prints a row per GPU each interval, nothing between the blocks: read by cnhost/gpu_metrics.py's
+    parser, grouped by GPU index, like the real tool's. The temperature knob heats both GPUs; a field in the
+    [N/A] knob is [N/A], which the parser leaves out."""
+    root, _ = smi
+    l4 = next(g for g in CAT.servers.gpus if g.accelerator == "nvidia-l4")
+    (root / "etc/cnctl-standin").mkdir(parents=True)
+    (root / "etc/cnctl-standin/gpu").write_text(f"{l4.name}\n{l4.name}\n")
+    (root / "etc/cnctl-standin/gpu-temperature").write_text("91\n")
+    (root / "etc/cnctl-standin/gpu-fields-na").write_text("power.draw\n")
+    lines = first_lines(root, "/usr/bin/nvidia-smi", f"--query-gpu={','.join(QUERY)}", "--format=csv,noheader,nounits",
+                        "--loop=1", count=4)
+    blocks = samples(parse_nvidia_smi(lines))
+    assert [[gpu["index"] for gpu in block] for block in blocks] == [[0, 1], [0, 1]]
+    for gpu in (gpu for block in blocks for gpu in block):
+        assert gpu["name"] == l4.name and gpu["temperature.gpu"] == 91 and "power.draw" not in gpu
+        assert gpu["memory.used"] + gpu["memory.free"] == l4.memory_mib
+        assert 0 <= gpu["utilization.gpu"] <= 100 and 0 <= gpu["utilization.memory"] <= 100
+    assert [gpu["utilization.gpu"] for gpu in blocks[0]] == [0, 3]  # the first block is always the same
+    assert run(root, "/usr/bin/nvidia-smi", "--query-gpu=index", "--format=csv", "--loop=0").returncode == 2
+
+
+def test_nvidia_smi_power_and_memory_fields_keep_the_real_formats(smi):
+    root, _ = smi
+    q = "--query-gpu=power.draw,utilization.memory,memory.used,temperature.gpu"
+    res = run(root, "/usr/bin/nvidia-smi", q, "--format=csv")
+    assert res.stdout == ("power.draw [W], utilization.memory [%], memory.used [MiB], temperature.gpu\n"
+                          "35.12 W, 0 %, 1 MiB, 34\n")
+    (root / "etc/cnctl-standin").mkdir(parents=True)
+    (root / "etc/cnctl-standin/gpu-fields-na").write_text("power.draw\nmemory.used\n")
+    assert run(root, "/usr/bin/nvidia-smi", q, "--format=csv,noheader").stdout == "[N/A], 0 %, [N/A], 34\n"
+
+
+def test_the_collector_writes_the_stand_in_nvidia_smis_sample(smi):
+    root, _ = smi
+    (root / "etc/cnctl-standin").mkdir(parents=True)
+    (root / "etc/cnctl-standin/gpu-temperature").write_text("91\n")
+    textfile = root / "node-exporter" / "gpu.prom"
+    textfile.parent.mkdir()
+    ran = collector(root, "nvidia-smi", textfile)
+    assert ran.returncode == 0, ran.stderr
+    text = textfile.read_text()
+    temperature = next(line for line in text.splitlines() if line.startswith("DCGM_FI_DEV_GPU_TEMP{"))
+    assert re.fullmatch(rf'DCGM_FI_DEV_GPU_TEMP{{gpu="0",UUID="GPU-[0-9a-f-]+",device="nvidia0",'
+                        rf'modelName="{re.escape(CAT.servers.gpus[0].name)}"}} 91', temperature)
+    assert series(text)['cnctl_gpu_collector_info{tool="nvidia-smi"}'] == "1"
+    assert promtool_check(text) == []
+
+
 # --- nvcc ------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kit", CAT.servers.cuda_toolkits, ids=lambda k: k.package)
@@ -196,6 +276,55 @@ def test_jetson_clocks_show_store_restore(l4t_tools):
     assert run(root, "/usr/bin/jetson_clocks", "--restore", store).returncode == 0
     assert "FreqOverride=0" in run(root, "/usr/bin/jetson_clocks", "--show").stdout
     assert run(root, "/usr/bin/jetson_clocks", "--restore", str(root / "missing.conf")).returncode == 1
+
+
+def test_tegrastats_prints_the_r36_line_every_interval_for_the_collectors_parser(l4t_tools):
+    """The same parser as for the real tool's lines; as root the line has what only root's tegrastats prints (EMC,
+    the GPCs' frequencies), as another user not (run as nobody, from a copy it can read, when the test is root)."""
+    root = l4t_tools
+    (root / "etc/cnctl-standin").mkdir(parents=True)
+    (root / "etc/cnctl-standin/gpu-temperature").write_text("93\n")
+    runs: list[tuple[Path, tuple[str, ...], bool]] = [(root, (), os.geteuid() == 0)]
+    readable = Path(tempfile.mkdtemp(prefix="tegrastats-"))
+    try:
+        if os.geteuid() == 0:
+            readable.chmod(0o755)
+            (readable / "usr/bin").mkdir(parents=True)
+            shutil.copy2(root / "usr/bin/tegrastats", readable / "usr/bin/tegrastats")
+            runs.append((readable, ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"), False))
+        for where, prefix, as_root in runs:
+            lines = first_lines(where, "/usr/bin/tegrastats", "--interval", "100", count=3, prefix=prefix)
+            for line in lines:
+                assert re.match(r"\d\d-\d\d-\d{4} \d\d:\d\d:\d\d RAM ", line), line
+                sample = parse_tegrastats(line)
+                assert sample["ram"]["total"] == 62801 << 20 and len(sample["cpus"]) == 12
+                assert set(sample["power"]) == {"VDD_GPU_SOC", "VDD_CPU_CV", "VIN_SYS_5V0", "VDDQ_VDD2_1V8AO"}
+                assert "cv0" not in sample["temperatures"]  # -256C: no reading
+                assert ("emc" in sample) == ("mhz" in sample["gpu"]) == as_root, line
+            knob = 93.0 if where == root else 41.25
+            assert {parse_tegrastats(line)["temperatures"]["gpu"] for line in lines} == {knob}
+    finally:
+        shutil.rmtree(readable)
+
+
+def test_tegrastats_refuses_what_it_does_not_imitate(l4t_tools):
+    for args in (["--logfile", "x"], ["--interval"], ["--interval", "soon"], ["--stop"]):
+        res = run(l4t_tools, "/usr/bin/tegrastats", *args)
+        assert res.returncode == 1 and "Usage: tegrastats" in res.stderr and res.stdout == ""
+
+
+def test_the_collector_writes_the_stand_in_tegrastats_sample(l4t_tools):
+    root = l4t_tools
+    (root / "etc/cnctl-standin").mkdir(parents=True)
+    (root / "etc/cnctl-standin/gpu-temperature").write_text("93\n")
+    textfile = root / "node-exporter" / "gpu.prom"
+    textfile.parent.mkdir()
+    ran = collector(root, "tegrastats", textfile)
+    assert ran.returncode == 0, ran.stderr
+    text = textfile.read_text()
+    assert re.search(r'^DCGM_FI_DEV_GPU_TEMP\{gpu="0",device="gr3d",modelName="[^"]*"\} 93\.0$', text, re.MULTILINE)
+    assert series(text)['cnctl_tegra_power_watts{rail="VIN_SYS_5V0"}'] == "4.025"
+    assert promtool_check(text) == []
 
 
 def test_l4t_core_ships_nv_tegra_release(deb_of, extract_deb):

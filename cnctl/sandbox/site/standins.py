@@ -26,7 +26,9 @@ STANDIN_MARK = "STAND-IN for tests"
 class JetsonBoard:
     """The Jetson board the stand-ins pretend to be (not in the catalog: only the sandbox needs it).
 
-    AGX Orin 64GB: power modes as in the reference notes; clock ceilings are plausible round figures.
+    AGX Orin 64GB: power modes as in the reference notes; clock ceilings are plausible round figures. What its
+    tegrastats prints (RAM and swap in MiB, idle clocks in MHz, the INA3221 rails with an idle draw in mW, NC twice)
+    follows a real AGX Orin 64GB's line (GDWR/jetson_exporter issue 14).
     """
 
     conf: str = "nvpmodel_p3701_0000.conf"
@@ -37,6 +39,15 @@ class JetsonBoard:
     cpu_max_khz: int = 2201600
     gpu_max_hz: int = 1300500000
     emc_max_hz: int = 3199000000
+    ram_mib: int = 62801
+    ram_used_mib: int = 4321
+    swap_mib: int = 31400
+    cpu_idle_mhz: int = 729
+    gpu_mhz: int = 306
+    gpcs: int = 2
+    emc_idle_mhz: int = 2133
+    rails: tuple[tuple[str, int], ...] = (("VDD_GPU_SOC", 2340), ("VDD_CPU_CV", 390), ("VIN_SYS_5V0", 4025),
+                                          ("NC", 0), ("VDDQ_VDD2_1V8AO", 301), ("NC", 0))
 
 
 JETSON_BOARD = JetsonBoard()
@@ -323,6 +334,9 @@ def jetson_packages(cat: Catalog) -> list[StandinPackage]:
     board = JETSON_BOARD
     clocks_facts = {"soc": jetson.soc.replace("t", "tegra", 1), "machine": board.machine, "cpus": board.cpus,
                     "cpu_max_khz": board.cpu_max_khz, "gpu_max_hz": board.gpu_max_hz, "emc_max_hz": board.emc_max_hz}
+    stats_facts = {"cpus": board.cpus, "ram_mib": board.ram_mib, "ram_used_mib": board.ram_used_mib,
+                   "swap_mib": board.swap_mib, "cpu_mhz": board.cpu_idle_mhz, "gpu_mhz": board.gpu_mhz,
+                   "gpcs": board.gpcs, "emc_mhz": board.emc_idle_mhz, "rails": [list(rail) for rail in board.rails]}
     # Like the real package, a postinst points /etc/nvpmodel.conf at the board's file.
     postinst = ("#!/bin/sh\nset -e\nif [ \"$1\" = configure ] && [ ! -e /etc/nvpmodel.conf ]; then\n"
                 f"  ln -s {conf_path} /etc/nvpmodel.conf\nfi\n")
@@ -338,11 +352,14 @@ def jetson_packages(cat: Catalog) -> list[StandinPackage]:
                 section="admin", files=(StandinFile("/etc/nv_tegra_release", nv_tegra_release(rel).encode()),)),
             StandinPackage(
                 "nvidia-l4t-tools", l4t_v, JETSON_ARCH, "NVIDIA", f"NVIDIA Public Test Tools Package (L4T {rel.l4t})",
-                "Installs stand-in /usr/sbin/nvpmodel and /usr/bin/jetson_clocks, and the board's power\n"
-                f"model file {conf_path} (symlinked to /etc/nvpmodel.conf by the postinst).\n{ARM64_NOTE}",
+                "Installs stand-in /usr/sbin/nvpmodel, /usr/bin/jetson_clocks and /usr/bin/tegrastats (the\n"
+                "real line format, every --interval ms; the GPU zone's temperature from\n"
+                "/etc/cnctl-standin/gpu-temperature), and the board's power model file\n"
+                f"{conf_path} (symlinked to /etc/nvpmodel.conf by the postinst).\n{ARM64_NOTE}",
                 section="admin", depends=(f"nvidia-l4t-core (= {l4t_v})", "python3"),
                 files=(tool("/usr/sbin/nvpmodel", "nvpmodel", {}),
                        tool("/usr/bin/jetson_clocks", "jetson_clocks", clocks_facts),
+                       tool("/usr/bin/tegrastats", "tegrastats", stats_facts),
                        StandinFile(conf_path, nvpmodel_conf().encode())),
                 postinst=postinst, postrm=postrm),
             StandinPackage(
