@@ -235,7 +235,9 @@ class GroupSite:
     def run(self, **env: str) -> subprocess.CompletedProcess[str]:
         environ = {**os.environ, "CNCTL_ETC_DIR": str(self.etc), "CNCTL_NVIDIA_WAIT_SECONDS": "0",
                    "CNCTL_PULL_ROOT": str(self.root), "CNCTL_GCE_METADATA": self.metadata,
-                   "CNCTL_PULL_SKIP_VENV": "1", "CNCTL_PULL_AGENT": str(self.recorder), **env}
+                   "CNCTL_PULL_SKIP_VENV": "1", "CNCTL_PULL_AGENT": str(self.recorder),
+                   # the Ops Agent section has its own tests (test_cloud_startup.py): skipped, and never this machine's
+                   "CNCTL_OPS_AGENT_SKIP": "1", "CNCTL_OPS_AGENT_ROOT": str(self.root), **env}
         environ.pop("PYTHONPATH", None)
         return subprocess.run([BASH, "-c", self.script], env=environ, capture_output=True, text=True, timeout=300,
                               check=False)
