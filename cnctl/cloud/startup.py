@@ -48,6 +48,7 @@ OPS_AGENT_PINS = "/etc/apt/preferences.d/google-cloud-ops-agent"
 CODENAME_PLACEHOLDER = "@CNCTL_CODENAME@"
 OPS_AGENT_APT_TRIES = 3
 OPS_AGENT_APT_TIMEOUT = 120
+OPS_AGENT_APT_WAIT_SECONDS = 5  # between tries
 GCS_API = "https://storage.googleapis.com"
 METADATA = "http://metadata.google.internal"
 PULL_CHANNEL = "stable"  # a group has no canaries: every VM of it runs the same version (cnctl.hostvars)
@@ -245,6 +246,7 @@ def template_values(cfg: StackConfig, workers: bool = False) -> dict[str, Any]:
         "ops_agent": ops_agent_bootstrap(cfg),
         "ops_agent_apt_tries": OPS_AGENT_APT_TRIES,
         "ops_agent_apt_timeout": OPS_AGENT_APT_TIMEOUT,
+        "ops_agent_apt_wait_seconds": OPS_AGENT_APT_WAIT_SECONDS,
         "pull": pull_bootstrap(cfg) if workers else None,
     }
 

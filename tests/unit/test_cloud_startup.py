@@ -226,7 +226,7 @@ class Vm:
     serves `key` (whatever URL it is asked), apt-get "installs" the agent (dpkg-query then reports it at
     AGENT_VERSION), systemctl and ip answer as on a GCE VM; gpg is the real one. Paths are under `root`."""
 
-    def __init__(self, tmp_path: Path, key: Path, ip: str = "") -> None:
+    def __init__(self, tmp_path: Path, key: Path, ip: str = "", apt_fails: str = "") -> None:
         self.tmp, self.root, self.etc, self.calls = tmp_path, tmp_path / "root", tmp_path / "etc", tmp_path / "calls"
         self.calls.mkdir(parents=True)
         (self.root / "etc").mkdir(parents=True)
@@ -234,7 +234,9 @@ class Vm:
         state = tmp_path / "dpkg-installed"
         curl = (f'out=""; url=""; while [ $# -gt 0 ]; do case "$1" in -o) out="$2"; shift 2 ;; *) url="$1"; shift ;; '
                 f'esac; done\necho "$url" >> {self.calls}/curl\ncat {key} > "$out"\n')
-        apt = f'echo "$*" >> {self.calls}/apt-get\ncase " $* " in *" install "*) : > {state} ;; esac\n'
+        apt = f'echo "$*" >> {self.calls}/apt-get\ncase " $* " in *" {apt_fails} "*) exit 100 ;; esac\n' if apt_fails \
+            else ""
+        apt = apt or f'echo "$*" >> {self.calls}/apt-get\ncase " $* " in *" install "*) : > {state} ;; esac\n'
         dpkg = f'[ -f {state} ] || exit 1\nprintf "installed {AGENT_VERSION}"\n'
         self.path = bin_dir(tmp_path, {
             "curl": curl, "apt-get": apt, "dpkg-query": dpkg, "nvidia-smi": "exit 9\n",
@@ -258,10 +260,11 @@ class Vm:
 
 
 def agent_values(cfg: StackConfig, fingerprints: list[str]) -> dict[str, Any]:
-    """The fixed VMs' template values with the catalog's fingerprints replaced by the test's own key's."""
+    """The fixed VMs' template values with the catalog's fingerprints replaced by the test's own key's, and no wait
+    between apt's tries."""
     values = startup.template_values(cfg)
     values["ops_agent"] = {**values["ops_agent"], "fingerprints": fingerprints}
-    return values
+    return {**values, "ops_agent_apt_wait_seconds": 0}
 
 
 def test_the_agent_comes_from_googles_signed_repository_with_the_key_it_verified(dev: StackConfig, tmp_path: Path) -> None:
@@ -339,6 +342,21 @@ def test_a_repository_out_of_reach_is_recorded_and_the_vm_boots(dev: StackConfig
     assert vm.called("apt-get") == [] and record["gpuStatus"] == "timeout"  # the rest ran
 
 
+@pytest.mark.parametrize("step", ["update", "install"])
+def test_an_apt_step_that_keeps_failing_takes_the_source_out_again(dev: StackConfig, tmp_path: Path, step: str) -> None:
+    """A few bounded tries, then the source and pin go (the host layers' `apt-get update --error-on=any` would trip on
+    a source apt cannot use); the verified keyring may stay. The next boot tries again."""
+    key, fingerprint = gpg_key(tmp_path / "gnupg", "Stand-in for Google's repository key <test@cnctl>")
+    vm = Vm(tmp_path, key, apt_fails=step)
+    vm.boot(startup.render_script(agent_values(dev, [fingerprint])))
+    record = bootstrap(vm.etc)
+    assert record["opsAgent"] == "failed" and f"apt-get {'update failed 3 times' if step == 'update' else 'could not'}" \
+        in str(record["opsAgentMessage"])
+    assert len([call for call in vm.called("apt-get") if f" {step} " in f" {call} "]) == startup.OPS_AGENT_APT_TRIES
+    assert not vm.path_of(startup.OPS_AGENT_SOURCE).exists() and not vm.path_of(startup.OPS_AGENT_PINS).exists()
+    assert vm.called("systemctl") == [] and not vm.path_of("/etc/google-cloud-ops-agent").exists()
+
+
 def test_a_group_worker_scrapes_node_exporter_on_its_interfaces_address(tmp_path: Path) -> None:
     key, fingerprint = gpg_key(tmp_path / "gnupg", "Stand-in for Google's repository key <test@cnctl>")
     vm = Vm(tmp_path, key, ip='echo "2: ens4    inet 10.128.0.7/32 brd 10.128.0.7 scope global dynamic ens4"\n')
@@ -399,7 +417,8 @@ def test_a_mirror_the_apt_source_cannot_hold_is_refused_naming_the_field(dev: St
 HOSTILE = ("x'\"$(touch pwned)`touch pwned`\nCNCTL_ALLOWED_SIGNERS\nCNCTL_STACK_JSON\nCNCTL_AGENT_JSON\n; touch pwned #"
            "\\ \t*?[a]{b,c}~!$HOME%%\x1b[0m")
 FILTERS = {"sh", "sh_words", "b64"}
-NUMBERS = {"nvidia_attempts", "nvidia_wait_seconds", "ops_agent_apt_tries", "ops_agent_apt_timeout"}
+NUMBERS = {"nvidia_attempts", "nvidia_wait_seconds", "ops_agent_apt_tries", "ops_agent_apt_timeout",
+           "ops_agent_apt_wait_seconds"}
 
 
 def test_every_value_of_the_template_goes_in_quoted_or_as_base64() -> None:
