@@ -184,12 +184,12 @@ def stack_vars(cfg: StackConfig, cat: Catalog | None = None) -> dict[str, Any]:
         "cn_docker_log_max_files": cfg.container.log_max_files,
         "cn_docker_version": docker.upstream_version,
         "cn_containerd_version": docker.containerd_version,
-        "cn_docker_apt_url": _mirrored(docker.base_url, docker.base_url, mirrors.docker_apt),
+        "cn_docker_apt_url": mirrored(docker.base_url, docker.base_url, mirrors.docker_apt),
         "cn_docker_registry_mirrors": [mirrors.registry] if mirrors.registry else [],
         "cn_nvidia_ctk_version": ctk.version,
         "cn_nvidia_ctk_packages": list(ctk.packages),
-        "cn_nvidia_ctk_key_url": _mirrored(ctk.key_url, ctk_base, mirrors.container_toolkit_apt),
-        "cn_nvidia_ctk_repo_url": _mirrored(ctk.repo_url, ctk_base, mirrors.container_toolkit_apt),
+        "cn_nvidia_ctk_key_url": mirrored(ctk.key_url, ctk_base, mirrors.container_toolkit_apt),
+        "cn_nvidia_ctk_repo_url": mirrored(ctk.repo_url, ctk_base, mirrors.container_toolkit_apt),
         "cn_site_apt_url": mirrors.site_apt,
         "cn_site_apt_key_url": mirrors.site_apt_key,
         **_pipeline_vars(cfg, cat),
@@ -248,9 +248,9 @@ def _jetson_vars(cfg: StackConfig, dev: EdgeDevice, cat: Catalog) -> dict[str, A
         "cn_l4t_gcid": rel.gcid,
         "cn_jetson_soc": jetson.soc,
         "cn_jetson_apt_release": rel.apt_release,
-        "cn_jetson_apt_url": _mirrored(apt.base_url, apt.base_url, mirror),
+        "cn_jetson_apt_url": mirrored(apt.base_url, apt.base_url, mirror),
         "cn_jetson_apt_components": list(apt.components),
-        "cn_jetson_apt_key_url": _mirrored(apt.key_url, apt.base_url, mirror),
+        "cn_jetson_apt_key_url": mirrored(apt.key_url, apt.base_url, mirror),
         "cn_jetson_packages": dict(rel.packages),
         "cn_nvpmodel": dev.nvpmodel,
         "cn_jetson_clocks": dev.jetson_clocks,
@@ -400,7 +400,7 @@ def _camera(dev: EdgeDevice) -> dict[str, Any]:
 def _cuda_repo_vars(cfg: StackConfig, cat: Catalog) -> dict[str, Any]:
     repo = cat.platforms.servers.cuda_repo
     return {
-        "cn_cuda_repo_url": _mirrored(repo.base_url, repo.base_url, cfg.mirrors.cuda_apt),
+        "cn_cuda_repo_url": mirrored(repo.base_url, repo.base_url, cfg.mirrors.cuda_apt),
         "cn_cuda_keyring_package": repo.keyring_package,
         "cn_cuda_keyring_version": repo.keyring_version,
         "cn_cuda_keyring_file": repo.keyring_file,
@@ -432,7 +432,7 @@ def _server_image(cfg: StackConfig, max_cuda: str, cat: Catalog) -> str:
     return max(fitting, key=lambda t: _version(t.cuda)).image
 
 
-def _mirrored(url: str, base: str, mirror: str | None) -> str:
+def mirrored(url: str, base: str, mirror: str | None) -> str:
     """`url` with its upstream `base` replaced by the site's mirror (unchanged without one)."""
     if mirror is None:
         return url

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -369,6 +369,30 @@ class StorageLocations(_Data):
     dual_regions: dict[str, StorageLocation]
 
 
+class OpsAgent(_Data):
+    """Google's Ops Agent from its signed apt repository (catalog gcp.yaml `ops_agent`): where it is, the key and the
+    fingerprints that key must have, and the version pin."""
+
+    base_url: str
+    key_url: str
+    # the primary keys' full fingerprints, upper-case hex, as gpg prints them (--with-colons, field 10)
+    key_fingerprints: list[Annotated[str, Field(pattern=r"^[0-9A-F]{40}$")]] = Field(min_length=1)
+    suite: str  # `{codename}`: the VM's distribution codename, known at boot
+    component: str
+    package: str
+    version: str  # an apt version glob (`2.*`)
+    current: str  # the newest version when the pin was last reviewed
+    gpu_minimum: str  # the oldest version that collects GPU metrics on every 2.x after it
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OpsAgent:
+        if not self.key_url.startswith(self.base_url.rstrip("/") + "/"):
+            raise ValueError(f"ops_agent.key_url {self.key_url} is not under base_url {self.base_url} (one mirror serves both)")
+        if "{codename}" not in self.suite:
+            raise ValueError("ops_agent.suite must name {codename}: the repository is per distribution")
+        return self
+
+
 class GcpFacts(_Data):
     iap_ssh_range: str
     machine_families: dict[str, MachineFamily]
@@ -390,6 +414,8 @@ class GcpFacts(_Data):
     # Cloud Storage's multi- and dual-regions (its regions are `regions`, upper-case). None: a revision from
     # before the list (plan-diff's base tree), which checks no bucket location.
     storage_locations: StorageLocations | None = None
+    # The Ops Agent every cloud VM installs. None: a revision from before it (plan-diff's base tree).
+    ops_agent: OpsAgent | None = None
 
     def bucket_locations(self) -> list[str]:
         """Every Cloud Storage location, as Cloud Storage writes them: regions, dual-regions, multi-regions."""

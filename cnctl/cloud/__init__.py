@@ -20,6 +20,7 @@ from cnctl.cloud.identity import EDGE_PULLER, EDGE_UPLOADER, GROUP_WORKER, INFER
 from cnctl.cloud.looker import looker_studio_url
 from cnctl.cloud.monitoring import Monitoring, Watched, one_of
 from cnctl.cloud.network import Network
+from cnctl.cloud.ops_agent import job_name
 from cnctl.cloud.queue import WorkQueue
 from cnctl.cloud.services import Services
 from cnctl.cloud.startup import render_startup_script
@@ -165,15 +166,19 @@ def build(cfg: StackConfig) -> CloudLayer | None:
     watched: dict[str, pulumi.Input[str]] = {
         "configs": pulumi.Output.all(*(config.name for config in transfer.configs.values())).apply(
             lambda found: one_of([name.rsplit("/", 1)[-1] for name in found])
-        )
+        ),
+        # the scrape job of the VMs' Ops Agent (cnctl/cloud/ops_agent.py) and the label their GPUs are found by
+        "node_job": job_name(cfg.environment),
+        "environment": cfg.environment,
     }
     if queue is not None and workers is not None:
         watched.update(subscription=queue.subscription.name, dead_letters=queue.dead_letter_subscription.name,
-                       group=workers.manager.name)
+                       group=workers.manager.name, workers=workers.manager.base_instance_name)
     monitoring = Monitoring(
         names,
         cfg.monitoring,
-        Watched(queue=queue is not None, group_min=group.min if group is not None else None),
+        Watched(queue=queue is not None, group_min=group.min if group is not None else None,
+                group_max=group.max if group is not None else None, hosts=cfg.compute is not None),
         watched,
         opts=on_gcp,
         requires=apis,

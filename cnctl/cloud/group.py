@@ -34,12 +34,14 @@ CHECK_INTERVAL, CHECK_TIMEOUT, HEALTHY_AFTER, UNHEALTHY_AFTER = 10, 5, 2, 3
 TARGET_SHAPE = "BALANCED"
 
 # What a new worker does between boot and Triton's first ready answer, in order (seconds): the startup
-# script's bound on the image's first-boot driver install, then the pull agent's first bundle (packages,
-# units), Triton's container image from its registry (the container runtime only), the model's download and
-# load. Estimates, not measurements: a stack sets `compute.group.initialDelaySeconds` to what its first real
-# boot took (docs/cloud.md, "First real apply").
+# script's bound on the image's first-boot driver install, the Ops Agent from Google's apt repository (a
+# download, an index update and one package), then the pull agent's first bundle (packages, units), Triton's
+# container image from its registry (the container runtime only), the model's download and load. Estimates, not
+# measurements: a stack sets `compute.group.initialDelaySeconds` to what its first real boot took (docs/cloud.md,
+# "First real apply").
 BOOT_STEPS = {
     "driver": NVIDIA_ATTEMPTS * NVIDIA_WAIT_SECONDS,
+    "ops_agent": 120,
     "bundle": 300,
     "image": 300,
     "model": 180,

@@ -16,9 +16,10 @@ import jinja2
 from cnctl.bundle import namespace, prefix
 from cnctl.bundle.signing import allowed_signers
 from cnctl.catalog import catalog
+from cnctl.cloud import ops_agent
 from cnctl.config.loader import ROOT
 from cnctl.config.schema import StackConfig
-from cnctl.hostvars import CloudVm, host_vars, pulls_from_startup
+from cnctl.hostvars import CloudVm, host_vars, mirrored, pulls_from_startup, stack_vars
 from cnctl.paths import REPO_ROOT
 
 TEMPLATES = ROOT / "templates"
@@ -37,6 +38,17 @@ NVIDIA_WAIT_SECONDS = 10
 # the script's sed takes them as patterns: letters, digits, `_` and `@` only).
 VM_NAME_PLACEHOLDER = "@CNCTL_VM_NAME@"
 VM_ZONE_PLACEHOLDER = "@CNCTL_VM_ZONE@"
+# The Ops Agent (cnctl/cloud/ops_agent.py): where its repository's key, source and pin go, the placeholder of the
+# VM's codename in its source (known at boot; letters, digits, `_` and `@` only: a sed pattern), and how long apt
+# may take: a few bounded tries of each step, each under a timeout, so a VM that cannot reach the repository still
+# boots in bounded time (the failure is recorded, never fatal).
+OPS_AGENT_KEYRING = "/etc/apt/keyrings/google-cloud-ops-agent.gpg"
+OPS_AGENT_SOURCE = "/etc/apt/sources.list.d/google-cloud-ops-agent.list"
+OPS_AGENT_PINS = "/etc/apt/preferences.d/google-cloud-ops-agent"
+CODENAME_PLACEHOLDER = "@CNCTL_CODENAME@"
+OPS_AGENT_APT_TRIES = 3
+OPS_AGENT_APT_TIMEOUT = 120
+OPS_AGENT_APT_WAIT_SECONDS = 5  # between tries
 GCS_API = "https://storage.googleapis.com"
 METADATA = "http://metadata.google.internal"
 PULL_CHANNEL = "stable"  # a group has no canaries: every VM of it runs the same version (cnctl.hostvars)
@@ -177,6 +189,52 @@ def pull_bootstrap(cfg: StackConfig) -> dict[str, Any] | None:
     }
 
 
+def ops_agent_bootstrap(cfg: StackConfig) -> dict[str, Any]:
+    """What the script's Ops Agent section installs and writes (templates/gce-startup.sh.j2): the catalog's package
+    and version pin, its key's URL and fingerprints, the apt source and pin as the host layers write theirs
+    (templates/apt/source.list.j2 and preferences.j2, rendered here: the VM's codename left as a placeholder), the
+    stack's mirrors.opsAgentApt in place of Google's base URL, and the agent's config (cnctl/cloud/ops_agent.py)
+    scraping node-exporter where the stack's inference binds (`cn_inference_bind_address`, or the address of
+    `cn_inference_bind_interface` at boot). ValueError naming the mirror when the apt source refuses it."""
+    agent = catalog().gcp.ops_agent
+    if agent is None:
+        raise ValueError("the catalog (cnctl/catalog/gcp.yaml) has no ops_agent section")
+    mirror = cfg.mirrors.ops_agent_apt
+    base = mirrored(agent.base_url, agent.base_url, mirror)
+    wants = stack_vars(cfg)
+    env = _environment()
+    source = {"uri": base, "suite": agent.suite.format(codename=CODENAME_PLACEHOLDER), "components": [agent.component],
+              "signed_by": OPS_AGENT_KEYRING}
+    try:
+        source_list = env.get_template("apt/source.list.j2").render(
+            description="Google Cloud Ops Agent (written by the GCE startup script)", sources=[source])
+    except jinja2.UndefinedError as exc:  # a value with whitespace or `#`: the template names it
+        raise ValueError(f"mirrors.opsAgentApt {mirror!r}: {exc}") from None
+    pins = env.get_template("apt/preferences.j2").render(
+        description="Google Cloud Ops Agent: its major version (written by the GCE startup script)",
+        pins=[{"packages": [agent.package], "version": agent.version}])
+    interface = wants["cn_inference_bind_interface"]
+    return {
+        "package": agent.package,
+        "version": agent.version,
+        "key_url": mirrored(agent.key_url, agent.base_url, mirror),
+        "fingerprints": list(agent.key_fingerprints),
+        "source": source_list,
+        "pins": pins,
+        "config": ops_agent.agent_config(ops_agent.job_name(cfg.environment),
+                                         ops_agent.scrape_target(wants["cn_inference_bind_address"], interface,
+                                                                 wants["cn_monitoring_exporter_port"])),
+        "interface": interface or "",
+        "address_placeholder": ops_agent.ADDRESS_PLACEHOLDER,
+        "codename_placeholder": CODENAME_PLACEHOLDER,
+        "keyring": OPS_AGENT_KEYRING,
+        "source_path": OPS_AGENT_SOURCE,
+        "pins_path": OPS_AGENT_PINS,
+        "config_path": ops_agent.CONFIG_PATH,
+        "service": ops_agent.SERVICE,
+    }
+
+
 def template_values(cfg: StackConfig, workers: bool = False) -> dict[str, Any]:
     """What templates/gce-startup.sh.j2 is rendered with (see `render_startup_script`)."""
     return {
@@ -186,6 +244,10 @@ def template_values(cfg: StackConfig, workers: bool = False) -> dict[str, Any]:
         "os_login": "TRUE" if cfg.security.os_login else "FALSE",
         "nvidia_attempts": NVIDIA_ATTEMPTS,
         "nvidia_wait_seconds": NVIDIA_WAIT_SECONDS,
+        "ops_agent": ops_agent_bootstrap(cfg),
+        "ops_agent_apt_tries": OPS_AGENT_APT_TRIES,
+        "ops_agent_apt_timeout": OPS_AGENT_APT_TIMEOUT,
+        "ops_agent_apt_wait_seconds": OPS_AGENT_APT_WAIT_SECONDS,
         "pull": pull_bootstrap(cfg) if workers else None,
     }
 

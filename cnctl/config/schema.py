@@ -388,6 +388,9 @@ class Mirrors(Section):
         None, description="replaces https://nvidia.github.io/libnvidia-container"
     )
     docker_apt: MirrorUrl | None = Field(None, description="replaces https://download.docker.com/linux")
+    ops_agent_apt: MirrorUrl | None = Field(
+        None, description="replaces https://packages.cloud.google.com/apt for the cloud VMs' Ops Agent (key and repository)"
+    )
     registry: MirrorUrl | None = Field(None, description="a Docker Hub pull-through mirror (daemon.json registry-mirrors)")
     site_apt: MirrorUrl | None = Field(
         None,

@@ -61,6 +61,13 @@ PUBSUB_AGENT = re.compile(r"^serviceAccount:service-[0-9]+@gcp-sa-pubsub\.iam\.g
 CONTENTS_LABEL = "contents"
 ARTIFACT_CONTENTS = frozenset({"models"})
 LABELLED = (INSTANCE, DISK, BUCKET, DATASET, TABLE)
+ALERT_POLICY = "gcp:monitoring/alertPolicy:AlertPolicy"
+NOTIFICATION_CHANNEL = "gcp:monitoring/notificationChannel:NotificationChannel"
+UPTIME_CHECK = "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig"
+# Cloud Monitoring's resources take their labels as `userLabels` (a channel's `labels` configure where it sends).
+USER_LABELLED = (ALERT_POLICY, NOTIFICATION_CHANNEL)
+# The checkers of a private uptime check: Google's, inside the VPC (through Service Directory), not the internet's.
+PRIVATE_CHECKERS = "VPC_CHECKERS"
 
 PRIMITIVE_ROLES = frozenset({"roles/owner", "roles/editor", "roles/viewer"})
 # A dataset access entry names a predefined role by its basic dataset role, which is the same grant
@@ -367,12 +374,21 @@ def dataset_location_set(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) 
 
 
 def labels_present(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
-    """Labellable resources (VMs, disks, buckets, datasets, tables) carry the environment and managed-by labels."""
-    if type_ not in LABELLED:
+    """Labellable resources (VMs, disks, buckets, datasets, tables, alert policies, channels) carry the environment and managed-by labels."""
+    if type_ not in (*LABELLED, *USER_LABELLED):
         return None
-    labels = inputs.get("labels") or {}
+    labels = inputs.get("userLabels" if type_ in USER_LABELLED else "labels") or {}
     missing = [key for key in REQUIRED_LABELS if not labels.get(key)]
     return f"has no {' or '.join(missing)} label" if missing else None
+
+
+def no_uptime_checks_from_the_internet(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
+    """No uptime check probes from Google's public checkers (what they reach answers the internet); VPC checkers only."""
+    if type_ != UPTIME_CHECK or inputs.get("checkerType") == PRIVATE_CHECKERS:
+        return None
+    return (f"probes from Google's public uptime checkers (checkerType {inputs.get('checkerType') or 'unset'}), so what "
+            "it checks must answer from the internet; watch Google's and the Ops Agent's metrics instead, or make it "
+            f"a private uptime check (checkerType {PRIVATE_CHECKERS})")
 
 
 def transfers_run_as_a_service_account(type_: str, inputs: Inputs, ctx: Context = NO_CONTEXT) -> str | None:
@@ -611,6 +627,7 @@ RULES: tuple[Rule, ...] = tuple(
         objects_never_overwritten_or_deleted,
         impersonation_only_for_service_agents,
         autoscaler_min_not_above_max,
+        no_uptime_checks_from_the_internet,
     )
 ) + tuple(
     Rule.of(check, stack_wide=True)

@@ -37,6 +37,10 @@ SUBSCRIPTION = "gcp:pubsub/subscription:Subscription"
 NOTIFICATION = "gcp:storage/notification:Notification"
 TOPIC_MEMBER = "gcp:pubsub/topicIAMMember:TopicIAMMember"
 SUBSCRIPTION_MEMBER = "gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember"
+ALERT_POLICY = "gcp:monitoring/alertPolicy:AlertPolicy"
+CHANNEL = "gcp:monitoring/notificationChannel:NotificationChannel"
+UPTIME_CHECK = "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig"
+LOG_METRIC = "gcp:logging/metric:Metric"
 
 KEY = "projects/p/locations/us-central1/keyRings/r/cryptoKeys/k"
 VM_EMAIL = "cn-prod-vm@p.iam.gserviceaccount.com"
@@ -142,6 +146,17 @@ GOOD: list[tuple[str, str, dict[str, Any]]] = [
                                            "member": VM}),
     (SUBSCRIPTION_MEMBER, "agent-acks", {"subscription": "cn-prod-images-work", "role": "roles/pubsub.subscriber",
                                          "member": PUBSUB_AGENT}),
+    # Cloud Monitoring: what the stack watches, who it tells, Compute Engine's repairs of the workers as a metric.
+    (CHANNEL, "alerts", {"type": "email", "labels": {"email_address": "ops@plant.example"},
+                         "userLabels": labels("prod")}),
+    (ALERT_POLICY, "host-unhealthy", {
+        "combiner": "OR", "userLabels": labels("prod"), "notificationChannels": ["projects/p/notificationChannels/1"],
+        "conditions": [{"conditionThreshold": {
+            "filter": 'resource.type = "prometheus_target" AND metric.type = '
+                      '"prometheus.googleapis.com/cnctl_health_healthy/gauge"',
+            "comparison": "COMPARISON_LT", "thresholdValue": 1, "duration": "600s"}}]}),
+    (LOG_METRIC, "recreations", {"filter": 'protoPayload.methodName="compute.instances.repair.recreateInstance"',
+                                 "metricDescriptor": {"metricKind": "DELTA", "valueType": "INT64"}}),
 ]
 
 # The same stack as dev without CMEK: Spot VMs, no deletion protection and no logging are fine there.
@@ -266,6 +281,17 @@ BAD: list[Bad] = [
     Bad("labels-present", DATASET, changed("dataset", labels={})),
     Bad("labels-present", TABLE, changed("table", labels={"managed-by": "cnctl"})),
     Bad("labels-present", DISK, changed("vm-disk", labels={"environment": "prod"})),
+    Bad("labels-present", ALERT_POLICY, changed("host-unhealthy", userLabels=None)),
+    Bad("labels-present", ALERT_POLICY, changed("host-unhealthy", userLabels={}, labels=labels("prod")),
+        why="an alert policy's labels are userLabels"),
+    Bad("labels-present", CHANNEL, changed("alerts", userLabels={"environment": "prod"})),
+    Bad("no-uptime-checks-from-the-internet", UPTIME_CHECK,
+        {"httpCheck": {"path": "/v2/health/ready", "port": 8000},
+         "monitoredResource": {"type": "uptime_url", "labels": {"host": "10.20.0.7", "project_id": "p"}}},
+        why="Google's public checkers: the VM would have to answer the internet"),
+    Bad("no-uptime-checks-from-the-internet", UPTIME_CHECK,
+        {"tcpCheck": {"port": 22}, "checkerType": "STATIC_IP_CHECKERS",
+         "monitoredResource": {"type": "gce_instance", "labels": {"instance_id": "1", "zone": "europe-west4-a"}}}),
     Bad("production-keeps-deletion-protection", INSTANCE, changed("vm", deletionProtection=False)),
     Bad("production-keeps-deletion-protection", INSTANCE, changed("vm", deletionProtection=None)),
     Bad("production-keeps-deletion-protection", TABLE, changed("table", deletionProtection=False)),
@@ -415,4 +441,7 @@ ALSO_GOOD: list[tuple[tuple[tuple[str, str, dict[str, Any]], ...], str, dict[str
     (tuple(GOOD), TOPIC_MEMBER, {"topic": "someone-elses", "role": "roles/pubsub.publisher", "member": EDGE}),
     (tuple(GOOD), SUBSCRIPTION_MEMBER, {"subscription": "cn-prod-images-work", "role": "roles/pubsub.subscriber",
                                         "member": "serviceAccount:service-9@gcp-sa-pubsub.iam.gserviceaccount.com"}),
+    # a private uptime check: Google's checkers inside the VPC (Service Directory), nothing opened to the internet
+    (tuple(GOOD), UPTIME_CHECK, {"checkerType": "VPC_CHECKERS", "httpCheck": {"path": "/v2/health/ready", "port": 8000},
+                                 "monitoredResource": {"type": "servicedirectory_service", "labels": {"project_id": "p"}}}),
 ]

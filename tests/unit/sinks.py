@@ -111,6 +111,7 @@ CLOUD: dict[str, Any] = {
                 "cudaApt": "https://mirror.plant.example/cuda",
                 "containerToolkitApt": "https://mirror.plant.example/libnvidia-container",
                 "dockerApt": "https://mirror.plant.example/docker",
+                "opsAgentApt": "https://mirror.plant.example/google-cloud/apt",
                 "registry": "https://registry.plant.example",
                 "pythonIndex": "https://pypi.plant.example/simple"},
     "container": {"dataRoot": "/srv/docker", "logMaxSize": "50m"},
@@ -581,6 +582,14 @@ def _refused_or(build: Callable[[], Output]) -> Output:
         return Refusal(f"{type(exc).__name__}: {exc}")
 
 
+def _refused_or_value_error(build: Callable[[], Output]) -> Output:
+    """`build()`, or a Refusal where the renderer refuses a value, naming it (ValueError: nothing is rendered)."""
+    try:
+        return build()
+    except ValueError as exc:
+        return Refusal(f"{type(exc).__name__}: {exc}")
+
+
 def _health_commands(sc: Scene) -> dict[str, Output]:
     from cnctl.rollout import health_command
 
@@ -616,7 +625,8 @@ def _startup(workers: bool) -> Callable[[Scene], dict[str, Output]]:
         if cfg.gcp is None or cfg.compute is None or (workers and cfg.compute.mode != "group") or \
                 (not workers and cfg.compute.mode != "vms"):
             return {}
-        return {"cloud/startup-script": render_startup_script(cfg, workers=workers)}
+        # the Ops Agent's apt source (templates/apt/source.list.j2) refuses a mirror it cannot hold as one field
+        return {"cloud/startup-script": _refused_or_value_error(lambda: render_startup_script(cfg, workers=workers))}
 
     return render
 
@@ -694,9 +704,12 @@ HOST_COMMANDS: dict[str, tuple[str, ...]] = {
 }
 
 
-# the startup script's renderer and the filters every value of it goes through (quoted words, base64)
+# the startup script's renderer, the filters every value of it goes through (quoted words, base64), and what its Ops
+# Agent section writes (the apt source and pin from templates/apt/, the agent's config)
 STARTUP_BUILDERS = ("cnctl/cloud/startup.py:render_startup_script", "cnctl/cloud/startup.py:render_script",
-                    "cnctl/cloud/startup.py:sh", "cnctl/cloud/startup.py:sh_words", "cnctl/cloud/startup.py:b64")
+                    "cnctl/cloud/startup.py:sh", "cnctl/cloud/startup.py:sh_words", "cnctl/cloud/startup.py:b64",
+                    "cnctl/cloud/startup.py:ops_agent_bootstrap", "cnctl/cloud/ops_agent.py:agent_config",
+                    "cnctl/cloud/ops_agent.py:scrape_target")
 ANSIBLE_INVENTORY = "Ansible inventory (cnctl inventory --engine ansible)"
 EXTRA_VARS = "Ansible extra vars (cnctl deploy --engine ansible, through ansible-runner)"
 

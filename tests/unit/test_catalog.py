@@ -131,3 +131,15 @@ def test_generation_schemas_differ_only_where_upstream_renamed() -> None:
     assert set(detr) - set(tf) == {"detected_classes", "detected_classes_names", "detected_colors"}
     assert MODELS.generations["tf"].flags == {"model": "--model", "score": "--score"}
     assert MODELS.generations["detr"].flags == {"model": "--model_name", "score": "--threshold"}
+
+
+def test_the_ops_agent_pin_is_a_major_version_that_collects_gpu_metrics() -> None:
+    """The cloud VMs' Ops Agent: a `2.*` pin, whose newest version known collects GPU metrics (2.39 and 2.40 crash on
+    GPU VMs; gpu_minimum is after them), from a repository whose key is pinned by full fingerprints."""
+    agent = CAT.gcp.ops_agent
+    assert agent is not None
+    major = agent.version.removesuffix(".*")
+    assert agent.version == f"{major}.*" and major.isdigit() and agent.current.split(".")[0] == major
+    assert _v(agent.current) >= _v(agent.gpu_minimum) >= (2, 41)
+    assert len(set(agent.key_fingerprints)) == len(agent.key_fingerprints) >= 1
+    assert agent.key_url.startswith(agent.base_url + "/") and agent.base_url.startswith("https://")

@@ -137,15 +137,16 @@ def test_autohealing_on_tritons_readiness_with_an_initial_delay(plan: Plan) -> N
     assert (check["checkIntervalSec"], check["timeoutSec"], check["healthyThreshold"], check["unhealthyThreshold"]) == (10, 5, 2, 3)
     group = one(plan, GROUP)
     assert group["autoHealingPolicies"] == {
-        "healthCheck": f"projects/{PROJECT}/global/healthChecks/cn-dev-group-triton-ready", "initialDelaySec": 1740,
+        "healthCheck": f"projects/{PROJECT}/global/healthChecks/cn-dev-group-triton-ready", "initialDelaySec": 1920,
     }
 
 
-# Autohealing's initial delay: (driver wait bound 600 + bundle 300 [+ Triton's image 300] + model 180) x 1.25, in
-# whole minutes, unless the stack gives the one it measured. Too short: every worker recreated before it serves.
+# Autohealing's initial delay: (driver wait bound 600 + Ops Agent 120 + bundle 300 [+ Triton's image 300] + model
+# 180) x 1.25, in whole minutes, unless the stack gives the one it measured. Too short: every worker recreated before
+# it serves.
 INITIAL_DELAYS = [
-    ("container", None, 1740),
-    ("native", None, 1380),  # no container image to pull
+    ("container", None, 1920),
+    ("native", None, 1500),  # no container image to pull
     ("container", 900, 900),  # measured on a first real boot: the stack's value wins
     ("container", 0, 0),
 ]
@@ -414,7 +415,7 @@ def test_cnctl_plan_shows_the_autoscaled_autohealing_group_fed_by_the_queue() ->
     text = " ".join(result.stdout.split())
     assert "0–3 workers · one per 50 of num_undelivered_messages (\"cn-dev-group-images-work\")" in text
     assert ("regional over us-central1-a, us-central1-b, us-central1-c · autohealing on cn-dev-group-triton-ready "
-            "after 1740 s · updates: maxUnavailable 0, maxSurge 3") in text
+            "after 1920 s · updates: maxUnavailable 0, maxSurge 3") in text
     assert "HTTP :8000/v2/health/ready every 10 s" in text
     assert "OBJECT_FINALIZE of my-circularnet-dev-group-images → cn-dev-group-images-queue" in text
     assert "of cn-dev-group-images-queue · ack 120 s · dead letter after 5 → cn-dev-group-images-dead" in text

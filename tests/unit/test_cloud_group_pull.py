@@ -9,7 +9,8 @@ the script's test-only overrides (labelled as such in the script):
   step is the pull layer's own requirements and pip flags, checked here as rendered text only;
 - the agent's python (CNCTL_PULL_AGENT): a recorder, so nothing is applied to the machine running the tests;
   it loads the written config with the verified tree's own agent, as `python -m cnctl.bundle.agent` would;
-- every path the section writes is under CNCTL_PULL_ROOT, and the metadata server is CNCTL_GCE_METADATA.
+- every path the section writes is under CNCTL_PULL_ROOT, and the metadata server is CNCTL_GCE_METADATA;
+- the Ops Agent section before it (CNCTL_OPS_AGENT_SKIP=1): its own tests are tests/unit/test_cloud_startup.py's.
 """
 
 from __future__ import annotations
@@ -235,7 +236,9 @@ class GroupSite:
     def run(self, **env: str) -> subprocess.CompletedProcess[str]:
         environ = {**os.environ, "CNCTL_ETC_DIR": str(self.etc), "CNCTL_NVIDIA_WAIT_SECONDS": "0",
                    "CNCTL_PULL_ROOT": str(self.root), "CNCTL_GCE_METADATA": self.metadata,
-                   "CNCTL_PULL_SKIP_VENV": "1", "CNCTL_PULL_AGENT": str(self.recorder), **env}
+                   "CNCTL_PULL_SKIP_VENV": "1", "CNCTL_PULL_AGENT": str(self.recorder),
+                   # the Ops Agent section has its own tests (test_cloud_startup.py): skipped, and never this machine's
+                   "CNCTL_OPS_AGENT_SKIP": "1", "CNCTL_OPS_AGENT_ROOT": str(self.root), **env}
         environ.pop("PYTHONPATH", None)
         return subprocess.run([BASH, "-c", self.script], env=environ, capture_output=True, text=True, timeout=300,
                               check=False)
