@@ -221,7 +221,8 @@ SCRAPE = ("import sys, urllib.request\n"
 def exports_its_metrics(host: sandbox.FreshHost, flavour: str) -> None:
     """The monitoring layer's end state: node-exporter, as the layer's drop-in runs it, listens on the local stack's
     address only (loopback) and serves the health report's metrics (the verify layer's service, run now) and the GPU
-    collector's, from the flavour's own tool (the stand-in nvidia-smi or tegrastats, in NVIDIA's formats)."""
+    collector's, from the flavour's own tool (the stand-in nvidia-smi or tegrastats, in NVIDIA's formats); with both
+    stopped, the host still reports healthy and serves (nothing on a host depends on monitoring)."""
     name = host.state.name
     ran = host.ssh("sudo systemctl start circularnet-health.service", timeout=300)
     assert ran.returncode == 0, (name, ran.stderr)
@@ -243,6 +244,16 @@ def exports_its_metrics(host: sandbox.FreshHost, flavour: str) -> None:
     assert f'cnctl_gpu_collector_info{{tool="{tool}"}} 1' in metrics, (name, journal.stdout)
     assert re.search(r"^DCGM_FI_DEV_GPU_TEMP\{.*\} \d", metrics, re.MULTILINE), (name, journal.stdout)
     assert re.search(r"^node_cpu_seconds_total\{", metrics, re.MULTILINE), name  # the exporter's own collectors
+    # nothing on a host depends on monitoring: with both exporters stopped, the report is still made and healthy,
+    # and Triton still answers; started again, they serve again
+    exporters = "prometheus-node-exporter.service circularnet-gpu-metrics.service"
+    stopped = host.ssh(f"sudo systemctl stop {exporters} && sudo systemctl start circularnet-health.service && "
+                       "systemctl show -p Result --value circularnet-health.service", timeout=300)
+    assert stopped.returncode == 0 and stopped.stdout.strip() == "success", (name, stopped.stdout + stopped.stderr)
+    assert health_report(host)["healthy"] is True, name
+    assert infer(host)["version"] == "1", name
+    restarted = host.ssh(f"sudo systemctl start {exporters} && systemctl is-active {exporters}")
+    assert restarted.stdout.split() == ["active", "active"], (name, restarted.stdout + restarted.stderr)
 
 
 def pipeline_delivers(host: sandbox.FreshHost, flavour: str) -> None:
