@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -70,3 +71,15 @@ def replace_file(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+
+
+def stop(process: subprocess.Popen[Any], grace: float = 5.0) -> int:
+    """Stop a child the program started (SIGTERM, then SIGKILL after `grace` seconds) unless it has exited; its exit
+    status. The one way a program ends a tool it runs (capture's camera reader, the GPU collector's tool)."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait()

@@ -59,6 +59,8 @@ from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
+from cnhost import stop
+
 EXIT = {"ok": 0, "failed": 1, "settings": 2, "source": 3}
 
 SOURCES = ("v4l2", "rtsp", "replay")
@@ -651,7 +653,7 @@ class Capture:
             last = said[-1] if said else "no message"
             raise SourceError(f"ffmpeg exited with status {status} ({_where(self.settings)}): {last}")
         finally:
-            _end(process)
+            stop(process)
             reader.join(2)
             for stream in (process.stdout, process.stderr):
                 if stream is not None:
@@ -708,16 +710,6 @@ def _collect(stream: object, lines: collections.deque[str]) -> None:
         text = raw.decode(errors="replace").strip()
         if text:
             lines.append(text)
-
-
-def _end(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 # --- command line -----------------------------------------------------------------------------------------------

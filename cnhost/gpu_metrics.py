@@ -47,7 +47,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cnhost import metrics, replace_file
+from cnhost import metrics, replace_file, stop
 
 EXIT = {"ok": 0, "failed": 1, "usage": 2}
 TOOLS = ("nvidia-smi", "tegrastats")
@@ -441,17 +441,6 @@ class Collector:
         return True
 
 
-def end(process: subprocess.Popen[bytes]) -> int:
-    """Stop the tool (SIGTERM, then SIGKILL after 5 s) unless it has exited; its exit status."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    return process.wait()
-
-
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="gpu_metrics.py", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--tool", required=True, choices=TOOLS, help="nvidia-smi (servers, cloud VMs) or tegrastats")
@@ -489,17 +478,17 @@ def main(argv: list[str] | None = None) -> int:
     assert process.stdout is not None
     lines = Lines(process.stdout.fileno())
 
-    def stop(_signum: int, _frame: object) -> None:
+    def stopping(_signum: int, _frame: object) -> None:
         lines.stopping = True
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, stopping) for sig in (signal.SIGTERM, signal.SIGINT)}
     collector = Collector(args.tool, textfile, args.interval, args.once, lines)
     try:
         code = collector.run()
     except Stopped:
         code, collector.problem = EXIT["ok"], "stopped by a signal"
     finally:
-        status = end(process)
+        status = stop(process)
         process.stdout.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

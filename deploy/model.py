@@ -20,12 +20,11 @@ from typing import Any
 
 from pyinfra import host
 from pyinfra.api import deploy, operation
-from pyinfra.operations import files
 
 from deploy.facts import ModelRepository
 from deploy.rules import checks, scripts
 from deploy.rules.model import options
-from deploy.steps import programs_shipped, refused, role_data, template, wishes
+from deploy.steps import directory, programs_shipped, refused, role_data, template, wishes
 
 
 @operation(is_idempotent=True)
@@ -34,10 +33,6 @@ def model_synced(helper: str, options: dict[str, Any]):
     found = host.get_fact(ModelRepository, helper=helper, options=options)
     if not found or found.get("result") != "ok":
         yield scripts.model_command(helper, "sync", options)
-
-
-def _directory(name: str, path: str, mode: str = "755") -> None:
-    files.directory(name=name, path=path, present=True, mode=mode, user="root", group="root")
 
 
 @deploy("Model")
@@ -50,10 +45,10 @@ def model() -> None:
         return
     helper = data["model_helper"]
     programs_shipped("Model", scripts.program_home(helper))
-    _directory("Model: staging directory", data["model_staging"], mode="700")
-    _directory("Model: repository parent", data["model_repository"].rsplit("/", 1)[0])
-    _directory("Model: Triton model repository", data["model_repository"])
-    _directory("Model: default configuration directory", data["model_default_config"].rsplit("/", 1)[0])
+    directory("Model: staging directory", data["model_staging"], mode="700")
+    directory("Model: repository parent", data["model_repository"].rsplit("/", 1)[0])
+    directory("Model: Triton model repository", data["model_repository"])
+    directory("Model: default configuration directory", data["model_default_config"].rsplit("/", 1)[0])
     template("Model: config.pbtxt for archives that bring none", "triton/config.pbtxt.j2", data["model_default_config"],
              model_name=wants["cn_model_name"], platform=wants["cn_model_platform"], max_batch_size=0)
     model_synced(name="Model: pinned version in the repository (staged, verified, renamed into place, keep N)",

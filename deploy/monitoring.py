@@ -19,35 +19,31 @@ roles/monitoring/defaults/main.yml; roles/monitoring is the same layer for Ansib
 from __future__ import annotations
 
 import shlex
-from typing import Any
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import apt, files, systemd
+from pyinfra.operations import apt, systemd
 
 from deploy.facts import InterfaceAddress
 from deploy.rules import checks, scripts
 from deploy.rules.monitoring import exporter_vars, gpu_unit_vars
-from deploy.steps import after_change, index_refreshed, programs_shipped, refused, role_data, template, wishes
-
-
-def role_settings() -> dict[str, Any]:
-    """roles/monitoring's defaults, with the host's own monitoring_* values over them (its inventory, or
-    `--data`): the precedence Ansible gives the role."""
-    data = dict(role_data("monitoring"))
-    data.update({key: value for key, value in host.data.dict().items() if key in data})
-    return data
-
-
-def _directory(name: str, path: str) -> None:
-    files.directory(name=name, path=path, present=True, mode="755", user="root", group="root")
+from deploy.steps import (
+    after_change,
+    directory,
+    host_settings,
+    index_refreshed,
+    programs_shipped,
+    refused,
+    template,
+    wishes,
+)
 
 
 @deploy("Monitoring")
 def monitoring() -> None:
     """node-exporter on Triton's address with its textfile directory, and the GPU collector; refused when the
     host cannot bind that address."""
-    wants, data = wishes(), role_settings()
+    wants, data = wishes(), host_settings("monitoring")
     interface = wants.get("cn_inference_bind_interface")
     found = {"address": host.get_fact(InterfaceAddress, interface=interface) if interface else None}
     problem = checks.bind_interface_problem(found, wants)
@@ -55,7 +51,7 @@ def monitoring() -> None:
         refused(name="Monitoring: the host can bind the exporter's address", message=problem)
         return
     exporter, dropin = data["monitoring_exporter_unit"], data["monitoring_exporter_dropin"]
-    _directory("Monitoring: node-exporter's drop-in directory", dropin.rsplit("/", 1)[0])
+    directory("Monitoring: node-exporter's drop-in directory", dropin.rsplit("/", 1)[0])
     configured = template("Monitoring: node-exporter's address, textfile directory and hardening (before it starts)",
                           "systemd/prometheus-node-exporter.conf.j2", dropin,
                           **exporter_vars(wants, data, checks.inference_address(found, wants)))
@@ -67,7 +63,7 @@ def monitoring() -> None:
                  changed=[configured], commands=["systemctl daemon-reload", shlex.join(["systemctl", "restart", exporter])])
     systemd.service(name="Monitoring: node-exporter enabled and running", service=exporter, running=True, enabled=True)
 
-    _directory("Monitoring: the textfile collector's directory", data["monitoring_textfile_dir"])
+    directory("Monitoring: the textfile collector's directory", data["monitoring_textfile_dir"])
     programs_shipped("Monitoring", scripts.program_home(data["monitoring_gpu_helper"]))
     unit = data["monitoring_gpu_unit"]
     collector = template("Monitoring: the GPU collector's unit", "systemd/circularnet-gpu-metrics.service.j2",

@@ -50,7 +50,16 @@ from deploy.rules.pipeline import (
     unpack_command,
     wheels,
 )
-from deploy.steps import after_change, index_refreshed, programs_shipped, refused, role_data, template, wishes
+from deploy.steps import (
+    after_change,
+    directory,
+    host_settings,
+    index_refreshed,
+    programs_shipped,
+    refused,
+    template,
+    wishes,
+)
 
 FETCH_TIMEOUT_DEFAULT = 600
 
@@ -91,10 +100,6 @@ def wheels_installed(venv: str, install: str, wanted: list[dict[str, Any]]):
         yield install
 
 
-def _directory(name: str, path: str, mode: str, user: str = "root", group: str = "root") -> Any:
-    return files.directory(name=name, path=path, present=True, mode=mode, user=user, group=group)
-
-
 def _running(name: str, unit: str, changed: list[Any]) -> None:
     """`unit` enabled and running; restarted when one of `changed` changed under it while it ran."""
     ran = host.get_fact(SystemdStatus, user_mode=False, machine=None, user_name=None, services=[unit]).get(unit, False)
@@ -106,9 +111,7 @@ def _running(name: str, unit: str, changed: list[Any]) -> None:
 def role_settings() -> dict[str, Any]:
     """roles/pipeline's defaults, with the host's own pipeline_* values over them (its inventory, or `--data`):
     the precedence Ansible gives the role, so a path set for one host holds in both engines."""
-    data = dict(role_data("pipeline"))
-    data.update({key: value for key, value in host.data.dict().items() if key in data})
-    return {key: value for key, value in data.items() if not key.endswith("_scripts_src")}
+    return {key: value for key, value in host_settings("pipeline").items() if not key.endswith("_scripts_src")}
 
 
 @deploy("Pipeline")
@@ -136,12 +139,12 @@ def pipeline() -> None:
 
     scripts = programs_shipped("Pipeline", data["pipeline_helper_dir"])
     for path in (data["pipeline_root"], f"{data['pipeline_root']}/archives", f"{data['pipeline_root']}/client"):
-        _directory(f"Pipeline: {path}", path, "755")
-    _directory("Pipeline: data directory", data["pipeline_data"], "750", user, user)
+        directory(f"Pipeline: {path}", path, "755")
+    directory("Pipeline: data directory", data["pipeline_data"], "750", user, user)
     for key in ("work", "queue"):
-        _directory(f"Pipeline: {key} directory", config[key], "750", user, user)
-    _directory("Pipeline: frame spool", config["spool"], "750", user, user)
-    _directory("Pipeline: state directory (read by the health report)", config["state"], "755", user, user)
+        directory(f"Pipeline: {key} directory", config[key], "750", user, user)
+    directory("Pipeline: frame spool", config["spool"], "750", user, user)
+    directory("Pipeline: state directory (read by the health report)", config["state"], "755", user, user)
 
     archive_fetched(name="Pipeline: the client archive (sha256 verified)", url=wants["cn_pipeline_client_url"],
                     sha256=wants["cn_pipeline_client_sha256"], dest=client_archive(data, wants),
@@ -161,7 +164,7 @@ def pipeline() -> None:
                             venv=data["pipeline_venv"], install=install_command(data["pipeline_venv"], data, wants),
                             wanted=wheels(wants))
 
-    _directory("Pipeline: credentials directory", data["pipeline_credentials"].rsplit("/", 1)[0], "750", "root", user)
+    directory("Pipeline: credentials directory", data["pipeline_credentials"].rsplit("/", 1)[0], "750", "root", user)
     source = wants.get("cn_storage_credentials_file")
     if source:
         credentials = files.put(name="Pipeline: the uploader's credentials (0600, the service user's)",

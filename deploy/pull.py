@@ -51,15 +51,13 @@ from deploy.rules.pull import (
     unit_variables,
     wheels,
 )
-from deploy.steps import after_change, index_refreshed, refused, role_data, template, wishes
+from deploy.steps import after_change, directory, host_settings, index_refreshed, refused, template, wishes
 
 
 def role_settings() -> dict[str, Any]:
     """roles/pull's defaults, with the host's own pull_* values over them (its inventory, or `--data`): the
     precedence Ansible gives the role. The Ansible-only source path is left out (pyinfra knows REPO_ROOT)."""
-    data = dict(role_data("pull"))
-    data.update({key: value for key, value in host.data.dict().items() if key in data})
-    return {key: value for key, value in data.items() if not key.endswith("_src")}
+    return {key: value for key, value in host_settings("pull").items() if not key.endswith("_src")}
 
 
 def agent_files(root: str | Path = REPO_ROOT) -> list[str]:
@@ -108,10 +106,6 @@ def tree_pruned(root: str, paths: list[str]):
         yield "rm -rf " + " ".join(shlex.quote(f"{root}/{p}") for p in unwanted)
 
 
-def _directory(name: str, path: str, mode: str = "755") -> Any:
-    return files.directory(name=name, path=path, present=True, mode=mode, user="root", group="root")
-
-
 def _removed(data: dict[str, Any]) -> None:
     """A push host: nothing of the pull layer left, at the cost of one fact where it never was."""
     if not host.get_fact(PathsPresent, paths=installed_paths(data)):
@@ -148,7 +142,7 @@ def pull() -> None:
     apt.packages(name="Pull: openssh-client (ssh-keygen -Y) and python3-venv", packages=data["pull_apt_packages"],
                  no_recommends=True)
 
-    _directory("Pull: the layer's directory", data["pull_root"])
+    directory("Pull: the layer's directory", data["pull_root"])
     template("Pull: the pinned wheels, with their sha256 (requirements)", "triton/requirements.txt.j2",
                             data["pull_requirements"], wheels=wheels(wants))
     pipeline.wheels_installed(
@@ -156,19 +150,19 @@ def pull() -> None:
         install=pip_install_command(venv, data["pull_requirements"], wants["cn_python_index_url"]), wanted=wheels(wants))
 
     paths = agent_files()
-    _directory("Pull: the agent tree", agent_dir)
+    directory("Pull: the agent tree", agent_dir)
     for relative in agent_dirs(paths):
-        _directory(f"Pull: the agent tree's {relative}/", f"{agent_dir}/{relative}")
+        directory(f"Pull: the agent tree's {relative}/", f"{agent_dir}/{relative}")
     for relative in paths:
         files.put(name=f"Pull: the agent's {relative}", src=str(REPO_ROOT / relative), dest=f"{agent_dir}/{relative}",
                   mode="644", user="root", group="root", create_remote_dir=False)
     tree_pruned(name="Pull: nothing else in the agent tree", root=agent_dir, paths=paths)
 
-    _directory("Pull: the agent's settings directory", data["pull_config"].rsplit("/", 1)[0])
+    directory("Pull: the agent's settings directory", data["pull_config"].rsplit("/", 1)[0])
     credentials = pipeline.role_settings()["pipeline_credentials"]
     template("Pull: the agent's settings (0600)", "pull/agent.json.j2", data["pull_config"], mode="600",
              agent_config=agent_config(wants, data, credentials))
-    _directory("Pull: the agent's state directory (0700)", data["pull_state"], mode="700")
+    directory("Pull: the agent's state directory (0700)", data["pull_state"], mode="700")
 
     unit_vars = unit_variables(wants, data)
     service = template("Pull: the agent's service unit", "systemd/circularnet-pull.service.j2",

@@ -35,6 +35,19 @@ def role_data(role: str) -> dict[str, Any]:
     return roles.role_data(REPO_ROOT / "roles", role)
 
 
+def host_settings(role: str) -> dict[str, Any]:
+    """roles/<role>'s defaults, with the host's own <role>_* values over them (its inventory, or `--data`): the
+    precedence Ansible gives the role, so a value set for one host holds in both engines."""
+    data = dict(role_data(role))
+    data.update({key: value for key, value in host.data.dict().items() if key in data})
+    return data
+
+
+def directory(name: str, path: str, mode: str = "755", user: str = "root", group: str = "root") -> OperationMeta:
+    """A directory on the host, root's unless said (the roles' ansible.builtin.file `state: directory` tasks)."""
+    return files.directory(name=name, path=path, present=True, mode=mode, user=user, group=group)
+
+
 def read(probes: dict[str, list[Any]]) -> dict[str, Any]:
     """{label: fact value} of a role's probes (deploy/rules/probe.py), read the pyinfra way: one fact at a time."""
     values = {}

@@ -26,11 +26,11 @@ from typing import Any
 
 from pyinfra import host, state
 from pyinfra.api import FactBase, deploy, operation
-from pyinfra.operations import files, systemd
+from pyinfra.operations import systemd
 
 from deploy.rules import scripts
 from deploy.rules.verify import check_command, record, report_of, settings, verdict
-from deploy.steps import after_change, fail, programs_shipped, role_data, template, wishes
+from deploy.steps import after_change, directory, fail, host_settings, programs_shipped, template, wishes
 
 
 class HealthReport(FactBase):
@@ -53,25 +53,13 @@ def healthy(helper: str, config: str):
         yield fail(problem)
 
 
-def role_settings() -> dict[str, Any]:
-    """roles/verify's defaults, with the host's own verify_* values over them (its inventory, or `--data`): the
-    precedence Ansible gives the role, so a threshold set for one host holds in both engines."""
-    data = dict(role_data("verify"))
-    data.update({key: value for key, value in host.data.dict().items() if key in data})
-    return data
-
-
-def _directory(name: str, path: str) -> None:
-    files.directory(name=name, path=path, present=True, mode="755", user="root", group="root")
-
-
 @deploy("Verify")
 def verify() -> None:
     """The health report's script, settings, deploy record and timer; the host fails when it is unhealthy."""
-    wants, data = wishes(), role_settings()
+    wants, data = wishes(), host_settings("verify")
     helper, config = data["verify_helper"], data["verify_settings"]
-    _directory("Verify: settings directory", config.rsplit("/", 1)[0])
-    _directory("Verify: state directory", data["verify_report"].rsplit("/", 1)[0])
+    directory("Verify: settings directory", config.rsplit("/", 1)[0])
+    directory("Verify: state directory", data["verify_report"].rsplit("/", 1)[0])
     programs_shipped("Verify", scripts.program_home(helper))
     template("Verify: the report's settings", "verify/health-report.json.j2", config,
              health_settings=settings(wants, data))
