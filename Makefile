@@ -73,6 +73,7 @@ bench: venv  ## print the benchmark tables (the sandbox one needs root)
 	$(BIN)/python bench/sandbox.py
 	$(BIN)/python bench/deploy.py
 	$(BIN)/python bench/rollout.py
+	$(BIN)/python bench/exporters.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache
