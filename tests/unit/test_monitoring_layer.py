@@ -155,7 +155,7 @@ def test_node_exporter_with_its_drop_in_verifies_silently_and_listens_where_the_
     assert (result.returncode, result.stderr) == (0, ""), result.stderr
     text = unit.read_text()
     # the package's ExecStart (and its ARGS) reset; the one that runs names the address and the textfile directory
-    assert "\nExecStart=\nExecStart=/bin/true --web.listen-address=[fe80::1%%eth0]:9100 " in text
+    assert "\nExecStart=\nExecStart=/bin/true --web.listen-address=[fe80::1%%eth0]:9100 --no-collector.systemd " in text
     assert "--collector.textfile.directory=/var/lib/prometheus/node-exporter\n" in text
 
 
