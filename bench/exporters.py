@@ -54,10 +54,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 from cnctl.config import load_stack
+from cnctl.paths import REPO_ROOT
 from cnctl.sandbox import fleet, prereqs
 from cnctl.sandbox.instance import Instance
 from cnctl.sandbox.progress import Quiet
@@ -242,7 +240,7 @@ def cnctl(args: list[str], env: dict[str, str], log: Path, timeout: float) -> tu
     with open(log, "a") as out:
         out.write(f"$ cnctl {shlex.join(args)}\n")
         out.flush()
-        proc = subprocess.run([str(BIN / "cnctl"), *args], check=False, cwd=ROOT, env=env, text=True, stdout=out,
+        proc = subprocess.run([str(BIN / "cnctl"), *args], check=False, cwd=REPO_ROOT, env=env, text=True, stdout=out,
                               stderr=subprocess.STDOUT, timeout=timeout)
     return proc.returncode, time.monotonic() - started
 
@@ -411,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="cnctl-bench-exporters-") as tmp:
         work = Path(tmp)
         stack = work / "Pulumi.local.yaml"
-        stack.write_text((ROOT / "stacks" / "Pulumi.local.yaml").read_text().replace("172.31.254.", NET))
+        stack.write_text((REPO_ROOT / "stacks" / "Pulumi.local.yaml").read_text().replace("172.31.254.", NET))
         env = {**os.environ, **inst.environment(),  # the sandbox's fleet file: what cnctl and pyinfra read
                "XDG_CACHE_HOME": str(work / "cache"), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
         log = work / "cnctl.log"
