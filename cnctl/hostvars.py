@@ -28,6 +28,10 @@ URL and the stack's `mirrors` section replaces its base for air-gapped plants (N
 | cn_inference_grpc_port | all | Triton's gRPC port (`inference.ports.grpc`) |
 | cn_inference_metrics_port | all | Triton's metrics port (`inference.ports.metrics`) |
 | cn_monitoring_exporter_port | all | node-exporter's port, on Triton's address (`monitoring.nodeExporterPort`) |
+| cn_monitoring_collection | all | how the site's Prometheus gets the host's metrics: `none` (no `monitoring.server`; cloud VMs), `site` (the host runs it), `scraped` (over the network) or `agent` (Prometheus in agent mode, remote-writing) |
+| cn_monitoring_site_url | all | the site's Prometheus (`http://<monitoring.server's address>:<monitoring.prometheusPort>`), None without one |
+| cn_monitoring_password_file | all | site and agents: its password on the deploying machine (`monitoring.passwordFile`), else None |
+| cn_monitoring_site | all | the site only: {interface, prometheus_port, alertmanager_port, retention_days, targets: [{host, site, group, platform, address}], emails, smtp, webhooks}; None elsewhere |
 | cn_model_action | all | `pinned`: serve the stack's pinned version; `previous` (a rollback run's override): the version served before it |
 | cn_python_index_url | all | PEP 503 index the native runtime installs its wheels from (mirrors.pythonIndex, else PyPI) |
 | cn_triton_wheels | all | [{name, version, sha256: [...]}]: the native runtime's wheels, each pinned by hash (matrix `native_triton`) |
@@ -119,13 +123,16 @@ URL and the stack's `mirrors` section replaces its base for air-gapped plants (N
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cnctl.catalog import Catalog, OsRelease, catalog
 from cnctl.config.schema import EdgeDevice, OsName, Server, StackConfig
+from cnhost.triton_endpoint import host_port
 
 Group = Literal["edge", "servers", "cloud"]
+Collection = Literal["none", "site", "scraped", "agent"]
 PYPI_SIMPLE = "https://pypi.org/simple"
 GROUPS: tuple[Group, ...] = ("edge", "servers", "cloud")
 
@@ -217,6 +224,7 @@ def host_vars(cfg: StackConfig, group: Group, entry: Entry, cat: Catalog | None 
     common["cn_deploy_mode"] = mode
     common["cn_pull_channel"] = ((entry.channel if isinstance(entry, EdgeDevice | Server) else None) or "stable"
                                  if mode == "pull" else None)
+    common.update(_monitoring_vars(cfg, group, entry, mode))
     if group == "edge" and isinstance(entry, EdgeDevice):
         return {**common, **_jetson_vars(cfg, entry, cat), "cn_camera": _camera(entry)}
     if group == "servers" and isinstance(entry, Server):
@@ -228,6 +236,62 @@ def host_vars(cfg: StackConfig, group: Group, entry: Entry, cat: Catalog | None 
             common["cn_storage_credentials_file"] = None
         return {**common, **_cloud_vars(cfg, entry, cat)}
     raise TypeError(f"host {entry.name}: a {type(entry).__name__} is not an entry of group {group!r}")
+
+
+def collection(cfg: StackConfig, group: Group, entry: Entry, mode: str) -> Collection:
+    """How the site's Prometheus gets this host's metrics (cn_monitoring_collection):
+
+    - `none`: the stack names no monitoring server (or its fleet file lacks it), or the host is a cloud VM (Cloud
+      Monitoring watches those);
+    - `site`: the host IS the monitoring server: it scrapes its own exporters on their address;
+    - `scraped`: a push host whose exporters listen on a reachable address (Triton's bind is not loopback): the
+      site scrapes it at its fleet address;
+    - `agent`: every other host (loopback-bound, pull mode, behind NAT): it runs Prometheus in agent mode and
+      remote-writes to the site, buffering in its WAL while the link is down.
+    """
+    if site_url(cfg) is None or group == "cloud":
+        return "none"
+    if group == "servers" and entry.name == cfg.monitoring.server:
+        return "site"
+    inference = cfg.inference
+    reachable = inference.bind_interface is not None or not ipaddress.ip_address(inference.bind_address).is_loopback
+    return "scraped" if mode == "push" and reachable else "agent"
+
+
+def _monitoring_vars(cfg: StackConfig, group: Group, entry: Entry, mode: str) -> dict[str, Any]:
+    """The host's part in the site's monitoring (see `collection`); the site's own settings on the site only."""
+    mon = cfg.monitoring
+    how = collection(cfg, group, entry, mode)
+    own: dict[str, Any] = {"cn_monitoring_collection": how,
+           "cn_monitoring_site_url": site_url(cfg),
+           "cn_monitoring_password_file": mon.password_file if how in ("site", "agent") else None,
+           "cn_monitoring_site": None}
+    if how == "site":
+        own["cn_monitoring_site"] = {
+            "interface": mon.interface, "prometheus_port": mon.prometheus_port,
+            "alertmanager_port": mon.alertmanager_port, "retention_days": mon.retention_days,
+            "targets": scrape_targets(cfg), "emails": list(mon.emails),
+            "smtp": mon.smtp.model_dump() if mon.smtp else None,
+            "webhooks": [hook.model_dump() for hook in mon.webhooks],
+        }
+    return own
+
+
+def site_url(cfg: StackConfig) -> str | None:
+    """The site's Prometheus as the fleet and the deploying machine reach it: `http://<address of the servers
+    entry monitoring.server names>:<monitoring.prometheusPort>`; None without site monitoring."""
+    server = next((s for s in cfg.fleets.servers if s.name == cfg.monitoring.server), None)
+    return f"http://{host_port(server.address, cfg.monitoring.prometheus_port)}" if server else None
+
+
+def scrape_targets(cfg: StackConfig) -> list[dict[str, Any]]:
+    """The hosts the site's Prometheus scrapes over the network: [{host, site, group, platform, address}], each
+    at its fleet address, on the stack's exporter and Triton metrics ports."""
+    entries: list[tuple[Group, EdgeDevice | Server]] = [("edge", dev) for dev in cfg.fleets.edge]
+    entries += [("servers", srv) for srv in cfg.fleets.servers]
+    return [{"host": entry.name, "site": entry.site, "group": group,
+             "platform": "jetson" if group == "edge" else "server", "address": entry.address}
+            for group, entry in entries if collection(cfg, group, entry, entry.mode) == "scraped"]
 
 
 def _jetson_vars(cfg: StackConfig, dev: EdgeDevice, cat: Catalog) -> dict[str, Any]:

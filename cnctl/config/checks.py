@@ -16,6 +16,7 @@ from cnctl.config.bundle_checks import RULES as BUNDLE_RULES
 from cnctl.config.errors import Problem
 from cnctl.config.gcp_checks import RULES as GCP_RULES
 from cnctl.config.group_checks import RULES as GROUP_RULES
+from cnctl.config.monitoring_checks import RULES as MONITORING_RULES
 from cnctl.config.pipeline_checks import RULES as PIPELINE_RULES
 from cnctl.config.schema import Host, StackConfig
 from cnctl.config.values import repeated
@@ -193,11 +194,14 @@ def host_addresses_usable(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
 
 
 def ports_distinct(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
-    """No two services on one port: Triton's HTTP, gRPC and metrics ports, node-exporter's, and each host's SSH port."""
+    """No two services on one port: Triton's HTTP, gRPC and metrics ports, node-exporter's, the site's Prometheus and
+    Alertmanager, and each host's SSH port."""
     ports = cfg.inference.ports
     taken: dict[int, str] = {}
     services = [(f"inference.ports.{name}", getattr(ports, name)) for name in ("http", "grpc", "metrics")]
-    for path, port in [*services, ("monitoring.nodeExporterPort", cfg.monitoring.node_exporter_port)]:
+    site = [("monitoring.prometheusPort", cfg.monitoring.prometheus_port),
+            ("monitoring.alertmanagerPort", cfg.monitoring.alertmanager_port)] if cfg.monitoring.server else []
+    for path, port in [*services, ("monitoring.nodeExporterPort", cfg.monitoring.node_exporter_port), *site]:
         if port in taken:
             yield Problem(path, port, f"is already {taken[port]}; give each service its own port")
         elif port == SSH_PORT and cfg.compute is not None:
@@ -367,6 +371,7 @@ RULES: tuple[Rule, ...] = (
     *GROUP_RULES,
     *PIPELINE_RULES,
     *BUNDLE_RULES,
+    *MONITORING_RULES,
 )
 
 

@@ -33,6 +33,7 @@ from cnctl.config.values import (
     HostName,
     ImageFamily,
     ImageRef,
+    InterfaceName,
     IpAddress,
     JetPackVersion,
     KmsKeyName,
@@ -255,9 +256,8 @@ class Inference(Section):
         "models, unauthenticated) then answers on every interface of every host, so the network around each host "
         "must be its allow-list; a stack with GPU VMs must list their clients in network.inferenceAllowedCidrs",
     )
-    bind_interface: str | None = Field(
+    bind_interface: InterfaceName | None = Field(
         None,
-        pattern=r"^[a-z][a-z0-9.-]{0,14}$",
         description="a named private interface (e.g. ens4 on GCE) whose address Triton binds; overrides bindAddress",
     )
     ports: InferencePorts = Field(default_factory=InferencePorts)
@@ -420,6 +420,28 @@ class Container(Section):
     log_max_files: int = Field(3, ge=1, le=100, description="json-file log files kept per container")
 
 
+class Smtp(Section):
+    """The plant's mail relay for the site's alerts."""
+
+    smarthost: HostAddress
+    port: Port = 587
+    sender: EmailAddress = Field(description="the From: address of every alert mail")
+    username: str | None = Field(None, pattern=r"^[A-Za-z0-9@._+-]{1,128}$")
+    password_file: ControllerPath | None = Field(
+        None, description="on the machine that deploys: the relay's password (its first line), with `username`"
+    )
+    require_tls: bool = True
+
+
+class Webhook(Section):
+    """An HTTP endpoint the site's Alertmanager posts alerts to (Alertmanager's webhook JSON)."""
+
+    url: EndpointUrl
+    token_file: ControllerPath | None = Field(
+        None, description="on the machine that deploys: a bearer token (its first line) sent with each post"
+    )
+
+
 class Monitoring(Section):
     """What watches the stack: every host's exporters (the monitoring layer), the cloud layer's alert policies
     (cnctl/cloud/monitoring.py) and who they notify."""
@@ -433,6 +455,28 @@ class Monitoring(Section):
     node_exporter_port: Port = Field(
         9100, description="every host's node-exporter (the monitoring layer), on the address Triton binds"
     )
+    server: HostName | None = Field(
+        None,
+        description="the `fleets.servers` entry that runs the site's Prometheus and Alertmanager (the monitoring "
+        "layer, docs/monitoring.md); it scrapes itself and every push host whose exporters listen on a reachable "
+        "address, the others run Prometheus in agent mode and remote-write to it. None: no site monitoring",
+    )
+    interface: InterfaceName | None = Field(
+        None,
+        description="with `server`: the named interface of the monitoring server whose address Prometheus and "
+        "Alertmanager listen on (the one the fleet reaches it by; never every address)",
+    )
+    prometheus_port: Port = Field(9090, description="the site's Prometheus (UI, API, remote-write receiver)")
+    alertmanager_port: Port = Field(9093, description="the site's Alertmanager (UI, API)")
+    password_file: ControllerPath | None = Field(
+        None,
+        description="with `server`, on the machine that deploys: the password (its first line) of user "
+        "`circularnet`, which Prometheus and Alertmanager require (basic auth over every page, the API and the "
+        "remote-write receiver); the agents send it. Never in the repo",
+    )
+    retention_days: int = Field(30, ge=1, le=3650, description="how long the site's Prometheus keeps samples")
+    smtp: Smtp | None = Field(None, description="the mail relay the site's Alertmanager sends `emails` through")
+    webhooks: list[Webhook] = Field(default_factory=list, description="where else the site's Alertmanager posts alerts")
 
 
 # --- security and sandbox --------------------------------------------------------------------

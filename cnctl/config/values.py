@@ -456,6 +456,8 @@ SubscriptionName = Annotated[str, AfterValidator(_matches(
     "Pub/Sub subscription id, or projects/P/subscriptions/S",
 ))]
 ControllerPath = Annotated[str, AfterValidator(_controller_path)]
+# A network interface by name (ens4, eth0, enp3s0.100, wg0): what `ip link` shows, at most 15 characters.
+InterfaceName = Annotated[str, AfterValidator(_matches(r"[a-z][a-z0-9.-]{0,14}", "interface name like ens4 (a-z 0-9 . -, at most 15)"))]
 # An allowed_signers principal (ssh-keygen(1) ALLOWED SIGNERS): no wildcard, comma, quote or space, which that
 # file would read as patterns or separators.
 SignerIdentity = Annotated[str, AfterValidator(_matches(

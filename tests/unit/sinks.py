@@ -134,6 +134,11 @@ SITE: dict[str, Any] = {
                          "camera": {"device": "/dev/video1"}}],
                "servers": [{"name": "plant-c-gpu-1", "address": "fd00:60::10", "driverBranch": "550"}]},
     "mirrors": {"siteApt": "https://apt.plant.example/site", "siteAptKey": "https://apt.plant.example/site/key.asc"},
+    "monitoring": {"server": "plant-c-gpu-1", "interface": "enp3s0", "passwordFile": "/etc/cnctl/onprem-monitoring.pw",
+                   "emails": ["ops@plant.example"],
+                   "smtp": {"smarthost": "mail.plant.example", "sender": "alerts@plant.example", "username": "alerts",
+                            "passwordFile": "/etc/cnctl/onprem-smtp.pw"},
+                   "webhooks": [{"url": "https://hooks.plant.example/alerts", "tokenFile": "/etc/cnctl/hook.token"}]},
 }
 # The local stack's shape: a sandbox section (its Jetson hosts run a declared stand-in OS), its fleet from the
 # fleet file `cnctl sandbox up` writes.
