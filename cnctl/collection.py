@@ -53,6 +53,7 @@ ENTRIES: tuple[tuple[str, str | None], ...] = (
     ("roles", "*/vars/*.yml"),
     ("roles", "*/README.md"),
     ("templates", "**/*"),
+    ("monitoring", "rules/*.yml"),  # the site's alert rules (roles/monitoring monitoring_rules_src)
     *HOST_PROGRAMS,
     *contents.AGENT_ENTRIES,  # the pull role installs the agent from the collection (pull_agent_src)
     (RULES, "*.py"),

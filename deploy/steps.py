@@ -104,9 +104,9 @@ def jinja_env_kwargs() -> dict[str, Any]:
     return {"extensions": [UnitFilters]}
 
 
-def template(name: str, src: str, dest: str, mode: str = "644", **variables: Any) -> OperationMeta:
-    """One file of templates/ on the host, root-owned (the roles' ansible.builtin.template tasks)."""
-    return files.template(name=name, src=str(TEMPLATES_DIR / src), dest=dest, mode=mode, user="root", group="root",
+def template(name: str, src: str, dest: str, mode: str = "644", group: str = "root", **variables: Any) -> OperationMeta:
+    """One file of templates/ on the host, root-owned, of `group` (the roles' ansible.builtin.template tasks)."""
+    return files.template(name=name, src=str(TEMPLATES_DIR / src), dest=dest, mode=mode, user="root", group=group,
                           jinja_env_kwargs=jinja_env_kwargs(), **variables)
 
 

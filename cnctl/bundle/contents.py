@@ -48,6 +48,7 @@ ENTRIES: tuple[tuple[str, str | None], ...] = (
     ("deploy/rules", "*.py"),  # the layers' pure rules (both engines: the collection carries them as module_utils)
     ("cnhost", "*.py"),  # the host programs (the layers' facts and builders import them)
     ("templates", "**/*"),
+    ("monitoring", "rules/*.yml"),  # the site's alert rules (the monitoring layer copies them)
     # the layers' settings, one copy for both engines (deploy/steps.py role_data): the roles' tasks stay home
     ("roles", "*/defaults/main.yml"),
     ("roles", "*/vars/main.yml"),

@@ -8,6 +8,8 @@ before the error goes on.
 
 from __future__ import annotations
 
+import os
+import secrets
 import socket
 import subprocess
 import threading
@@ -43,6 +45,7 @@ def up(inst: Instance, cfg: StackConfig, *, stack: str = "local", edge: int | No
     """Ensure the stack's sandbox fleet is running; return its state."""
     progress = progress or Progress()
     layout = layout_from_stack(cfg, edge=edge, servers=servers)
+    monitoring_password(cfg, progress)
     with locked(inst.lock_path, directory=True):
         current = load(inst)
         if current is not None and _healthy(inst, current):
@@ -67,6 +70,21 @@ def up(inst: Instance, cfg: StackConfig, *, stack: str = "local", edge: int | No
             progress.note("`up` failed: removing what it started")
             cleanup.clean(inst)
             raise
+
+
+def monitoring_password(cfg: StackConfig, progress: Progress) -> None:
+    """The stack's monitoring.passwordFile on this machine, created when missing: a random password, mode 0600,
+    in a directory of this user's (kept across `down`, so a sandbox brought up again keeps its password)."""
+    if cfg.monitoring.password_file is None:
+        return
+    path = Path(cfg.monitoring.password_file).expanduser()
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(secrets.token_urlsafe(24) + "\n")
+    progress.note(f"wrote the site monitoring's password to {path} (monitoring.passwordFile)")
 
 
 def _bring_up(inst: Instance, cfg: StackConfig, layout: Layout, stack: str, progress: Progress) -> FleetState:

@@ -42,6 +42,7 @@ TOOLS: dict[str, str] = {
     "umoci": "umoci",  # builds the Triton stand-in image without a Docker daemon
     "skopeo": "skopeo",  # pushes it to the site registry
     "openssl": "openssl",  # the site registry's TLS certificate
+    "amtool": "prometheus-alertmanager",  # checks the site's alertmanager.yml (tests/unit/test_monitoring_site.py)
 }
 # Packages needed for files they install rather than a command: mmdebstrap runs arch-test before it builds a
 # foreign-architecture image (the arm64 Jetsons'); the Triton python-backend stub links against

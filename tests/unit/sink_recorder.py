@@ -87,6 +87,13 @@ def _facts(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _secrets(wants: dict[str, Any]) -> dict[str, Any]:
+    """deploy/rules/monitoring.py controller_secrets as the deploying machine's files would give them, all present."""
+    site = wants.get("cn_monitoring_site") or {}
+    return {"problem": "", "password": "site-password", "smtp_password": "relay-password",
+            "tokens": ["token" if hook["token_file"] else None for hook in site.get("webhooks", [])]}
+
+
 def _text(command: Any) -> str:
     """A yielded command as the shell gets it (a StringCommand's pieces joined with spaces)."""
     if isinstance(command, StringCommand):
@@ -222,6 +229,9 @@ def recorder() -> Iterator[Callable[[str, dict[str, Any]], Recording]]:
                 patches[key] = _project_op(value, fake)
         if module.__name__ == "deploy.pipeline":  # the deploying machine's file: a controller-side check
             patches["credentials_found"] = lambda path: {"exists": True, "mode": 0o600} if path else None
+        if module.__name__ == "deploy.monitoring":  # the deploying machine's secrets, and a hash of one (no stack value)
+            patches["controller_secrets"] = _secrets
+            patches["web_config"] = lambda password, host: {"basic_auth_users": {"circularnet": f"hash-of-{host}"}}
         for key, value in patches.items():
             saved.append((module, key, values[key]))
             setattr(module, key, value)

@@ -641,6 +641,8 @@ def _template_kind(src: str) -> str:
         return "unit"
     if src.endswith(".json.j2"):
         return "json"
+    if src.endswith(".yml.j2"):
+        return "yaml"
     return "apt-source" if src == "apt/source.list.j2" else "lines"
 
 
@@ -661,7 +663,8 @@ HOST_COMMANDS: dict[str, tuple[str, ...]] = {
     "deploy/steps.py:key_installed": (),
     # the layers that give after_change its restart commands (shlex.join of a unit name)
     "deploy/steps.py:after_change": ("deploy/inference.py:inference", "deploy/pipeline.py:_running", "deploy/pull.py:pull",
-                                     "deploy/verify.py:verify", "deploy/monitoring.py:monitoring"),
+                                     "deploy/verify.py:verify", "deploy/monitoring.py:monitoring",
+                                     "deploy/monitoring.py:_running"),
     "deploy/steps.py:index_refreshed": (),
     "deploy/steps.py:held": (),
     "deploy/nvidia.py:driver_settled": (),
@@ -910,7 +913,7 @@ def trace() -> list[Trace]:
         raw = raw_sections(name)[1]
         for t in traces:
             loc = place(name, t.field)
-            if loc is None:
+            if loc is None or _reference(raw_sections(name)[1], t.field, loc):
                 continue
             t.places[name] = loc
             found = canary(t.field, name, loc, t.index)
@@ -927,6 +930,23 @@ def trace() -> list[Trace]:
             raise AssertionError(f"base {name} with every field marked: a layer refuses {marked.refused}")
         _mark(traces, name, marked, needles)
     return traces
+
+
+# A field that names another entry (monitoring.server names a fleets.servers entry): its value lands nowhere of
+# its own, and neither it nor the entry it names is marked, or the reference would break and hide every sink of
+# what it enables (the site's Prometheus and Alertmanager). Other bases mark the entries' names.
+REFERENCES = {"monitoring.server": "fleets.servers[].name"}
+
+
+def _reference(raw: Mapping[str, Any], fld: Field, loc: Loc) -> bool:
+    """Is `fld` at `loc` of the raw base a reference, or the entry a reference of the base names?"""
+    if fld.path in REFERENCES:
+        return True
+    if fld.path not in REFERENCES.values():
+        return False
+    named = {str(value_at(raw, where)) for path, target in REFERENCES.items() if target == fld.path
+             for where in [locate(raw, tuple(path.split(".")))] if where is not None}
+    return str(value_at(raw, loc)) in named
 
 
 def _bypassed(traces: list[Trace], name: str, cfg: StackConfig, needles: dict[int, str]) -> StackConfig:

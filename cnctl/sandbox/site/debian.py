@@ -1,7 +1,7 @@
 """Debian's REAL packages the site's apt repository carries: the Docker engine and what the hosts lack for it.
 
 Sandbox hosts have no route out, so the packages the host layers install from the distribution (Debian's
-`docker.io`, `containerd`, `runc`, `python3-venv`, `prometheus-node-exporter` and their dependencies) reach them through the site repository, as in an
+`docker.io`, `containerd`, `runc`, `python3-venv`, `prometheus-node-exporter`, `prometheus`, `prometheus-alertmanager` and their dependencies) reach them through the site repository, as in an
 air-gapped plant with a mirror. They are downloaded on the machine, with the machine's own apt and its
 Debian mirror, once per architecture and cached:
 
@@ -18,8 +18,9 @@ import subprocess
 from pathlib import Path
 
 # What the host layers may install from the distribution: the local stack's `docker.io` engine source,
-# python3-venv (ensurepip) for the native inference runtime's venv, and the monitoring layer's node-exporter.
-PACKAGES = ("docker.io", "python3-venv", "prometheus-node-exporter")
+# python3-venv (ensurepip) for the native inference runtime's venv, and the monitoring layer's node-exporter,
+# Prometheus (the site's, and the agents') and Alertmanager.
+PACKAGES = ("docker.io", "python3-venv", "prometheus-node-exporter", "prometheus", "prometheus-alertmanager")
 APT_TIMEOUT_S = 900
 
 
