@@ -198,7 +198,7 @@ REAL = json.loads("""{"status":"success","data":{"resultType":"vector","result":
  {"metric":{"__name__":"up","group":"edge","instance":"belt-1-orin","job":"circularnet-node","platform":"jetson",
    "site":"plant-a"},"value":[1790000100.123,"1"]},
  {"metric":{"__name__":"cnctl_disk_free_bytes","instance":"belt-1-orin","job":"circularnet-node","path":"/"},
-  "value":[1790000100.123,"4.294967296e+10"]},
+  "value":[1790000100.123,"42949672960"]},
  {"metric":{"__name__":"cnctl_pipeline_last_run_timestamp_seconds","instance":"belt-1-orin"},
   "value":[1790000100.123,"NaN"]}]}}""")
 
