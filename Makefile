@@ -74,6 +74,7 @@ bench: venv  ## print the benchmark tables (the sandbox one needs root)
 	$(BIN)/python bench/deploy.py
 	$(BIN)/python bench/rollout.py
 	$(BIN)/python bench/exporters.py
+	$(BIN)/python bench/status_sources.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache

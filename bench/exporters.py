@@ -27,8 +27,7 @@ Targets (issue 22): node-exporter and the GPU collector together under 2 % of on
 an emulated host's figures are shown, not judged. Exit 1 when one is missed.
 The Jetson is arm64 under qemu-user: every figure of it includes the emulator (CPU, translated code in memory),
 so it overstates a real Jetson; the tools are the sandbox's STAND-INs (Python scripts, where NVIDIA's are
-native binaries). The Prometheus side of issue 22 (`cnctl status` from Prometheus, 50 hosts) does not exist
-yet: its column says so.
+native binaries). `cnctl status` from Prometheus (50 hosts) is bench/status_sources.py's.
 
 Its own sandbox: prefix `cnb8`, subnet 172.31.244.0/24, state /run/cnctl/bench-exporters, the normal cache; a
 demo or a test session is left alone, and whatever the benchmark boots is torn down (also on Ctrl-C/SIGTERM).
@@ -425,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
             with ThreadPoolExecutor(max_workers=len(state.hosts)) as pool:
                 result["hosts"] = list(pool.map(lambda h: probe(state, h, args.window), state.hosts))
             say(f"`cnctl status`, {STATUS_RUNS} runs")
-            runs = [cnctl(["status", "--stack", str(stack)], env, log, STATUS_TIMEOUT_S) for _ in range(STATUS_RUNS)]
+            runs = [cnctl(["status", "--stack", str(stack), "--source", "ssh"], env, log, STATUS_TIMEOUT_S) for _ in range(STATUS_RUNS)]
             result["status"] = {"runs_s": [round(s, 2) for _, s in runs], "exits": [rc for rc, _ in runs],
                                 "median_s": statistics.median(s for _, s in runs), "prometheus": None}
             result["load"] = os.getloadavg()
@@ -444,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
             console.print(table)
         console.print("The Jetson is arm64 under qemu-user: its figures include the emulator and overstate a real "
                       "Jetson. nvidia-smi and tegrastats are the sandbox's STAND-INs (Python). `cnctl status` from "
-                      "Prometheus is not measured: the site's Prometheus does not exist yet (issue 22).")
+                      "Prometheus: bench/status_sources.py.")
     return 1 if any(verdict == MISSED for *_, verdict in checks) else 0
 
 

@@ -19,6 +19,9 @@ own identity (cnctl.store). Source `bucket`; healthy only when that report's out
 heartbeats plus the stack's bundle.pollSeconds old (a host that stopped reporting is not healthy). `reachable`
 then means: heard from within that bound. No report, an unreadable bucket, a report of another host: a problem
 naming the bucket and the fix.
+
+`cnctl status --source prometheus` (or `auto` on a stack with monitoring.server) reads the same HostStatus and
+FleetStatus from the site's Prometheus instead: cnctl/status_prometheus.py.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ _SAVED = "--- cnctl status: the last report written ---"
 _MISSING = "the verify layer has not run here; run the deploy"
 
 Runner = Callable[[Sequence[InventoryHost], str, float], Mapping[str, RemoteOutcome]]
-Source = Literal["fresh", "saved", "none", "bucket"]
+Source = Literal["fresh", "saved", "none", "bucket", "prometheus"]
 # A pull host's newest report may be this old: the agent reports every state change and, unchanged, once an hour
 # at its first run after the hour (REPORT_HEARTBEAT_S + bundle.pollSeconds apart); one missed heartbeat is allowed.
 STALE_HEARTBEATS = 2
@@ -62,9 +65,10 @@ class StatusProblem(UsageProblem):
 @dataclass(frozen=True)
 class HostStatus:
     """One host: could it be reached, is it healthy, its report (None when there is none) and its problems.
-    `source` says whether the report was made now (`fresh`), is the last one the timer wrote (`saved`), or is a
+    `source` says whether the report was made now (`fresh`), is the last one the timer wrote (`saved`), is a
     pull-mode host's newest pull report from the results bucket (`bucket`; `origin` is then that object's URL,
-    or the prefix searched when there is none)."""
+    or the prefix searched when there is none), or was rebuilt from the site Prometheus' metrics (`prometheus`,
+    cnctl/status_prometheus.py; `origin` its URL)."""
 
     name: str
     group: str
@@ -78,8 +82,13 @@ class HostStatus:
 
 @dataclass(frozen=True)
 class FleetStatus:
+    """Every host's status; `source` says how they were asked: `ssh` (each host over SSH, pull hosts from the
+    bucket) or `prometheus` (the site's Prometheus at `origin`; the hosts it does not collect over SSH)."""
+
     stack: str
     hosts: tuple[HostStatus, ...] = field(default_factory=tuple)
+    source: Literal["ssh", "prometheus"] = "ssh"
+    origin: str | None = None
 
     @property
     def healthy(self) -> bool:
@@ -91,8 +100,8 @@ class FleetStatus:
         return [h.name for h in self.hosts if not h.healthy]
 
     def to_json(self) -> dict[str, Any]:
-        return {"stack": self.stack, "healthy": self.healthy, "unhealthy": self.unhealthy,
-                "hosts": [{**asdict(h), "problems": list(h.problems)} for h in self.hosts]}
+        return {"stack": self.stack, "source": self.source, "origin": self.origin, "healthy": self.healthy,
+                "unhealthy": self.unhealthy, "hosts": [{**asdict(h), "problems": list(h.problems)} for h in self.hosts]}
 
 
 def remote_command(script: str = SCRIPT, last: str = LAST_REPORT) -> str:
@@ -139,11 +148,12 @@ def hosts_of(stack: str, limit: str | None = None,
              environ: Mapping[str, str] | None = None) -> tuple[str, list[InventoryHost]]:
     """(the stack's name, the hosts `cnctl status` asks): its fleets' hosts, and its cloud VMs when it has some
     and `limit` names no fleet host or group; only those `limit` names (a host or a group)."""
-    cfg, hosts = _chosen(stack, limit, environ)
+    cfg, hosts = chosen(stack, limit, environ)
     return cfg.environment, hosts
 
 
-def _chosen(stack: str, limit: str | None, environ: Mapping[str, str] | None) -> tuple[StackConfig, list[InventoryHost]]:
+def chosen(stack: str, limit: str | None, environ: Mapping[str, str] | None) -> tuple[StackConfig, list[InventoryHost]]:
+    """(the stack, the hosts `cnctl status` asks): see hosts_of(); also what the Prometheus source reads."""
     cfg = load_stack(stack)
     groups: list[Group] = list(FLEET_GROUPS)
     fleet_names = {e.name for e in cfg.fleets.edge} | {s.name for s in cfg.fleets.servers} | set(FLEET_GROUPS)
@@ -275,5 +285,10 @@ def collect(stack: str, limit: str | None = None, *, run: Runner | None = None, 
     """The health of `stack`'s hosts (or the one host or group `limit` names). Bad input (unknown stack or
     host, a missing fleet file, missing cloud outputs) raises a UsageProblem saying what to fix; a results
     bucket that cannot be read is a problem of each pull host, not an error."""
-    cfg, hosts = _chosen(stack, limit, environ)
-    return collect_from(cfg.environment, hosts, run, timeout, lambda: Store.of_stack(cfg, "results"), now)
+    cfg, hosts = chosen(stack, limit, environ)
+    return collect_from(cfg.environment, hosts, run, timeout, results_store(cfg), now)
+
+
+def results_store(cfg: StackConfig) -> Callable[[], ReportStore]:
+    """Opens the stack's results bucket, where pull hosts' reports are read (only when one is asked)."""
+    return lambda: Store.of_stack(cfg, "results")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import typer
 from rich.markup import escape
@@ -11,10 +11,11 @@ from rich.table import Table
 from rich.text import Text
 
 from cnctl import status as fleet_status
-from cnctl.cli.errors import err, user_errors
+from cnctl.cli.errors import err, say_error, user_errors
 from cnctl.cli.options import stack_option
 from cnctl.console import console
 from cnctl.status import FleetStatus, HostStatus
+from cnctl.status_prometheus import CHOICES, Choice, collect_from_source
 
 out = console()
 EXIT_UNHEALTHY = 1
@@ -24,6 +25,9 @@ def status(
     stack: str = stack_option(),
     as_json: bool = typer.Option(False, "--json", help="every host's report as JSON"),
     limit: str | None = typer.Option(None, "--limit", help="only this host (or group: edge, servers, cloud)"),
+    source: str = typer.Option(
+        "auto", "--source", help="auto|ssh|prometheus: where the hosts' health is read; auto: the site's Prometheus "
+        "when the stack names a monitoring.server (SSH when it cannot be asked), else SSH"),
 ) -> None:
     """Show the fleet's health: each host's platform, model served, Triton readiness, free disk, last deploy.
 
@@ -33,18 +37,39 @@ def status(
     and reported recently). Exit 0 when every host is healthy, 1 when any is unhealthy or unreachable (named on
     stderr), 2 for bad input (unknown stack or host, a sandbox that is not up). `cnctl sandbox status` is the
     sandbox's own health (its processes and site services), not the fleet's.
+
+    `--source prometheus` reads every fleet host's health from the site's Prometheus (monitoring.server; user
+    circularnet, the password in monitoring.passwordFile) in one query instead of SSH: the same table, each
+    problem's text excepted (the metrics carry how many). `auto`, the default: Prometheus when the stack names a
+    monitoring server, else SSH; a Prometheus that cannot be asked is a warning and SSH. A line says which source.
     """
     with user_errors():
-        fleet = fleet_status.collect(stack, limit)
+        if source not in CHOICES:
+            raise fleet_status.StatusProblem(f"--source {source}: not a source; choose one of {', '.join(CHOICES)}")
+        fleet = collect_from_source(cast(Choice, source), stack, limit, warn=_warn)
     if as_json:
         out.print_json(json.dumps(fleet.to_json()))
     else:
         out.print(table(fleet))
+        out.print(source_line(fleet), soft_wrap=True)
         for line in [*pull_lines(fleet), *problem_lines(fleet)]:
             out.print(line, soft_wrap=True)  # whole lines: they are grepped, and each ends with its fix
     if not fleet.healthy:
         err.print(f"[bold red]not healthy:[/] {escape(', '.join(_why(h) for h in fleet.hosts if not h.healthy))}")
         raise typer.Exit(EXIT_UNHEALTHY)
+
+
+def _warn(text: str) -> None:
+    say_error("warning:", f" {text}")
+
+
+def source_line(fleet: FleetStatus) -> Text:
+    """`source: ...`: where the table's rows come from."""
+    if fleet.source == "prometheus":
+        others = [h.name for h in fleet.hosts if h.source != "prometheus"]
+        rest = f" ({', '.join(others)}: not collected there, asked directly)" if others else ""
+        return Text(f"source: prometheus, the site's at {fleet.origin}{rest}")
+    return Text("source: ssh, each host's health report run now (pull-mode hosts: their newest pull report)")
 
 
 def _why(host: HostStatus) -> str:

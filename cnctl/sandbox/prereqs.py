@@ -43,16 +43,16 @@ TOOLS: dict[str, str] = {
     "skopeo": "skopeo",  # pushes it to the site registry
     "openssl": "openssl",  # the site registry's TLS certificate
     "amtool": "prometheus-alertmanager",  # checks the site's alertmanager.yml (tests/unit/test_monitoring_site.py)
+    "prometheus": "prometheus",  # a loopback site Prometheus over fake hosts (cnctl/sandbox/prometheus.py)
 }
 # Packages needed for files they install rather than a command: mmdebstrap runs arch-test before it builds a
 # foreign-architecture image (the arm64 Jetsons'); the Triton python-backend stub links against
 # libpython (unit tests run a real CPU Triton on the machine), python3-venv bootstraps the virtualenv, and the
 # bucket worker's tests run Google's Pub/Sub emulator (a Java program outside PATH: the Cloud SDK's package, and
-# a JRE for it); the GCE startup scripts' tests lint them with shellcheck, and the alert rules' tests and the
-# hosts' metrics are checked by promtool (Debian's prometheus package).
+# a JRE for it); the GCE startup scripts' tests lint them with shellcheck. The alert rules' tests and the
+# hosts' metrics are checked by promtool, of Debian's prometheus package (in TOOLS for its `prometheus`).
 LIBRARIES: tuple[str, ...] = ("arch-test", "libpython3.11", "python3-venv", "ca-certificates", "binfmt-support",
-                              "google-cloud-cli-pubsub-emulator", "openjdk-17-jre-headless", "shellcheck",
-                              "prometheus")
+                              "google-cloud-cli-pubsub-emulator", "openjdk-17-jre-headless", "shellcheck")
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
 QEMU_ARM64 = "qemu-aarch64"
 QEMU_FORMAT = Path("/usr/share/binfmts") / QEMU_ARM64  # what qemu-user-static registers

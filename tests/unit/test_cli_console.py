@@ -42,7 +42,7 @@ class Terminal(io.StringIO):
 
 @pytest.mark.parametrize("columns", ["40", "80", "200"])
 def test_to_a_file_the_status_table_is_whole_at_any_columns(columns: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(status_cli.fleet_status, "collect", lambda stack, limit: FLEET)
+    monkeypatch.setattr(status_cli, "collect_from_source", lambda source, stack, limit, warn: FLEET)
     result = CliRunner().invoke(app, ["status", "--stack", "local"], env={"COLUMNS": columns})
     assert result.exit_code == 1, result.output
     [row] = [line for line in result.stdout.splitlines() if line.startswith("│ plant-a")]

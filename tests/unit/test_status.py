@@ -180,6 +180,6 @@ def test_the_fleets_json_lists_every_host_with_its_report() -> None:
     fleet = collect_from("x", [HOST], FakeRemote())
     assert isinstance(fleet, FleetStatus)
     data = json.loads(json.dumps(fleet.to_json()))
-    assert data == {"stack": "x", "healthy": True, "unhealthy": [], "hosts": [
+    assert data == {"stack": "x", "source": "ssh", "origin": None, "healthy": True, "unhealthy": [], "hosts": [
         {"name": "gpu-server-1", "group": "servers", "reachable": True, "healthy": True, "problems": [],
          "source": "fresh", "report": GOOD, "origin": None}]}

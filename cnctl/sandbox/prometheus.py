@@ -1,0 +1,207 @@
+"""A real Prometheus on loopback, scraping fake hosts: what `cnctl status --source prometheus` is tested and
+benchmarked against (tests/unit/test_status_prometheus_live.py, bench/status_sources.py), no root, no fleet.
+
+    hosts = FakeHosts({"belt-1-orin": exposition(report), "gpu-server-1": 503})   # text, or an HTTP status
+    with hosts.serving(), running_prometheus(tmp, hosts, PASSWORD) as site:
+        wait_for_targets(site, len(hosts.pages))
+        ... site.url ...                                                         # http://127.0.0.1:<port>
+
+Debian's `/usr/bin/prometheus` (package `prometheus`, in prereqs.TOOLS) runs with its TSDB and logs in a
+directory of the caller's, on 127.0.0.1 and a free port, behind basic auth (`--web.config.file`, user
+`circularnet`, a bcrypt hash of the password) as the site's is. One loopback HTTP server (stdlib, a thread)
+serves every fake host's page at `/hosts/<name>/metrics`; Prometheus scrapes each as job `circularnet-node`
+with the target labels the site gives (`instance` the host's name, `site`, `group`, `platform`). Every process
+started here is stopped by its PID when the block ends, every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import http.server
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import bcrypt
+import yaml
+
+PROMETHEUS = "prometheus"
+INSTALL = "sudo python3 cnctl/sandbox/prereqs.py ensure (Debian's `prometheus` package)"
+USER = "circularnet"
+JOB = "circularnet-node"
+READY_S = 30.0
+STOP_S = 10.0
+
+
+@dataclass
+class FakeHosts:
+    """The fake hosts' pages: name -> the metrics text it serves, or an HTTP status it answers instead (a
+    node-exporter that fails: `up` 0). `labels`: a host's target labels beside `instance` (default: group edge,
+    platform jetson, site plant-a). Pages may be changed while served."""
+
+    pages: dict[str, str | int]
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    url: str = ""
+
+    def target_labels(self, name: str) -> dict[str, str]:
+        return {"site": "plant-a", "group": "edge", "platform": "jetson", **self.labels.get(name, {}), "instance": name}
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[str]:
+        """Serve the pages on 127.0.0.1 and a free port while the block runs; yields (and sets) `url`."""
+        pages = self.pages
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                parts = self.path.split("/")
+                page = pages.get(parts[2]) if len(parts) == 4 and parts[1] == "hosts" and parts[3] == "metrics" else 404
+                body = page.encode() if isinstance(page, str) else b"unavailable\n"
+                self.send_response(200 if isinstance(page, str) else int(page or 404))
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        self.url = f"http://127.0.0.1:{server.server_address[1]}"
+        try:
+            yield self.url
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=STOP_S)
+
+
+@dataclass(frozen=True)
+class Site:
+    url: str
+    password: str
+    pid: int
+    log: Path
+
+
+def web_config(password: str, rounds: int = 10) -> str:
+    """Prometheus' --web.config.file: basic auth of USER with a bcrypt hash of `password`."""
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds)).decode()
+    return yaml.safe_dump({"basic_auth_users": {USER: hashed}})
+
+
+def scrape_config(hosts: FakeHosts, interval_s: float) -> str:
+    """prometheus.yml: one static target per fake host, its page as `__metrics_path__`, its labels as the site's."""
+    address = urllib.parse.urlsplit(hosts.url).netloc
+    targets = [{"targets": [address], "labels": {**hosts.target_labels(name), "__metrics_path__": f"/hosts/{name}/metrics"}}
+               for name in hosts.pages]
+    interval = f"{max(1, round(interval_s * 1000))}ms"
+    return yaml.safe_dump({
+        "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": "1m"},
+        "scrape_configs": [{"job_name": JOB, "static_configs": targets}],
+    })
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def binary() -> str:
+    """The Prometheus executable; FileNotFoundError with the install hint when the machine lacks it."""
+    found = shutil.which(PROMETHEUS) or shutil.which(PROMETHEUS, path="/usr/bin")
+    if found is None:
+        raise FileNotFoundError(f"no `{PROMETHEUS}` on this machine: {INSTALL} installs it")
+    return found
+
+
+@contextlib.contextmanager
+def running_prometheus(workdir: Path, hosts: FakeHosts, password: str, interval_s: float = 1.0,
+                       rounds: int = 10) -> Iterator[Site]:
+    """Prometheus over `hosts` (already serving) on 127.0.0.1, ready (its /-/ready answers, READY_S at most),
+    stopped by its PID (SIGTERM, then SIGKILL after STOP_S) when the block ends."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "prometheus.yml").write_text(scrape_config(hosts, interval_s))
+    (workdir / "web.yml").write_text(web_config(password, rounds))
+    port = free_port()
+    log = workdir / "prometheus.log"
+    binary()  # the install hint, not a bare FileNotFoundError of Popen
+    command = ["prometheus", f"--config.file={workdir / 'prometheus.yml'}", f"--web.config.file={workdir / 'web.yml'}",
+               f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+               "--log.level=warn"]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+    site = Site(f"http://127.0.0.1:{port}", password, process.pid, log)
+    try:
+        _wait_ready(site, process)
+        yield site
+    finally:
+        _stop(process)
+
+
+def _wait_ready(site: Site, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + READY_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"prometheus exited {process.returncode}: {site.log.read_text()[-2000:]}")
+        with contextlib.suppress(urllib.error.URLError, OSError):
+            if get(site, "/-/ready", timeout=2.0).startswith(b"Prometheus"):
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"prometheus at {site.url} not ready within {READY_S:.0f} s: {site.log.read_text()[-2000:]}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_S)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=STOP_S)
+
+
+def get(site: Site, path: str, timeout: float = 10.0) -> bytes:
+    """GET `path` of the site's Prometheus with its basic auth."""
+    token = base64.b64encode(f"{USER}:{site.password}".encode()).decode()
+    request = urllib.request.Request(site.url + path, headers={"Authorization": f"Basic {token}"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return bytes(response.read())
+
+
+def wait_for_targets(site: Site, count: int, timeout_s: float = 30.0, with_metric: str = "cnctl_health_healthy",
+                     healthy_pages: int | None = None) -> float:
+    """Wait (at most `timeout_s`) until Prometheus has scraped all `count` targets once (`up` of each) and
+    `with_metric` of `healthy_pages` of them (default: all); the seconds it took."""
+    started = time.monotonic()
+    wanted = count if healthy_pages is None else healthy_pages
+    while True:
+        ups = _vector(site, f'up{{job="{JOB}"}}')
+        metrics = _vector(site, f'{with_metric}{{job="{JOB}"}}')
+        if len(ups) >= count and len(metrics) >= wanted:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout_s:
+            raise TimeoutError(f"prometheus at {site.url} scraped {len(ups)} of {count} targets and has {with_metric} "
+                               f"of {len(metrics)} of {wanted} within {timeout_s:.0f} s: {site.log.read_text()[-2000:]}")
+        time.sleep(0.2)
+
+
+def _vector(site: Site, promql: str) -> list[object]:
+    body = json.loads(get(site, "/api/v1/query?" + urllib.parse.urlencode({"query": promql})))
+    result = body.get("data", {}).get("result", [])
+    return list(result) if isinstance(result, list) else []
