@@ -50,9 +50,11 @@ TOOLS: dict[str, str] = {
 # libpython (unit tests run a real CPU Triton on the machine), python3-venv bootstraps the virtualenv, and the
 # bucket worker's tests run Google's Pub/Sub emulator (a Java program outside PATH: the Cloud SDK's package, and
 # a JRE for it); the GCE startup scripts' tests lint them with shellcheck. The alert rules' tests and the
-# hosts' metrics are checked by promtool, of Debian's prometheus package (in TOOLS for its `prometheus`).
+# hosts' metrics are checked by promtool, of Debian's prometheus package (in TOOLS for its `prometheus`); the fleet
+# dashboards (Prometheus console templates) are rendered by headless Chromium (tests/unit/test_dashboards.py).
 LIBRARIES: tuple[str, ...] = ("arch-test", "libpython3.11", "python3-venv", "ca-certificates", "binfmt-support",
-                              "google-cloud-cli-pubsub-emulator", "openjdk-17-jre-headless", "shellcheck")
+                              "google-cloud-cli-pubsub-emulator", "openjdk-17-jre-headless", "shellcheck",
+                              "chromium-headless-shell")
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
 QEMU_ARM64 = "qemu-aarch64"
 QEMU_FORMAT = Path("/usr/share/binfmts") / QEMU_ARM64  # what qemu-user-static registers
