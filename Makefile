@@ -87,11 +87,12 @@ define demo_step
 @echo "demo: $(1) ..."; start=$$(date +%s); $(2) && echo "demo: $(1) took $$(( $$(date +%s) - start )) s"
 endef
 
-demo: setup venv  ## boot the sandbox fleet, converge it with pyinfra as a real fleet, one inference per host, the fleet's status
+demo: setup venv  ## boot the sandbox fleet, converge it with pyinfra as a real fleet, one inference per host, the fleet's status, the site's dashboards
 	$(call demo_step,sandbox up,$(BIN)/cnctl sandbox up --stack local)
 	$(call demo_step,deploy,PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pyinfra -y hosts/fleet.py deploy.py)
 	$(call demo_step,one inference per host,$(BIN)/cnctl infer --stack local)
 	$(call demo_step,fleet status,$(BIN)/cnctl status --stack local)
+	$(call demo_step,the site's dashboards and alerts,$(BIN)/cnctl monitoring urls --stack local)
 
 demo-down: venv  ## stop the sandbox fleet and remove everything it made (idempotent)
 	$(BIN)/cnctl sandbox down

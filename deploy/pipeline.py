@@ -4,7 +4,8 @@
    `pipeline_problem`: no pinned client archive or requirements, a Python the pinned wheels do not fit, a
    credentials file missing or readable by others on the deploying machine);
 2. the service user `circularnet-pipeline` (system, no login) and its data directory: frame spool, batches at
-   work, upload queue (0750, the user's) and state (0755: the health report reads it);
+   work, upload queue (0750, the user's) and state (0755: the health report reads it, through the data directory,
+   0751);
 3. the layer's scripts (cnhost/capture.py, pipeline_run.py, uploader.py: one copy for both engines), the
    client archive and, for a replay camera, the footage archive, each fetched once and checked against its
    sha256 before use; the client unpacked into a directory named by its sha256;
@@ -140,7 +141,8 @@ def pipeline() -> None:
     scripts = programs_shipped("Pipeline", data["pipeline_helper_dir"])
     for path in (data["pipeline_root"], f"{data['pipeline_root']}/archives", f"{data['pipeline_root']}/client"):
         directory(f"Pipeline: {path}", path, "755")
-    directory("Pipeline: data directory", data["pipeline_data"], "750", user, user)
+    # 0751: others may pass through (the health report, root without capabilities, to the state directory), never list
+    directory("Pipeline: data directory", data["pipeline_data"], "751", user, user)
     for key in ("work", "queue"):
         directory(f"Pipeline: {key} directory", config[key], "750", user, user)
     directory("Pipeline: frame spool", config["spool"], "750", user, user)

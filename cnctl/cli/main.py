@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from cnctl import version
-from cnctl.cli import bundle, cloud, collection, deploy, infer, inventory, model, plan, sandbox, stack, status
+from cnctl.cli import bundle, cloud, collection, deploy, infer, inventory, model, monitoring, plan, sandbox, stack, status
 
 app = typer.Typer(
     name="cnctl",
@@ -43,6 +43,7 @@ app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(model.app, name="model")
 app.add_typer(bundle.app, name="bundle")
 app.add_typer(collection.app, name="collection")
+app.add_typer(monitoring.app, name="monitoring")
 
 if __name__ == "__main__":
     app()

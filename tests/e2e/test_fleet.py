@@ -413,8 +413,8 @@ def test_leftovers_of_a_crashed_run_are_cleaned_by_the_next_up_and_down(sandbox_
 
 
 def test_make_demo_targets_are_wired(tmp_path: Path) -> None:
-    """`make -n demo` names setup, up, the pyinfra deploys users type for real fleets, one inference per host and
-    the fleet's status (no fleet needed)."""
+    """`make -n demo` names setup, up, the pyinfra deploys users type for real fleets, one inference per host,
+    the fleet's status and, last, the site's dashboards and Alertmanager (no fleet needed)."""
     result = subprocess.run(["make", "-n", "demo", "demo-down"], cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert "cnctl sandbox up --stack local" in result.stdout
@@ -422,4 +422,5 @@ def test_make_demo_targets_are_wired(tmp_path: Path) -> None:
     assert re.search(r"\.venv/bin/pyinfra -y hosts/fleet\.py deploy\.py", result.stdout)
     assert "cnctl infer --stack local" in result.stdout and "cnctl status --stack local" in result.stdout
     assert result.stdout.index("hosts/fleet.py deploy.py") < result.stdout.index("cnctl infer")
+    assert result.stdout.index("cnctl status") < result.stdout.index("cnctl monitoring urls --stack local")
     assert "cnctl sandbox down" in result.stdout

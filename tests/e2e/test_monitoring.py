@@ -130,6 +130,15 @@ def collects_both_behind_its_password(site: Site, site_host: sandbox.FreshHost, 
         "site": "sandbox", "group": "servers", "platform": "server"}
     healthy = waited("the health report's metric at the site", lambda: site.query("cnctl_health_healthy == 1"), 120)
     assert {r["metric"]["instance"] for r in healthy} == set(names)
+    # the timer's report reads the pipeline's state (through its data directory, 0751): its flow reaches the site
+    for host in (site_host, agent_host):
+        name = host.state.name
+
+        def pipeline_at_site(host: sandbox.FreshHost = host, name: str = name) -> list[dict[str, Any]]:
+            host.ssh("sudo systemctl start circularnet-health.service", timeout=300)  # what its timer does
+            return site.query(f'cnctl_pipeline_last_run_timestamp_seconds{{instance="{name}"}} > 0')
+
+        waited(f"{name}'s pipeline at the site", pipeline_at_site, 300, every=20)
     status, rules = site.get(f"{site.prometheus}/api/v1/rules")
     assert status == 200 and "CircularNetTritonDown" in json.dumps(rules)
     listening = site_host.ssh("sudo ss -Hltnp").stdout
