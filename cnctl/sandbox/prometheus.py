@@ -1,17 +1,23 @@
-"""A real Prometheus on loopback, scraping fake hosts: what `cnctl status --source prometheus` is tested and
-benchmarked against (tests/unit/test_status_prometheus_live.py, bench/status_sources.py), no root, no fleet.
+"""A real Prometheus on loopback, for tests and benchmarks, no root, no fleet: the one copy of "run Debian's
+/usr/bin/prometheus on a free port, wait until it is ready, stop it by its PID".
+
+    with loopback_prometheus(config_text, web_config=None, extra_args=[...]) as site:   # any prometheus.yml
+        ... site.url ..., site.log_text()                                                 # http://127.0.0.1:<port>
 
     hosts = FakeHosts({"belt-1-orin": exposition(report), "gpu-server-1": 503})   # text, or an HTTP status
     with hosts.serving(), running_prometheus(tmp, hosts, PASSWORD) as site:
         wait_for_targets(site, len(hosts.pages))
-        ... site.url ...                                                         # http://127.0.0.1:<port>
 
-Debian's `/usr/bin/prometheus` (package `prometheus`, in prereqs.TOOLS) runs with its TSDB and logs in a
-directory of the caller's, on 127.0.0.1 and a free port, behind basic auth (`--web.config.file`, user
-`circularnet`, a bcrypt hash of the password) as the site's is. One loopback HTTP server (stdlib, a thread)
-serves every fake host's page at `/hosts/<name>/metrics`; Prometheus scrapes each as job `circularnet-node`
-with the target labels the site gives (`instance` the host's name, `site`, `group`, `platform`). Every process
-started here is stopped by its PID when the block ends, every wait is bounded.
+`loopback_prometheus` (the fleet dashboards' test, tests/unit/test_dashboards.py) runs Prometheus with the
+configuration it is given, its TSDB and log in the caller's directory or a temporary one, on 127.0.0.1 and a
+free port. `running_prometheus` (what `cnctl status --source prometheus` is tested and benchmarked against:
+tests/unit/test_status_prometheus_live.py, bench/status_sources.py) is that Prometheus as the site's is: behind
+basic auth (`--web.config.file`, user `circularnet`, a bcrypt hash of the password), scraping fake hosts. One
+loopback HTTP server (stdlib, a thread) serves every fake host's page at `/hosts/<name>/metrics`; Prometheus
+scrapes each as job `circularnet-node` with the target labels the site gives (`instance` the host's name,
+`site`, `group`, `platform`). Prometheus is a package of the machine's one list (prereqs.TOOLS): missing, it is
+a FileNotFoundError naming the command that installs it. Every process started here is stopped by its PID when
+the block ends, every wait is bounded.
 """
 
 from __future__ import annotations
@@ -25,12 +31,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,8 +48,9 @@ PROMETHEUS = "prometheus"
 INSTALL = "sudo python3 cnctl/sandbox/prereqs.py ensure (Debian's `prometheus` package)"
 USER = "circularnet"
 JOB = "circularnet-node"
-READY_S = 30.0
-STOP_S = 10.0
+READY_S = 30.0  # seconds for /-/ready
+STOP_S = 10.0  # seconds between SIGTERM and SIGKILL, and after SIGKILL
+ATTEMPTS = 3  # a free port taken by someone else between our probe and Prometheus' bind: try another
 
 
 @dataclass
@@ -91,10 +99,21 @@ class FakeHosts:
 
 @dataclass(frozen=True)
 class Site:
+    """A Prometheus this module started: its base URL, the basic auth password of USER (None: no auth), the
+    process and the file it logs to."""
+
     url: str
-    password: str
-    pid: int
+    password: str | None
+    process: subprocess.Popen[bytes]
     log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log_text(self) -> str:
+        """What Prometheus has logged so far (for a failure's message)."""
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
 def web_config(password: str, rounds: int = 10) -> str:
@@ -130,56 +149,98 @@ def binary() -> str:
 
 
 @contextlib.contextmanager
-def running_prometheus(workdir: Path, hosts: FakeHosts, password: str, interval_s: float = 1.0,
-                       rounds: int = 10) -> Iterator[Site]:
-    """Prometheus over `hosts` (already serving) on 127.0.0.1, ready (its /-/ready answers, READY_S at most),
-    stopped by its PID (SIGTERM, then SIGKILL after STOP_S) when the block ends."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "prometheus.yml").write_text(scrape_config(hosts, interval_s))
-    (workdir / "web.yml").write_text(web_config(password, rounds))
-    port = free_port()
-    log = workdir / "prometheus.log"
-    binary()  # the install hint, not a bare FileNotFoundError of Popen
-    command = ["prometheus", f"--config.file={workdir / 'prometheus.yml'}", f"--web.config.file={workdir / 'web.yml'}",
-               f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-               "--log.level=warn"]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)
-    site = Site(f"http://127.0.0.1:{port}", password, process.pid, log)
+def loopback_prometheus(config_text: str, web_config: str | None = None, extra_args: Sequence[str] = (), *,
+                        password: str | None = None, workdir: Path | None = None) -> Iterator[Site]:
+    """Prometheus with this prometheus.yml (and --web.config.file, when given: basic auth or TLS) on 127.0.0.1
+    and a free port, ready (its /-/ready answers, READY_S at most; probed with USER and `password` when given),
+    stopped by its PID (SIGTERM, then SIGKILL after STOP_S) when the block ends. Its files (configuration, TSDB,
+    log) are in `workdir`, which is the caller's and kept; without one, in a temporary directory removed at the
+    end. A port taken between the probe and Prometheus' bind is tried again with another (ATTEMPTS at most).
+    Raises FileNotFoundError with the install hint when the machine has no Prometheus (a failure, never a
+    skip: it is a package of the machine's one list), RuntimeError or TimeoutError with its log when it does
+    not become ready."""
+    executable = binary()
+    work = Path(tempfile.mkdtemp(prefix="cnctl-prometheus-")) if workdir is None else workdir
     try:
-        _wait_ready(site, process)
-        yield site
+        work.mkdir(parents=True, exist_ok=True)
+        site = _start(executable, work, config_text, web_config, extra_args, password)
+        try:
+            yield site
+        finally:
+            _stop(site.process)
     finally:
-        _stop(process)
+        if workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
 
 
-def _wait_ready(site: Site, process: subprocess.Popen[bytes]) -> None:
+def running_prometheus(workdir: Path, hosts: FakeHosts, password: str, interval_s: float = 1.0,
+                       rounds: int = 10) -> contextlib.AbstractContextManager[Site]:
+    """Prometheus over `hosts` (already serving) behind basic auth of USER and `password`, as the site's is:
+    loopback_prometheus with its files in `workdir`."""
+    return loopback_prometheus(scrape_config(hosts, interval_s), web_config(password, rounds), password=password,
+                               workdir=workdir)
+
+
+def _start(executable: str, work: Path, config_text: str, web_config: str | None, extra_args: Sequence[str],
+           password: str | None) -> Site:
+    (work / "prometheus.yml").write_text(config_text)
+    argv = ["prometheus", f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
+            "--log.level=warn"]
+    if web_config is not None:
+        (work / "web.yml").write_text(web_config)
+        argv.append(f"--web.config.file={work / 'web.yml'}")
+    scheme = "https" if web_config and "tls_server_config" in web_config else "http"
+    log = work / "prometheus.log"
+    for attempt in range(1, ATTEMPTS + 1):
+        port = free_port()
+        with log.open("wb") as out:
+            process = subprocess.Popen([*argv, f"--web.listen-address=127.0.0.1:{port}", *extra_args],
+                                       executable=executable, stdout=out, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, cwd=work, start_new_session=True)
+        site = Site(f"{scheme}://127.0.0.1:{port}", password, process, log)
+        try:
+            _wait_ready(site)
+            return site
+        except BaseException as exc:
+            _stop(process)
+            taken = isinstance(exc, RuntimeError | TimeoutError) and "address already in use" in site.log_text()
+            if not taken or attempt == ATTEMPTS:
+                raise
+            shutil.rmtree(work / "data", ignore_errors=True)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _wait_ready(site: Site) -> None:
     deadline = time.monotonic() + READY_S
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"prometheus exited {process.returncode}: {site.log.read_text()[-2000:]}")
+        if site.process.poll() is not None:
+            raise RuntimeError(f"prometheus exited {site.process.returncode}: {site.log_text()[-2000:]}")
         with contextlib.suppress(urllib.error.URLError, OSError):
             if get(site, "/-/ready", timeout=2.0).startswith(b"Prometheus"):
                 return
         time.sleep(0.1)
-    raise TimeoutError(f"prometheus at {site.url} not ready within {READY_S:.0f} s: {site.log.read_text()[-2000:]}")
+    raise TimeoutError(f"prometheus at {site.url} not ready within {READY_S:.0f} s: {site.log_text()[-2000:]}")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
-        os.kill(process.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=STOP_S)
         except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)
             process.wait(timeout=STOP_S)
 
 
 def get(site: Site, path: str, timeout: float = 10.0) -> bytes:
-    """GET `path` of the site's Prometheus with its basic auth."""
-    token = base64.b64encode(f"{USER}:{site.password}".encode()).decode()
-    request = urllib.request.Request(site.url + path, headers={"Authorization": f"Basic {token}"})
+    """GET `path` of the site's Prometheus, with its basic auth when it has a password."""
+    headers: dict[str, str] = {}
+    if site.password is not None:
+        token = base64.b64encode(f"{USER}:{site.password}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+    request = urllib.request.Request(site.url + path, headers=headers)
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return bytes(response.read())
 
@@ -197,7 +258,7 @@ def wait_for_targets(site: Site, count: int, timeout_s: float = 30.0, with_metri
             return time.monotonic() - started
         if time.monotonic() - started > timeout_s:
             raise TimeoutError(f"prometheus at {site.url} scraped {len(ups)} of {count} targets and has {with_metric} "
-                               f"of {len(metrics)} of {wanted} within {timeout_s:.0f} s: {site.log.read_text()[-2000:]}")
+                               f"of {len(metrics)} of {wanted} within {timeout_s:.0f} s: {site.log_text()[-2000:]}")
         time.sleep(0.2)
 
 

@@ -37,8 +37,8 @@ from typing import Any, ClassVar
 import pytest
 import yaml
 
+from cnctl.sandbox.prometheus import loopback_prometheus
 from cnhost import gpu_metrics, metrics
-from tests.unit import prometheus_local
 from tests.unit.http_server import http_server
 from tests.unit.test_gpu_metrics import R36_ORIN_NANO_ROOT, R36_ORIN_NX
 from tests.unit.test_metrics import full_report
@@ -191,22 +191,18 @@ def fetch(url: str) -> str:
 def prometheus() -> Iterator[str]:
     """Prometheus on loopback serving the consoles, once every fake host's counters have SCRAPES samples."""
     FleetHandler.scrapes = {}
-    with http_server(FleetHandler) as exporters:
-        url, process = prometheus_local.start(scrape_config(exporters), extra_args=[
-            f"--web.console.templates={CONSOLES}", f"--web.console.libraries={LIBRARIES}"])
-        try:
-            deadline = time.monotonic() + WAIT
-            wanted = [f"count(count_over_time(cnctl_pipeline_frames_captured_total[1m]) >= {SCRAPES})",
-                      f"count(count_over_time(nv_inference_count[1m]) >= {SCRAPES})"]
-            while not all(len(r := query(url, q)) == 1 and r[0]["value"][1] == str(len(HOSTS)) for q in wanted):
-                if time.monotonic() > deadline:
-                    pytest.fail(f"no {SCRAPES} scrapes of every host within {WAIT:.0f} s: {FleetHandler.scrapes}\n"
-                                f"{prometheus_local.log_of(process)}")
-                time.sleep(0.5)
-            time.sleep(1.5)  # one more rule evaluation over those samples
-            yield url
-        finally:
-            prometheus_local.stop(process)
+    with http_server(FleetHandler) as exporters, loopback_prometheus(scrape_config(exporters), extra_args=[
+            f"--web.console.templates={CONSOLES}", f"--web.console.libraries={LIBRARIES}"]) as running:
+        deadline = time.monotonic() + WAIT
+        wanted = [f"count(count_over_time(cnctl_pipeline_frames_captured_total[1m]) >= {SCRAPES})",
+                  f"count(count_over_time(nv_inference_count[1m]) >= {SCRAPES})"]
+        while not all(len(r := query(running.url, q)) == 1 and r[0]["value"][1] == str(len(HOSTS)) for q in wanted):
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {SCRAPES} scrapes of every host within {WAIT:.0f} s: {FleetHandler.scrapes}\n"
+                            f"{running.log_text()}")
+            time.sleep(0.5)
+        time.sleep(1.5)  # one more rule evaluation over those samples
+        yield running.url
 
 
 def text_of(fragment: str) -> str:
