@@ -5,7 +5,20 @@ from __future__ import annotations
 import typer
 
 from cnctl import version
-from cnctl.cli import bundle, cloud, collection, deploy, infer, inventory, model, monitoring, plan, sandbox, stack, status
+from cnctl.cli import (
+    bundle,
+    cloud,
+    collection,
+    deploy,
+    infer,
+    inventory,
+    model,
+    monitoring,
+    plan,
+    sandbox,
+    stack,
+    status,
+)
 
 app = typer.Typer(
     name="cnctl",

@@ -42,7 +42,6 @@ TOOLS: dict[str, str] = {
     "umoci": "umoci",  # builds the Triton stand-in image without a Docker daemon
     "skopeo": "skopeo",  # pushes it to the site registry
     "openssl": "openssl",  # the site registry's TLS certificate
-    "amtool": "prometheus-alertmanager",  # checks the site's alertmanager.yml (tests/unit/test_monitoring_site.py)
     "prometheus": "prometheus",  # a loopback site Prometheus over fake hosts (cnctl/sandbox/prometheus.py)
 }
 # Packages needed for files they install rather than a command: mmdebstrap runs arch-test before it builds a
@@ -51,10 +50,11 @@ TOOLS: dict[str, str] = {
 # bucket worker's tests run Google's Pub/Sub emulator (a Java program outside PATH: the Cloud SDK's package, and
 # a JRE for it); the GCE startup scripts' tests lint them with shellcheck. The alert rules' tests and the
 # hosts' metrics are checked by promtool, of Debian's prometheus package (in TOOLS for its `prometheus`); the fleet
-# dashboards (Prometheus console templates) are rendered by headless Chromium (tests/unit/test_dashboards.py).
+# dashboards (Prometheus console templates) are rendered by headless Chromium (tests/unit/test_dashboards.py), and
+# the site's alertmanager.yml is checked by amtool (Debian's prometheus-alertmanager; tests/unit/test_monitoring_site.py).
 LIBRARIES: tuple[str, ...] = ("arch-test", "libpython3.11", "python3-venv", "ca-certificates", "binfmt-support",
                               "google-cloud-cli-pubsub-emulator", "openjdk-17-jre-headless", "shellcheck",
-                              "chromium-headless-shell")
+                              "chromium-headless-shell", "prometheus-alertmanager")
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
 QEMU_ARM64 = "qemu-aarch64"
 QEMU_FORMAT = Path("/usr/share/binfmts") / QEMU_ARM64  # what qemu-user-static registers

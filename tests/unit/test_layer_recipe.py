@@ -438,7 +438,7 @@ BROKEN: dict[str, tuple[str, str, Callable[[Path], dict[str, Any]], str]] = {
         "jetson", "sandbox packages", lambda tree: {"served": sandbox_packages() - {"nvidia-jetpack"}},
         "installs nvidia-jetpack, which the sandbox does not serve"),
 }
-TREE = ("deploy.py", "README.md", "CONTRIBUTING.md", "deploy", "cnhost", "roles", "playbooks", "templates", "docs", "cnctl", "hosts")
+TREE = ("deploy.py", "README.md", "CONTRIBUTING.md", "deploy", "cnhost", "roles", "playbooks", "templates", "monitoring", "docs", "cnctl", "hosts")
 
 
 @pytest.fixture(scope="module")

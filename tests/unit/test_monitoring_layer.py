@@ -72,11 +72,6 @@ def test_pyinfra_and_ansible_render_the_layers_templates_to_the_same_bytes(tmp_p
     assert by_pyinfra(RENDERINGS) == by_ansible(RENDERINGS, tmp_path)
 
 
-def test_both_engines_render_the_same_templates() -> None:
-    by_pyinfra = set(re.findall(r'"([a-z]+/[a-z.-]+\.j2)"', (REPO / "deploy" / "monitoring.py").read_text()))
-    tasks = (ROLE / "tasks" / "main.yml").read_text()
-    by_ansible = set(re.findall(r'_templates_dir \}\}/([a-z]+/[a-z.-]+\.j2)"', tasks))
-    assert by_pyinfra == by_ansible == {src for src, _ in RENDERINGS}
 
 
 # --- the builders, as data ------------------------------------------------------------------------------------

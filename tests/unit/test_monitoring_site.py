@@ -97,11 +97,10 @@ def _stack(**monitoring: Any) -> Any:
 
 def _wants(cfg: Any = None, name: str = "plant-c-gpu-1") -> dict[str, Any]:
     cfg = cfg or _stack()
-    for group, entries in (("edge", cfg.fleets.edge), ("servers", cfg.fleets.servers)):
-        for entry in entries:
-            if entry.name == name:
-                return host_vars(cfg, group, entry)
-    raise KeyError(name)
+    for entry in cfg.fleets.edge:
+        if entry.name == name:
+            return host_vars(cfg, "edge", entry)
+    return host_vars(cfg, "servers", next(entry for entry in cfg.fleets.servers if entry.name == name))
 
 
 def _loopback_site() -> Any:
@@ -385,13 +384,14 @@ def test_pyinfra_and_ansible_render_the_sites_templates_to_the_same_bytes(tmp_pa
     assert by_pyinfra(RENDERINGS) == by_ansible(RENDERINGS, tmp_path)
 
 
-def test_both_engines_render_the_same_site_and_agent_templates() -> None:
+def test_both_engines_render_the_same_templates_and_each_has_a_rendering_here() -> None:
+    from tests.unit import test_monitoring_layer
+
     source = (REPO / "deploy" / "monitoring.py").read_text()
     by_pyinfra = set(re.findall(r'"([a-z]+/[a-z.-]+\.j2)"', source))
-    tasks = "".join((ROLE / "tasks" / name).read_text() for name in ("main.yml", "site.yml", "agent.yml"))
+    tasks = "".join(path.read_text() for path in sorted((ROLE / "tasks").glob("*.yml")))
     by_ansible = set(re.findall(r'_templates_dir \}\}/([a-z]+/[a-z.-]+\.j2)"', tasks))
-    assert by_pyinfra == by_ansible
-    assert {src for src, _ in RENDERINGS} <= by_pyinfra
+    assert by_pyinfra == by_ansible == {src for src, _ in (*RENDERINGS, *test_monitoring_layer.RENDERINGS)}
 
 
 def test_the_roles_site_filters_are_the_deploys_functions() -> None:

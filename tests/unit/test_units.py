@@ -19,7 +19,14 @@ from cnctl import unitescape
 from cnctl.paths import TEMPLATES_DIR
 from deploy.rules import FILTER_PREFIX
 from deploy.steps import UnitFilters
-from tests.unit import test_engines, test_monitoring_layer, test_pipeline_layer, test_pull_layer, test_verify_layer
+from tests.unit import (
+    test_engines,
+    test_monitoring_layer,
+    test_monitoring_site,
+    test_pipeline_layer,
+    test_pull_layer,
+    test_verify_layer,
+)
 from tests.unit.collection_tree import collections_path
 from tests.unit.render_parity import by_ansible, render
 from tests.unit.systemd_units import command_lines, load, settings
@@ -27,7 +34,7 @@ from tests.unit.systemd_units import command_lines, load, settings
 UNIT_TEMPLATES = sorted(p.relative_to(TEMPLATES_DIR).as_posix() for p in (TEMPLATES_DIR / "systemd").glob("*.j2"))
 # Every rendering of a unit the layers' tests give, with the values real hosts give.
 UNIT_RENDERINGS = [(src, variables) for module in (test_engines, test_pipeline_layer, test_verify_layer, test_pull_layer,
-                                                      test_monitoring_layer)
+                                                      test_monitoring_layer, test_monitoring_site)
                    for src, variables in module.RENDERINGS if src.startswith("systemd/")]
 
 # (value, what cnctl_exec_arg writes): systemd.service(5) "Command lines", systemd.syntax(7) "Quoting"
