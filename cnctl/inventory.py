@@ -480,7 +480,8 @@ def pull_host(cfg: StackConfig, name: str, group: Group, credentials: str | None
               zone: str | None = None) -> InventoryHost:
     """The fleet entry `name` of `cfg` as pyinfra's `@local` host: its cn_* variables as a push would give them,
     except the uploader's credentials, which are the file already on this host (`credentials`, the pipeline
-    layer's copy): a bundle never carries them, and the layer then finds them in place. In group `cloud`, the
+    layer's copy), and the site monitoring's password (already on the host too): a bundle never carries them,
+    and the layers then find them in place. In group `cloud`, the
     worker group's VM `name` in `zone` (`pull_vm`)."""
     if group == "cloud":
         data = host_vars(cfg, group, pull_vm(cfg, name, zone))
@@ -490,6 +491,9 @@ def pull_host(cfg: StackConfig, name: str, group: Group, credentials: str | None
         raise InventoryProblem(f"group {group!r}: a pull-mode host is one of {', '.join(PULL_GROUPS)}")
     if data["cn_storage_credentials_file"] is not None:
         data["cn_storage_credentials_file"] = credentials
+    # The site's password likewise: the first (push) deploy put it on the host (roles/monitoring
+    # monitoring_password_path), which the monitoring layer then keeps as it is.
+    data["cn_monitoring_password_file"] = None
     return InventoryHost("@local", group, Ssh(address="localhost", user="root"), data)
 
 

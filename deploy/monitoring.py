@@ -188,10 +188,12 @@ def agent_prometheus(wants: dict[str, Any], data: dict[str, Any], secrets: dict[
     group = data["monitoring_service_group"]
     directory(f"Monitoring: {data['monitoring_prometheus_dir']}", data["monitoring_prometheus_dir"], "750", "root", group)
     directory("Monitoring: the agent's WAL directory", data["monitoring_agent_data"], "750", group, group)
+    # A pull run names no password file (a bundle never carries it): the copy the first push made stays.
+    kept = secrets["password"] is None
     changed = [
         dropin,
-        _secret_file("Prometheus: the site's password (to remote-write)", secrets["password"],
-                     data["monitoring_password_path"], group),
+        *([] if kept else [_secret_file("Prometheus: the site's password (to remote-write)", secrets["password"],
+                                        data["monitoring_password_path"], group)]),
         template("Monitoring: Prometheus: the agent's configuration (its exporters, the site)", "prometheus/prometheus.yml.j2",
                  config, mode="640", group=group, prometheus_config=agent_config(wants, data, address)),
     ]

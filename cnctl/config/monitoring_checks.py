@@ -5,6 +5,7 @@ Each yields a `Problem` at the field the user must change. GOOD / BAD:
 | rule                           | GOOD                                              | BAD (field named)                              |
 |--------------------------------|---------------------------------------------------|------------------------------------------------|
 | monitoring_server_is_a_server  | server: gpu-server-1, a fleets.servers entry (or not in a fleet file's fleet) | server: belt-1-orin, an edge device (monitoring.server) |
+| monitoring_server_pushed       | server: a push host                               | server: a pull-mode host (monitoring.server)   |
 | monitoring_server_complete     | server + interface + passwordFile                 | server without interface (monitoring.interface) |
 | site_settings_need_a_server    | no server, no interface/smtp/webhooks             | webhooks without server (monitoring.webhooks)   |
 | emails_have_a_relay            | server + emails + smtp; emails without server     | server + emails, no smtp (monitoring.smtp)      |
@@ -33,6 +34,15 @@ def monitoring_server_is_a_server(cfg: StackConfig, cat: Catalog) -> Iterator[Pr
     if name is not None and name not in servers and cfg.fleets.file is None:
         choices = ", ".join(servers) or "none: add one under fleets.servers"
         yield Problem("monitoring.server", name, f"is not a fleets.servers entry; name one of them ({choices})")
+
+
+def monitoring_server_pushed(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
+    """The site takes its password and its receivers' secrets from the deploying machine at every deploy: a
+    pull-mode host (which configures itself from a bundle that never carries secrets) cannot be the site."""
+    server = next((s for s in cfg.fleets.servers if s.name == cfg.monitoring.server), None)
+    if server is not None and server.mode == "pull":
+        yield Problem("monitoring.server", server.name, "is a pull-mode host, whose bundles never carry the site's "
+                      "secrets: name a push host (its fleet entry's mode: push)")
 
 
 def monitoring_server_complete(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
@@ -77,5 +87,5 @@ def smtp_login_complete(cfg: StackConfig, cat: Catalog) -> Iterator[Problem]:
     yield Problem(f"monitoring.smtp.{missing}", None, "must be given with the other half of the relay's login")
 
 
-RULES: tuple[Rule, ...] = (monitoring_server_is_a_server, monitoring_server_complete, site_settings_need_a_server,
-                           emails_have_a_relay, smtp_login_complete)
+RULES: tuple[Rule, ...] = (monitoring_server_is_a_server, monitoring_server_pushed, monitoring_server_complete,
+                           site_settings_need_a_server, emails_have_a_relay, smtp_login_complete)

@@ -15,6 +15,7 @@ other (Triton on loopback, so an agent) by Ansible; then each engine finds nothi
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import time
 import urllib.error
@@ -32,6 +33,7 @@ from tests.e2e.fleet_helpers import SESSION_NET, write_stack
 from tests.e2e.host_state import health_report
 from tests.e2e.test_layers import nothing_changes, run_all
 from tests.e2e.triton_client import infer
+from tests.unit.test_dashboards import artifacts, assert_a_real_picture, run_browser
 
 pytestmark = pytest.mark.fleet
 
@@ -58,15 +60,20 @@ class Site:
         document = yaml.safe_load(stack.read_text())["config"]["circularnet:monitoring"]
         password = Path(document["passwordFile"]).expanduser().read_text().splitlines()[0]
         self.prometheus, self.alertmanager = f"http://{address}:9090", f"http://{address}:9093"
+        self.password = urllib.parse.quote(password, safe="")
         self.auth = "Basic " + base64.b64encode(f"circularnet:{password}".encode()).decode()
 
     def get(self, url: str, auth: bool = True) -> tuple[int, Any]:
+        """(HTTP status, the JSON answer or None); status 0 when nothing answers."""
         request = urllib.request.Request(url, headers={"Authorization": self.auth} if auth else {})
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read() or b"null")
+                body = response.read()
+                return response.status, json.loads(body) if body.lstrip().startswith((b"{", b"[")) else None
         except urllib.error.HTTPError as exc:
             return exc.code, None
+        except (urllib.error.URLError, OSError):
+            return 0, None
 
     def query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
         params = {"query": promql, **({"time": f"{at:.3f}"} if at is not None else {})}
@@ -78,6 +85,14 @@ class Site:
         status, body = self.get(f"{self.alertmanager}/api/v2/alerts?active=true")
         assert status == 200, status
         return body
+
+
+def waited_quietly(check: Callable[[], Any], timeout: float, every: float = 5) -> Any:
+    """check() until it is truthy (returned), at most `timeout` seconds; its last answer then."""
+    deadline = time.monotonic() + timeout
+    while not (found := check()) and time.monotonic() < deadline:
+        time.sleep(every)
+    return found
 
 
 def waited(what: str, check: Callable[[], Any], timeout: float, every: float = 10) -> Any:
@@ -114,6 +129,13 @@ def test_the_site_collects_the_fleet_alerts_and_loses_nothing_when_a_link_is_cut
 def collects_both_behind_its_password(site: Site, site_host: sandbox.FreshHost, agent_host: sandbox.FreshHost) -> None:
     """Both hosts' series at the site with the stack's labels (the site scraped itself, the agent remote-wrote),
     the rules loaded, the password asked on every page, each service listening where the stack says only."""
+    journal = "sudo journalctl -u prometheus -u prometheus-alertmanager --no-pager | tail -30"
+    def ready(url: str) -> bool:
+        return site.get(url)[0] == 200
+
+    for url in (f"{site.prometheus}/-/ready", f"{site.alertmanager}/-/ready"):
+        if not waited_quietly(functools.partial(ready, url), 90):
+            pytest.fail(f"{url} does not answer:\n{site_host.ssh(journal).stdout}")
     for url in (f"{site.prometheus}/api/v1/query?query=up", f"{site.alertmanager}/api/v2/status",
                 f"{site.prometheus}/graph", f"{site.prometheus}/api/v1/write"):
         assert site.get(url, auth=False)[0] == 401, url
@@ -139,6 +161,7 @@ def collects_both_behind_its_password(site: Site, site_host: sandbox.FreshHost, 
             return site.query(f'cnctl_pipeline_last_run_timestamp_seconds{{instance="{name}"}} > 0')
 
         waited(f"{name}'s pipeline at the site", pipeline_at_site, 300, every=20)
+    seen_in_a_browser(site, site_host.state.address, names)
     status, rules = site.get(f"{site.prometheus}/api/v1/rules")
     assert status == 200 and "CircularNetTritonDown" in json.dumps(rules)
     listening = site_host.ssh("sudo ss -Hltnp").stdout
@@ -149,6 +172,17 @@ def collects_both_behind_its_password(site: Site, site_host: sandbox.FreshHost, 
     assert agent_host.ssh("systemctl is-active prometheus-alertmanager").stdout.strip() != "active"
     modes = agent_host.ssh("sudo stat -c '%a %U:%G' /etc/circularnet/prometheus/site.password").stdout.strip()
     assert modes == "640 root:prometheus", modes
+
+
+def seen_in_a_browser(site: Site, address: str, names: tuple[str, ...]) -> None:
+    """The fleet dashboard in headless Chromium, logged in: both hosts on it; a screenshot kept as an artifact."""
+    url = f"http://circularnet:{site.password}@{address}:9090/consoles/circularnet-fleet.html"
+    dom = run_browser(url, "--dump-dom", allow=address)
+    assert all(f">{name}</a>" in dom for name in names), dom[-3000:]
+    shot = artifacts() / "site-fleet.png"
+    shot.unlink(missing_ok=True)
+    run_browser(url, f"--screenshot={shot}", allow=address)
+    assert_a_real_picture(shot)
 
 
 def faults(site: Site, site_host: sandbox.FreshHost, agent_host: sandbox.FreshHost) -> None:

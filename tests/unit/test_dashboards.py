@@ -297,16 +297,17 @@ def browser() -> str:
                 "(Debian's chromium-headless-shell, in the machine's one list)")
 
 
-def run_browser(url: str, *action: str) -> str:
-    """One headless Chromium run on `url` (loopback only: every other host resolves nowhere and goes through
-    a proxy that is not there); its stdout. Its whole process group is ended by its PID, whatever happens."""
+def run_browser(url: str, *action: str, allow: str = "127.0.0.1") -> str:
+    """One headless Chromium run on `url` (`allow` only, loopback unless said: every other host resolves nowhere
+    and goes through a proxy that is not there); its stdout. Its whole process group is ended by its PID,
+    whatever happens."""
     with tempfile.TemporaryDirectory(prefix="cnctl-chromium-") as profile:
         argv = [browser(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 f"--user-data-dir={profile}", "--no-first-run", "--no-default-browser-check",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--disable-extensions", "--disable-domain-reliability", "--metrics-recording-only",
-                "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=127.0.0.1",
-                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                "--proxy-server=http://127.0.0.1:9", f"--proxy-bypass-list={allow}",
+                f"--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE {allow}",
                 "--window-size=1400,900", "--hide-scrollbars", "--virtual-time-budget=8000", *action, url]
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    start_new_session=True, cwd=profile)

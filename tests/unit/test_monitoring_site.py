@@ -25,7 +25,7 @@ from deploy.rules import monitoring as rules
 from deploy.steps import role_data
 from tests.unit import collection_tree
 from tests.unit.render_parity import by_ansible, by_pyinfra, render
-from tests.unit.sinks import SITE
+from tests.unit.sinks import CLOUD, SITE
 from tests.unit.test_monitoring_layer import _bare, _exposure, _verify
 
 REPO = Path(__file__).resolve().parents[2]
@@ -111,6 +111,7 @@ def _loopback_site() -> Any:
 
 
 DATA = role_data("monitoring")
+BASES_KEY = CLOUD["bundle"]["signers"][0]["publicKey"]
 
 
 # --- who collects whose metrics ---------------------------------------------------------------------------------
@@ -149,6 +150,22 @@ def test_a_bad_site_setting_is_refused_at_its_field(change: dict[str, Any], path
     with pytest.raises(StackConfigError) as caught:
         _stack(**change)
     assert any(p.path == path and says in str(p) for p in caught.value.problems), caught.value.problems
+
+
+def test_a_pull_mode_site_is_refused_and_a_pull_run_keeps_the_agents_password_in_place() -> None:
+    from cnctl.inventory import pull_host
+
+    raw = copy.deepcopy(SITE)
+    raw["fleets"]["servers"][0]["mode"] = "pull"
+    raw["bundle"] = {"signers": [{"identity": "release@plant", "publicKey": BASES_KEY}], "signingKey": "~/.ssh/k"}
+    with pytest.raises(StackConfigError) as caught:
+        parse(raw, environment="onprem", source="test")
+    assert any(p.path == "monitoring.server" and "pull-mode" in str(p) for p in caught.value.problems)
+    raw = copy.deepcopy(SITE)
+    raw["fleets"]["edge"][0]["mode"] = "pull"
+    raw["bundle"] = {"signers": [{"identity": "release@plant", "publicKey": BASES_KEY}], "signingKey": "~/.ssh/k"}
+    pulled = pull_host(parse(raw, environment="onprem", source="test"), "belt-3-orin", "edge")
+    assert pulled.vars["cn_monitoring_collection"] == "agent" and pulled.vars["cn_monitoring_password_file"] is None
 
 
 def test_site_settings_without_a_site_are_refused() -> None:
