@@ -69,13 +69,7 @@ def write_stack(folder: Path, names: list[str], port: int) -> Path:
     document = yaml.safe_load(stack_path("onprem").read_text())
     secret = folder / "monitoring.password"
     secret.write_text(PASSWORD + "\n")
-    config = document["config"]
-    config["circularnet:fleets"] = {
-        "servers": [{"name": "site-1", "address": "localhost", "site": "plant-a", "driverBranch": "550"}],
-        "edge": [{"name": name, "address": f"10.40.{i // 200}.{i % 200 + 10}", "site": "plant-a", "jetpack": "6.2",
-                  "camera": {"framePrefix": f"belt{i}"}} for i, name in enumerate(names)]}
-    config["circularnet:monitoring"] = {"server": "site-1", "interface": "lo", "prometheusPort": port,
-                                        "passwordFile": str(secret)}
+    document["config"].update(prometheus.site_sections("site-1", names, port, secret))
     path = folder / "Pulumi.bench.yaml"
     path.write_text(yaml.safe_dump(document))
     return path

@@ -190,7 +190,8 @@ def stale_after(host: InventoryHost) -> int:
     return STALE_HEARTBEATS * REPORT_HEARTBEAT_S + int(host.vars.get("cn_pull_interval") or DEFAULT_POLL_S)
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """A short age for a person: `42 s`, `17 min`, `3 h 5 min`, `4 days`."""
     minutes = int(seconds // 60)
     if minutes < 120:
         return f"{minutes} min" if minutes else f"{int(seconds)} s"
@@ -255,8 +256,8 @@ def pull_status(host: InventoryHost, stack: str, store: ReportStore | UsageProbl
     if age is None:
         problems.append(f"pull mode: {origin} says no time it was written; the agent's report format has changed?")
     elif not fresh:
-        problems.append(f"pull mode: its newest report is {_duration(age)} old (of {at:%Y-%m-%d %H:%M} UTC), over "
-                        f"{_duration(bound)} ({STALE_HEARTBEATS} hourly heartbeats + bundle.pollSeconds): its agent "
+        problems.append(f"pull mode: its newest report is {duration(age)} old (of {at:%Y-%m-%d %H:%M} UTC), over "
+                        f"{duration(bound)} ({STALE_HEARTBEATS} hourly heartbeats + bundle.pollSeconds): its agent "
                         f"has stopped reporting; check `systemctl status circularnet-pull.timer` on it and that it "
                         f"reaches {store.url}")
     return status(not problems, problems, fresh, report, origin)

@@ -238,8 +238,8 @@ def host_status(host: InventoryHost, samples: Sequence[Sample], now: float, url:
                         f"on the host: {ask}")
     age = now - datetime.datetime.fromisoformat(report["checked"]).timestamp()
     if age > STALE_S:
-        problems.append(f"its newest health report is {_duration(age)} old (of {report['checked']}), over "
-                        f"{_duration(STALE_S)}: its circularnet-health.timer has stopped (see `systemctl status "
+        problems.append(f"its newest health report is {ssh_status.duration(age)} old (of {report['checked']}), over "
+                        f"{ssh_status.duration(STALE_S)}: its circularnet-health.timer has stopped (see `systemctl status "
                         f"circularnet-health.timer` on it); {ask}")
     return status(True, problems, report)
 
@@ -270,14 +270,6 @@ def _visible_problems(report: Mapping[str, Any]) -> list[str]:
         if disk.get("free_percent", 100.0) < 10:
             shown.append(f"{disk['free_percent']}% free on {disk['path']}")
     return shown
-
-
-def _duration(seconds: float) -> str:
-    minutes = int(seconds // 60)
-    if minutes < 120:
-        return f"{minutes} min" if minutes else f"{int(seconds)} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if hours < 48 else f"{hours // 24} days"
 
 
 def fleet_status(stack: str, hosts: Sequence[InventoryHost], body: Any, now: float, url: str) -> FleetStatus:

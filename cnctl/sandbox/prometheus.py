@@ -266,3 +266,16 @@ def _vector(site: Site, promql: str) -> list[object]:
     body = json.loads(get(site, "/api/v1/query?" + urllib.parse.urlencode({"query": promql})))
     result = body.get("data", {}).get("result", [])
     return list(result) if isinstance(result, list) else []
+
+
+def site_sections(site: str, edge: Sequence[str], port: int, password_file: Path) -> dict[str, object]:
+    """A stack's `fleets` and `monitoring` sections for fake hosts: the site server `site` at localhost (a stack
+    refuses a loopback IP as a host's address, not a name) with its Prometheus on `port`, and `edge` as Jetsons."""
+    return {
+        "circularnet:fleets": {
+            "servers": [{"name": site, "address": "localhost", "site": "plant-a", "driverBranch": "550"}],
+            "edge": [{"name": name, "address": f"10.40.{i // 200}.{i % 200 + 10}", "site": "plant-a", "jetpack": "6.2",
+                      "camera": {"framePrefix": f"belt{i + 1}"}} for i, name in enumerate(edge)]},
+        "circularnet:monitoring": {"server": site, "interface": "lo", "prometheusPort": port,
+                                   "passwordFile": str(password_file)},
+    }

@@ -57,12 +57,7 @@ def stack(tmp_path: Path, port: int, password: str | None = PASSWORD) -> str:
         secret.write_text(password + "\n")
 
     def change(config: dict[str, Any]) -> None:
-        config["circularnet:fleets"] = {
-            "servers": [{"name": "plant-gpu-1", "address": "localhost", "site": "plant-a", "driverBranch": "550"}],
-            "edge": [{"name": name, "address": f"10.40.1.{21 + i}", "site": "plant-a", "jetpack": "6.2",
-                      "camera": {"framePrefix": f"belt{i + 1}"}} for i, name in enumerate(EDGE)]}
-        config["circularnet:monitoring"] = {"server": "plant-gpu-1", "interface": "lo", "prometheusPort": port,
-                                            "passwordFile": str(secret)}
+        config.update(prometheus.site_sections("plant-gpu-1", EDGE, port, secret))
 
     return stack_variant(tmp_path, change, base="onprem")
 
