@@ -129,6 +129,21 @@ def members(cfg: StackConfig, environ: Mapping[str, str] | None = None) -> list[
     return result
 
 
+def with_members(cfg: StackConfig, found: Sequence[Member]) -> StackConfig:
+    """`cfg` with its fleets as `found` (its `members`): what the stack's cross-host settings refer to (the
+    monitoring server by name, the hosts the site scrapes) is then the fleet as it is, a fleet file's hosts
+    included, not only the entries the stack lists."""
+    fleets = Fleets(edge=[m.entry for m in found if m.group == "edge" and isinstance(m.entry, EdgeDevice)],
+                    servers=[m.entry for m in found if m.group == "servers" and isinstance(m.entry, Server)],
+                    file=cfg.fleets.file)
+    return cfg.model_copy(update={"fleets": fleets})
+
+
+def as_fleet(cfg: StackConfig, environ: Mapping[str, str] | None = None) -> StackConfig:
+    """`cfg` with its fleets as `members` finds them (its fleet file's hosts, when it has one)."""
+    return with_members(cfg, members(cfg, environ))
+
+
 def read(path: Path, origin: str, hint: str = "") -> FleetDocument:
     """The fleet file at `path`, schema-checked; FleetFileProblem (one line) or StackConfigError (every field)."""
     try:
@@ -211,11 +226,10 @@ def _rules(cfg: StackConfig, found: list[tuple[int, Member]]) -> list[Problem]:
     file's `hosts[i]` of that host."""
     edge = [(i, m) for i, m in found if m.group == "edge"]
     servers = [(i, m) for i, m in found if m.group == "servers"]
-    fleets = Fleets(edge=[m.entry for _, m in edge], servers=[m.entry for _, m in servers], file=cfg.fleets.file)
     origin = {f"fleets.edge[{j}]": i for j, (i, _) in enumerate(edge)}
     origin |= {f"fleets.servers[{j}]": i for j, (i, _) in enumerate(servers)}
     problems = []
-    for problem in check(cfg.model_copy(update={"fleets": fleets})):
+    for problem in check(with_members(cfg, [m for _, m in [*edge, *servers]])):
         head, dot, rest = problem.path.partition("].")
         index = origin.get(head + "]") if dot else None
         path = f"hosts[{index}].{rest}" if index is not None else problem.path

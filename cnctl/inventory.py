@@ -103,8 +103,10 @@ def fleet_hosts(cfg: StackConfig, groups: Sequence[Group] = FLEET_GROUPS,
     """The hosts of the stack's fleets in `groups`: its entries, or the hosts of its fleet file (cnctl/fleet.py)."""
     if not groups:
         return []
-    return [InventoryHost(_host_name(m.entry.name, m.group), m.group, _ssh(m), host_vars(cfg, m.group, m.entry))
-            for m in fleet.members(cfg, environ) if m.group in groups]
+    found = fleet.members(cfg, environ)
+    as_it_is = fleet.with_members(cfg, found)  # the fleet file's hosts: what monitoring.server names among them
+    return [InventoryHost(_host_name(m.entry.name, m.group), m.group, _ssh(m), host_vars(as_it_is, m.group, m.entry))
+            for m in found if m.group in groups]
 
 
 def _host_name(name: str, group: str) -> str:

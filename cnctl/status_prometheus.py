@@ -43,6 +43,7 @@ from typing import Any, Literal
 from cnctl import status as ssh_status
 from cnctl.config import StackConfig, load_stack
 from cnctl.errors import UsageProblem
+from cnctl.fleet import as_fleet
 from cnctl.hostvars import site_url
 from cnctl.inventory import InventoryHost
 from cnctl.status import FleetStatus, HostStatus, StatusProblem
@@ -344,7 +345,7 @@ def collect(stack: str, limit: str | None = None, *, environ: Mapping[str, str] 
     collect (cloud VMs) the usual way (cnctl.status.collect_from). StatusProblem when the stack has no
     `monitoring.server`; PrometheusUnavailable when Prometheus cannot be asked."""
     cfg, hosts = ssh_status.chosen(stack, limit, environ)
-    url = site_url(cfg)
+    url = site_url(as_fleet(cfg, environ))  # the monitoring server as the fleet (file) has it
     if url is None:
         raise StatusProblem(f"--source prometheus: stack {cfg.environment} names no monitoring.server, so it has no "
                             "site Prometheus to read: use --source ssh (or auto)")
@@ -360,9 +361,9 @@ def collect(stack: str, limit: str | None = None, *, environ: Mapping[str, str] 
     return replace(fleet, hosts=tuple(by_name[h.name] for h in hosts))
 
 
-def has_site(stack: str) -> bool:
-    """Whether `stack` names a monitoring server (`--source auto` then reads its Prometheus)."""
-    return site_url(load_stack(stack)) is not None
+def has_site(stack: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether `stack`'s fleet has a monitoring server (`--source auto` then reads its Prometheus)."""
+    return site_url(as_fleet(load_stack(stack), environ)) is not None
 
 
 def collect_from_source(source: Choice, stack: str, limit: str | None = None, *,
@@ -371,7 +372,7 @@ def collect_from_source(source: Choice, stack: str, limit: str | None = None, *,
     """`cnctl status --source`: `ssh` (each host over SSH; pull hosts from the bucket), `prometheus` (this module;
     a Prometheus that cannot be asked is an error), `auto` (prometheus when the stack names a monitoring server,
     else ssh; a Prometheus that cannot be asked is `warn`ed about in one line, then SSH)."""
-    if source == "ssh" or (source == "auto" and not has_site(stack)):
+    if source == "ssh" or (source == "auto" and not has_site(stack, environ)):
         return ssh_status.collect(stack, limit, run=run, environ=environ)
     try:
         return collect(stack, limit, environ=environ, run=run)

@@ -10,6 +10,7 @@ from cnctl.cli.errors import err, user_errors
 from cnctl.cli.options import stack_option
 from cnctl.config import load_stack
 from cnctl.console import console
+from cnctl.fleet import as_fleet
 from cnctl.site_pages import answer, pages
 from cnctl.status import StatusProblem
 from cnctl.status_prometheus import USER, read_password
@@ -28,7 +29,7 @@ def urls(stack: str = stack_option()) -> None:
     """
     with user_errors():
         cfg = load_stack(stack)
-        found = pages(cfg)
+        found = pages(as_fleet(cfg))  # the monitoring server's address as the fleet (file) has it
         if not found:
             raise StatusProblem(f"stack {cfg.environment} names no monitoring.server: it has no site monitoring "
                                 "(docs/monitoring.md)")

@@ -232,3 +232,18 @@ def test_the_sandboxs_fleet_file_is_read_as_written(tmp_path: Path) -> None:
         ("belt-2-orin", "edge", "172.31.9.12", "circularnet", str(key)),
         ("sandbox-server-2", "servers", "172.31.9.22", "circularnet", str(key))]
     assert hosts[0].vars["cn_jetpack"] == "6.2" and hosts[1].vars["cn_driver_branch"] == "550"
+
+
+def test_the_monitoring_server_is_the_fleet_files_host_of_that_name_and_the_others_its_agents(tmp_path: Path) -> None:
+    """monitoring.server names a host of the fleet as it is: a fleet file's host the stack does not list (a sandbox's
+    extra server, a host another tool provisioned) is the site when named, at the address the file gives it."""
+    stack = stack_variant(tmp_path, lambda config: config["circularnet:monitoring"].update(server="server-9"), base="local")
+    path = _write(tmp_path)
+    hosts = {h.name: h.vars for h in fleet_hosts(load_stack(stack), environ=_env(path))}
+    assert {name: v["cn_monitoring_collection"] for name, v in hosts.items()} == {"belt-1-orin": "agent",
+                                                                                  "server-9": "site"}
+    assert {v["cn_monitoring_site_url"] for v in hosts.values()} == {"http://172.31.9.29:9090"}
+    # a fleet without the host the stack names has no site: nobody runs an agent for nothing
+    other = _write(tmp_path, hosts=[{"name": "belt-1-orin", "group": "edge", "address": "172.31.9.11", "jetpack": "6.0"}])
+    (alone,) = fleet_hosts(load_stack(stack), environ=_env(other))
+    assert (alone.vars["cn_monitoring_collection"], alone.vars["cn_monitoring_site_url"]) == ("none", None)

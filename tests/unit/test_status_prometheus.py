@@ -295,7 +295,7 @@ def test_auto_warns_and_falls_back_to_ssh_when_prometheus_cannot_be_asked(monkey
     def unavailable(*_: Any, **__: Any) -> None:
         raise PrometheusUnavailable("cannot reach the site's Prometheus at http://x:9090 (refused)")
 
-    monkeypatch.setattr(status_prometheus, "has_site", lambda stack: True)
+    monkeypatch.setattr(status_prometheus, "has_site", lambda stack, environ=None: True)
     monkeypatch.setattr(status_prometheus, "collect", unavailable)
     monkeypatch.setattr(status, "collect", lambda stack, limit, **_: "over ssh")
     warned: list[str] = []
