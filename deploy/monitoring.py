@@ -67,8 +67,9 @@ from deploy.steps import (
 
 @deploy("Monitoring")
 def monitoring() -> None:
-    """node-exporter on Triton's address with its textfile directory, and the GPU collector; refused when the
-    host cannot bind that address."""
+    """node-exporter on Triton's address with its textfile directory, the GPU collector, and the host's part in
+    the site's monitoring (the site, or an agent); refused when the host cannot bind that address, when a secret
+    on the deploying machine is missing or open, or when the site's interface has no address."""
     wants, data = wishes(), host_settings("monitoring")
     interface = wants.get("cn_inference_bind_interface")
     found = {"address": host.get_fact(InterfaceAddress, interface=interface) if interface else None}
@@ -83,11 +84,11 @@ def monitoring() -> None:
     if problem:
         refused(name="Monitoring: the site's password and address", message=problem)
         return
+    address = checks.inference_address(found, wants)
     exporter, dropin = data["monitoring_exporter_unit"], data["monitoring_exporter_dropin"]
     directory("Monitoring: node-exporter's drop-in directory", dropin.rsplit("/", 1)[0])
     configured = template("Monitoring: node-exporter's address, textfile directory and hardening (before it starts)",
-                          "systemd/prometheus-node-exporter.conf.j2", dropin,
-                          **exporter_vars(wants, data, checks.inference_address(found, wants)))
+                          "systemd/prometheus-node-exporter.conf.j2", dropin, **exporter_vars(wants, data, address))
     packages = list(data["monitoring_packages"])
     index_refreshed(name="Monitoring: package index fresh for its packages", changed=[], packages=packages,
                     timeout=data["monitoring_apt_update_timeout"])
@@ -105,7 +106,6 @@ def monitoring() -> None:
                  changed=[collector], commands=["systemctl daemon-reload", shlex.join(["systemctl", "restart", f"{unit}.service"])])
     systemd.service(name="Monitoring: the GPU collector enabled and running", service=f"{unit}.service", running=True,
                     enabled=True)
-    address = checks.inference_address(found, wants)
     if how == "site" and site_address:
         site_prometheus(wants, data, secrets, address, site_address)
     elif how == "agent":
