@@ -382,6 +382,14 @@ def _when(epoch: Any) -> str | None:
     return _iso(float(epoch)) if isinstance(epoch, int | float) else None
 
 
+def queue_depth(run: Observation, upload: Observation) -> dict[str, Any]:
+    """{queue_files, queue_bytes} as the newest count has them: the uploader's (at each send) or the pipeline
+    run's (at each run, the uploader running or not: a stopped uploader counts nothing)."""
+    counted = [state for state in (upload, run) if state.get("queue_files") is not None]
+    newest = max(counted, key=lambda state: float(state.get("updated") or 0), default={})
+    return {"queue_files": newest.get("queue_files"), "queue_bytes": newest.get("queue_bytes")}
+
+
 def judge_pipeline(seen: Observation | None, now: float, cfg: dict[str, Any]) -> tuple[Observation | None, list[str]]:
     """The pipeline's summary (frames captured, last run, queue depth, last upload, dropped) and its problems."""
     if seen is None:
@@ -421,7 +429,7 @@ def judge_pipeline(seen: Observation | None, now: float, cfg: dict[str, Any]) ->
         "last_frame": _when(capture.get("last_frame_at")),
         "last_run": _when(last_run), "last_ok": _when(run.get("last_ok")), "batches": run.get("batches"),
         "rows": run.get("rows"), "failed_batches": run.get("failed_batches"),
-        "queue_files": upload.get("queue_files"), "queue_bytes": upload.get("queue_bytes"),
+        **queue_depth(run, upload),
         "last_upload": _when(upload.get("last_success")), "uploaded_files": upload.get("uploaded_files"),
         "dropped_files": upload.get("dropped_files"), "failing_since": _when(failing),
     }

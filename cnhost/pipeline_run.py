@@ -20,7 +20,8 @@ as the pipeline's unprivileged user, with the host's python3. Standard library o
 A batch whose client fails `max_attempts` times is moved to `<work>/.failed/` (kept for a look, counted), so
 one bad frame cannot stop the belt's data.
 
-State: `<state>/pipeline.json` {updated, last_run, last_ok, batches, frames, rows, failed_batches, last_error}
+State: `<state>/pipeline.json` {updated, last_run, last_ok, batches, frames, rows, failed_batches, last_error,
+queue_files, queue_bytes (the upload queue as this run left it)}
 (counters cumulative), read by the health report. Exit: 0 every batch done (or none), 1 a batch failed
 (it is retried next run), 2 bad settings.
 """
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import cnhost
+from cnhost.uploader import scan
 
 RESULTS = "detections.ndjson"
 FAILED = ".failed"
@@ -294,6 +296,10 @@ def run(settings: Settings) -> int:
     if ok:
         state["last_ok"] = time.time()
         state["last_error"] = None
+    # The queue's depth, counted each run whether the uploader runs or not: a stopped uploader counts nothing,
+    # and the health report (and the stalled-uploads alert) would see an empty queue.
+    items = scan(Path(settings["queue"]))
+    state["queue_files"], state["queue_bytes"] = len(items), sum(item.size for item in items)
     write_state(state_file, state)
     return 0 if ok else 1
 

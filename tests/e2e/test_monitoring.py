@@ -5,11 +5,12 @@ other (Triton on loopback, so an agent) by Ansible; then each engine finds nothi
 - the site holds both hosts' series with the stack's labels, scraped (the site itself) or remote-written (the
   agent), evaluates the alert rules, and asks for the site's password on every page; Prometheus and
   Alertmanager listen on the site interface's address only, the agent on loopback only;
-- faults, at once in one window: the agent's link to the site cut for LINK_CUT_S (a blackhole route on the host:
-  its SSH stays up), during which Triton is stopped on the site host (CircularNetTritonDown fires and reaches
-  Alertmanager, and resolves once systemd runs Triton again) and the monitoring host's Prometheus and
-  Alertmanager are stopped (both hosts keep serving: nothing on a host depends on monitoring); when the link is
-  back, the agent's WAL delivers the backlog: no sample of the cut is missing.
+- faults, overlapped in one schedule: the site host's uploader stopped with results waiting
+  (CircularNetUploadsStalled fires after 15 minutes without an upload, and resolves when it runs again); Triton
+  stopped on the site host (CircularNetTritonDown reaches Alertmanager, and resolves once systemd runs Triton
+  again); the monitoring host's Prometheus and Alertmanager stopped (both hosts keep serving: nothing on a host
+  depends on monitoring); the agent's link to the site cut for LINK_CUT_S (a blackhole route on the host: its SSH
+  stays up), after which the agent's WAL delivers the backlog: no sample of the cut is missing.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import yaml
 
 from cnctl.sandbox import fleet as sandbox
 from tests.e2e.fleet_helpers import SESSION_NET, write_stack
-from tests.e2e.host_state import health_report
+from tests.e2e.host_state import feed_frames, health_report, pipeline_state
 from tests.e2e.test_layers import nothing_changes, run_all
 from tests.e2e.triton_client import infer
 from tests.unit.test_dashboards import artifacts, assert_a_real_picture, run_browser
@@ -38,6 +39,7 @@ from tests.unit.test_dashboards import artifacts, assert_a_real_picture, run_bro
 pytestmark = pytest.mark.fleet
 
 LINK_CUT_S = 600  # the issue's fault: a host's link to the site cut for 10 minutes
+STALL_S = 900 + 120  # CircularNetUploadsStalled: no upload for 15 minutes, `for: 2m`
 SCRAPE_S = 30  # roles/monitoring monitoring_scrape_interval
 ALERT_TIMEOUT_S = 480  # Triton down -> health report (run now) -> scrape -> `for: 3m` -> Alertmanager
 
@@ -81,10 +83,14 @@ class Site:
         assert status == 200, (status, promql)
         return body["data"]["result"]
 
-    def alerts(self) -> list[dict[str, Any]]:
+    def firing(self, alert: str, instance: str) -> list[dict[str, Any]]:
+        """The alert as Alertmanager has it (Prometheus sent it: it fired)."""
         status, body = self.get(f"{self.alertmanager}/api/v2/alerts?active=true")
         assert status == 200, status
-        return body
+        return [a for a in body if a["labels"].get("alertname") == alert and a["labels"].get("instance") == instance]
+
+    def pending_or_firing(self, alert: str, instance: str) -> list[dict[str, Any]]:
+        return self.query(f'ALERTS{{alertname="{alert}",instance="{instance}"}}')
 
 
 def waited_quietly(check: Callable[[], Any], timeout: float, every: float = 5) -> Any:
@@ -149,7 +155,7 @@ def collects_both_behind_its_password(site: Site, site_host: sandbox.FreshHost, 
     labels = {(r["metric"]["instance"], r["metric"]["job"]): r["metric"] for r in found}
     assert set(labels) == {(h, j) for h in names for j in ("circularnet-node", "circularnet-triton")}
     assert {k: labels[(names[1], "circularnet-node")][k] for k in ("site", "group", "platform")} == {
-        "site": "sandbox", "group": "servers", "platform": "server"}
+        "site": agent_host.state.spec.site, "group": "servers", "platform": "server"}
     healthy = waited("the health report's metric at the site", lambda: site.query("cnctl_health_healthy == 1"), 120)
     assert {r["metric"]["instance"] for r in healthy} == set(names)
     # the timer's report reads the pipeline's state (through its data directory, 0751): its flow reaches the site
@@ -186,41 +192,94 @@ def seen_in_a_browser(site: Site, address: str, names: tuple[str, ...]) -> None:
 
 
 def faults(site: Site, site_host: sandbox.FreshHost, agent_host: sandbox.FreshHost) -> None:
-    """In one window of LINK_CUT_S with the agent cut off from the site: Triton down on the site host fires its
-    alert and resolves it; the monitoring host's services down, both hosts serve; then the backlog arrives."""
-    name = site_host.state.name
+    """The faults, overlapped: the site host's uploader stopped (results wait; CircularNetUploadsStalled is due
+    STALL_S after its last upload), meanwhile Triton down on the site host (its alert fires and resolves) and the
+    monitoring host's services down (both hosts serve), and, ending when the stall's alert is due, the agent's link
+    cut for LINK_CUT_S; then the stall's alert fires and resolves, and the agent's backlog arrives whole."""
+    stalled_at = uploads_stop(site_host)
+    triton_alert_fires_and_resolves(site, site_host)
+    fleet_serves_without_monitoring(site_host, agent_host)
+    time.sleep(max(0.0, stalled_at + STALL_S - LINK_CUT_S - time.time()))
     cut_at = time.time()
     route = f"blackhole {site_host.state.address}/32"
     assert agent_host.ssh(f"sudo ip route add {route}").returncode == 0
     try:
-        # Triton stopped on the site host: its alert reaches Alertmanager within the rule's window ...
-        site_host.ssh("sudo systemctl stop circularnet-triton; sudo systemctl start circularnet-health.service",
-                      timeout=300)
-
-        def firing() -> list[dict[str, Any]]:
-            return [a for a in site.alerts() if a["labels"].get("alertname") == "CircularNetTritonDown"
-                    and a["labels"].get("instance") == name]
-
-        alert = waited("CircularNetTritonDown at Alertmanager", firing, ALERT_TIMEOUT_S, every=15)
-        assert alert[0]["labels"]["severity"] == "critical"
-        # ... and resolves once systemd runs Triton again
-        assert site_host.ssh("sudo systemctl start circularnet-triton").returncode == 0
-        waited("Triton serving again", lambda: _serves(site_host), 300)
-        site_host.ssh("sudo systemctl start circularnet-health.service", timeout=300)
-        waited("CircularNetTritonDown resolved",
-               lambda: not site.query(f'ALERTS{{alertname="CircularNetTritonDown",instance="{name}"}}'), 180, every=15)
-        # the monitoring host's Prometheus and Alertmanager down: both hosts keep serving and report healthy
-        assert site_host.ssh("sudo systemctl stop prometheus prometheus-alertmanager").returncode == 0
-        for host in (site_host, agent_host):
-            assert infer(host)["version"] == "1", host.state.name
-            ran = host.ssh("sudo systemctl start circularnet-health.service", timeout=300)
-            assert ran.returncode == 0 and health_report(host)["healthy"] is True, host.state.name
-        assert site_host.ssh("sudo systemctl start prometheus prometheus-alertmanager").returncode == 0
-        time.sleep(max(0.0, cut_at + LINK_CUT_S - time.time()))
+        time.sleep(LINK_CUT_S)
     finally:
         agent_host.ssh(f"sudo ip route del {route}")
     healed_at = time.time()
-    # the agent's WAL sends the backlog: every scrape of the cut is at the site
+    uploads_stalled_alert_fires_and_resolves(site, site_host)
+    backlog_arrives(site, agent_host, cut_at, healed_at)
+
+
+def uploads_stop(host: sandbox.FreshHost) -> float:
+    """Results uploaded once, then the uploader stopped and more results queued behind it; when it stopped."""
+    feed_frames(host, "stall", 0, 3)
+
+    def uploaded() -> bool:
+        state = pipeline_state(host, "upload.json")
+        return bool(state.get("uploaded_files")) and state.get("queue_files") == 0
+
+    waited(f"{host.state.name}'s first results uploaded", uploaded, 300, every=5)
+    assert host.ssh("sudo systemctl stop circularnet-upload").returncode == 0
+    stopped = time.time()
+    feed_frames(host, "stall", 3, 3)
+    # their results queued (before Triton is stopped below: a batch without Triton would wait, then be set aside)
+    waited(f"{host.state.name}'s results queued behind the stopped uploader",
+           lambda: (pipeline_state(host, "pipeline.json").get("queue_files") or 0) > 0, 300, every=5)
+    return stopped
+
+
+def triton_alert_fires_and_resolves(site: Site, host: sandbox.FreshHost) -> None:
+    """Triton stopped: CircularNetTritonDown reaches Alertmanager within the rule's window; Triton run again by
+    systemd: the alert resolves."""
+    name = host.state.name
+    host.ssh("sudo systemctl stop circularnet-triton; sudo systemctl start circularnet-health.service", timeout=300)
+    alert = waited("CircularNetTritonDown at Alertmanager", lambda: site.firing("CircularNetTritonDown", name),
+                   ALERT_TIMEOUT_S, every=15)
+    assert alert[0]["labels"]["severity"] == "critical"
+    assert host.ssh("sudo systemctl start circularnet-triton").returncode == 0
+    waited("Triton serving again", lambda: _serves(host), 300)
+    host.ssh("sudo systemctl start circularnet-health.service", timeout=300)
+    waited("CircularNetTritonDown resolved", lambda: not site.pending_or_firing("CircularNetTritonDown", name),
+           180, every=15)
+
+
+def fleet_serves_without_monitoring(site_host: sandbox.FreshHost, agent_host: sandbox.FreshHost) -> None:
+    """The monitoring host's Prometheus and Alertmanager down: both hosts keep serving and report healthy."""
+    assert site_host.ssh("sudo systemctl stop prometheus prometheus-alertmanager").returncode == 0
+    try:
+        for host in (site_host, agent_host):
+            assert infer(host)["version"] == "1", host.state.name
+            ran = host.ssh("sudo systemctl start circularnet-health.service", timeout=300)
+            problems = health_report(host)["problems"]
+            assert ran.returncode == 0 and all("upload" in p for p in problems), (host.state.name, problems)
+    finally:
+        assert site_host.ssh("sudo systemctl start prometheus prometheus-alertmanager").returncode == 0
+
+
+def uploads_stalled_alert_fires_and_resolves(site: Site, host: sandbox.FreshHost) -> None:
+    """Results waiting and no upload for 15 minutes: CircularNetUploadsStalled at Alertmanager; the uploader run
+    again, the queue drains and the alert resolves."""
+    name = host.state.name
+
+    def firing() -> list[dict[str, Any]]:
+        host.ssh("sudo systemctl start circularnet-health.service", timeout=300)  # what its timer does
+        return site.firing("CircularNetUploadsStalled", name)
+
+    alert = waited("CircularNetUploadsStalled at Alertmanager", firing, 420, every=20)
+    assert alert[0]["labels"]["severity"] == "critical"
+    assert host.ssh("sudo systemctl start circularnet-upload").returncode == 0
+
+    def resolved() -> bool:
+        host.ssh("sudo systemctl start circularnet-health.service", timeout=300)
+        return not site.pending_or_firing("CircularNetUploadsStalled", name)
+
+    waited("CircularNetUploadsStalled resolved", resolved, 300, every=20)
+
+
+def backlog_arrives(site: Site, agent_host: sandbox.FreshHost, cut_at: float, healed_at: float) -> None:
+    """The agent's WAL sends the backlog of the cut: every scrape of it is at the site."""
     expected = int(LINK_CUT_S / SCRAPE_S)
     window = f"{int(healed_at - cut_at)}s"
 

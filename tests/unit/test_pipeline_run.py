@@ -78,6 +78,9 @@ def test_frames_become_batches_of_results_named_by_their_frames(settings):
     found = state(settings)
     assert (found["batches"], found["frames"], found["rows"], found["last_error"]) == (3, 7, 7, None)
     assert found["last_ok"] >= found["last_run"]
+    # the queue as the run left it, counted whether an uploader runs or not (none does here)
+    sizes = [f.stat().st_size for f in Path(settings["queue"]).rglob("*.ndjson")]
+    assert (found["queue_files"], found["queue_bytes"]) == (3, sum(sizes)) and sum(sizes) > 0
 
 
 def test_frames_are_queued_for_upload_when_the_stack_says_so(settings):

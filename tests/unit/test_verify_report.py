@@ -364,3 +364,19 @@ def test_metrics_that_cannot_be_written_leave_the_report_whole(tmp_path: Path, t
     assert (tmp_path / "var" / "health.json").exists()
     assert f"health_report: metrics not written to {blocked}: " in result.stderr
     assert [p.name for p in blocked.parent.iterdir()] == ["circularnet.prom"]  # no temporary file left
+
+
+@pytest.mark.parametrize(("run", "upload", "depth"), [
+    # the uploader sent last: its count
+    ({"updated": 100.0, "queue_files": 4, "queue_bytes": 40}, {"updated": 200.0, "queue_files": 0, "queue_bytes": 0},
+     (0, 0)),
+    # the uploader stopped (its state is old) while runs go on queueing results: the run's count
+    ({"updated": 900.0, "queue_files": 7, "queue_bytes": 70}, {"updated": 200.0, "queue_files": 0, "queue_bytes": 0},
+     (7, 70)),
+    # a run from before runs counted the queue: the uploader's; nothing counted yet: unknown, never 0
+    ({"updated": 900.0}, {"updated": 200.0, "queue_files": 2, "queue_bytes": 20}, (2, 20)),
+    ({}, {}, (None, None)),
+])
+def test_the_queue_depth_is_the_newest_count(run: dict, upload: dict, depth: tuple) -> None:
+    found = health_report.queue_depth(run, upload)
+    assert (found["queue_files"], found["queue_bytes"]) == depth
