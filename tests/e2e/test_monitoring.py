@@ -156,8 +156,14 @@ def collects_both_behind_its_password(site: Site, site_host: sandbox.FreshHost, 
     assert set(labels) == {(h, j) for h in names for j in ("circularnet-node", "circularnet-triton")}
     assert {k: labels[(names[1], "circularnet-node")][k] for k in ("site", "group", "platform")} == {
         "site": agent_host.state.spec.site, "group": "servers", "platform": "server"}
-    healthy = waited("the health report's metric at the site", lambda: site.query("cnctl_health_healthy == 1"), 120)
-    assert {r["metric"]["instance"] for r in healthy} == set(names)
+    def both_healthy() -> bool:
+        for host in (site_host, agent_host):
+            host.ssh("sudo systemctl start circularnet-health.service", timeout=300)  # what its timer does
+        return {r["metric"]["instance"] for r in site.query("cnctl_health_healthy == 1")} == set(names)
+
+    if not waited_quietly(both_healthy, 240, every=15):
+        pytest.fail(f"not both healthy at the site: {site.query('cnctl_health_healthy')}; "
+                    f"{[health_report(h)['problems'] for h in (site_host, agent_host)]}")
     # the timer's report reads the pipeline's state (through its data directory, 0751): its flow reaches the site
     for host in (site_host, agent_host):
         name = host.state.name

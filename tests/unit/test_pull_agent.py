@@ -56,6 +56,7 @@ class Site:
             config["circularnet:storage"] = {**config["circularnet:storage"], "kind": kind, "endpoint": endpoint,
                                              "buckets": buckets}
             config["circularnet:fleets"]["servers"][0].update(mode="pull")
+            del config["circularnet:monitoring"]  # a pull-mode server cannot be the site (monitoring.server)
 
         self.stack = stack_variant(tmp_path, change, base="local")
 
