@@ -86,7 +86,7 @@ def origin(key: str) -> Origin:
     """`detections/<generation>/<host>/<YYYYMMDD>/<batch>.ndjson` -> its parts; BadObject for another name."""
     parts = key.split("/")
     if len(parts) != 5 or parts[0] != PREFIX.rstrip("/") or not parts[4].endswith(".ndjson") or not all(parts[1:]):
-        raise BadObject(f"not a results object name (detections/<generation>/<host>/<YYYYMMDD>/<batch>.ndjson)")
+        raise BadObject("not a results object name (detections/<generation>/<host>/<YYYYMMDD>/<batch>.ndjson)")
     return Origin(parts[1], parts[2], parts[4].removesuffix(".ndjson"))
 
 
@@ -223,7 +223,7 @@ def store_bad(db: sqlite3.Connection, key: str, etag: str, reason: str, now: flo
 
 
 def totals(db: sqlite3.Connection) -> list[tuple[str, str, str, str, int]]:
-    return [tuple(row) for row in db.execute(  # type: ignore[misc]
+    return [tuple(row) for row in db.execute(
         "SELECT site, host, belt, class, COUNT(*) FROM detections GROUP BY site, host, belt, class "
         "ORDER BY site, host, belt, class")]
 

@@ -141,8 +141,8 @@ def test_each_object_is_loaded_once_and_a_failure_mid_run_keeps_what_was_loaded(
     loaded = db.execute("SELECT object, etag, rows FROM loaded ORDER BY object").fetchall()
     assert loaded == [(KEY, f"etag-{len(objects[KEY])}", 2), (second, f"etag-{len(objects[second])}", 1)]
     assert db.execute("SELECT object, reason FROM bad").fetchall() == [
-        ("detections/tf/x/bad.ndjson", "not a results object name "
-         "(detections/<generation>/<host>/<YYYYMMDD>/<batch>.ndjson)")]
+        ("detections/tf/x/bad.ndjson",
+         "not a results object name (detections/<generation>/<host>/<YYYYMMDD>/<batch>.ndjson)")]
 
 
 def test_a_crash_inside_an_objects_transaction_leaves_none_of_its_rows(tmp_path: Path) -> None:
