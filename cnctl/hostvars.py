@@ -31,7 +31,7 @@ URL and the stack's `mirrors` section replaces its base for air-gapped plants (N
 | cn_monitoring_collection | all | how the site's Prometheus gets the host's metrics: `none` (no `monitoring.server`; cloud VMs), `site` (the host runs it), `scraped` (over the network) or `agent` (Prometheus in agent mode, remote-writing) |
 | cn_monitoring_site_url | all | the site's Prometheus (`http://<monitoring.server's address>:<monitoring.prometheusPort>`), None without one |
 | cn_monitoring_password_file | all | site and agents: its password on the deploying machine (`monitoring.passwordFile`), else None |
-| cn_monitoring_site | all | the site only: {interface, prometheus_port, alertmanager_port, retention_days, targets: [{host, site, group, platform, address}], emails, smtp, webhooks}; None elsewhere |
+| cn_monitoring_site | all | the site only: {interface, prometheus_port, alertmanager_port, retention_days, targets: [{host, site, group, platform, address}], sites: {host: site} (every edge device and server), emails, smtp, webhooks}; None elsewhere |
 | cn_model_action | all | `pinned`: serve the stack's pinned version; `previous` (a rollback run's override): the version served before it |
 | cn_python_index_url | all | PEP 503 index the native runtime installs its wheels from (mirrors.pythonIndex, else PyPI) |
 | cn_triton_wheels | all | [{name, version, sha256: [...]}]: the native runtime's wheels, each pinned by hash (matrix `native_triton`) |
@@ -270,7 +270,7 @@ def _monitoring_vars(cfg: StackConfig, group: Group, entry: Entry, mode: str) ->
         own["cn_monitoring_site"] = {
             "interface": mon.interface, "prometheus_port": mon.prometheus_port,
             "alertmanager_port": mon.alertmanager_port, "retention_days": mon.retention_days,
-            "targets": scrape_targets(cfg), "emails": list(mon.emails),
+            "targets": scrape_targets(cfg), "sites": fleet_sites(cfg), "emails": list(mon.emails),
             "smtp": mon.smtp.model_dump() if mon.smtp else None,
             "webhooks": [hook.model_dump() for hook in mon.webhooks],
         }
@@ -282,6 +282,11 @@ def site_url(cfg: StackConfig) -> str | None:
     entry monitoring.server names>:<monitoring.prometheusPort>`; None without site monitoring."""
     server = next((s for s in cfg.fleets.servers if s.name == cfg.monitoring.server), None)
     return f"http://{host_port(server.address, cfg.monitoring.prometheus_port)}" if server else None
+
+
+def fleet_sites(cfg: StackConfig) -> dict[str, str]:
+    """{host: site} of every edge device and server: the site's results loader labels a host's results with it."""
+    return {entry.name: entry.site for entry in [*cfg.fleets.edge, *cfg.fleets.servers]}
 
 
 def scrape_targets(cfg: StackConfig) -> list[dict[str, Any]]:

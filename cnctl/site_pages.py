@@ -21,7 +21,8 @@ from cnctl.status_prometheus import USER
 
 TIMEOUT_S = 10.0
 # The dashboards (templates/prometheus/consoles/), by what they show.
-DASHBOARDS = (("fleet dashboard", "consoles/circularnet-fleet.html"),)
+DASHBOARDS = (("fleet dashboard", "consoles/circularnet-fleet.html"),
+              ("results dashboard", "consoles/circularnet-results.html"))
 # Prometheus' own pages: Debian's build serves its classic UI only, under /classic/.
 CLASSIC = (("alerts (rules and their state)", "alerts"), ("targets (who is collected)", "targets"),
            ("Prometheus (queries)", "graph"))

@@ -10,6 +10,7 @@ as `PYTHONPATH=HOME python3 -m cnhost.<program>` (`argv`): the programs import e
   `triton_endpoint`: where a client reaches the host's Triton (the one builder of its URLs).
 - `capture`, `pipeline_run`, `client_adapter`, `uploader`, `bucket_worker`: the pipeline layer's services.
 - `health_report`: the verify layer's report.
+- `results_db`: the site's results loader (the plant's results bucket into SQLite, and their metrics).
 - `gpu_metrics`: the monitoring layer's GPU collector (nvidia-smi's or tegrastats' samples, for node-exporter's
   textfile collector).
 """

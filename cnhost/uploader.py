@@ -344,19 +344,20 @@ class GcsStore:
         except Exception as exc:  # noqa: BLE001
             raise self.failure(exc, bucket, midway=False) from None
 
-    def newest(self, bucket: str, prefix: str) -> tuple[str, bytes] | None:
-        """The last name under `prefix` in name order and its bytes, None when there is none (`cnctl status`
-        reads pull mode's reports with it: their names are UTC times, so the last name is the newest)."""
+    def listing(self, bucket: str, prefix: str) -> list[tuple[str, str]]:
+        """[(name, generation)] of every object under `prefix` (the results loader reads the bucket with it)."""
         try:
-            names = [b.name for b in self.client().list_blobs(bucket, prefix=prefix, timeout=self.timeout, retry=None)]
+            return [(str(b.name), str(b.generation))
+                    for b in self.client().list_blobs(bucket, prefix=prefix, timeout=self.timeout, retry=None)]
         except (self.api.Forbidden, self.api.Unauthorized):
             raise Unreadable(f"{self.label} does not let this identity list gs://{bucket}/{prefix}") from None
         except Exception as exc:  # noqa: BLE001 - a missing bucket is NotFound here: failure() names it
             raise self.failure(exc, bucket, midway=False) from None
-        if not names:
-            return None
-        body = self.read(bucket, max(names))
-        return None if body is None else (max(names), body)
+
+    def newest(self, bucket: str, prefix: str) -> tuple[str, bytes] | None:
+        """The last name under `prefix` in name order and its bytes, None when there is none (`cnctl status`
+        reads pull mode's reports with it: their names are UTC times, so the last name is the newest)."""
+        return newest(self, bucket, prefix)
 
     def create(self, bucket: str, key: str, body: Path | bytes, md5: bytes, conditional: bool) -> bool:
         """Store the object; False when a create-only write found it there already."""
@@ -465,13 +466,12 @@ class S3Store:
         except Exception as exc:  # noqa: BLE001
             raise self.failure(exc, bucket, midway=False) from None
 
-    def newest(self, bucket: str, prefix: str) -> tuple[str, bytes] | None:
-        """The last name under `prefix` in name order and its bytes, None when there is none (`cnctl status`
-        reads pull mode's reports with it: their names are UTC times, so the last name is the newest)."""
-        names: list[str] = []
+    def listing(self, bucket: str, prefix: str) -> list[tuple[str, str]]:
+        """[(key, ETag)] of every object under `prefix` (the results loader reads the bucket with it)."""
+        found: list[tuple[str, str]] = []
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-                names += [str(item["Key"]) for item in page.get("Contents") or []]
+                found += [(str(item["Key"]), str(item.get("ETag", "")).strip('"')) for item in page.get("Contents") or []]
         except self.errors.ClientError as exc:
             _, status = self._code(exc)
             if status == 403:
@@ -479,10 +479,12 @@ class S3Store:
             raise self.failure(exc, bucket, midway=False) from None
         except Exception as exc:  # noqa: BLE001
             raise self.failure(exc, bucket, midway=False) from None
-        if not names:
-            return None
-        body = self.read(bucket, max(names))
-        return None if body is None else (max(names), body)
+        return found
+
+    def newest(self, bucket: str, prefix: str) -> tuple[str, bytes] | None:
+        """The last name under `prefix` in name order and its bytes, None when there is none (`cnctl status`
+        reads pull mode's reports with it: their names are UTC times, so the last name is the newest)."""
+        return newest(self, bucket, prefix)
 
     def digest(self, bucket: str, key: str) -> bytes:
         """The stored object's MD5, read back (stores whose ETag is not one)."""
@@ -543,6 +545,15 @@ class S3Store:
             return StoreError(f"{self.label} answered {status} {code} for bucket {bucket}", midway=midway,
                               transient=_transient_status(status))
         return unreachable(self.label, exc, midway)
+
+
+def newest(store: GcsStore | S3Store, bucket: str, prefix: str) -> tuple[str, bytes] | None:
+    """The last name under `prefix` in name order and its bytes (both stores' `newest`)."""
+    names = [name for name, _ in store.listing(bucket, prefix)]
+    if not names:
+        return None
+    body = store.read(bucket, max(names))
+    return None if body is None else (max(names), body)
 
 
 def _role_of(settings: Settings, bucket: str) -> str:

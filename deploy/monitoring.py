@@ -15,7 +15,9 @@
    - `site`: Debian's Prometheus and Alertmanager on the address of `monitoring.interface`, behind the site's
      password (basic auth, bcrypt): the host's own exporters, the scraped hosts, the agents' remote writes
      (`--web.enable-remote-write-receiver`), the alert rules (monitoring/rules/), the dashboards
-     (templates/prometheus/consoles/), and the stack's receivers (e-mail through its relay, webhooks);
+     (templates/prometheus/consoles/), and the stack's receivers (e-mail through its relay, webhooks); and the
+     results loader (cnhost/results_db.py, circularnet-results.timer): the plant's results bucket into a SQLite
+     database every few minutes, their counts for the results dashboard;
    - `agent`: Debian's Prometheus in agent mode on loopback, scraping the host's exporters and remote-writing
      to the site with the site's password; its WAL keeps the samples while the link is down.
    Both drop-ins are written before the packages, and hold the postinst's start until the config exists.
@@ -48,8 +50,10 @@ from deploy.rules.monitoring import (
     exporter_vars,
     gpu_unit_vars,
     listen_address,
+    results_unit_vars,
     site_config,
     site_problem,
+    textfile_access,
     web_config,
     webhook_token_path,
 )
@@ -60,6 +64,7 @@ from deploy.steps import (
     index_refreshed,
     programs_shipped,
     refused,
+    role_data,
     template,
     wishes,
 )
@@ -97,7 +102,9 @@ def monitoring() -> None:
                  changed=[configured], commands=["systemctl daemon-reload", shlex.join(["systemctl", "restart", exporter])])
     systemd.service(name="Monitoring: node-exporter enabled and running", service=exporter, running=True, enabled=True)
 
-    directory("Monitoring: the textfile collector's directory", data["monitoring_textfile_dir"])
+    access = textfile_access(wants, role_data("pipeline"))
+    directory("Monitoring: the textfile collector's directory", data["monitoring_textfile_dir"], access["mode"],
+              access["owner"], access["group"])
     programs_shipped("Monitoring", scripts.program_home(data["monitoring_gpu_helper"]))
     unit = data["monitoring_gpu_unit"]
     collector = template("Monitoring: the GPU collector's unit", "systemd/circularnet-gpu-metrics.service.j2",
@@ -173,6 +180,24 @@ def site_prometheus(wants: dict[str, Any], data: dict[str, Any], secrets: dict[s
     ]
     _running(data["monitoring_prometheus_unit"], [dropins[0], *prometheus_files], "Prometheus")
     _running(data["monitoring_alertmanager_unit"], [dropins[1], *alertmanager_files], "Alertmanager")
+    site_results(wants, data)
+
+
+def site_results(wants: dict[str, Any], data: dict[str, Any]) -> None:
+    """The site's results loader: every few minutes, the plant's results bucket into the site's SQLite database
+    (its directory the pipeline user's) and their counts into the textfile directory, for the results dashboard."""
+    pipeline = role_data("pipeline")
+    variables = results_unit_vars(wants, data, pipeline)
+    user, unit = pipeline["pipeline_user"], data["monitoring_results_unit"]
+    directory("Monitoring: the results database's directory", variables["results_db_dir"], "750", user, user)
+    changed = [template("Monitoring: the results loader's unit", "systemd/circularnet-results.service.j2",
+                        f"/etc/systemd/system/{unit}.service", **variables),
+               template("Monitoring: the results loader's timer", "systemd/circularnet-results.timer.j2",
+                        f"/etc/systemd/system/{unit}.timer", **variables)]
+    after_change(name="Monitoring: systemd reloaded and the results timer restarted (its units changed)",
+                 changed=changed, commands=["systemctl daemon-reload", shlex.join(["systemctl", "restart", f"{unit}.timer"])])
+    systemd.service(name="Monitoring: the results timer enabled and running", service=f"{unit}.timer", running=True,
+                    enabled=True)
 
 
 def agent_prometheus(wants: dict[str, Any], data: dict[str, Any], secrets: dict[str, Any], address: str) -> None:

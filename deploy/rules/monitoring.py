@@ -49,6 +49,33 @@ def gpu_unit_vars(wants: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]
             "gpu_interval": data["monitoring_gpu_interval"]}
 
 
+def textfile_access(wants: dict[str, Any], pipeline: dict[str, Any]) -> dict[str, str]:
+    """The textfile directory's owner, group and mode: root's, 0755, on every host; on the site, where the results
+    loader (the pipeline's user) writes its file there too, group the pipeline's user and 1775: sticky, so that
+    user may replace its own files only, never the health report's or the GPU collector's (root's)."""
+    if wants["cn_monitoring_collection"] == "site":
+        return {"owner": "root", "group": pipeline["pipeline_user"], "mode": "1775"}
+    return {"owner": "root", "group": "root", "mode": "755"}
+
+
+def results_unit_vars(wants: dict[str, Any], data: dict[str, Any], pipeline: dict[str, Any]) -> dict[str, Any]:
+    """templates/systemd/circularnet-results.{service,timer}.j2's variables: the site's results loader
+    (cnhost/results_db.py) in the pipeline's venv, as its user, with its settings (`pipeline`: the pipeline role's
+    settings), its database and its metrics file, and every fleet host's site (`--site HOST=SITE`, by name)."""
+    site = wants["cn_monitoring_site"]
+    return {"results_programs": scripts.program_home(data["monitoring_results_helper"]),
+            "results_python": f"{pipeline['pipeline_venv']}/bin/python",
+            "results_user": pipeline["pipeline_user"],
+            "results_settings": pipeline["pipeline_settings"],
+            "results_db": data["monitoring_results_db"],
+            "results_db_dir": data["monitoring_results_db"].rsplit("/", 1)[0],
+            "results_textfile": f"{data['monitoring_textfile_dir']}/{data['monitoring_results_textfile']}",
+            "textfile_dir": data["monitoring_textfile_dir"],
+            "results_sites": [f"{host}={where}" for host, where in sorted(site["sites"].items())],
+            "results_timeout": data["monitoring_results_timeout"],
+            "results_interval": data["monitoring_results_interval"]}
+
+
 # --- the site's Prometheus and Alertmanager, and the agents ---------------------------------------------------
 # Every series the site holds carries these labels, whichever way it came (scraped, or an agent's remote write):
 # `instance` the fleet host's name, its `site`, `group` (edge, servers) and `platform` (jetson, server). The alert

@@ -664,7 +664,7 @@ HOST_COMMANDS: dict[str, tuple[str, ...]] = {
     # the layers that give after_change its restart commands (shlex.join of a unit name)
     "deploy/steps.py:after_change": ("deploy/inference.py:inference", "deploy/pipeline.py:_running", "deploy/pull.py:pull",
                                      "deploy/verify.py:verify", "deploy/monitoring.py:monitoring",
-                                     "deploy/monitoring.py:_running"),
+                                     "deploy/monitoring.py:_running", "deploy/monitoring.py:site_results"),
     "deploy/steps.py:index_refreshed": (),
     "deploy/steps.py:held": (),
     "deploy/nvidia.py:driver_settled": (),

@@ -101,7 +101,23 @@ def node_text(name: str, n: int) -> str:
         text += gpu_metrics.tegrastats_exposition(sample, time.time(), host["jetson"])
     else:
         text += gpu_metrics.nvidia_smi_exposition(gpu_metrics.parse_nvidia_smi([host["nvidia_smi"]]), time.time())
+        text += results_text(n)  # the monitoring server runs the site's results loader
     return text
+
+
+# The site's results loader's counts (cnhost/results_db.py), on the monitoring server: (site, host, belt, class) ->
+# rows at the first scrape, and how many more at each scrape after it.
+RESULTS = {("plant-a", "belt-1-orin", "belt1", "PET_bottle"): (1200, 5),
+           ("plant-a", "belt-1-orin", "belt1", "Aluminium_can"): (340, 0),
+           ("plant-b", "belt-2-orin", "line-2", "HDPE_container"): (77, 1)}
+
+
+def results_text(n: int) -> str:
+    """What the results loader's file says at the n-th scrape: its rows per class, grown since the last."""
+    from cnhost import results_db
+
+    return results_db.exposition([(*key, first + step * (n - 1)) for key, (first, step) in RESULTS.items()],
+                                 12 + n, 1, time.time() - 60)
 
 
 def triton_text(name: str, n: int) -> str:
@@ -285,6 +301,36 @@ def test_a_hostile_or_unknown_instance_is_data_never_markup_or_promql(prometheus
     assert "<h1>Which host?</h1>" in bare and all(f"instance={name}" in bare for name in HOSTS)
 
 
+def results_rows(page: str) -> dict[tuple[str, str, str], dict[str, list[str]]]:
+    """(site, host, belt) -> class -> its totals' cells (as text)."""
+    found = {}
+    for site, host, belt, body in re.findall(
+            r'<section class="belt" data-site="([^"]*)" data-host="([^"]*)" data-belt="([^"]*)">(.*?)</section>', page,
+            re.DOTALL):
+        found[(site, host, belt)] = {
+            klass: [text_of(cell) for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.DOTALL)]
+            for klass, row in re.findall(r'<tr class="class" data-class="([^"]+)">(.*?)</tr>', body, re.DOTALL)}
+    return found
+
+
+def test_the_results_page_shows_each_belts_classes_and_counts(prometheus: str) -> None:
+    page = fetch(f"{prometheus}/consoles/circularnet-results.html")
+    assert "error executing template" not in page and "<h1>CircularNet results</h1>" in page
+    assert "load time" in text_of(page)
+    belts = results_rows(page)
+    assert list(belts) == [("plant-a", "belt-1-orin", "belt1"), ("plant-b", "belt-2-orin", "line-2")]
+    one, two = belts[("plant-a", "belt-1-orin", "belt1")], belts[("plant-b", "belt-2-orin", "line-2")]
+    assert sorted(one) == ["Aluminium_can", "PET_bottle"] and list(two) == ["HDPE_container"]
+    assert one["Aluminium_can"][0] == "Aluminium_can" and one["Aluminium_can"][3] == "340"
+    assert one["Aluminium_can"][1:3] == ["0", "0"]  # no new can since the first load
+    assert int(one["PET_bottle"][3]) >= 1200 + 5 * (SCRAPES - 1) and int(one["PET_bottle"][1]) > 0
+    assert int(two["HDPE_container"][3]) >= 77 + SCRAPES - 1
+    graphs = [html.unescape(g) for g in re.findall(r'<svg class="cn-graph" data-expr="([^"]+)"', page)]
+    assert graphs == [f'sum by (class) (increase(cnctl_results_detections_total{{belt_site="{s}", host="{h}", '
+                      f'belt="{b}"}}[1h]))' for s, h, b in belts]
+    assert 'href="/consoles/circularnet-results.html">Results</a>' in page  # in the menu of every page
+
+
 # --- in a real browser ------------------------------------------------------------------------------------------
 
 def browser() -> str:
@@ -368,6 +414,20 @@ def test_the_host_page_draws_its_graphs_in_a_browser(prometheus: str) -> None:
     assert_a_real_picture(shot)
 
 
+def test_the_results_page_draws_its_graphs_in_a_browser(prometheus: str) -> None:
+    url = f"{prometheus}/consoles/circularnet-results.html?range=60"
+    dom = run_browser(url, "--dump-dom")
+    assert all(f'data-class="{key[3]}"' in dom for key in RESULTS) and ">340</td>" in dom
+    graphs = re.findall(r'<svg class="cn-graph".*?</svg>', dom, re.DOTALL)
+    assert len(graphs) == 2 and all("<polyline" in g for g in graphs), "each belt's graph has its classes' lines"
+    captions = re.findall(r'<div class="range">(.*?)</div>', dom)
+    assert [c.rsplit(" · ", 1)[1] for c in captions] == ["2 series", "1 series"], captions
+    shot = artifacts() / "circularnet-results.png"
+    shot.unlink(missing_ok=True)
+    run_browser(url, f"--screenshot={shot}")
+    assert_a_real_picture(shot)
+
+
 # --- the files themselves --------------------------------------------------------------------------------------
 
 def test_the_dashboards_are_copied_verbatim_and_fetch_nothing_from_elsewhere() -> None:
@@ -377,7 +437,7 @@ def test_the_dashboards_are_copied_verbatim_and_fetch_nothing_from_elsewhere() -
     files = sorted(p for p in DASHBOARDS.rglob("*") if p.is_file() and p.suffix != ".j2")
     assert {p.relative_to(DASHBOARDS).as_posix() for p in files} == {
         "README.md", "consoles/circularnet-fleet.html", "consoles/circularnet-host.html",
-        "console_libraries/circularnet.lib"}
+        "consoles/circularnet-results.html", "console_libraries/circularnet.lib"}
     assert "verbatim" in (DASHBOARDS / "README.md").read_text()
     rendered = [p for p in (REPO / "templates").rglob("*") if p.is_file() and p not in files]
     assert rendered and all(p.suffix == ".j2" for p in rendered), "but the dashboards, every file of templates/ is Jinja"

@@ -347,6 +347,11 @@ def _alertmanager_dropin(**overrides: Any) -> dict[str, Any]:
             "external_url": "http://10.50.2.10:9093/", "data_dir": "/var/lib/prometheus/alertmanager", **overrides}
 
 
+def _results() -> dict[str, Any]:
+    """The results loader's units' variables, as the site's deploy gives them."""
+    return rules.results_unit_vars(_wants(), DATA, role_data("pipeline"))
+
+
 RENDERINGS: list[tuple[str, dict[str, Any]]] = [
     ("systemd/prometheus.conf.j2", _site_dropin()),
     ("systemd/prometheus.conf.j2", _agent_dropin()),
@@ -354,6 +359,8 @@ RENDERINGS: list[tuple[str, dict[str, Any]]] = [
     ("prometheus/prometheus.yml.j2", {"prometheus_config": rules.site_config(_wants(), DATA, "fd00:50::7", "10.50.2.10")}),
     ("prometheus/web.yml.j2", {"web_config": {"basic_auth_users": {"circularnet": "$2b$12$x"}}}),
     ("alertmanager/alertmanager.yml.j2", {"alertmanager_config": rules.alertmanager_config(_wants(), DATA, "pw")}),
+    ("systemd/circularnet-results.service.j2", _results()),
+    ("systemd/circularnet-results.timer.j2", _results()),
 ]
 
 
@@ -394,6 +401,43 @@ def test_the_site_asks_for_the_password_and_takes_remote_writes_and_an_agent_sta
         "--cluster.listen-address=")  # no gossip port on every address
 
 
+# --- the site's results loader -----------------------------------------------------------------------------------
+
+
+def test_the_results_loader_runs_as_the_pipelines_user_writes_two_directories_and_verifies(tmp_path: Path) -> None:
+    variables = _results()
+    unit, timer = tmp_path / "circularnet-results.service", tmp_path / "circularnet-results.timer"
+    text = render("systemd/circularnet-results.service.j2", **variables)
+    # verified with an interpreter this machine has (the venv is the host's)
+    unit.write_text(text.replace(f"ExecStart={variables['results_python']} ", "ExecStart=/usr/bin/python3 "))
+    timer.write_text(render("systemd/circularnet-results.timer.j2", **variables))
+    for path in (unit, timer):
+        result = _verify(path)
+        assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    pipeline = role_data("pipeline")
+    sites = " ".join(f"--site {host}={site}" for host, site in sorted(_wants()["cn_monitoring_site"]["sites"].items()))
+    assert (f"ExecStart={pipeline['pipeline_venv']}/bin/python -m cnhost.results_db load --config "
+            f"{pipeline['pipeline_settings']} --db /var/lib/circularnet/results/results.db "
+            f"--metrics /var/lib/prometheus/node-exporter/results.prom {sites}\n") in text
+    assert f"User={pipeline['pipeline_user']}\n" in text and "Type=oneshot\n" in text
+    assert "ReadWritePaths=/var/lib/circularnet/results /var/lib/prometheus/node-exporter\n" in text
+    assert "CapabilityBoundingSet=\n" in text and "ProtectSystem=strict\n" in text
+    assert "OnUnitActiveSec=5min\n" in timer.read_text()
+    assert _exposure(unit) <= MAX_EXPOSURE
+    assert _exposure(_bare(unit)) > MAX_EXPOSURE
+
+
+def test_every_fleet_host_has_its_site_for_the_results_and_the_site_shares_its_textfile_directory() -> None:
+    cfg = _stack()
+    sites = _wants(cfg)["cn_monitoring_site"]["sites"]
+    assert sites == {e.name: e.site for e in [*cfg.fleets.edge, *cfg.fleets.servers]}
+    pipeline = role_data("pipeline")
+    assert rules.textfile_access(_wants(cfg), pipeline) == {"owner": "root", "group": pipeline["pipeline_user"],
+                                                             "mode": "1775"}
+    edge = next(e.name for e in cfg.fleets.edge)
+    assert rules.textfile_access(_wants(cfg, edge), pipeline) == {"owner": "root", "group": "root", "mode": "755"}
+
+
 # --- both engines -------------------------------------------------------------------------------------------------
 
 
@@ -414,7 +458,7 @@ def test_both_engines_render_the_same_templates_and_each_has_a_rendering_here() 
 def test_the_roles_site_filters_are_the_deploys_functions() -> None:
     filters = collection_tree.filters()
     for name in ("secrets", "site_problem", "listen_address", "site_config", "agent_config", "alertmanager_config",
-                 "web_config", "webhook_token_path"):
+                 "web_config", "webhook_token_path", "textfile_access", "results_unit_vars"):
         function = getattr(rules, {"secrets": "controller_secrets"}.get(name, name))
         assert collection_tree.same_function(filters[f"cnctl_monitoring_{name}"], function), name
 

@@ -108,6 +108,8 @@ class FilterModule:
             "cnctl_monitoring_alertmanager_config": monitoring.alertmanager_config,
             "cnctl_monitoring_web_config": monitoring.web_config,
             "cnctl_monitoring_webhook_token_path": monitoring.webhook_token_path,
+            "cnctl_monitoring_textfile_access": monitoring.textfile_access,
+            "cnctl_monitoring_results_unit_vars": monitoring.results_unit_vars,
             "cnctl_verify_record": verify.record,
             "cnctl_verify_settings": verify.settings,
             "cnctl_verify_check_command": verify.check_command,
