@@ -203,6 +203,7 @@ def faults(site: Site, site_host: sandbox.FreshHost, agent_host: sandbox.FreshHo
     monitoring host's services down (both hosts serve), and, ending when the stall's alert is due, the agent's link
     cut for LINK_CUT_S; then the stall's alert fires and resolves, and the agent's backlog arrives whole."""
     stalled_at = uploads_stop(site_host)
+    results_on_the_dashboard(site, site_host)
     triton_alert_fires_and_resolves(site, site_host)
     fleet_serves_without_monitoring(site_host, agent_host)
     time.sleep(max(0.0, stalled_at + STALL_S - LINK_CUT_S - time.time()))
@@ -234,6 +235,28 @@ def uploads_stop(host: sandbox.FreshHost) -> float:
     waited(f"{host.state.name}'s results queued behind the stopped uploader",
            lambda: (pipeline_state(host, "pipeline.json").get("queue_files") or 0) > 0, 300, every=5)
     return stopped
+
+
+def results_on_the_dashboard(site: Site, host: sandbox.FreshHost) -> None:
+    """The results just uploaded, loaded by the site's loader into its database, counted on the results dashboard
+    (the belt `stall`, its detections per class), as a browser shows it; a screenshot kept."""
+    name = host.state.name
+
+    def counted() -> list[dict[str, Any]]:
+        host.ssh("sudo systemctl start circularnet-results.service", timeout=300)  # what its timer does
+        return site.query(f'cnctl_results_detections_total{{host="{name}",belt="stall"}} > 0')
+
+    found = waited("the uploaded results counted at the site", counted, 240, every=15)
+    rows = host.ssh("sudo sqlite3 -readonly /var/lib/circularnet/results/results.db "
+                    "'select count(*) from detections' 2>/dev/null || true").stdout.strip()
+    classes = {r["metric"]["class"] for r in found}
+    url = f"http://circularnet:{site.password}@{host.state.address}:9090/consoles/circularnet-results.html"
+    dom = run_browser(url, "--dump-dom", allow=host.state.address)
+    assert 'data-belt="stall"' in dom and all(f'data-class="{c}"' in dom for c in classes), (rows, dom[-3000:])
+    shot = artifacts() / "site-results.png"
+    shot.unlink(missing_ok=True)
+    run_browser(url, f"--screenshot={shot}", allow=host.state.address)
+    assert_a_real_picture(shot)
 
 
 def triton_alert_fires_and_resolves(site: Site, host: sandbox.FreshHost) -> None:
