@@ -12,7 +12,8 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,9 @@ import pytest
 from cnctl.sandbox import fleet as sandbox
 from cnctl.sandbox import network, prereqs, procs
 from cnctl.sandbox.instance import Instance
+from cnctl.sandbox.inventory import publish
 from cnctl.sandbox.progress import Quiet
+from cnctl.sandbox.state import FleetState, HostState, save
 from tests.unit.http_server import http_server
 
 REPO = Path(__file__).resolve().parents[2]
@@ -202,3 +205,17 @@ def deploy_rows(out: str, engines: tuple[str, ...] = ("pyinfra", "ansible")) -> 
             ok, changed, failed = cells[2:5]
             rows[cells[0]] = (None if ok == "-" else int(ok), int(changed), int(failed))
     return rows
+
+
+def view_of(fleet: FleetState, fleet_instance: Instance, fleet_env: dict[str, str], stack: Path, directory: Path,
+            hosts: Sequence[sandbox.FreshHost], extra: Sequence[HostState] = ()) -> dict[str, str]:
+    """The environment in which `stack`'s inventories are exactly `hosts` (and `extra`): a state directory in
+    `directory` (with its fleet file) and a user cache of their own."""
+    known = directory / "known_hosts"
+    known.write_text("".join(Path(h.fleet.known_hosts).read_text() for h in hosts))
+    inst = Instance(prefix=fleet_instance.prefix, state_dir=directory / "state", cache=fleet_instance.cache)
+    state = replace(fleet, state_dir=str(inst.state_dir), known_hosts=str(known), hosts=[h.state for h in hosts] + list(extra),
+                    inventories={**fleet.inventories, "fleet": str(inst.fleet_file), "ansible": str(inst.ansible_inventory)})
+    save(inst, state)
+    publish(inst, state)
+    return {**fleet_env, **inst.environment(), "CNCTL_STACK": str(stack), "XDG_CACHE_HOME": str(directory / "cache")}

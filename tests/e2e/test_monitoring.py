@@ -16,13 +16,16 @@ other (Triton on loopback, so an agent) by Ansible; then each engine finds nothi
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import functools
 import json
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,10 @@ import pytest
 import yaml
 
 from cnctl.sandbox import fleet as sandbox
-from tests.e2e.fleet_helpers import SESSION_NET, write_stack
+from cnctl.sandbox.instance import Instance
+from cnctl.sandbox.layout import HostSpec
+from cnctl.sandbox.state import FleetState
+from tests.e2e.fleet_helpers import SESSION_NET, view_of, write_stack
 from tests.e2e.host_state import feed_frames, health_report, pipeline_state
 from tests.e2e.test_layers import nothing_changes, run_all
 from tests.e2e.triton_client import infer
@@ -44,13 +50,15 @@ SCRAPE_S = 30  # roles/monitoring monitoring_scrape_interval
 ALERT_TIMEOUT_S = 480  # Triton down -> health report (run now) -> scrape -> `for: 3m` -> Alertmanager
 
 
-@pytest.fixture(scope="module")
-def session_stack(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The local stack on the session's subnet, naming fresh-1 (the first fresh server) as the site: the stack the
-    `view` fixture's inventories read."""
-    path = write_stack(tmp_path_factory.mktemp("monitoring-stack"), SESSION_NET)
+# The scenario's two hosts: names and addresses of their own, so that it runs beside the tier's other fresh hosts.
+SITE_HOST, AGENT_HOST = ("mon-1", 231), ("mon-2", 232)
+
+
+def monitoring_stack(directory: Path) -> Path:
+    """The local stack on the session's subnet, naming mon-1 as the site."""
+    path = write_stack(directory, SESSION_NET)
     document = yaml.safe_load(path.read_text())
-    document["config"]["circularnet:monitoring"]["server"] = "fresh-1"
+    document["config"]["circularnet:monitoring"]["server"] = SITE_HOST[0]
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
 
@@ -93,11 +101,20 @@ class Site:
         return self.query(f'ALERTS{{alertname="{alert}",instance="{instance}"}}')
 
 
+STOP = threading.Event()  # set when the session ends early: the background faults stop at their next pause
+
+
+def pause(seconds: float) -> None:
+    """Sleep `seconds`, unless the session is ending (then the scenario stops here)."""
+    if STOP.wait(max(0.0, seconds)):
+        raise RuntimeError("the session ended: the monitoring scenario stopped")
+
+
 def waited_quietly(check: Callable[[], Any], timeout: float, every: float = 5) -> Any:
     """check() until it is truthy (returned), at most `timeout` seconds; its last answer then."""
     deadline = time.monotonic() + timeout
     while not (found := check()) and time.monotonic() < deadline:
-        time.sleep(every)
+        pause(every)
     return found
 
 
@@ -109,27 +126,66 @@ def waited(what: str, check: Callable[[], Any], timeout: float, every: float = 1
         if found:
             return found
         assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
-        time.sleep(every)
+        pause(every)
 
 
-def test_the_site_collects_the_fleet_alerts_and_loses_nothing_when_a_link_is_cut(
-        boot_fresh: Callable[..., sandbox.FreshHost], view: Callable[..., dict[str, str]], session_stack: Path) -> None:
-    site_host, agent_host = boot_fresh("server"), boot_fresh("server")
-    env = view([site_host, agent_host])
+@dataclass
+class Scenario:
+    """The two hosts, their view of the stack, and the faults running in the background once started."""
+
+    site_host: sandbox.FreshHost
+    agent_host: sandbox.FreshHost
+    stack: Path
+    env: dict[str, str]
+    pool: concurrent.futures.ThreadPoolExecutor
+    faults: concurrent.futures.Future[None] | None = None
+
+
+@pytest.fixture(scope="session")
+def scenario(fleet: FleetState, fleet_instance: Instance, fleet_env: dict[str, str],
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
+    """mon-1 and mon-2, fresh servers of a stack that names mon-1 its site, for the whole session: the faults run
+    in a thread between the first test (which starts them) and the last (which judges them)."""
+    hosts = []
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="monitoring-faults")
+    try:
+        for name, last in (SITE_HOST, AGENT_HOST):
+            spec = HostSpec(name=name, group="servers", flavour="server", address=f"{SESSION_NET}{last}",
+                            driver_branch="550")
+            hosts.append(sandbox.boot_fresh_host(fleet_instance, fleet, spec))
+        stack = monitoring_stack(tmp_path_factory.mktemp("monitoring-stack"))
+        env = view_of(fleet, fleet_instance, fleet_env, stack, tmp_path_factory.mktemp("monitoring-view"), hosts)
+        yield Scenario(hosts[0], hosts[1], stack, env, pool)
+    finally:
+        STOP.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        for host in hosts:
+            sandbox.remove_fresh_host(fleet_instance, host.state)
+
+
+def test_the_site_collects_the_fleet_behind_its_password_in_both_engines(scenario: Scenario) -> None:
+    """The site (pyinfra) and an agent (Ansible) converged at once; the site collects both behind its password;
+    each engine finds nothing to change after the other. Then the faults start in the background (judged by the
+    tier's last test)."""
+    site_host, agent_host, env = scenario.site_host, scenario.agent_host, scenario.env
     started = time.monotonic()
     first = run_all([(env, ("--engine", "pyinfra", "--limit", site_host.state.name)),
                      (env, ("--engine", "ansible", "--limit", agent_host.state.name))])
     print(f"monitoring: the site (pyinfra) and an agent (ansible) converged at once: {time.monotonic() - started:.0f} s")
     for (code, _, log), engine in zip(first, ("pyinfra", "ansible")):
         assert code == 0, f"{engine}:\n{log[-6000:]}"
-    site = Site(site_host.state.address, session_stack)
+    site = Site(site_host.state.address, scenario.stack)
     collects_both_behind_its_password(site, site_host, agent_host)
-    # each engine finds nothing to change after the other
     nothing_changes([(env, ("--engine", "ansible", "--limit", site_host.state.name)),
                      (env, ("--engine", "pyinfra", "--limit", agent_host.state.name))])
     print(f"monitoring: checked, each engine after the other: {time.monotonic() - started:.0f} s")
-    faults(site, site_host, agent_host)
-    print(f"monitoring: faults done at {time.monotonic() - started:.0f} s")
+    scenario.faults = scenario.pool.submit(faults, site, site_host, agent_host)
+
+
+def test_alerts_fire_and_resolve_the_fleet_serves_and_a_cut_link_loses_nothing(scenario: Scenario) -> None:
+    """The faults the first test started, judged: see `faults`."""
+    assert scenario.faults is not None, "the site's monitoring scenario did not start (its first test failed)"
+    scenario.faults.result(timeout=LINK_CUT_S + STALL_S + 1800)
 
 
 def collects_both_behind_its_password(site: Site, site_host: sandbox.FreshHost, agent_host: sandbox.FreshHost) -> None:
@@ -206,12 +262,12 @@ def faults(site: Site, site_host: sandbox.FreshHost, agent_host: sandbox.FreshHo
     results_on_the_dashboard(site, site_host)
     triton_alert_fires_and_resolves(site, site_host)
     fleet_serves_without_monitoring(site_host, agent_host)
-    time.sleep(max(0.0, stalled_at + STALL_S - LINK_CUT_S - time.time()))
+    pause(stalled_at + STALL_S - LINK_CUT_S - time.time())
     cut_at = time.time()
     route = f"blackhole {site_host.state.address}/32"
     assert agent_host.ssh(f"sudo ip route add {route}").returncode == 0
     try:
-        time.sleep(LINK_CUT_S)
+        pause(LINK_CUT_S)
     finally:
         agent_host.ssh(f"sudo ip route del {route}")
     healed_at = time.time()
