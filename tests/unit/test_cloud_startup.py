@@ -212,6 +212,8 @@ def gpg_key(home: Path, uid: str) -> tuple[Path, str]:
     fingerprint = next(line.split(":")[9] for line in listed.splitlines() if line.startswith("fpr:"))
     exported = home / "public.gpg"
     exported.write_bytes(subprocess.run([*gpg, "--export", fingerprint], check=True, capture_output=True, timeout=60).stdout)
+    # making the key started a gpg-agent for this home: stopped here, not left running after the test
+    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=True, capture_output=True, timeout=60)
     return exported, fingerprint
 
 
