@@ -124,8 +124,8 @@ def site_prometheus(wants: dict[str, Any], data: dict[str, Any], secrets: dict[s
     """The site's Prometheus (its exporters, the scraped hosts, the agents' remote writes, the alert rules and
     the dashboards) and Alertmanager (the stack's receivers), both on `site_address` behind the site's password."""
     site = wants["cn_monitoring_site"]
-    prometheus_url = f"http://{listen_address(site_address, site['prometheus_port'])}"
-    alertmanager_url = f"http://{listen_address(site_address, site['alertmanager_port'])}"
+    prometheus_listen = listen_address(site_address, site["prometheus_port"])
+    alertmanager_listen = listen_address(site_address, site["alertmanager_port"])
     prometheus_conf, prometheus_yml = data["monitoring_prometheus_dir"], f"{data['monitoring_prometheus_dir']}/prometheus.yml"
     alertmanager_conf = data["monitoring_alertmanager_dir"]
     web_yml = f"{prometheus_conf}/web.yml"
@@ -133,15 +133,15 @@ def site_prometheus(wants: dict[str, Any], data: dict[str, Any], secrets: dict[s
         _dropin("Prometheus: the site's address, storage, auth and hardening (before it starts)",
                 "systemd/prometheus.conf.j2", data["monitoring_prometheus_dropin"],
                 prometheus_binary=data["monitoring_prometheus_binary"], agent=False, config_file=prometheus_yml,
-                listen=listen_address(site_address, site["prometheus_port"]), web_config=web_yml,
-                external_url=f"{prometheus_url}/", consoles=f"{prometheus_conf}/consoles",
+                listen=prometheus_listen, web_config=web_yml,
+                external_url=f"http://{prometheus_listen}/", consoles=f"{prometheus_conf}/consoles",
                 console_libraries=f"{prometheus_conf}/console_libraries", data_dir=data["monitoring_prometheus_data"],
                 retention=f"{site['retention_days']}d"),
         _dropin("Alertmanager: the site's address, storage, auth and hardening (before it starts)",
                 "systemd/prometheus-alertmanager.conf.j2", data["monitoring_alertmanager_dropin"],
                 alertmanager_binary=data["monitoring_alertmanager_binary"],
-                config_file=f"{alertmanager_conf}/alertmanager.yml", listen=listen_address(site_address, site["alertmanager_port"]),
-                web_config=f"{alertmanager_conf}/web.yml", external_url=f"{alertmanager_url}/",
+                config_file=f"{alertmanager_conf}/alertmanager.yml", listen=alertmanager_listen,
+                web_config=f"{alertmanager_conf}/web.yml", external_url=f"http://{alertmanager_listen}/",
                 data_dir=data["monitoring_alertmanager_data"]),
     ]
     _installed(data, [*data["monitoring_prometheus_packages"], *data["monitoring_alertmanager_packages"]])

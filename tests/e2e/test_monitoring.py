@@ -40,7 +40,7 @@ from tests.e2e.fleet_helpers import SESSION_NET, view_of, write_stack
 from tests.e2e.host_state import feed_frames, health_report, pipeline_state
 from tests.e2e.test_layers import nothing_changes, run_all
 from tests.e2e.triton_client import infer
-from tests.unit.test_dashboards import artifacts, assert_a_real_picture, run_browser
+from tests.unit.test_dashboards import run_browser, screenshot_kept
 
 pytestmark = pytest.mark.fleet
 
@@ -247,10 +247,7 @@ def seen_in_a_browser(site: Site, address: str, names: tuple[str, ...]) -> None:
     url = f"http://circularnet:{site.password}@{address}:9090/consoles/circularnet-fleet.html"
     dom = run_browser(url, "--dump-dom", allow=address)
     assert all(f">{name}</a>" in dom for name in names), dom[-3000:]
-    shot = artifacts() / "site-fleet.png"
-    shot.unlink(missing_ok=True)
-    run_browser(url, f"--screenshot={shot}", allow=address)
-    assert_a_real_picture(shot)
+    screenshot_kept(url, "site-fleet.png", allow=address)
 
 
 def faults(site: Site, site_host: sandbox.FreshHost, agent_host: sandbox.FreshHost) -> None:
@@ -309,10 +306,7 @@ def results_on_the_dashboard(site: Site, host: sandbox.FreshHost) -> None:
     url = f"http://circularnet:{site.password}@{host.state.address}:9090/consoles/circularnet-results.html"
     dom = run_browser(url, "--dump-dom", allow=host.state.address)
     assert 'data-belt="stall"' in dom and all(f'data-class="{c}"' in dom for c in classes), (rows, dom[-3000:])
-    shot = artifacts() / "site-results.png"
-    shot.unlink(missing_ok=True)
-    run_browser(url, f"--screenshot={shot}", allow=host.state.address)
-    assert_a_real_picture(shot)
+    screenshot_kept(url, "site-results.png", allow=host.state.address)
 
 
 def triton_alert_fires_and_resolves(site: Site, host: sandbox.FreshHost) -> None:

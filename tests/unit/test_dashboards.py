@@ -375,6 +375,14 @@ def artifacts() -> Path:
     return where
 
 
+def screenshot_kept(url: str, name: str, allow: str = "127.0.0.1") -> None:
+    """`url` in headless Chromium, its screenshot kept as the artifact `name`, and a real picture."""
+    shot = artifacts() / name
+    shot.unlink(missing_ok=True)
+    run_browser(url, f"--screenshot={shot}", allow=allow)
+    assert_a_real_picture(shot)
+
+
 def assert_a_real_picture(png: Path) -> None:
     """A 1400x900 PNG with a page on it: not blank, not one colour, the header's dark band at the top."""
     from PIL import Image
@@ -393,10 +401,7 @@ def test_the_fleet_page_renders_in_a_browser_and_a_screenshot_is_kept(prometheus
     url = f"{prometheus}/consoles/circularnet-fleet.html"
     dom = run_browser(url, "--dump-dom")
     assert all(f">{name}</a>" in dom for name in HOSTS) and "circularnet <b>v3</b>" in dom
-    shot = artifacts() / "circularnet-fleet.png"
-    shot.unlink(missing_ok=True)
-    run_browser(url, f"--screenshot={shot}")
-    assert_a_real_picture(shot)
+    screenshot_kept(url, "circularnet-fleet.png")
 
 
 def test_the_host_page_draws_its_graphs_in_a_browser(prometheus: str) -> None:
@@ -408,10 +413,7 @@ def test_the_host_page_draws_its_graphs_in_a_browser(prometheus: str) -> None:
     assert len(drawn) == 7, "every graph has data: the script queried this Prometheus and drew its series"
     captions = re.findall(r'<div class="range">(.*?)</div>', dom)
     assert len(captions) == 7 and all(re.fullmatch(r"min \S+ · max \S+ · [12] series", c) for c in captions), captions
-    shot = artifacts() / "circularnet-host.png"
-    shot.unlink(missing_ok=True)
-    run_browser(url, f"--screenshot={shot}")
-    assert_a_real_picture(shot)
+    screenshot_kept(url, "circularnet-host.png")
 
 
 def test_the_results_page_draws_its_graphs_in_a_browser(prometheus: str) -> None:
@@ -422,10 +424,7 @@ def test_the_results_page_draws_its_graphs_in_a_browser(prometheus: str) -> None
     assert len(graphs) == 2 and all("<polyline" in g for g in graphs), "each belt's graph has its classes' lines"
     captions = re.findall(r'<div class="range">(.*?)</div>', dom)
     assert [c.rsplit(" · ", 1)[1] for c in captions] == ["2 series", "1 series"], captions
-    shot = artifacts() / "circularnet-results.png"
-    shot.unlink(missing_ok=True)
-    run_browser(url, f"--screenshot={shot}")
-    assert_a_real_picture(shot)
+    screenshot_kept(url, "circularnet-results.png")
 
 
 # --- the files themselves --------------------------------------------------------------------------------------
